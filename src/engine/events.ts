@@ -1,0 +1,48 @@
+/** Events the engine emits for every transition; the CLI renders them. @module */
+
+import type { ErrorData } from "../core/errors.ts";
+import type { RunState } from "../core/states.ts";
+
+/** Something that happened in a run. Names are past tense. */
+export type EngineEvent =
+  | {
+    type: "run_started";
+    runId: string;
+    workflow: string;
+    tasks: number;
+    resumed: boolean;
+    at: number;
+  }
+  | { type: "task_started"; runId: string; taskId: string; attempt: number; at: number }
+  | { type: "task_progress"; runId: string; taskId: string; chunk: string }
+  | {
+    type: "task_completed";
+    runId: string;
+    taskId: string;
+    attempt: number;
+    durationMs: number;
+    at: number;
+  }
+  | {
+    type: "task_failed";
+    runId: string;
+    taskId: string;
+    attempt: number;
+    error: ErrorData;
+    /** Set when another attempt follows after this many ms. */
+    retryInMs?: number;
+    at: number;
+  }
+  | { type: "task_skipped"; runId: string; taskId: string; reason: string; at: number }
+  | { type: "task_cancelled"; runId: string; taskId: string; reason: string; at: number }
+  | {
+    type: "run_finished";
+    runId: string;
+    state: RunState;
+    durationMs: number;
+    error?: ErrorData;
+    at: number;
+  };
+
+/** Receives engine events; must not throw and must be quick. */
+export type EventListener = (event: EngineEvent) => void;

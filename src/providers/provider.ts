@@ -1,0 +1,68 @@
+/**
+ * The Provider interface: everything that executes a task implements it, whether it
+ * runs in-process (echo, python), talks to a server (Ollama, JSON-RPC over HTTP) or to
+ * a child process (JSON-RPC over stdio, MCP).
+ *
+ * @module
+ */
+
+import type { JsonSchema } from "../core/json_schema.ts";
+
+/** One method a protocol offers, with the JSON Schema of its params. */
+export interface MethodSpec {
+  /** Full method name as written in workflows (`python/execute`, `echo`, `tools/call`). */
+  name: string;
+  description?: string;
+  params: JsonSchema;
+}
+
+/** What a protocol offers; the loader validates workflows against these. */
+export interface ProtocolSpec {
+  /** `name/vN`, e.g. `python/v1`; a family such as `mcp/*` matches `mcp/<anything>`. */
+  protocol: string;
+  description?: string;
+  methods: MethodSpec[];
+}
+
+/** Per-call information and controls. */
+export interface CallContext {
+  /** Aborted on timeout or cancellation; the provider must stop work (kill processes, abort requests). */
+  signal: AbortSignal;
+  runId: string;
+  taskId: string;
+  /** 1-based attempt number. */
+  attempt: number;
+  /** The attempt's timeout, when one applies (the engine enforces it through `signal`). */
+  timeoutMs?: number;
+  /** Directory of the workflow file: relative paths in params resolve against it. */
+  baseDir?: string;
+  /** Sandbox settings of the workflow and task, as written (task overrides workflow). */
+  sandbox?: { workflow?: unknown; task?: unknown };
+  /** Streams partial output (LLM tokens) to whoever watches. */
+  onProgress?: (chunk: string) => void;
+}
+
+/** The result of a health probe. */
+export interface HealthReport {
+  healthy: boolean;
+  message?: string;
+  latencyMs?: number;
+  details?: Record<string, unknown>;
+}
+
+/** Something that executes the methods of one protocol. */
+export interface Provider {
+  /** Unique among providers (`python`, `ollama@http://...`, `calc#2`). */
+  readonly id: string;
+  /** The protocol it implements, e.g. `python/v1` or `mcp/everything`. */
+  readonly protocol: string;
+  /**
+   * Runs one method. Resolves with the JSON result (which may be `null`); rejects with a
+   * GleitzeitError whose code and retryable flag say what went wrong.
+   */
+  call(method: string, params: Record<string, unknown>, ctx: CallContext): Promise<unknown>;
+  /** Probes the provider; absent means always healthy. */
+  health?(signal?: AbortSignal): Promise<HealthReport>;
+  /** Releases processes and connections. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,41 @@
+/** The methods and parameter schemas of `python/v1`. @module */
+
+import type { ProtocolSpec } from "../provider.ts";
+
+/** `python/v1`: Python 3 in a separate process per task. */
+export const PYTHON_PROTOCOL: ProtocolSpec = {
+  protocol: "python/v1",
+  description: "Python 3 code in a separate process per task",
+  methods: [
+    {
+      name: "python/execute",
+      description:
+        "Runs `code`; entries of `context` become variables; the variable `result` is the task's result",
+      params: {
+        type: "object",
+        properties: {
+          code: { type: "string", minLength: 1, description: "Python source" },
+          context: { type: "object", description: "Variables made available to the code" },
+          timeout: { type: "number", exclusiveMinimum: 0, description: "Seconds" },
+        },
+        required: ["code"],
+        additionalProperties: false,
+      },
+    },
+    {
+      name: "python/script",
+      description: "Runs a .py file (relative to the workflow) with `args` and `context`",
+      params: {
+        type: "object",
+        properties: {
+          script: { type: "string", minLength: 1, description: "Path of the .py file" },
+          args: { type: "array", items: { type: "string" } },
+          context: { type: "object" },
+          timeout: { type: "number", exclusiveMinimum: 0 },
+        },
+        required: ["script"],
+        additionalProperties: false,
+      },
+    },
+  ],
+};
