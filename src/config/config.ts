@@ -1,0 +1,292 @@
+/**
+ * Configuration: defaults < config file < environment < flags, resolved once, with the
+ * source of every value recorded for `gleitzeit system config`.
+ *
+ * @module
+ */
+
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { GleitzeitError } from "../core/errors.ts";
+
+/** Where a configuration value came from. */
+export type ConfigSource = "default" | "file" | "env" | "flag";
+
+/** Persistence backends; `none` is an alias of `memory`. */
+export type Backend = "sqlite" | "redis" | "memory";
+
+/** Python sandbox modes (issue 5): bwrap is the safe default. */
+export type SandboxMode = "bwrap" | "basic" | "none";
+
+/** The effective configuration. */
+export interface ResolvedConfig {
+  backend: Backend;
+  sqlitePath: string;
+  redisUrl: string;
+  redisPrefix: string;
+  ollamaUrl: string;
+  ollamaMaxConcurrent: number;
+  maxConcurrentTasks: number;
+  python?: string;
+  sandbox: SandboxMode;
+  logLevel: string;
+  /** The config file read, if any. */
+  configPath?: string;
+  /** Raw `providers:` section (external JSON-RPC providers). */
+  providers: unknown[];
+  /** Raw `mcp_servers:` section. */
+  mcpServers: unknown[];
+  /** Source of each scalar value above. */
+  sources: Record<string, ConfigSource>;
+}
+
+/** Flag values that override everything else. */
+export interface ConfigFlags {
+  config?: string;
+  backend?: string;
+  sqlitePath?: string;
+  redisUrl?: string;
+  ollamaUrl?: string;
+  maxConcurrent?: number;
+  python?: string;
+  sandbox?: string;
+  logLevel?: string;
+}
+
+const backendSchema = z.enum(["sqlite", "redis", "memory", "none"]);
+const sandboxSchema = z.enum(["bwrap", "basic", "none"]);
+
+const fileSchema = z.strictObject({
+  persistence: z.strictObject({
+    backend: backendSchema.optional(),
+    sqlite_path: z.string().optional(),
+    redis_url: z.string().optional(),
+    redis_prefix: z.string().optional(),
+  }).optional(),
+  ollama: z.strictObject({
+    url: z.string().optional(),
+    max_concurrent: z.number().int().positive().optional(),
+  }).optional(),
+  engine: z.strictObject({
+    max_concurrent_tasks: z.number().int().positive().optional(),
+  }).optional(),
+  python: z.strictObject({
+    executable: z.string().optional(),
+    sandbox: sandboxSchema.optional(),
+  }).optional(),
+  log_level: z.enum(["debug", "info", "warn", "error"]).optional(),
+  providers: z.array(z.unknown()).optional(),
+  mcp_servers: z.array(z.unknown()).optional(),
+});
+
+type FileConfig = z.infer<typeof fileSchema>;
+
+/** Reads an environment variable (injectable for tests). */
+export type EnvReader = (name: string) => string | undefined;
+
+function defaultEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `~/.gleitzeit`, or a relative `.gleitzeit` when HOME is unknown. */
+export function gleitzeitHome(env: EnvReader = defaultEnv): string {
+  const home = env("HOME");
+  return home ? `${home}/.gleitzeit` : ".gleitzeit";
+}
+
+async function readConfigFile(path: string, explicit: boolean): Promise<FileConfig | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound && !explicit) return undefined;
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `cannot read config file ${path}: ${(e as Error).message}`,
+      {
+        hint: "check the path given to --config",
+      },
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (e) {
+    throw new GleitzeitError("CONFIG_ERROR", `config file ${path}: ${(e as Error).message}`, {
+      hint: "fix the YAML syntax",
+    });
+  }
+  const parsed = fileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `config file ${path}: ${first.path.join(".") || "(root)"}: ${first.message}`,
+      { hint: "see `gleitzeit system config` and the README's configuration section" },
+    );
+  }
+  return parsed.data;
+}
+
+function positiveInt(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new GleitzeitError("CONFIG_ERROR", `${name} must be a positive integer, got '${value}'`);
+  }
+  return n;
+}
+
+function normaliseBackend(name: string, value: string): Backend {
+  const parsed = backendSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `${name}: unknown backend '${value}'`,
+      { hint: "choose one of sqlite, redis, memory (or none)" },
+    );
+  }
+  return parsed.data === "none" ? "memory" : parsed.data;
+}
+
+function normaliseSandbox(name: string, value: string): SandboxMode {
+  const parsed = sandboxSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new GleitzeitError("CONFIG_ERROR", `${name}: unknown sandbox mode '${value}'`, {
+      hint: "choose one of bwrap, basic, none",
+    });
+  }
+  return parsed.data;
+}
+
+/** Resolves the configuration from defaults, file, environment and flags. */
+export async function resolveConfig(
+  flags: ConfigFlags = {},
+  env: EnvReader = defaultEnv,
+): Promise<ResolvedConfig> {
+  const home = gleitzeitHome(env);
+  const explicitPath = flags.config ?? env("GLEITZEIT_CONFIG");
+  const configPath = explicitPath ?? `${home}/config.yaml`;
+  const file = await readConfigFile(configPath, explicitPath !== undefined);
+  const sources: Record<string, ConfigSource> = {};
+
+  function pick<T>(
+    key: string,
+    def: T,
+    fromFile: T | undefined,
+    envName: string | undefined,
+    fromEnv: (v: string) => T,
+    fromFlag: T | undefined,
+  ): T {
+    if (fromFlag !== undefined) {
+      sources[key] = "flag";
+      return fromFlag;
+    }
+    const e = envName ? env(envName) : undefined;
+    if (e !== undefined && e !== "") {
+      sources[key] = "env";
+      return fromEnv(e);
+    }
+    if (fromFile !== undefined) {
+      sources[key] = "file";
+      return fromFile;
+    }
+    sources[key] = "default";
+    return def;
+  }
+
+  const str = (v: string) => v;
+  const config: ResolvedConfig = {
+    backend: pick(
+      "backend",
+      "sqlite" as Backend,
+      file?.persistence?.backend === undefined
+        ? undefined
+        : normaliseBackend("config persistence.backend", file.persistence.backend),
+      "GLEITZEIT_PERSISTENCE_BACKEND",
+      (v) => normaliseBackend("GLEITZEIT_PERSISTENCE_BACKEND", v),
+      flags.backend === undefined ? undefined : normaliseBackend("--backend", flags.backend),
+    ),
+    sqlitePath: pick(
+      "sqlitePath",
+      `${home}/gleitzeit.db`,
+      file?.persistence?.sqlite_path,
+      "GLEITZEIT_SQLITE_PATH",
+      str,
+      flags.sqlitePath,
+    ),
+    redisUrl: pick(
+      "redisUrl",
+      "redis://127.0.0.1:6379",
+      file?.persistence?.redis_url,
+      "GLEITZEIT_REDIS_URL",
+      str,
+      flags.redisUrl,
+    ),
+    redisPrefix: pick(
+      "redisPrefix",
+      "gleitzeit:",
+      file?.persistence?.redis_prefix,
+      undefined,
+      str,
+      undefined,
+    ),
+    ollamaUrl: pick(
+      "ollamaUrl",
+      "http://localhost:11434",
+      file?.ollama?.url,
+      "GLEITZEIT_OLLAMA_URL",
+      str,
+      flags.ollamaUrl,
+    ),
+    ollamaMaxConcurrent: pick(
+      "ollamaMaxConcurrent",
+      1,
+      file?.ollama?.max_concurrent,
+      undefined,
+      (v) => positiveInt("ollama.max_concurrent", v),
+      undefined,
+    ),
+    maxConcurrentTasks: pick(
+      "maxConcurrentTasks",
+      16,
+      file?.engine?.max_concurrent_tasks,
+      "GLEITZEIT_MAX_CONCURRENT_TASKS",
+      (v) => positiveInt("GLEITZEIT_MAX_CONCURRENT_TASKS", v),
+      flags.maxConcurrent,
+    ),
+    sandbox: pick(
+      "sandbox",
+      "bwrap" as SandboxMode,
+      file?.python?.sandbox,
+      undefined,
+      (v) => normaliseSandbox("sandbox", v),
+      flags.sandbox === undefined ? undefined : normaliseSandbox("--sandbox", flags.sandbox),
+    ),
+    logLevel: pick(
+      "logLevel",
+      "info",
+      file?.log_level,
+      "GLEITZEIT_LOG_LEVEL",
+      str,
+      flags.logLevel,
+    ),
+    providers: file?.providers ?? [],
+    mcpServers: file?.mcp_servers ?? [],
+    sources,
+  };
+  const python = pick<string | undefined>(
+    "python",
+    undefined,
+    file?.python?.executable,
+    "GLEITZEIT_PYTHON",
+    str,
+    flags.python,
+  );
+  if (python !== undefined) config.python = python;
+  if (file !== undefined) config.configPath = configPath;
+  return config;
+}

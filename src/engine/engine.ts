@@ -1,0 +1,209 @@
+/**
+ * The engine: creates runs, executes them (fresh or resumed) within a global concurrency
+ * limit, and reports every transition as an event.
+ *
+ * @module
+ */
+
+import { type Clock, systemClock } from "../core/clock.ts";
+import { GleitzeitError } from "../core/errors.ts";
+import { newId } from "../core/ids.ts";
+import { isTerminalRun } from "../core/states.ts";
+import type { Workflow } from "../core/workflow.ts";
+import type { RunRecord, Store, TaskRecord } from "../persistence/store.ts";
+import type { EngineEvent, EventListener } from "./events.ts";
+import { Limiter } from "./limiter.ts";
+import { type Dispatcher, RunExecution, type RunOutcome } from "./run_execution.ts";
+import { WriteBatcher } from "./write_batcher.ts";
+
+export type { Dispatcher, RunOutcome } from "./run_execution.ts";
+
+/** Options of {@link Engine}. */
+export interface EngineOptions {
+  dispatcher: Dispatcher;
+  store: Store;
+  clock?: Clock;
+  /** Tasks running at once across all runs of this engine. Default 16. */
+  maxConcurrency?: number;
+  /** Identity of this process as a run owner. Default `host:pid:nonce`. */
+  owner?: string;
+  /** Interval of run heartbeats. Default 2000 ms. */
+  heartbeatMs?: number;
+  /** A run whose heartbeat is older than this may be taken over by resume. Default 3 heartbeats. */
+  staleAfterMs?: number;
+  /** Random source for retry jitter. */
+  random?: () => number;
+  onEvent?: EventListener;
+}
+
+/** Options for creating a run. */
+export interface CreateRunOptions {
+  /** Inputs overriding the workflow's `params` defaults. */
+  params?: Record<string, unknown>;
+  runId?: string;
+  /** `queued` for runs that something else will execute (`--detach`). */
+  state?: "pending" | "queued";
+}
+
+/** Options for executing a run. */
+export interface ExecuteOptions {
+  /** Aborting it cancels the run gracefully. */
+  signal?: AbortSignal;
+}
+
+/** A string that identifies this process. */
+export function defaultOwner(): string {
+  let host = "localhost";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // hostname needs --allow-sys; the pid and nonce still make the owner unique
+  }
+  return `${host}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Runs workflows. */
+export class Engine {
+  readonly store: Store;
+  readonly #dispatcher: Dispatcher;
+  readonly #clock: Clock;
+  readonly #limiter: Limiter;
+  readonly #batcher: WriteBatcher;
+  readonly #owner: string;
+  readonly #heartbeatMs: number;
+  readonly #staleAfterMs: number;
+  readonly #random: () => number;
+  readonly #listeners: EventListener[] = [];
+
+  constructor(options: EngineOptions) {
+    this.store = options.store;
+    this.#dispatcher = options.dispatcher;
+    this.#clock = options.clock ?? systemClock;
+    this.#limiter = new Limiter(Math.max(1, options.maxConcurrency ?? 16));
+    this.#batcher = new WriteBatcher(options.store);
+    this.#owner = options.owner ?? defaultOwner();
+    this.#heartbeatMs = options.heartbeatMs ?? 2000;
+    this.#staleAfterMs = options.staleAfterMs ?? 3 * this.#heartbeatMs;
+    this.#random = options.random ?? Math.random;
+    if (options.onEvent) this.#listeners.push(options.onEvent);
+  }
+
+  /** This engine's owner identity. */
+  get owner(): string {
+    return this.#owner;
+  }
+
+  /** Adds an event listener. */
+  on(listener: EventListener): void {
+    this.#listeners.push(listener);
+  }
+
+  #emit = (event: EngineEvent): void => {
+    for (const l of this.#listeners) l(event);
+  };
+
+  /** Records a new run with all its tasks queued (one commit) and returns it. */
+  async createRun(workflow: Workflow, options: CreateRunOptions = {}): Promise<RunRecord> {
+    const params = mergeParams(workflow, options.params ?? {});
+    const now = this.#clock.now();
+    const run: RunRecord = {
+      id: options.runId ?? newId("run", now),
+      workflowName: workflow.name,
+      workflow,
+      params,
+      state: options.state ?? "pending",
+      createdAt: now,
+    };
+    const tasks: TaskRecord[] = workflow.tasks.map((t) => ({
+      id: newId("task", now),
+      runId: run.id,
+      taskId: t.id,
+      name: t.name,
+      protocol: t.protocol,
+      method: t.method,
+      state: "queued",
+      priority: t.priority,
+      attempts: 0,
+      createdAt: now,
+    }));
+    await this.store.createRun(run, tasks);
+    return run;
+  }
+
+  /** Creates a run and executes it to the end. */
+  async run(
+    workflow: Workflow,
+    options: CreateRunOptions & ExecuteOptions = {},
+  ): Promise<RunOutcome> {
+    const run = await this.createRun(workflow, options);
+    return await this.execute(run.id, options);
+  }
+
+  /**
+   * Executes a stored run: a new one, or one that was interrupted, cancelled or failed
+   * (resume). Completed tasks keep their results and are not executed again.
+   */
+  async execute(runId: string, options: ExecuteOptions = {}): Promise<RunOutcome> {
+    const run = await this.store.getRun(runId);
+    if (!run) {
+      throw new GleitzeitError("RUN_NOT_FOUND", `no run ${runId}`, {
+        hint: "list runs with `gleitzeit workflow list`",
+      });
+    }
+    if (run.state === "completed") {
+      throw new GleitzeitError("USAGE_ERROR", `run ${runId} already completed`, {
+        hint: `see its results with \`gleitzeit workflow status ${runId}\``,
+      });
+    }
+    const now = this.#clock.now();
+    const claimed = await this.store.claimRun(runId, this.#owner, now, now - this.#staleAfterMs);
+    if (!claimed) {
+      const fresh = await this.store.getRun(runId);
+      const ago = fresh?.heartbeatAt ? Math.round((now - fresh.heartbeatAt) / 1000) : "?";
+      throw new GleitzeitError(
+        "USAGE_ERROR",
+        `run ${runId} is being executed by ${fresh?.owner} (last heartbeat ${ago}s ago)`,
+        { hint: "wait for it to finish, or cancel it with `gleitzeit workflow cancel`" },
+      );
+    }
+    const tasks = await this.store.listTasks({ runId });
+    const resumed = run.startedAt !== undefined || isTerminalRun(run.state);
+    const execution = new RunExecution(
+      {
+        store: this.store,
+        dispatcher: this.#dispatcher,
+        clock: this.#clock,
+        limiter: this.#limiter,
+        batcher: this.#batcher,
+        owner: this.#owner,
+        random: this.#random,
+        heartbeatMs: this.#heartbeatMs,
+        emit: this.#emit,
+      },
+      run,
+      tasks,
+    );
+    return await execution.execute(options.signal, resumed);
+  }
+}
+
+/** The workflow's declared inputs, overridden by those given; unknown inputs are an error. */
+export function mergeParams(
+  workflow: Workflow,
+  given: Record<string, unknown>,
+): Record<string, unknown> {
+  const unknown = Object.keys(given).filter((k) => !(k in workflow.params));
+  if (unknown.length > 0) {
+    const declared = Object.keys(workflow.params);
+    throw new GleitzeitError(
+      "USAGE_ERROR",
+      `unknown input${unknown.length > 1 ? "s" : ""} ${unknown.map((u) => `'${u}'`).join(", ")}`,
+      {
+        hint: declared.length
+          ? `this workflow declares: ${declared.join(", ")}`
+          : "this workflow declares no `params:`",
+      },
+    );
+  }
+  return { ...workflow.params, ...given };
+}

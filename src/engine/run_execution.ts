@@ -1,0 +1,568 @@
+/**
+ * Executes one run: a ready queue fed by completions (no polling), attempts with timeouts
+ * and retries, failure propagation, cancellation. Every transition is written to the store
+ * before anything that depends on it happens.
+ *
+ * @module
+ */
+
+import type { Clock, Timer } from "../core/clock.ts";
+import { type ErrorData, GleitzeitError, toGleitzeitError } from "../core/errors.ts";
+import { hasReference, substitute } from "../core/references.ts";
+import { retryDelayMs } from "../core/retry.ts";
+import type { RunState, TaskState } from "../core/states.ts";
+import type { TaskSpec } from "../core/workflow.ts";
+import type { CallContext } from "../providers/provider.ts";
+import type { RunRecord, Store, TaskFinish, TaskRecord } from "../persistence/store.ts";
+import type { EngineEvent } from "./events.ts";
+import type { Limiter } from "./limiter.ts";
+import { ReadyQueue } from "./ready_queue.ts";
+import type { WriteBatcher } from "./write_batcher.ts";
+
+/** What the engine needs from the provider registry. */
+export interface Dispatcher {
+  call(
+    protocol: string,
+    method: string,
+    params: Record<string, unknown>,
+    ctx: CallContext,
+  ): Promise<unknown>;
+}
+
+/** Shared services of the engine, handed to each run. */
+export interface RunServices {
+  store: Store;
+  dispatcher: Dispatcher;
+  clock: Clock;
+  limiter: Limiter;
+  batcher: WriteBatcher;
+  owner: string;
+  random: () => number;
+  heartbeatMs: number;
+  emit: (event: EngineEvent) => void;
+}
+
+/** How a run ended. */
+export interface RunOutcome {
+  runId: string;
+  state: RunState;
+  error?: ErrorData;
+  durationMs: number;
+  tasks: TaskRecord[];
+}
+
+interface Node {
+  spec: TaskSpec;
+  priority: number;
+  order: number;
+  state: TaskState;
+  attempts: number;
+  /** Attempts already made before this execution (resume keeps counting from here). */
+  attemptBase: number;
+  result?: unknown;
+  hasResult: boolean;
+  remaining: number;
+  dependents: Node[];
+  controller?: AbortController;
+  retryTimer?: Timer;
+  lastError?: ErrorData;
+}
+
+type StopKind = "fail_fast" | "cancel" | "timeout" | "fatal";
+
+const cancelledError = () => new GleitzeitError("TASK_CANCELLED", "cancelled");
+
+/** The state machine of one run. */
+export class RunExecution {
+  readonly #svc: RunServices;
+  readonly #run: RunRecord;
+  readonly #nodes = new Map<string, Node>();
+  readonly #byName = new Map<string, Node>();
+  readonly #ready = new ReadyQueue<Node>();
+  readonly #runController = new AbortController();
+  readonly #maxParallel: number;
+  readonly #records: TaskRecord[];
+  #running = 0;
+  /** Attempts in flight, writes in flight and retry timers: the run ends when this is 0. */
+  #outstanding = 0;
+  #stop?: { kind: StopKind; error?: GleitzeitError };
+  #failedTasks: string[] = [];
+  #finished = false;
+  #resolveDone!: () => void;
+  readonly #done = new Promise<void>((r) => (this.#resolveDone = r));
+  #timers: Timer[] = [];
+  readonly #pump = () => this.#pumpReady();
+
+  constructor(svc: RunServices, run: RunRecord, tasks: TaskRecord[]) {
+    this.#svc = svc;
+    this.#run = run;
+    this.#maxParallel = run.workflow.maxParallel ?? Number.POSITIVE_INFINITY;
+    this.#records = tasks;
+    const records = new Map(tasks.map((t) => [t.taskId, t]));
+    run.workflow.tasks.forEach((spec, order) => {
+      const rec = records.get(spec.id);
+      const completed = rec?.state === "completed";
+      const node: Node = {
+        spec,
+        priority: spec.priority,
+        order,
+        state: completed ? "completed" : "queued",
+        attempts: rec?.attempts ?? 0,
+        attemptBase: rec?.attempts ?? 0,
+        hasResult: completed,
+        remaining: 0,
+        dependents: [],
+      };
+      if (completed) node.result = rec!.result;
+      this.#nodes.set(spec.id, node);
+      if (!this.#byName.has(spec.name)) this.#byName.set(spec.name, node);
+    });
+    for (const node of this.#nodes.values()) {
+      for (const depId of new Set(node.spec.dependencies)) {
+        const dep = this.#nodes.get(depId);
+        if (!dep) continue;
+        dep.dependents.push(node);
+        if (dep.state !== "completed") node.remaining++;
+      }
+    }
+  }
+
+  /**
+   * Runs to the end. Tasks left unfinished by an earlier execution (running, failed, skipped,
+   * cancelled) are first put back to `queued` in one commit; completed ones keep their results.
+   */
+  async execute(signal: AbortSignal | undefined, resumed: boolean): Promise<RunOutcome> {
+    const { store, clock, emit } = this.#svc;
+    const started = clock.now();
+    const stale: TaskFinish[] = [];
+    for (const rec of this.#records) {
+      if (rec.state !== "completed" && rec.state !== "queued") {
+        const f: TaskFinish = {
+          runId: rec.runId,
+          taskId: rec.taskId,
+          state: "queued",
+          at: started,
+        };
+        if (rec.state === "running") f.attempt = rec.attempts;
+        stale.push(f);
+      }
+    }
+    if (stale.length > 0) await store.finishTasks(stale);
+    await store.updateRun(this.#run.id, {
+      state: "running",
+      startedAt: this.#run.startedAt ?? started,
+      heartbeatAt: started,
+      owner: this.#svc.owner,
+    });
+    emit({
+      type: "run_started",
+      runId: this.#run.id,
+      workflow: this.#run.workflowName,
+      tasks: this.#nodes.size,
+      resumed,
+      at: started,
+    });
+
+    const onAbort = () => this.#stopRun("cancel");
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const timeoutMs = this.#run.workflow.timeoutMs;
+    if (timeoutMs !== undefined) {
+      this.#timers.push(clock.setTimer(timeoutMs, () => {
+        this.#stopRun(
+          "timeout",
+          new GleitzeitError("WORKFLOW_TIMEOUT", `run timed out after ${timeoutMs / 1000}s`),
+        );
+      }));
+    }
+    this.#scheduleHeartbeat();
+
+    for (const node of this.#nodes.values()) {
+      if (node.state === "queued" && node.remaining === 0) this.#ready.push(node);
+    }
+    this.#pumpReady();
+    this.#checkDone();
+    await this.#done;
+    signal?.removeEventListener("abort", onAbort);
+    for (const t of this.#timers) t.cancel();
+    return await this.#finishRun(started);
+  }
+
+  #scheduleHeartbeat(): void {
+    const { clock, store, heartbeatMs } = this.#svc;
+    const beat = () => {
+      if (this.#finished) return;
+      store.updateRun(this.#run.id, { heartbeatAt: clock.now() }).catch(() => {});
+      this.#timers.push(clock.setTimer(heartbeatMs, beat));
+    };
+    this.#timers.push(clock.setTimer(heartbeatMs, beat));
+  }
+
+  #pumpReady(): void {
+    const { limiter } = this.#svc;
+    while (!this.#stop && this.#ready.size > 0 && this.#running < this.#maxParallel) {
+      if (!limiter.tryAcquire()) {
+        limiter.onRelease(this.#pump);
+        return;
+      }
+      const node = this.#ready.pop()!;
+      this.#running++;
+      this.#outstanding++;
+      void this.#attempt(node);
+    }
+  }
+
+  #lookup = (root: string) => {
+    if (root === "params") return { found: true as const, value: this.#run.params };
+    const node = this.#nodes.get(root) ?? this.#byName.get(root);
+    if (!node || !node.hasResult) return { found: false as const };
+    return { found: true as const, value: node.result };
+  };
+
+  async #attempt(node: Node): Promise<void> {
+    const { store, clock, dispatcher, emit, owner } = this.#svc;
+    const runId = this.#run.id;
+    const attempt = ++node.attempts;
+    node.state = "running";
+    const startedAt = clock.now();
+    let result: unknown;
+    let error: GleitzeitError | undefined;
+    try {
+      await store.startAttempt(runId, node.spec.id, attempt, startedAt, owner);
+    } catch (e) {
+      this.#releaseSlot();
+      this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
+      node.state = "queued";
+      this.#outstanding--;
+      this.#checkDone();
+      return;
+    }
+    emit({ type: "task_started", runId, taskId: node.spec.id, attempt, at: startedAt });
+    let timer: Timer | undefined;
+    try {
+      const params = hasReference(node.spec.params)
+        ? substitute(node.spec.params, this.#lookup) as Record<string, unknown>
+        : node.spec.params;
+      if (this.#stop && this.#stop.kind !== "fail_fast") throw cancelledError();
+      const controller = new AbortController();
+      node.controller = controller;
+      const timeoutMs = node.spec.timeoutMs;
+      if (timeoutMs !== undefined) {
+        timer = clock.setTimer(timeoutMs, () =>
+          controller.abort(
+            new GleitzeitError(
+              "TASK_TIMEOUT",
+              `task '${node.spec.id}' timed out after ${timeoutMs / 1000}s (attempt ${attempt})`,
+              { details: { timeoutMs, attempt } },
+            ),
+          ));
+      }
+      const ctx: CallContext = {
+        signal: controller.signal,
+        runId,
+        taskId: node.spec.id,
+        attempt,
+        onProgress: (chunk) => emit({ type: "task_progress", runId, taskId: node.spec.id, chunk }),
+      };
+      if (timeoutMs !== undefined) ctx.timeoutMs = timeoutMs;
+      if (this.#run.workflow.baseDir !== undefined) ctx.baseDir = this.#run.workflow.baseDir;
+      if (this.#run.workflow.sandbox !== undefined || node.spec.sandbox !== undefined) {
+        ctx.sandbox = { workflow: this.#run.workflow.sandbox, task: node.spec.sandbox };
+      }
+      result = await raceAbort(
+        dispatcher.call(node.spec.protocol, node.spec.method, params, ctx),
+        controller.signal,
+      );
+    } catch (e) {
+      error = toGleitzeitError(e, "TASK_EXECUTION_FAILED");
+    } finally {
+      timer?.cancel();
+      node.controller = undefined;
+      this.#releaseSlot();
+    }
+    const at = clock.now();
+    if (!error) {
+      await this.#write(node, { state: "completed", attempt, result, at }, () => {
+        node.state = "completed";
+        node.result = result;
+        node.hasResult = true;
+        emit({
+          type: "task_completed",
+          runId,
+          taskId: node.spec.id,
+          attempt,
+          durationMs: at - startedAt,
+          at,
+        });
+        this.#release(node);
+      });
+    } else {
+      await this.#handleError(node, attempt, error, at);
+    }
+    this.#outstanding--;
+    this.#pumpReady();
+    this.#checkDone();
+  }
+
+  #releaseSlot(): void {
+    this.#running--;
+    this.#svc.limiter.release();
+  }
+
+  async #handleError(
+    node: Node,
+    attempt: number,
+    error: GleitzeitError,
+    at: number,
+  ): Promise<void> {
+    const { emit, clock, random } = this.#svc;
+    const runId = this.#run.id;
+    const taskId = node.spec.id;
+    const stopKind = this.#stop?.kind;
+    if (
+      (stopKind === "cancel" || stopKind === "timeout" || stopKind === "fatal") &&
+      (error.code === "TASK_CANCELLED" || error.code === "WORKFLOW_TIMEOUT" ||
+        error.code === "WORKFLOW_CANCELLED")
+    ) {
+      const reason = stopKind === "timeout" ? "run timed out" : "run cancelled";
+      await this.#write(
+        node,
+        { state: "cancelled", attempt, at, reason, error: error.toData() },
+        () => {
+          node.state = "cancelled";
+          emit({ type: "task_cancelled", runId, taskId, reason, at });
+        },
+      );
+      return;
+    }
+    const data = error.toData();
+    node.lastError = data;
+    const used = attempt - node.attemptBase;
+    if (error.retryable && used < node.spec.retry.maxAttempts && !this.#stop) {
+      const delay = retryDelayMs(node.spec.retry, used, random);
+      await this.#write(node, { state: "retry_pending", attempt, at, error: data }, () => {
+        node.state = "retry_pending";
+        emit({ type: "task_failed", runId, taskId, attempt, error: data, retryInMs: delay, at });
+        this.#outstanding++;
+        node.retryTimer = clock.setTimer(delay, () => {
+          node.retryTimer = undefined;
+          this.#outstanding--;
+          if (this.#stop) {
+            void this.#abandonRetry(node);
+          } else {
+            node.state = "queued";
+            this.#ready.push(node);
+            this.#pumpReady();
+          }
+          this.#checkDone();
+        });
+      });
+      return;
+    }
+    await this.#write(node, { state: "failed", attempt, at, error: data }, () => {
+      node.state = "failed";
+      emit({ type: "task_failed", runId, taskId, attempt, error: data, at });
+      this.#onFailedForGood(node);
+    });
+  }
+
+  /** A retry that will not happen because the run is stopping. */
+  async #abandonRetry(node: Node): Promise<void> {
+    this.#outstanding++;
+    const at = this.#svc.clock.now();
+    const kind = this.#stop?.kind;
+    if (kind === "fail_fast") {
+      const reason = "retry abandoned: run stopped after a failure (fail_fast)";
+      await this.#write(node, { state: "failed", at, reason }, () => {
+        node.state = "failed";
+        this.#failedTasks.push(node.spec.id);
+      });
+    } else {
+      const reason = kind === "timeout" ? "run timed out" : "run cancelled";
+      await this.#write(node, { state: "cancelled", at, reason }, () => {
+        node.state = "cancelled";
+        this.#svc.emit({
+          type: "task_cancelled",
+          runId: this.#run.id,
+          taskId: node.spec.id,
+          reason,
+          at,
+        });
+      });
+    }
+    this.#outstanding--;
+    this.#checkDone();
+  }
+
+  #onFailedForGood(node: Node): void {
+    if (node.spec.continueOnFailure) {
+      this.#release(node);
+      return;
+    }
+    this.#failedTasks.push(node.spec.id);
+    this.#skipDependents(node, `dependency '${node.spec.id}' failed`);
+    if (this.#run.workflow.onFailure === "fail_fast") this.#stopRun("fail_fast");
+  }
+
+  /** A dependency finished in a way that lets its dependents go on. */
+  #release(node: Node): void {
+    for (const dep of node.dependents) {
+      dep.remaining--;
+      if (dep.remaining === 0 && dep.state === "queued" && !this.#stop) this.#ready.push(dep);
+    }
+  }
+
+  #skipDependents(node: Node, reason: string): void {
+    const stack = [...node.dependents];
+    while (stack.length > 0) {
+      const dep = stack.pop()!;
+      if (dep.state !== "queued") continue;
+      this.#skip(dep, reason);
+      stack.push(...dep.dependents);
+    }
+  }
+
+  #skip(node: Node, reason: string): void {
+    node.state = "skipped";
+    this.#outstanding++;
+    const at = this.#svc.clock.now();
+    void this.#write(node, { state: "skipped", at, reason }, () => {
+      this.#svc.emit({
+        type: "task_skipped",
+        runId: this.#run.id,
+        taskId: node.spec.id,
+        reason,
+        at,
+      });
+    }).finally(() => {
+      this.#outstanding--;
+      this.#checkDone();
+    });
+  }
+
+  #stopRun(kind: StopKind, error?: GleitzeitError): void {
+    if (this.#stop && this.#stop.kind !== "fail_fast") return;
+    if (this.#stop?.kind === "fail_fast" && kind === "fail_fast") return;
+    this.#stop = error ? { kind, error } : { kind };
+    // cancelled runs keep their not-started tasks queued, so that resume picks them up
+    this.#ready.drain();
+    if (kind === "fail_fast" || kind === "timeout") {
+      const reason = kind === "timeout"
+        ? "not started: run timed out"
+        : `not started: run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`;
+      for (const node of this.#nodes.values()) {
+        if (node.state === "queued") this.#skip(node, reason);
+      }
+    }
+    if (kind !== "fail_fast") {
+      const reason = kind === "timeout"
+        ? (error ?? new GleitzeitError("WORKFLOW_TIMEOUT", "run timed out"))
+        : cancelledError();
+      for (const node of this.#nodes.values()) {
+        node.controller?.abort(reason);
+      }
+    }
+    for (const node of this.#nodes.values()) {
+      if (node.retryTimer) {
+        node.retryTimer.cancel();
+        node.retryTimer = undefined;
+        this.#outstanding--;
+        void this.#abandonRetry(node);
+      }
+    }
+    this.#checkDone();
+  }
+
+  #fatal(error: GleitzeitError): void {
+    this.#stopRun("fatal", error);
+  }
+
+  /** Writes a finish through the batcher, then applies its effects. */
+  async #write(
+    node: Node,
+    f: Omit<TaskFinish, "runId" | "taskId">,
+    then: () => void,
+  ): Promise<void> {
+    try {
+      await this.#svc.batcher.write({ runId: this.#run.id, taskId: node.spec.id, ...f });
+    } catch (e) {
+      this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
+      return;
+    }
+    then();
+  }
+
+  #checkDone(): void {
+    if (this.#finished || this.#outstanding > 0 || this.#running > 0) return;
+    if (this.#ready.size > 0 && !this.#stop) return;
+    this.#finished = true;
+    this.#resolveDone();
+  }
+
+  async #finishRun(started: number): Promise<RunOutcome> {
+    const { store, clock, emit } = this.#svc;
+    const at = clock.now();
+    let state: RunState;
+    let error: GleitzeitError | undefined;
+    const stop = this.#stop;
+    if (stop?.kind === "fatal") {
+      state = "failed";
+      error = stop.error;
+    } else if (stop?.kind === "cancel") {
+      state = "cancelled";
+      error = new GleitzeitError("WORKFLOW_CANCELLED", "run cancelled", {
+        hint: `continue it with \`gleitzeit workflow resume ${this.#run.id}\``,
+      });
+    } else if (stop?.kind === "timeout") {
+      state = "failed";
+      error = stop.error;
+    } else if (this.#failedTasks.length > 0) {
+      state = "failed";
+      const n = this.#failedTasks.length;
+      error = new GleitzeitError(
+        "WORKFLOW_FAILED",
+        `${n} task${n === 1 ? "" : "s"} failed: ${this.#failedTasks.slice(0, 5).join(", ")}${
+          n > 5 ? ", ..." : ""
+        }`,
+        { details: { failed: this.#failedTasks } },
+      );
+    } else {
+      state = "completed";
+    }
+    const patch = { state, finishedAt: at, ...(error ? { error: error.toData() } : {}) };
+    if (stop?.kind !== "fatal") await store.updateRun(this.#run.id, patch);
+    else await store.updateRun(this.#run.id, patch).catch(() => {});
+    const durationMs = at - started;
+    const outcome: RunOutcome = { runId: this.#run.id, state, durationMs, tasks: [] };
+    if (error) outcome.error = error.toData();
+    emit({
+      type: "run_finished",
+      runId: this.#run.id,
+      state,
+      durationMs,
+      at,
+      ...(error ? { error: error.toData() } : {}),
+    });
+    outcome.tasks = await store.listTasks({ runId: this.#run.id }).catch(() => []);
+    return outcome;
+  }
+}
+
+/** Rejects with the signal's reason as soon as it aborts, even if `p` never settles. */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
