@@ -1,7 +1,13 @@
 /** A Store kept in memory: nothing survives the process (backend `memory`, alias `none`). @module */
 
-import { GleitzeitError } from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
+import {
+  attemptStateFor,
+  finishSetsFinishedAt,
+  runExists,
+  runNotFound as notFound,
+  taskNotFound,
+} from "./store_rules.ts";
 import type {
   AttemptRecord,
   RunFilter,
@@ -26,7 +32,7 @@ export class MemoryStore implements Store {
 
   createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
     if (this.#runs.has(run.id)) {
-      return Promise.reject(new GleitzeitError("PERSISTENCE_ERROR", `run ${run.id} exists`));
+      return Promise.reject(runExists(run.id));
     }
     this.#runs.set(run.id, clone(run));
     const map = new Map<string, TaskRecord>();
@@ -42,7 +48,12 @@ export class MemoryStore implements Store {
   updateRun(runId: string, patch: RunPatch): Promise<void> {
     const run = this.#runs.get(runId);
     if (!run) return Promise.reject(notFound(runId));
-    Object.assign(run, clone(patch));
+    for (const [k, v] of Object.entries(clone(patch))) {
+      // A field patched to undefined is cleared, as a NULL column or a deleted hash field is.
+      if (v === undefined && k === "state") continue;
+      if (v === undefined) delete (run as unknown as Record<string, unknown>)[k];
+      else (run as unknown as Record<string, unknown>)[k] = v;
+    }
     return Promise.resolve();
   }
 
@@ -60,10 +71,12 @@ export class MemoryStore implements Store {
     task.startedAt = at;
     delete task.error;
     const key = `${runId}\u0000${taskId}`;
-    const list = this.#attempts.get(key) ?? [];
     const rec: AttemptRecord = { runId, taskId, attempt, state: "running", startedAt: at };
     if (owner !== undefined) rec.owner = owner;
+    // Starting an attempt number again replaces that attempt (as a primary key would).
+    const list = (this.#attempts.get(key) ?? []).filter((a) => a.attempt !== attempt);
     list.push(rec);
+    list.sort((a, b) => a.attempt - b.attempt);
     this.#attempts.set(key, list);
     return Promise.resolve();
   }
@@ -76,8 +89,11 @@ export class MemoryStore implements Store {
     for (const f of finishes) {
       const task = this.#runTasks.get(f.runId)!.get(f.taskId)!;
       task.state = f.state;
-      if (f.state !== "retry_pending" && f.state !== "queued") task.finishedAt = f.at;
-      if ("result" in f) task.result = clone(f.result);
+      if (finishSetsFinishedAt(f.state)) task.finishedAt = f.at;
+      if ("result" in f) {
+        if (f.result === undefined) delete task.result;
+        else task.result = clone(f.result);
+      }
       if (f.error) task.error = clone(f.error);
       if (f.reason !== undefined) task.reason = f.reason;
       if (f.attempt !== undefined) {
@@ -85,11 +101,7 @@ export class MemoryStore implements Store {
           a.attempt === f.attempt
         );
         if (att) {
-          att.state = f.state === "completed"
-            ? "completed"
-            : f.state === "cancelled" || f.state === "queued"
-            ? "cancelled"
-            : "failed";
+          att.state = attemptStateFor(f.state);
           att.finishedAt = f.at;
           if (f.error) att.error = clone(f.error);
         }
@@ -119,7 +131,7 @@ export class MemoryStore implements Store {
       .filter((r) => !filter.state || r.state === filter.state)
       .filter((r) => !filter.workflowName || r.workflowName === filter.workflowName)
       .filter((r) => !needle || r.workflowName.toLowerCase().includes(needle))
-      .sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
+      .sort(newestFirst);
     return Promise.resolve(clone(out.slice(0, filter.limit ?? out.length)));
   }
 
@@ -137,7 +149,7 @@ export class MemoryStore implements Store {
     if (filter.runId) {
       tasks = [...(this.#runTasks.get(filter.runId)?.values() ?? [])];
     } else {
-      const runs = [...this.#runs.values()].sort((a, b) => b.createdAt - a.createdAt);
+      const runs = [...this.#runs.values()].sort(newestFirst);
       tasks = runs.flatMap((r) => [...this.#runTasks.get(r.id)!.values()]);
     }
     const out = tasks
@@ -172,12 +184,7 @@ export class MemoryStore implements Store {
   }
 }
 
-function notFound(runId: string): GleitzeitError {
-  return new GleitzeitError("RUN_NOT_FOUND", `no run ${runId}`, {
-    hint: "list runs with `gleitzeit workflow list`",
-  });
-}
-
-function taskNotFound(runId: string, taskId: string): GleitzeitError {
-  return new GleitzeitError("TASK_NOT_FOUND", `no task ${taskId} in run ${runId}`);
+/** Runs newest first; equal times by id, descending (the order SQL and Redis give). */
+function newestFirst(a: RunRecord, b: RunRecord): number {
+  return b.createdAt - a.createdAt || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }

@@ -1,0 +1,543 @@
+/**
+ * The default Store: one SQLite file through Deno's built-in `node:sqlite` (no native addon).
+ *
+ * WAL journal, `synchronous=NORMAL` (a commit is durable against a process crash; a power loss
+ * may lose the last commits, never corrupt the file), `busy_timeout` so a second process waits
+ * for the write lock instead of failing, and every write transaction opened with
+ * `BEGIN IMMEDIATE`: a deferred transaction that upgrades from read to write gets SQLITE_BUSY
+ * without waiting, which is where "database is locked" comes from.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import { type ErrorData, GleitzeitError } from "../core/errors.ts";
+import { isTerminalRun, type RunState, type TaskState } from "../core/states.ts";
+import {
+  attemptStateFor,
+  finishSetsFinishedAt,
+  runExists,
+  runNotFound,
+  taskNotFound,
+} from "./store_rules.ts";
+import type {
+  AttemptRecord,
+  RunFilter,
+  RunPatch,
+  RunRecord,
+  Store,
+  StoreStats,
+  TaskFilter,
+  TaskFinish,
+  TaskRecord,
+} from "./store.ts";
+
+/** Options for {@link SqliteStore.open}. */
+export interface SqliteStoreOptions {
+  /** How long a writer waits for another process's write lock, in ms. Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+/** Schema migrations; `PRAGMA user_version` is the number applied. Append, never edit. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE runs (
+     id TEXT PRIMARY KEY,
+     workflow_name TEXT NOT NULL,
+     workflow TEXT NOT NULL,
+     params TEXT NOT NULL,
+     state TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     started_at INTEGER,
+     finished_at INTEGER,
+     owner TEXT,
+     heartbeat_at INTEGER,
+     error TEXT
+   );
+   CREATE INDEX runs_by_created ON runs (created_at DESC, id DESC);
+   CREATE INDEX runs_by_state ON runs (state, created_at DESC);
+   CREATE INDEX runs_by_name ON runs (workflow_name, created_at DESC);
+   CREATE TABLE tasks (
+     id TEXT PRIMARY KEY,
+     run_id TEXT NOT NULL REFERENCES runs (id),
+     task_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     name TEXT NOT NULL,
+     protocol TEXT NOT NULL,
+     method TEXT NOT NULL,
+     state TEXT NOT NULL,
+     priority INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     started_at INTEGER,
+     finished_at INTEGER,
+     result TEXT,
+     error TEXT,
+     reason TEXT,
+     UNIQUE (run_id, task_id)
+   );
+   CREATE INDEX tasks_by_run ON tasks (run_id, seq);
+   CREATE INDEX tasks_by_state ON tasks (state);
+   CREATE TABLE attempts (
+     run_id TEXT NOT NULL,
+     task_id TEXT NOT NULL,
+     attempt INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     started_at INTEGER NOT NULL,
+     finished_at INTEGER,
+     owner TEXT,
+     error TEXT,
+     PRIMARY KEY (run_id, task_id, attempt)
+   ) WITHOUT ROWID;`,
+];
+
+/** The schema version this code writes. */
+export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;
+
+type Row = Record<string, SQLInputValue>;
+
+/** Store on one SQLite file. Safe to share between processes. */
+export class SqliteStore implements Store {
+  readonly backend = "sqlite";
+  /** The database file. */
+  readonly path: string;
+  #db: DatabaseSync;
+  #statements = new Map<string, StatementSync>();
+  #commits = 0;
+  #closed = false;
+
+  private constructor(path: string, db: DatabaseSync) {
+    this.path = path;
+    this.#db = db;
+  }
+
+  /**
+   * Opens (creating parent directories, the file and the schema as needed) the database at
+   * `path`; `:memory:` gives a private in-memory database.
+   */
+  static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
+    const busy = options.busyTimeoutMs ?? 5000;
+    let db: DatabaseSync;
+    try {
+      if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+      db = new DatabaseSync(path, { timeout: busy });
+    } catch (e) {
+      throw new GleitzeitError(
+        "PERSISTENCE_UNAVAILABLE",
+        `cannot open SQLite database ${path}: ${messageOf(e)}`,
+        { cause: e, hint: "check the path and its permissions, or set GLEITZEIT_SQLITE_PATH" },
+      );
+    }
+    const store = new SqliteStore(path, db);
+    try {
+      db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busy))}`);
+      db.exec("PRAGMA journal_mode = WAL");
+      db.exec("PRAGMA synchronous = NORMAL");
+      db.exec("PRAGMA foreign_keys = ON");
+      db.function("gz_lower", { deterministic: true }, (s) => String(s ?? "").toLowerCase());
+      store.#migrate();
+    } catch (e) {
+      db.close();
+      throw toStoreError(e, `cannot open SQLite database ${path}`);
+    }
+    return store;
+  }
+
+  /** Write transactions committed through this store since it was opened. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  #migrate(): void {
+    const version = () =>
+      Number((this.#db.prepare("PRAGMA user_version").get() as Row).user_version);
+    if (version() === MIGRATIONS.length) return;
+    this.#write(() => {
+      const from = version();
+      if (from > MIGRATIONS.length) {
+        throw new GleitzeitError(
+          "PERSISTENCE_ERROR",
+          `database ${this.path} has schema version ${from}, newer than this gleitzeit (${MIGRATIONS.length})`,
+          { hint: "upgrade gleitzeit, or point GLEITZEIT_SQLITE_PATH at another file" },
+        );
+      }
+      for (let v = from; v < MIGRATIONS.length; v++) this.#db.exec(MIGRATIONS[v]!);
+      this.#db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+    });
+  }
+
+  /** A cached prepared statement. */
+  #sql(sql: string): StatementSync {
+    let st = this.#statements.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#statements.set(sql, st);
+    }
+    return st;
+  }
+
+  /** Runs `fn` in one `BEGIN IMMEDIATE` transaction. */
+  #write<T>(fn: () => T): T {
+    if (this.#closed) throw closedError();
+    this.#sql("BEGIN IMMEDIATE").run();
+    try {
+      const out = fn();
+      this.#sql("COMMIT").run();
+      this.#commits++;
+      return out;
+    } catch (e) {
+      if (this.#db.isTransaction) this.#sql("ROLLBACK").run();
+      throw e;
+    }
+  }
+
+  #read<T>(fn: () => T): T {
+    if (this.#closed) throw closedError();
+    return fn();
+  }
+
+  createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
+    return attempt(() =>
+      this.#write(() => {
+        const exists = this.#sql("SELECT 1 FROM runs WHERE id = ?").get(run.id);
+        if (exists) throw runExists(run.id);
+        this.#sql(
+          `INSERT INTO runs (id, workflow_name, workflow, params, state, created_at, started_at,
+             finished_at, owner, heartbeat_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          run.id,
+          run.workflowName,
+          JSON.stringify(run.workflow),
+          JSON.stringify(run.params ?? {}),
+          run.state,
+          run.createdAt,
+          run.startedAt ?? null,
+          run.finishedAt ?? null,
+          run.owner ?? null,
+          run.heartbeatAt ?? null,
+          json(run.error),
+        );
+        const insert = this.#sql(
+          `INSERT INTO tasks (id, run_id, task_id, seq, name, protocol, method, state, priority,
+             attempts, created_at, started_at, finished_at, result, error, reason)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        );
+        tasks.forEach((t, seq) =>
+          insert.run(
+            t.id,
+            run.id,
+            t.taskId,
+            seq,
+            t.name,
+            t.protocol,
+            t.method,
+            t.state,
+            t.priority,
+            t.attempts,
+            t.createdAt,
+            t.startedAt ?? null,
+            t.finishedAt ?? null,
+            "result" in t && t.result !== undefined ? JSON.stringify(t.result) : null,
+            json(t.error),
+            t.reason ?? null,
+          )
+        );
+      }), `cannot create run ${run.id}`);
+  }
+
+  updateRun(runId: string, patch: RunPatch): Promise<void> {
+    const cols: string[] = [];
+    const values: SQLInputValue[] = [];
+    const set = (col: string, v: SQLInputValue) => {
+      cols.push(`${col} = ?`);
+      values.push(v);
+    };
+    if ("state" in patch && patch.state !== undefined) set("state", patch.state);
+    if ("startedAt" in patch) set("started_at", patch.startedAt ?? null);
+    if ("finishedAt" in patch) set("finished_at", patch.finishedAt ?? null);
+    if ("owner" in patch) set("owner", patch.owner ?? null);
+    if ("heartbeatAt" in patch) set("heartbeat_at", patch.heartbeatAt ?? null);
+    if ("error" in patch) set("error", json(patch.error));
+    return attempt(() =>
+      this.#write(() => {
+        const sql = cols.length > 0
+          ? `UPDATE runs SET ${cols.join(", ")} WHERE id = ?`
+          : "UPDATE runs SET id = id WHERE id = ?";
+        const { changes } = this.#sql(sql).run(...values, runId);
+        if (Number(changes) === 0) throw runNotFound(runId);
+      }), `cannot update run ${runId}`);
+  }
+
+  startAttempt(
+    runId: string,
+    taskId: string,
+    attemptNo: number,
+    at: number,
+    owner?: string,
+  ): Promise<void> {
+    return attempt(() =>
+      this.#write(() => {
+        const { changes } = this.#sql(
+          `UPDATE tasks SET state = 'running', attempts = ?, started_at = ?, error = NULL
+           WHERE run_id = ? AND task_id = ?`,
+        ).run(attemptNo, at, runId, taskId);
+        if (Number(changes) === 0) throw taskNotFound(runId, taskId);
+        this.#sql(
+          `INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, state, started_at, owner)
+           VALUES (?, ?, ?, 'running', ?, ?)`,
+        ).run(runId, taskId, attemptNo, at, owner ?? null);
+      }), `cannot start task ${taskId} of run ${runId}`);
+  }
+
+  finishTasks(finishes: TaskFinish[]): Promise<void> {
+    if (finishes.length === 0) return Promise.resolve();
+    return attempt(() =>
+      this.#write(() => {
+        const task = this.#sql(
+          `UPDATE tasks SET
+             state = ?,
+             finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
+             result = CASE WHEN ? THEN ? ELSE result END,
+             error = COALESCE(?, error),
+             reason = COALESCE(?, reason)
+           WHERE run_id = ? AND task_id = ?`,
+        );
+        const att = this.#sql(
+          `UPDATE attempts SET state = ?, finished_at = ?, error = COALESCE(?, error)
+           WHERE run_id = ? AND task_id = ? AND attempt = ?`,
+        );
+        for (const f of finishes) {
+          const hasResult = "result" in f;
+          const { changes } = task.run(
+            f.state,
+            finishSetsFinishedAt(f.state) ? 1 : 0,
+            f.at,
+            hasResult ? 1 : 0,
+            hasResult && f.result !== undefined ? JSON.stringify(f.result) : null,
+            json(f.error),
+            f.reason ?? null,
+            f.runId,
+            f.taskId,
+          );
+          if (Number(changes) === 0) throw taskNotFound(f.runId, f.taskId);
+          if (f.attempt !== undefined) {
+            att.run(attemptStateFor(f.state), f.at, json(f.error), f.runId, f.taskId, f.attempt);
+          }
+        }
+      }), "cannot record finished tasks");
+  }
+
+  claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
+    return attempt(() =>
+      this.#write(() => {
+        const row = this.#sql("SELECT state, owner, heartbeat_at FROM runs WHERE id = ?").get(
+          runId,
+        ) as Row | undefined;
+        if (!row) throw runNotFound(runId);
+        const free = row.owner === null || row.owner === owner ||
+          isTerminalRun(row.state as RunState) || Number(row.heartbeat_at ?? 0) < staleBefore;
+        if (!free) return false;
+        this.#sql("UPDATE runs SET owner = ?, heartbeat_at = ? WHERE id = ?").run(
+          owner,
+          at,
+          runId,
+        );
+        return true;
+      }), `cannot claim run ${runId}`);
+  }
+
+  getRun(runId: string): Promise<RunRecord | undefined> {
+    return attempt(() =>
+      this.#read(() => {
+        const row = this.#sql("SELECT * FROM runs WHERE id = ?").get(runId) as Row | undefined;
+        return row && toRun(row);
+      }), `cannot read run ${runId}`);
+  }
+
+  listRuns(filter: RunFilter = {}): Promise<RunRecord[]> {
+    const where: string[] = [];
+    const values: SQLInputValue[] = [];
+    if (filter.state) where.push("state = ?"), values.push(filter.state);
+    if (filter.workflowName) where.push("workflow_name = ?"), values.push(filter.workflowName);
+    if (filter.nameFilter) {
+      where.push("instr(gz_lower(workflow_name), ?) > 0");
+      values.push(filter.nameFilter.toLowerCase());
+    }
+    const sql = `SELECT * FROM runs ${where.length ? "WHERE " + where.join(" AND ") : ""}
+      ORDER BY created_at DESC, id DESC LIMIT ?`;
+    return attempt(
+      () =>
+        this.#read(() =>
+          (this.#sql(sql).all(...values, limitOf(filter.limit)) as Row[]).map(toRun)
+        ),
+      "cannot list runs",
+    );
+  }
+
+  getTask(id: string): Promise<TaskRecord | undefined> {
+    return attempt(() =>
+      this.#read(() => {
+        const row = this.#sql("SELECT * FROM tasks WHERE id = ?").get(id) as Row | undefined;
+        return row && toTask(row);
+      }), `cannot read task ${id}`);
+  }
+
+  getRunTask(runId: string, taskId: string): Promise<TaskRecord | undefined> {
+    return attempt(() =>
+      this.#read(() => {
+        const row = this.#sql("SELECT * FROM tasks WHERE run_id = ? AND task_id = ?").get(
+          runId,
+          taskId,
+        ) as Row | undefined;
+        return row && toTask(row);
+      }), `cannot read task ${taskId} of run ${runId}`);
+  }
+
+  listTasks(filter: TaskFilter = {}): Promise<TaskRecord[]> {
+    const where: string[] = [];
+    const values: SQLInputValue[] = [];
+    if (filter.runId) where.push("t.run_id = ?"), values.push(filter.runId);
+    if (filter.state) where.push("t.state = ?"), values.push(filter.state);
+    if (filter.workflowName) where.push("r.workflow_name = ?"), values.push(filter.workflowName);
+    if (filter.nameFilter) {
+      where.push("instr(gz_lower(t.name), ?) > 0");
+      values.push(filter.nameFilter.toLowerCase());
+    }
+    const order = filter.runId ? "t.seq" : "r.created_at DESC, r.id DESC, t.seq";
+    const sql = `SELECT t.* FROM tasks t JOIN runs r ON r.id = t.run_id
+      ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY ${order} LIMIT ?`;
+    return attempt(
+      () =>
+        this.#read(() =>
+          (this.#sql(sql).all(...values, limitOf(filter.limit)) as Row[]).map(toTask)
+        ),
+      "cannot list tasks",
+    );
+  }
+
+  listAttempts(runId: string, taskId: string): Promise<AttemptRecord[]> {
+    return attempt(() =>
+      this.#read(() =>
+        (this.#sql(
+          "SELECT * FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt",
+        ).all(runId, taskId) as Row[]).map(toAttempt)
+      ), `cannot list attempts of task ${taskId}`);
+  }
+
+  stats(): Promise<StoreStats> {
+    return attempt(() =>
+      this.#read(() => {
+        const runs: StoreStats["runs"] = {};
+        const tasks: StoreStats["tasks"] = {};
+        let totalRuns = 0;
+        let totalTasks = 0;
+        for (const r of this.#sql("SELECT state, count(*) n FROM runs GROUP BY state").all()) {
+          runs[r.state as RunState] = Number(r.n);
+          totalRuns += Number(r.n);
+        }
+        for (const r of this.#sql("SELECT state, count(*) n FROM tasks GROUP BY state").all()) {
+          tasks[r.state as TaskState] = Number(r.n);
+          totalTasks += Number(r.n);
+        }
+        return { backend: this.backend, runs, tasks, totalRuns, totalTasks };
+      }), "cannot read statistics");
+  }
+
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#statements.clear();
+      this.#db.close();
+    }
+    return Promise.resolve();
+  }
+}
+
+function json(v: unknown): string | null {
+  return v === undefined || v === null ? null : JSON.stringify(v);
+}
+
+function limitOf(limit: number | undefined): number {
+  return limit === undefined ? -1 : Math.max(0, Math.floor(limit));
+}
+
+function toRun(row: Row): RunRecord {
+  const run: RunRecord = {
+    id: row.id as string,
+    workflowName: row.workflow_name as string,
+    workflow: JSON.parse(row.workflow as string),
+    params: JSON.parse(row.params as string),
+    state: row.state as RunState,
+    createdAt: Number(row.created_at),
+  };
+  if (row.started_at !== null) run.startedAt = Number(row.started_at);
+  if (row.finished_at !== null) run.finishedAt = Number(row.finished_at);
+  if (row.owner !== null) run.owner = row.owner as string;
+  if (row.heartbeat_at !== null) run.heartbeatAt = Number(row.heartbeat_at);
+  if (row.error !== null) run.error = JSON.parse(row.error as string) as ErrorData;
+  return run;
+}
+
+function toTask(row: Row): TaskRecord {
+  const task: TaskRecord = {
+    id: row.id as string,
+    runId: row.run_id as string,
+    taskId: row.task_id as string,
+    name: row.name as string,
+    protocol: row.protocol as string,
+    method: row.method as string,
+    state: row.state as TaskState,
+    priority: Number(row.priority),
+    attempts: Number(row.attempts),
+    createdAt: Number(row.created_at),
+  };
+  if (row.started_at !== null) task.startedAt = Number(row.started_at);
+  if (row.finished_at !== null) task.finishedAt = Number(row.finished_at);
+  if (row.result !== null) task.result = JSON.parse(row.result as string);
+  if (row.error !== null) task.error = JSON.parse(row.error as string) as ErrorData;
+  if (row.reason !== null) task.reason = row.reason as string;
+  return task;
+}
+
+function toAttempt(row: Row): AttemptRecord {
+  const a: AttemptRecord = {
+    runId: row.run_id as string,
+    taskId: row.task_id as string,
+    attempt: Number(row.attempt),
+    state: row.state as AttemptRecord["state"],
+    startedAt: Number(row.started_at),
+  };
+  if (row.finished_at !== null) a.finishedAt = Number(row.finished_at);
+  if (row.owner !== null) a.owner = row.owner as string;
+  if (row.error !== null) a.error = JSON.parse(row.error as string) as ErrorData;
+  return a;
+}
+
+/** Runs a synchronous body, turning its outcome into a promise and its errors into ours. */
+function attempt<T>(fn: () => T, what: string): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(toStoreError(e, what));
+  }
+}
+
+function toStoreError(e: unknown, what: string): GleitzeitError {
+  if (e instanceof GleitzeitError) return e;
+  const msg = messageOf(e);
+  if (/database is locked|SQLITE_BUSY|database is busy/i.test(msg)) {
+    return new GleitzeitError("PERSISTENCE_UNAVAILABLE", `${what}: ${msg}`, {
+      cause: e,
+      hint: "another process holds the database's write lock for too long; try again",
+    });
+  }
+  return new GleitzeitError("PERSISTENCE_ERROR", `${what}: ${msg}`, { cause: e });
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function closedError(): GleitzeitError {
+  return new GleitzeitError("PERSISTENCE_ERROR", "the SQLite store is closed");
+}

@@ -1,0 +1,45 @@
+/**
+ * Rules every Store implementation shares, so memory, SQLite and Redis behave alike.
+ *
+ * @module
+ */
+
+import { GleitzeitError } from "../core/errors.ts";
+import type { AttemptRecord, TaskFinish } from "./store.ts";
+
+/** The state an attempt ends in when its task leaves `running` as `state`. */
+export function attemptStateFor(state: TaskFinish["state"]): AttemptRecord["state"] {
+  switch (state) {
+    case "completed":
+      return "completed";
+    case "cancelled":
+    case "queued":
+      return "cancelled";
+    default:
+      return "failed";
+  }
+}
+
+/** False for the states that lead to another attempt (the task is not finished). */
+export function finishSetsFinishedAt(state: TaskFinish["state"]): boolean {
+  return state !== "retry_pending" && state !== "queued";
+}
+
+/** The error for an unknown run id. */
+export function runNotFound(runId: string): GleitzeitError {
+  return new GleitzeitError("RUN_NOT_FOUND", `no run ${runId}`, {
+    hint: "list runs with `gleitzeit workflow list`",
+  });
+}
+
+/** The error for an unknown task of a run. */
+export function taskNotFound(runId: string, taskId: string): GleitzeitError {
+  return new GleitzeitError("TASK_NOT_FOUND", `no task ${taskId} in run ${runId}`, {
+    hint: "list a run's tasks with `gleitzeit workflow status RUN_ID`",
+  });
+}
+
+/** The error for creating a run whose id is taken. */
+export function runExists(runId: string): GleitzeitError {
+  return new GleitzeitError("PERSISTENCE_ERROR", `run ${runId} exists`);
+}
