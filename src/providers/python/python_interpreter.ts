@@ -1,0 +1,80 @@
+/**
+ * Finds the real Python interpreter once per process. `python3` on a developer machine is
+ * often a shim (pyenv, asdf) that costs tens of milliseconds per start; asking it once for
+ * `sys.executable` lets every task start the interpreter directly.
+ *
+ * @module
+ */
+
+import { GleitzeitError } from "../../core/errors.ts";
+
+/** What the provider needs to know about the interpreter. */
+export interface PythonInterpreter {
+  /** Absolute path of the real executable. */
+  executable: string;
+  /** `sys.prefix` and `sys.base_prefix`: directories the sandbox must make readable. */
+  prefix: string;
+  basePrefix: string;
+  /** `major.minor.micro`. */
+  version: string;
+}
+
+const cache = new Map<string, Promise<PythonInterpreter>>();
+
+const PROBE = "import sys,json;print(json.dumps([sys.executable,sys.prefix,sys.base_prefix," +
+  "'%d.%d.%d'%sys.version_info[:3]]))";
+
+/**
+ * Resolves `command` (a name on PATH or a path; default `python3`) to the real interpreter.
+ * Cached per command for the life of the process; a failure is not cached.
+ */
+export function resolvePython(command = "python3"): Promise<PythonInterpreter> {
+  let found = cache.get(command);
+  if (!found) {
+    found = probe(command);
+    cache.set(command, found);
+    found.catch(() => cache.delete(command));
+  }
+  return found;
+}
+
+async function probe(command: string): Promise<PythonInterpreter> {
+  const hint = "install Python 3 (e.g. `apt-get install python3`) or point GLEITZEIT_PYTHON " +
+    "at an interpreter";
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(command, {
+      args: ["-I", "-c", PROBE],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (e) {
+    throw new GleitzeitError(
+      "PROVIDER_UNAVAILABLE",
+      `cannot start Python interpreter ${JSON.stringify(command)}: ${(e as Error).message}`,
+      { hint, cause: e, details: { python: command } },
+    );
+  }
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    throw new GleitzeitError(
+      "PROVIDER_UNAVAILABLE",
+      `Python interpreter ${JSON.stringify(command)} failed (exit ${out.code}): ` +
+        new TextDecoder().decode(out.stderr).trim().slice(-500),
+      { hint, details: { python: command } },
+    );
+  }
+  try {
+    const [executable, prefix, basePrefix, version] = JSON.parse(text) as string[];
+    if (!executable) throw new Error("empty sys.executable");
+    if (!version.startsWith("3.")) throw new Error(`Python ${version} is not Python 3`);
+    return { executable, prefix, basePrefix, version };
+  } catch (e) {
+    throw new GleitzeitError(
+      "PROVIDER_UNAVAILABLE",
+      `Python interpreter ${JSON.stringify(command)} is not usable: ${(e as Error).message}`,
+      { hint, details: { python: command, output: text.slice(0, 500) } },
+    );
+  }
+}

@@ -1,0 +1,54 @@
+/** Shared helpers for the python/v1 tests. @module */
+
+import assert from "node:assert/strict";
+import type { CallContext } from "../../../src/providers/provider.ts";
+import { isAlive } from "../../../src/providers/python/process_tree.ts";
+
+/** A call context with its own AbortController. */
+export function makeCtx(
+  extra: Partial<CallContext> = {},
+): CallContext & { controller: AbortController } {
+  const controller = new AbortController();
+  return {
+    signal: controller.signal,
+    runId: "run-test",
+    taskId: "task-test",
+    attempt: 1,
+    controller,
+    ...extra,
+  };
+}
+
+/** Waits until `file` holds a JSON array of at least `n` pids, and returns them. */
+export async function waitForPids(file: string, n: number, timeoutMs = 10_000): Promise<number[]> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try {
+      const pids = JSON.parse(await Deno.readTextFile(file)) as number[];
+      if (pids.length >= n) return pids;
+    } catch {
+      // Not written yet.
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`the task never wrote ${n} pids to ${file}`);
+}
+
+/** Polls until none of `pids` is alive; returns how long that took, or fails after `withinMs`. */
+export async function assertAllDead(pids: number[], withinMs: number): Promise<number> {
+  const start = performance.now();
+  while (true) {
+    const alive = pids.filter(isAlive);
+    const elapsed = performance.now() - start;
+    if (alive.length === 0) return elapsed;
+    if (elapsed > withinMs) {
+      for (const pid of alive) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      assert(false, `still alive ${withinMs} ms after the abort: ${alive.join(", ")}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
