@@ -1,0 +1,151 @@
+/** The command tree. `runCli` returns the exit code; only main.ts exits. @module */
+
+import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import type { ExitCode } from "../core/errors.ts";
+import { collect, type GlobalOptions } from "./context.ts";
+import { reportError } from "./errors.ts";
+import { colors, err } from "./output.ts";
+import { runFileCommand, taskSubmitCommand } from "./run_commands.ts";
+import { graphCommand, schemaCommand, validateCommand } from "./workflow_commands.ts";
+import { registerStateCommands } from "./state_commands.ts";
+
+/** The version printed by `gleitzeit --version`. */
+export const VERSION = "0.1.0";
+
+type Action = (globals: GlobalOptions) => Promise<ExitCode> | ExitCode;
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`'${value}' is not a positive integer`);
+  return n;
+}
+
+/** Adds the options shared by commands that start a run. */
+function submitOptions<C extends Command<[string], Record<string, never>>>(cmd: C) {
+  return cmd
+    .option("--params <json>", "workflow inputs as a JSON object")
+    .option("-p, --param <key=value>", "one workflow input (repeatable)", collect, [] as string[])
+    .option("--wait", "wait for the run to finish (default)")
+    .option("--detach", "record the run as queued and print its id")
+    .option("--output-file <file>", "write the run's JSON report to a file")
+    .option("-q, --quiet", "no progress lines");
+}
+
+/** Builds the program; `setExit` receives each action's exit code. */
+export function buildProgram(setExit: (code: ExitCode) => void): Command {
+  const program = new Command()
+    .name("gleitzeit")
+    .description("Run YAML workflows of Python, LLM and JSON-RPC tasks, in order and in parallel.")
+    .version(VERSION, "-V, --version")
+    .option("--config <file>", "config file (default ~/.gleitzeit/config.yaml)")
+    .addOption(
+      new Option("--backend <backend>", "persistence backend").choices([
+        "sqlite",
+        "redis",
+        "memory",
+        "none",
+      ]),
+    )
+    .option("--sqlite-path <file>", "SQLite database file")
+    .option("--redis-url <url>", "Redis URL")
+    .option("--ollama-url <url>", "Ollama server URL")
+    .option("--max-concurrent <n>", "tasks running at once", positiveInt)
+    .option("--python <path>", "Python interpreter")
+    .addOption(new Option("--sandbox <mode>", "Python sandbox").choices(["bwrap", "basic", "none"]))
+    .option("--json", "machine-readable output")
+    .option("--debug", "stack traces on errors")
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({
+      outputError: (str, write) => write(str),
+    });
+
+  const act = (cmd: Command<unknown[], Record<string, unknown>>, fn: Action) => async () => {
+    setExit(await fn(cmd.optsWithGlobals() as GlobalOptions));
+  };
+
+  const run = submitOptions(
+    program.command("run").description("run a workflow file and wait (the main job)")
+      .argument("<file>", "workflow YAML or JSON file"),
+  );
+  run.action(async (file, opts) => {
+    setExit(await runFileCommand(file, opts, run.optsWithGlobals() as GlobalOptions));
+  });
+
+  const workflow = program.command("workflow").description("workflow files and runs");
+  const submit = submitOptions(
+    workflow.command("submit").description("submit a workflow file (waits by default)")
+      .argument("<file>", "workflow YAML or JSON file"),
+  );
+  submit.action(async (file, opts) => {
+    setExit(await runFileCommand(file, opts, submit.optsWithGlobals() as GlobalOptions));
+  });
+  const validate = workflow.command("validate").description(
+    "check a workflow file, every problem at once",
+  )
+    .argument("<file>");
+  validate.action(async (file) => {
+    setExit(await validateCommand(file, validate.optsWithGlobals() as GlobalOptions));
+  });
+  const schema = workflow.command("schema").description("print the JSON Schema of workflow files");
+  schema.action(act(schema as never, () => schemaCommand()));
+  const graph = workflow.command("graph").description(
+    "print the dependency graph of a workflow file",
+  )
+    .argument("<file>")
+    .addOption(
+      new Option("--format <format>", "output format").choices(["text", "mermaid", "dot"]),
+    );
+  graph.action(async (file, opts) => {
+    setExit(await graphCommand(file, opts, graph.optsWithGlobals() as GlobalOptions));
+  });
+
+  const task = program.command("task").description("single tasks");
+  const taskSubmit = task.command("submit").description(
+    "run one task, e.g. `task submit python/execute --code 'result=1'`",
+  )
+    .argument("<method>", "method, e.g. python/execute, llm/chat, echo")
+    .option("--protocol <protocol>", "protocol, when the method does not imply it")
+    .option("--code <code>", "Python code (python/execute)")
+    .option("--model <model>", "model (llm/*)")
+    .option("--prompt <text>", "prompt (llm/generate, llm/vision)")
+    .option("--system <text>", "system prompt (llm/generate)")
+    .option("--messages <json>", "chat messages as JSON (llm/chat)")
+    .option("--params <json>", "all parameters as a JSON object")
+    .option("--priority <priority>", "urgent, high, normal, low or an integer")
+    .option("--timeout <seconds>", "attempt timeout (30, 30s, 5m)")
+    .option("--retries <n>", "retries after the first attempt")
+    .option("--wait", "wait for the task to finish (default)")
+    .option("--detach", "record the task as queued and print its run id")
+    .option("--output-file <file>", "write the JSON report to a file")
+    .option("-q, --quiet", "no progress lines");
+  taskSubmit.action(async (method, opts) => {
+    setExit(await taskSubmitCommand(method, opts, taskSubmit.optsWithGlobals() as GlobalOptions));
+  });
+
+  registerStateCommands(program, workflow, task, setExit);
+  return program;
+}
+
+/** Runs the CLI with `args` (without the program name) and returns the exit code. */
+export async function runCli(args: string[]): Promise<ExitCode> {
+  let code: ExitCode = 0;
+  const program = buildProgram((c) => (code = c));
+  const debug = args.includes("--debug");
+  try {
+    if (args.length === 0) {
+      program.outputHelp();
+      return 2;
+    }
+    await program.parseAsync(args, { from: "user" });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return 0;
+      if (e.code === "commander.help" || e.code === "commander.helpDisplayed") return 0;
+      err(colors("stderr").dim("hint: see `gleitzeit --help`"));
+      return 2;
+    }
+    return reportError(e, debug);
+  }
+}

@@ -1,0 +1,125 @@
+/** What every command shares: global flags, configuration, signals, input parsing. @module */
+
+import { type ConfigFlags, resolveConfig, type ResolvedConfig } from "../config/config.ts";
+import { GleitzeitError } from "../core/errors.ts";
+import { colors, err } from "./output.ts";
+
+/** Global options, available to every command. */
+export interface GlobalOptions {
+  config?: string;
+  backend?: string;
+  sqlitePath?: string;
+  redisUrl?: string;
+  ollamaUrl?: string;
+  maxConcurrent?: number;
+  python?: string;
+  sandbox?: string;
+  json?: boolean;
+  debug?: boolean;
+}
+
+/** Resolves the configuration from the global flags. */
+export function configFromFlags(opts: GlobalOptions): Promise<ResolvedConfig> {
+  const flags: ConfigFlags = {};
+  if (opts.config !== undefined) flags.config = opts.config;
+  if (opts.backend !== undefined) flags.backend = opts.backend;
+  if (opts.sqlitePath !== undefined) flags.sqlitePath = opts.sqlitePath;
+  if (opts.redisUrl !== undefined) flags.redisUrl = opts.redisUrl;
+  if (opts.ollamaUrl !== undefined) flags.ollamaUrl = opts.ollamaUrl;
+  if (opts.maxConcurrent !== undefined) flags.maxConcurrent = opts.maxConcurrent;
+  if (opts.python !== undefined) flags.python = opts.python;
+  if (opts.sandbox !== undefined) flags.sandbox = opts.sandbox;
+  return resolveConfig(flags);
+}
+
+/** Parses `--params JSON` and repeated `-p key=value` into workflow inputs. */
+export function parseInputs(json: string | undefined, pairs: string[]): Record<string, unknown> {
+  let inputs: Record<string, unknown> = {};
+  if (json !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(json);
+    } catch (e) {
+      throw new GleitzeitError(
+        "USAGE_ERROR",
+        `--params is not valid JSON: ${(e as Error).message}`,
+        {
+          hint: `example: --params '{"topic": "llamas"}'`,
+        },
+      );
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new GleitzeitError("USAGE_ERROR", "--params must be a JSON object", {
+        hint: `example: --params '{"topic": "llamas"}'`,
+      });
+    }
+    inputs = parsed as Record<string, unknown>;
+  }
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) {
+      throw new GleitzeitError("USAGE_ERROR", `-p expects key=value, got '${pair}'`, {
+        hint: "example: -p topic=llamas -p count=3",
+      });
+    }
+    const key = pair.slice(0, eq);
+    const raw = pair.slice(eq + 1);
+    inputs[key] = parseScalar(raw);
+  }
+  return inputs;
+}
+
+/** `3` -> 3, `true` -> true, `{"a":1}` -> object, anything else stays a string. */
+function parseScalar(raw: string): unknown {
+  if (/^(-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null)$/.test(raw) || /^[[{"]/.test(raw)) {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return raw;
+    }
+  }
+  return raw;
+}
+
+/** Collects repeated option values. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/**
+ * An AbortSignal that SIGINT/SIGTERM abort. A second signal exits at once with 130.
+ * Returns the signal and a function that removes the handlers.
+ */
+export function interruptSignal(quiet: boolean): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const c = colors("stderr");
+  const handler = () => {
+    if (controller.signal.aborted) {
+      err(c.red("interrupted again: exiting now"));
+      Deno.exit(130);
+    }
+    if (!quiet) err(c.yellow("\ncancelling: stopping running tasks (Ctrl-C again to force)"));
+    controller.abort(new GleitzeitError("WORKFLOW_CANCELLED", "interrupted"));
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, handler);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      for (const s of signals) Deno.removeSignalListener(s, handler);
+    },
+  };
+}
+
+/** Parses `--timeout` style values: seconds as a number, or `30s`, `5m`, `500ms`. */
+export function parseSeconds(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!m) {
+    throw new GleitzeitError("USAGE_ERROR", `'${value}' is not a duration`, {
+      hint: "use seconds (30) or a unit: 500ms, 30s, 5m, 1h",
+    });
+  }
+  const n = Number(m[1]);
+  const unit = m[2] ?? "s";
+  return unit === "ms" ? n / 1000 : unit === "s" ? n : unit === "m" ? n * 60 : n * 3600;
+}

@@ -1,0 +1,37 @@
+/** The CLI boundary: errors become one line, a hint and an exit code. @module */
+
+import { type ExitCode, GleitzeitError, WorkflowValidationError } from "../core/errors.ts";
+import { colors, err } from "./output.ts";
+
+/** Prints an error the way the CLI promises (SPEC section 7) and returns its exit code. */
+export function reportError(e: unknown, debug: boolean): ExitCode {
+  const c = colors("stderr");
+  if (e instanceof WorkflowValidationError) {
+    for (const issue of e.issues) {
+      const where = issue.line !== undefined
+        ? `${e.file}:${issue.line}:${issue.column ?? 1}`
+        : e.file;
+      const path = issue.path ? `${issue.path}: ` : "";
+      err(`${where}: ${path}${issue.message}`);
+      if (issue.hint) err(c.dim(`  hint: ${issue.hint}`));
+    }
+    err(
+      `${c.red("error:")} invalid workflow: ${e.issues.length} problem${
+        e.issues.length === 1 ? "" : "s"
+      } in ${e.file}`,
+    );
+    if (debug && e.stack) err(e.stack);
+    return e.exitCode;
+  }
+  if (e instanceof GleitzeitError) {
+    err(`${c.red("error:")} ${e.message}`);
+    if (e.hint) err(c.dim(`hint: ${e.hint}`));
+    if (debug && e.stack) err(e.stack);
+    return e.exitCode;
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  err(`${c.red("error:")} internal error: ${message}`);
+  err(c.dim("hint: this is a bug in gleitzeit; run again with --debug for the stack trace"));
+  if (debug && e instanceof Error && e.stack) err(e.stack);
+  return 1;
+}

@@ -1,0 +1,72 @@
+/** Terminal output: colour only on a TTY and never with NO_COLOR. @module */
+
+const encoder = new TextEncoder();
+
+function envGet(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether stdout / stderr are terminals that may get colour. */
+export const term = {
+  stdoutTty: Deno.stdout.isTerminal(),
+  stderrTty: Deno.stderr.isTerminal(),
+  noColor: envGet("NO_COLOR") !== undefined && envGet("NO_COLOR") !== "",
+};
+
+function paint(code: string, tty: boolean) {
+  return (s: string) => (tty && !term.noColor ? `\x1b[${code}m${s}\x1b[0m` : s);
+}
+
+/** Colour helpers for stderr (progress) and stdout (tables). */
+export function colors(stream: "stdout" | "stderr") {
+  const tty = stream === "stdout" ? term.stdoutTty : term.stderrTty;
+  return {
+    green: paint("32", tty),
+    red: paint("31", tty),
+    yellow: paint("33", tty),
+    cyan: paint("36", tty),
+    dim: paint("2", tty),
+    bold: paint("1", tty),
+  };
+}
+
+/** Writes a line to stdout. */
+export function out(line = ""): void {
+  Deno.stdout.writeSync(encoder.encode(line + "\n"));
+}
+
+/** Writes a line to stderr. */
+export function err(line = ""): void {
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
+/** Writes text without a newline to stderr (streamed tokens). */
+export function errRaw(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(text));
+}
+
+/** Prints a value as pretty JSON on stdout. */
+export function printJson(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+/** `1.23s`, `450ms`, `2m03s`. */
+export function formatDuration(ms: number | undefined): string {
+  if (ms === undefined || !Number.isFinite(ms)) return "-";
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(2)}s`;
+  const m = Math.floor(ms / 60_000);
+  const s = Math.round((ms % 60_000) / 1000);
+  return `${m}m${String(s).padStart(2, "0")}s`;
+}
+
+/** One line, at most `max` characters, of any JSON value. */
+export function preview(value: unknown, max = 60): string {
+  let s = typeof value === "string" ? value : JSON.stringify(value) ?? "null";
+  s = s.replace(/\s+/g, " ").trim();
+  return s.length > max ? s.slice(0, max - 1) + "…" : s;
+}

@@ -1,0 +1,234 @@
+/** `gleitzeit run`, `workflow submit` and `task submit`: start runs and wait for them. @module */
+
+import { createApp, createRegistry } from "../app.ts";
+import type { ResolvedConfig } from "../config/config.ts";
+import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
+import { NO_RETRY } from "../core/retry.ts";
+import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
+import type { RunOutcome } from "../engine/engine.ts";
+import { loadWorkflowFile } from "../loader/load_workflow.ts";
+import type { TaskRecord } from "../persistence/store.ts";
+import {
+  configFromFlags,
+  type GlobalOptions,
+  interruptSignal,
+  parseInputs,
+  parseSeconds,
+} from "./context.ts";
+import { colors, err, out, printJson } from "./output.ts";
+import { printSummary, ProgressRenderer } from "./render.ts";
+
+/** Options of the commands that start a run. */
+export interface SubmitOptions {
+  params?: string;
+  param?: string[];
+  wait?: boolean;
+  detach?: boolean;
+  outputFile?: string;
+  quiet?: boolean;
+}
+
+/** JSON form of a task, as printed by `--json` and written by `--output-file`. */
+export function taskJson(t: TaskRecord): Record<string, unknown> {
+  return {
+    id: t.taskId,
+    task_id: t.id,
+    name: t.name,
+    method: t.method,
+    protocol: t.protocol,
+    state: t.state,
+    attempts: t.attempts,
+    started_at: t.startedAt === undefined ? null : new Date(t.startedAt).toISOString(),
+    finished_at: t.finishedAt === undefined ? null : new Date(t.finishedAt).toISOString(),
+    duration_ms: t.startedAt !== undefined && t.finishedAt !== undefined
+      ? t.finishedAt - t.startedAt
+      : null,
+    result: t.result === undefined ? null : t.result,
+    error: t.error ?? null,
+    reason: t.reason ?? null,
+  };
+}
+
+/** JSON form of a finished run. */
+export function outcomeJson(outcome: RunOutcome, workflow: string): Record<string, unknown> {
+  const results: Record<string, unknown> = {};
+  for (const t of outcome.tasks) if (t.state === "completed") results[t.taskId] = t.result ?? null;
+  return {
+    run_id: outcome.runId,
+    workflow,
+    state: outcome.state,
+    duration_ms: outcome.durationMs,
+    error: outcome.error ?? null,
+    tasks: outcome.tasks.map(taskJson),
+    results,
+  };
+}
+
+/** The exit code of a finished run. */
+export function exitCodeOf(outcome: RunOutcome): ExitCode {
+  if (outcome.state === "completed") return 0;
+  if (outcome.state === "cancelled") return 130;
+  return outcome.error ? ERROR_CODES[outcome.error.code]?.exit ?? 1 : 1;
+}
+
+/** Runs (or, with --detach, records) a workflow and reports it. */
+export async function submitWorkflow(
+  workflow: Workflow,
+  config: ResolvedConfig,
+  globals: GlobalOptions,
+  opts: SubmitOptions,
+  extraInputs: Record<string, unknown> = {},
+  streamTokens = false,
+): Promise<ExitCode> {
+  const inputs = { ...parseInputs(opts.params, opts.param ?? []), ...extraInputs };
+  const json = globals.json === true;
+  const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true, streamTokens });
+  const app = await createApp(config, { onEvent: renderer.handle });
+  try {
+    if (opts.detach) {
+      const run = await app.engine.createRun(workflow, { params: inputs, state: "queued" });
+      if (json) printJson({ run_id: run.id, state: run.state, workflow: workflow.name });
+      else {
+        out(run.id);
+        err(
+          colors("stderr").dim(
+            `queued; a worker runs it, or run it here with \`gleitzeit workflow resume ${run.id}\``,
+          ),
+        );
+      }
+      return 0;
+    }
+    if (config.sandbox !== "bwrap" && workflow.tasks.some((t) => t.protocol === "python/v1")) {
+      err(
+        colors("stderr").yellow(
+          `warning: Python tasks run with sandbox '${config.sandbox}' (weaker isolation than bwrap)`,
+        ),
+      );
+    }
+    const { signal, dispose } = interruptSignal(json);
+    let outcome: RunOutcome;
+    try {
+      outcome = await app.engine.run(workflow, { params: inputs, signal });
+    } finally {
+      dispose();
+    }
+    const report = outcomeJson(outcome, workflow.name);
+    if (opts.outputFile) {
+      await Deno.writeTextFile(opts.outputFile, JSON.stringify(report, null, 2) + "\n");
+    }
+    if (json) printJson(report);
+    else {
+      printSummary(outcome);
+      if (outcome.state === "cancelled") {
+        err(colors("stderr").dim(`resume with: gleitzeit workflow resume ${outcome.runId}`));
+      }
+    }
+    return exitCodeOf(outcome);
+  } finally {
+    await app.close();
+  }
+}
+
+/** `gleitzeit run FILE` / `gleitzeit workflow submit FILE`. */
+export async function runFileCommand(
+  file: string,
+  opts: SubmitOptions,
+  globals: GlobalOptions,
+): Promise<ExitCode> {
+  const config = await configFromFlags(globals);
+  const workflow = await loadWorkflowFile(file, createRegistry(config));
+  return await submitWorkflow(workflow, config, globals, opts);
+}
+
+/** Options of `task submit`. */
+export interface TaskSubmitOptions extends SubmitOptions {
+  code?: string;
+  prompt?: string;
+  model?: string;
+  messages?: string;
+  system?: string;
+  protocol?: string;
+  priority?: string;
+  timeout?: string;
+  retries?: string;
+}
+
+/** `gleitzeit task submit METHOD`: a one-task workflow. */
+export async function taskSubmitCommand(
+  method: string,
+  opts: TaskSubmitOptions,
+  globals: GlobalOptions,
+): Promise<ExitCode> {
+  const config = await configFromFlags(globals);
+  const registry = createRegistry(config);
+  let protocol = opts.protocol;
+  if (!protocol) {
+    const inferred = registry.inferProtocol(method);
+    if ("error" in inferred) {
+      throw new GleitzeitError("USAGE_ERROR", inferred.error, {
+        hint: "give the protocol with --protocol, e.g. --protocol echo/v1",
+      });
+    }
+    protocol = inferred.protocol;
+  }
+  const params = parseInputs(opts.params, []);
+  if (opts.code !== undefined) params.code = opts.code;
+  if (opts.model !== undefined) params.model = opts.model;
+  if (opts.prompt !== undefined) params.prompt = opts.prompt;
+  if (opts.system !== undefined) params.system = opts.system;
+  if (opts.messages !== undefined) {
+    try {
+      params.messages = JSON.parse(opts.messages);
+    } catch (e) {
+      throw new GleitzeitError(
+        "USAGE_ERROR",
+        `--messages is not valid JSON: ${(e as Error).message}`,
+        {
+          hint: `example: --messages '[{"role":"user","content":"ping"}]'`,
+        },
+      );
+    }
+  }
+  const issues = registry.validateParams(protocol, method, params);
+  if (issues.length > 0) {
+    const first = issues[0]!;
+    throw new GleitzeitError(
+      "INVALID_PARAMS",
+      `invalid params for ${method}: ${["params", ...first.path].join(".")} ${first.message}`,
+      { hint: `see the method's parameters with \`gleitzeit provider list\`` },
+    );
+  }
+  let priority = 50;
+  if (opts.priority !== undefined) {
+    priority = opts.priority in PRIORITY_WORDS
+      ? PRIORITY_WORDS[opts.priority as keyof typeof PRIORITY_WORDS]
+      : Number(opts.priority);
+    if (!Number.isInteger(priority)) {
+      throw new GleitzeitError("USAGE_ERROR", `--priority '${opts.priority}' is not valid`, {
+        hint: "urgent, high, normal, low or an integer",
+      });
+    }
+  }
+  const retry = { ...NO_RETRY };
+  if (opts.retries !== undefined) retry.maxAttempts = Math.max(1, Number(opts.retries) + 1);
+  const workflow: Workflow = {
+    name: `task ${method}`,
+    params: {},
+    onFailure: "fail_fast",
+    baseDir: Deno.cwd(),
+    tasks: [{
+      id: "task",
+      name: method,
+      protocol,
+      method,
+      params,
+      dependencies: [],
+      priority,
+      retry,
+      continueOnFailure: false,
+      ...(opts.timeout !== undefined ? { timeoutMs: parseSeconds(opts.timeout) * 1000 } : {}),
+    }],
+  };
+  const stream = protocol === "llm/v1" && Deno.stderr.isTerminal() && !globals.json;
+  return await submitWorkflow(workflow, config, globals, opts, {}, stream);
+}

@@ -1,0 +1,88 @@
+/** `gleitzeit workflow validate | schema | graph`: work on files without running them. @module */
+
+import { createRegistry } from "../app.ts";
+import { type ExitCode, WorkflowValidationError } from "../core/errors.ts";
+import { topologicalOrder } from "../core/graph.ts";
+import type { Workflow } from "../core/workflow.ts";
+import { loadWorkflowFile, workflowJsonSchema } from "../loader/load_workflow.ts";
+import { configFromFlags, type GlobalOptions } from "./context.ts";
+import { colors, out, printJson } from "./output.ts";
+
+/** `workflow validate FILE`: every problem at once, exit 2 when there is any. */
+export async function validateCommand(file: string, globals: GlobalOptions): Promise<ExitCode> {
+  const config = await configFromFlags(globals);
+  try {
+    const wf = await loadWorkflowFile(file, createRegistry(config));
+    if (globals.json) {
+      printJson({ valid: true, file, workflow: wf.name, tasks: wf.tasks.length, issues: [] });
+    } else {
+      const c = colors("stdout");
+      out(`${c.green("✓")} ${file}: workflow '${wf.name}' is valid (${wf.tasks.length} tasks)`);
+    }
+    return 0;
+  } catch (e) {
+    if (globals.json && e instanceof WorkflowValidationError) {
+      printJson({ valid: false, file, issues: e.issues });
+      return 2;
+    }
+    throw e;
+  }
+}
+
+/** `workflow schema`: the JSON Schema of workflow files. */
+export function schemaCommand(): ExitCode {
+  printJson(workflowJsonSchema());
+  return 0;
+}
+
+/** Groups tasks into levels: each level depends only on earlier ones. */
+export function levels(wf: Workflow): string[][] {
+  const deps = new Map(wf.tasks.map((t) => [t.id, t.dependencies]));
+  const order = topologicalOrder(wf.tasks.map((t) => t.id), (id) => deps.get(id) ?? []);
+  const level = new Map<string, number>();
+  for (const id of order) {
+    const l = Math.max(-1, ...(deps.get(id) ?? []).map((d) => level.get(d) ?? -1)) + 1;
+    level.set(id, l);
+  }
+  const out: string[][] = [];
+  for (const id of order) (out[level.get(id)!] ??= []).push(id);
+  return out;
+}
+
+/** `workflow graph FILE`: the dependency graph as levels, Mermaid or DOT. */
+export async function graphCommand(
+  file: string,
+  opts: { format?: string },
+  globals: GlobalOptions,
+): Promise<ExitCode> {
+  const config = await configFromFlags(globals);
+  const wf = await loadWorkflowFile(file, createRegistry(config));
+  const format = opts.format ?? "text";
+  if (globals.json) {
+    printJson({
+      workflow: wf.name,
+      levels: levels(wf),
+      tasks: wf.tasks.map((t) => ({ id: t.id, method: t.method, dependencies: t.dependencies })),
+    });
+  } else if (format === "mermaid") {
+    out("graph TD");
+    for (const t of wf.tasks) {
+      out(`  ${t.id}["${t.name}<br/>${t.method}"]`);
+      for (const d of t.dependencies) out(`  ${d} --> ${t.id}`);
+    }
+  } else if (format === "dot") {
+    out("digraph workflow {");
+    for (const t of wf.tasks) {
+      out(`  "${t.id}" [label="${t.name}\\n${t.method}"];`);
+      for (const d of t.dependencies) out(`  "${d}" -> "${t.id}";`);
+    }
+    out("}");
+  } else {
+    const c = colors("stdout");
+    out(`${c.bold(wf.name)} (${wf.tasks.length} tasks)`);
+    levels(wf).forEach((ids, i) => {
+      out(`${c.dim(`level ${i}:`)} ${ids.join(", ")}`);
+    });
+  }
+  return 0;
+}

@@ -1,0 +1,51 @@
+/** Whether a run's owner is still alive: heartbeats, plus a pid check on the same host. @module */
+
+import type { RunState } from "../core/states.ts";
+import type { RunRecord } from "../persistence/store.ts";
+
+/** Default: a run whose heartbeat is older than this is interrupted (3 missed heartbeats). */
+export const STALE_AFTER_MS = 6_000;
+
+function hostname(): string | undefined {
+  try {
+    return Deno.hostname();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pid in an owner string `host:pid:nonce`, when the owner runs on this host. */
+export function localOwnerPid(owner: string | undefined): number | undefined {
+  if (!owner) return undefined;
+  const parts = owner.split(":");
+  if (parts.length < 3) return undefined;
+  const pid = Number(parts[parts.length - 2]);
+  const host = parts.slice(0, -2).join(":");
+  return host === hostname() && Number.isInteger(pid) ? pid : undefined;
+}
+
+/** True when `pid` is a running process (Linux: /proc). */
+export function pidAlive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // a zombie has exited already
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** True while the run's owner shows signs of life. */
+export function ownerAlive(run: RunRecord, now: number, staleAfterMs = STALE_AFTER_MS): boolean {
+  if (!run.owner) return false;
+  const pid = localOwnerPid(run.owner);
+  if (pid !== undefined && !pidAlive(pid)) return false;
+  return run.heartbeatAt !== undefined && now - run.heartbeatAt <= staleAfterMs;
+}
+
+/** The state to show: a running run whose owner is gone is `interrupted`. */
+export function displayState(run: RunRecord, now: number = Date.now()): RunState {
+  if (run.state === "running" && !ownerAlive(run, now)) return "interrupted";
+  return run.state;
+}
