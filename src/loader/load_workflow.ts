@@ -1,0 +1,159 @@
+/**
+ * Workflow files -> validated {@link Workflow}s. Parsing keeps node positions so every
+ * problem, structural or semantic, is reported at once with file:line:column and a path.
+ *
+ * @module
+ */
+
+import { dirname, resolve } from "node:path";
+import { LineCounter, parseDocument } from "yaml";
+import { GleitzeitError, type Issue, WorkflowValidationError } from "../core/errors.ts";
+import type { TaskSpec, Workflow } from "../core/workflow.ts";
+import { durationMs, priorityValue, retryPolicy } from "./normalize.ts";
+import { Positions } from "./positions.ts";
+import { schemaIssues } from "./schema_issues.ts";
+import { checkSemantics, type ProtocolCatalog, type ResolvedTask } from "./semantics.ts";
+import { workflowJsonSchema, workflowSchema } from "./workflow_schema.ts";
+
+export type { ProtocolCatalog } from "./semantics.ts";
+export { workflowJsonSchema };
+
+/** Options of {@link parseWorkflow}. */
+export interface ParseOptions {
+  /** Directory relative paths in params resolve against (stored as `Workflow.baseDir`). */
+  baseDir?: string;
+}
+
+type FileData = ReturnType<typeof workflowSchema.parse>;
+type TaskData = FileData["tasks"][number];
+
+const byPosition = (a: Issue, b: Issue) =>
+  (a.line ?? Infinity) - (b.line ?? Infinity) || (a.column ?? 0) - (b.column ?? 0);
+
+/**
+ * Parses and validates a workflow given as YAML or JSON text. `file` names it in messages.
+ * Throws {@link WorkflowValidationError} listing every problem, sorted by position.
+ */
+export function parseWorkflow(
+  text: string,
+  file: string,
+  catalog: ProtocolCatalog,
+  options: ParseOptions = {},
+): Workflow {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const pos = new Positions(doc, lines, text);
+  if (doc.errors.length > 0) {
+    throw new WorkflowValidationError(
+      file,
+      doc.errors.map((e) => ({ path: "", message: e.message, ...pos.ofOffset(e.pos[0]) })),
+    );
+  }
+  const data: unknown = doc.toJS({ maxAliasCount: 1000 });
+  if (data === null || data === undefined) {
+    throw new WorkflowValidationError(file, [
+      {
+        path: "",
+        message: "the file is empty",
+        line: 1,
+        column: 1,
+        hint: "a workflow needs `name:` and `tasks:`",
+      },
+    ]);
+  }
+  const parsed = workflowSchema.safeParse(data);
+  const issues = parsed.success ? [] : schemaIssues(parsed.error.issues, data, pos);
+  const semantic = checkSemantics(data, catalog, pos);
+  issues.push(...semantic.issues);
+  if (issues.length > 0 || !parsed.success) {
+    throw new WorkflowValidationError(file, issues.sort(byPosition));
+  }
+  return build(parsed.data, semantic.tasks, options, (path) => pos.sourceOf(path));
+}
+
+function build(
+  data: FileData,
+  resolved: ResolvedTask[],
+  options: ParseOptions,
+  sourceOf: (path: (string | number)[]) => string | undefined,
+): Workflow {
+  const workflow: Workflow = {
+    name: data.name,
+    params: data.params ?? {},
+    onFailure: data.on_failure ?? "fail_fast",
+    tasks: data.tasks.map((t, i) => task(t, resolved[i]!)),
+  };
+  if (data.description !== undefined) workflow.description = data.description;
+  if (data.version !== undefined) {
+    // `version: 1.0` is a number to YAML; keep what was written
+    workflow.version = typeof data.version === "string"
+      ? data.version
+      : sourceOf(["version"]) ?? String(data.version);
+  }
+  if (data.timeout !== undefined) workflow.timeoutMs = durationMs(data.timeout);
+  if (data.max_parallel !== undefined) workflow.maxParallel = data.max_parallel;
+  if (data.sandbox !== undefined) workflow.sandbox = data.sandbox;
+  if (options.baseDir !== undefined) workflow.baseDir = options.baseDir;
+  return workflow;
+}
+
+function task(t: TaskData, r: ResolvedTask): TaskSpec {
+  const spec: TaskSpec = {
+    id: r.id,
+    name: r.name,
+    protocol: r.protocol,
+    method: t.method,
+    params: t.params ?? t.parameters ?? {},
+    dependencies: r.dependencies,
+    priority: priorityValue(t.priority),
+    retry: retryPolicy(t.retry),
+    continueOnFailure: t.continue_on_failure ?? false,
+  };
+  if (t.timeout !== undefined) spec.timeoutMs = durationMs(t.timeout);
+  if (t.sandbox !== undefined) spec.sandbox = t.sandbox;
+  return spec;
+}
+
+/**
+ * Reads and validates a workflow file; sets `sourcePath` (absolute) and `baseDir` (its
+ * directory). A file that cannot be read is a WORKFLOW_FILE_ERROR.
+ */
+export async function loadWorkflowFile(path: string, catalog: ProtocolCatalog): Promise<Workflow> {
+  const absolute = resolve(path);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(absolute);
+  } catch (e) {
+    const missing = e instanceof Deno.errors.NotFound;
+    const isDir = e instanceof Deno.errors.IsADirectory ||
+      (e instanceof Error && /directory/i.test(e.message));
+    throw new GleitzeitError(
+      "WORKFLOW_FILE_ERROR",
+      missing
+        ? `workflow file not found: ${path}`
+        : `cannot read workflow file ${path}: ${(e as Error).message}`,
+      {
+        cause: e,
+        details: { path: absolute },
+        hint: missing
+          ? `check the path (resolved to ${absolute})`
+          : isDir
+          ? "give the path of a .yaml or .json file, not a directory"
+          : "check that the file exists and is readable",
+      },
+    );
+  }
+  const workflow = parseWorkflow(text, path, catalog, { baseDir: dirname(absolute) });
+  workflow.sourcePath = absolute;
+  return workflow;
+}
+
+/** One line per issue: `file:line:column: path: message (hint)`. */
+export function formatIssues(err: WorkflowValidationError): string[] {
+  return err.issues.map((i) => {
+    const where = i.line !== undefined ? `${err.file}:${i.line}:${i.column ?? 1}` : err.file;
+    const path = i.path === "" ? "" : `${i.path}: `;
+    const hint = i.hint === undefined ? "" : ` (${i.hint})`;
+    return `${where}: ${path}${i.message}${hint}`;
+  });
+}
