@@ -1,0 +1,376 @@
+import { assert, assertEquals, assertExists, assertRejects } from "../assert.ts";
+import { FakeClock, sleep } from "../../src/core/clock.ts";
+import { GleitzeitError } from "../../src/core/errors.ts";
+import { NO_RETRY, type RetryPolicy } from "../../src/core/retry.ts";
+import type { TaskSpec, Workflow } from "../../src/core/workflow.ts";
+import { Engine } from "../../src/engine/engine.ts";
+import type { EngineEvent } from "../../src/engine/events.ts";
+import type { Dispatcher } from "../../src/engine/run_execution.ts";
+import { MemoryStore } from "../../src/persistence/memory_store.ts";
+import type { TaskFinish } from "../../src/persistence/store.ts";
+import type { CallContext } from "../../src/providers/provider.ts";
+
+type Handler = (params: Record<string, unknown>, ctx: CallContext) => Promise<unknown> | unknown;
+
+/** A dispatcher whose behaviour per method is set by the test; records calls and concurrency. */
+class FakeDispatcher implements Dispatcher {
+  calls: { method: string; params: Record<string, unknown>; taskId: string; attempt: number }[] =
+    [];
+  active = 0;
+  maxActive = 0;
+  handlers = new Map<string, Handler>();
+
+  on(method: string, h: Handler): this {
+    this.handlers.set(method, h);
+    return this;
+  }
+
+  async call(_p: string, method: string, params: Record<string, unknown>, ctx: CallContext) {
+    this.calls.push({ method, params, taskId: ctx.taskId, attempt: ctx.attempt });
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    try {
+      const h = this.handlers.get(method);
+      return h ? await h(params, ctx) : params;
+    } finally {
+      this.active--;
+    }
+  }
+}
+
+function task(id: string, extra: Partial<TaskSpec> = {}): TaskSpec {
+  return {
+    id,
+    name: id,
+    protocol: "test/v1",
+    method: "ok",
+    params: {},
+    dependencies: [],
+    priority: 50,
+    retry: NO_RETRY,
+    continueOnFailure: false,
+    ...extra,
+  };
+}
+
+function wf(tasks: TaskSpec[], extra: Partial<Workflow> = {}): Workflow {
+  return { name: "test", params: {}, onFailure: "fail_fast", tasks, ...extra };
+}
+
+function setup(options: { clock?: FakeClock; maxConcurrency?: number; store?: MemoryStore } = {}) {
+  const dispatcher = new FakeDispatcher();
+  const store = options.store ?? new MemoryStore();
+  const events: EngineEvent[] = [];
+  const engine = new Engine({
+    dispatcher,
+    store,
+    heartbeatMs: 60_000,
+    random: () => 0.5,
+    onEvent: (e) => events.push(e),
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.maxConcurrency ? { maxConcurrency: options.maxConcurrency } : {}),
+  });
+  return { dispatcher, store, events, engine };
+}
+
+const byId = <T extends { taskId: string }>(tasks: T[]) => new Map(tasks.map((t) => [t.taskId, t]));
+
+Deno.test("dependencies run in order and typed results flow through references", async () => {
+  const { dispatcher, engine } = setup();
+  dispatcher.on("stats", () => ({ items: [3, 4], mean: 3.5, label: "x" }));
+  const out = await engine.run(wf([
+    task("stats", { method: "stats" }),
+    task("use", {
+      params: {
+        whole: "${stats.items}",
+        mean: "${stats.mean}",
+        text: "mean=${stats.mean} items=${stats.items} label=${stats.label}",
+        first: "${stats.items[0]}",
+        input: "${params.topic}",
+      },
+      dependencies: ["stats"],
+    }),
+  ], { params: { topic: "llamas" } }));
+  assertEquals(out.state, "completed");
+  const use = byId(out.tasks).get("use")!;
+  assertEquals(use.result, {
+    whole: [3, 4],
+    mean: 3.5,
+    text: "mean=3.5 items=[3,4] label=x",
+    first: 3,
+    input: "llamas",
+  });
+  assertEquals(dispatcher.calls.map((c) => c.taskId), ["stats", "use"]);
+});
+
+Deno.test("ready tasks start by priority, then submission order, within max_parallel", async () => {
+  const { dispatcher, engine } = setup();
+  const out = await engine.run(wf([
+    task("low", { priority: 25 }),
+    task("normal1", { priority: 50 }),
+    task("urgent", { priority: 100 }),
+    task("normal2", { priority: 50 }),
+  ], { maxParallel: 1 }));
+  assertEquals(out.state, "completed");
+  assertEquals(dispatcher.calls.map((c) => c.taskId), ["urgent", "normal1", "normal2", "low"]);
+  assertEquals(dispatcher.maxActive, 1);
+});
+
+Deno.test("max_parallel and the global limit bound concurrency", async () => {
+  const gate = Promise.withResolvers<void>();
+  const a = setup({ maxConcurrency: 3 });
+  a.dispatcher.on("ok", async () => {
+    await gate.promise;
+    return 1;
+  });
+  const tasks = Array.from({ length: 10 }, (_, i) => task(`t${i}`));
+  const running = a.engine.run(wf(tasks));
+  await new Promise((r) => setTimeout(r, 20));
+  assertEquals(a.dispatcher.active, 3);
+  gate.resolve();
+  assertEquals((await running).state, "completed");
+  assertEquals(a.dispatcher.maxActive, 3);
+
+  const b = setup({ maxConcurrency: 10 });
+  b.dispatcher.on("ok", () => new Promise((r) => setTimeout(r, 5)));
+  await b.engine.run(wf(tasks, { maxParallel: 2 }));
+  assertEquals(b.dispatcher.maxActive, 2);
+});
+
+Deno.test("fail_fast: dependents skipped with the reason, nothing new starts, run failed", async () => {
+  const { dispatcher, engine, events } = setup();
+  dispatcher.on("boom", () => {
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "boom");
+  });
+  const out = await engine.run(wf([
+    task("bad", { method: "boom", priority: 100 }),
+    task("child", { dependencies: ["bad"] }),
+    task("grandchild", { dependencies: ["child"] }),
+    task("other", { priority: 10 }),
+  ], { maxParallel: 1 }));
+  assertEquals(out.state, "failed");
+  assertEquals(out.error?.code, "WORKFLOW_FAILED");
+  const t = byId(out.tasks);
+  assertEquals(t.get("bad")!.state, "failed");
+  assertEquals(t.get("child")!.state, "skipped");
+  assertEquals(t.get("child")!.reason, "dependency 'bad' failed");
+  assertEquals(t.get("grandchild")!.state, "skipped");
+  assertEquals(t.get("other")!.state, "skipped");
+  assert(t.get("other")!.reason!.includes("fail_fast"));
+  assertEquals(dispatcher.calls.map((c) => c.taskId), ["bad"]);
+  assert(events.some((e) => e.type === "task_skipped" && e.taskId === "grandchild"));
+});
+
+Deno.test("on_failure continue: independent branches go on, the run still fails", async () => {
+  const { dispatcher, engine } = setup();
+  dispatcher.on("boom", () => {
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "boom");
+  });
+  const out = await engine.run(wf([
+    task("bad", { method: "boom" }),
+    task("child", { dependencies: ["bad"] }),
+    task("a"),
+    task("b", { dependencies: ["a"] }),
+  ], { onFailure: "continue" }));
+  const t = byId(out.tasks);
+  assertEquals(out.state, "failed");
+  assertEquals(t.get("child")!.state, "skipped");
+  assertEquals(t.get("a")!.state, "completed");
+  assertEquals(t.get("b")!.state, "completed");
+});
+
+Deno.test("continue_on_failure: the run completes and dependents still run", async () => {
+  const { dispatcher, engine } = setup();
+  dispatcher.on("boom", () => {
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "boom");
+  });
+  const out = await engine.run(wf([
+    task("optional", { method: "boom", continueOnFailure: true }),
+    task("after", { dependencies: ["optional"] }),
+  ]));
+  assertEquals(out.state, "completed");
+  const t = byId(out.tasks);
+  assertEquals(t.get("optional")!.state, "failed");
+  assertEquals(t.get("after")!.state, "completed");
+});
+
+Deno.test("retries follow the backoff on the injected clock and only for retryable errors", async () => {
+  const clock = new FakeClock();
+  const { dispatcher, engine, events } = setup({ clock });
+  let n = 0;
+  dispatcher.on("flaky", () => {
+    n++;
+    if (n < 4) throw new GleitzeitError("PROVIDER_UNAVAILABLE", `down ${n}`);
+    return "up";
+  });
+  dispatcher.on("fatal", () => {
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad code");
+  });
+  const retry: RetryPolicy = {
+    maxAttempts: 5,
+    backoff: "exponential",
+    baseDelayMs: 1000,
+    maxDelayMs: 3000,
+    jitter: false,
+  };
+  const running = engine.run(wf([
+    task("flaky", { method: "flaky", retry }),
+    task("fatal", { method: "fatal", retry }),
+  ], { onFailure: "continue" }));
+  await clock.advance(0);
+  const retryDelays = () =>
+    events.filter((e) => e.type === "task_failed" && e.taskId === "flaky")
+      .map((e) => (e as { retryInMs?: number }).retryInMs);
+  assertEquals(retryDelays(), [1000]);
+  await clock.advance(999);
+  assertEquals(n, 1);
+  await clock.advance(1);
+  assertEquals(n, 2);
+  await clock.advance(2000);
+  assertEquals(n, 3);
+  await clock.advance(3000); // 4000 capped at 3000
+  assertEquals(n, 4);
+  const out = await running;
+  assertEquals(retryDelays(), [1000, 2000, 3000]);
+  const t = byId(out.tasks);
+  assertEquals(t.get("flaky")!.state, "completed");
+  assertEquals(t.get("flaky")!.attempts, 4);
+  assertEquals(t.get("fatal")!.attempts, 1);
+  assertEquals(t.get("fatal")!.state, "failed");
+});
+
+Deno.test("an attempt past its timeout is aborted with TASK_TIMEOUT and retried", async () => {
+  const clock = new FakeClock();
+  const { dispatcher, engine, store } = setup({ clock });
+  const signals: AbortSignal[] = [];
+  dispatcher.on("slow", (_p, ctx) => {
+    signals.push(ctx.signal);
+    if (ctx.attempt === 1) return sleep(clock, 60_000, ctx.signal);
+    return "fast";
+  });
+  const retry: RetryPolicy = { ...NO_RETRY, maxAttempts: 2, backoff: "fixed", baseDelayMs: 10 };
+  const running = engine.run(wf([task("slow", { method: "slow", timeoutMs: 5000, retry })]));
+  await clock.advance(4999);
+  assertEquals(signals[0]!.aborted, false);
+  await clock.advance(1);
+  assert(signals[0]!.aborted);
+  await clock.advance(10);
+  const out = await running;
+  assertEquals(out.state, "completed");
+  const attempts = await store.listAttempts(out.runId, "slow");
+  assertEquals(attempts.map((a) => a.state), ["failed", "completed"]);
+  assertEquals(attempts[0]!.error?.code, "TASK_TIMEOUT");
+});
+
+Deno.test("a run past its timeout is stopped: running tasks cancelled, the rest skipped", async () => {
+  const clock = new FakeClock();
+  const { dispatcher, engine } = setup({ clock });
+  dispatcher.on("slow", (_p, ctx) => sleep(clock, 60_000, ctx.signal));
+  const running = engine.run(wf([
+    task("slow", { method: "slow" }),
+    task("after", { dependencies: ["slow"] }),
+  ], { timeoutMs: 1000 }));
+  await clock.advance(1000);
+  const out = await running;
+  assertEquals(out.state, "failed");
+  assertEquals(out.error?.code, "WORKFLOW_TIMEOUT");
+  const t = byId(out.tasks);
+  assertEquals(t.get("slow")!.state, "cancelled");
+  assertEquals(t.get("after")!.state, "skipped");
+});
+
+Deno.test("a missing result path fails the task before the provider is called", async () => {
+  const { dispatcher, engine } = setup();
+  dispatcher.on("src", () => ({ answer: 42, extra: true }));
+  const out = await engine.run(wf([
+    task("src", { method: "src" }),
+    task("use", { method: "never", params: { x: "${src.answr}" }, dependencies: ["src"] }),
+  ]));
+  const use = byId(out.tasks).get("use")!;
+  assertEquals(use.state, "failed");
+  assertEquals(use.error?.code, "TASK_PARAMETER_ERROR");
+  assert(use.error!.message.includes("answr"));
+  assert(use.error!.message.includes("answer, extra"));
+  assertEquals(dispatcher.calls.filter((c) => c.method === "never").length, 0);
+});
+
+Deno.test("cancelling a run stops running tasks, keeps queued ones, and resume finishes it", async () => {
+  const store = new MemoryStore();
+  const first = setup({ store });
+  let aRuns = 0;
+  first.dispatcher.on("a", () => ++aRuns);
+  first.dispatcher.on("slow", (_p, ctx) =>
+    sleep(
+      {
+        now: Date.now,
+        setTimer: (ms, fn) => {
+          const id = setTimeout(fn, ms);
+          return { cancel: () => clearTimeout(id) };
+        },
+      },
+      60_000,
+      ctx.signal,
+    ));
+  const controller = new AbortController();
+  const workflow = wf([
+    task("a", { method: "a" }),
+    task("slow", { method: "slow", dependencies: ["a"] }),
+    task("last", { dependencies: ["slow"], params: { a: "${a}" } }),
+  ]);
+  const running = first.engine.run(workflow, { signal: controller.signal });
+  while (!first.dispatcher.calls.some((c) => c.method === "slow")) {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  controller.abort();
+  const out = await running;
+  assertEquals(out.state, "cancelled");
+  const t = byId(out.tasks);
+  assertEquals(t.get("a")!.state, "completed");
+  assertEquals(t.get("slow")!.state, "cancelled");
+  assertEquals(t.get("last")!.state, "queued");
+
+  const second = setup({ store });
+  second.dispatcher.on("a", () => ++aRuns);
+  second.dispatcher.on("slow", () => "done");
+  const resumed = await second.engine.execute(out.runId);
+  assertEquals(resumed.state, "completed");
+  assertEquals(aRuns, 1, "completed tasks are not executed again");
+  const r = byId(resumed.tasks);
+  assertEquals(r.get("slow")!.attempts, 2);
+  assertEquals(r.get("last")!.result, { a: 1 });
+});
+
+Deno.test("completions that arrive together are written in one commit", async () => {
+  const store = new MemoryStore();
+  const batches: number[] = [];
+  const original = store.finishTasks.bind(store);
+  store.finishTasks = (f: TaskFinish[]) => {
+    batches.push(f.length);
+    return original(f);
+  };
+  const { engine } = setup({ store, maxConcurrency: 100 });
+  const out = await engine.run(wf(Array.from({ length: 100 }, (_, i) => task(`t${i}`))));
+  assertEquals(out.state, "completed");
+  assertEquals(batches.reduce((a, b) => a + b, 0), 100);
+  assert(batches.length < 100, `expected grouped commits, got ${batches.length} for 100 tasks`);
+});
+
+Deno.test("10,000 independent tasks finish", async () => {
+  const { engine } = setup({ maxConcurrency: 64 });
+  const out = await engine.run(wf(Array.from({ length: 10_000 }, (_, i) => task(`t${i}`))));
+  assertEquals(out.state, "completed");
+  assertEquals(out.tasks.filter((t) => t.state === "completed").length, 10_000);
+});
+
+Deno.test("unknown inputs are rejected; a completed run cannot be executed again", async () => {
+  const { engine } = setup();
+  await assertRejects(
+    () => engine.run(wf([task("a")], { params: { topic: "x" } }), { params: { nope: 1 } }),
+    GleitzeitError,
+    "unknown input 'nope'",
+  );
+  const out = await engine.run(wf([task("a")]));
+  const err = await assertRejects(() => engine.execute(out.runId), GleitzeitError);
+  assertEquals(err.code, "USAGE_ERROR");
+  assertExists(err.hint);
+});
