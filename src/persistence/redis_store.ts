@@ -1,0 +1,608 @@
+/**
+ * Store on Redis (node-redis 5), for several processes or machines sharing state.
+ *
+ * Everything lives under one key prefix (default `gleitzeit:`); runs and tasks are hashes,
+ * listings read sorted sets (runs by creation, tasks in workflow order, runs and tasks by
+ * state), so normal operation never uses KEYS or SCAN. Writes are one round trip each:
+ * `createRun` is one MULTI/EXEC; `startAttempt`, `finishTasks` (a whole batch), `updateRun`
+ * and `claimRun` are one atomic Lua script each (see redis_scripts.ts for the key layout).
+ *
+ * The `redis` package is imported inside {@link RedisStore.connect}, so loading this module
+ * costs nothing until a Redis store is opened.
+ *
+ * @module
+ */
+
+import { type ErrorData, GleitzeitError } from "../core/errors.ts";
+import type { RunState, TaskState } from "../core/states.ts";
+import {
+  CLAIM_RUN,
+  FINISH_FIELDS,
+  FINISH_TASKS,
+  START_ATTEMPT,
+  UPDATE_RUN,
+} from "./redis_scripts.ts";
+import { attemptStateFor, runExists, runNotFound, taskNotFound } from "./store_rules.ts";
+import type {
+  AttemptRecord,
+  RunFilter,
+  RunPatch,
+  RunRecord,
+  Store,
+  StoreStats,
+  TaskFilter,
+  TaskFinish,
+  TaskRecord,
+} from "./store.ts";
+
+type Client = ReturnType<typeof import("redis").createClient>;
+
+/** Options for {@link RedisStore.connect}. */
+export interface RedisStoreOptions {
+  /** Default `redis://127.0.0.1:6379`. */
+  url?: string;
+  /** Prefix of every key. Default `gleitzeit:`. */
+  prefix?: string;
+  /** How long to wait for the connection, in ms. Default 3000. */
+  connectTimeoutMs?: number;
+  /** Reconnect attempts after a connection that worked was lost. Default 5. */
+  reconnectAttempts?: number;
+}
+
+const RUN_STATES: RunState[] = [
+  "pending",
+  "queued",
+  "running",
+  "completed",
+  "failed",
+  "cancelled",
+  "interrupted",
+];
+const TASK_STATES: TaskState[] = [
+  "queued",
+  "running",
+  "retry_pending",
+  "completed",
+  "failed",
+  "cancelled",
+  "skipped",
+];
+const SCRIPTS = {
+  start: START_ATTEMPT,
+  finish: FINISH_TASKS,
+  update: UPDATE_RUN,
+  claim: CLAIM_RUN,
+} as const;
+const PAGE = 200;
+/** Separates the parts of a cross-run task index member; sorts below every other byte. */
+const SEP = "\u0000";
+
+/** Store on a Redis server. */
+export class RedisStore implements Store {
+  readonly backend = "redis";
+  readonly url: string;
+  readonly prefix: string;
+  #client: Client;
+  #shas = new Map<keyof typeof SCRIPTS, string>();
+  #commits = 0;
+  #closed = false;
+
+  private constructor(client: Client, url: string, prefix: string) {
+    this.#client = client;
+    this.url = url;
+    this.prefix = prefix;
+  }
+
+  /**
+   * Connects and loads the scripts. Fails fast with PERSISTENCE_UNAVAILABLE when Redis cannot
+   * be reached (no reconnect loop before the first connection).
+   */
+  static async connect(options: RedisStoreOptions = {}): Promise<RedisStore> {
+    const url = options.url ?? "redis://127.0.0.1:6379";
+    const prefix = options.prefix ?? "gleitzeit:";
+    const retries = options.reconnectAttempts ?? 5;
+    const { createClient } = await import("redis");
+    let ready = false;
+    const client = createClient({
+      url,
+      disableOfflineQueue: false,
+      socket: {
+        connectTimeout: options.connectTimeoutMs ?? 3000,
+        // Before the first connection: fail at once. After a loss: a few quick tries, then give
+        // up so commands fail with a clear error instead of hanging.
+        reconnectStrategy: (attempt: number, cause: Error) =>
+          !ready || attempt >= retries ? cause : Math.min(50 * 2 ** attempt, 1000),
+      },
+    });
+    // node-redis emits "error" on every socket problem; without a listener it would throw.
+    client.on("error", () => {});
+    const store = new RedisStore(client, url, prefix);
+    try {
+      await client.connect();
+      ready = true;
+      await store.#loadScripts();
+    } catch (e) {
+      shutDown(client);
+      throw unavailable(url, e);
+    }
+    return store;
+  }
+
+  /** Write round trips (MULTI/EXEC or script) made through this store. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  async #loadScripts(): Promise<void> {
+    const names = Object.keys(SCRIPTS) as (keyof typeof SCRIPTS)[];
+    const shas = await Promise.all(names.map((n) => this.#client.scriptLoad(SCRIPTS[n])));
+    names.forEach((n, i) => this.#shas.set(n, shas[i]!));
+  }
+
+  /** Runs a script by its SHA, loading it again if Redis lost it (restart, SCRIPT FLUSH). */
+  async #script(
+    name: keyof typeof SCRIPTS,
+    keys: string[],
+    args: string[],
+  ): Promise<unknown> {
+    try {
+      return await this.#client.evalSha(this.#shas.get(name)!, { keys, arguments: args });
+    } catch (e) {
+      if (!String((e as Error)?.message).startsWith("NOSCRIPT")) throw e;
+      await this.#loadScripts();
+      return await this.#client.evalSha(this.#shas.get(name)!, { keys, arguments: args });
+    }
+  }
+
+  async #do<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new GleitzeitError("PERSISTENCE_ERROR", "the Redis store is closed");
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof GleitzeitError) throw e;
+      if (isConnectionError(e) || !this.#client.isReady) throw unavailable(this.url, e);
+      throw new GleitzeitError("PERSISTENCE_ERROR", `${what}: ${messageOf(e)}`, { cause: e });
+    }
+  }
+
+  #k(...parts: string[]): string {
+    return this.prefix + parts.join(":");
+  }
+
+  createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
+    return this.#do(`cannot create run ${run.id}`, async () => {
+      const runKey = this.#k("run", run.id);
+      if (await this.#client.exists(runKey)) throw runExists(run.id);
+      const m = this.#client.multi();
+      m.hSet(runKey, runFields(run));
+      m.zAdd(this.#k("runs"), { score: run.createdAt, value: run.id });
+      m.zAdd(this.#k("runs", "state", run.state), { score: run.createdAt, value: run.id });
+      m.zAdd(this.#k("runs", "name", run.workflowName), { score: run.createdAt, value: run.id });
+      const order: { score: number; value: string }[] = [];
+      const idx: Record<string, string> = {};
+      tasks.forEach((t, seq) => {
+        const member = [run.id, String(1e9 - seq).padStart(10, "0"), t.taskId].join(SEP);
+        const entry = { score: run.createdAt, value: member };
+        m.hSet(this.#k("task", run.id, t.taskId), {
+          ...taskFields(t, run.id),
+          _rc: String(run.createdAt),
+          _m: member,
+          _wf: run.workflowName,
+        });
+        m.zAdd(this.#k("tasks"), entry);
+        m.zAdd(this.#k("tasks", "state", t.state), entry);
+        order.push({ score: seq, value: t.taskId });
+        idx[t.id] = `${run.id}:${t.taskId}`;
+      });
+      if (tasks.length > 0) {
+        m.zAdd(this.#k("run", run.id, "tasks"), order);
+        m.hSet(this.#k("taskid"), idx);
+      }
+      await m.exec();
+      this.#commits++;
+    });
+  }
+
+  updateRun(runId: string, patch: RunPatch): Promise<void> {
+    const args = [this.prefix, runId];
+    const put = (field: keyof RunPatch, value: string | undefined) =>
+      value === undefined ? args.push("d", field, "") : args.push("s", field, value);
+    if (patch.state !== undefined) put("state", patch.state);
+    for (const f of ["startedAt", "finishedAt", "heartbeatAt"] as const) {
+      if (f in patch) put(f, patch[f] === undefined ? undefined : String(patch[f]));
+    }
+    if ("owner" in patch) put("owner", patch.owner);
+    if ("error" in patch) put("error", patch.error ? JSON.stringify(patch.error) : undefined);
+    return this.#do(`cannot update run ${runId}`, async () => {
+      try {
+        await this.#script("update", [this.#k("run", runId)], args);
+        this.#commits++;
+      } catch (e) {
+        if (isNotFound(e)) throw runNotFound(runId);
+        throw e;
+      }
+    });
+  }
+
+  startAttempt(
+    runId: string,
+    taskId: string,
+    attempt: number,
+    at: number,
+    owner?: string,
+  ): Promise<void> {
+    return this.#do(`cannot start task ${taskId} of run ${runId}`, async () => {
+      try {
+        await this.#script(
+          "start",
+          [this.#k("task", runId, taskId), this.#k("attempts", runId, taskId)],
+          [this.prefix, String(attempt), String(at), owner ?? "", owner === undefined ? "0" : "1"],
+        );
+        this.#commits++;
+      } catch (e) {
+        if (isNotFound(e)) throw taskNotFound(runId, taskId);
+        throw e;
+      }
+    });
+  }
+
+  finishTasks(finishes: TaskFinish[]): Promise<void> {
+    if (finishes.length === 0) return Promise.resolve();
+    const args = [this.prefix];
+    for (const f of finishes) {
+      const hasResult = "result" in f;
+      const part = [
+        f.runId,
+        f.taskId,
+        f.state,
+        String(f.at),
+        f.attempt === undefined ? "" : String(f.attempt),
+        attemptStateFor(f.state),
+        hasResult ? "1" : "0",
+        hasResult && f.result !== undefined ? JSON.stringify(f.result) : "",
+        f.error ? JSON.stringify(f.error) : "",
+        f.reason === undefined ? "0" : "1",
+        f.reason ?? "",
+      ];
+      if (part.length !== FINISH_FIELDS) throw new Error("finish encoding out of step");
+      args.push(...part);
+    }
+    return this.#do("cannot record finished tasks", async () => {
+      try {
+        await this.#script("finish", [], args);
+        this.#commits++;
+      } catch (e) {
+        if (isNotFound(e)) {
+          const i = Number(/GZ_NOT_FOUND (\d+)/.exec(String((e as Error).message))?.[1]);
+          const f = finishes[i] ?? finishes[0]!;
+          throw taskNotFound(f.runId, f.taskId);
+        }
+        throw e;
+      }
+    });
+  }
+
+  claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
+    return this.#do(`cannot claim run ${runId}`, async () => {
+      try {
+        const won = await this.#script("claim", [this.#k("run", runId)], [
+          owner,
+          String(at),
+          String(staleBefore),
+        ]);
+        this.#commits++;
+        return Number(won) === 1;
+      } catch (e) {
+        if (isNotFound(e)) throw runNotFound(runId);
+        throw e;
+      }
+    });
+  }
+
+  getRun(runId: string): Promise<RunRecord | undefined> {
+    return this.#do(`cannot read run ${runId}`, async () => {
+      return toRun(await this.#client.hGetAll(this.#k("run", runId)));
+    });
+  }
+
+  listRuns(filter: RunFilter = {}): Promise<RunRecord[]> {
+    const source = filter.workflowName
+      ? this.#k("runs", "name", filter.workflowName)
+      : filter.state
+      ? this.#k("runs", "state", filter.state)
+      : this.#k("runs");
+    const needle = filter.nameFilter?.toLowerCase();
+    const keep = (r: RunRecord) =>
+      (!filter.state || r.state === filter.state) &&
+      (!filter.workflowName || r.workflowName === filter.workflowName) &&
+      (!needle || r.workflowName.toLowerCase().includes(needle));
+    return this.#do("cannot list runs", () =>
+      this.#collect(source, filter.limit, async (ids) => {
+        const rows = await Promise.all(ids.map((id) => this.#client.hGetAll(this.#k("run", id))));
+        return rows.map(toRun).filter((r): r is RunRecord => r !== undefined && keep(r));
+      }));
+  }
+
+  getTask(id: string): Promise<TaskRecord | undefined> {
+    return this.#do(`cannot read task ${id}`, async () => {
+      const where = await this.#client.hGet(this.#k("taskid"), id);
+      if (!where) return undefined;
+      return toTask(await this.#client.hGetAll(this.#k("task") + ":" + where));
+    });
+  }
+
+  getRunTask(runId: string, taskId: string): Promise<TaskRecord | undefined> {
+    return this.#do(`cannot read task ${taskId} of run ${runId}`, async () => {
+      return toTask(await this.#client.hGetAll(this.#k("task", runId, taskId)));
+    });
+  }
+
+  listTasks(filter: TaskFilter = {}): Promise<TaskRecord[]> {
+    const needle = filter.nameFilter?.toLowerCase();
+    const keep = (t: TaskRecord & { workflowName: string }) =>
+      (!filter.runId || t.runId === filter.runId) &&
+      (!filter.state || t.state === filter.state) &&
+      (!filter.workflowName || t.workflowName === filter.workflowName) &&
+      (!needle || t.name.toLowerCase().includes(needle));
+    const fetch = async (keys: string[]) => {
+      const rows = await Promise.all(keys.map((k) => this.#client.hGetAll(k)));
+      return rows.map(toTaskWithWorkflow).filter((t) => t !== undefined && keep(t)).map((t) => {
+        const { workflowName: _, ...task } = t!;
+        return task as TaskRecord;
+      });
+    };
+    return this.#do("cannot list tasks", () => {
+      if (filter.runId) {
+        const runId = filter.runId;
+        return this.#collect(
+          this.#k("run", runId, "tasks"),
+          filter.limit,
+          (ids) => fetch(ids.map((id) => this.#k("task", runId, id))),
+          false,
+        );
+      }
+      const source = filter.state ? this.#k("tasks", "state", filter.state) : this.#k("tasks");
+      return this.#collect(source, filter.limit, (members) =>
+        fetch(members.map((m) => {
+          const [runId, , ...rest] = m.split(SEP);
+          return this.#k("task", runId!, rest.join(SEP));
+        })));
+    });
+  }
+
+  /** Pages through a sorted set, mapping and filtering each page, until `limit` are found. */
+  async #collect<T>(
+    key: string,
+    limit: number | undefined,
+    page: (members: string[]) => Promise<T[]>,
+    rev = true,
+  ): Promise<T[]> {
+    const want = limit === undefined ? Infinity : Math.max(0, Math.floor(limit));
+    const out: T[] = [];
+    for (let start = 0; out.length < want; start += PAGE) {
+      const members = await this.#client.zRange(key, start, start + PAGE - 1, {
+        REV: rev || undefined,
+      });
+      if (members.length === 0) break;
+      out.push(...await page(members));
+      if (members.length < PAGE) break;
+    }
+    return out.slice(0, want);
+  }
+
+  listAttempts(runId: string, taskId: string): Promise<AttemptRecord[]> {
+    return this.#do(`cannot list attempts of task ${taskId}`, async () => {
+      const h = await this.#client.hGetAll(this.#k("attempts", runId, taskId));
+      const byNo = new Map<number, Record<string, string>>();
+      for (const [field, value] of Object.entries(h)) {
+        const i = field.indexOf(":");
+        const n = Number(field.slice(0, i));
+        const fields = byNo.get(n) ?? {};
+        fields[field.slice(i + 1)] = value;
+        byNo.set(n, fields);
+      }
+      return [...byNo.entries()].sort(([a], [b]) => a - b).map(([n, f]) => {
+        const a: AttemptRecord = {
+          runId,
+          taskId,
+          attempt: n,
+          state: f.state as AttemptRecord["state"],
+          startedAt: Number(f.startedAt),
+        };
+        if (f.finishedAt !== undefined) a.finishedAt = Number(f.finishedAt);
+        if (f.owner !== undefined) a.owner = f.owner;
+        if (f.error !== undefined) a.error = JSON.parse(f.error) as ErrorData;
+        return a;
+      });
+    });
+  }
+
+  stats(): Promise<StoreStats> {
+    return this.#do("cannot read statistics", async () => {
+      const [runCounts, taskCounts] = await Promise.all([
+        Promise.all(RUN_STATES.map((s) => this.#client.zCard(this.#k("runs", "state", s)))),
+        Promise.all(TASK_STATES.map((s) => this.#client.zCard(this.#k("tasks", "state", s)))),
+      ]);
+      const runs: StoreStats["runs"] = {};
+      const tasks: StoreStats["tasks"] = {};
+      RUN_STATES.forEach((s, i) => runCounts[i] && (runs[s] = runCounts[i]));
+      TASK_STATES.forEach((s, i) => taskCounts[i] && (tasks[s] = taskCounts[i]));
+      const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+      return {
+        backend: this.backend,
+        runs,
+        tasks,
+        totalRuns: sum(runCounts),
+        totalTasks: sum(taskCounts),
+      };
+    });
+  }
+
+  /**
+   * Deletes every key under this store's prefix (SCAN + UNLINK): an administrative operation for
+   * tests and resets, never used in normal operation. Returns how many keys went.
+   */
+  clear(): Promise<number> {
+    return this.#do("cannot clear the store", async () => {
+      let n = 0;
+      const pattern = this.prefix.replace(/[*?[\]\\]/g, "\\$&") + "*";
+      for await (const keys of this.#client.scanIterator({ MATCH: pattern, COUNT: 500 })) {
+        if (keys.length > 0) n += await this.#client.unlink(keys);
+      }
+      return n;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#client.isOpen) {
+      try {
+        await this.#client.close();
+        return;
+      } catch {
+        // fall through: the connection is gone, drop what is left of it
+      }
+    }
+    shutDown(this.#client);
+  }
+}
+
+/** Drops a client whatever state it is in; a closed client throws on destroy, which is fine. */
+function shutDown(client: Client): void {
+  try {
+    client.destroy();
+  } catch {
+    // already closed
+  }
+}
+
+function runFields(run: RunRecord): Record<string, string> {
+  const h: Record<string, string> = {
+    id: run.id,
+    workflowName: run.workflowName,
+    workflow: JSON.stringify(run.workflow),
+    params: JSON.stringify(run.params ?? {}),
+    state: run.state,
+    createdAt: String(run.createdAt),
+  };
+  if (run.startedAt !== undefined) h.startedAt = String(run.startedAt);
+  if (run.finishedAt !== undefined) h.finishedAt = String(run.finishedAt);
+  if (run.owner !== undefined) h.owner = run.owner;
+  if (run.heartbeatAt !== undefined) h.heartbeatAt = String(run.heartbeatAt);
+  if (run.error) h.error = JSON.stringify(run.error);
+  return h;
+}
+
+function taskFields(t: TaskRecord, runId: string): Record<string, string> {
+  const h: Record<string, string> = {
+    id: t.id,
+    runId,
+    taskId: t.taskId,
+    name: t.name,
+    protocol: t.protocol,
+    method: t.method,
+    state: t.state,
+    priority: String(t.priority),
+    attempts: String(t.attempts),
+    createdAt: String(t.createdAt),
+  };
+  if (t.startedAt !== undefined) h.startedAt = String(t.startedAt);
+  if (t.finishedAt !== undefined) h.finishedAt = String(t.finishedAt);
+  if (t.result !== undefined) h.result = JSON.stringify(t.result);
+  if (t.error) h.error = JSON.stringify(t.error);
+  if (t.reason !== undefined) h.reason = t.reason;
+  return h;
+}
+
+function toRun(h: Record<string, string>): RunRecord | undefined {
+  if (h.id === undefined) return undefined;
+  const run: RunRecord = {
+    id: h.id,
+    workflowName: h.workflowName!,
+    workflow: JSON.parse(h.workflow!),
+    params: JSON.parse(h.params!),
+    state: h.state as RunState,
+    createdAt: Number(h.createdAt),
+  };
+  if (h.startedAt !== undefined) run.startedAt = Number(h.startedAt);
+  if (h.finishedAt !== undefined) run.finishedAt = Number(h.finishedAt);
+  if (h.owner !== undefined) run.owner = h.owner;
+  if (h.heartbeatAt !== undefined) run.heartbeatAt = Number(h.heartbeatAt);
+  if (h.error !== undefined) run.error = JSON.parse(h.error) as ErrorData;
+  return run;
+}
+
+function toTaskWithWorkflow(
+  h: Record<string, string>,
+): (TaskRecord & { workflowName: string }) | undefined {
+  const task = toTask(h);
+  return task && { ...task, workflowName: h._wf ?? "" };
+}
+
+function toTask(h: Record<string, string>): TaskRecord | undefined {
+  if (h.id === undefined) return undefined;
+  const task: TaskRecord = {
+    id: h.id,
+    runId: h.runId!,
+    taskId: h.taskId!,
+    name: h.name!,
+    protocol: h.protocol!,
+    method: h.method!,
+    state: h.state as TaskState,
+    priority: Number(h.priority),
+    attempts: Number(h.attempts),
+    createdAt: Number(h.createdAt),
+  };
+  if (h.startedAt !== undefined) task.startedAt = Number(h.startedAt);
+  if (h.finishedAt !== undefined) task.finishedAt = Number(h.finishedAt);
+  if (h.result !== undefined) task.result = JSON.parse(h.result);
+  if (h.error !== undefined) task.error = JSON.parse(h.error) as ErrorData;
+  if (h.reason !== undefined) task.reason = h.reason;
+  return task;
+}
+
+function isNotFound(e: unknown): boolean {
+  // Redis may put "ERR " in front of a script's error reply.
+  return /\bGZ_NOT_FOUND\b/.test(String((e as Error)?.message ?? ""));
+}
+
+function isConnectionError(e: unknown): boolean {
+  const name = (e as Error)?.constructor?.name ?? "";
+  const msg = messageOf(e);
+  return /ClientClosed|SocketClosed|ConnectionTimeout|ReconnectStrategy|ClientOffline/.test(name) ||
+    /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENOTFOUND|client is closed|socket closed|timeout/i.test(
+      msg,
+    );
+}
+
+function unavailable(url: string, cause: unknown): GleitzeitError {
+  const shown = redactUrl(url);
+  return new GleitzeitError(
+    "PERSISTENCE_UNAVAILABLE",
+    `cannot reach Redis at ${shown}: ${messageOf(cause)}`,
+    {
+      cause,
+      details: { url: shown },
+      hint: `is Redis running at ${shown}? start it with \`redis-server\` ` +
+        "(or `docker run -d -p 6379:6379 redis:7`), or set GLEITZEIT_REDIS_URL / --backend sqlite",
+    },
+  );
+}
+
+/** The URL without its password. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString().replace(/\/$/, "");
+  } catch {
+    return url;
+  }
+}
+
+function messageOf(e: unknown): string {
+  if (e instanceof AggregateError && e.errors.length > 0) return messageOf(e.errors[0]);
+  const m = e instanceof Error ? e.message : String(e);
+  return m || (e as Error)?.constructor?.name || "unknown error";
+}

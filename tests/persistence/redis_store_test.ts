@@ -1,0 +1,142 @@
+import * as assert from "node:assert/strict";
+import { GleitzeitError } from "../../src/core/errors.ts";
+import { RedisStore } from "../../src/persistence/redis_store.ts";
+import { fixture, storeContract } from "./store_contract.ts";
+import { connectTestRedis, REDIS_TEST_URL, startPrivateRedis } from "./redis_helpers.ts";
+
+storeContract("redis", async () => {
+  const prefix = `gleitzeit-test:${crypto.randomUUID()}:`;
+  const opened: RedisStore[] = [];
+  const open = async () => {
+    const s = await connectTestRedis(prefix);
+    opened.push(s);
+    return s;
+  };
+  const store = await open();
+  return {
+    store,
+    connect: open,
+    cleanup: async () => {
+      const admin = await RedisStore.connect({ url: REDIS_TEST_URL, prefix });
+      await admin.clear();
+      await admin.close();
+      for (const s of opened) await s.close();
+    },
+  };
+});
+
+Deno.test("redis: an unreachable server fails fast with PERSISTENCE_UNAVAILABLE and a hint", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const url = `redis://127.0.0.1:${port}`;
+  const t0 = performance.now();
+  const err = await RedisStore.connect({ url }).then(
+    () => assert.fail("connected to nothing"),
+    (e) => e,
+  );
+  assert.ok(performance.now() - t0 < 3000, "failed within 3 s");
+  assert.ok(err instanceof GleitzeitError);
+  assert.equal(err.code, "PERSISTENCE_UNAVAILABLE");
+  assert.equal(err.exitCode, 3);
+  assert.ok(!err.message.includes("\n"), "one line");
+  assert.match(err.message, new RegExp(`^cannot reach Redis at ${url}: .*ECONNREFUSED`));
+  assert.match(err.hint ?? "", new RegExp(`is Redis running at ${url}\\? start it with`));
+});
+
+Deno.test("redis: openStore's url with a password is not shown in errors", async () => {
+  const err = await RedisStore.connect({ url: "redis://:s3cret@127.0.0.1:1" }).catch((e) => e);
+  assert.equal(err.code, "PERSISTENCE_UNAVAILABLE");
+  assert.ok(!err.message.includes("s3cret") && !(err.hint ?? "").includes("s3cret"));
+});
+
+Deno.test("redis: a server lost mid-run turns into PERSISTENCE_UNAVAILABLE, not a hang or crash", async () => {
+  const server = await startPrivateRedis();
+  const store = await RedisStore.connect({ url: server.url, reconnectAttempts: 2 });
+  try {
+    const { run, tasks } = fixture({ tasks: ["a"] });
+    await store.createRun(run, tasks);
+    await server.kill();
+    const t0 = performance.now();
+    const err = await store.getRun(run.id).then(() => undefined, (e) => e);
+    assert.ok(performance.now() - t0 < 5000, `failed within 5 s (${performance.now() - t0} ms)`);
+    assert.ok(err instanceof GleitzeitError, `got ${err}`);
+    assert.equal(err.code, "PERSISTENCE_UNAVAILABLE");
+    assert.match(err.hint ?? "", /is Redis running at/);
+    const err2 = await store.finishTasks([
+      { runId: run.id, taskId: "a", state: "completed", at: 1, result: 1 },
+    ]).then(() => undefined, (e) => e);
+    assert.equal(err2?.code, "PERSISTENCE_UNAVAILABLE");
+  } finally {
+    await store.close();
+    await server.kill();
+  }
+});
+
+Deno.test("redis: normal operation never sends KEYS or SCAN; one round trip per write", async () => {
+  const server = await startPrivateRedis();
+  const store = await RedisStore.connect({ url: server.url, prefix: "gz:" });
+  const { createClient } = await import("redis");
+  const probe = createClient({ url: server.url });
+  probe.on("error", () => {});
+  await probe.connect();
+  try {
+    const { run, tasks } = fixture({ name: "wf", tasks: ["a", "b", "c"] });
+    await store.createRun(run, tasks);
+    await store.updateRun(run.id, { state: "running" });
+    await store.claimRun(run.id, "me", 1, 0);
+    for (const t of ["a", "b", "c"]) await store.startAttempt(run.id, t, 1, 1);
+    await store.finishTasks(["a", "b", "c"].map((taskId) => ({
+      runId: run.id,
+      taskId,
+      state: "completed" as const,
+      at: 2,
+      attempt: 1,
+      result: taskId,
+    })));
+    await store.getRun(run.id);
+    await store.getTask(tasks[0]!.id);
+    await store.getRunTask(run.id, "a");
+    await store.listRuns({ nameFilter: "w", limit: 5 });
+    await store.listRuns({ state: "running" });
+    await store.listRuns({ workflowName: "wf" });
+    await store.listTasks();
+    await store.listTasks({ state: "completed", nameFilter: "a" });
+    await store.listTasks({ runId: run.id });
+    await store.listAttempts(run.id, "a");
+    await store.stats();
+    const info = await probe.info("commandstats");
+    assert.ok(!/cmdstat_(keys|scan):/.test(info), `KEYS/SCAN used:\n${info}`);
+    const calls = (cmd: string) =>
+      Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+    assert.equal(calls("exec"), 1, "createRun is one MULTI/EXEC");
+    assert.equal(calls("evalsha"), 1 + 1 + 3 + 1, "update, claim, 3 starts, one finish of 3 tasks");
+    assert.equal(store.commits, 7);
+    const keys = await probe.keys("*"); // allowed here: this is the test looking, not the store
+    assert.ok(keys.every((k) => k.startsWith("gz:")), `keys outside the prefix: ${keys}`);
+  } finally {
+    await probe.close();
+    await store.close();
+    await server.kill();
+  }
+});
+
+Deno.test("redis: scripts flushed from the server (restart, SCRIPT FLUSH) are loaded again", async () => {
+  const server = await startPrivateRedis();
+  const store = await RedisStore.connect({ url: server.url });
+  const { createClient } = await import("redis");
+  const probe = createClient({ url: server.url });
+  probe.on("error", () => {});
+  await probe.connect();
+  try {
+    const { run, tasks } = fixture({ tasks: ["a"] });
+    await store.createRun(run, tasks);
+    await probe.scriptFlush();
+    await store.startAttempt(run.id, "a", 1, 1);
+    assert.equal((await store.getRunTask(run.id, "a"))?.state, "running");
+  } finally {
+    await probe.close();
+    await store.close();
+    await server.kill();
+  }
+});
