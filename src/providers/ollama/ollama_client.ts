@@ -26,27 +26,48 @@ export interface OllamaClientOptions {
 /** One parsed NDJSON object of a stream. */
 export type Chunk = Record<string, unknown>;
 
-/** Fires at most once: aborts its signal with a PROVIDER_TIMEOUT error after `ms` unless reset. */
+/**
+ * Aborts its signal with a PROVIDER_TIMEOUT error once a deadline passes. Re-arming only moves
+ * the deadline; the one timer re-checks it when it fires, so a stream of many small chunks
+ * costs no timer churn.
+ */
 class Watchdog {
   readonly #controller = new AbortController();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #deadline = Infinity;
+  #error: () => GleitzeitError = () => new GleitzeitError("PROVIDER_TIMEOUT", "timeout");
   error: GleitzeitError | undefined;
 
   get signal(): AbortSignal {
     return this.#controller.signal;
   }
 
+  /** Sets the deadline to `ms` from now; `error` builds the abort reason. */
   arm(ms: number, error: () => GleitzeitError): void {
-    this.disarm();
-    this.#timer = setTimeout(() => {
-      this.error = error();
-      this.#controller.abort(this.error);
-    }, ms);
+    this.#error = error;
+    this.#deadline = performance.now() + ms;
+    if (this.#timer === undefined || this.#timerAt > this.#deadline) this.#schedule(ms);
   }
 
-  disarm(): void {
+  stop(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#deadline = Infinity;
+  }
+
+  #schedule(ms: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timerAt = performance.now() + ms;
+    this.#timer = setTimeout(() => this.#fire(), ms);
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    const left = this.#deadline - performance.now();
+    if (left > 0) return this.#schedule(left);
+    this.error = this.#error();
+    this.#controller.abort(this.error);
   }
 }
 
@@ -80,7 +101,7 @@ export class OllamaClient {
 
   /** GET a JSON document (`/api/version`, `/api/tags`) within `timeoutMs`. */
   async getJson(path: string, signal: AbortSignal | undefined, timeoutMs: number): Promise<Chunk> {
-    const text = await this.#exchange(path, undefined, signal, {
+    const text = await this.#exchange(path, undefined, signal ? [signal] : [], {
       firstByteMs: timeoutMs,
       idleMs: timeoutMs,
     });
@@ -88,8 +109,8 @@ export class OllamaClient {
   }
 
   /** POST a request whose answer is one JSON document (`/api/embed`). */
-  async postJson(path: string, body: Chunk, signal: AbortSignal): Promise<Chunk> {
-    const text = await this.#exchange(path, body, signal, {
+  async postJson(path: string, body: Chunk, signals: readonly AbortSignal[]): Promise<Chunk> {
+    const text = await this.#exchange(path, body, signals, {
       firstByteMs: this.#firstByteMs,
       idleMs: this.#idleMs,
     });
@@ -104,7 +125,7 @@ export class OllamaClient {
   async stream(
     path: string,
     body: Chunk,
-    signal: AbortSignal,
+    signals: readonly AbortSignal[],
     onChunk: (chunk: Chunk) => void,
   ): Promise<Chunk> {
     let final: Chunk | undefined;
@@ -123,7 +144,7 @@ export class OllamaClient {
       onChunk(obj);
       if (obj.done === true) final = obj;
     };
-    await this.#exchange(path, body, signal, {
+    await this.#exchange(path, body, signals, {
       firstByteMs: this.#firstByteMs,
       idleMs: this.#idleMs,
       onText: (text) => {
@@ -153,12 +174,12 @@ export class OllamaClient {
   async #exchange(
     path: string,
     body: Chunk | undefined,
-    signal: AbortSignal | undefined,
+    signals: readonly AbortSignal[],
     opts: { firstByteMs: number; idleMs: number; onText?: (text: string) => void },
   ): Promise<string> {
-    signal?.throwIfAborted();
+    for (const s of signals) s.throwIfAborted();
     const dog = new Watchdog();
-    const combined = signal ? AbortSignal.any([signal, dog.signal]) : dog.signal;
+    const combined = AbortSignal.any([...signals, dog.signal]);
     const endpoint = `${this.url}${path}`;
     dog.arm(opts.firstByteMs, () =>
       new GleitzeitError(
@@ -169,7 +190,7 @@ export class OllamaClient {
           hint: "the model may still be loading; raise firstByteTimeoutMs",
         },
       ));
-    let reader: ReadableStreamDefaultReader<string> | undefined;
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
     try {
       const response = await this.#fetch(endpoint, {
         method: body === undefined ? "GET" : "POST",
@@ -179,14 +200,17 @@ export class OllamaClient {
       });
       if (!response.ok) {
         const text = await response.text();
+        dog.stop();
         throw this.#httpError(response.status, text, path, body);
       }
       if (!response.body) return "";
-      reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      reader = response.body.getReader();
+      const decoder = new TextDecoder();
       let whole = "";
       let first = true;
       while (true) {
         if (!first) {
+          // between chunks: the idle budget
           dog.arm(opts.idleMs, () =>
             new GleitzeitError(
               "PROVIDER_TIMEOUT",
@@ -200,16 +224,19 @@ export class OllamaClient {
         const { value, done } = await reader.read();
         if (done) break;
         first = false;
-        dog.disarm();
-        if (opts.onText) opts.onText(value);
-        else whole += value;
+        const text = decoder.decode(value, { stream: true });
+        if (opts.onText) opts.onText(text);
+        else whole += text;
       }
-      dog.disarm();
-      return whole;
+      dog.stop();
+      const rest = decoder.decode();
+      if (opts.onText) opts.onText(rest);
+      return whole + (opts.onText ? "" : rest);
     } catch (e) {
-      dog.disarm();
+      dog.stop();
       reader?.cancel().catch(() => {});
-      if (signal?.aborted) throw signal.reason;
+      const aborted = signals.find((s) => s.aborted);
+      if (aborted) throw aborted.reason;
       if (dog.error) throw dog.error;
       if (e instanceof GleitzeitError) throw e;
       throw this.#transportError(e, reader !== undefined);

@@ -126,10 +126,10 @@ export class OllamaProvider implements Provider {
     }
     // Images are read before waiting for a slot: a bad path fails at once.
     const request = await build(params, ctx);
-    const signal = AbortSignal.any([ctx.signal, this.#closed.signal]);
-    const release = await this.#limiter.acquire(signal);
+    this.#closed.signal.throwIfAborted();
+    const release = await this.#limiter.acquire(ctx.signal);
     try {
-      return await request.run(signal);
+      return await request.run([ctx.signal, this.#closed.signal]);
     } catch (e) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       throw e;
@@ -177,19 +177,22 @@ export class OllamaProvider implements Provider {
   readonly #builders: Record<
     string,
     (p: Record<string, unknown>, ctx: CallContext) => Promise<{
-      run: (signal: AbortSignal) => Promise<unknown>;
+      run: (signals: readonly AbortSignal[]) => Promise<unknown>;
     }>
   > = {
     "llm/chat": async (p, ctx) => {
-      const messages = await Promise.all(
-        (p.messages as Chunk[]).map(async (m) =>
-          Array.isArray(m.images)
-            ? { ...m, images: await resolveImages(m.images as string[], ctx.baseDir) }
-            : m
-        ),
-      );
+      let messages = p.messages as Chunk[];
+      if (messages.some((m) => Array.isArray(m.images))) {
+        messages = await Promise.all(
+          messages.map(async (m) =>
+            Array.isArray(m.images)
+              ? { ...m, images: await resolveImages(m.images as string[], ctx.baseDir) }
+              : m
+          ),
+        );
+      }
       const body = { ...this.#common(p), messages, ...pick(p, ["tools"]) };
-      return { run: (signal) => this.#generate("/api/chat", body, p, ctx, signal) };
+      return { run: (signals) => this.#generate("/api/chat", body, p, ctx, signals) };
     },
     "llm/generate": (p, ctx) => this.#prepareGenerate(p, ctx),
     "llm/complete": (p, ctx) => this.#prepareGenerate(p, ctx),
@@ -204,8 +207,8 @@ export class OllamaProvider implements Provider {
     "llm/embed": (p) => {
       const body = pick(p, ["model", "input", "truncate", "dimensions", "keep_alive", "options"]);
       return Promise.resolve({
-        run: async (signal: AbortSignal): Promise<EmbedResult> => {
-          const r = await this.#client.postJson("/api/embed", body, signal);
+        run: async (signals: readonly AbortSignal[]): Promise<EmbedResult> => {
+          const r = await this.#client.postJson("/api/embed", body, signals);
           return {
             embeddings: (r.embeddings ?? []) as number[][],
             model: String(r.model ?? p.model),
@@ -222,7 +225,8 @@ export class OllamaProvider implements Provider {
     const body: Chunk = { ...this.#common(p), ...pick(p, ["prompt", "system"]) };
     if (Array.isArray(p.images)) body.images = await resolveImages(p.images, ctx.baseDir);
     return {
-      run: (signal: AbortSignal) => this.#generate("/api/generate", body, p, ctx, signal),
+      run: (signals: readonly AbortSignal[]) =>
+        this.#generate("/api/generate", body, p, ctx, signals),
     };
   }
 
@@ -239,12 +243,12 @@ export class OllamaProvider implements Provider {
     body: Chunk,
     params: Record<string, unknown>,
     ctx: CallContext,
-    signal: AbortSignal,
+    signals: readonly AbortSignal[],
   ): Promise<LlmResult> {
     let text = "";
     let role = "assistant";
     const toolCalls: unknown[] = [];
-    const final = await this.#client.stream(path, body, signal, (chunk) => {
+    const final = await this.#client.stream(path, body, signals, (chunk) => {
       const message = chunk.message as Chunk | undefined;
       const piece = message ? message.content : chunk.response;
       if (message) {
