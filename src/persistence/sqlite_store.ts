@@ -148,6 +148,13 @@ export class SqliteStore implements Store {
     return this.#commits;
   }
 
+  /** Reads a setting of the connection (for `system status` and tests). */
+  pragma(name: "journal_mode" | "synchronous" | "busy_timeout" | "user_version"): unknown {
+    if (this.#closed) throw closedError();
+    const row = this.#db.prepare(`PRAGMA ${name}`).get() as Row | undefined;
+    return row ? Object.values(row)[0] : undefined;
+  }
+
   #migrate(): void {
     const version = () =>
       Number((this.#db.prepare("PRAGMA user_version").get() as Row).user_version);

@@ -1,5 +1,8 @@
-import { SqliteStore } from "../../src/persistence/sqlite_store.ts";
-import { storeContract } from "./store_contract.ts";
+import * as assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { GleitzeitError } from "../../src/core/errors.ts";
+import { SQLITE_SCHEMA_VERSION, SqliteStore } from "../../src/persistence/sqlite_store.ts";
+import { fixture, storeContract } from "./store_contract.ts";
 
 storeContract("sqlite", async () => {
   const dir = await Deno.makeTempDir({ prefix: "gleitzeit-sqlite-" });
@@ -18,4 +21,67 @@ storeContract("sqlite", async () => {
       await Deno.remove(dir, { recursive: true });
     },
   };
+});
+
+Deno.test("sqlite: WAL, synchronous=NORMAL, busy_timeout and the schema version are set", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const store = SqliteStore.open(`${dir}/a.db`);
+    assert.equal(store.pragma("journal_mode"), "wal");
+    assert.equal(store.pragma("synchronous"), 1);
+    assert.equal(store.pragma("busy_timeout"), 5000);
+    assert.equal(store.pragma("user_version"), SQLITE_SCHEMA_VERSION);
+    await store.close();
+    const again = SqliteStore.open(`${dir}/a.db`, { busyTimeoutMs: 250 });
+    assert.equal(again.pragma("busy_timeout"), 250);
+    assert.equal(again.pragma("user_version"), SQLITE_SCHEMA_VERSION);
+    await again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite: a database from a newer gleitzeit is refused with a hint", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const db = new DatabaseSync(`${dir}/new.db`);
+    db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION + 1}`);
+    db.close();
+    assert.throws(() => SqliteStore.open(`${dir}/new.db`), (e: unknown) => {
+      assert.ok(e instanceof GleitzeitError);
+      assert.equal(e.code, "PERSISTENCE_ERROR");
+      assert.match(e.message, /newer than this gleitzeit/);
+      assert.ok(e.hint);
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite: a finishTasks batch of N finishes is one commit", async () => {
+  const store = SqliteStore.open(":memory:");
+  try {
+    const ids = Array.from({ length: 50 }, (_, i) => `t${i}`);
+    const { run, tasks } = fixture({ tasks: ids });
+    await store.createRun(run, tasks);
+    for (const id of ids) await store.startAttempt(run.id, id, 1, 1);
+    const before = store.commits;
+    await store.finishTasks(ids.map((taskId) => ({
+      runId: run.id,
+      taskId,
+      state: "completed" as const,
+      at: 2,
+      attempt: 1,
+      result: taskId,
+    })));
+    assert.equal(store.commits - before, 1);
+    await store.finishTasks([]);
+    assert.equal(store.commits - before, 1, "an empty batch commits nothing");
+    await store.listTasks({ runId: run.id });
+    await store.stats();
+    assert.equal(store.commits - before, 1, "reads commit nothing");
+  } finally {
+    await store.close();
+  }
 });
