@@ -15,6 +15,7 @@ import { MCP_PROTOCOL_FAMILY } from "./providers/mcp/mcp_methods.ts";
 import { LLM_PROTOCOL } from "./providers/ollama/llm_methods.ts";
 import { OllamaProvider } from "./providers/ollama/ollama_provider.ts";
 import { PYTHON_PROTOCOL } from "./providers/python/python_methods.ts";
+import { PythonProvider } from "./providers/python/python_provider.ts";
 import { ProviderRegistry } from "./providers/registry.ts";
 
 /** Everything a command needs. */
@@ -37,6 +38,13 @@ export function createRegistry(config: ResolvedConfig): ProviderRegistry {
   registry.registerProtocol(LLM_PROTOCOL);
   registry.registerProtocol(MCP_PROTOCOL_FAMILY);
   registry.register(new EchoProvider());
+  registry.registerFactory("python/v1", () =>
+    Promise.resolve([
+      new PythonProvider({
+        ...(config.python !== undefined ? { python: config.python } : {}),
+        sandbox: config.sandbox,
+      }),
+    ]));
   registry.registerFactory("llm/v1", () =>
     Promise.resolve([
       new OllamaProvider({ url: config.ollamaUrl, maxConcurrent: config.ollamaMaxConcurrent }),

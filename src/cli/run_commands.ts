@@ -230,5 +230,7 @@ export async function taskSubmitCommand(
     }],
   };
   const stream = protocol === "llm/v1" && Deno.stderr.isTerminal() && !globals.json;
-  return await submitWorkflow(workflow, config, globals, opts, {}, stream);
+  // --params are the task's parameters here, not workflow inputs
+  const { params: _taskParams, ...submit } = opts;
+  return await submitWorkflow(workflow, config, globals, submit, {}, stream);
 }

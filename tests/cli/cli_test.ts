@@ -1,0 +1,244 @@
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../assert.ts";
+import { alive, EXAMPLES, gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
+
+Deno.test("run: a valid workflow succeeds, prints the task table, exit 0", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "ok.yaml",
+    `name: ok
+params: {who: world}
+tasks:
+  - id: greet
+    method: echo
+    protocol: echo/v1
+    params: {message: "hello \${params.who}"}
+  - name: Second Step
+    method: echo
+    protocol: echo/v1
+    params: {prev: "\${greet.message}"}
+`,
+  );
+  const r = await gleitzeit(["run", file, "-p", "who=tester"], { env });
+  assertEquals(r.code, 0, r.stderr);
+  assertStringIncludes(r.stdout, "greet");
+  assertStringIncludes(r.stdout, "second_step");
+  assertStringIncludes(r.stdout, "hello tester");
+  assertMatch(r.stdout, /run run_\S+ completed in/);
+  assertStringIncludes(r.stderr, "✓ greet");
+});
+
+Deno.test("run --json and --output-file give the machine-readable report", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "j.yaml",
+    `name: j
+tasks:
+  - {id: a, method: echo, protocol: echo/v1, params: {n: 2}}
+  - {id: b, method: echo, protocol: echo/v1, params: {twice: "\${a.n}"}}
+`,
+  );
+  const r = await gleitzeit(["--json", "run", file, "--output-file", `${dir}/out.json`], { env });
+  assertEquals(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assertEquals(report.state, "completed");
+  assertEquals(report.results.b, { twice: 2 });
+  assertEquals(report.tasks.map((t: { id: string }) => t.id), ["a", "b"]);
+  assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/out.json`)).results, report.results);
+  assertEquals(r.stderr, "", "no progress lines in --json mode");
+});
+
+Deno.test("workflow validate: three different mistakes, each with line:column, exit 2", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "bad.yaml",
+    `name: bad
+tasks:
+  - id: a
+    method: echo
+    protocol: echo/v1
+    params: {}
+    dependncies: [b]
+  - id: b
+    method: python/execute
+    params: {code: "result = \${missing.value}"}
+  - id: c
+    method: python/execute
+    priority: 3
+    params: {code: 42}
+`,
+  );
+  const r = await gleitzeit(["workflow", "validate", file], { env });
+  assertEquals(r.code, 2);
+  const lines = r.stderr.split("\n").filter((l) => l.startsWith(file));
+  assertEquals(lines.length, 3, r.stderr);
+  assertMatch(lines[0]!, /bad\.yaml:7:5: .*dependncies/);
+  assertMatch(r.stderr, /did you mean 'dependencies'/i);
+  assertMatch(lines[1]!, /bad\.yaml:10:\d+: .*missing/);
+  assertMatch(lines[2]!, /bad\.yaml:14:\d+: .*code/);
+  assertStringIncludes(r.stderr, "error: invalid workflow: 3 problems");
+});
+
+Deno.test("workflow validate --json lists the issues; valid files exit 0", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "cyc.yaml",
+    `name: cyc
+tasks:
+  - {id: a, method: echo, protocol: echo/v1, dependencies: [b]}
+  - {id: b, method: echo, protocol: echo/v1, dependencies: [a]}
+`,
+  );
+  const r = await gleitzeit(["--json", "workflow", "validate", file], { env });
+  assertEquals(r.code, 2);
+  const report = JSON.parse(r.stdout);
+  assertEquals(report.valid, false);
+  assert(report.issues.some((i: { message: string }) => /a -> b -> a|b -> a -> b/.test(i.message)));
+  const ok = await gleitzeit(["workflow", "validate", `${EXAMPLES}/hello_python.yaml`], { env });
+  assertEquals(ok.code, 0, ok.stderr);
+});
+
+Deno.test("a failing task fails the run: exit 1, one-line error, dependents skipped", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "fail.yaml",
+    `name: fail
+tasks:
+  - id: broken
+    method: python/execute
+    params:
+      code: |
+        raise ValueError("bad input 42")
+  - id: after
+    method: echo
+    protocol: echo/v1
+    params: {x: "\${broken.result}"}
+`,
+  );
+  const r = await gleitzeit(["run", file, "--sandbox", "none"], { env });
+  assertEquals(r.code, 1);
+  assertStringIncludes(r.stderr, "ValueError: bad input 42");
+  assertMatch(r.stdout, /after\s*│ skipped/);
+  assertStringIncludes(r.stdout, "dependency 'broken' failed");
+  assert(!r.stderr.includes("    at "), "no stack trace without --debug");
+});
+
+Deno.test("a Python task past its timeout is killed with its child within a second", async () => {
+  const { dir, env } = await scratch();
+  const pidFile = `${dir}/child.pid`;
+  const file = await writeWorkflow(
+    dir,
+    "slow.yaml",
+    `name: slow
+tasks:
+  - id: sleepy
+    method: python/execute
+    timeout: 1
+    params:
+      code: |
+        import subprocess, time
+        child = subprocess.Popen(["sleep", "60"])
+        open(${JSON.stringify(pidFile)}, "w").write(str(child.pid))
+        time.sleep(60)
+`,
+  );
+  const started = performance.now();
+  const r = await gleitzeit(["run", file, "--sandbox", "none"], { env });
+  const elapsed = performance.now() - started;
+  assertEquals(r.code, 1);
+  assertStringIncludes(r.stderr, "TASK_TIMEOUT");
+  const childPid = Number(await Deno.readTextFile(pidFile));
+  assert(!alive(childPid), `child ${childPid} outlived its task`);
+  assert(elapsed < 10_000, `run took ${elapsed} ms`);
+});
+
+Deno.test("SIGINT cancels the run gracefully: exit 130, resumable", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "long.yaml",
+    `name: long
+tasks:
+  - {id: quick, method: echo, protocol: echo/v1, params: {}}
+  - id: wait
+    method: delay
+    protocol: echo/v1
+    dependencies: [quick]
+    params: {seconds: 60}
+  - {id: after, method: echo, protocol: echo/v1, dependencies: [wait], params: {}}
+`,
+  );
+  const child = spawnGleitzeit(["run", file], { env });
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("✓ quick")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += value;
+  }
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += value;
+  }
+  const status = await child.status;
+  const stdout = new TextDecoder().decode(await new Response(child.stdout).arrayBuffer());
+  assertEquals(status.code, 130, seen);
+  assertStringIncludes(seen, "cancelling");
+  assertMatch(stdout, /wait\s*│ cancelled/);
+  assertStringIncludes(seen, "resume with: gleitzeit workflow resume run_");
+});
+
+Deno.test("errors are one line with a hint: missing file, unknown command, bad input", async () => {
+  const { env } = await scratch();
+  const missing = await gleitzeit(["run", "/nonexistent/flow.yaml"], { env });
+  assertEquals(missing.code, 2);
+  assertMatch(missing.stderr, /^error: .*nonexistent\/flow\.yaml/m);
+  assertMatch(missing.stderr, /^hint: /m);
+  const unknown = await gleitzeit(["wrkflow"], { env });
+  assertEquals(unknown.code, 2);
+  assertStringIncludes(unknown.stderr, "workflow");
+  const badInput = await gleitzeit(["run", `${EXAMPLES}/hello_python.yaml`, "-p", "nope=1"], {
+    env,
+  });
+  assertEquals(badInput.code, 2);
+  assertStringIncludes(badInput.stderr, "unknown input 'nope'");
+  assertStringIncludes(badInput.stderr, "declares: name");
+});
+
+Deno.test("task submit runs one Python task and prints its result", async () => {
+  const { env } = await scratch();
+  const r = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "python/execute",
+    "--code",
+    "result = {'sum': 2 + 40}",
+    "--sandbox",
+    "none",
+  ], { env });
+  assertEquals(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assertEquals(report.results.task.result, { sum: 42 });
+  const echo = await gleitzeit(["task", "submit", "echo", "--params", '{"a": 1}'], { env });
+  assertEquals(echo.code, 0, echo.stderr);
+  assertStringIncludes(echo.stdout, '{"a":1}');
+});
+
+Deno.test("workflow schema prints a JSON Schema; graph prints levels", async () => {
+  const { env } = await scratch();
+  const s = await gleitzeit(["workflow", "schema"], { env });
+  assertEquals(s.code, 0);
+  const schema = JSON.parse(s.stdout);
+  assert(JSON.stringify(schema).includes("tasks"));
+  const g = await gleitzeit(["workflow", "graph", `${EXAMPLES}/typed_chain.yaml`], { env });
+  assertEquals(g.code, 0, g.stderr);
+  assertStringIncludes(g.stdout, "level 0: measurements");
+  assertStringIncludes(g.stdout, "level 2: report");
+});

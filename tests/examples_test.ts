@@ -1,0 +1,59 @@
+/** Every example workflow loads and validates; every one that needs no LLM or server also runs. */
+import { assertEquals } from "./assert.ts";
+import { createRegistry } from "../src/app.ts";
+import { resolveConfig } from "../src/config/config.ts";
+import { loadWorkflowFile } from "../src/loader/load_workflow.ts";
+import { gleitzeit, scratch } from "./cli/helpers.ts";
+
+const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
+
+async function* yamlFiles(dir: string): AsyncGenerator<string> {
+  for await (const e of Deno.readDir(dir)) {
+    const path = `${dir}${e.name}`;
+    if (e.isDirectory) yield* yamlFiles(`${path}/`);
+    else if (/\.ya?ml$/.test(e.name) && !e.name.startsWith("config")) yield path;
+  }
+}
+
+const files: string[] = [];
+for await (const f of yamlFiles(EXAMPLES)) files.push(f);
+files.sort();
+
+Deno.test("every example workflow loads and validates", async () => {
+  const config = await resolveConfig({ config: "/dev/null" }, () => undefined);
+  const registry = createRegistry(config);
+  for (const f of files) {
+    if (f.includes("/providers/")) continue; // needs the providers declared in its config (tested there)
+    await loadWorkflowFile(f, registry);
+  }
+});
+
+/** Examples that need only built-in local providers (echo, python). */
+const LOCAL = [
+  "hello_python.yaml",
+  "typed_chain.yaml",
+  "fan_out_fan_in.yaml",
+  "retry_and_timeout.yaml",
+];
+
+const EXPECTED: Record<string, (r: Record<string, unknown>) => void> = {
+  "hello_python.yaml": (r) =>
+    assertEquals(r.summary, { message: "HELLO, WORLD! (5 letters in the name)" }),
+  "typed_chain.yaml": (r) =>
+    assertEquals((r.report as { result: unknown }).result, "Oslo: 4 readings from 2.5 to 5.5"),
+  "fan_out_fan_in.yaml": (r) =>
+    assertEquals((r.total as { result: unknown }).result, { sum: 2470, count: 20 }),
+  "retry_and_timeout.yaml": (r) => assertEquals(Object.keys(r), ["after"]),
+};
+
+for (const name of LOCAL) {
+  Deno.test(`example ${name} runs`, async () => {
+    const { env } = await scratch();
+    const r = await gleitzeit(["--json", "run", `${EXAMPLES}${name}`, "--sandbox", "none"], {
+      env,
+    });
+    assertEquals(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    EXPECTED[name]!(report.results);
+  });
+}
