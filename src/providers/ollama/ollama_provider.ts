@@ -5,6 +5,28 @@
  * calls to one host pass a FIFO limit (default 1, as Ollama serves one request per model at
  * a time by default).
  *
+ * Errors (code, retryable):
+ * - server unreachable: PROVIDER_UNAVAILABLE, yes; hint `is Ollama running at URL? (ollama serve)`
+ * - 404 `model 'x' not found`: MODEL_NOT_FOUND, no; hint `ollama pull x`
+ * - 503 server busy: PROVIDER_OVERLOADED, yes (the engine's backoff spaces the retries)
+ * - 500: PROVIDER_ERROR with the server's message; retryable, because Ollama's 500s are mostly
+ *   a crashed or out-of-memory runner that it restarts on the next request, except messages
+ *   that fail the same way every time (`option "x" must be of type ...`, `failed to process
+ *   inputs`), which are not
+ * - 400: TASK_PARAMETER_ERROR, no; 429: RATE_LIMITED, yes
+ * - `{"error"}` mid-stream, a stream without `done`, a malformed line: TASK_EXECUTION_FAILED, no
+ * - connection broken mid-answer: NETWORK_ERROR, yes
+ * - no first byte within `firstByteTimeoutMs`, or silence beyond `idleTimeoutMs`:
+ *   PROVIDER_TIMEOUT, yes (details.phase `first_byte` or `idle`)
+ * - `format` set but the answer is not JSON: TASK_RESULT_ERROR, no
+ * - image path outside the workflow directory or missing: TASK_PARAMETER_ERROR, no
+ * - cancelled (`ctx.signal`): the request is aborted and the call rejects with the signal's reason
+ *
+ * Params: `temperature`, `max_tokens` (-> `num_predict`), `top_p` and `num_ctx` beside `model`
+ * go into Ollama's `options` (keys given in `options` win); `format`, `keep_alive`, `tools`,
+ * `system`, `images` are passed as Ollama names them; `stream` and `timeout` are not sent (the
+ * provider always streams; the engine enforces the task timeout).
+ *
  * @module
  */
 

@@ -338,3 +338,27 @@ Deno.test("provider: id, protocol, unknown method", async () => {
   const e = await rejects(provider.call("llm/translate", { model: "x" }, testContext()));
   assert.equal(e.code, "METHOD_NOT_SUPPORTED");
 });
+
+Deno.test("llm/chat with tools: the tool call is in message.tool_calls", async () => {
+  const tools = [{
+    type: "function",
+    function: {
+      name: "get_weather",
+      description: "Weather of a city",
+      parameters: {
+        type: "object",
+        properties: { city: { type: "string" } },
+        required: ["city"],
+      },
+    },
+  }];
+  const r = await provider.call(
+    "llm/chat",
+    chat("What is the weather in Oslo?", { tools }),
+    testContext(),
+  ) as LlmResult;
+  const calls = r.message?.tool_calls as { function: { name: string; arguments: unknown } }[];
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].function.name, "get_weather");
+  assert.deepEqual(calls[0].function.arguments, { city: "Oslo" });
+});
