@@ -1,7 +1,11 @@
 /**
  * The provider registry: knows every protocol's methods and schemas, validates params
  * before dispatch, and routes a call to a provider of the task's protocol, balancing
- * across several (least in-flight, then round robin).
+ * across several (least in-flight, then round robin). Each provider may have a
+ * concurrency limit and a rate limit; calls beyond them wait in a FIFO queue per protocol
+ * instead of failing. Health is probed periodically (and soon after a provider reports
+ * itself unavailable); unhealthy providers get no calls while a healthy one exists and
+ * are probed until they recover.
  *
  * @module
  */
@@ -10,29 +14,97 @@ import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
 import { type SchemaIssue, validateSchema } from "../core/json_schema.ts";
 import { formatPath } from "../core/errors.ts";
 import type { CallContext, HealthReport, MethodSpec, ProtocolSpec, Provider } from "./provider.ts";
+import { type RateLimit, RateLimiter } from "./rate_limiter.ts";
 
 /** Creates the providers of a protocol on first use (servers, child processes). */
 export type ProviderFactory = (protocol: string) => Promise<Provider[]>;
 
+/** Limits of one provider. */
+export interface ProviderLimits {
+  /** Calls running at once on this provider; excess calls queue. */
+  maxConcurrency?: number;
+  /** Starts per window; a limiter object may be shared by several providers. */
+  rateLimit?: RateLimit | RateLimiter;
+}
+
+/** Optional extras a provider may offer the registry. */
+export interface ProviderExtras {
+  /** Limits applied by the registry (register()'s options take precedence). */
+  readonly limits?: ProviderLimits;
+  /** Provider-specific facts for `provider list` (pid, restarts, url, ...). */
+  info?(): Record<string, unknown>;
+}
+
+/** What {@link ProviderRegistry.registerFactory} may say about the providers to come. */
+export interface FactoryInfo {
+  /** Ids of the providers the factory will create, listed as `not_started` until then. */
+  ids?: string[];
+}
+
+/** Options of a {@link ProviderRegistry}. */
+export interface RegistryOptions {
+  /** Probe every started provider this often; 0 or absent: no periodic probes. */
+  healthIntervalMs?: number;
+  /** Probe an unhealthy provider this often until it recovers (default 2000). */
+  unhealthyIntervalMs?: number;
+  /** A probe that takes longer fails (default 10000). */
+  healthTimeoutMs?: number;
+}
+
+/** Where a provider stands. */
+export type ProviderStatus = "healthy" | "unhealthy" | "not_started";
+
 interface Slot {
-  provider: Provider;
+  provider: Provider & ProviderExtras;
+  maxConcurrency: number;
+  rate?: RateLimiter;
   inFlight: number;
   calls: number;
+  successes: number;
   failures: number;
   totalLatencyMs: number;
+  lastLatencyMs?: number;
   healthy: boolean;
   lastHealth?: HealthReport;
+  lastProbeAt?: number;
+  probing?: Promise<HealthReport>;
+  recovery?: ReturnType<typeof setTimeout>;
+}
+
+interface Waiter {
+  resolve: (slot: Slot) => void;
+  reject: (e: unknown) => void;
 }
 
 /** Statistics of one provider, for `provider list`. */
 export interface ProviderStats {
   id: string;
   protocol: string;
+  status: ProviderStatus;
   healthy: boolean;
+  methods: string[];
   inFlight: number;
+  /** Calls of this protocol waiting for a free provider. */
+  queued: number;
   calls: number;
+  successes: number;
   failures: number;
+  /** successes / finished calls, undefined before the first call. */
+  successRate: number | undefined;
   meanLatencyMs: number | undefined;
+  lastLatencyMs: number | undefined;
+  maxConcurrency?: number;
+  rateLimit?: RateLimit;
+  lastHealth?: HealthReport;
+  lastProbeAt?: string;
+  info?: Record<string, unknown>;
+}
+
+/** One provider's probe outcome, for `provider health`. */
+export interface HealthEntry {
+  id: string;
+  protocol: string;
+  report: HealthReport;
 }
 
 function familyOf(protocol: string): string | undefined {
@@ -40,14 +112,36 @@ function familyOf(protocol: string): string | undefined {
   return slash > 0 ? `${protocol.slice(0, slash)}/*` : undefined;
 }
 
+function abortReason(signal: AbortSignal): GleitzeitError {
+  return signal.reason instanceof GleitzeitError
+    ? signal.reason
+    : new GleitzeitError("TASK_CANCELLED", "cancelled while waiting for a provider", {
+      cause: signal.reason,
+    });
+}
+
 /** Routes method calls to providers. */
 export class ProviderRegistry {
   #specs = new Map<string, ProtocolSpec>();
   #slots = new Map<string, Slot[]>();
-  #factories = new Map<string, ProviderFactory>();
+  #factories = new Map<string, { factory: ProviderFactory; info: FactoryInfo }>();
   #starting = new Map<string, Promise<void>>();
   #rr = new Map<string, number>();
   #methodIndex = new Map<string, Map<string, MethodSpec>>();
+  #aliases = new Map<string, string>();
+  #waiters = new Map<string, Waiter[]>();
+  #wakeTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  #healthTimer?: ReturnType<typeof setInterval>;
+  #options: Required<RegistryOptions>;
+  #closed = false;
+
+  constructor(options: RegistryOptions = {}) {
+    this.#options = {
+      healthIntervalMs: options.healthIntervalMs ?? 0,
+      unhealthyIntervalMs: options.unhealthyIntervalMs ?? 2000,
+      healthTimeoutMs: options.healthTimeoutMs ?? 10_000,
+    };
+  }
 
   /** Declares a protocol (or a family such as `mcp/*`) and its methods. */
   registerProtocol(spec: ProtocolSpec): void {
@@ -55,29 +149,54 @@ export class ProviderRegistry {
     this.#methodIndex.set(spec.protocol, new Map(spec.methods.map((m) => [m.name, m])));
   }
 
-  /** Adds a ready provider. Its protocol must be declared. */
-  register(provider: Provider): void {
+  /**
+   * Adds a ready provider. Its protocol must be declared. Limits come from `options`, else
+   * from the provider's own `limits`.
+   */
+  register(provider: Provider, options: ProviderLimits = {}): void {
     if (!this.protocol(provider.protocol)) {
       throw new GleitzeitError(
         "PROTOCOL_NOT_FOUND",
         `provider ${provider.id}: protocol ${provider.protocol} is not declared`,
       );
     }
+    const p = provider as Provider & ProviderExtras;
+    const limits = { ...p.limits, ...options };
+    const rate = limits.rateLimit === undefined
+      ? undefined
+      : limits.rateLimit instanceof RateLimiter
+      ? limits.rateLimit
+      : new RateLimiter(limits.rateLimit);
     const list = this.#slots.get(provider.protocol) ?? [];
     list.push({
-      provider,
+      provider: p,
+      maxConcurrency: limits.maxConcurrency ?? Infinity,
+      rate,
       inFlight: 0,
       calls: 0,
+      successes: 0,
       failures: 0,
       totalLatencyMs: 0,
       healthy: true,
     });
     this.#slots.set(provider.protocol, list);
+    this.#ensureHealthTimer();
+    this.#drain(provider.protocol);
   }
 
   /** Registers a factory that creates the providers of `protocol` (or a family) on first call. */
-  registerFactory(protocol: string, factory: ProviderFactory): void {
-    this.#factories.set(protocol, factory);
+  registerFactory(protocol: string, factory: ProviderFactory, info: FactoryInfo = {}): void {
+    this.#factories.set(protocol, { factory, info });
+  }
+
+  /** Makes `alias` (e.g. `mcp/v1`) route to the providers of `target` (e.g. `mcp/everything`). */
+  registerAlias(alias: string, target: string): void {
+    this.#aliases.set(alias, target);
+  }
+
+  /** The protocol whose providers serve `protocol` (follows aliases). */
+  resolve(protocol: string): string {
+    return this.#aliases.get(protocol) ?? protocol;
   }
 
   /** Every declared protocol. */
@@ -85,9 +204,10 @@ export class ProviderRegistry {
     return [...this.#specs.values()];
   }
 
-  /** The spec of a protocol, matching families (`mcp/x` -> `mcp/*`). */
+  /** The spec of a protocol, matching aliases and families (`mcp/x` -> `mcp/*`). */
   protocol(protocol: string): ProtocolSpec | undefined {
-    return this.#specs.get(protocol) ?? this.#specs.get(familyOf(protocol) ?? "");
+    const p = this.resolve(protocol);
+    return this.#specs.get(p) ?? this.#specs.get(familyOf(p) ?? "");
   }
 
   /** The spec of one method of a protocol. */
@@ -128,7 +248,10 @@ export class ProviderRegistry {
     return validateSchema(spec.params, params, options);
   }
 
-  /** Validates params, picks a provider and calls it. Errors keep their code and retryable flag. */
+  /**
+   * Validates params, waits for a provider with spare capacity and calls it. Errors keep
+   * their code and retryable flag.
+   */
   async call(
     protocol: string,
     method: string,
@@ -152,30 +275,45 @@ export class ProviderRegistry {
         { details: { issues } },
       );
     }
-    const slot = await this.#pick(protocol);
-    slot.inFlight++;
-    slot.calls++;
+    const target = this.resolve(protocol);
+    const slot = await this.#acquire(target, ctx.signal);
     const started = performance.now();
     try {
-      return await slot.provider.call(method, params, ctx);
+      const result = await slot.provider.call(method, params, ctx);
+      slot.successes++;
+      return result;
     } catch (e) {
       slot.failures++;
-      throw toGleitzeitError(e, "PROVIDER_ERROR");
+      const err = toGleitzeitError(e, "PROVIDER_ERROR");
+      if (
+        (err.code === "PROVIDER_UNAVAILABLE" || err.code === "PROVIDER_UNHEALTHY") && err.retryable
+      ) {
+        this.#markUnhealthy(slot, err.message);
+      }
+      throw err;
     } finally {
+      const ms = performance.now() - started;
       slot.inFlight--;
-      slot.totalLatencyMs += performance.now() - started;
+      slot.totalLatencyMs += ms;
+      slot.lastLatencyMs = ms;
+      this.#drain(target);
     }
   }
 
   async #ensureStarted(protocol: string): Promise<void> {
     if ((this.#slots.get(protocol)?.length ?? 0) > 0) return;
-    const factory = this.#factories.get(protocol) ??
+    const entry = this.#factories.get(protocol) ??
       this.#factories.get(familyOf(protocol) ?? "");
-    if (!factory) return;
+    if (!entry) return;
     let starting = this.#starting.get(protocol);
     if (!starting) {
       starting = (async () => {
-        for (const p of await factory(protocol)) this.register(p);
+        const providers = await entry.factory(protocol);
+        if (this.#closed) {
+          await Promise.allSettled(providers.map((p) => p.close?.()));
+          throw new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed");
+        }
+        for (const p of providers) this.register(p);
       })();
       this.#starting.set(protocol, starting);
       starting.catch(() => this.#starting.delete(protocol));
@@ -183,8 +321,10 @@ export class ProviderRegistry {
     await starting;
   }
 
-  async #pick(protocol: string): Promise<Slot> {
+  async #acquire(protocol: string, signal: AbortSignal): Promise<Slot> {
+    if (signal.aborted) throw abortReason(signal);
     await this.#ensureStarted(protocol);
+    if (this.#closed) throw new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed");
     const slots = this.#slots.get(protocol) ?? [];
     if (slots.length === 0) {
       throw new GleitzeitError("PROVIDER_NOT_FOUND", `no provider serves ${protocol}`, {
@@ -193,50 +333,262 @@ export class ProviderRegistry {
           : "declare a provider for it under `providers:` in ~/.gleitzeit/config.yaml",
       });
     }
-    const healthy = slots.filter((s) => s.healthy);
-    const pool = healthy.length > 0 ? healthy : slots;
-    const least = Math.min(...pool.map((s) => s.inFlight));
-    const candidates = pool.filter((s) => s.inFlight === least);
-    const n = this.#rr.get(protocol) ?? 0;
-    this.#rr.set(protocol, n + 1);
-    return candidates[n % candidates.length]!;
+    const queue = this.#waiters.get(protocol) ?? [];
+    this.#waiters.set(protocol, queue);
+    if (queue.length === 0) {
+      const slot = this.#take(protocol);
+      if (slot) return slot;
+    }
+    return await new Promise<Slot>((resolve, reject) => {
+      const onAbort = () => {
+        const i = queue.indexOf(waiter);
+        if (i >= 0) queue.splice(i, 1);
+        reject(abortReason(signal));
+      };
+      const waiter: Waiter = {
+        resolve: (slot) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(slot);
+        },
+        reject: (e) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(e);
+        },
+      };
+      queue.push(waiter);
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#drain(protocol);
+    });
   }
 
-  /** Probes every started provider (or one by id) now. */
-  async health(id?: string): Promise<{ id: string; protocol: string; report: HealthReport }[]> {
-    const out: { id: string; protocol: string; report: HealthReport }[] = [];
-    for (const slots of this.#slots.values()) {
-      for (const slot of slots) {
-        if (id !== undefined && slot.provider.id !== id) continue;
-        const report = slot.provider.health
-          ? await slot.provider.health().catch((e) => ({
-            healthy: false,
-            message: toGleitzeitError(e).message,
-          }))
-          : { healthy: true };
-        slot.healthy = report.healthy;
-        slot.lastHealth = report;
-        out.push({ id: slot.provider.id, protocol: slot.provider.protocol, report });
+  /** Picks and occupies a slot with spare capacity, or returns undefined. */
+  #take(protocol: string): Slot | undefined {
+    const slots = this.#slots.get(protocol) ?? [];
+    const healthy = slots.filter((s) => s.healthy);
+    const pool = healthy.length > 0 ? healthy : slots;
+    const now = Date.now();
+    const free = pool.filter((s) =>
+      s.inFlight < s.maxConcurrency && (s.rate?.available(now) ?? true)
+    );
+    if (free.length === 0) {
+      // wake up when a rate window reopens for a slot that only the rate limit holds back
+      const next = pool
+        .filter((s) => s.inFlight < s.maxConcurrency && s.rate)
+        .map((s) => s.rate!.nextAt(now));
+      if (next.length > 0) this.#wakeAt(protocol, Math.min(...next));
+      return undefined;
+    }
+    const least = Math.min(...free.map((s) => s.inFlight));
+    const candidates = free.filter((s) => s.inFlight === least);
+    const n = this.#rr.get(protocol) ?? 0;
+    this.#rr.set(protocol, n + 1);
+    const slot = candidates[n % candidates.length]!;
+    slot.inFlight++;
+    slot.calls++;
+    slot.rate?.take(now);
+    return slot;
+  }
+
+  #drain(protocol: string): void {
+    const queue = this.#waiters.get(protocol);
+    while (queue && queue.length > 0) {
+      const slot = this.#take(protocol);
+      if (!slot) return;
+      queue.shift()!.resolve(slot);
+    }
+  }
+
+  #wakeAt(protocol: string, at: number): void {
+    if (this.#wakeTimers.has(protocol) || this.#closed) return;
+    const timer = setTimeout(() => {
+      this.#wakeTimers.delete(protocol);
+      this.#drain(protocol);
+    }, Math.max(1, at - Date.now()));
+    Deno.unrefTimer(timer as unknown as number);
+    this.#wakeTimers.set(protocol, timer);
+  }
+
+  #markUnhealthy(slot: Slot, message: string): void {
+    slot.healthy = false;
+    slot.lastHealth = { healthy: false, message };
+    this.#scheduleRecoveryProbe(slot);
+  }
+
+  #scheduleRecoveryProbe(slot: Slot): void {
+    if (this.#closed || slot.recovery !== undefined) return;
+    const sinceProbe = slot.lastProbeAt === undefined ? Infinity : Date.now() - slot.lastProbeAt;
+    const delay = Math.max(0, this.#options.unhealthyIntervalMs - sinceProbe);
+    slot.recovery = setTimeout(async () => {
+      slot.recovery = undefined;
+      if (this.#closed || this.#slotIndex(slot) < 0) return;
+      const report = await this.#probe(slot);
+      if (!report.healthy) this.#scheduleRecoveryProbe(slot);
+    }, delay);
+    Deno.unrefTimer(slot.recovery as unknown as number);
+  }
+
+  #slotIndex(slot: Slot): number {
+    return this.#slots.get(slot.provider.protocol)?.indexOf(slot) ?? -1;
+  }
+
+  #ensureHealthTimer(): void {
+    const every = this.#options.healthIntervalMs;
+    if (every <= 0 || this.#healthTimer !== undefined || this.#closed) return;
+    const tick = Math.min(every, this.#options.unhealthyIntervalMs);
+    this.#healthTimer = setInterval(() => {
+      const now = Date.now();
+      for (const slot of [...this.#slots.values()].flat()) {
+        const interval = slot.healthy ? every : this.#options.unhealthyIntervalMs;
+        if (slot.probing || (slot.lastProbeAt !== undefined && now - slot.lastProbeAt < interval)) {
+          continue;
+        }
+        this.#probe(slot).catch(() => {});
+      }
+    }, tick);
+    Deno.unrefTimer(this.#healthTimer as unknown as number);
+  }
+
+  /** Probes one slot, recording the outcome; concurrent probes of one slot share the answer. */
+  #probe(slot: Slot): Promise<HealthReport> {
+    if (slot.probing) return slot.probing;
+    const run = async (): Promise<HealthReport> => {
+      const provider = slot.provider;
+      if (!provider.health) return { healthy: true };
+      const started = performance.now();
+      const signal = AbortSignal.timeout(this.#options.healthTimeoutMs);
+      try {
+        const report = await provider.health(signal);
+        return { latencyMs: performance.now() - started, ...report };
+      } catch (e) {
+        return { healthy: false, message: toGleitzeitError(e).message };
+      }
+    };
+    slot.probing = run().then((report) => {
+      slot.probing = undefined;
+      slot.lastProbeAt = Date.now();
+      slot.lastHealth = report;
+      const was = slot.healthy;
+      slot.healthy = report.healthy;
+      if (!report.healthy && was) this.#scheduleRecoveryProbe(slot);
+      if (report.healthy && !was) this.#drain(slot.provider.protocol);
+      return report;
+    });
+    return slot.probing;
+  }
+
+  /**
+   * Probes every started provider (or the one with `id`, starting it if needed) now.
+   * Providers declared through a factory but not started are listed with
+   * `details.status = "not_started"` unless asked for by id.
+   */
+  async health(id?: string): Promise<HealthEntry[]> {
+    if (id !== undefined && !this.#findSlot(id)) {
+      for (const [protocol, entry] of this.#factories) {
+        if (entry.info.ids?.includes(id) && !protocol.endsWith("/*")) {
+          await this.#ensureStarted(protocol).catch(() => {});
+        }
+      }
+    }
+    const slots = [...this.#slots.values()].flat()
+      .filter((s) => id === undefined || s.provider.id === id);
+    const probed = await Promise.all(slots.map(async (slot) => ({
+      id: slot.provider.id,
+      protocol: slot.provider.protocol,
+      report: await this.#probe(slot),
+    })));
+    const idle = this.#notStarted()
+      .filter((n) => id === undefined || n.id === id)
+      .map((n) => ({
+        id: n.id,
+        protocol: n.protocol,
+        report: { healthy: false, message: "not started", details: { status: "not_started" } },
+      }));
+    if (id !== undefined && probed.length === 0 && idle.length === 0) {
+      throw new GleitzeitError("PROVIDER_NOT_FOUND", `no provider with id ${id}`, {
+        hint: `known providers: ${this.stats().map((s) => s.id).join(", ") || "none"}`,
+      });
+    }
+    return [...probed, ...idle];
+  }
+
+  #findSlot(id: string): Slot | undefined {
+    return [...this.#slots.values()].flat().find((s) => s.provider.id === id);
+  }
+
+  #notStarted(): { id: string; protocol: string }[] {
+    const out: { id: string; protocol: string }[] = [];
+    for (const [protocol, entry] of this.#factories) {
+      if ((this.#slots.get(protocol)?.length ?? 0) > 0) continue;
+      for (const id of entry.info.ids ?? []) {
+        if (!this.#findSlot(id)) out.push({ id, protocol });
       }
     }
     return out;
   }
 
-  /** Call statistics of every started provider. */
+  /** Call statistics of every provider, started or declared. */
   stats(): ProviderStats[] {
-    return [...this.#slots.values()].flat().map((s) => ({
-      id: s.provider.id,
-      protocol: s.provider.protocol,
-      healthy: s.healthy,
-      inFlight: s.inFlight,
-      calls: s.calls,
-      failures: s.failures,
-      meanLatencyMs: s.calls > 0 ? s.totalLatencyMs / s.calls : undefined,
+    const methodsOf = (protocol: string) =>
+      this.protocol(protocol)?.methods.map((m) => m.name) ?? [];
+    const started = [...this.#slots.values()].flat().map((s): ProviderStats => {
+      const finished = s.successes + s.failures;
+      const stats: ProviderStats = {
+        id: s.provider.id,
+        protocol: s.provider.protocol,
+        status: s.healthy ? "healthy" : "unhealthy",
+        healthy: s.healthy,
+        methods: methodsOf(s.provider.protocol),
+        inFlight: s.inFlight,
+        queued: this.#waiters.get(s.provider.protocol)?.length ?? 0,
+        calls: s.calls,
+        successes: s.successes,
+        failures: s.failures,
+        successRate: finished > 0 ? s.successes / finished : undefined,
+        meanLatencyMs: finished > 0 ? s.totalLatencyMs / finished : undefined,
+        lastLatencyMs: s.lastLatencyMs,
+      };
+      if (Number.isFinite(s.maxConcurrency)) stats.maxConcurrency = s.maxConcurrency;
+      if (s.rate) stats.rateLimit = s.rate.limit;
+      if (s.lastHealth) stats.lastHealth = s.lastHealth;
+      if (s.lastProbeAt !== undefined) stats.lastProbeAt = new Date(s.lastProbeAt).toISOString();
+      const info = s.provider.info?.();
+      if (info) stats.info = info;
+      return stats;
+    });
+    const idle = this.#notStarted().map((n): ProviderStats => ({
+      id: n.id,
+      protocol: n.protocol,
+      status: "not_started",
+      healthy: false,
+      methods: methodsOf(n.protocol),
+      inFlight: 0,
+      queued: 0,
+      calls: 0,
+      successes: 0,
+      failures: 0,
+      successRate: undefined,
+      meanLatencyMs: undefined,
+      lastLatencyMs: undefined,
     }));
+    return [...started, ...idle];
   }
 
-  /** Closes every provider. */
+  /** Stops probes, fails queued calls and closes every provider. */
   async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer);
+    for (const t of this.#wakeTimers.values()) clearTimeout(t);
+    this.#wakeTimers.clear();
+    for (const s of [...this.#slots.values()].flat()) {
+      if (s.recovery !== undefined) clearTimeout(s.recovery);
+    }
+    const closed = new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed", {
+      retryable: false,
+    });
+    for (const queue of this.#waiters.values()) {
+      for (const w of queue.splice(0)) w.reject(closed);
+    }
+    await Promise.allSettled([...this.#starting.values()]);
     const all = [...this.#slots.values()].flat();
     this.#slots.clear();
     await Promise.allSettled(all.map((s) => s.provider.close?.()));

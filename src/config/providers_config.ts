@@ -1,0 +1,336 @@
+/**
+ * The `providers:` and `mcp_servers:` sections of the config file, and their registration:
+ * each external provider's protocol is declared (so workflow validation knows its methods)
+ * and a factory starts its processes on first use; each MCP server becomes `mcp/<name>`,
+ * with `mcp/v1` as an alias when exactly one is configured.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import { GleitzeitError, type Issue } from "../core/errors.ts";
+import type { JsonSchema } from "../core/json_schema.ts";
+import { McpProvider } from "../providers/mcp/mcp_provider.ts";
+import { MCP_PROTOCOL_FAMILY } from "../providers/mcp/mcp_methods.ts";
+import { PluginProvider } from "../providers/plugin/plugin_provider.ts";
+import type { MethodSpec, ProtocolSpec, Provider } from "../providers/provider.ts";
+import { RateLimiter } from "../providers/rate_limiter.ts";
+import type { ProviderRegistry } from "../providers/registry.ts";
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, "letters, digits, _ . - only");
+const stringMap = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]))
+  .transform((m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, String(v)])));
+
+const methodSpec = z.object({
+  description: z.string().optional(),
+  params: z.record(z.string(), z.unknown()).optional(),
+}).strict();
+
+/** One `providers:` entry. */
+export const ProviderEntrySchema = z.object({
+  id: name,
+  protocol: z.string().regex(/^[a-z0-9][a-z0-9_-]*\/[A-Za-z0-9_.-]+$/, "must look like name/v1"),
+  description: z.string().optional(),
+  command: z.string().min(1).optional(),
+  args: z.array(z.union([z.string(), z.number()]).transform(String)).optional(),
+  env: stringMap.optional(),
+  cwd: z.string().optional(),
+  url: z.url().optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  methods: z.union([
+    z.array(methodSpec.extend({ name: z.string().min(1) })),
+    z.record(z.string(), methodSpec),
+  ]).optional(),
+  describe: z.union([z.boolean(), z.string().min(1)]).optional(),
+  health_method: z.string().min(1).optional(),
+  max_concurrency: z.number().int().positive().optional(),
+  rate_limit: z.object({
+    requests: z.number().int().positive(),
+    per_seconds: z.number().positive(),
+  }).strict().optional(),
+  instances: z.number().int().positive().max(64).default(1),
+  timeout_ms: z.number().positive().optional(),
+  stderr_lines: z.number().int().positive().optional(),
+  restart: z.object({
+    base_delay_ms: z.number().nonnegative().optional(),
+    max_delay_ms: z.number().positive().optional(),
+  }).strict().optional(),
+}).strict().superRefine((e, ctx) => {
+  if ((e.command === undefined) === (e.url === undefined)) {
+    ctx.addIssue({ code: "custom", message: "give exactly one of `command` and `url`" });
+  }
+  if (e.methods === undefined && !e.describe) {
+    ctx.addIssue({
+      code: "custom",
+      message: "give `methods` (with param schemas) or `describe: true`",
+    });
+  }
+  if (e.url !== undefined && e.instances > 1) {
+    ctx.addIssue({ code: "custom", path: ["instances"], message: "only for `command` providers" });
+  }
+});
+
+/** One `mcp_servers:` entry. */
+export const McpServerEntrySchema = z.object({
+  name,
+  command: z.string().min(1),
+  args: z.array(z.union([z.string(), z.number()]).transform(String)).optional(),
+  env: stringMap.optional(),
+  cwd: z.string().optional(),
+  timeout_ms: z.number().positive().optional(),
+  description: z.string().optional(),
+}).strict();
+
+/** A parsed `providers:` entry. */
+export type ProviderEntry = z.output<typeof ProviderEntrySchema>;
+/** A parsed `mcp_servers:` entry. */
+export type McpServerEntry = z.output<typeof McpServerEntrySchema>;
+
+/** Both sections, parsed. */
+export interface ProvidersConfig {
+  providers: ProviderEntry[];
+  mcpServers: McpServerEntry[];
+}
+
+function toIssues(section: string, index: number, error: z.ZodError): Issue[] {
+  return error.issues.map((i) => ({
+    path: [`${section}[${index}]`, ...i.path.map(String)].join("."),
+    message: i.message,
+  }));
+}
+
+/** Parses the raw sections; every problem is reported at once as a CONFIG_ERROR. */
+export function parseProvidersConfig(
+  raw: { providers?: unknown; mcp_servers?: unknown },
+): ProvidersConfig {
+  const issues: Issue[] = [];
+  const list = (v: unknown, section: string): unknown[] => {
+    if (v === undefined || v === null) return [];
+    if (Array.isArray(v)) return v;
+    issues.push({ path: section, message: "must be a list" });
+    return [];
+  };
+  const providers: ProviderEntry[] = [];
+  list(raw.providers, "providers").forEach((p, i) => {
+    const r = ProviderEntrySchema.safeParse(p);
+    if (r.success) providers.push(r.data);
+    else issues.push(...toIssues("providers", i, r.error));
+  });
+  const mcpServers: McpServerEntry[] = [];
+  list(raw.mcp_servers, "mcp_servers").forEach((m, i) => {
+    const r = McpServerEntrySchema.safeParse(m);
+    if (r.success) mcpServers.push(r.data);
+    else issues.push(...toIssues("mcp_servers", i, r.error));
+  });
+  const seen = new Set<string>();
+  providers.forEach((p, i) => {
+    if (seen.has(p.id)) {
+      issues.push({ path: `providers[${i}].id`, message: `duplicate id ${p.id}` });
+    }
+    seen.add(p.id);
+  });
+  const names = new Set<string>();
+  mcpServers.forEach((m, i) => {
+    if (names.has(m.name)) {
+      issues.push({ path: `mcp_servers[${i}].name`, message: `duplicate name ${m.name}` });
+    }
+    names.add(m.name);
+  });
+  if (issues.length > 0) {
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `invalid provider configuration: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
+      { details: { issues }, hint: "see examples/providers/config.yaml for the format" },
+    );
+  }
+  return { providers, mcpServers };
+}
+
+function resolvePath(baseDir: string, p: string): string {
+  return p.startsWith("/") ? p : `${baseDir.replace(/\/$/, "")}/${p}`;
+}
+
+function declaredMethods(entry: ProviderEntry): MethodSpec[] {
+  const m = entry.methods;
+  if (m === undefined) return [];
+  const list = Array.isArray(m) ? m : Object.entries(m).map(([n, s]) => ({ name: n, ...s }));
+  return list.map((x) => {
+    const spec: MethodSpec = {
+      name: x.name,
+      params: (x.params ?? { type: "object" }) as JsonSchema,
+    };
+    if (x.description !== undefined) spec.description = x.description;
+    return spec;
+  });
+}
+
+/** The provider objects of one entry (one per instance; instances share the rate limit). */
+export function createPluginProviders(entry: ProviderEntry, baseDir: string): PluginProvider[] {
+  const rate = entry.rate_limit
+    ? new RateLimiter({
+      requests: entry.rate_limit.requests,
+      perSeconds: entry.rate_limit.per_seconds,
+    })
+    : undefined;
+  const cwd = entry.command !== undefined ? resolvePath(baseDir, entry.cwd ?? ".") : undefined;
+  const command = entry.command !== undefined && entry.command.includes("/")
+    ? resolvePath(baseDir, entry.command)
+    : entry.command;
+  const out: PluginProvider[] = [];
+  for (let i = 1; i <= entry.instances; i++) {
+    out.push(
+      new PluginProvider({
+        id: entry.instances > 1 ? `${entry.id}#${i}` : entry.id,
+        protocol: entry.protocol,
+        command,
+        args: entry.args,
+        env: entry.env,
+        cwd,
+        url: entry.url,
+        headers: entry.headers,
+        healthMethod: entry.health_method,
+        timeoutMs: entry.timeout_ms,
+        stderrLines: entry.stderr_lines,
+        restartBaseDelayMs: entry.restart?.base_delay_ms,
+        restartMaxDelayMs: entry.restart?.max_delay_ms,
+        limits: {
+          ...(entry.max_concurrency !== undefined ? { maxConcurrency: entry.max_concurrency } : {}),
+          ...(rate ? { rateLimit: rate } : {}),
+        },
+      }),
+    );
+  }
+  return out;
+}
+
+/** The outcome of {@link registerConfiguredProviders}. */
+export interface RegistrationReport {
+  /** Protocols declared (external providers and MCP servers). */
+  protocols: string[];
+  /** Provider ids that will start on first use. */
+  providers: string[];
+  /** Entries whose `describe` call failed: their protocol is not declared. */
+  failed: { id: string; error: GleitzeitError }[];
+}
+
+/**
+ * Declares the configured protocols and registers factories that start their providers on
+ * first use. `describe`-based providers are asked for their methods now (their first
+ * instance is started for that and kept). Throws CONFIG_ERROR for an invalid section.
+ */
+export async function registerConfiguredProviders(
+  registry: ProviderRegistry,
+  sections: { providers?: unknown; mcp_servers?: unknown },
+  options: { baseDir: string },
+): Promise<RegistrationReport> {
+  const config = parseProvidersConfig(sections);
+  const report: RegistrationReport = { protocols: [], providers: [], failed: [] };
+
+  const byProtocol = new Map<string, ProviderEntry[]>();
+  for (const e of config.providers) {
+    byProtocol.set(e.protocol, [...(byProtocol.get(e.protocol) ?? []), e]);
+  }
+  for (const [protocol, entries] of byProtocol) {
+    const made = new Map<string, PluginProvider[]>();
+    let methods: MethodSpec[] | undefined;
+    let description = entries.find((e) => e.description)?.description;
+    const declared = entries.find((e) => e.methods !== undefined);
+    if (declared) methods = declaredMethods(declared);
+    else {
+      const entry = entries[0]!;
+      const providers = createPluginProviders(entry, options.baseDir);
+      try {
+        const d = await providers[0]!.describe(
+          typeof entry.describe === "string" ? entry.describe : "describe",
+        );
+        methods = d.methods;
+        description ??= d.description;
+        made.set(entry.id, providers);
+      } catch (e) {
+        await Promise.allSettled(providers.map((p) => p.close()));
+        for (const en of entries) {
+          report.failed.push({
+            id: en.id,
+            error: e instanceof GleitzeitError
+              ? e
+              : new GleitzeitError("PROVIDER_ERROR", String(e)),
+          });
+        }
+        continue;
+      }
+    }
+    const spec: ProtocolSpec = { protocol, methods };
+    if (description !== undefined) spec.description = description;
+    registry.registerProtocol(spec);
+    report.protocols.push(protocol);
+    const ids = entries.flatMap((e) =>
+      e.instances > 1 ? Array.from({ length: e.instances }, (_, i) => `${e.id}#${i + 1}`) : [e.id]
+    );
+    report.providers.push(...ids);
+    registry.registerFactory(protocol, () => {
+      const all: Provider[] = [];
+      for (const e of entries) {
+        all.push(...(made.get(e.id) ?? createPluginProviders(e, options.baseDir)));
+        made.delete(e.id);
+      }
+      return Promise.resolve(all);
+    }, { ids });
+  }
+
+  registerMcpServers(registry, config.mcpServers, options.baseDir, report);
+  return report;
+}
+
+function registerMcpServers(
+  registry: ProviderRegistry,
+  servers: McpServerEntry[],
+  baseDir: string,
+  report: RegistrationReport,
+): void {
+  if (!registry.protocol("mcp/any")) registry.registerProtocol(MCP_PROTOCOL_FAMILY);
+  const names = servers.map((s) => s.name);
+  for (const s of servers) {
+    const protocol = `mcp/${s.name}`;
+    registry.registerFactory(protocol, () =>
+      Promise.resolve([
+        new McpProvider({
+          name: s.name,
+          command: s.command.includes("/") ? resolvePath(baseDir, s.command) : s.command,
+          args: s.args,
+          env: s.env,
+          cwd: resolvePath(baseDir, s.cwd ?? "."),
+          timeoutMs: s.timeout_ms,
+        }),
+      ]), { ids: [`mcp:${s.name}`] });
+    report.protocols.push(protocol);
+    report.providers.push(`mcp:${s.name}`);
+  }
+  const hint = "declare MCP servers under `mcp_servers:` in ~/.gleitzeit/config.yaml " +
+    "(name, command, args, env), e.g. `- {name: everything, command: npx, " +
+    'args: [-y, "@modelcontextprotocol/server-everything"]}`';
+  if (servers.length === 1 && names[0] !== "v1") {
+    registry.registerAlias("mcp/v1", `mcp/${names[0]}`);
+  } else if (servers.length > 1 && !names.includes("v1")) {
+    registry.registerFactory("mcp/v1", () =>
+      Promise.reject(
+        new GleitzeitError(
+          "PROVIDER_NOT_FOUND",
+          `mcp/v1 is ambiguous: ${servers.length} MCP servers are configured (${
+            names.join(", ")
+          }); name one as the protocol: ${names.map((n) => `mcp/${n}`).join(", ")}`,
+        ),
+      ));
+  }
+  registry.registerFactory("mcp/*", (protocol) =>
+    Promise.reject(
+      new GleitzeitError(
+        "PROVIDER_NOT_FOUND",
+        servers.length === 0
+          ? `${protocol}: no MCP server is configured`
+          : `${protocol}: no MCP server named ${protocol.slice(4)} (configured: ${
+            names.join(", ")
+          })`,
+        { hint },
+      ),
+    ));
+}
