@@ -8,7 +8,9 @@
 import type { ResolvedConfig } from "./config/config.ts";
 import { Engine } from "./engine/engine.ts";
 import type { EventListener } from "./engine/events.ts";
-import { MemoryStore } from "./persistence/memory_store.ts";
+import { openStore } from "./persistence/open_store.ts";
+import { registerConfiguredProviders } from "./config/providers_config.ts";
+import type { GleitzeitError } from "./core/errors.ts";
 import type { Store } from "./persistence/store.ts";
 import { ECHO_PROTOCOL, EchoProvider } from "./providers/echo/echo_provider.ts";
 import { MCP_PROTOCOL_FAMILY } from "./providers/mcp/mcp_methods.ts";
@@ -27,11 +29,19 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** Problems met while setting up providers that do not stop the command (printed as warnings). */
+export type SetupWarning = { id: string; error: GleitzeitError };
+
 /**
- * The registry with every built-in protocol declared and providers created on first use.
- * Validation needs only this (no store, no running servers).
+ * The registry with every built-in protocol declared, the configured external providers and
+ * MCP servers declared, and providers created on first use. Validation needs only this (no
+ * store). Providers whose methods come from a `describe` call are asked now; one that fails is
+ * reported through `onWarning` and its protocol stays undeclared.
  */
-export function createRegistry(config: ResolvedConfig): ProviderRegistry {
+export async function createRegistry(
+  config: ResolvedConfig,
+  onWarning: (w: SetupWarning) => void = () => {},
+): Promise<ProviderRegistry> {
   const registry = new ProviderRegistry();
   registry.registerProtocol(ECHO_PROTOCOL);
   registry.registerProtocol(PYTHON_PROTOCOL);
@@ -49,21 +59,48 @@ export function createRegistry(config: ResolvedConfig): ProviderRegistry {
     Promise.resolve([
       new OllamaProvider({ url: config.ollamaUrl, maxConcurrent: config.ollamaMaxConcurrent }),
     ]));
+  if (config.providers.length > 0 || config.mcpServers.length > 0) {
+    const baseDir = config.configPath
+      ? config.configPath.replace(/\/[^/]*$/, "") || "/"
+      : Deno.cwd();
+    const report = await registerConfiguredProviders(
+      registry,
+      { providers: config.providers, mcp_servers: config.mcpServers },
+      { baseDir },
+    );
+    for (const f of report.failed) onWarning(f);
+  }
   return registry;
 }
 
 /** Opens the configured store. */
-export function openConfiguredStore(_config: ResolvedConfig): Promise<Store> {
-  return Promise.resolve(new MemoryStore());
+export function openConfiguredStore(config: ResolvedConfig): Promise<Store> {
+  return openStore({
+    backend: config.backend,
+    sqlitePath: config.sqlitePath,
+    redisUrl: config.redisUrl,
+    redisPrefix: config.redisPrefix,
+  });
 }
 
 /** Builds the application from a resolved configuration. */
 export async function createApp(
   config: ResolvedConfig,
-  options: { onEvent?: EventListener; store?: Store } = {},
+  options: {
+    onEvent?: EventListener;
+    store?: Store;
+    registry?: ProviderRegistry;
+    onWarning?: (w: SetupWarning) => void;
+  } = {},
 ): Promise<App> {
-  const registry = createRegistry(config);
-  const store = options.store ?? await openConfiguredStore(config);
+  const registry = options.registry ?? await createRegistry(config, options.onWarning);
+  let store: Store;
+  try {
+    store = options.store ?? await openConfiguredStore(config);
+  } catch (e) {
+    await registry.close();
+    throw e;
+  }
   const engine = new Engine({
     dispatcher: registry,
     store,

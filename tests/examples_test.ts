@@ -21,7 +21,7 @@ files.sort();
 
 Deno.test("every example workflow loads and validates", async () => {
   const config = await resolveConfig({ config: "/dev/null" }, () => undefined);
-  const registry = createRegistry(config);
+  const registry = await createRegistry(config);
   for (const f of files) {
     if (f.includes("/providers/")) continue; // needs the providers declared in its config (tested there)
     await loadWorkflowFile(f, registry);

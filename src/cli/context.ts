@@ -1,6 +1,8 @@
 /** What every command shares: global flags, configuration, signals, input parsing. @module */
 
+import { createRegistry } from "../app.ts";
 import { type ConfigFlags, resolveConfig, type ResolvedConfig } from "../config/config.ts";
+import type { ProviderRegistry } from "../providers/registry.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { colors, err } from "./output.ts";
 
@@ -122,4 +124,13 @@ export function parseSeconds(value: string): number {
   const n = Number(m[1]);
   const unit = m[2] ?? "s";
   return unit === "ms" ? n / 1000 : unit === "s" ? n : unit === "m" ? n * 60 : n * 3600;
+}
+
+/** The provider registry for a command; provider set-up problems are printed as warnings. */
+export function setupRegistry(config: ResolvedConfig): Promise<ProviderRegistry> {
+  const c = colors("stderr");
+  return createRegistry(config, (w) => {
+    err(c.yellow(`warning: provider ${w.id} is unavailable: ${w.error.message}`));
+    if (w.error.hint) err(c.dim(`  hint: ${w.error.hint}`));
+  });
 }

@@ -1,6 +1,7 @@
 /** `gleitzeit run`, `workflow submit` and `task submit`: start runs and wait for them. @module */
 
-import { createApp, createRegistry } from "../app.ts";
+import { createApp } from "../app.ts";
+import type { ProviderRegistry } from "../providers/registry.ts";
 import type { ResolvedConfig } from "../config/config.ts";
 import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
 import { NO_RETRY } from "../core/retry.ts";
@@ -14,6 +15,7 @@ import {
   interruptSignal,
   parseInputs,
   parseSeconds,
+  setupRegistry,
 } from "./context.ts";
 import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
@@ -77,13 +79,13 @@ export async function submitWorkflow(
   config: ResolvedConfig,
   globals: GlobalOptions,
   opts: SubmitOptions,
-  extraInputs: Record<string, unknown> = {},
+  registry: ProviderRegistry,
   streamTokens = false,
 ): Promise<ExitCode> {
-  const inputs = { ...parseInputs(opts.params, opts.param ?? []), ...extraInputs };
+  const inputs = parseInputs(opts.params, opts.param ?? []);
   const json = globals.json === true;
   const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true, streamTokens });
-  const app = await createApp(config, { onEvent: renderer.handle });
+  const app = await createApp(config, { onEvent: renderer.handle, registry });
   try {
     if (opts.detach) {
       const run = await app.engine.createRun(workflow, { params: inputs, state: "queued" });
@@ -136,8 +138,15 @@ export async function runFileCommand(
   globals: GlobalOptions,
 ): Promise<ExitCode> {
   const config = await configFromFlags(globals);
-  const workflow = await loadWorkflowFile(file, createRegistry(config));
-  return await submitWorkflow(workflow, config, globals, opts);
+  const registry = await setupRegistry(config);
+  let workflow: Workflow;
+  try {
+    workflow = await loadWorkflowFile(file, registry);
+  } catch (e) {
+    await registry.close();
+    throw e;
+  }
+  return await submitWorkflow(workflow, config, globals, opts, registry);
 }
 
 /** Options of `task submit`. */
@@ -160,7 +169,22 @@ export async function taskSubmitCommand(
   globals: GlobalOptions,
 ): Promise<ExitCode> {
   const config = await configFromFlags(globals);
-  const registry = createRegistry(config);
+  const registry = await setupRegistry(config);
+  try {
+    return await submitTask(method, opts, globals, config, registry);
+  } catch (e) {
+    await registry.close();
+    throw e;
+  }
+}
+
+async function submitTask(
+  method: string,
+  opts: TaskSubmitOptions,
+  globals: GlobalOptions,
+  config: ResolvedConfig,
+  registry: ProviderRegistry,
+): Promise<ExitCode> {
   let protocol = opts.protocol;
   if (!protocol) {
     const inferred = registry.inferProtocol(method);
@@ -232,5 +256,5 @@ export async function taskSubmitCommand(
   const stream = protocol === "llm/v1" && Deno.stderr.isTerminal() && !globals.json;
   // --params are the task's parameters here, not workflow inputs
   const { params: _taskParams, ...submit } = opts;
-  return await submitWorkflow(workflow, config, globals, submit, {}, stream);
+  return await submitWorkflow(workflow, config, globals, submit, registry, stream);
 }

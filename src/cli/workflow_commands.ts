@@ -1,18 +1,19 @@
 /** `gleitzeit workflow validate | schema | graph`: work on files without running them. @module */
 
-import { createRegistry } from "../app.ts";
 import { type ExitCode, WorkflowValidationError } from "../core/errors.ts";
 import { topologicalOrder } from "../core/graph.ts";
 import type { Workflow } from "../core/workflow.ts";
 import { loadWorkflowFile, workflowJsonSchema } from "../loader/load_workflow.ts";
-import { configFromFlags, type GlobalOptions } from "./context.ts";
+import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
+import type { ProviderRegistry } from "../providers/registry.ts";
 import { colors, out, printJson } from "./output.ts";
 
 /** `workflow validate FILE`: every problem at once, exit 2 when there is any. */
 export async function validateCommand(file: string, globals: GlobalOptions): Promise<ExitCode> {
   const config = await configFromFlags(globals);
+  const registry = await setupRegistry(config);
   try {
-    const wf = await loadWorkflowFile(file, createRegistry(config));
+    const wf = await loadWorkflowFile(file, registry);
     if (globals.json) {
       printJson({ valid: true, file, workflow: wf.name, tasks: wf.tasks.length, issues: [] });
     } else {
@@ -26,6 +27,18 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
       return 2;
     }
     throw e;
+  } finally {
+    await registry.close();
+  }
+}
+
+async function loadWith(file: string, globals: GlobalOptions): Promise<Workflow> {
+  const config = await configFromFlags(globals);
+  const registry: ProviderRegistry = await setupRegistry(config);
+  try {
+    return await loadWorkflowFile(file, registry);
+  } finally {
+    await registry.close();
   }
 }
 
@@ -55,8 +68,7 @@ export async function graphCommand(
   opts: { format?: string },
   globals: GlobalOptions,
 ): Promise<ExitCode> {
-  const config = await configFromFlags(globals);
-  const wf = await loadWorkflowFile(file, createRegistry(config));
+  const wf = await loadWith(file, globals);
   const format = opts.format ?? "text";
   if (globals.json) {
     printJson({
