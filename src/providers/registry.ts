@@ -404,7 +404,7 @@ export class ProviderRegistry {
       this.#wakeTimers.delete(protocol);
       this.#drain(protocol);
     }, Math.max(1, at - Date.now()));
-    Deno.unrefTimer(timer as unknown as number);
+    // not unref'd: calls are waiting for it
     this.#wakeTimers.set(protocol, timer);
   }
 

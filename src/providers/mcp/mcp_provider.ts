@@ -69,6 +69,7 @@ export class McpProvider implements Provider {
   readonly protocol: string;
   readonly #options: McpServerOptions;
   #conn?: Promise<Connection>;
+  #pid?: number;
   #closed = false;
   #crashes = 0;
   #starts = 0;
@@ -93,6 +94,7 @@ export class McpProvider implements Provider {
       command: [o.command, ...(o.args ?? [])].join(" "),
       restarts: Math.max(0, this.#starts - 1),
     };
+    if (this.#pid !== undefined) info.pid = this.#pid;
     if (this.#stderr.length > 0) info.stderrTail = this.#stderr.slice(-5);
     return info;
   }
@@ -267,8 +269,10 @@ export class McpProvider implements Provider {
         },
       );
     }
+    this.#pid = transport.process?.pid;
     transport.process?.ended.then((exit) => {
       conn.closed = true;
+      this.#pid = undefined;
       if (this.#closed) return;
       this.#crashes++;
       this.#remember(

@@ -1,0 +1,192 @@
+/**
+ * Registry mechanics with in-process providers: least-in-flight then round-robin balancing,
+ * queueing under limits (and cancelling a queued call), health probes that take a provider
+ * out and bring it back, aliases, stats, timers stopped by close().
+ */
+
+import { assertEquals, assertOk, rejects } from "../jsonrpc/assert.ts";
+import { GleitzeitError } from "../../../src/core/errors.ts";
+import type { CallContext, HealthReport, Provider } from "../../../src/providers/provider.ts";
+import { ProviderRegistry, type RegistryOptions } from "../../../src/providers/registry.ts";
+import { ctx } from "./helpers.ts";
+
+class Worker implements Provider {
+  readonly protocol = "work/v1";
+  served = 0;
+  active = 0;
+  peak = 0;
+  healthy = true;
+  probes = 0;
+  failNext?: GleitzeitError;
+  constructor(readonly id: string, private delayMs = 0) {}
+  async call(_m: string, params: Record<string, unknown>, c: CallContext): Promise<unknown> {
+    if (this.failNext) {
+      const e = this.failNext;
+      this.failNext = undefined;
+      throw e;
+    }
+    this.active++;
+    this.peak = Math.max(this.peak, this.active);
+    try {
+      const ms = typeof params.ms === "number" ? params.ms : this.delayMs;
+      if (ms > 0) {
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(resolve, ms);
+          c.signal.addEventListener("abort", () => (clearTimeout(t), reject(c.signal.reason)), {
+            once: true,
+          });
+        });
+      }
+      this.served++;
+      return { by: this.id };
+    } finally {
+      this.active--;
+    }
+  }
+  health(): Promise<HealthReport> {
+    this.probes++;
+    return Promise.resolve({ healthy: this.healthy });
+  }
+}
+
+function registry(options: RegistryOptions = {}): ProviderRegistry {
+  const r = new ProviderRegistry(options);
+  r.registerProtocol({
+    protocol: "work/v1",
+    methods: [{ name: "work", params: { type: "object" } }],
+  });
+  return r;
+}
+
+Deno.test("registry: sequential calls alternate (round robin), concurrent ones go to the least busy", async () => {
+  const r = registry();
+  const a = new Worker("a", 0), b = new Worker("b", 0), c = new Worker("c", 0);
+  r.register(a);
+  r.register(b);
+  r.register(c);
+  const seq: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    seq.push(((await r.call("work/v1", "work", {}, ctx())) as { by: string }).by);
+  }
+  assertEquals(seq, ["a", "b", "c", "a", "b", "c"]);
+  // a is busy with a long call: the next two go elsewhere
+  const long = r.call("work/v1", "work", { ms: 100 }, ctx());
+  await new Promise((res) => setTimeout(res, 0));
+  const busy = r.stats().find((s) => s.inFlight === 1)!.id;
+  const next = await Promise.all([
+    r.call("work/v1", "work", { ms: 10 }, ctx()),
+    r.call("work/v1", "work", { ms: 10 }, ctx()),
+  ]) as { by: string }[];
+  assertOk(next.every((n) => n.by !== busy), `${busy} was busy, got ${next.map((n) => n.by)}`);
+  await long;
+  await r.close();
+});
+
+Deno.test("registry: a concurrency limit queues calls (FIFO); a queued call can be cancelled", async () => {
+  const r = registry();
+  const w = new Worker("w", 30);
+  r.register(w, { maxConcurrency: 1 });
+  const order: number[] = [];
+  const calls = [0, 1, 2, 3].map((i) =>
+    r.call("work/v1", "work", {}, ctx()).then(() => order.push(i))
+  );
+  const ac = new AbortController();
+  const cancelled = r.call("work/v1", "work", {}, ctx(ac.signal));
+  await new Promise((res) => setTimeout(res, 0));
+  assertEquals(r.stats()[0]!.queued, 4);
+  ac.abort();
+  const err = await rejects(cancelled) as GleitzeitError;
+  assertEquals(err.code, "TASK_CANCELLED");
+  await Promise.all(calls);
+  assertEquals(order, [0, 1, 2, 3]);
+  assertEquals([w.peak, w.served], [1, 4]);
+  assertEquals(r.stats()[0]!.queued, 0);
+  await r.close();
+});
+
+Deno.test("registry: a rate limit shared by two providers holds both", async () => {
+  const r = registry();
+  const { RateLimiter } = await import("../../../src/providers/rate_limiter.ts");
+  const shared = new RateLimiter({ requests: 3, perSeconds: 0.2 });
+  r.register(new Worker("a"), { rateLimit: shared });
+  r.register(new Worker("b"), { rateLimit: shared });
+  const t0 = performance.now();
+  const times = await Promise.all(
+    Array.from(
+      { length: 7 },
+      () => r.call("work/v1", "work", {}, ctx()).then(() => performance.now() - t0),
+    ),
+  );
+  times.sort((x, y) => x - y);
+  assertOk(
+    times[2]! < 100 && times[3]! >= 190 && times[5]! < 300 && times[6]! >= 390,
+    times.join(" "),
+  );
+  assertEquals(r.stats()[0]!.rateLimit, { requests: 3, perSeconds: 0.2 });
+  await r.close();
+});
+
+Deno.test("registry: periodic probes take an unhealthy provider out and bring it back", async () => {
+  const r = registry({ healthIntervalMs: 40, unhealthyIntervalMs: 40 });
+  const a = new Worker("a"), b = new Worker("b");
+  r.register(a);
+  r.register(b);
+  b.healthy = false;
+  await new Promise((res) => setTimeout(res, 150));
+  assertEquals(r.stats().map((s) => s.status), ["healthy", "unhealthy"]);
+  for (let i = 0; i < 6; i++) await r.call("work/v1", "work", {}, ctx());
+  assertEquals([a.served, b.served], [6, 0]);
+  const probesWhileDown = b.probes;
+  b.healthy = true;
+  await new Promise((res) => setTimeout(res, 150));
+  assertOk(b.probes > probesWhileDown, "kept probing the unhealthy one");
+  assertEquals(r.stats().map((s) => s.status), ["healthy", "healthy"]);
+  for (let i = 0; i < 4; i++) await r.call("work/v1", "work", {}, ctx());
+  assertOk(b.served >= 2, `b is back in rotation (${b.served})`);
+  await r.close();
+  const probes = a.probes;
+  await new Promise((res) => setTimeout(res, 100));
+  assertEquals(a.probes, probes, "close() stopped the probes");
+});
+
+Deno.test("registry: a provider that reports itself unavailable is taken out until a probe passes", async () => {
+  const r = registry({ unhealthyIntervalMs: 30 });
+  const a = new Worker("a"), b = new Worker("b");
+  r.register(a);
+  r.register(b);
+  a.healthy = false;
+  a.failNext = new GleitzeitError("PROVIDER_UNAVAILABLE", "a died");
+  const err = await rejects(r.call("work/v1", "work", {}, ctx())) as GleitzeitError;
+  assertEquals([err.code, err.retryable], ["PROVIDER_UNAVAILABLE", true]);
+  assertEquals(r.stats().find((s) => s.id === "a")!.status, "unhealthy");
+  for (let i = 0; i < 4; i++) await r.call("work/v1", "work", {}, ctx());
+  assertEquals(a.served, 0);
+  a.healthy = true;
+  await new Promise((res) => setTimeout(res, 120));
+  assertEquals(r.stats().find((s) => s.id === "a")!.status, "healthy");
+  await r.close();
+});
+
+Deno.test("registry: health(id), not-started providers, aliases, unknown ids", async () => {
+  const r = registry();
+  let started = 0;
+  r.registerFactory("work/v1", () => {
+    started++;
+    return Promise.resolve([new Worker("lazy")]);
+  }, { ids: ["lazy"] });
+  assertEquals(r.stats().map((s) => [s.id, s.status, s.methods]), [["lazy", "not_started", [
+    "work",
+  ]]]);
+  assertEquals((await r.health()).map((h) => [h.id, h.report.healthy]), [["lazy", false]]);
+  assertEquals(started, 0);
+  assertEquals((await r.health("lazy")).map((h) => [h.id, h.report.healthy]), [["lazy", true]]);
+  assertEquals(started, 1);
+  r.registerAlias("work/latest", "work/v1");
+  assertEquals(await r.call("work/latest", "work", {}, ctx()), { by: "lazy" });
+  assertEquals((await rejects(r.health("ghost")) as GleitzeitError).code, "PROVIDER_NOT_FOUND");
+  await r.close();
+  assertEquals(
+    (await rejects(r.call("work/v1", "work", {}, ctx())) as GleitzeitError).code,
+    "PROVIDER_UNAVAILABLE",
+  );
+});
