@@ -13,6 +13,7 @@ import type { Workflow } from "../core/workflow.ts";
 import type { RunRecord, Store, TaskRecord } from "../persistence/store.ts";
 import type { EngineEvent, EventListener } from "./events.ts";
 import { Limiter } from "./limiter.ts";
+import { ownerAlive } from "./liveness.ts";
 import { type Dispatcher, RunExecution, type RunOutcome } from "./run_execution.ts";
 import { WriteBatcher } from "./write_batcher.ts";
 
@@ -156,7 +157,12 @@ export class Engine {
       });
     }
     const now = this.#clock.now();
-    const claimed = await this.store.claimRun(runId, this.#owner, now, now - this.#staleAfterMs);
+    let staleBefore = now - this.#staleAfterMs;
+    if (run.owner && run.owner !== this.#owner && !ownerAlive(run, now, this.#staleAfterMs)) {
+      // the owner's process is gone (same host): take over if nobody else did since we read it
+      staleBefore = (run.heartbeatAt ?? 0) + 1;
+    }
+    const claimed = await this.store.claimRun(runId, this.#owner, now, staleBefore);
     if (!claimed) {
       const fresh = await this.store.getRun(runId);
       const ago = fresh?.heartbeatAt ? Math.round((now - fresh.heartbeatAt) / 1000) : "?";

@@ -1,0 +1,213 @@
+/** Stored state through the CLI: listings, results, crash + resume, concurrent writers. */
+import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
+import { startPrivateRedis } from "../persistence/redis_helpers.ts";
+import { EXAMPLES, gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
+
+Deno.test("a run on the SQLite default is visible to later commands in new processes", async () => {
+  const { env } = await scratch();
+  const run = await gleitzeit([
+    "--json",
+    "run",
+    `${EXAMPLES}/hello_python.yaml`,
+    "--sandbox",
+    "none",
+  ], {
+    env,
+  });
+  assertEquals(run.code, 0, run.stderr);
+  const report = JSON.parse(run.stdout);
+  const runId: string = report.run_id;
+  const shoutId: string = report.tasks.find((t: { id: string }) => t.id === "shout").task_id;
+
+  const list = await gleitzeit(["workflow", "list"], { env });
+  assertEquals(list.code, 0, list.stderr);
+  assertStringIncludes(list.stdout, runId);
+  assertStringIncludes(list.stdout, "Hello Python");
+  assertStringIncludes(list.stdout, "completed");
+
+  const result = await gleitzeit(["task", "result", shoutId], { env });
+  assertEquals(result.code, 0, result.stderr);
+  assertEquals(JSON.parse(result.stdout).result, "HELLO, WORLD!");
+
+  const status = await gleitzeit(["--json", "workflow", "status", runId], { env });
+  assertEquals(JSON.parse(status.stdout).tasks.length, 3);
+  const byName = await gleitzeit(["backend", "get-results-by-workflow", "Hello Python"], { env });
+  assertEquals(JSON.parse(byName.stdout)[0].run_id, runId);
+  const stats = await gleitzeit(["--json", "backend", "get-stats"], { env });
+  assertEquals(JSON.parse(stats.stdout).totalTasks, 3);
+  const tasks = await gleitzeit([
+    "--json",
+    "task",
+    "list",
+    "--workflow-id",
+    runId,
+    "--status",
+    "completed",
+  ], {
+    env,
+  });
+  assertEquals(JSON.parse(tasks.stdout).length, 3);
+  const missing = await gleitzeit(["task", "result", "task_nope"], { env });
+  assertEquals(missing.code, 2);
+  assertStringIncludes(missing.stderr, "error: no task task_nope");
+});
+
+Deno.test("workflow submit --detach records a queued run that resume executes", async () => {
+  const { env } = await scratch();
+  const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
+    env,
+  });
+  assertEquals(d.code, 0, d.stderr);
+  const runId = d.stdout.trim();
+  assert(runId.startsWith("run_"), d.stdout);
+  const list = await gleitzeit(["--json", "workflow", "list", "--status", "queued"], { env });
+  assertEquals(JSON.parse(list.stdout).map((r: { run_id: string }) => r.run_id), [runId]);
+  const r = await gleitzeit(["--json", "workflow", "resume", runId, "--sandbox", "none"], { env });
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(JSON.parse(r.stdout).state, "completed");
+});
+
+/** A workflow whose tasks each append their id to a marker file, slowly, two at a time. */
+async function crashWorkflow(dir: string): Promise<{ file: string; markers: string }> {
+  const markers = `${dir}/markers.txt`;
+  const tasks = Array.from({ length: 8 }, (_, i) =>
+    `  - id: t${i}
+    method: python/execute
+    params:
+      code: |
+        import time
+        with open(${JSON.stringify(markers)}, "a") as f:
+            f.write("t${i}\\n")
+        time.sleep(0.4)
+        result = ${i}${i > 0 ? `\n${" ".repeat(6)}context: {prev: "\${t${i - 1}.result}"}` : ""}`);
+  const file = await writeWorkflow(
+    dir,
+    "crash.yaml",
+    `name: crash
+max_parallel: 2
+tasks:
+${tasks.join("\n")}
+`,
+  );
+  return { file, markers };
+}
+
+async function killAndResume(env: Record<string, string>, dir: string): Promise<void> {
+  const { file, markers } = await crashWorkflow(dir);
+  const child = spawnGleitzeit(["run", file, "--sandbox", "none"], { env });
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("✓ t2")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the run ended before the kill:\n${seen}`);
+    seen += value;
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  await reader.cancel();
+  await child.stdout.cancel();
+  const runId = /run (run_\S+)/.exec(seen)![1]!;
+
+  const list = await gleitzeit(["--json", "workflow", "list"], { env });
+  const listed = JSON.parse(list.stdout).find((r: { run_id: string }) => r.run_id === runId);
+  assertEquals(listed.state, "interrupted", list.stdout);
+  const before = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  const doneBefore: string[] = before.tasks.filter((t: { state: string }) =>
+    t.state === "completed"
+  )
+    .map((t: { id: string }) => t.id);
+  assert(doneBefore.includes("t2"), JSON.stringify(before.tasks));
+
+  const resumed = await gleitzeit(["--json", "workflow", "resume", runId, "--sandbox", "none"], {
+    env,
+  });
+  assertEquals(resumed.code, 0, resumed.stderr);
+  const report = JSON.parse(resumed.stdout);
+  assertEquals(report.state, "completed");
+  assertEquals(report.tasks.map((t: { state: string }) => t.state), Array(8).fill("completed"));
+  assertEquals(report.results.t7.result, 7);
+  const counts = new Map<string, number>();
+  for (const line of (await Deno.readTextFile(markers)).trim().split("\n")) {
+    counts.set(line, (counts.get(line) ?? 0) + 1);
+  }
+  for (const id of doneBefore) assertEquals(counts.get(id), 1, `${id} ran again after resume`);
+  for (let i = 0; i < 8; i++) assert((counts.get(`t${i}`) ?? 0) >= 1, `t${i} never ran`);
+}
+
+Deno.test("SIGKILL mid-run, then resume on SQLite: all complete, finished tasks ran once", async () => {
+  const { dir, env } = await scratch();
+  await killAndResume(env, dir);
+});
+
+Deno.test("SIGKILL mid-run, then resume on Redis: all complete, finished tasks ran once", async () => {
+  const redis = await startPrivateRedis();
+  try {
+    const { dir, env } = await scratch();
+    await killAndResume({
+      ...env,
+      GLEITZEIT_PERSISTENCE_BACKEND: "redis",
+      GLEITZEIT_REDIS_URL: redis.url,
+    }, dir);
+  } finally {
+    await redis.kill();
+  }
+});
+
+Deno.test("two CLI processes writing one SQLite database at once: no 'database is locked'", async () => {
+  const { dir, env } = await scratch();
+  const tasks = Array.from(
+    { length: 150 },
+    (_, i) => `  - {id: t${i}, method: echo, protocol: echo/v1, params: {i: ${i}}}`,
+  );
+  const file = await writeWorkflow(dir, "many.yaml", `name: many\ntasks:\n${tasks.join("\n")}\n`);
+  const runs = await Promise.all([1, 2, 3].map(() => gleitzeit(["--json", "run", file], { env })));
+  for (const r of runs) {
+    assertEquals(r.code, 0, r.stderr);
+    assert(!/locked|busy/i.test(r.stderr), r.stderr);
+    assertEquals(JSON.parse(r.stdout).tasks.length, 150);
+  }
+  const stats = JSON.parse((await gleitzeit(["--json", "backend", "get-stats"], { env })).stdout);
+  assertEquals(stats.totalTasks, 450);
+});
+
+Deno.test("an unreachable Redis is a one-line error with a hint and exit 3", async () => {
+  const { env } = await scratch();
+  const r = await gleitzeit(["workflow", "list"], {
+    env: {
+      ...env,
+      GLEITZEIT_PERSISTENCE_BACKEND: "redis",
+      GLEITZEIT_REDIS_URL: "redis://127.0.0.1:1",
+    },
+  });
+  assertEquals(r.code, 3, r.stderr);
+  assertStringIncludes(r.stderr, "error:");
+  assertStringIncludes(r.stderr, "hint:");
+});
+
+Deno.test("system config shows each value and where it came from", async () => {
+  const { dir, env } = await scratch();
+  await Deno.writeTextFile(`${dir}/config.yaml`, "engine: {max_concurrent_tasks: 7}\n");
+  const r = await gleitzeit(["--json", "system", "config", "--ollama-url", "http://127.0.0.1:1"], {
+    env: { ...env, GLEITZEIT_PERSISTENCE_BACKEND: "memory" },
+  });
+  assertEquals(r.code, 0, r.stderr);
+  const values = new Map(
+    JSON.parse(r.stdout).values.map((
+      v: { key: string; value: unknown; source: string },
+    ) => [v.key, v]),
+  );
+  assertEquals(values.get("maxConcurrentTasks"), {
+    key: "maxConcurrentTasks",
+    value: 7,
+    source: "file",
+  });
+  assertEquals(values.get("backend"), { key: "backend", value: "memory", source: "env" });
+  assertEquals(values.get("ollamaUrl"), {
+    key: "ollamaUrl",
+    value: "http://127.0.0.1:1",
+    source: "flag",
+  });
+  assertEquals((values.get("sqlitePath") as { source: string }).source, "env");
+});
