@@ -10,6 +10,8 @@ Methods (schemas are returned by `describe`):
   calc/info {}               calc/log {message}         (writes to stderr)
   calc/fail {message, retryable?}                       (fails on purpose)
   calc/crash {after_seconds?, exit_code?}               (kills the process on purpose)
+  calc/crash_once {marker}   exits the process if the file `marker` does not exist yet
+                             (creating it), answers {recovered: true, pid} once it does
 Control methods, not part of the protocol: describe, health, ping.
 
 Logs go to stderr, never stdout: stdout carries only JSON-RPC messages.
@@ -90,6 +92,15 @@ METHODS = {
                 "after_seconds": {"type": "number", "minimum": 0},
                 "exit_code": {"type": "integer"},
             },
+            "additionalProperties": False,
+        },
+    },
+    "calc/crash_once": {
+        "description": "Crashes the process the first time (creating `marker`), succeeds after",
+        "params": {
+            "type": "object",
+            "properties": {"marker": {"type": "string", "minLength": 1}},
+            "required": ["marker"],
             "additionalProperties": False,
         },
     },
@@ -196,6 +207,15 @@ def call(method, params):
         threading.Thread(target=die, daemon=True).start()
         time.sleep(delay + 5)  # never answers: the process is gone first
         return None
+    if method == "calc/crash_once":
+        marker = str(params.get("marker"))
+        if not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            log(f"crash_once: {marker} created, exiting")
+            sys.stderr.flush()
+            os._exit(3)
+        return {"recovered": True, "pid": os.getpid()}
     raise RpcError(-32601, "Method not found")
 
 

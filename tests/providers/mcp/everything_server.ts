@@ -37,21 +37,29 @@ export function everythingServer(): Promise<{ command: string; args: string[] }>
     try {
       await Deno.stat(entry);
     } catch {
-      await Deno.mkdir(dir, { recursive: true });
+      // install beside the final folder, then rename: test files running in parallel may race
+      const tmp = `${dir}.tmp-${Deno.pid}`;
+      await Deno.mkdir(tmp, { recursive: true });
       const out = await run("npm", [
         "install",
         "--no-audit",
         "--no-fund",
         "--no-save",
         "--prefix",
-        dir,
+        tmp,
         `@modelcontextprotocol/server-everything@${EVERYTHING_VERSION}`,
       ]);
       if (!out.success) {
+        await Deno.remove(tmp, { recursive: true }).catch(() => {});
         throw new Error(
           `npm install @modelcontextprotocol/server-everything@${EVERYTHING_VERSION} failed ` +
             `(the npm registry must be reachable once): ${new TextDecoder().decode(out.stderr)}`,
         );
+      }
+      try {
+        await Deno.rename(tmp, dir);
+      } catch {
+        await Deno.remove(tmp, { recursive: true }).catch(() => {}); // another process won
       }
       await Deno.stat(entry);
     }
