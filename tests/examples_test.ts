@@ -57,3 +57,15 @@ for (const name of LOCAL) {
     EXPECTED[name]!(report.results);
   });
 }
+
+Deno.test("docs/workflow.schema.json is the schema `gleitzeit workflow schema` prints", async () => {
+  const { workflowJsonSchema } = await import("../src/loader/load_workflow.ts");
+  const stored = JSON.parse(
+    await Deno.readTextFile(new URL("../docs/workflow.schema.json", import.meta.url)),
+  );
+  assertEquals(
+    stored,
+    workflowJsonSchema(),
+    "regenerate: ./gleitzeit workflow schema > docs/workflow.schema.json",
+  );
+});
