@@ -215,8 +215,8 @@ export interface RegistrationReport {
 
 /**
  * Declares the configured protocols and registers factories that start their providers on
- * first use. `describe`-based providers are asked for their methods now (their first
- * instance is started for that and kept). Throws CONFIG_ERROR for an invalid section.
+ * first use. `describe`-based providers are asked for their methods now (by a short-lived
+ * instance, closed again before this returns). Throws CONFIG_ERROR for an invalid section.
  */
 export async function registerConfiguredProviders(
   registry: ProviderRegistry,
@@ -231,23 +231,21 @@ export async function registerConfiguredProviders(
     byProtocol.set(e.protocol, [...(byProtocol.get(e.protocol) ?? []), e]);
   }
   for (const [protocol, entries] of byProtocol) {
-    const made = new Map<string, PluginProvider[]>();
     let methods: MethodSpec[] | undefined;
     let description = entries.find((e) => e.description)?.description;
     const declared = entries.find((e) => e.methods !== undefined);
     if (declared) methods = declaredMethods(declared);
     else {
+      // a short-lived instance answers `describe`; providers still start on first use
       const entry = entries[0]!;
-      const providers = createPluginProviders(entry, options.baseDir);
+      const probe = createPluginProviders({ ...entry, instances: 1 }, options.baseDir)[0]!;
       try {
-        const d = await providers[0]!.describe(
+        const d = await probe.describe(
           typeof entry.describe === "string" ? entry.describe : "describe",
         );
         methods = d.methods;
         description ??= d.description;
-        made.set(entry.id, providers);
       } catch (e) {
-        await Promise.allSettled(providers.map((p) => p.close()));
         for (const en of entries) {
           report.failed.push({
             id: en.id,
@@ -257,6 +255,8 @@ export async function registerConfiguredProviders(
           });
         }
         continue;
+      } finally {
+        await probe.close();
       }
     }
     const spec: ProtocolSpec = { protocol, methods };
@@ -269,10 +269,7 @@ export async function registerConfiguredProviders(
     report.providers.push(...ids);
     registry.registerFactory(protocol, () => {
       const all: Provider[] = [];
-      for (const e of entries) {
-        all.push(...(made.get(e.id) ?? createPluginProviders(e, options.baseDir)));
-        made.delete(e.id);
-      }
+      for (const e of entries) all.push(...createPluginProviders(e, options.baseDir));
       return Promise.resolve(all);
     }, { ids });
   }

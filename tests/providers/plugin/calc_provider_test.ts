@@ -25,6 +25,8 @@ function gz(e: unknown): GleitzeitError {
 Deno.test("calc provider: methods and schemas discovered through describe; calls, errors, stats", async () => {
   const registry = await registryWith({ providers: [calcEntry()] });
   try {
+    // describe ran in a short-lived process; the provider itself starts on first use
+    assertEquals(registry.stats().find((s) => s.id === "calc")!.status, "not_started");
     const add = registry.method("calc/v1", "calc/add");
     assertOk(add, "calc/add declared from describe");
     assertEquals(add.params.required, ["a", "b"]);
