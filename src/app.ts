@@ -48,17 +48,26 @@ export async function createRegistry(
   registry.registerProtocol(LLM_PROTOCOL);
   registry.registerProtocol(MCP_PROTOCOL_FAMILY);
   registry.register(new EchoProvider());
-  registry.registerFactory("python/v1", () =>
-    Promise.resolve([
-      new PythonProvider({
-        ...(config.python !== undefined ? { python: config.python } : {}),
-        sandbox: config.sandbox,
-      }),
-    ]));
-  registry.registerFactory("llm/v1", () =>
-    Promise.resolve([
-      new OllamaProvider({ url: config.ollamaUrl, maxConcurrent: config.ollamaMaxConcurrent }),
-    ]));
+  registry.registerFactory(
+    "python/v1",
+    () =>
+      Promise.resolve([
+        new PythonProvider({
+          ...(config.python !== undefined ? { python: config.python } : {}),
+          sandbox: config.sandbox,
+        }),
+      ]),
+    { ids: ["python"] },
+  );
+  const ollamaUrl = config.ollamaUrl.replace(/\/+$/, "");
+  registry.registerFactory(
+    "llm/v1",
+    () =>
+      Promise.resolve([
+        new OllamaProvider({ url: ollamaUrl, maxConcurrent: config.ollamaMaxConcurrent }),
+      ]),
+    { ids: [`ollama@${ollamaUrl}`] },
+  );
   if (config.providers.length > 0 || config.mcpServers.length > 0) {
     const baseDir = config.configPath
       ? config.configPath.replace(/\/[^/]*$/, "") || "/"

@@ -8,6 +8,7 @@ import { colors, err } from "./output.ts";
 import { runFileCommand, taskSubmitCommand } from "./run_commands.ts";
 import { graphCommand, schemaCommand, validateCommand } from "./workflow_commands.ts";
 import { registerStateCommands } from "./state_commands.ts";
+import { registerProviderCommands } from "./provider_commands.ts";
 
 /** The version printed by `gleitzeit --version`. */
 export const VERSION = "0.1.0";
@@ -124,6 +125,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
   });
 
   registerStateCommands(program, workflow, task, setExit);
+  registerProviderCommands(program, setExit);
   return program;
 }
 

@@ -73,6 +73,7 @@ export class ProgressRenderer {
           this.#done++;
           this.#failed++;
           err(`  ${c.red("✗")} ${e.taskId}: ${e.error.message} ${c.dim(`(${e.error.code})`)}`);
+          if (e.error.hint) err(c.dim(`    hint: ${e.error.hint}`));
         }
         break;
       case "task_skipped":

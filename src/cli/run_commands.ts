@@ -66,10 +66,18 @@ export function outcomeJson(outcome: RunOutcome, workflow: string): Record<strin
   };
 }
 
-/** The exit code of a finished run. */
+/**
+ * The exit code of a finished run: 0 completed, 130 cancelled, 3 when a task failed because a
+ * provider or backend was unavailable (so scripts can tell "fix the setup" from "fix the work"),
+ * otherwise the run error's code (1 for failed tasks).
+ */
 export function exitCodeOf(outcome: RunOutcome): ExitCode {
   if (outcome.state === "completed") return 0;
   if (outcome.state === "cancelled") return 130;
+  const unavailable = outcome.tasks.some((t) =>
+    t.state === "failed" && t.error !== undefined && ERROR_CODES[t.error.code]?.exit === 3
+  );
+  if (unavailable) return 3;
   return outcome.error ? ERROR_CODES[outcome.error.code]?.exit ?? 1 : 1;
 }
 
@@ -198,7 +206,12 @@ async function submitTask(
   const params = parseInputs(opts.params, []);
   if (opts.code !== undefined) params.code = opts.code;
   if (opts.model !== undefined) params.model = opts.model;
-  if (opts.prompt !== undefined) params.prompt = opts.prompt;
+  if (opts.prompt !== undefined) {
+    // chat takes messages: --prompt is the user's one message
+    if (method === "llm/chat" && opts.messages === undefined) {
+      params.messages = [{ role: "user", content: opts.prompt }];
+    } else params.prompt = opts.prompt;
+  }
   if (opts.system !== undefined) params.system = opts.system;
   if (opts.messages !== undefined) {
     try {

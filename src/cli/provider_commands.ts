@@ -1,0 +1,104 @@
+/** `gleitzeit provider list | health [ID]`. @module */
+
+import type { Command } from "@commander-js/extra-typings";
+import Table from "cli-table3";
+import type { ExitCode } from "../core/errors.ts";
+import type { HealthEntry } from "../providers/registry.ts";
+import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
+import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
+
+function table(head: string[]): Table.Table {
+  return new Table({
+    head,
+    style: { head: term.stdoutTty && !term.noColor ? ["cyan"] : [], border: [] },
+  });
+}
+
+/** Registers `provider list` and `provider health`. */
+export function registerProviderCommands(
+  program: Command,
+  setExit: (code: ExitCode) => void,
+): void {
+  const provider = program.command("provider").description("providers of protocols");
+  const list = provider.command("list").description(
+    "declared providers: protocol, methods, status, in-flight, success rate, latency",
+  );
+  list.action(async () => {
+    const globals = list.optsWithGlobals() as GlobalOptions;
+    const registry = await setupRegistry(await configFromFlags(globals));
+    try {
+      const stats = registry.stats();
+      if (globals.json) {
+        printJson({
+          providers: stats,
+          protocols: registry.protocols().map((p) => ({
+            protocol: p.protocol,
+            description: p.description ?? null,
+            methods: p.methods.map((m) => ({ name: m.name, params: m.params })),
+          })),
+        });
+      } else {
+        const t = table(["id", "protocol", "methods", "status", "in-flight", "success", "latency"]);
+        for (const s of stats) {
+          t.push([
+            s.id,
+            s.protocol,
+            preview(s.methods.join(", "), 48),
+            s.status,
+            String(s.inFlight),
+            s.successRate === undefined ? "-" : `${Math.round(s.successRate * 100)}%`,
+            formatDuration(s.meanLatencyMs),
+          ]);
+        }
+        out(t.toString());
+        out(
+          colors("stdout").dim(
+            "each command is its own process: providers start on first use; `provider health` starts and probes them",
+          ),
+        );
+      }
+      setExit(0);
+    } finally {
+      await registry.close();
+    }
+  });
+
+  const health = provider.command("health").description("probe providers now (all, or one by id)")
+    .argument("[id]");
+  health.action(async (id) => {
+    const globals = health.optsWithGlobals() as GlobalOptions;
+    const registry = await setupRegistry(await configFromFlags(globals));
+    try {
+      let entries: HealthEntry[];
+      if (id !== undefined) entries = await registry.health(id);
+      else {
+        entries = [];
+        for (const s of registry.stats()) entries.push(...await registry.health(s.id));
+      }
+      const allHealthy = entries.every((e) => e.report.healthy);
+      if (globals.json) printJson(entries);
+      else {
+        const c = colors("stdout");
+        const t = table(["id", "protocol", "health", "latency", "details"]);
+        for (const e of entries) {
+          const models = e.report.details?.models;
+          t.push([
+            e.id,
+            e.protocol,
+            e.report.healthy ? c.green("healthy") : c.red("unhealthy"),
+            formatDuration(e.report.latencyMs),
+            preview(
+              [e.report.message, Array.isArray(models) ? `models: ${models.join(", ")}` : ""]
+                .filter(Boolean).join("; "),
+              70,
+            ),
+          ]);
+        }
+        out(t.toString());
+      }
+      setExit(allHealthy ? 0 : 3);
+    } finally {
+      await registry.close();
+    }
+  });
+}
