@@ -42,7 +42,7 @@ export async function createRegistry(
   config: ResolvedConfig,
   onWarning: (w: SetupWarning) => void = () => {},
 ): Promise<ProviderRegistry> {
-  const registry = new ProviderRegistry();
+  const registry = new ProviderRegistry({ healthIntervalMs: config.healthIntervalMs });
   registry.registerProtocol(ECHO_PROTOCOL);
   registry.registerProtocol(PYTHON_PROTOCOL);
   registry.registerProtocol(LLM_PROTOCOL);

@@ -27,6 +27,8 @@ export interface ResolvedConfig {
   ollamaUrl: string;
   ollamaMaxConcurrent: number;
   maxConcurrentTasks: number;
+  /** Interval of health probes of started providers (ms); 0 = only when a call fails. */
+  healthIntervalMs: number;
   python?: string;
   sandbox: SandboxMode;
   logLevel: string;
@@ -69,6 +71,7 @@ const fileSchema = z.strictObject({
   }).optional(),
   engine: z.strictObject({
     max_concurrent_tasks: z.number().int().positive().optional(),
+    health_interval: z.number().nonnegative().optional(),
   }).optional(),
   python: z.strictObject({
     executable: z.string().optional(),
@@ -257,6 +260,14 @@ export async function resolveConfig(
       "GLEITZEIT_MAX_CONCURRENT_TASKS",
       (v) => positiveInt("GLEITZEIT_MAX_CONCURRENT_TASKS", v),
       flags.maxConcurrent,
+    ),
+    healthIntervalMs: pick(
+      "healthIntervalMs",
+      30_000,
+      file?.engine?.health_interval === undefined ? undefined : file.engine.health_interval * 1000,
+      undefined,
+      (v) => Number(v) * 1000,
+      undefined,
     ),
     sandbox: pick(
       "sandbox",
