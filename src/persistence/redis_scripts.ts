@@ -17,22 +17,42 @@
  * @module
  */
 
-/** KEYS: task, attempts. ARGV: prefix, attempt, at, owner, hasOwner. */
-export const START_ATTEMPT = `
-local t = KEYS[1]
-local s = redis.call('HMGET', t, 'state', '_m', '_rc')
-if not s[1] then return redis.error_reply('GZ_NOT_FOUND') end
-redis.call('HSET', t, 'state', 'running', 'attempts', ARGV[2], 'startedAt', ARGV[3])
-redis.call('HDEL', t, 'error')
-if s[1] ~= 'running' then
-  redis.call('ZREM', ARGV[1] .. 'tasks:state:' .. s[1], s[2])
-  redis.call('ZADD', ARGV[1] .. 'tasks:state:running', s[3], s[2])
+/** Values per start in START_ATTEMPTS's ARGV. */
+export const START_FIELDS = 5;
+
+/**
+ * ARGV: prefix, then per start: runId, taskId, attempt, at, owner ('' = none, else 'o' + owner).
+ * Starts are independent: returns per start 1 (done) or 0 (no such task).
+ */
+export const START_ATTEMPTS = `
+local p = ARGV[1]
+local out = {}
+for b = 2, #ARGV, ${START_FIELDS} do
+  local key = p .. 'task:' .. ARGV[b] .. ':' .. ARGV[b + 1]
+  local s = redis.call('HMGET', key, 'state', '_m', '_rc')
+  if not s[1] then
+    out[#out + 1] = 0
+  else
+    local n, at = ARGV[b + 2], ARGV[b + 3]
+    redis.call('HSET', key, 'state', 'running', 'attempts', n, 'startedAt', at)
+    redis.call('HDEL', key, 'error')
+    if s[1] ~= 'running' then
+      redis.call('ZREM', p .. 'tasks:state:' .. s[1], s[2])
+      redis.call('ZADD', p .. 'tasks:state:running', s[3], s[2])
+    end
+    local akey = p .. 'attempts:' .. ARGV[b] .. ':' .. ARGV[b + 1]
+    redis.call('HDEL', akey, n .. ':finishedAt', n .. ':owner', n .. ':error')
+    local owner = ARGV[b + 4]
+    if owner == '' then
+      redis.call('HSET', akey, n .. ':state', 'running', n .. ':startedAt', at)
+    else
+      redis.call('HSET', akey, n .. ':state', 'running', n .. ':startedAt', at,
+        n .. ':owner', string.sub(owner, 2))
+    end
+    out[#out + 1] = 1
+  end
 end
-local n = ARGV[2]
-redis.call('HDEL', KEYS[2], n .. ':finishedAt', n .. ':owner', n .. ':error')
-redis.call('HSET', KEYS[2], n .. ':state', 'running', n .. ':startedAt', ARGV[3])
-if ARGV[5] == '1' then redis.call('HSET', KEYS[2], n .. ':owner', ARGV[4]) end
-return 1
+return out
 `;
 
 /** Values per finish in FINISH_TASKS's ARGV. */
@@ -46,27 +66,29 @@ export const FINISH_FIELDS = 11;
 export const FINISH_TASKS = `
 local p = ARGV[1]
 local n = (#ARGV - 1) / ${FINISH_FIELDS}
-local keys = {}
+local keys, olds = {}, {}
 for i = 0, n - 1 do
   local b = 1 + i * ${FINISH_FIELDS}
   local key = p .. 'task:' .. ARGV[b + 1] .. ':' .. ARGV[b + 2]
-  if redis.call('EXISTS', key) == 0 then return redis.error_reply('GZ_NOT_FOUND ' .. i) end
-  keys[i] = key
+  local s = redis.call('HMGET', key, 'state', '_m', '_rc')
+  if not s[1] then return redis.error_reply('GZ_NOT_FOUND ' .. i) end
+  keys[i], olds[i] = key, s
 end
 for i = 0, n - 1 do
   local b = 1 + i * ${FINISH_FIELDS}
-  local key = keys[i]
-  local state = ARGV[b + 3]
-  local at = ARGV[b + 4]
-  local s = redis.call('HMGET', key, 'state', '_m', '_rc')
-  redis.call('HSET', key, 'state', state)
-  if state ~= 'retry_pending' and state ~= 'queued' then redis.call('HSET', key, 'finishedAt', at) end
+  local key, s = keys[i], olds[i]
+  local state, at, err = ARGV[b + 3], ARGV[b + 4], ARGV[b + 9]
+  local set = { 'state', state }
+  if state ~= 'retry_pending' and state ~= 'queued' then
+    set[#set + 1] = 'finishedAt'; set[#set + 1] = at
+  end
   if ARGV[b + 7] == '1' then
     if ARGV[b + 8] == '' then redis.call('HDEL', key, 'result')
-    else redis.call('HSET', key, 'result', ARGV[b + 8]) end
+    else set[#set + 1] = 'result'; set[#set + 1] = ARGV[b + 8] end
   end
-  if ARGV[b + 9] ~= '' then redis.call('HSET', key, 'error', ARGV[b + 9]) end
-  if ARGV[b + 10] == '1' then redis.call('HSET', key, 'reason', ARGV[b + 11]) end
+  if err ~= '' then set[#set + 1] = 'error'; set[#set + 1] = err end
+  if ARGV[b + 10] == '1' then set[#set + 1] = 'reason'; set[#set + 1] = ARGV[b + 11] end
+  redis.call('HSET', key, unpack(set))
   if s[1] ~= state then
     redis.call('ZREM', p .. 'tasks:state:' .. s[1], s[2])
     redis.call('ZADD', p .. 'tasks:state:' .. state, s[3], s[2])
@@ -75,8 +97,11 @@ for i = 0, n - 1 do
   if a ~= '' then
     local akey = p .. 'attempts:' .. ARGV[b + 1] .. ':' .. ARGV[b + 2]
     if redis.call('HEXISTS', akey, a .. ':state') == 1 then
-      redis.call('HSET', akey, a .. ':state', ARGV[b + 6], a .. ':finishedAt', at)
-      if ARGV[b + 9] ~= '' then redis.call('HSET', akey, a .. ':error', ARGV[b + 9]) end
+      if err ~= '' then
+        redis.call('HSET', akey, a .. ':state', ARGV[b + 6], a .. ':finishedAt', at, a .. ':error', err)
+      else
+        redis.call('HSET', akey, a .. ':state', ARGV[b + 6], a .. ':finishedAt', at)
+      end
     end
   end
 end

@@ -19,7 +19,8 @@ import {
   CLAIM_RUN,
   FINISH_FIELDS,
   FINISH_TASKS,
-  START_ATTEMPT,
+  START_ATTEMPTS,
+  START_FIELDS,
   UPDATE_RUN,
 } from "./redis_scripts.ts";
 import { attemptStateFor, runExists, runNotFound, taskNotFound } from "./store_rules.ts";
@@ -68,7 +69,7 @@ const TASK_STATES: TaskState[] = [
   "skipped",
 ];
 const SCRIPTS = {
-  start: START_ATTEMPT,
+  start: START_ATTEMPTS,
   finish: FINISH_TASKS,
   update: UPDATE_RUN,
   claim: CLAIM_RUN,
@@ -86,6 +87,15 @@ export class RedisStore implements Store {
   #shas = new Map<keyof typeof SCRIPTS, string>();
   #commits = 0;
   #closed = false;
+  #starts: {
+    runId: string;
+    taskId: string;
+    attempt: number;
+    at: number;
+    owner?: string;
+    resolve: () => void;
+    reject: (e: unknown) => void;
+  }[] = [];
 
   private constructor(client: Client, url: string, prefix: string) {
     this.#client = client;
@@ -179,6 +189,8 @@ export class RedisStore implements Store {
       m.zAdd(this.#k("runs", "state", run.state), { score: run.createdAt, value: run.id });
       m.zAdd(this.#k("runs", "name", run.workflowName), { score: run.createdAt, value: run.id });
       const order: { score: number; value: string }[] = [];
+      const all: { score: number; value: string }[] = [];
+      const byState = new Map<string, { score: number; value: string }[]>();
       const idx: Record<string, string> = {};
       tasks.forEach((t, seq) => {
         const member = [run.id, String(1e9 - seq).padStart(10, "0"), t.taskId].join(SEP);
@@ -189,13 +201,17 @@ export class RedisStore implements Store {
           _m: member,
           _wf: run.workflowName,
         });
-        m.zAdd(this.#k("tasks"), entry);
-        m.zAdd(this.#k("tasks", "state", t.state), entry);
+        all.push(entry);
+        const list = byState.get(t.state) ?? [];
+        list.push(entry);
+        byState.set(t.state, list);
         order.push({ score: seq, value: t.taskId });
         idx[t.id] = `${run.id}:${t.taskId}`;
       });
       if (tasks.length > 0) {
         m.zAdd(this.#k("run", run.id, "tasks"), order);
+        m.zAdd(this.#k("tasks"), all);
+        for (const [state, entries] of byState) m.zAdd(this.#k("tasks", "state", state), entries);
         m.hSet(this.#k("taskid"), idx);
       }
       await m.exec();
@@ -224,6 +240,10 @@ export class RedisStore implements Store {
     });
   }
 
+  /**
+   * Claims are queued for the rest of the tick and sent as one script call: a fan-out's claims
+   * cost one round trip. Each caller's promise settles with its own claim.
+   */
   startAttempt(
     runId: string,
     taskId: string,
@@ -231,18 +251,41 @@ export class RedisStore implements Store {
     at: number,
     owner?: string,
   ): Promise<void> {
-    return this.#do(`cannot start task ${taskId} of run ${runId}`, async () => {
-      try {
-        await this.#script(
-          "start",
-          [this.#k("task", runId, taskId), this.#k("attempts", runId, taskId)],
-          [this.prefix, String(attempt), String(at), owner ?? "", owner === undefined ? "0" : "1"],
-        );
-        this.#commits++;
-      } catch (e) {
-        if (isNotFound(e)) throw taskNotFound(runId, taskId);
-        throw e;
-      }
+    if (this.#closed) {
+      return Promise.reject(new GleitzeitError("PERSISTENCE_ERROR", "the Redis store is closed"));
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#starts.push({ runId, taskId, attempt, at, owner, resolve, reject });
+      if (this.#starts.length === 1) queueMicrotask(() => void this.#flushStarts());
+    });
+  }
+
+  async #flushStarts(): Promise<void> {
+    const batch = this.#starts;
+    this.#starts = [];
+    const args = [this.prefix];
+    for (const s of batch) {
+      const part = [
+        s.runId,
+        s.taskId,
+        String(s.attempt),
+        String(s.at),
+        s.owner === undefined ? "" : "o" + s.owner,
+      ];
+      if (part.length !== START_FIELDS) throw new Error("start encoding out of step");
+      args.push(...part);
+    }
+    let done: unknown;
+    try {
+      done = await this.#do("cannot start tasks", () => this.#script("start", [], args));
+      this.#commits++;
+    } catch (e) {
+      for (const s of batch) s.reject(e);
+      return;
+    }
+    batch.forEach((s, i) => {
+      if (Number((done as unknown[])[i]) === 1) s.resolve();
+      else s.reject(taskNotFound(s.runId, s.taskId));
     });
   }
 

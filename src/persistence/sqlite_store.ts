@@ -55,8 +55,6 @@ const MIGRATIONS: readonly string[] = [
      error TEXT
    );
    CREATE INDEX runs_by_created ON runs (created_at DESC, id DESC);
-   CREATE INDEX runs_by_state ON runs (state, created_at DESC);
-   CREATE INDEX runs_by_name ON runs (workflow_name, created_at DESC);
    CREATE TABLE tasks (
      id TEXT PRIMARY KEY,
      run_id TEXT NOT NULL REFERENCES runs (id),
@@ -74,27 +72,20 @@ const MIGRATIONS: readonly string[] = [
      result TEXT,
      error TEXT,
      reason TEXT,
+     -- The task's attempts, a JSON array: kept in the task's row so that a claim or a finish
+     -- writes one row (one page) rather than two tables.
+     attempt_log TEXT NOT NULL DEFAULT '[]',
      UNIQUE (run_id, task_id)
-   );
-   CREATE INDEX tasks_by_run ON tasks (run_id, seq);
-   CREATE INDEX tasks_by_state ON tasks (state);
-   CREATE TABLE attempts (
-     run_id TEXT NOT NULL,
-     task_id TEXT NOT NULL,
-     attempt INTEGER NOT NULL,
-     state TEXT NOT NULL,
-     started_at INTEGER NOT NULL,
-     finished_at INTEGER,
-     owner TEXT,
-     error TEXT,
-     PRIMARY KEY (run_id, task_id, attempt)
-   ) WITHOUT ROWID;`,
+   );`,
 ];
 
 /** The schema version this code writes. */
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;
 
 type Row = Record<string, SQLInputValue>;
+
+/** An attempt as kept in a task's `attempt_log` (run and task ids are the row's). */
+type LoggedAttempt = Omit<AttemptRecord, "runId" | "taskId">;
 
 /** Store on one SQLite file. Safe to share between processes. */
 export class SqliteStore implements Store {
@@ -105,6 +96,13 @@ export class SqliteStore implements Store {
   #statements = new Map<string, StatementSync>();
   #commits = 0;
   #closed = false;
+  #queue: {
+    fn: () => unknown;
+    what: string;
+    resolve: (v: unknown) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+  #flushScheduled = false;
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -159,7 +157,10 @@ export class SqliteStore implements Store {
     const version = () =>
       Number((this.#db.prepare("PRAGMA user_version").get() as Row).user_version);
     if (version() === MIGRATIONS.length) return;
-    this.#write(() => {
+    // Several processes may open a new file at once: the first to get the write lock migrates,
+    // the others find the work done once they get it.
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
       const from = version();
       if (from > MIGRATIONS.length) {
         throw new GleitzeitError(
@@ -170,7 +171,11 @@ export class SqliteStore implements Store {
       }
       for (let v = from; v < MIGRATIONS.length; v++) this.#db.exec(MIGRATIONS[v]!);
       this.#db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
-    });
+      this.#db.exec("COMMIT");
+    } catch (e) {
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      throw e;
+    }
   }
 
   /** A cached prepared statement. */
@@ -198,58 +203,131 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * Queues a write. Writes queued in the same tick (concurrent callers: a fan-out's claims, a
+   * batch of finishes) share one transaction, each inside its own savepoint so one failing
+   * write rolls back alone; every caller's promise settles after the commit that holds it.
+   */
+  #enqueue<T>(fn: () => T, what: string): Promise<T> {
+    if (this.#closed) return Promise.reject(closedError());
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ fn, what, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        queueMicrotask(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batch = this.#queue;
+    this.#queue = [];
+    if (batch.length === 0) return;
+    if (batch.length === 1) {
+      const op = batch[0]!;
+      try {
+        op.resolve(this.#write(op.fn));
+      } catch (e) {
+        op.reject(toStoreError(e, op.what));
+      }
+      return;
+    }
+    // Fast path: all of them in one transaction. Should one fail, roll back and go again with
+    // a savepoint around each, so that only the failing one is undone.
+    try {
+      const values = this.#write(() => batch.map((op) => op.fn()));
+      batch.forEach((op, i) => op.resolve(values[i]));
+      return;
+    } catch {
+      // fall through to the careful path
+    }
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    try {
+      this.#write(() => {
+        for (const op of batch) {
+          this.#sql("SAVEPOINT gz_write").run();
+          try {
+            outcomes.push({ ok: true, value: op.fn() });
+            this.#sql("RELEASE gz_write").run();
+          } catch (e) {
+            this.#sql("ROLLBACK TO gz_write").run();
+            this.#sql("RELEASE gz_write").run();
+            outcomes.push({ ok: false, error: e });
+          }
+        }
+      });
+    } catch (e) {
+      for (const op of batch) op.reject(toStoreError(e, op.what));
+      return;
+    }
+    batch.forEach((op, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) op.resolve(o.value);
+      else op.reject(toStoreError(o.error, op.what));
+    });
+  }
+
   #read<T>(fn: () => T): T {
     if (this.#closed) throw closedError();
+    // Reads see every write issued before them, even one not awaited yet.
+    if (this.#queue.length > 0) this.#flush();
     return fn();
   }
 
-  createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
-    return attempt(() =>
-      this.#write(() => {
-        const exists = this.#sql("SELECT 1 FROM runs WHERE id = ?").get(run.id);
-        if (exists) throw runExists(run.id);
-        this.#sql(
-          `INSERT INTO runs (id, workflow_name, workflow, params, state, created_at, started_at,
+  #insertRun(run: RunRecord): void {
+    this.#sql(
+      `INSERT INTO runs (id, workflow_name, workflow, params, state, created_at, started_at,
              finished_at, owner, heartbeat_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(
-          run.id,
-          run.workflowName,
-          JSON.stringify(run.workflow),
-          JSON.stringify(run.params ?? {}),
-          run.state,
-          run.createdAt,
-          run.startedAt ?? null,
-          run.finishedAt ?? null,
-          run.owner ?? null,
-          run.heartbeatAt ?? null,
-          json(run.error),
-        );
-        const insert = this.#sql(
-          `INSERT INTO tasks (id, run_id, task_id, seq, name, protocol, method, state, priority,
+    ).run(
+      run.id,
+      run.workflowName,
+      JSON.stringify(run.workflow),
+      JSON.stringify(run.params ?? {}),
+      run.state,
+      run.createdAt,
+      run.startedAt ?? null,
+      run.finishedAt ?? null,
+      run.owner ?? null,
+      run.heartbeatAt ?? null,
+      json(run.error),
+    );
+  }
+
+  createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
+    return this.#enqueue(() => {
+      try {
+        this.#insertRun(run);
+      } catch (e) {
+        if (/UNIQUE constraint failed: runs\.id/.test(messageOf(e))) throw runExists(run.id);
+        throw e;
+      }
+      const insert = this.#sql(
+        `INSERT INTO tasks (id, run_id, task_id, seq, name, protocol, method, state, priority,
              attempts, created_at, started_at, finished_at, result, error, reason)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        );
-        tasks.forEach((t, seq) =>
-          insert.run(
-            t.id,
-            run.id,
-            t.taskId,
-            seq,
-            t.name,
-            t.protocol,
-            t.method,
-            t.state,
-            t.priority,
-            t.attempts,
-            t.createdAt,
-            t.startedAt ?? null,
-            t.finishedAt ?? null,
-            "result" in t && t.result !== undefined ? JSON.stringify(t.result) : null,
-            json(t.error),
-            t.reason ?? null,
-          )
-        );
-      }), `cannot create run ${run.id}`);
+      );
+      tasks.forEach((t, seq) =>
+        insert.run(
+          t.id,
+          run.id,
+          t.taskId,
+          seq,
+          t.name,
+          t.protocol,
+          t.method,
+          t.state,
+          t.priority,
+          t.attempts,
+          t.createdAt,
+          t.startedAt ?? null,
+          t.finishedAt ?? null,
+          "result" in t && t.result !== undefined ? JSON.stringify(t.result) : null,
+          json(t.error),
+          t.reason ?? null,
+        )
+      );
+    }, `cannot create run ${run.id}`);
   }
 
   updateRun(runId: string, patch: RunPatch): Promise<void> {
@@ -265,14 +343,13 @@ export class SqliteStore implements Store {
     if ("owner" in patch) set("owner", patch.owner ?? null);
     if ("heartbeatAt" in patch) set("heartbeat_at", patch.heartbeatAt ?? null);
     if ("error" in patch) set("error", json(patch.error));
-    return attempt(() =>
-      this.#write(() => {
-        const sql = cols.length > 0
-          ? `UPDATE runs SET ${cols.join(", ")} WHERE id = ?`
-          : "UPDATE runs SET id = id WHERE id = ?";
-        const { changes } = this.#sql(sql).run(...values, runId);
-        if (Number(changes) === 0) throw runNotFound(runId);
-      }), `cannot update run ${runId}`);
+    return this.#enqueue(() => {
+      const sql = cols.length > 0
+        ? `UPDATE runs SET ${cols.join(", ")} WHERE id = ?`
+        : "UPDATE runs SET id = id WHERE id = ?";
+      const { changes } = this.#sql(sql).run(...values, runId);
+      if (Number(changes) === 0) throw runNotFound(runId);
+    }, `cannot update run ${runId}`);
   }
 
   startAttempt(
@@ -282,75 +359,85 @@ export class SqliteStore implements Store {
     at: number,
     owner?: string,
   ): Promise<void> {
-    return attempt(() =>
-      this.#write(() => {
-        const { changes } = this.#sql(
-          `UPDATE tasks SET state = 'running', attempts = ?, started_at = ?, error = NULL
-           WHERE run_id = ? AND task_id = ?`,
-        ).run(attemptNo, at, runId, taskId);
-        if (Number(changes) === 0) throw taskNotFound(runId, taskId);
-        this.#sql(
-          `INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, state, started_at, owner)
-           VALUES (?, ?, ?, 'running', ?, ?)`,
-        ).run(runId, taskId, attemptNo, at, owner ?? null);
-      }), `cannot start task ${taskId} of run ${runId}`);
+    const rec: LoggedAttempt = { attempt: attemptNo, state: "running", startedAt: at };
+    if (owner !== undefined) rec.owner = owner;
+    return this.#enqueue(() => {
+      // The attempt log is edited in SQL (no read back into JS): appended to, or, when this
+      // attempt number was started before, that entry replaced.
+      const { changes } = this.#sql(
+        `UPDATE tasks SET state = 'running', attempts = ?1, started_at = ?2, error = NULL,
+           attempt_log = json_insert(
+             CASE WHEN coalesce(json_extract(attempt_log, '$[#-1].attempt'), -1) < ?1
+               THEN attempt_log
+               ELSE (SELECT json_group_array(json(e.value)) FROM json_each(tasks.attempt_log) e
+                     WHERE json_extract(e.value, '$.attempt') != ?1)
+             END, '$[#]', json(?3))
+         WHERE run_id = ?4 AND task_id = ?5`,
+      ).run(attemptNo, at, JSON.stringify(rec), runId, taskId);
+      if (Number(changes) === 0) throw taskNotFound(runId, taskId);
+    }, `cannot start task ${taskId} of run ${runId}`);
   }
 
   finishTasks(finishes: TaskFinish[]): Promise<void> {
     if (finishes.length === 0) return Promise.resolve();
-    return attempt(() =>
-      this.#write(() => {
-        const task = this.#sql(
-          `UPDATE tasks SET
-             state = ?,
-             finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
-             result = CASE WHEN ? THEN ? ELSE result END,
-             error = COALESCE(?, error),
-             reason = COALESCE(?, reason)
-           WHERE run_id = ? AND task_id = ?`,
+    return this.#enqueue(() => {
+      // One statement per task; the transaction (or savepoint) makes the batch all or nothing.
+      const update = this.#sql(
+        `UPDATE tasks SET
+             state = ?1,
+             finished_at = CASE WHEN ?2 THEN ?3 ELSE finished_at END,
+             result = CASE WHEN ?4 THEN ?5 ELSE result END,
+             error = coalesce(?6, error),
+             reason = coalesce(?7, reason),
+             attempt_log = coalesce(
+               (SELECT CASE WHEN ?6 IS NULL
+                  THEN json_set(attempt_log, '$[' || e.key || '].state', ?8,
+                                '$[' || e.key || '].finishedAt', ?3)
+                  ELSE json_set(attempt_log, '$[' || e.key || '].state', ?8,
+                                '$[' || e.key || '].finishedAt', ?3,
+                                '$[' || e.key || '].error', json(?6))
+                  END
+                FROM json_each(tasks.attempt_log) e
+                WHERE ?9 IS NOT NULL AND json_extract(e.value, '$.attempt') = ?9),
+               attempt_log)
+           WHERE run_id = ?10 AND task_id = ?11`,
+      );
+      for (const f of finishes) {
+        const hasResult = "result" in f;
+        const { changes } = update.run(
+          f.state,
+          finishSetsFinishedAt(f.state) ? 1 : 0,
+          f.at,
+          hasResult ? 1 : 0,
+          hasResult && f.result !== undefined ? JSON.stringify(f.result) : null,
+          json(f.error),
+          f.reason ?? null,
+          attemptStateFor(f.state),
+          f.attempt ?? null,
+          f.runId,
+          f.taskId,
         );
-        const att = this.#sql(
-          `UPDATE attempts SET state = ?, finished_at = ?, error = COALESCE(?, error)
-           WHERE run_id = ? AND task_id = ? AND attempt = ?`,
-        );
-        for (const f of finishes) {
-          const hasResult = "result" in f;
-          const { changes } = task.run(
-            f.state,
-            finishSetsFinishedAt(f.state) ? 1 : 0,
-            f.at,
-            hasResult ? 1 : 0,
-            hasResult && f.result !== undefined ? JSON.stringify(f.result) : null,
-            json(f.error),
-            f.reason ?? null,
-            f.runId,
-            f.taskId,
-          );
-          if (Number(changes) === 0) throw taskNotFound(f.runId, f.taskId);
-          if (f.attempt !== undefined) {
-            att.run(attemptStateFor(f.state), f.at, json(f.error), f.runId, f.taskId, f.attempt);
-          }
-        }
-      }), "cannot record finished tasks");
+        if (Number(changes) === 0) throw taskNotFound(f.runId, f.taskId);
+      }
+    }, "cannot record finished tasks");
   }
 
   claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
-    return attempt(() =>
-      this.#write(() => {
-        const row = this.#sql("SELECT state, owner, heartbeat_at FROM runs WHERE id = ?").get(
-          runId,
-        ) as Row | undefined;
-        if (!row) throw runNotFound(runId);
-        const free = row.owner === null || row.owner === owner ||
-          isTerminalRun(row.state as RunState) || Number(row.heartbeat_at ?? 0) < staleBefore;
-        if (!free) return false;
-        this.#sql("UPDATE runs SET owner = ?, heartbeat_at = ? WHERE id = ?").run(
-          owner,
-          at,
-          runId,
-        );
-        return true;
-      }), `cannot claim run ${runId}`);
+    return this.#enqueue(() => {
+      const row = this.#sql("SELECT state, owner, heartbeat_at FROM runs WHERE id = ?").get(
+        runId,
+      ) as Row | undefined;
+      if (!row) throw runNotFound(runId);
+      const free = row.owner === null || row.owner === owner ||
+        isTerminalRun(row.state as RunState) || Number(row.heartbeat_at ?? 0) < staleBefore;
+      if (!free) return false;
+      this.#sql("UPDATE runs SET owner = ?, heartbeat_at = ? WHERE id = ?").run(
+        owner,
+        at,
+        runId,
+      );
+      return true;
+    }, `cannot claim run ${runId}`);
   }
 
   getRun(runId: string): Promise<RunRecord | undefined> {
@@ -424,11 +511,15 @@ export class SqliteStore implements Store {
 
   listAttempts(runId: string, taskId: string): Promise<AttemptRecord[]> {
     return attempt(() =>
-      this.#read(() =>
-        (this.#sql(
-          "SELECT * FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt",
-        ).all(runId, taskId) as Row[]).map(toAttempt)
-      ), `cannot list attempts of task ${taskId}`);
+      this.#read(() => {
+        const row = this.#sql(
+          "SELECT attempt_log FROM tasks WHERE run_id = ? AND task_id = ?",
+        ).get(runId, taskId) as Row | undefined;
+        if (!row) return [];
+        return (JSON.parse(row.attempt_log as string) as LoggedAttempt[])
+          .sort((a, b) => a.attempt - b.attempt)
+          .map((a) => ({ runId, taskId, ...a }));
+      }), `cannot list attempts of task ${taskId}`);
   }
 
   stats(): Promise<StoreStats> {
@@ -451,6 +542,7 @@ export class SqliteStore implements Store {
   }
 
   close(): Promise<void> {
+    if (this.#queue.length > 0) this.#flush();
     if (!this.#closed) {
       this.#closed = true;
       this.#statements.clear();
@@ -504,20 +596,6 @@ function toTask(row: Row): TaskRecord {
   if (row.error !== null) task.error = JSON.parse(row.error as string) as ErrorData;
   if (row.reason !== null) task.reason = row.reason as string;
   return task;
-}
-
-function toAttempt(row: Row): AttemptRecord {
-  const a: AttemptRecord = {
-    runId: row.run_id as string,
-    taskId: row.task_id as string,
-    attempt: Number(row.attempt),
-    state: row.state as AttemptRecord["state"],
-    startedAt: Number(row.started_at),
-  };
-  if (row.finished_at !== null) a.finishedAt = Number(row.finished_at);
-  if (row.owner !== null) a.owner = row.owner as string;
-  if (row.error !== null) a.error = JSON.parse(row.error as string) as ErrorData;
-  return a;
 }
 
 /** Runs a synchronous body, turning its outcome into a promise and its errors into ours. */

@@ -59,13 +59,15 @@ Deno.test("sqlite: a database from a newer gleitzeit is refused with a hint", as
   }
 });
 
-Deno.test("sqlite: a finishTasks batch of N finishes is one commit", async () => {
+Deno.test("sqlite: a finishTasks batch of N finishes is one commit; concurrent writes share one", async () => {
   const store = SqliteStore.open(":memory:");
   try {
     const ids = Array.from({ length: 50 }, (_, i) => `t${i}`);
     const { run, tasks } = fixture({ tasks: ids });
     await store.createRun(run, tasks);
-    for (const id of ids) await store.startAttempt(run.id, id, 1, 1);
+    const c0 = store.commits;
+    await Promise.all(ids.map((id) => store.startAttempt(run.id, id, 1, 1)));
+    assert.equal(store.commits - c0, 1, "claims issued together share one commit");
     const before = store.commits;
     await store.finishTasks(ids.map((taskId) => ({
       runId: run.id,

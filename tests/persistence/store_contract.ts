@@ -599,6 +599,45 @@ export function storeContract(name: string, factory: StoreFactory): void {
     }
   });
 
+  test("concurrent writes: one that fails rejects alone, the others land", async ({ store }) => {
+    const { run, tasks } = fixture({ tasks: ["a", "b", "c"] });
+    await store.createRun(run, tasks);
+    const dup = fixture({ id: run.id, tasks: ["z"] });
+    const other = fixture({ tasks: ["q"] });
+    const results = await Promise.allSettled([
+      store.startAttempt(run.id, "a", 1, 1),
+      store.startAttempt(run.id, "ghost", 1, 1),
+      store.createRun(dup.run, dup.tasks),
+      store.finishTasks([
+        { runId: run.id, taskId: "b", state: "skipped", at: 2, reason: "r" },
+        { runId: run.id, taskId: "ghost", state: "skipped", at: 2 },
+      ]),
+      store.createRun(other.run, other.tasks),
+      store.finishTasks([{ runId: run.id, taskId: "c", state: "skipped", at: 2, reason: "r" }]),
+      store.updateRun(run.id, { state: "running" }),
+    ]);
+    deepStrictEqual(results.map((r) => r.status), [
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "rejected",
+      "fulfilled",
+      "fulfilled",
+      "fulfilled",
+    ]);
+    const codes = results.flatMap((r) =>
+      r.status === "rejected" ? [(r.reason as GleitzeitError).code] : []
+    );
+    deepStrictEqual(codes, ["TASK_NOT_FOUND", "PERSISTENCE_ERROR", "TASK_NOT_FOUND"]);
+    const byId = new Map((await store.listTasks({ runId: run.id })).map((t) => [t.taskId, t]));
+    deepStrictEqual([...byId.keys()], ["a", "b", "c"]);
+    equal(byId.get("a")?.state, "running");
+    equal(byId.get("b")?.state, "queued", "the failed batch left b alone");
+    equal(byId.get("c")?.state, "skipped");
+    equal((await store.getRun(run.id))?.state, "running");
+    deepStrictEqual(await store.getRun(other.run.id), other.run);
+  });
+
   test("what one connection writes, another reads; it survives closing", async (h) => {
     if (!h.connect) {
       equal(h.store.backend, "memory", "only the memory store has no second connection");
