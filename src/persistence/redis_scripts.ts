@@ -108,6 +108,21 @@ end
 return n
 `;
 
+/**
+ * KEYS: run. ARGV: commands, each as (argument count, command, arguments...). Runs them all
+ * unless the run exists (then GZ_EXISTS): a creation guarded in the same round trip.
+ */
+export const CREATE_RUN = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('GZ_EXISTS') end
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+`;
+
 /** KEYS: run. ARGV: prefix, runId, then triples (op 's'|'d', field, value). */
 export const UPDATE_RUN = `
 local r = KEYS[1]

@@ -3,9 +3,11 @@
  *
  * Everything lives under one key prefix (default `gleitzeit:`); runs and tasks are hashes,
  * listings read sorted sets (runs by creation, tasks in workflow order, runs and tasks by
- * state), so normal operation never uses KEYS or SCAN. Writes are one round trip each:
- * `createRun` is one MULTI/EXEC; `startAttempt`, `finishTasks` (a whole batch), `updateRun`
- * and `claimRun` are one atomic Lua script each (see redis_scripts.ts for the key layout).
+ * state), so normal operation never uses KEYS or SCAN. Writes are one round trip each, one
+ * atomic Lua script (a script is a transaction, like MULTI/EXEC, that can also check before it
+ * writes): `createRun`, `updateRun`, `claimRun`, `finishTasks` (a whole batch), and
+ * `startAttempt` (claims made in the same tick go out together). See redis_scripts.ts for the
+ * key layout.
  *
  * The `redis` package is imported inside {@link RedisStore.connect}, so loading this module
  * costs nothing until a Redis store is opened.
@@ -17,6 +19,7 @@ import { type ErrorData, GleitzeitError } from "../core/errors.ts";
 import type { RunState, TaskState } from "../core/states.ts";
 import {
   CLAIM_RUN,
+  CREATE_RUN,
   FINISH_FIELDS,
   FINISH_TASKS,
   START_ATTEMPTS,
@@ -69,6 +72,7 @@ const TASK_STATES: TaskState[] = [
   "skipped",
 ];
 const SCRIPTS = {
+  create: CREATE_RUN,
   start: START_ATTEMPTS,
   finish: FINISH_TASKS,
   update: UPDATE_RUN,
@@ -149,18 +153,30 @@ export class RedisStore implements Store {
     names.forEach((n, i) => this.#shas.set(n, shas[i]!));
   }
 
-  /** Runs a script by its SHA, loading it again if Redis lost it (restart, SCRIPT FLUSH). */
+  /**
+   * Runs a script by its SHA, loading it again if Redis lost it (restart, SCRIPT FLUSH). Sent
+   * with sendCommand: the typed evalSha spreads its arguments into a call, which overflows the
+   * stack for a run of thousands of tasks.
+   */
   async #script(
     name: keyof typeof SCRIPTS,
     keys: string[],
     args: string[],
   ): Promise<unknown> {
+    const send = () =>
+      this.#client.sendCommand([
+        "EVALSHA",
+        this.#shas.get(name)!,
+        String(keys.length),
+        ...keys,
+        ...args,
+      ]);
     try {
-      return await this.#client.evalSha(this.#shas.get(name)!, { keys, arguments: args });
+      return await send();
     } catch (e) {
       if (!String((e as Error)?.message).startsWith("NOSCRIPT")) throw e;
       await this.#loadScripts();
-      return await this.#client.evalSha(this.#shas.get(name)!, { keys, arguments: args });
+      return await send();
     }
   }
 
@@ -179,43 +195,55 @@ export class RedisStore implements Store {
     return this.prefix + parts.join(":");
   }
 
+  /** One script call: checks the id is free and writes the run, its tasks and index entries. */
   createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
-    return this.#do(`cannot create run ${run.id}`, async () => {
-      const runKey = this.#k("run", run.id);
-      if (await this.#client.exists(runKey)) throw runExists(run.id);
-      const m = this.#client.multi();
-      m.hSet(runKey, runFields(run));
-      m.zAdd(this.#k("runs"), { score: run.createdAt, value: run.id });
-      m.zAdd(this.#k("runs", "state", run.state), { score: run.createdAt, value: run.id });
-      m.zAdd(this.#k("runs", "name", run.workflowName), { score: run.createdAt, value: run.id });
-      const order: { score: number; value: string }[] = [];
-      const all: { score: number; value: string }[] = [];
-      const byState = new Map<string, { score: number; value: string }[]>();
-      const idx: Record<string, string> = {};
-      tasks.forEach((t, seq) => {
-        const member = [run.id, String(1e9 - seq).padStart(10, "0"), t.taskId].join(SEP);
-        const entry = { score: run.createdAt, value: member };
-        m.hSet(this.#k("task", run.id, t.taskId), {
-          ...taskFields(t, run.id),
-          _rc: String(run.createdAt),
-          _m: member,
-          _wf: run.workflowName,
-        });
-        all.push(entry);
-        const list = byState.get(t.state) ?? [];
-        list.push(entry);
-        byState.set(t.state, list);
-        order.push({ score: seq, value: t.taskId });
-        idx[t.id] = `${run.id}:${t.taskId}`;
-      });
-      if (tasks.length > 0) {
-        m.zAdd(this.#k("run", run.id, "tasks"), order);
-        m.zAdd(this.#k("tasks"), all);
-        for (const [state, entries] of byState) m.zAdd(this.#k("tasks", "state", state), entries);
-        m.hSet(this.#k("taskid"), idx);
+    const cmds: string[] = [];
+    const add = (...parts: string[]) => cmds.push(String(parts.length), ...parts);
+    const hset = (key: string, h: Record<string, string>) =>
+      add("HSET", key, ...Object.entries(h).flat());
+    /** Sorted set additions, in chunks that stay well inside Lua's unpack limit. */
+    const zadd = (key: string, entries: [number, string][]) => {
+      for (let i = 0; i < entries.length; i += 1000) {
+        add("ZADD", key, ...entries.slice(i, i + 1000).flatMap(([sc, m]) => [String(sc), m]));
       }
-      await m.exec();
-      this.#commits++;
+    };
+    hset(this.#k("run", run.id), runFields(run));
+    zadd(this.#k("runs"), [[run.createdAt, run.id]]);
+    zadd(this.#k("runs", "state", run.state), [[run.createdAt, run.id]]);
+    zadd(this.#k("runs", "name", run.workflowName), [[run.createdAt, run.id]]);
+    const order: [number, string][] = [];
+    const all: [number, string][] = [];
+    const byState = new Map<string, [number, string][]>();
+    const idx: [string, string][] = [];
+    tasks.forEach((t, seq) => {
+      const member = [run.id, String(1e9 - seq).padStart(10, "0"), t.taskId].join(SEP);
+      hset(this.#k("task", run.id, t.taskId), {
+        ...taskFields(t, run.id),
+        _rc: String(run.createdAt),
+        _m: member,
+        _wf: run.workflowName,
+      });
+      all.push([run.createdAt, member]);
+      const list = byState.get(t.state) ?? [];
+      list.push([run.createdAt, member]);
+      byState.set(t.state, list);
+      order.push([seq, t.taskId]);
+      idx.push([t.id, `${run.id}:${t.taskId}`]);
+    });
+    zadd(this.#k("run", run.id, "tasks"), order);
+    zadd(this.#k("tasks"), all);
+    for (const [state, entries] of byState) zadd(this.#k("tasks", "state", state), entries);
+    for (let i = 0; i < idx.length; i += 1000) {
+      add("HSET", this.#k("taskid"), ...idx.slice(i, i + 1000).flat());
+    }
+    return this.#do(`cannot create run ${run.id}`, async () => {
+      try {
+        await this.#script("create", [this.#k("run", run.id)], cmds);
+        this.#commits++;
+      } catch (e) {
+        if (/\bGZ_EXISTS\b/.test(String((e as Error)?.message))) throw runExists(run.id);
+        throw e;
+      }
     });
   }
 

@@ -57,7 +57,7 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX runs_by_created ON runs (created_at DESC, id DESC);
    CREATE TABLE tasks (
      id TEXT PRIMARY KEY,
-     run_id TEXT NOT NULL REFERENCES runs (id),
+     run_id TEXT NOT NULL,
      task_id TEXT NOT NULL,
      seq INTEGER NOT NULL,
      name TEXT NOT NULL,
@@ -131,7 +131,6 @@ export class SqliteStore implements Store {
       db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busy))}`);
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = NORMAL");
-      db.exec("PRAGMA foreign_keys = ON");
       db.function("gz_lower", { deterministic: true }, (s) => String(s ?? "").toLowerCase());
       store.#migrate();
     } catch (e) {

@@ -638,6 +638,35 @@ export function storeContract(name: string, factory: StoreFactory): void {
     deepStrictEqual(await store.getRun(other.run.id), other.run);
   });
 
+  test("a run of 5000 tasks, claimed together and finished in one batch", async ({ store }) => {
+    const ids = Array.from({ length: 5000 }, (_, i) => `task-${i}`);
+    const { run, tasks } = fixture({ tasks: ids });
+    await store.createRun(run, tasks);
+    await Promise.all(ids.map((id) => store.startAttempt(run.id, id, 1, 1, "w")));
+    await store.finishTasks(ids.map((taskId, i) => ({
+      runId: run.id,
+      taskId,
+      state: "completed" as const,
+      at: 2,
+      attempt: 1,
+      result: { i },
+    })));
+    const listed = await store.listTasks({ runId: run.id });
+    equal(listed.length, 5000);
+    deepStrictEqual(listed.map((t) => t.taskId), ids);
+    ok(listed.every((t, i) => t.state === "completed" && (t.result as { i: number }).i === i));
+    deepStrictEqual(await store.getTask(tasks[4321]!.id), {
+      ...tasks[4321],
+      state: "completed",
+      attempts: 1,
+      startedAt: 1,
+      finishedAt: 2,
+      result: { i: 4321 },
+    });
+    equal((await store.listAttempts(run.id, "task-4999"))[0]?.state, "completed");
+    equal((await store.stats()).tasks.completed, 5000);
+  });
+
   test("what one connection writes, another reads; it survives closing", async (h) => {
     if (!h.connect) {
       equal(h.store.backend, "memory", "only the memory store has no second connection");
