@@ -24,15 +24,18 @@ export function localOwnerPid(owner: string | undefined): number | undefined {
   return host === hostname() && Number.isInteger(pid) ? pid : undefined;
 }
 
-/** True when `pid` is a running process (Linux: /proc). */
+/**
+ * True when a process with this pid exists: signal 0, which only checks. (Deno asks for
+ * --allow-all to read /proc, which the CLI does not have; kill needs only --allow-run.)
+ */
 export function pidAlive(pid: number): boolean {
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // a zombie has exited already
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z";
-  } catch {
-    return false;
+    // Deno's types list only named signals; 0 is POSIX's existence check
+    (Deno.kill as (pid: number, signal: number) => void)(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else
+    return e instanceof Deno.errors.PermissionDenied;
   }
 }
 

@@ -211,3 +211,57 @@ Deno.test("system config shows each value and where it came from", async () => {
   });
   assertEquals((values.get("sqlitePath") as { source: string }).source, "env");
 });
+
+Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is a usage error", async () => {
+  const { env } = await scratch();
+  const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
+    env,
+  });
+  const runId = d.stdout.trim();
+  const c = await gleitzeit(["workflow", "cancel", runId], { env });
+  assertEquals(c.code, 0, c.stderr);
+  assertStringIncludes(c.stdout, `cancelled run ${runId}`);
+  const status = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(status.state, "cancelled");
+  assertEquals(status.tasks.map((t: { state: string }) => t.state), [
+    "cancelled",
+    "cancelled",
+    "cancelled",
+  ]);
+  const again = await gleitzeit(["workflow", "cancel", runId], { env });
+  assertEquals(again.code, 2);
+  assertStringIncludes(again.stderr, "already cancelled");
+});
+
+Deno.test("workflow cancel reaches a run executing in another process (SIGTERM to its owner)", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "long.yaml",
+    `name: long
+tasks:
+  - {id: wait, method: delay, protocol: echo/v1, params: {seconds: 60}}
+`,
+  );
+  const child = spawnGleitzeit(["run", file], { env });
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!/run (run_\S+)/.test(seen)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += value;
+  }
+  const runId = /run (run_\S+)/.exec(seen)![1]!;
+  const c = await gleitzeit(["workflow", "cancel", runId], { env });
+  assertEquals(c.code, 0, c.stderr);
+  const status = await child.status;
+  await reader.cancel();
+  await child.stdout.cancel();
+  assertEquals(status.code, 130);
+  const after = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(after.state, "cancelled");
+});
