@@ -17,6 +17,10 @@
  * Redis: raw = HSET insert + 2 HSET updates per task, awaited one by one; raw group = the same
  * commands, `batch` tasks per MULTI; the store rows as above.
  *
+ * Engine rows run real workflows of no-op echo/v1 tasks through the Engine on the same store:
+ *   engine chain    N tasks, each depending on the previous one
+ *   engine fan-out  N independent tasks, `batch` of them in flight (the raw group's batch size)
+ *
  * Targets (issue 3): chain >= 0.5x raw, fan-out >= 0.3x raw group commit.
  *
  * @module
@@ -24,7 +28,11 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { newId } from "../src/core/ids.ts";
+import { NO_RETRY } from "../src/core/retry.ts";
 import type { Workflow } from "../src/core/workflow.ts";
+import { Engine } from "../src/engine/engine.ts";
+import { ECHO_PROTOCOL, EchoProvider } from "../src/providers/echo/echo_provider.ts";
+import { ProviderRegistry } from "../src/providers/registry.ts";
 import { RedisStore } from "../src/persistence/redis_store.ts";
 import { SqliteStore } from "../src/persistence/sqlite_store.ts";
 import type { RunRecord, Store, TaskRecord } from "../src/persistence/store.ts";
@@ -186,6 +194,39 @@ async function storeFanOut(store: Store, n: number, batch: number): Promise<numb
   });
 }
 
+const registry = new ProviderRegistry();
+registry.registerProtocol(ECHO_PROTOCOL);
+registry.register(new EchoProvider());
+
+function noopWorkflow(n: number, chained: boolean): Workflow {
+  return {
+    name: chained ? "bench-engine-chain" : "bench-engine-fanout",
+    params: {},
+    onFailure: "fail_fast",
+    tasks: Array.from({ length: n }, (_, i) => ({
+      id: `t${i}`,
+      name: `t${i}`,
+      protocol: "echo/v1",
+      method: "echo",
+      params: {},
+      dependencies: chained && i > 0 ? [`t${i - 1}`] : [],
+      priority: 50,
+      retry: NO_RETRY,
+      continueOnFailure: false,
+    })),
+  };
+}
+
+/** A workflow of no-op tasks through the real Engine on `store`. */
+async function engineRun(store: Store, n: number, chained: boolean): Promise<number> {
+  const engine = new Engine({ dispatcher: registry, store, maxConcurrency: BATCH });
+  const wf = noopWorkflow(n, chained);
+  return await timed(n, async () => {
+    const out = await engine.run(wf);
+    if (out.state !== "completed") throw new Error(`engine run ${out.state}`);
+  });
+}
+
 async function create(store: Store, n: number, name: string) {
   const r = makeRun(n, name);
   await store.createRun(r.run, r.tasks);
@@ -256,13 +297,15 @@ async function benchSqlite(dir: string): Promise<void> {
       await s.close();
     }
   };
-  const [raw, group, chain, chain1, fan] = await rounds([
+  const [raw, group, chain, chain1, fan, eChain, eFan] = await rounds([
     withDb(1),
     withDb(BATCH),
     withStore((s) => storeChain(s, N)),
     withStore((s) => storeChainRunPerTask(s, N)),
     withStore((s) => storeFanOut(s, N, BATCH)),
-  ]) as [number[], number[], number[], number[], number[]];
+    withStore((s) => engineRun(s, N, true)),
+    withStore((s) => engineRun(s, N, false)),
+  ]) as [number[], number[], number[], number[], number[], number[], number[]];
 
   const version = (new DatabaseSync(":memory:").prepare("SELECT sqlite_version() v").get() as {
     v: string;
@@ -284,6 +327,16 @@ async function benchSqlite(dir: string): Promise<void> {
       label: `store fan-out: finishes in batches of ${BATCH}`,
       perSec: fan,
       note: ratio(fan, group, 0.3),
+    },
+    {
+      label: "engine chain: no-op tasks, each after the last",
+      perSec: eChain,
+      note: ratio(eChain, raw, 0.5),
+    },
+    {
+      label: "engine fan-out: independent no-op tasks",
+      perSec: eFan,
+      note: ratio(eFan, group, 0.3),
     },
   ]);
 }
@@ -351,13 +404,15 @@ async function benchRedis(url: string): Promise<void> {
     await rawRun(200, 1);
     await storeChain(store, 200);
     const s = store;
-    const [raw, group, chain, chain1, fan] = await rounds([
+    const [raw, group, chain, chain1, fan, eChain, eFan] = await rounds([
       () => rawRun(n, 1),
       () => rawRun(n, BATCH),
       () => storeChain(s, n),
       () => storeChainRunPerTask(s, n),
       () => storeFanOut(s, n, BATCH),
-    ]) as [number[], number[], number[], number[], number[]];
+      () => engineRun(s, n, true),
+      () => engineRun(s, n, false),
+    ]) as [number[], number[], number[], number[], number[], number[], number[]];
     const info = await client.info("server");
     const version = /redis_version:(\S+)/.exec(info)?.[1] ?? "?";
     print(`Redis ${version} at ${url}, ${n} tasks, batch ${BATCH}`, [
@@ -377,6 +432,16 @@ async function benchRedis(url: string): Promise<void> {
         label: `store fan-out: finishes in batches of ${BATCH}`,
         perSec: fan,
         note: ratio(fan, group, 0.3),
+      },
+      {
+        label: "engine chain: no-op tasks, each after the last",
+        perSec: eChain,
+        note: ratio(eChain, raw, 0.5),
+      },
+      {
+        label: "engine fan-out: independent no-op tasks",
+        perSec: eFan,
+        note: ratio(eFan, group, 0.3),
       },
     ]);
   } finally {

@@ -15,7 +15,6 @@ import type { EngineEvent, EventListener } from "./events.ts";
 import { Limiter } from "./limiter.ts";
 import { ownerAlive } from "./liveness.ts";
 import { type Dispatcher, RunExecution, type RunOutcome } from "./run_execution.ts";
-import { WriteBatcher } from "./write_batcher.ts";
 
 export type { Dispatcher, RunOutcome } from "./run_execution.ts";
 
@@ -69,7 +68,6 @@ export class Engine {
   readonly #dispatcher: Dispatcher;
   readonly #clock: Clock;
   readonly #limiter: Limiter;
-  readonly #batcher: WriteBatcher;
   readonly #owner: string;
   readonly #heartbeatMs: number;
   readonly #staleAfterMs: number;
@@ -81,7 +79,6 @@ export class Engine {
     this.#dispatcher = options.dispatcher;
     this.#clock = options.clock ?? systemClock;
     this.#limiter = new Limiter(Math.max(1, options.maxConcurrency ?? 16));
-    this.#batcher = new WriteBatcher(options.store);
     this.#owner = options.owner ?? defaultOwner();
     this.#heartbeatMs = options.heartbeatMs ?? 2000;
     this.#staleAfterMs = options.staleAfterMs ?? 3 * this.#heartbeatMs;
@@ -105,6 +102,14 @@ export class Engine {
 
   /** Records a new run with all its tasks queued (one commit) and returns it. */
   async createRun(workflow: Workflow, options: CreateRunOptions = {}): Promise<RunRecord> {
+    return (await this.#createRun(workflow, options)).run;
+  }
+
+  async #createRun(
+    workflow: Workflow,
+    options: CreateRunOptions,
+    owned = false,
+  ): Promise<{ run: RunRecord; tasks: TaskRecord[] }> {
     const params = mergeParams(workflow, options.params ?? {});
     const now = this.#clock.now();
     const run: RunRecord = {
@@ -115,6 +120,10 @@ export class Engine {
       state: options.state ?? "pending",
       createdAt: now,
     };
+    if (owned) {
+      run.owner = this.#owner;
+      run.heartbeatAt = now;
+    }
     const tasks: TaskRecord[] = workflow.tasks.map((t) => ({
       id: newId("task", now),
       runId: run.id,
@@ -128,7 +137,7 @@ export class Engine {
       createdAt: now,
     }));
     await this.store.createRun(run, tasks);
-    return run;
+    return { run, tasks: tasks.map((t) => ({ ...t })) };
   }
 
   /** Creates a run and executes it to the end. */
@@ -136,8 +145,9 @@ export class Engine {
     workflow: Workflow,
     options: CreateRunOptions & ExecuteOptions = {},
   ): Promise<RunOutcome> {
-    const run = await this.createRun(workflow, options);
-    return await this.execute(run.id, options);
+    // created already owned by this engine: no separate claim
+    const { run, tasks } = await this.#createRun(workflow, options, true);
+    return await this.#execute(run, tasks, options);
   }
 
   /**
@@ -151,28 +161,22 @@ export class Engine {
         hint: "list runs with `gleitzeit workflow list`",
       });
     }
+    return await this.#execute(run, undefined, options);
+  }
+
+  async #execute(
+    run: RunRecord,
+    known: TaskRecord[] | undefined,
+    options: ExecuteOptions,
+  ): Promise<RunOutcome> {
+    const runId = run.id;
     if (run.state === "completed") {
       throw new GleitzeitError("USAGE_ERROR", `run ${runId} already completed`, {
         hint: `see its results with \`gleitzeit workflow status ${runId}\``,
       });
     }
-    const now = this.#clock.now();
-    let staleBefore = now - this.#staleAfterMs;
-    if (run.owner && run.owner !== this.#owner && !ownerAlive(run, now, this.#staleAfterMs)) {
-      // the owner's process is gone (same host): take over if nobody else did since we read it
-      staleBefore = (run.heartbeatAt ?? 0) + 1;
-    }
-    const claimed = await this.store.claimRun(runId, this.#owner, now, staleBefore);
-    if (!claimed) {
-      const fresh = await this.store.getRun(runId);
-      const ago = fresh?.heartbeatAt ? Math.round((now - fresh.heartbeatAt) / 1000) : "?";
-      throw new GleitzeitError(
-        "USAGE_ERROR",
-        `run ${runId} is being executed by ${fresh?.owner} (last heartbeat ${ago}s ago)`,
-        { hint: "wait for it to finish, or cancel it with `gleitzeit workflow cancel`" },
-      );
-    }
-    const tasks = await this.store.listTasks({ runId });
+    if (known === undefined) await this.#claim(run);
+    const tasks = known ?? await this.store.listTasks({ runId });
     const resumed = run.startedAt !== undefined || isTerminalRun(run.state);
     const execution = new RunExecution(
       {
@@ -180,7 +184,6 @@ export class Engine {
         dispatcher: this.#dispatcher,
         clock: this.#clock,
         limiter: this.#limiter,
-        batcher: this.#batcher,
         owner: this.#owner,
         random: this.#random,
         heartbeatMs: this.#heartbeatMs,
@@ -190,6 +193,24 @@ export class Engine {
       tasks,
     );
     return await execution.execute(options.signal, resumed);
+  }
+
+  /** Takes ownership of a stored run, or explains who has it. */
+  async #claim(run: RunRecord): Promise<void> {
+    const now = this.#clock.now();
+    let staleBefore = now - this.#staleAfterMs;
+    if (run.owner && run.owner !== this.#owner && !ownerAlive(run, now, this.#staleAfterMs)) {
+      // the owner's process is gone (same host): take over if nobody else did since we read it
+      staleBefore = (run.heartbeatAt ?? 0) + 1;
+    }
+    if (await this.store.claimRun(run.id, this.#owner, now, staleBefore)) return;
+    const fresh = await this.store.getRun(run.id);
+    const ago = fresh?.heartbeatAt ? Math.round((now - fresh.heartbeatAt) / 1000) : "?";
+    throw new GleitzeitError(
+      "USAGE_ERROR",
+      `run ${run.id} is being executed by ${fresh?.owner} (last heartbeat ${ago}s ago)`,
+      { hint: "wait for it to finish, or cancel it with `gleitzeit workflow cancel`" },
+    );
   }
 }
 

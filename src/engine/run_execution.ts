@@ -14,10 +14,10 @@ import type { RunState, TaskState } from "../core/states.ts";
 import type { TaskSpec } from "../core/workflow.ts";
 import type { CallContext } from "../providers/provider.ts";
 import type { RunRecord, Store, TaskFinish, TaskRecord } from "../persistence/store.ts";
+import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { EngineEvent } from "./events.ts";
 import type { Limiter } from "./limiter.ts";
 import { ReadyQueue } from "./ready_queue.ts";
-import type { WriteBatcher } from "./write_batcher.ts";
 
 /** What the engine needs from the provider registry. */
 export interface Dispatcher {
@@ -35,7 +35,6 @@ export interface RunServices {
   dispatcher: Dispatcher;
   clock: Clock;
   limiter: Limiter;
-  batcher: WriteBatcher;
   owner: string;
   random: () => number;
   heartbeatMs: number;
@@ -53,6 +52,8 @@ export interface RunOutcome {
 
 interface Node {
   spec: TaskSpec;
+  /** What the store holds for this task, kept in step with every write. */
+  record: TaskRecord;
   priority: number;
   order: number;
   state: TaskState;
@@ -101,19 +102,23 @@ export class RunExecution {
     const records = new Map(tasks.map((t) => [t.taskId, t]));
     run.workflow.tasks.forEach((spec, order) => {
       const rec = records.get(spec.id);
-      const completed = rec?.state === "completed";
+      if (!rec) {
+        throw new GleitzeitError("PERSISTENCE_ERROR", `run ${run.id} has no task ${spec.id}`);
+      }
+      const completed = rec.state === "completed";
       const node: Node = {
         spec,
+        record: rec,
         priority: spec.priority,
         order,
         state: completed ? "completed" : "queued",
-        attempts: rec?.attempts ?? 0,
-        attemptBase: rec?.attempts ?? 0,
+        attempts: rec.attempts,
+        attemptBase: rec.attempts,
         hasResult: completed,
         remaining: 0,
         dependents: [],
       };
-      if (completed) node.result = rec!.result;
+      if (completed) node.result = rec.result;
       this.#nodes.set(spec.id, node);
       if (!this.#byName.has(spec.name)) this.#byName.set(spec.name, node);
     });
@@ -147,7 +152,10 @@ export class RunExecution {
         stale.push(f);
       }
     }
-    if (stale.length > 0) await store.finishTasks(stale);
+    if (stale.length > 0) {
+      await store.finishTasks(stale);
+      for (const f of stale) applyFinish(this.#nodes.get(f.taskId)!.record, f);
+    }
     await store.updateRun(this.#run.id, {
       state: "running",
       startedAt: this.#run.startedAt ?? started,
@@ -229,6 +237,7 @@ export class RunExecution {
     let error: GleitzeitError | undefined;
     try {
       await store.startAttempt(runId, node.spec.id, attempt, startedAt, owner);
+      applyStart(node.record, attempt, startedAt);
     } catch (e) {
       this.#releaseSlot();
       this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
@@ -477,18 +486,23 @@ export class RunExecution {
     this.#stopRun("fatal", error);
   }
 
-  /** Writes a finish through the batcher, then applies its effects. */
+  /**
+   * Writes a finish, then applies its effects. Stores commit the writes issued in one tick
+   * together, so finishes that arrive together (and the claims they free) share a commit.
+   */
   async #write(
     node: Node,
     f: Omit<TaskFinish, "runId" | "taskId">,
     then: () => void,
   ): Promise<void> {
+    const finish: TaskFinish = { runId: this.#run.id, taskId: node.spec.id, ...f };
     try {
-      await this.#svc.batcher.write({ runId: this.#run.id, taskId: node.spec.id, ...f });
+      await this.#svc.store.finishTasks([finish]);
     } catch (e) {
       this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
       return;
     }
+    applyFinish(node.record, finish);
     then();
   }
 
@@ -543,7 +557,8 @@ export class RunExecution {
       at,
       ...(error ? { error: error.toData() } : {}),
     });
-    outcome.tasks = await store.listTasks({ runId: this.#run.id }).catch(() => []);
+    // the records mirror every write, so the outcome needs no read of the whole run
+    outcome.tasks = [...this.#nodes.values()].map((n) => n.record);
     return outcome;
   }
 }

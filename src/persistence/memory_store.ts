@@ -2,8 +2,9 @@
 
 import { isTerminalRun } from "../core/states.ts";
 import {
+  applyFinish,
+  applyStart,
   attemptStateFor,
-  finishSetsFinishedAt,
   runExists,
   runNotFound as notFound,
   taskNotFound,
@@ -66,10 +67,7 @@ export class MemoryStore implements Store {
   ): Promise<void> {
     const task = this.#runTasks.get(runId)?.get(taskId);
     if (!task) return Promise.reject(taskNotFound(runId, taskId));
-    task.state = "running";
-    task.attempts = attempt;
-    task.startedAt = at;
-    delete task.error;
+    applyStart(task, attempt, at);
     const key = `${runId}\u0000${taskId}`;
     const rec: AttemptRecord = { runId, taskId, attempt, state: "running", startedAt: at };
     if (owner !== undefined) rec.owner = owner;
@@ -88,14 +86,7 @@ export class MemoryStore implements Store {
     }
     for (const f of finishes) {
       const task = this.#runTasks.get(f.runId)!.get(f.taskId)!;
-      task.state = f.state;
-      if (finishSetsFinishedAt(f.state)) task.finishedAt = f.at;
-      if ("result" in f) {
-        if (f.result === undefined) delete task.result;
-        else task.result = clone(f.result);
-      }
-      if (f.error) task.error = clone(f.error);
-      if (f.reason !== undefined) task.reason = f.reason;
+      applyFinish(task, f, clone);
       if (f.attempt !== undefined) {
         const att = this.#attempts.get(`${f.runId}\u0000${f.taskId}`)?.find((a) =>
           a.attempt === f.attempt

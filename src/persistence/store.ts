@@ -5,7 +5,9 @@
  * runs against each.
  *
  * Durability budget on the engine's critical path: `startAttempt` (the claim) and
- * `finishTasks` (result + done, several tasks in one commit) per task, nothing more.
+ * `finishTasks` (result + done) per task, nothing more. Writes issued in the same tick (a
+ * fan-out's claims, finishes that arrive together and the claims they free) must be committed
+ * together, in one transaction; the engine relies on this for group commit.
  *
  * @module
  */

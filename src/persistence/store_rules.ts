@@ -5,7 +5,7 @@
  */
 
 import { GleitzeitError } from "../core/errors.ts";
-import type { AttemptRecord, TaskFinish } from "./store.ts";
+import type { AttemptRecord, TaskFinish, TaskRecord } from "./store.ts";
 
 /** The state an attempt ends in when its task leaves `running` as `state`. */
 export function attemptStateFor(state: TaskFinish["state"]): AttemptRecord["state"] {
@@ -23,6 +23,33 @@ export function attemptStateFor(state: TaskFinish["state"]): AttemptRecord["stat
 /** False for the states that lead to another attempt (the task is not finished). */
 export function finishSetsFinishedAt(state: TaskFinish["state"]): boolean {
   return state !== "retry_pending" && state !== "queued";
+}
+
+/** Applies a claim (`startAttempt`) to a task record in place. */
+export function applyStart(task: TaskRecord, attempt: number, at: number): void {
+  task.state = "running";
+  task.attempts = attempt;
+  task.startedAt = at;
+  delete task.error;
+}
+
+/**
+ * Applies a finish to a task record in place (values are not copied). `copy` lets a store
+ * keep its own copy of results and errors.
+ */
+export function applyFinish(
+  task: TaskRecord,
+  f: TaskFinish,
+  copy: <T>(v: T) => T = (v) => v,
+): void {
+  task.state = f.state;
+  if (finishSetsFinishedAt(f.state)) task.finishedAt = f.at;
+  if ("result" in f) {
+    if (f.result === undefined) delete task.result;
+    else task.result = copy(f.result);
+  }
+  if (f.error) task.error = copy(f.error);
+  if (f.reason !== undefined) task.reason = f.reason;
 }
 
 /** The error for an unknown run id. */
