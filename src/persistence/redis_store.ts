@@ -100,6 +100,12 @@ export class RedisStore implements Store {
     resolve: () => void;
     reject: (e: unknown) => void;
   }[] = [];
+  #finishes: {
+    finishes: TaskFinish[];
+    parts: string[];
+    resolve: () => void;
+    reject: (e: unknown) => void;
+  }[] = [];
 
   private constructor(client: Client, url: string, prefix: string) {
     this.#client = client;
@@ -317,9 +323,17 @@ export class RedisStore implements Store {
     });
   }
 
+  /**
+   * Finishes are queued for the rest of the tick like claims: the calls made in one tick (a
+   * fan-out's tasks finishing together) go out as one script call. Should one of them name an
+   * unknown task, each call is sent again on its own so that only that one fails.
+   */
   finishTasks(finishes: TaskFinish[]): Promise<void> {
     if (finishes.length === 0) return Promise.resolve();
-    const args = [this.prefix];
+    if (this.#closed) {
+      return Promise.reject(new GleitzeitError("PERSISTENCE_ERROR", "the Redis store is closed"));
+    }
+    const parts: string[] = [];
     for (const f of finishes) {
       const hasResult = "result" in f;
       const part = [
@@ -336,21 +350,44 @@ export class RedisStore implements Store {
         f.reason ?? "",
       ];
       if (part.length !== FINISH_FIELDS) throw new Error("finish encoding out of step");
-      args.push(...part);
+      parts.push(...part);
     }
-    return this.#do("cannot record finished tasks", async () => {
-      try {
-        await this.#script("finish", [], args);
-        this.#commits++;
-      } catch (e) {
-        if (isNotFound(e)) {
-          const i = Number(/GZ_NOT_FOUND (\d+)/.exec(String((e as Error).message))?.[1]);
-          const f = finishes[i] ?? finishes[0]!;
-          throw taskNotFound(f.runId, f.taskId);
-        }
-        throw e;
-      }
+    return new Promise<void>((resolve, reject) => {
+      this.#finishes.push({ finishes, parts, resolve, reject });
+      if (this.#finishes.length === 1) queueMicrotask(() => void this.#flushFinishes());
     });
+  }
+
+  async #flushFinishes(): Promise<void> {
+    const batch = this.#finishes;
+    this.#finishes = [];
+    const send = async (items: typeof batch) => {
+      const finishes = items.flatMap((b) => b.finishes);
+      await this.#do("cannot record finished tasks", async () => {
+        try {
+          await this.#script("finish", [], [this.prefix, ...items.flatMap((b) => b.parts)]);
+          this.#commits++;
+        } catch (e) {
+          if (isNotFound(e)) {
+            const i = Number(/GZ_NOT_FOUND (\d+)/.exec(String((e as Error).message))?.[1]);
+            const f = finishes[i] ?? finishes[0]!;
+            throw taskNotFound(f.runId, f.taskId);
+          }
+          throw e;
+        }
+      });
+    };
+    try {
+      await send(batch);
+      for (const b of batch) b.resolve();
+    } catch (e) {
+      if (batch.length === 1 || !(e instanceof GleitzeitError && e.code === "TASK_NOT_FOUND")) {
+        for (const b of batch) b.reject(e);
+        return;
+      }
+      // the script is all or nothing: go again call by call, so only the bad one fails
+      for (const b of batch) await send([b]).then(b.resolve, b.reject);
+    }
   }
 
   claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
