@@ -17,12 +17,17 @@ export interface PythonInterpreter {
   basePrefix: string;
   /** `major.minor.micro`. */
   version: string;
+  /**
+   * `sys.path` of a normal isolated start. Tasks start with `-S` (skipping `site`, which
+   * costs tens of milliseconds when `.pth` files import packages) and get this path.
+   */
+  path: string[];
 }
 
 const cache = new Map<string, Promise<PythonInterpreter>>();
 
 const PROBE = "import sys,json;print(json.dumps([sys.executable,sys.prefix,sys.base_prefix," +
-  "'%d.%d.%d'%sys.version_info[:3]]))";
+  "'%d.%d.%d'%sys.version_info[:3],[p for p in sys.path if p]]))";
 
 /**
  * Resolves `command` (a name on PATH or a path; default `python3`) to the real interpreter.
@@ -66,10 +71,16 @@ async function probe(command: string): Promise<PythonInterpreter> {
     );
   }
   try {
-    const [executable, prefix, basePrefix, version] = JSON.parse(text) as string[];
+    const [executable, prefix, basePrefix, version, path] = JSON.parse(text) as [
+      string,
+      string,
+      string,
+      string,
+      string[],
+    ];
     if (!executable) throw new Error("empty sys.executable");
     if (!version.startsWith("3.")) throw new Error(`Python ${version} is not Python 3`);
-    return { executable, prefix, basePrefix, version };
+    return { executable, prefix, basePrefix, version, path };
   } catch (e) {
     throw new GleitzeitError(
       "PROVIDER_UNAVAILABLE",

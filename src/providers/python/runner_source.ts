@@ -8,8 +8,10 @@
  *
  * Mode `pool`: a warm parent. It imports everything once, then reads one job per line from
  * stdin and forks a fresh child per job (no state survives from one task to the next). The
- * child does exactly what `once` does; the parent answers each job with one JSON line on
- * stdout once the child has ended: `{"id", "pid", "status"}`.
+ * child does what `once` does, with its stdout/stderr going to files (`stdout_path`,
+ * `stderr_path`; Python-level writes past `output_limit` are counted, not written). The
+ * parent answers each job with one line on stdout once the child has ended:
+ * `{"status": <waitpid status>}`.
  *
  * Job fields: `kind` ("execute" | "script"), `code` | `script` + `args`, `context`,
  * `work_dir`, `result_path`, `stdout_path`/`stderr_path` (pool mode: where the child's
@@ -21,7 +23,11 @@
 
 /** Python source of the runner. */
 export const RUNNER_SOURCE = String.raw`
-import sys, os, json, time, traceback, linecache, signal
+import sys, os, io, time, _json, _signal
+
+# Start-up time matters (a cold task pays it): json, signal, traceback and linecache cost
+# 4-9 ms each to import, so the codec is built on the C accelerator directly and the
+# traceback machinery is imported only when a task fails.
 
 class _Unserialisable(Exception):
     def __init__(self, type_name):
@@ -38,6 +44,34 @@ def _type_name(o):
 def _default(o):
     raise _Unserialisable(_type_name(o))
 
+class _ScanContext:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float
+    memo = {}
+
+try:
+    _scan = _json.make_scanner(_ScanContext())
+    _json.make_encoder(None, repr, _json.encode_basestring, None, ": ", ", ", False, False,
+                       False)
+    def _loads(text):
+        return _scan(text, 0)[0]
+    def _dumps(obj, default=_default, allow_nan=False):
+        enc = _json.make_encoder({}, default, _json.encode_basestring, None, ": ", ", ",
+                                 False, False, allow_nan)
+        return "".join(enc(obj, 0))
+except Exception:  # another Python's accelerator: the slower, documented way
+    import json as _jsonmod
+    def _loads(text):
+        return _jsonmod.loads(text)
+    def _dumps(obj, default=_default, allow_nan=False):
+        return _jsonmod.dumps(obj, default=default, allow_nan=allow_nan, ensure_ascii=False)
+
+_SOURCES = {}
+
 def _user_tb(tb):
     me = _user_tb.__code__.co_filename
     while tb is not None and tb.tb_frame.f_code.co_filename == me:
@@ -45,8 +79,11 @@ def _user_tb(tb):
     return tb
 
 def _failure(e):
-    tb = _user_tb(e.__traceback__)
     try:
+        import traceback, linecache
+        for name, src in _SOURCES.items():
+            linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+        tb = _user_tb(e.__traceback__)
         text = "".join(traceback.format_exception(type(e), e, tb))
         only = traceback.format_exception_only(type(e), e)
         last = only[-1].strip() if only else type(e).__name__
@@ -72,7 +109,7 @@ def _execute(job):
             code = compile(src, path, "exec", dont_inherit=True)
         else:
             src = job["code"]
-            linecache.cache["<task>"] = (len(src), None, src.splitlines(True), "<task>")
+            _SOURCES["<task>"] = src
             sys.argv = ["<task>"]
             code = compile(src, "<task>", "exec", dont_inherit=True)
         exec(code, g)
@@ -91,8 +128,7 @@ def _execute(job):
     if payload is None:
         value = g.get("result")
         try:
-            return json.dumps({"ok": True, "result": value, "execution_time_ms": ms},
-                              default=_default, allow_nan=False, ensure_ascii=False)
+            return _dumps({"ok": True, "result": value, "execution_time_ms": ms})
         except _Unserialisable as u:
             payload = {"ok": False, "kind": "result_type", "type": u.type_name,
                        "message": "result is not JSON-serialisable: contains a value of type "
@@ -102,20 +138,19 @@ def _execute(job):
                        "message": "result (of type %s) is not JSON-serialisable: %s"
                                   % (_type_name(value), e)}
     payload["execution_time_ms"] = ms
-    return json.dumps(payload, ensure_ascii=False, default=repr)
+    return _dumps(payload, default=repr, allow_nan=True)
 
 def _write_result(path, text):
+    # Read only after this process has ended, so no rename dance is needed for atomicity;
+    # a torn file (killed mid-write) does not parse and counts as "no result".
     data = text.encode("utf-8", "surrogatepass")
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
         while view:
-            n = os.write(fd, view)
-            view = view[n:]
+            view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-    os.rename(tmp, path)
 
 def _subreaper():
     try:
@@ -159,7 +194,7 @@ def _reap_descendants():
         kids = _descendants(me)
         for pid in kids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, 9)
             except OSError:
                 pass
         if time.monotonic() > deadline:
@@ -175,8 +210,10 @@ def _apply_limits(job):
                  "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
         for key, value in limits.items():
             if key in names and value is not None:
-                resource.setrlimit(names[key], (int(value), int(value)))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                # CPU: SIGXCPU at the soft limit (a clear cause), SIGKILL a second later.
+                hard = int(value) + 1 if key == "cpu" else int(value)
+                resource.setrlimit(names[key], (int(value), hard))
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
 
 def _drop_user(job):
     uid = job.get("uid")
@@ -201,14 +238,66 @@ def _stdin_devnull():
     os.dup2(fd, 0)
     os.close(fd)
 
+class _CappedRaw(io.RawIOBase):
+    """fd writer that keeps the first limit bytes and counts the rest (pool mode)."""
+    def __init__(self, fd, limit):
+        self.fd = fd
+        self.left = limit
+        self.dropped = 0
+    def writable(self):
+        return True
+    def fileno(self):
+        return self.fd
+    def write(self, b):
+        n = len(b)
+        keep = min(n, self.left)
+        if keep > 0:
+            view = memoryview(b)[:keep]
+            while view:
+                view = view[os.write(self.fd, view):]
+            self.left -= keep
+        self.dropped += n - keep
+        return n
+
+def _capture(job):
+    limit = int(job.get("output_limit") or 1048576)
+    streams = []
+    for fd, key in ((1, "stdout_path"), (2, "stderr_path")):
+        out = os.open(job[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, fd)
+        os.close(out)
+        raw = _CappedRaw(fd, limit)
+        streams.append(raw)
+        text = io.TextIOWrapper(io.BufferedWriter(raw, 8192), encoding="utf-8",
+                                errors="backslashreplace", line_buffering=(fd == 2),
+                                write_through=(fd == 2))
+        if fd == 1:
+            sys.stdout = sys.__stdout__ = text
+        else:
+            sys.stderr = sys.__stderr__ = text
+    return streams
+
+def _size(fd):
+    try:
+        return os.fstat(fd).st_size
+    except OSError:
+        return -1
+
 def _run_job(job):
-    os.chdir(job["work_dir"])
     _drop_user(job)
+    os.chdir(job["work_dir"])
+    os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
+    streams = _capture(job) if job.get("stdout_path") else None
     _apply_limits(job)
     text = _execute(job)
     _flush()
     if job.get("subreaper"):
         _reap_descendants()
+    if streams is not None:
+        # Sizes let the provider skip reading empty output files.
+        text = text[:-1] + (', "stdout_dropped": %d, "stderr_dropped": %d, "stdout_size": %d, '
+                            '"stderr_size": %d}') % (streams[0].dropped, streams[1].dropped,
+                                                    _size(1), _size(2))
     try:
         _write_result(job["result_path"], text)
     except OSError as e:
@@ -216,55 +305,75 @@ def _run_job(job):
         _flush()
         os._exit(3)
 
+def _set_path(job):
+    # Started with -S (site costs tens of ms when .pth files import packages): take the
+    # module path a normal start computes, as probed once by the provider.
+    path = job.get("sys_path")
+    if path:
+        sys.path[:] = [p for p in path if p]
+
 def _once():
     try:
         os.setsid()
     except OSError:
         pass
-    job = json.loads(sys.stdin.buffer.read())
+    job = _loads(sys.stdin.buffer.read().decode("utf-8"))
+    _set_path(job)
     _stdin_devnull()
     if job.get("subreaper"):
         _subreaper()
     _run_job(job)
     os._exit(0)
 
-def _redirect(path, fd):
-    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(out, fd)
-    os.close(out)
-
 def _pool():
-    # Warm what user code commonly needs, so the forked child pays nothing for it.
-    import resource, ctypes  # noqa: F401
-    for m in ("json.decoder", "collections", "re", "math", "random", "datetime", "decimal",
-              "fractions", "statistics", "itertools", "functools", "subprocess", "pathlib"):
+    _set_path(_loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+    # Warm what user code commonly needs, so the forked child pays nothing for it. Not more:
+    # a bigger parent makes every fork slower (page tables), e.g. +0.5 ms for decimal,
+    # statistics, subprocess, pathlib and friends together.
+    import resource, ctypes, json, traceback, linecache, gc  # noqa: F401
+    for m in ("collections", "re", "math", "itertools", "functools", "datetime"):
         try:
             __import__(m)
         except Exception:
             pass
-    _subreaper()
+    # First use of the compiler, the codec and text I/O in a process costs ~1 ms of lazy
+    # set-up: pay it here, once, instead of in every child.
+    exec(compile("result = {'a': [i * 2 for i in range(3)]}\ndef f(x):\n    return x\n",
+                 "<warm>", "exec", dont_inherit=True), {"__builtins__": __builtins__})
+    _loads(_dumps({"a": [1, 2.5, "x", None, True]}))
+    fd = os.open(os.devnull, os.O_WRONLY)
+    t = io.TextIOWrapper(io.BufferedWriter(_CappedRaw(fd, 10)), encoding="utf-8",
+                         errors="backslashreplace")
+    t.write("warm\n")
+    t.flush()
+    os.close(fd)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of a task come back here
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: tasks cannot ptrace or read our memory
     out = os.fdopen(os.dup(1), "w", buffering=1)
     inp = os.fdopen(os.dup(0), "rb")
     _stdin_devnull()
     nul = os.open(os.devnull, os.O_WRONLY)
     os.dup2(nul, 1)
     os.close(nul)
-    out.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
-    for line in inp:
+    # Objects that exist now are never collected: a collection in a child would otherwise
+    # touch (and copy) every page of the parent's heap.
+    gc.collect()
+    gc.freeze()
+    out.write('{"ready": true}\n')
+    while True:
+        line = inp.readline()
+        if not line:
+            break
         if not line.strip():
             continue
-        job = json.loads(line)
+        job = _loads(line.decode("utf-8"))
         pid = os.fork()
         if pid == 0:
             try:
                 inp.close()
                 out.close()
                 os.setsid()
-                _redirect(job["stdout_path"], 1)
-                _redirect(job["stderr_path"], 2)
-                sys.stdout = os.fdopen(1, "w", buffering=-1, encoding="utf-8", errors="backslashreplace")
-                sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
-                _subreaper()
                 _run_job(job)
                 os._exit(0)
             except BaseException:
@@ -273,10 +382,9 @@ def _pool():
                     _flush()
                 finally:
                     os._exit(70)
-        out.write(json.dumps({"id": job.get("id"), "pid": pid, "started": True}) + "\n")
         _, status = os.waitpid(pid, 0)
         _reap_descendants()
-        out.write(json.dumps({"id": job.get("id"), "pid": pid, "status": status}) + "\n")
+        out.write('{"status": %d}\n' % status)
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "pool":

@@ -52,3 +52,58 @@ export async function assertAllDead(pids: number[], withinMs: number): Promise<n
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Pids (host view) of live processes whose command line contains `marker`. */
+export function pidsWithMarker(marker: string): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
+    try {
+      const cmd = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+      if (cmd.includes(marker) && isAlive(pid)) found.push(pid);
+    } catch {
+      // Gone.
+    }
+  }
+  return found;
+}
+
+/** Waits until at least `n` live processes carry `marker`; returns their pids. */
+export async function waitForMarked(marker: string, n: number, timeoutMs = 10_000) {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const pids = pidsWithMarker(marker);
+    if (pids.length >= n) return pids;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(
+    `never saw ${n} processes marked ${marker} (saw ${pidsWithMarker(marker).length})`,
+  );
+}
+
+/** A unique marker for command lines. */
+export function newMarker(): string {
+  return `gz-marker-${crypto.randomUUID()}`;
+}
+
+/**
+ * Python that starts three sleepers carrying `marker` in their command line (a plain child,
+ * a `setsid` child and a double-forked `setsid` grandchild whose parent exits), then sleeps.
+ */
+export function spawnMarked(marker: string): string {
+  return `
+import os, sys, subprocess, time
+sleeper = [sys.executable, "-c", "import time; time.sleep(120)", ${JSON.stringify(marker)}]
+subprocess.Popen(sleeper)
+subprocess.Popen(sleeper, start_new_session=True)
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, sleeper)
+    os._exit(0)
+os.waitpid(pid, 0)
+time.sleep(120)
+`;
+}

@@ -1,0 +1,179 @@
+/**
+ * python/v1 start-up costs against raw baselines measured in the same run:
+ *
+ *   raw spawn            `python3 -I -S -c pass`
+ *   bwrap spawn          the same inside our bubblewrap sandbox (its setup = the difference)
+ *   cold sandboxed task  PythonProvider, sandbox bwrap, no pool, `result = 1`
+ *   raw warm round trip  a JSON line to a long-running Python process and back
+ *   ... + fork           the same, the Python side forking and reaping a child per message
+ *   warm-pool task       PythonProvider, sandbox bwrap, pool of 1, `result = 1`
+ *
+ * Targets (issue 5): cold <= 1.25 x raw spawn + sandbox setup; warm p50 <= 2 x (round trip
+ * + fork); warm p99 <= 5 ms.
+ *
+ * Run: deno run --allow-all bench/python_bench.ts [--cold N] [--warm N] [--json]
+ */
+
+import { bwrapArgs, findBwrap } from "../src/providers/python/bubblewrap.ts";
+import { resolvePython } from "../src/providers/python/python_interpreter.ts";
+import { PythonProvider } from "../src/providers/python/python_provider.ts";
+
+function arg(name: string, fallback: number): number {
+  const i = Deno.args.indexOf(name);
+  return i >= 0 ? Number(Deno.args[i + 1]) : fallback;
+}
+const COLD = arg("--cold", 60);
+const WARM = arg("--warm", 500);
+
+interface Stats {
+  n: number;
+  mean: number;
+  p50: number;
+  p99: number;
+}
+
+function stats(samples: number[]): Stats {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return {
+    n: s.length,
+    mean: s.reduce((a, b) => a + b, 0) / s.length,
+    p50: at(0.5),
+    p99: at(0.99),
+  };
+}
+
+async function time(n: number, fn: () => Promise<unknown>, warmup = 3): Promise<Stats> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn();
+    samples.push(performance.now() - t);
+  }
+  return stats(samples);
+}
+
+const py = await resolvePython("python3");
+const bwrap = findBwrap();
+const ctx = () => ({
+  signal: new AbortController().signal,
+  runId: "bench",
+  taskId: "t",
+  attempt: 1,
+});
+
+const rawSpawn = await time(
+  COLD,
+  () =>
+    new Deno.Command(py.executable, { args: ["-I", "-S", "-c", "pass"], stdout: "null" }).output(),
+);
+
+const scratch = await Deno.makeTempDir();
+const sandboxArgs = bwrapArgs(py, {
+  taskDir: scratch,
+  cwd: scratch,
+  network: false,
+  read: [],
+  write: [],
+});
+const bwrapSpawn = await time(COLD, () =>
+  new Deno.Command(bwrap, {
+    args: [...sandboxArgs, "--", py.executable, "-I", "-S", "-c", "pass"],
+    stdout: "null",
+  }).output());
+await Deno.remove(scratch, { recursive: true });
+
+const cold = new PythonProvider({ sandbox: "bwrap" });
+const coldTask = await time(COLD, () => cold.call("python/execute", { code: "result = 1" }, ctx()));
+await cold.close();
+
+// A long-running Python that answers each JSON line; with "fork", it forks and reaps a child
+// per message first (the floor of a fork-per-task design).
+const echo = new Deno.Command(py.executable, {
+  args: [
+    "-I",
+    "-S",
+    "-c",
+    "import sys, os, json\nfor line in sys.stdin:\n    m = json.loads(line)\n    if m.get('fork'):\n" +
+    "        pid = os.fork()\n        if pid == 0: os._exit(0)\n        os.waitpid(pid, 0)\n" +
+    "    sys.stdout.write(json.dumps({'id': m['id'], 'result': 1}) + '\\n')\n    sys.stdout.flush()\n",
+  ],
+  stdin: "piped",
+  stdout: "piped",
+}).spawn();
+const writer = echo.stdin.getWriter();
+const reader = echo.stdout.pipeThrough(new TextDecoderStream()).getReader();
+let buffered = "";
+async function roundTrip(fork: boolean, id: number): Promise<void> {
+  await writer.write(new TextEncoder().encode(JSON.stringify({ id, fork }) + "\n"));
+  while (!buffered.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("echo process ended");
+    buffered += value;
+  }
+  buffered = buffered.slice(buffered.indexOf("\n") + 1);
+}
+let seq = 0;
+const rawRoundTrip = await time(WARM, () => roundTrip(false, seq++), 20);
+const rawForkTrip = await time(WARM, () => roundTrip(true, seq++), 20);
+await writer.close();
+await echo.status;
+
+const warm = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+await warm.prewarm();
+const warmTask = await time(
+  WARM,
+  () => warm.call("python/execute", { code: "result = 1" }, ctx()),
+  20,
+);
+await warm.close();
+
+const setup = Math.max(0, bwrapSpawn.p50 - rawSpawn.p50);
+const report = {
+  python: py.executable,
+  version: py.version,
+  raw_spawn_ms: rawSpawn,
+  bwrap_spawn_ms: bwrapSpawn,
+  sandbox_setup_ms: setup,
+  cold_sandboxed_task_ms: coldTask,
+  raw_warm_round_trip_ms: rawRoundTrip,
+  raw_warm_round_trip_with_fork_ms: rawForkTrip,
+  warm_pool_task_ms: warmTask,
+  ratios: {
+    cold_vs_raw_spawn_plus_setup: coldTask.p50 / (rawSpawn.p50 + setup),
+    warm_p50_vs_round_trip_plus_fork: warmTask.p50 / rawForkTrip.p50,
+    warm_p50_vs_round_trip: warmTask.p50 / rawRoundTrip.p50,
+  },
+};
+
+if (Deno.args.includes("--json")) {
+  console.log(JSON.stringify(report, null, 2));
+} else {
+  const f = (x: number) => x.toFixed(2).padStart(8);
+  const row = (name: string, s: Stats) =>
+    console.log(
+      `${name.padEnd(34)} p50 ${f(s.p50)} ms  p99 ${f(s.p99)} ms  mean ${f(s.mean)} ms  (n=${s.n})`,
+    );
+  console.log(`python/v1 benchmark — ${py.executable} (Python ${py.version})`);
+  row("raw spawn (python3 -I -S -c pass)", rawSpawn);
+  row("bwrap spawn (same, sandboxed)", bwrapSpawn);
+  console.log(`${"sandbox setup (difference of p50s)".padEnd(34)}     ${f(setup)} ms`);
+  row("cold sandboxed task", coldTask);
+  row("raw warm round trip (JSON line)", rawRoundTrip);
+  row("raw warm round trip + fork", rawForkTrip);
+  row("warm-pool task (sandboxed)", warmTask);
+  const r = report.ratios;
+  console.log(
+    `cold / (raw spawn + setup)      = ${
+      r.cold_vs_raw_spawn_plus_setup.toFixed(2)
+    }x  (target <= 1.25x)`,
+  );
+  console.log(
+    `warm p50 / (round trip + fork)  = ${
+      r.warm_p50_vs_round_trip_plus_fork.toFixed(2)
+    }x  (target <= 2x)`,
+  );
+  console.log(`warm p50 / round trip           = ${r.warm_p50_vs_round_trip.toFixed(2)}x`);
+  console.log(`warm p99                        = ${warmTask.p99.toFixed(2)} ms  (target <= 5 ms)`);
+}

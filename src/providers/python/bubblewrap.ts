@@ -1,0 +1,216 @@
+/**
+ * The bubblewrap command line of a sandboxed Python process: own PID, network, IPC, UTS and
+ * mount namespaces; the system read-only; only the task directory (and declared paths)
+ * writable; dies with its parent. When the orchestrator runs as root, bwrap runs without a
+ * user namespace and the runner drops to uid/gid 65534 itself (bwrap grants it only
+ * CAP_SETUID/CAP_SETGID for that, with no_new_privs set); otherwise bwrap maps the sandbox
+ * into a user namespace of the calling user.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { GleitzeitError } from "../../core/errors.ts";
+import type { PythonInterpreter } from "./python_interpreter.ts";
+
+/** The unprivileged user tasks run as when the orchestrator is root. */
+export const SANDBOX_UID = 65534;
+
+/** How to install bubblewrap, for error hints. */
+export const BWRAP_INSTALL_HINT =
+  "install bubblewrap (Debian/Ubuntu: `apt-get install -y bubblewrap`; Fedora: `dnf install " +
+  "bubblewrap`), or choose a weaker sandbox explicitly with `sandbox: basic` (limits only) or " +
+  "`sandbox: none`";
+
+const BWRAP_CANDIDATES = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"];
+
+/** Finds the bwrap executable (an explicit path wins), or fails with how to install it. */
+export function findBwrap(explicit?: string): string {
+  for (const path of explicit ? [explicit] : BWRAP_CANDIDATES) {
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // Try the next one.
+    }
+  }
+  throw new GleitzeitError(
+    "SANDBOX_UNAVAILABLE",
+    `the Python sandbox needs bubblewrap, which was not found (${
+      explicit ?? BWRAP_CANDIDATES.join(", ")
+    })`,
+    { hint: BWRAP_INSTALL_HINT },
+  );
+}
+
+let rootCache: boolean | undefined;
+
+/** True when this process runs as uid 0 (read from /proc: Deno.uid needs --allow-sys). */
+export function runningAsRoot(): boolean {
+  if (rootCache === undefined) {
+    try {
+      const status = Deno.readTextFileSync("/proc/self/status");
+      const uid = status.match(/^Uid:\s+(\d+)/m)?.[1];
+      rootCache = uid === "0";
+    } catch {
+      rootCache = false;
+    }
+  }
+  return rootCache;
+}
+
+/** What one sandbox needs to see. */
+export interface BwrapMounts {
+  /** The task (or pool) directory: writable, bound at the same path. */
+  taskDir: string;
+  /** Working directory inside. */
+  cwd: string;
+  network: boolean;
+  read: string[];
+  write: string[];
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isSymlink(path: string): string | undefined {
+  try {
+    return Deno.readLinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The bwrap arguments (everything before the command to run). */
+export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] {
+  const args = [
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+    "--new-session",
+    "--hostname",
+    "sandbox",
+  ];
+  if (!mounts.network) args.push("--unshare-net");
+  if (runningAsRoot()) {
+    args.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
+  } else {
+    args.push("--unshare-user", "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_UID));
+  }
+  args.push("--ro-bind", "/usr", "/usr");
+  for (const top of ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]) {
+    const target = isSymlink(top);
+    if (target !== undefined) args.push("--symlink", target, top);
+    else if (exists(top)) args.push("--ro-bind", top, top);
+  }
+  const etc = [
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/alternatives",
+    "/etc/mime.types",
+  ];
+  if (mounts.network) etc.push("/etc/resolv.conf", "/etc/hosts", "/etc/gai.conf", "/etc/services");
+  for (const path of etc) args.push("--ro-bind-try", path, path);
+  args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+  const made = new Set<string>();
+  const bind = (flag: string, path: string) => {
+    // bwrap would create missing parents with the host's modes (e.g. /root is 0700, which
+    // the sandbox user could not traverse): create them traversable instead.
+    for (const dir of ancestors(path)) {
+      if (made.has(dir) || dir === "/usr" || dir.startsWith("/usr/") || dir === "/tmp") continue;
+      made.add(dir);
+      args.push("--perms", "0755", "--dir", dir);
+    }
+    args.push(flag, path, path);
+  };
+  // The interpreter's own tree, when it lives outside /usr (pyenv, a venv, /opt).
+  const trees = new Set([py.prefix, py.basePrefix, dirname(dirname(py.executable))]);
+  for (const tree of trees) {
+    if (tree && !tree.startsWith("/usr/") && tree !== "/usr") bind("--ro-bind", tree);
+  }
+  for (const path of mounts.read) bind("--ro-bind", path);
+  for (const path of mounts.write) bind("--bind", path);
+  bind("--bind", mounts.taskDir);
+  args.push("--chdir", mounts.cwd);
+  return args;
+}
+
+/** `/a/b/c` -> [`/a`, `/a/b`]. */
+function ancestors(path: string): string[] {
+  const out: string[] = [];
+  let dir = dirname(path);
+  while (dir !== "/" && dir !== ".") {
+    out.unshift(dir);
+    dir = dirname(dir);
+  }
+  return out;
+}
+
+const probes = new Map<string, Promise<void>>();
+
+/**
+ * Checks once per process (and bwrap path + interpreter) that bubblewrap can start the
+ * interpreter, so a broken setup fails with a clear error instead of a crashed task.
+ */
+export function probeBwrap(bwrap: string, py: PythonInterpreter, scratch: string): Promise<void> {
+  const key = `${bwrap}\0${py.executable}`;
+  let probe = probes.get(key);
+  if (!probe) {
+    probe = (async () => {
+      const args = bwrapArgs(py, {
+        taskDir: scratch,
+        cwd: scratch,
+        network: false,
+        read: [],
+        write: [],
+      });
+      let out: Deno.CommandOutput;
+      try {
+        out = await new Deno.Command(bwrap, {
+          args: [...args, "--", py.executable, "-I", "-S", "-c", "pass"],
+          clearEnv: true,
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).output();
+      } catch (e) {
+        throw new GleitzeitError(
+          "SANDBOX_UNAVAILABLE",
+          `cannot start bubblewrap (${bwrap}): ${(e as Error).message}`,
+          { hint: BWRAP_INSTALL_HINT, cause: e },
+        );
+      }
+      if (!out.success) {
+        const why = new TextDecoder().decode(out.stderr).trim().slice(-500);
+        throw new GleitzeitError(
+          "SANDBOX_UNAVAILABLE",
+          `bubblewrap cannot set up the Python sandbox on this machine: ${
+            why || `exit ${out.code}`
+          }`,
+          {
+            hint: "bubblewrap needs unprivileged user namespaces (sysctl " +
+              "kernel.unprivileged_userns_clone=1) or root; otherwise choose `sandbox: basic` " +
+              "or `sandbox: none`",
+          },
+        );
+      }
+    })();
+    probes.set(key, probe);
+    probe.catch(() => probes.delete(key));
+  }
+  return probe;
+}

@@ -1,0 +1,206 @@
+/** From what the runner left behind (result file, output, exit) to a result or an error. @module */
+
+import { GleitzeitError } from "../../core/errors.ts";
+import type { CapturedOutput } from "./output_capture.ts";
+import type { SandboxLimits } from "./sandbox_policy.ts";
+
+/** What the runner writes to the result file. */
+export interface RunnerPayload {
+  ok: boolean;
+  result?: unknown;
+  kind?: "exception" | "exit" | "result_type";
+  type?: string;
+  message?: string;
+  traceback?: string;
+  code?: number;
+  execution_time_ms: number;
+  stdout_dropped?: number;
+  stderr_dropped?: number;
+  /** Size of the output file (warm pool); -1 when unknown. */
+  stdout_size?: number;
+  stderr_size?: number;
+}
+
+/** The result of a successful `python/execute` or `python/script`. */
+export interface PythonResult {
+  result: unknown;
+  output: string;
+  stderr: string;
+  execution_time_ms: number;
+  output_truncated: boolean;
+  stderr_truncated: boolean;
+}
+
+/** How the task's process ended. */
+export interface ProcessExit {
+  code: number | null;
+  signal: string | null;
+}
+
+/** How much of stdout/stderr a failure keeps in its details. */
+const DETAIL_TAIL = 8 * 1024;
+
+const SIGNALS: Record<number, string> = {
+  1: "SIGHUP",
+  2: "SIGINT",
+  3: "SIGQUIT",
+  4: "SIGILL",
+  6: "SIGABRT",
+  7: "SIGBUS",
+  8: "SIGFPE",
+  9: "SIGKILL",
+  11: "SIGSEGV",
+  13: "SIGPIPE",
+  14: "SIGALRM",
+  15: "SIGTERM",
+  24: "SIGXCPU",
+  25: "SIGXFSZ",
+};
+
+/** A signal number's name (`SIGKILL`), or `signal N`. */
+export function signalName(n: number): string {
+  return SIGNALS[n] ?? `signal ${n}`;
+}
+
+/** Decodes a `waitpid` status (warm pool). */
+export function exitFromWaitStatus(status: number): ProcessExit {
+  const sig = status & 0x7f;
+  if (sig !== 0 && sig !== 0x7f) return { code: null, signal: signalName(sig) };
+  return { code: (status >> 8) & 0xff, signal: null };
+}
+
+/** A Deno status; bubblewrap reports its child's death by signal N as exit 128+N. */
+export function exitFromStatus(status: Deno.CommandStatus, viaBwrap: boolean): ProcessExit {
+  if (status.signal) return { code: null, signal: status.signal };
+  if (viaBwrap && status.code > 128 && status.code < 160) {
+    return { code: null, signal: signalName(status.code - 128) };
+  }
+  return { code: status.code, signal: null };
+}
+
+function tail(text: string): string {
+  return text.length > DETAIL_TAIL ? text.slice(-DETAIL_TAIL) : text;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/** Maps the runner's outcome (or its absence) to the task result, or throws the error. */
+export function toResult(
+  payload: RunnerPayload | undefined,
+  exit: ProcessExit,
+  stdout: CapturedOutput,
+  stderr: CapturedOutput,
+  limits?: SandboxLimits,
+): PythonResult {
+  const io = { output: tail(stdout.text), stderr: tail(stderr.text) };
+  if (payload === undefined) {
+    let how = exit.signal
+      ? `was killed by signal ${exit.signal}`
+      : `exited with code ${exit.code} without producing a result`;
+    let limit: string | undefined;
+    if (limits && exit.signal === "SIGXCPU") {
+      how = `exceeded its CPU limit of ${limits.cpuSeconds} s (SIGXCPU)`;
+      limit = "cpu_seconds";
+    } else if (limits && exit.signal === "SIGXFSZ") {
+      how = `exceeded its file size limit of ${limits.fileSizeMb} MiB (SIGXFSZ)`;
+      limit = "file_size_mb";
+    }
+    const last = stderr.text.trim().split("\n").at(-1) ?? "";
+    throw new GleitzeitError(
+      "TASK_EXECUTION_FAILED",
+      `the Python process ${how}${last ? `: ${last}` : ""}`,
+      {
+        details: {
+          exit_code: exit.code,
+          signal: exit.signal,
+          ...(limit ? { limit } : {}),
+          ...io,
+        },
+      },
+    );
+  }
+  if (payload.ok) {
+    return {
+      result: payload.result ?? null,
+      output: stdout.text,
+      stderr: stderr.text,
+      execution_time_ms: round(payload.execution_time_ms),
+      output_truncated: stdout.truncated,
+      stderr_truncated: stderr.truncated,
+    };
+  }
+  if (payload.kind === "result_type") {
+    throw new GleitzeitError("TASK_RESULT_ERROR", payload.message ?? "result is not JSON", {
+      details: { type: payload.type, ...io },
+    });
+  }
+  const details: Record<string, unknown> = {
+    exception_type: payload.type,
+    traceback: payload.traceback,
+    execution_time_ms: round(payload.execution_time_ms),
+    ...io,
+  };
+  if (payload.kind === "exit") details.exit_code = payload.code;
+  if (payload.type === "MemoryError" && limits) details.limit = "memory_mb";
+  throw new GleitzeitError(
+    "TASK_EXECUTION_FAILED",
+    payload.message ?? "the Python task raised an exception",
+    { details },
+  );
+}
+
+/**
+ * Reads an output file written by a warm child: the first `limit` bytes and its full size.
+ * Synchronous: the files are small or capped, and a warm task is too short for a thread hop.
+ * `size` (from the runner) lets an empty stream skip the file entirely.
+ */
+export function readCapped(
+  path: string,
+  limit: number,
+  dropped = 0,
+  size = -1,
+): CapturedOutput {
+  if (size === 0) return { text: "", bytes: dropped, truncated: dropped > limit };
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path);
+  } catch {
+    return { text: "", bytes: dropped, truncated: dropped > limit };
+  }
+  try {
+    const actual = file.statSync().size;
+    const want = Math.min(actual, limit);
+    const buf = new Uint8Array(want);
+    let at = 0;
+    while (at < want) {
+      const n = file.readSync(buf.subarray(at));
+      if (n === null) break;
+      at += n;
+    }
+    const bytes = actual + dropped;
+    return {
+      text: new TextDecoder().decode(buf.subarray(0, at)),
+      bytes,
+      truncated: bytes > limit,
+    };
+  } finally {
+    file.close();
+  }
+}
+
+/** Reads and parses the result file; undefined when it is missing or not JSON. */
+export function readPayload(path: string): RunnerPayload | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    return JSON.parse(text) as RunnerPayload;
+  } catch {
+    return undefined;
+  }
+}

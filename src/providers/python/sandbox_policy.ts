@@ -1,0 +1,176 @@
+/**
+ * What a Python task may do: the provider's defaults, then the workflow's `sandbox:`, then
+ * the task's (each may be a mode string or an object). Declared paths are relative to the
+ * workflow file's directory.
+ *
+ * @module
+ */
+
+import { isAbsolute, resolve } from "node:path";
+import { GleitzeitError } from "../../core/errors.ts";
+
+/** `bwrap`: bubblewrap + rlimits as an unprivileged user; `basic`: rlimits only; `none`. */
+export type SandboxMode = "bwrap" | "basic" | "none";
+
+/** The modes, strongest first. */
+export const SANDBOX_MODES: readonly SandboxMode[] = ["bwrap", "basic", "none"];
+
+/** Resource limits applied to every task process (rlimits). */
+export interface SandboxLimits {
+  /** Address space in MiB (RLIMIT_AS). */
+  memoryMb: number;
+  /** CPU seconds (RLIMIT_CPU). */
+  cpuSeconds: number;
+  /** Processes of the sandbox user (RLIMIT_NPROC). */
+  maxProcesses: number;
+  /** Largest file the task may write, MiB (RLIMIT_FSIZE). */
+  fileSizeMb: number;
+  /** Open file descriptors (RLIMIT_NOFILE). */
+  openFiles: number;
+}
+
+/** The effective sandbox of one task. */
+export interface SandboxPolicy extends SandboxLimits {
+  mode: SandboxMode;
+  /** `false`: no network at all; `true`: the host's network. */
+  network: boolean;
+  /** Absolute paths readable inside the sandbox (bound read-only at the same path). */
+  read: string[];
+  /** Absolute paths writable inside the sandbox (bound read-write at the same path). */
+  write: string[];
+  /** Wall-clock seconds for one attempt, when declared. */
+  timeoutSeconds?: number;
+}
+
+/** Defaults when nothing else is said. */
+export const DEFAULT_LIMITS: SandboxLimits = {
+  memoryMb: 1024,
+  cpuSeconds: 300,
+  maxProcesses: 256,
+  fileSizeMb: 256,
+  openFiles: 1024,
+};
+
+const KEYS = new Set([
+  "mode",
+  "network",
+  "read",
+  "write",
+  "memory_mb",
+  "cpu_seconds",
+  "timeout",
+  "max_processes",
+  "file_size_mb",
+  "open_files",
+]);
+
+function bad(message: string, where: string): GleitzeitError {
+  return new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox (${where}): ${message}`, {
+    details: { where },
+    hint: "sandbox is `bwrap`, `basic`, `none`, or {mode, network, read, write, memory_mb, " +
+      "cpu_seconds, timeout}",
+  });
+}
+
+function positive(value: unknown, key: string, where: string): number {
+  if (typeof value !== "number" || !(value > 0)) {
+    throw bad(`${key} must be a positive number`, where);
+  }
+  return value;
+}
+
+function paths(value: unknown, key: string, where: string, baseDir: string): string[] {
+  if (!Array.isArray(value) || value.some((p) => typeof p !== "string" || p === "")) {
+    throw bad(`${key} must be a list of paths`, where);
+  }
+  return (value as string[]).map((p) => (isAbsolute(p) ? resolve(p) : resolve(baseDir, p)));
+}
+
+/** Applies one `sandbox:` declaration (string or object) on top of `policy`. */
+function apply(policy: SandboxPolicy, decl: unknown, where: string, baseDir: string): void {
+  if (decl === undefined || decl === null) return;
+  if (typeof decl === "string") {
+    if (!SANDBOX_MODES.includes(decl as SandboxMode)) {
+      throw bad(`unknown mode ${JSON.stringify(decl)}`, where);
+    }
+    policy.mode = decl as SandboxMode;
+    return;
+  }
+  if (typeof decl !== "object" || Array.isArray(decl)) {
+    throw bad("must be a string or a map", where);
+  }
+  const d = decl as Record<string, unknown>;
+  for (const key of Object.keys(d)) {
+    if (!KEYS.has(key)) throw bad(`unknown key ${JSON.stringify(key)}`, where);
+  }
+  if (d.mode !== undefined) apply(policy, d.mode, where, baseDir);
+  if (d.network !== undefined) {
+    if (typeof d.network === "boolean") policy.network = d.network;
+    else if (Array.isArray(d.network)) {
+      // Per-destination grants need a filtering proxy; until one exists, refuse rather
+      // than silently granting the whole network.
+      if (d.network.length > 0) {
+        throw new GleitzeitError(
+          "SANDBOX_UNAVAILABLE",
+          `sandbox (${where}): network grants per host:port are not supported yet ` +
+            `(${d.network.join(", ")})`,
+          { hint: "use `network: true` to grant the whole network, or `network: false`" },
+        );
+      }
+      policy.network = false;
+    } else throw bad("network must be true, false or a list of host:port", where);
+  }
+  if (d.read !== undefined) policy.read.push(...paths(d.read, "read", where, baseDir));
+  if (d.write !== undefined) policy.write.push(...paths(d.write, "write", where, baseDir));
+  if (d.memory_mb !== undefined) policy.memoryMb = positive(d.memory_mb, "memory_mb", where);
+  if (d.cpu_seconds !== undefined) {
+    policy.cpuSeconds = positive(d.cpu_seconds, "cpu_seconds", where);
+  }
+  if (d.timeout !== undefined) policy.timeoutSeconds = positive(d.timeout, "timeout", where);
+  if (d.max_processes !== undefined) {
+    policy.maxProcesses = positive(d.max_processes, "max_processes", where);
+  }
+  if (d.file_size_mb !== undefined) {
+    policy.fileSizeMb = positive(d.file_size_mb, "file_size_mb", where);
+  }
+  if (d.open_files !== undefined) policy.openFiles = positive(d.open_files, "open_files", where);
+}
+
+/**
+ * The effective policy of one task: `defaults`, then the workflow's declaration, then the
+ * task's. Relative paths resolve against `baseDir`.
+ */
+export function resolveSandboxPolicy(
+  defaults: { mode: SandboxMode; limits: SandboxLimits },
+  declared: { workflow?: unknown; task?: unknown } | undefined,
+  baseDir: string,
+): SandboxPolicy {
+  const policy: SandboxPolicy = {
+    mode: defaults.mode,
+    network: false,
+    read: [],
+    write: [],
+    ...defaults.limits,
+  };
+  apply(policy, declared?.workflow, "workflow", baseDir);
+  apply(policy, declared?.task, "task", baseDir);
+  return policy;
+}
+
+/** True when the policy grants nothing beyond the default sandbox (a warm worker fits it). */
+export function isPlainPolicy(policy: SandboxPolicy): boolean {
+  return !policy.network && policy.read.length === 0 && policy.write.length === 0;
+}
+
+/** The rlimits the runner applies, in its units (bytes, seconds, counts). */
+export function rlimitsOf(limits: SandboxLimits): Record<string, number> {
+  const mib = 1024 * 1024;
+  return {
+    cpu: Math.ceil(limits.cpuSeconds),
+    as: Math.floor(limits.memoryMb * mib),
+    nproc: Math.floor(limits.maxProcesses),
+    fsize: Math.floor(limits.fileSizeMb * mib),
+    nofile: Math.floor(limits.openFiles),
+    core: 0,
+  };
+}

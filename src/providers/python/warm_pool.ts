@@ -1,0 +1,289 @@
+/**
+ * A pool of warm Python parents (runner mode `pool`), each inside its own sandbox. A task
+ * sent to a parent runs in a freshly forked child, so it skips interpreter start-up but
+ * shares no state with earlier tasks. A parent serves one task at a time; an aborted task
+ * takes its whole parent down (the kill is the same as for a cold task) and the pool starts
+ * another when needed. Idle parents are reaped after `idleMs`.
+ *
+ * @module
+ */
+
+import { GleitzeitError } from "../../core/errors.ts";
+import { killProcessTree } from "./process_tree.ts";
+
+/** How to start one warm parent. */
+export interface WarmSpawn {
+  /** Executable and arguments (bwrap ... python -I -c RUNNER pool, or python directly). */
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  /** The directory shared by the parent's tasks; removed when the parent ends. */
+  poolDir: string;
+}
+
+/** The outcome line of one job. */
+export interface WarmStatus {
+  /** `os.waitpid` status of the forked child. */
+  status: number;
+}
+
+/** One warm parent process. */
+export class WarmWorker {
+  readonly poolDir: string;
+  readonly child: Deno.ChildProcess;
+  tasks = 0;
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Finished task directories are renamed in here (one syscall) and purged in batches. */
+  readonly #trash: string;
+  #trashed = 0;
+  #purges = 0;
+  #purging: Promise<void> = Promise.resolve();
+  #dead = false;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: AsyncIterator<string>;
+  #stderr: Promise<string>;
+  readonly exited: Promise<Deno.CommandStatus>;
+
+  constructor(spawn: WarmSpawn) {
+    this.poolDir = spawn.poolDir;
+    this.#trash = `${spawn.poolDir}/.trash`;
+    // Owned by the orchestrator, mode 0700: the sandbox user cannot look inside.
+    Deno.mkdirSync(this.#trash, { mode: 0o700 });
+    this.child = new Deno.Command(spawn.command, {
+      args: spawn.args,
+      cwd: spawn.poolDir,
+      clearEnv: true,
+      env: spawn.env,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.exited = this.child.status.finally(() => {
+      this.#dead = true;
+    });
+    this.#writer = this.child.stdin.getWriter();
+    this.#lines = readLines(this.child.stdout)[Symbol.asyncIterator]();
+    this.#stderr = new Response(this.child.stderr).text().catch(() => "");
+  }
+
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** Waits for the parent's ready line. */
+  async ready(): Promise<void> {
+    const line = await this.#next();
+    const msg = JSON.parse(line) as { ready?: boolean };
+    if (!msg.ready) throw new Error(`unexpected first line from the warm worker: ${line}`);
+  }
+
+  async #next(): Promise<string> {
+    const { value, done } = await this.#lines.next();
+    if (done) {
+      const status = await this.exited;
+      const stderr = (await this.#stderr).trim().slice(-1000);
+      throw new GleitzeitError(
+        "TASK_EXECUTION_FAILED",
+        `the warm Python worker ended unexpectedly (exit ${status.code}${
+          status.signal ? `, ${status.signal}` : ""
+        })${stderr ? `: ${stderr}` : ""}`,
+        { details: { exit_code: status.code, signal: status.signal, stderr } },
+      );
+    }
+    return value;
+  }
+
+  /** Sends one job and resolves with its child's wait status once the child has ended. */
+  async run(job: Record<string, unknown>): Promise<WarmStatus> {
+    this.tasks++;
+    await this.#writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
+    while (true) {
+      const msg = JSON.parse(await this.#next()) as { status?: number };
+      if (typeof msg.status === "number") return { status: msg.status };
+    }
+  }
+
+  /**
+   * Moves a finished task's directory out of the sandbox user's reach at once (the next
+   * task must not see it); the actual removal happens in batches in the background.
+   */
+  retire(taskDir: string): void {
+    try {
+      Deno.renameSync(taskDir, `${this.#trash}/${++this.#trashed}`);
+    } catch {
+      return;
+    }
+    if (this.#trashed % 64 === 0) {
+      const old = `${this.poolDir}/.purge-${++this.#purges}`;
+      try {
+        Deno.renameSync(this.#trash, old);
+        Deno.mkdirSync(this.#trash, { mode: 0o700 });
+      } catch {
+        return;
+      }
+      this.#purging = this.#purging.then(() => Deno.remove(old, { recursive: true })).catch(
+        () => {},
+      );
+    }
+  }
+
+  /** Kills the parent and everything under it (its sandbox). */
+  kill(): void {
+    if (this.#dead) return;
+    killProcessTree(this.child.pid);
+  }
+
+  /** Kills it and waits for the end; removes its directory. */
+  async destroy(): Promise<void> {
+    clearTimeout(this.idleTimer);
+    this.kill();
+    await this.exited.catch(() => {});
+    try {
+      await this.#writer.close();
+    } catch {
+      // Pipe already closed.
+    }
+    await this.#stderr;
+    await this.#purging;
+    try {
+      await Deno.remove(this.poolDir, { recursive: true });
+    } catch {
+      // Gone.
+    }
+  }
+}
+
+async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const chunk of stream) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+    }
+  }
+}
+
+/** Options of {@link WarmPool}. */
+export interface WarmPoolOptions {
+  /** Most parents alive at once (the engine's concurrency). */
+  size: number;
+  /** Idle parents are killed after this long; default 60 s. */
+  idleMs?: number;
+  /** A parent is replaced after this many tasks; default 1000. */
+  maxTasksPerWorker?: number;
+  /** Prepares the spawn of one parent (creates its pool directory). */
+  spawn: () => Promise<WarmSpawn>;
+}
+
+/** Warm parents, handed out one task at a time. */
+export class WarmPool {
+  readonly #size: number;
+  readonly #idleMs: number;
+  readonly #maxTasks: number;
+  readonly #spawn: () => Promise<WarmSpawn>;
+  readonly #idle: WarmWorker[] = [];
+  readonly #all = new Set<WarmWorker>();
+  #starting = 0;
+  #closed = false;
+
+  constructor(options: WarmPoolOptions) {
+    this.#size = Math.max(0, Math.floor(options.size));
+    this.#idleMs = options.idleMs ?? 60_000;
+    this.#maxTasks = options.maxTasksPerWorker ?? 1000;
+    this.#spawn = options.spawn;
+  }
+
+  /** Parents alive (busy or idle). */
+  get live(): number {
+    return this.#all.size;
+  }
+
+  /** Parents waiting for work. */
+  get idle(): number {
+    return this.#idle.length;
+  }
+
+  /**
+   * An idle parent, or a new one when the pool is below its size; undefined when every
+   * parent is busy (the caller then runs the task cold).
+   */
+  async acquire(): Promise<WarmWorker | undefined> {
+    while (this.#idle.length > 0) {
+      const worker = this.#idle.pop()!;
+      clearTimeout(worker.idleTimer);
+      if (!worker.dead) return worker;
+      this.#forget(worker);
+    }
+    if (this.#closed || this.#all.size + this.#starting >= this.#size) return undefined;
+    return await this.#start();
+  }
+
+  /** Starts parents until `count` are idle (bounded by the size); for warming up ahead. */
+  async prewarm(count = this.#size): Promise<void> {
+    const want = Math.min(count, this.#size) - this.#idle.length;
+    const started = await Promise.allSettled(
+      Array.from({ length: Math.max(0, want) }, () => this.#start()),
+    );
+    for (const s of started) {
+      if (s.status === "fulfilled" && s.value) this.release(s.value);
+      if (s.status === "rejected") throw s.reason;
+    }
+  }
+
+  async #start(): Promise<WarmWorker | undefined> {
+    if (this.#all.size + this.#starting >= this.#size) return undefined;
+    this.#starting++;
+    let worker: WarmWorker | undefined;
+    try {
+      const spawn = await this.#spawn();
+      worker = new WarmWorker(spawn);
+      this.#all.add(worker);
+      await worker.ready();
+      return worker;
+    } catch (e) {
+      if (worker) await this.discard(worker);
+      throw e;
+    } finally {
+      this.#starting--;
+    }
+  }
+
+  /** Returns a healthy parent to the pool after a task. */
+  release(worker: WarmWorker): void {
+    if (this.#closed || worker.dead || worker.tasks >= this.#maxTasks) {
+      void this.discard(worker);
+      return;
+    }
+    worker.idleTimer = setTimeout(() => {
+      const i = this.#idle.indexOf(worker);
+      if (i >= 0) this.#idle.splice(i, 1);
+      void this.discard(worker);
+    }, this.#idleMs);
+    Deno.unrefTimer(worker.idleTimer as unknown as number);
+    this.#idle.push(worker);
+  }
+
+  /** Kills a parent (after an abort or a failure) and forgets it. */
+  async discard(worker: WarmWorker): Promise<void> {
+    this.#forget(worker);
+    await worker.destroy();
+  }
+
+  #forget(worker: WarmWorker): void {
+    this.#all.delete(worker);
+    const i = this.#idle.indexOf(worker);
+    if (i >= 0) this.#idle.splice(i, 1);
+  }
+
+  /** Kills every parent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#all];
+    this.#idle.length = 0;
+    this.#all.clear();
+    await Promise.all(all.map((w) => w.destroy()));
+  }
+}

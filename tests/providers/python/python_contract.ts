@@ -1,0 +1,285 @@
+/**
+ * The python/v1 behaviour every variant must show (cold or warm, sandboxed or not): one
+ * suite, registered once per variant by python_provider_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { GleitzeitError } from "../../../src/core/errors.ts";
+import type { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import {
+  assertAllDead,
+  makeCtx,
+  newMarker,
+  pidsWithMarker,
+  spawnMarked,
+  waitForMarked,
+} from "./helpers.ts";
+
+type Make = (extra?: { outputLimitBytes?: number }) => PythonProvider;
+
+/** Registers the contract tests for one provider variant. */
+export function pythonContract(variant: string, make: Make): void {
+  const test = (name: string, fn: (p: PythonProvider) => Promise<void>) =>
+    Deno.test(`[${variant}] ${name}`, async () => {
+      const provider = make();
+      try {
+        await fn(provider);
+      } finally {
+        await provider.close();
+      }
+    });
+
+  const run = async (p: PythonProvider, code: string, context?: Record<string, unknown>) =>
+    await p.call("python/execute", context ? { code, context } : { code }, makeCtx()) as Record<
+      string,
+      unknown
+    >;
+
+  const failure = async (
+    p: PythonProvider,
+    params: Record<string, unknown>,
+    method = "python/execute",
+    ctx = makeCtx(),
+  ): Promise<GleitzeitError> => {
+    try {
+      await p.call(method, params, ctx);
+    } catch (e) {
+      assert.ok(e instanceof GleitzeitError, `not a GleitzeitError: ${e}`);
+      return e;
+    }
+    throw new Error("the task did not fail");
+  };
+
+  test("result values keep their JSON types", async (p) => {
+    assert.deepEqual((await run(p, "result = {'a': 1, 'b': [1, 2.5, 'x', None, True]}")).result, {
+      a: 1,
+      b: [1, 2.5, "x", null, true],
+    });
+    assert.deepEqual((await run(p, "result = [1, 2, 3]")).result, [1, 2, 3]);
+    assert.equal((await run(p, "result = 'text ü €'")).result, "text ü €");
+    assert.equal((await run(p, "result = 6 * 7")).result, 42);
+    assert.equal((await run(p, "result = 0.5")).result, 0.5);
+    assert.equal((await run(p, "result = None")).result, null);
+    assert.equal((await run(p, "x = 1")).result, null, "no `result` variable means null");
+    assert.deepEqual((await run(p, "result = (1, 'a')")).result, [1, "a"], "tuples are lists");
+  });
+
+  test("context entries become variables", async (p) => {
+    const r = await run(p, "result = {'sum': a + b, 'names': [n.upper() for n in names]}", {
+      a: 2,
+      b: 40,
+      names: ["x", "y"],
+    });
+    assert.deepEqual(r.result, { sum: 42, names: ["X", "Y"] });
+  });
+
+  test("stdout and stderr are captured; printing cannot corrupt the result", async (p) => {
+    const r = await run(
+      p,
+      "import sys\nprint('hello')\nprint('{\"ok\": false}')\nsys.stderr.write('warn\\n')\nresult = 1",
+    );
+    assert.equal(r.output, 'hello\n{"ok": false}\n');
+    assert.equal(r.stderr, "warn\n");
+    assert.equal(r.result, 1);
+    assert.equal(r.output_truncated, false);
+    assert.equal(r.stderr_truncated, false);
+    assert.equal(typeof r.execution_time_ms, "number");
+  });
+
+  Deno.test(`[${variant}] output beyond the limit is truncated and marked`, async () => {
+    const small = make({ outputLimitBytes: 1000 });
+    try {
+      const r = await small.call(
+        "python/execute",
+        {
+          code: "import sys\nfor i in range(20000): print('x' * 99)\n" +
+            "sys.stderr.write('e' * 5000)\nresult = 'done'",
+        },
+        makeCtx(),
+      ) as Record<string, unknown>;
+      assert.equal(r.result, "done");
+      assert.equal((r.output as string).length, 1000);
+      assert.equal(r.output_truncated, true);
+      assert.equal((r.stderr as string).length, 1000);
+      assert.equal(r.stderr_truncated, true);
+    } finally {
+      await small.close();
+    }
+  });
+
+  test("an exception fails the task with the traceback; not retryable", async (p) => {
+    const e = await failure(p, { code: "def f(x):\n    return 1 / x\n\nprint('before')\nf(0)" });
+    assert.equal(e.code, "TASK_EXECUTION_FAILED");
+    assert.equal(e.retryable, false);
+    assert.equal(e.message, "ZeroDivisionError: division by zero");
+    const tb = e.details.traceback as string;
+    assert.match(tb, /Traceback \(most recent call last\)/);
+    assert.match(tb, /File "<task>", line 5, in <module>/);
+    assert.match(tb, /File "<task>", line 2, in f/);
+    assert.match(tb, /return 1 \/ x/);
+    assert.doesNotMatch(tb, /<string>/, "runner frames are hidden");
+    assert.equal(e.details.exception_type, "ZeroDivisionError");
+    assert.equal(e.details.output, "before\n");
+  });
+
+  test("a syntax error fails the task with the location", async (p) => {
+    const e = await failure(p, { code: "x = 1\ndef broken(:\n    pass" });
+    assert.equal(e.code, "TASK_EXECUTION_FAILED");
+    assert.match(e.message, /^SyntaxError: /);
+    assert.match(e.details.traceback as string, /File "<task>", line 2/);
+  });
+
+  test("a non-serialisable result fails with TASK_RESULT_ERROR naming the type", async (p) => {
+    let e = await failure(p, { code: "result = {'s': {1, 2}}" });
+    assert.equal(e.code, "TASK_RESULT_ERROR");
+    assert.match(e.message, /\bset\b/);
+    assert.equal(e.details.type, "set");
+    e = await failure(p, { code: "import datetime\nresult = datetime.date(2024, 1, 1)" });
+    assert.equal(e.code, "TASK_RESULT_ERROR");
+    assert.match(e.message, /datetime\.date/);
+    e = await failure(p, { code: "class Point: pass\nresult = [Point()]" });
+    assert.match(e.message, /__main__\.Point/);
+    e = await failure(p, { code: "result = float('nan')" });
+    assert.equal(e.code, "TASK_RESULT_ERROR");
+    assert.match(e.message, /float/);
+  });
+
+  test("sys.exit(0) succeeds, a non-zero exit fails", async (p) => {
+    assert.equal((await run(p, "result = 5\nimport sys\nsys.exit(0)")).result, 5);
+    const e = await failure(p, { code: "import sys\nsys.exit(4)" });
+    assert.equal(e.code, "TASK_EXECUTION_FAILED");
+    assert.equal(e.details.exit_code, 4);
+  });
+
+  test("a crashed interpreter fails with the signal and the stderr tail", async (p) => {
+    const e = await failure(p, {
+      code: "import os, sys\nsys.stderr.write('about to die\\n'); sys.stderr.flush()\n" +
+        "os.kill(os.getpid(), 9)",
+    });
+    assert.equal(e.code, "TASK_EXECUTION_FAILED");
+    assert.equal(e.details.signal, "SIGKILL");
+    assert.match(e.message, /SIGKILL/);
+    assert.match(e.details.stderr as string, /about to die/);
+    const exited = await failure(p, { code: "import os\nos._exit(9)" });
+    assert.equal(exited.details.exit_code, 9);
+    assert.match(exited.message, /exited with code 9 without producing a result/);
+  });
+
+  test("the work directory is the cwd, fresh per task, and gone afterwards", async (p) => {
+    const a = await run(
+      p,
+      "import os\nopen('f.txt', 'w').write('x')\nresult = [os.getcwd(), os.listdir('.')]",
+    );
+    const [cwd, files] = a.result as [string, string[]];
+    assert.deepEqual(files, ["f.txt"]);
+    const b = await run(p, "import os\nresult = [os.getcwd(), os.listdir('.')]");
+    assert.deepEqual((b.result as unknown[])[1], []);
+    assert.notEqual((b.result as unknown[])[0], cwd);
+    await assert.rejects(Deno.stat(cwd), Deno.errors.NotFound);
+  });
+
+  test("an abort kills the task's whole tree (setsid'd too) within 1 s", async (p) => {
+    const marker = newMarker();
+    const ctx = makeCtx();
+    const failed = p.call("python/execute", { code: spawnMarked(marker) }, ctx).then(
+      () => undefined,
+      (e) => e,
+    );
+    const pids = await waitForMarked(marker, 3);
+    const reason = new GleitzeitError("TASK_TIMEOUT", "attempt timed out");
+    const t0 = performance.now();
+    ctx.controller.abort(reason);
+    const e = await failed;
+    assert.equal(e, reason, "rejects with the signal's reason");
+    assert.ok(performance.now() - t0 < 250, "rejects promptly");
+    await assertAllDead(pids, 1000);
+  });
+
+  test("the `timeout` param kills the tree and fails with TASK_TIMEOUT", async (p) => {
+    const marker = newMarker();
+    const started = performance.now();
+    const failed = p.call("python/execute", { code: spawnMarked(marker), timeout: 1.5 }, makeCtx())
+      .then(() => undefined, (e) => e);
+    const pids = await waitForMarked(marker, 3);
+    const e = await failed;
+    assert.ok(e instanceof GleitzeitError);
+    assert.equal(e.code, "TASK_TIMEOUT");
+    assert.equal(e.retryable, true);
+    assert.ok(performance.now() - started < 2500);
+    await assertAllDead(pids, 1000);
+  });
+
+  test("cancellation rejects with TASK_CANCELLED, whatever the abort reason", async (p) => {
+    const ctx = makeCtx();
+    const call = p.call("python/execute", { code: "import time\ntime.sleep(60)" }, ctx);
+    setTimeout(() => ctx.controller.abort(), 300);
+    await assert.rejects(call, (err: unknown) => {
+      assert.ok(err instanceof GleitzeitError);
+      assert.equal(err.code, "TASK_CANCELLED");
+      return true;
+    });
+    const early = makeCtx();
+    early.controller.abort(new GleitzeitError("TASK_CANCELLED", "early"));
+    await assert.rejects(p.call("python/execute", { code: "result = 1" }, early), /early/);
+    // The provider still works after an abort.
+    assert.equal((await run(p, "result = 'alive'")).result, "alive");
+  });
+
+  test("processes left behind by a finished task are killed", async (p) => {
+    const marker = newMarker();
+    const r = await run(
+      p,
+      `import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', ${
+        JSON.stringify(marker)
+      }], start_new_session=True)\nresult = 1`,
+    );
+    assert.equal(r.result, 1);
+    const start = performance.now();
+    while (performance.now() - start < 1000) {
+      if (pidsWithMarker(marker).length === 0) return;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.fail("a process of the finished task is still alive");
+  });
+
+  test("python/script runs a file relative to baseDir with args and context", async (p) => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.chmod(dir, 0o755);
+      await Deno.mkdir(`${dir}/scripts`, { mode: 0o755 });
+      await Deno.writeTextFile(`${dir}/scripts/helper.py`, "def double(x):\n    return 2 * x\n");
+      await Deno.writeTextFile(
+        `${dir}/scripts/main.py`,
+        "import sys\nfrom helper import double\nprint('args', sys.argv[1:])\n" +
+          "result = {'doubled': double(n), 'args': sys.argv[1:], 'file': __file__.endswith('main.py')}\n",
+      );
+      const r = await p.call(
+        "python/script",
+        { script: "scripts/main.py", args: ["a", "b"], context: { n: 21 } },
+        makeCtx({ baseDir: dir }),
+      ) as Record<string, unknown>;
+      assert.deepEqual(r.result, { doubled: 42, args: ["a", "b"], file: true });
+      assert.equal(r.output, "args ['a', 'b']\n");
+
+      await Deno.writeTextFile(`${dir}/scripts/bad.py`, "x = 1\nraise ValueError('nope')\n");
+      const e = await failure(
+        p,
+        { script: "scripts/bad.py" },
+        "python/script",
+        makeCtx({ baseDir: dir }),
+      );
+      assert.equal(e.code, "TASK_EXECUTION_FAILED");
+      assert.equal(e.message, "ValueError: nope");
+      assert.match(e.details.traceback as string, /bad\.py", line 2/);
+      const missing = await failure(
+        p,
+        { script: "nope.py" },
+        "python/script",
+        makeCtx({ baseDir: dir }),
+      );
+      assert.equal(missing.code, "TASK_PARAMETER_ERROR");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
