@@ -42,22 +42,6 @@ export function findBwrap(explicit?: string): string {
   );
 }
 
-let rootCache: boolean | undefined;
-
-/** True when this process runs as uid 0 (read from /proc: Deno.uid needs --allow-sys). */
-export function runningAsRoot(): boolean {
-  if (rootCache === undefined) {
-    try {
-      const status = Deno.readTextFileSync("/proc/self/status");
-      const uid = status.match(/^Uid:\s+(\d+)/m)?.[1];
-      rootCache = uid === "0";
-    } catch {
-      rootCache = false;
-    }
-  }
-  return rootCache;
-}
-
 /** What one sandbox needs to see. */
 export interface BwrapMounts {
   /** The task (or pool) directory: writable, bound at the same path. */
@@ -99,7 +83,7 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     "sandbox",
   ];
   if (!mounts.network) args.push("--unshare-net");
-  if (runningAsRoot()) {
+  if (py.uid === 0) {
     args.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
   } else {
     args.push("--unshare-user", "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_UID));

@@ -8,8 +8,70 @@
  * appears, so a process cannot fork faster than it is found; then it sends SIGKILL to the
  * group and to every process found. Linux only; elsewhere the group kill is all there is.
  *
+ * Deno refuses to read `/proc` without `--allow-all`, and the CLI runs with scoped
+ * permissions; there the same walk runs in a short-lived Python helper
+ * ({@link KILLER_SOURCE}) while the tree is already frozen.
+ *
  * @module
  */
+
+/** Python that freezes and kills the tree of argv[1] (and its group when argv[2] is "1"). */
+export const KILLER_SOURCE = String.raw`
+import os, sys
+root, group = int(sys.argv[1]), sys.argv[2] == "1"
+def sig(pid, s):
+    try:
+        os.kill(pid, s)
+    except OSError:
+        pass
+def tree():
+    kids = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/" + name + "/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            rest = stat[stat.rfind(b")") + 2:].split()
+            kids.setdefault(int(rest[1]), []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        for k in kids.get(todo.pop(), ()):
+            out.append(k)
+            todo.append(k)
+    return out
+if group:
+    sig(-root, 19)
+sig(root, 19)
+found = {root}
+for _ in range(64):
+    fresh = [p for p in tree() if p not in found]
+    if not fresh:
+        break
+    for p in fresh:
+        found.add(p)
+        sig(p, 19)
+if group:
+    sig(-root, 9)
+for p in found:
+    sig(p, 9)
+`;
+
+let procReadable: boolean | undefined;
+
+/** Whether this process may read `/proc` (Deno needs --allow-all for it). */
+export function canReadProc(): boolean {
+  if (procReadable === undefined) {
+    try {
+      Deno.readTextFileSync("/proc/self/stat");
+      procReadable = true;
+    } catch {
+      procReadable = false;
+    }
+  }
+  return procReadable;
+}
 
 /** A parent-pid map of every process visible in `/proc`. */
 export function readParentMap(): Map<number, number[]> {
@@ -79,16 +141,43 @@ function trySignal(pid: number, signal: Deno.Signal): void {
   }
 }
 
+/** Options of {@link killProcessTree}. */
+export interface KillTreeOptions {
+  /** Also signal the process group led by `root` (default true). */
+  group?: boolean;
+  /** A Python interpreter for the helper, used when Deno may not read `/proc`. */
+  python?: string;
+}
+
 /**
  * Sends SIGKILL to `root`, its process group (when `root` leads one) and every descendant
- * found by walking `/proc`. Returns the pids it signalled. Synchronous and quick (a few
- * milliseconds for a few hundred processes), so an abort can reject right after it.
+ * found by walking `/proc`. The tree is frozen synchronously, so a caller can reject right
+ * away; the returned promise settles once everything was signalled (at once when Deno may
+ * read `/proc`, else after the Python helper ran, ~10 ms).
  */
-export function killProcessTree(root: number, options: { group?: boolean } = {}): number[] {
+export function killProcessTree(root: number, options: KillTreeOptions = {}): Promise<void> {
   const group = options.group ?? true;
   if (group) trySignal(-root, "SIGSTOP");
-  const found = new Set<number>([root]);
   trySignal(root, "SIGSTOP");
+  const finish = () => {
+    if (group) trySignal(-root, "SIGKILL");
+    trySignal(root, "SIGKILL");
+  };
+  if (!canReadProc()) {
+    if (!options.python) {
+      finish();
+      return Promise.resolve();
+    }
+    const helper = new Deno.Command(options.python, {
+      args: ["-I", "-S", "-c", KILLER_SOURCE, String(root), group ? "1" : "0"],
+      clearEnv: true,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    });
+    return helper.output().then(() => {}, () => {}).finally(finish);
+  }
+  const found = new Set<number>([root]);
   // Freeze what we find, then look again: a stopped process cannot fork.
   for (let round = 0; round < 64; round++) {
     let fresh = 0;
@@ -100,9 +189,9 @@ export function killProcessTree(root: number, options: { group?: boolean } = {})
     }
     if (fresh === 0) break;
   }
-  if (group) trySignal(-root, "SIGKILL");
+  finish();
   for (const pid of found) trySignal(pid, "SIGKILL");
-  return [...found];
+  return Promise.resolve();
 }
 
 /** Sends SIGKILL to a process group, ignoring a group that no longer exists. */

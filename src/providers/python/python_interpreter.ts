@@ -22,12 +22,14 @@ export interface PythonInterpreter {
    * costs tens of milliseconds when `.pth` files import packages) and get this path.
    */
   path: string[];
+  /** The uid the interpreter (and so this process) runs as; 0 means root. */
+  uid: number;
 }
 
 const cache = new Map<string, Promise<PythonInterpreter>>();
 
 const PROBE = "import sys,json;print(json.dumps([sys.executable,sys.prefix,sys.base_prefix," +
-  "'%d.%d.%d'%sys.version_info[:3],[p for p in sys.path if p]]))";
+  "'%d.%d.%d'%sys.version_info[:3],[p for p in sys.path if p],__import__('os').getuid()]))";
 
 /**
  * Resolves `command` (a name on PATH or a path; default `python3`) to the real interpreter.
@@ -71,16 +73,17 @@ async function probe(command: string): Promise<PythonInterpreter> {
     );
   }
   try {
-    const [executable, prefix, basePrefix, version, path] = JSON.parse(text) as [
+    const [executable, prefix, basePrefix, version, path, uid] = JSON.parse(text) as [
       string,
       string,
       string,
       string,
       string[],
+      number,
     ];
     if (!executable) throw new Error("empty sys.executable");
     if (!version.startsWith("3.")) throw new Error(`Python ${version} is not Python 3`);
-    return { executable, prefix, basePrefix, version, path };
+    return { executable, prefix, basePrefix, version, path, uid };
   } catch (e) {
     throw new GleitzeitError(
       "PROVIDER_UNAVAILABLE",

@@ -11,14 +11,7 @@
 import { dirname, isAbsolute, resolve } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
-import {
-  BWRAP_INSTALL_HINT,
-  bwrapArgs,
-  findBwrap,
-  probeBwrap,
-  runningAsRoot,
-  SANDBOX_UID,
-} from "./bubblewrap.ts";
+import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
 import { BoundedCapture } from "./output_capture.ts";
 import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
@@ -168,7 +161,7 @@ export class PythonProvider implements Provider {
     if (this.#poolSize > 0 && isPlainPolicy(policy) && job.kind === "execute") {
       const pool = this.#pool(policy.mode, py, bwrap);
       const worker = await pool.acquire();
-      if (worker) return await this.#runWarm(pool, worker, job, policy, timeout, ctx);
+      if (worker) return await this.#runWarm(py, pool, worker, job, policy, timeout, ctx);
     }
     return await this.#runCold(py, bwrap, job, policy, timeout, ctx);
   }
@@ -234,10 +227,10 @@ export class PythonProvider implements Provider {
   }
 
   /** Runner fields that depend on the sandbox: limits, user, subreaper. */
-  #jobExtras(policy: SandboxPolicy): Record<string, unknown> {
+  #jobExtras(policy: SandboxPolicy, py: PythonInterpreter): Record<string, unknown> {
     const extras: Record<string, unknown> = { subreaper: policy.mode !== "bwrap" };
     if (policy.mode !== "none") extras.limits = rlimitsOf(policy);
-    if (dropsUser(policy.mode)) {
+    if (dropsUser(policy.mode, py)) {
       extras.uid = SANDBOX_UID;
       extras.gid = SANDBOX_UID;
     }
@@ -306,7 +299,7 @@ export class PythonProvider implements Provider {
     let child: Deno.ChildProcess;
     try {
       await Deno.mkdir(workDir, { mode: 0o700 });
-      if (dropsUser(policy.mode)) await chownAll([base, workDir]);
+      if (dropsUser(policy.mode, py)) await chownAll([base, workDir]);
       const runner = [py.executable, "-I", "-S", "-c", RUNNER_SOURCE, "once"];
       const [command, ...args] = bwrap
         ? [
@@ -343,12 +336,16 @@ export class PythonProvider implements Provider {
     const err = new BoundedCapture(child.stderr, this.#outputLimit);
     const fullJob = {
       ...job,
-      ...this.#jobExtras(policy),
+      ...this.#jobExtras(policy, py),
       work_dir: workDir,
       result_path: resultPath,
     };
     writeAll(child.stdin, JSON.stringify(fullJob));
-    const guard = this.#guard(ctx, timeoutSeconds, () => killProcessTree(child.pid));
+    const guard = this.#guard(
+      ctx,
+      timeoutSeconds,
+      () => this.#background(() => killProcessTree(child.pid, { python: py.executable })),
+    );
     try {
       const status = await Promise.race([child.status, guard.stopped]);
       // The runner has exited: take down anything of its group it left behind.
@@ -410,17 +407,24 @@ export class PythonProvider implements Provider {
       JSON.stringify({ sys_path: py.path }),
     ];
     if (mode !== "bwrap" || !bwrap) {
-      return { command: runner[0], args: runner.slice(1), env: childEnv(py, poolDir), poolDir };
+      return {
+        command: runner[0],
+        args: runner.slice(1),
+        env: childEnv(py, poolDir),
+        poolDir,
+        python: py.executable,
+      };
     }
     const args = [
       ...bwrapArgs(py, { taskDir: poolDir, cwd: poolDir, network: false, read: [], write: [] }),
       "--",
       ...runner,
     ];
-    return { command: bwrap, args, env: childEnv(py, poolDir), poolDir };
+    return { command: bwrap, args, env: childEnv(py, poolDir), poolDir, python: py.executable };
   }
 
   async #runWarm(
+    py: PythonInterpreter,
     pool: WarmPool,
     worker: WarmWorker,
     job: Job,
@@ -436,19 +440,19 @@ export class PythonProvider implements Provider {
       stdout_path: `${base}/stdout`,
       stderr_path: `${base}/stderr`,
     };
-    const guard = this.#guard(ctx, timeoutSeconds, () => worker.kill());
+    const guard = this.#guard(ctx, timeoutSeconds, () => this.#background(() => worker.kill()));
     let healthy = false;
     try {
       // Synchronous on purpose: each is a single quick syscall, cheaper than a thread hop.
       Deno.mkdirSync(base, { mode: 0o700 });
       Deno.mkdirSync(workDir, { mode: 0o700 });
-      if (dropsUser(policy.mode)) {
+      if (dropsUser(policy.mode, py)) {
         Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
         Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
       }
       const fullJob = {
         ...job,
-        ...this.#jobExtras(policy),
+        ...this.#jobExtras(policy, py),
         subreaper: true,
         output_limit: this.#outputLimit,
         ...paths,
@@ -482,8 +486,8 @@ export class PythonProvider implements Provider {
   }
 }
 
-function dropsUser(mode: SandboxMode): boolean {
-  return mode === "bwrap" && runningAsRoot();
+function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
+  return mode === "bwrap" && py.uid === 0;
 }
 
 async function chownAll(paths: string[]): Promise<void> {

@@ -19,6 +19,8 @@ export interface WarmSpawn {
   env: Record<string, string>;
   /** The directory shared by the parent's tasks; removed when the parent ends. */
   poolDir: string;
+  /** Interpreter for the process-tree killer's helper (see process_tree.ts). */
+  python: string;
 }
 
 /** The outcome line of one job. */
@@ -31,6 +33,7 @@ export interface WarmStatus {
 export class WarmWorker {
   readonly poolDir: string;
   readonly child: Deno.ChildProcess;
+  readonly #python: string;
   tasks = 0;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** Finished task directories are renamed in here (one syscall) and purged in batches. */
@@ -46,6 +49,7 @@ export class WarmWorker {
 
   constructor(spawn: WarmSpawn) {
     this.poolDir = spawn.poolDir;
+    this.#python = spawn.python;
     this.#trash = `${spawn.poolDir}/.trash`;
     // Owned by the orchestrator, mode 0700: the sandbox user cannot look inside.
     Deno.mkdirSync(this.#trash, { mode: 0o700 });
@@ -128,15 +132,15 @@ export class WarmWorker {
   }
 
   /** Kills the parent and everything under it (its sandbox). */
-  kill(): void {
-    if (this.#dead) return;
-    killProcessTree(this.child.pid);
+  kill(): Promise<void> {
+    if (this.#dead) return Promise.resolve();
+    return killProcessTree(this.child.pid, { python: this.#python });
   }
 
   /** Kills it and waits for the end; removes its directory. */
   async destroy(): Promise<void> {
     clearTimeout(this.idleTimer);
-    this.kill();
+    await this.kill();
     await this.exited.catch(() => {});
     try {
       await this.#writer.close();

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import type { CallContext } from "../../../src/providers/provider.ts";
-import { isAlive } from "../../../src/providers/python/process_tree.ts";
+import { canReadProc, isAlive } from "../../../src/providers/python/process_tree.ts";
 
 /** A call context with its own AbortController. */
 export function makeCtx(
@@ -34,11 +34,50 @@ export async function waitForPids(file: string, n: number, timeoutMs = 10_000): 
   throw new Error(`the task never wrote ${n} pids to ${file}`);
 }
 
+interface PsRow {
+  pid: number;
+  stat: string;
+  args: string;
+}
+
+/** Every process, from /proc when Deno may read it, else from `ps` (scoped permissions). */
+async function processes(): Promise<PsRow[]> {
+  if (!canReadProc()) {
+    const out = await new Deno.Command("ps", { args: ["-eo", "pid=,stat=,args="], stdout: "piped" })
+      .output();
+    return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim()).map((l) => {
+      const [pid, stat, ...args] = l.trim().split(/\s+/);
+      return { pid: Number(pid), stat, args: args.join(" ") };
+    });
+  }
+  const rows: PsRow[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const args = Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ");
+      rows.push({ pid, stat: isAlive(pid) ? "R" : "Z", args });
+    } catch {
+      // Gone.
+    }
+  }
+  return rows;
+}
+
+/** True when `pid` exists and is not a zombie. */
+export async function alive(pid: number): Promise<boolean> {
+  if (canReadProc()) return isAlive(pid);
+  const row = (await processes()).find((r) => r.pid === pid);
+  return row !== undefined && !row.stat.startsWith("Z");
+}
+
 /** Polls until none of `pids` is alive; returns how long that took, or fails after `withinMs`. */
 export async function assertAllDead(pids: number[], withinMs: number): Promise<number> {
   const start = performance.now();
   while (true) {
-    const alive = pids.filter(isAlive);
+    const rows = await processes();
+    const live = new Set(rows.filter((r) => !r.stat.startsWith("Z")).map((r) => r.pid));
+    const alive = pids.filter((p) => live.has(p));
     const elapsed = performance.now() - start;
     if (alive.length === 0) return elapsed;
     if (elapsed > withinMs) {
@@ -54,31 +93,22 @@ export async function assertAllDead(pids: number[], withinMs: number): Promise<n
 }
 
 /** Pids (host view) of live processes whose command line contains `marker`. */
-export function pidsWithMarker(marker: string): number[] {
-  const found: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    const pid = Number(entry.name);
-    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
-    try {
-      const cmd = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-      if (cmd.includes(marker) && isAlive(pid)) found.push(pid);
-    } catch {
-      // Gone.
-    }
-  }
-  return found;
+export async function pidsWithMarker(marker: string): Promise<number[]> {
+  return (await processes())
+    .filter((r) => r.pid !== Deno.pid && !r.stat.startsWith("Z") && r.args.includes(marker))
+    .map((r) => r.pid);
 }
 
 /** Waits until at least `n` live processes carry `marker`; returns their pids. */
 export async function waitForMarked(marker: string, n: number, timeoutMs = 10_000) {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    const pids = pidsWithMarker(marker);
+    const pids = await pidsWithMarker(marker);
     if (pids.length >= n) return pids;
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(
-    `never saw ${n} processes marked ${marker} (saw ${pidsWithMarker(marker).length})`,
+    `never saw ${n} processes marked ${marker} (saw ${(await pidsWithMarker(marker)).length})`,
   );
 }
 

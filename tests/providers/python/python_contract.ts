@@ -236,7 +236,7 @@ export function pythonContract(variant: string, make: Make): void {
     assert.equal(r.result, 1);
     const start = performance.now();
     while (performance.now() - start < 1000) {
-      if (pidsWithMarker(marker).length === 0) return;
+      if ((await pidsWithMarker(marker)).length === 0) return;
       await new Promise((res) => setTimeout(res, 20));
     }
     assert.fail("a process of the finished task is still alive");

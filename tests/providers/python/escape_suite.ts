@@ -1,0 +1,386 @@
+/**
+ * Hostile Python snippets and how to tell that each was contained. Used by
+ * sandbox_escape_test.ts directly and by escape_driver.ts, which runs the same suite in a
+ * subprocess under the CLI's scoped Deno permissions.
+ *
+ * @module
+ */
+
+import { GleitzeitError } from "../../../src/core/errors.ts";
+import type { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import { killProcessTree } from "../../../src/providers/python/process_tree.ts";
+import { alive, makeCtx, newMarker, pidsWithMarker } from "./helpers.ts";
+
+/** Host-side fixtures the snippets attack. */
+export interface EscapeEnv {
+  /** A world-readable, world-writable directory outside the sandbox (only namespaces protect it). */
+  secretDir: string;
+  /** A stand-in for the Gleitzeit database, world-readable, holding `secret`. */
+  dbFile: string;
+  secret: string;
+  /** The project tree (source of the orchestrator). */
+  projectDir: string;
+  /** A process outside any sandbox, running as the sandbox user (uid 65534), carrying `sentinelMarker`. */
+  sentinel: Deno.ChildProcess;
+  sentinelMarker: string;
+}
+
+/** What one case observed. */
+export interface EscapeOutcome {
+  name: string;
+  contained: boolean;
+  detail: string;
+  ms: number;
+}
+
+interface Observed {
+  /** The task's `result` value. */
+  result?: unknown;
+  /** The whole provider result (output, truncation flags). */
+  full?: Record<string, unknown>;
+  error?: GleitzeitError;
+}
+
+/** One hostile snippet. */
+export interface EscapeCase {
+  name: string;
+  code: (env: EscapeEnv, marker: string) => string;
+  /** Task-level `sandbox:` declaration. */
+  sandbox?: unknown;
+  timeout?: number;
+  /** Returns undefined when contained, else what escaped. */
+  check: (
+    o: Observed,
+    env: EscapeEnv,
+    marker: string,
+  ) => Promise<string | undefined> | string | undefined;
+}
+
+const py = JSON.stringify;
+
+async function noneAlive(marker: string, withinMs = 1000): Promise<string | undefined> {
+  const until = performance.now() + withinMs;
+  while (performance.now() < until) {
+    if ((await pidsWithMarker(marker)).length === 0) return undefined;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return `processes still alive ${withinMs} ms after the task: ${
+    (await pidsWithMarker(marker)).join(", ")
+  }`;
+}
+
+function expectError(o: Observed, ...codes: string[]): string | undefined {
+  if (!o.error) return `the task succeeded: ${JSON.stringify(o.result).slice(0, 300)}`;
+  if (!codes.includes(o.error.code)) return `unexpected error ${o.error.code}: ${o.error.message}`;
+  return undefined;
+}
+
+/** The suite. */
+export const ESCAPE_CASES: EscapeCase[] = [
+  {
+    name: "read files outside the work dir (database, /etc/shadow, home, project)",
+    code: (env) => `
+import os
+paths = [${py(env.dbFile)}, "/etc/shadow", "/root/.bashrc", "/root/.gleitzeit/gleitzeit.db",
+         os.path.expanduser("~root/.profile"), ${py(`${env.projectDir}/deno.json`)},
+         "/proc/1/environ", "/etc/hostname"]
+got = {}
+for p in paths:
+    try:
+        with open(p, "rb") as f:
+            got[p] = f.read(200).decode("utf-8", "replace")
+    except Exception as e:
+        pass
+result = {"read": got, "root_listing": sorted(os.listdir("/")), "home": sorted(os.listdir("/root")) if os.path.isdir("/root") else None}
+`,
+    check: (o, env) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const got = (o.result as { read: Record<string, string> }).read;
+      const leaked = Object.entries(got).filter(([, text]) =>
+        text.includes(env.secret) || /root:/.test(text) || text.includes("gleitzeit") ||
+        text.includes("PATH=")
+      );
+      return leaked.length > 0 ? `read: ${leaked.map(([p]) => p).join(", ")}` : undefined;
+    },
+  },
+  {
+    name: "write outside the work dir",
+    code: (env, marker) => `
+import os
+targets = [${py(`${env.secretDir}/pwned-${marker}`)}, "/tmp/pwned-${marker}",
+           ${py(`${env.projectDir}/pwned-${marker}`)}, "/root/pwned-${marker}",
+           "/etc/pwned-${marker}", "/dev/shm/pwned-${marker}", "/pwned-${marker}",
+           "/usr/pwned-${marker}"]
+wrote = []
+for t in targets:
+    try:
+        with open(t, "w") as f:
+            f.write("x")
+        wrote.append(t)
+    except Exception:
+        pass
+result = {"wrote_inside_sandbox_view": wrote}
+`,
+    check: (o, env, marker) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const host = [
+        `${env.secretDir}/pwned-${marker}`,
+        `/tmp/pwned-${marker}`,
+        `${env.projectDir}/pwned-${marker}`,
+        `/root/pwned-${marker}`,
+        `/etc/pwned-${marker}`,
+        `/dev/shm/pwned-${marker}`,
+        `/pwned-${marker}`,
+        `/usr/pwned-${marker}`,
+      ];
+      const landed = host.filter((p) => {
+        try {
+          Deno.statSync(p);
+          Deno.removeSync(p);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      return landed.length > 0 ? `files appeared on the host: ${landed.join(", ")}` : undefined;
+    },
+  },
+  {
+    name: "connect to Redis on 127.0.0.1:6379 (and anything else)",
+    code: () => `
+import socket
+reached = []
+for host, port in [("127.0.0.1", 6379), ("localhost", 6379), ("1.1.1.1", 53), ("::1", 6379)]:
+    try:
+        s = socket.create_connection((host, port), timeout=1)
+        s.close()
+        reached.append("%s:%d" % (host, port))
+    except Exception:
+        pass
+result = {"reached": reached}
+`,
+    check: (o) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const reached = (o.result as { reached: string[] }).reached;
+      return reached.length > 0 ? `connected to ${reached.join(", ")}` : undefined;
+    },
+  },
+  {
+    name: "fork bomb",
+    sandbox: { max_processes: 64 },
+    timeout: 4,
+    code: (_env, marker) => `
+import os, sys
+bomb = "import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass\\n"
+os.execv(sys.executable, [sys.executable, "-c", bomb, ${py(marker)}])
+`,
+    check: async (o, _env, marker) => {
+      const err = expectError(o, "TASK_TIMEOUT", "TASK_EXECUTION_FAILED");
+      if (err) return err;
+      const left = await noneAlive(marker);
+      if (left) return left;
+      const probe = await new Deno.Command("true").output();
+      return probe.success ? undefined : "the host cannot start processes any more";
+    },
+  },
+  {
+    name: "memory bomb (one huge allocation, then a growing list)",
+    sandbox: { memory_mb: 512 },
+    timeout: 30,
+    code: () => `
+errors = []
+try:
+    x = bytearray(16 << 30)
+except MemoryError:
+    errors.append("MemoryError")
+hoard = []
+while True:
+    hoard.append(bytearray(32 << 20))
+`,
+    check: (o) => {
+      const err = expectError(o, "TASK_EXECUTION_FAILED");
+      if (err) return err;
+      return o.error!.details.exception_type === "MemoryError"
+        ? undefined
+        : `expected a MemoryError, got: ${o.error!.message}`;
+    },
+  },
+  {
+    name: "infinite loop (CPU limit)",
+    sandbox: { cpu_seconds: 1 },
+    timeout: 20,
+    code: () => "while True:\n    pass\n",
+    check: (o) => {
+      const err = expectError(o, "TASK_EXECUTION_FAILED");
+      if (err) return err;
+      return /CPU limit/.test(o.error!.message)
+        ? undefined
+        : `not the CPU limit: ${o.error!.message}`;
+    },
+  },
+  {
+    name: "infinite loop (wall-clock timeout)",
+    timeout: 1,
+    code: () => "while True:\n    pass\n",
+    check: (o) => expectError(o, "TASK_TIMEOUT"),
+  },
+  {
+    name: "1 GB of output (print and raw fd writes)",
+    timeout: 60,
+    code: () => `
+import sys, os
+chunk = "x" * (1 << 20)
+for i in range(1024):
+    sys.stdout.write(chunk)
+sys.stdout.flush()
+raw = b"y" * (1 << 20)
+try:
+    for i in range(1024):
+        os.write(1, raw)
+    stopped = None
+except OSError as e:
+    stopped = str(e)
+result = {"raw_stopped": stopped}
+`,
+    check: (o) => {
+      if (o.error) {
+        return (o.error.details.output as string | undefined ?? "").length <= 8192
+          ? undefined
+          : "the error carried the whole output";
+      }
+      const r = o.full as { output: string; output_truncated: boolean };
+      if (r.output.length > 1024 * 1024) return `kept ${r.output.length} bytes of output`;
+      return r.output_truncated ? undefined : "output not marked truncated";
+    },
+  },
+  {
+    name: "os.setsid() + sleep to outlive the task",
+    code: (_env, marker) => `
+import os, sys, subprocess
+sleeper = [sys.executable, "-c", "import time; time.sleep(300)", ${py(marker)}]
+subprocess.Popen(sleeper, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sys.executable, sleeper)
+    os._exit(0)
+os.waitpid(pid, 0)
+result = "detached"
+`,
+    check: async (o, _env, marker) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      return await noneAlive(marker);
+    },
+  },
+  {
+    name: "signal the parent, pid 1 and every process (kill -1)",
+    code: () => `
+import os, signal
+tried = []
+for target in (os.getppid(), 1, -1):
+    try:
+        os.kill(target, signal.SIGKILL)
+        tried.append("%d: sent" % target)
+    except OSError as e:
+        tried.append("%d: %s" % (target, e.strerror))
+result = tried
+`,
+    check: async (_o, env) => {
+      // The task itself may die of its own kill -1; what matters is everything outside.
+      if (!(await alive(env.sentinel.pid))) return "a host process of the sandbox user was killed";
+      return undefined;
+    },
+  },
+  {
+    name: "the old ().__class__.__base__.__subclasses__() trick",
+    code: (env) => `
+klasses = ().__class__.__base__.__subclasses__()
+wrap = [c for c in klasses if c.__name__ == "_wrap_close"][0]
+g = wrap.__init__.__globals__
+out = g["popen"]("cat /etc/shadow ${env.dbFile} /root/.bashrc 2>&1; id -u").read()
+result = out
+`,
+    check: (o, env) => {
+      if (o.error) return undefined;
+      const out = String(o.result);
+      if (out.includes(env.secret) || /^root:/m.test(out)) return "read a protected file";
+      return /^65534$/m.test(out) ? undefined : `unexpected identity: ${out.slice(-200)}`;
+    },
+  },
+];
+
+/** Creates the fixtures (a secret directory, a sentinel process of uid 65534). */
+export async function prepareEscapeEnv(projectDir: string): Promise<EscapeEnv> {
+  const secretDir = await Deno.makeTempDir({ prefix: "gleitzeit-secret-" });
+  await Deno.chmod(secretDir, 0o777);
+  const secret = `SECRET-${crypto.randomUUID()}`;
+  const dbFile = `${secretDir}/gleitzeit.db`;
+  await Deno.writeTextFile(dbFile, `SQLite format 3 ${secret}`);
+  await Deno.chmod(dbFile, 0o644);
+  const sentinelMarker = newMarker();
+  const sentinel = new Deno.Command("setpriv", {
+    args: [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--",
+      "/bin/sh",
+      "-c",
+      "sleep 600; true",
+      sentinelMarker,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return { secretDir, dbFile, secret, projectDir, sentinel, sentinelMarker };
+}
+
+/** Removes the fixtures. */
+export async function cleanupEscapeEnv(env: EscapeEnv): Promise<void> {
+  await killProcessTree(env.sentinel.pid, { group: false, python: "/usr/bin/python3" });
+  await env.sentinel.status;
+  await Deno.remove(env.secretDir, { recursive: true });
+}
+
+/** Runs one case against `provider`. */
+export async function runEscapeCase(
+  provider: PythonProvider,
+  c: EscapeCase,
+  env: EscapeEnv,
+): Promise<EscapeOutcome> {
+  const marker = newMarker();
+  const params: Record<string, unknown> = { code: c.code(env, marker) };
+  if (c.timeout !== undefined) params.timeout = c.timeout;
+  const ctx = makeCtx(c.sandbox === undefined ? {} : { sandbox: { task: c.sandbox } });
+  const started = performance.now();
+  const observed: Observed = {};
+  try {
+    const r = await provider.call("python/execute", params, ctx) as Record<string, unknown>;
+    observed.result = r.result;
+    observed.full = r;
+  } catch (e) {
+    if (!(e instanceof GleitzeitError)) throw e;
+    observed.error = e;
+  }
+  const ms = performance.now() - started;
+  const escaped = await c.check(observed, env, marker);
+  const detail = escaped ??
+    (observed.error ? `${observed.error.code}: ${observed.error.message}` : "ok").slice(0, 200);
+  return { name: c.name, contained: escaped === undefined, detail, ms: Math.round(ms) };
+}
+
+/** Fails unless Redis answers on 127.0.0.1:6379 (the network case must mean something). */
+export async function requireRedis(): Promise<void> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: 6379 });
+    conn.close();
+  } catch (e) {
+    throw new Error(
+      `the escape suite needs Redis on 127.0.0.1:6379 (apt-get install -y redis-server): ${
+        (e as Error).message
+      }`,
+    );
+  }
+}

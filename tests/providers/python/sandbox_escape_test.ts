@@ -1,0 +1,130 @@
+/**
+ * The escape suite (issue 5): real hostile snippets against the bubblewrap sandbox, cold and
+ * warm; then the same suite in a subprocess under the CLI's scoped Deno permissions.
+ */
+
+import assert from "node:assert/strict";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import {
+  cleanupEscapeEnv,
+  ESCAPE_CASES,
+  type EscapeEnv,
+  type EscapeOutcome,
+  prepareEscapeEnv,
+  requireRedis,
+  runEscapeCase,
+} from "./escape_suite.ts";
+import { makeCtx } from "./helpers.ts";
+
+const projectDir = fromFileUrl(new URL("../../../", import.meta.url)).replace(/\/$/, "");
+
+for (const [variant, poolSize] of [["cold", 0], ["warm", 2]] as const) {
+  Deno.test(`[bwrap, ${variant}] escape suite: every hostile snippet is contained`, async (t) => {
+    await requireRedis();
+    const env: EscapeEnv = await prepareEscapeEnv(projectDir);
+    const provider = new PythonProvider({ sandbox: "bwrap", poolSize });
+    try {
+      for (const c of ESCAPE_CASES) {
+        await t.step(c.name, async () => {
+          const outcome = await runEscapeCase(provider, c, env);
+          assert.ok(outcome.contained, `${c.name}: ${outcome.detail}`);
+        });
+      }
+      // After all that, the provider still runs tasks.
+      const r = await provider.call("python/execute", { code: "result = 'alive'" }, makeCtx());
+      assert.equal((r as { result: string }).result, "alive");
+    } finally {
+      await provider.close();
+      await cleanupEscapeEnv(env);
+    }
+  });
+}
+
+Deno.test("[bwrap] a declared network grant is what makes Redis reachable", async () => {
+  await requireRedis();
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  const code = "import socket\ns = socket.create_connection(('127.0.0.1', 6379), timeout=2)\n" +
+    "s.sendall(b'PING\\r\\n')\nresult = s.recv(16).decode()";
+  try {
+    const granted = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({ sandbox: { task: { network: true } } }),
+    ) as { result: string };
+    assert.equal(granted.result, "+PONG\r\n");
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] declared read and write paths, relative to the workflow dir", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.chmod(dir, 0o755);
+  await Deno.mkdir(`${dir}/data`, { mode: 0o755 });
+  await Deno.writeTextFile(`${dir}/data/in.txt`, "input");
+  await Deno.mkdir(`${dir}/out`, { mode: 0o777 });
+  await Deno.chmod(`${dir}/out`, 0o777);
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  const base = { baseDir: dir };
+  try {
+    const code = `
+import os
+text = open(${JSON.stringify(`${dir}/data/in.txt`)}).read()
+open(${JSON.stringify(`${dir}/out/result.txt`)}, "w").write(text.upper())
+try:
+    open(${JSON.stringify(`${dir}/data/new.txt`)}, "w").write("x")
+    ro = "writable"
+except OSError:
+    ro = "read-only"
+result = ro
+`;
+    const r = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({ ...base, sandbox: { workflow: { read: ["data"] }, task: { write: ["out"] } } }),
+    ) as { result: string };
+    assert.equal(r.result, "read-only");
+    assert.equal(await Deno.readTextFile(`${dir}/out/result.txt`), "INPUT");
+    // Without the grant the same code cannot even see the file.
+    const denied = await provider.call("python/execute", { code }, makeCtx(base)).catch((e) => e) as
+      & Error
+      & { code: string };
+    assert.equal(denied.code, "TASK_EXECUTION_FAILED");
+    assert.match(denied.message, /FileNotFoundError/);
+  } finally {
+    await provider.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.sh)", async () => {
+  await requireRedis();
+  // The flags the CLI runs with live in scripts/flags.sh (sourced by ./gleitzeit, the
+  // compile script and the bundle tests): take them from there, exactly.
+  const listed = await new Deno.Command("bash", {
+    args: ["-c", 'source scripts/flags.sh && printf "%s\\n" "${GLEITZEIT_DENO_FLAGS[@]}"'],
+    cwd: projectDir,
+    stdout: "piped",
+  }).output();
+  assert.ok(listed.success, "cannot read scripts/flags.sh");
+  const flags = new TextDecoder().decode(listed.stdout).trim().split("\n");
+  assert.ok(flags.includes("--ignore-env") && flags.includes("--no-prompt"), flags.join(" "));
+  assert.ok(!flags.includes("--allow-all") && !flags.includes("-A"), flags.join(" "));
+  const driver = fromFileUrl(new URL("./escape_driver.ts", import.meta.url));
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...flags, driver],
+    cwd: projectDir,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, `driver failed (${out.code}):\n${stderr.slice(-3000)}`);
+  const report = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    flags: string[];
+    outcomes: (EscapeOutcome & { variant: string })[];
+  };
+  const escaped = report.outcomes.filter((o) => !o.contained);
+  assert.deepEqual(escaped, [], "0 escapes");
+  assert.equal(report.outcomes.length, ESCAPE_CASES.length * 2 + 1);
+});
