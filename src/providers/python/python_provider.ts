@@ -114,6 +114,13 @@ export class PythonProvider implements Provider {
     this.#bwrapPath = options.bwrapPath;
   }
 
+  /** Warm parents per sandbox mode: alive (busy or idle) and idle. */
+  poolStats(): Record<string, { live: number; idle: number }> {
+    const stats: Record<string, { live: number; idle: number }> = {};
+    for (const [mode, pool] of this.#pools) stats[mode] = { live: pool.live, idle: pool.idle };
+    return stats;
+  }
+
   /** The default sandbox mode (what `gleitzeit run` warns about when it is not `bwrap`). */
   get sandboxMode(): SandboxMode {
     return this.#mode;
@@ -404,7 +411,7 @@ export class PythonProvider implements Provider {
       "-c",
       RUNNER_SOURCE,
       "pool",
-      JSON.stringify({ sys_path: py.path }),
+      JSON.stringify({ sys_path: py.path, ipc_check: mode === "bwrap" && bwrap !== undefined }),
     ];
     if (mode !== "bwrap" || !bwrap) {
       return {
@@ -457,8 +464,8 @@ export class PythonProvider implements Provider {
         output_limit: this.#outputLimit,
         ...paths,
       };
-      const { status } = await Promise.race([worker.run(fullJob), guard.stopped]);
-      healthy = true;
+      const { status, dirty } = await Promise.race([worker.run(fullJob), guard.stopped]);
+      healthy = !dirty;
       const payload = readPayload(paths.result_path);
       const stdout = readCapped(
         paths.stdout_path,

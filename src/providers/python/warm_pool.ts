@@ -27,6 +27,8 @@ export interface WarmSpawn {
 export interface WarmStatus {
   /** `os.waitpid` status of the forked child. */
   status: number;
+  /** The task left state the parent cannot clean (SysV IPC): do not reuse this parent. */
+  dirty: boolean;
 }
 
 /** One warm parent process. */
@@ -102,8 +104,8 @@ export class WarmWorker {
     this.tasks++;
     await this.#writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
     while (true) {
-      const msg = JSON.parse(await this.#next()) as { status?: number };
-      if (typeof msg.status === "number") return { status: msg.status };
+      const msg = JSON.parse(await this.#next()) as { status?: number; dirty?: boolean };
+      if (typeof msg.status === "number") return { status: msg.status, dirty: msg.dirty === true };
     }
   }
 

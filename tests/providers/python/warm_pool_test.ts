@@ -1,0 +1,190 @@
+/**
+ * The warm pool: a fresh process per task (no state leaks between tasks served by the same
+ * warm parent), the size bound, idle reaping, replacement after an abort or a dirty task.
+ */
+
+import assert from "node:assert/strict";
+import { GleitzeitError } from "../../../src/core/errors.ts";
+import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import { makeCtx } from "./helpers.ts";
+
+type R = { result: Record<string, unknown> };
+
+for (const sandbox of ["bwrap", "basic"] as const) {
+  Deno.test(`[${sandbox}] tasks on one warm parent share no state`, async () => {
+    const provider = new PythonProvider({ sandbox, poolSize: 1 });
+    try {
+      const first = await provider.call("python/execute", {
+        code: `
+import os, sys, json, builtins
+json.LEAK = "module"
+builtins.LEAK = "builtin"
+sys.modules["leaky"] = json
+os.environ["LEAK"] = "env"
+sys.path.append("/leak")
+open("file.txt", "w").write("x")
+counter = 1
+result = {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd()}
+`,
+      }, makeCtx()) as R;
+      const second = await provider.call("python/execute", {
+        code: `
+import os, sys, json, builtins
+result = {
+    "pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
+    "leaks": [name for name, leaked in [
+        ("module attribute", hasattr(json, "LEAK")),
+        ("builtin", hasattr(builtins, "LEAK")),
+        ("sys.modules", "leaky" in sys.modules),
+        ("environment", "LEAK" in os.environ),
+        ("sys.path", "/leak" in sys.path),
+        ("globals", "counter" in globals()),
+        ("work dir files", bool(os.listdir("."))),
+    ] if leaked],
+}
+`,
+      }, makeCtx()) as R;
+      assert.equal(first.result.ppid, second.result.ppid, "served by the same warm parent");
+      assert.notEqual(first.result.pid, second.result.pid, "each task is its own process");
+      assert.notEqual(first.result.cwd, second.result.cwd, "each task has its own work dir");
+      assert.deepEqual(second.result.leaks, []);
+      assert.equal(provider.poolStats()[sandbox].live, 1);
+    } finally {
+      await provider.close();
+    }
+  });
+}
+
+Deno.test("[bwrap] a task cannot see or touch the previous task's directory", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const first = await provider.call("python/execute", {
+      code: "import os\nopen('secret.txt', 'w').write('s3cret')\nresult = os.getcwd()",
+    }, makeCtx()) as { result: string };
+    const second = await provider.call("python/execute", {
+      code: `
+import os
+prev = ${JSON.stringify(first.result)}
+pool = os.path.dirname(os.path.dirname(os.getcwd()))
+seen = []
+for path in (prev + "/secret.txt", pool + "/.trash"):
+    try:
+        seen.append(open(path).read() if path.endswith(".txt") else os.listdir(path))
+    except OSError as e:
+        pass
+try:
+    os.listdir(pool)
+    seen.append("listed the pool dir")
+except OSError:
+    pass
+try:
+    open(pool + "/planted", "w").write("x")
+    seen.append("wrote into the pool dir")
+except OSError:
+    pass
+result = seen
+`,
+    }, makeCtx()) as { result: unknown[] };
+    assert.deepEqual(second.result, []);
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] a task that leaves SysV IPC behind gets a fresh parent next time", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const shm = (flags: string) => `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+shmid = libc.shmget(0x6c65616b, 4096, ${flags})
+result = {"shmid": shmid, "ppid": os.getppid(), "ns": os.readlink("/proc/self/ns/ipc")}
+`;
+  try {
+    const first = await provider.call("python/execute", { code: shm("0o1600") }, makeCtx()) as R;
+    assert.ok((first.result.shmid as number) >= 0, "created a segment");
+    const second = await provider.call("python/execute", { code: shm("0") }, makeCtx()) as R;
+    assert.equal(second.result.shmid, -1, "the segment is not visible to the next task");
+    assert.notEqual(second.result.ns, first.result.ns, "a new sandbox (IPC namespace)");
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] the pool never exceeds its size; overflow runs cold", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 2 });
+  try {
+    const tasks = Array.from({ length: 8 }, (_, i) =>
+      provider.call(
+        "python/execute",
+        { code: `import time\ntime.sleep(0.3)\nresult = ${i}` },
+        makeCtx(),
+      ) as Promise<{ result: number }>);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.ok(provider.poolStats().bwrap.live <= 2, JSON.stringify(provider.poolStats()));
+    const results = await Promise.all(tasks);
+    assert.deepEqual(results.map((r) => r.result), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.equal(provider.poolStats().bwrap.live, 2);
+    assert.equal(provider.poolStats().bwrap.idle, 2);
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] idle warm parents are reaped", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 2, poolIdleMs: 200 });
+  try {
+    await provider.prewarm();
+    assert.equal(provider.poolStats().bwrap.idle, 2);
+    await provider.call("python/execute", { code: "result = 1" }, makeCtx());
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(provider.poolStats().bwrap.live, 0);
+    // ... and come back on demand.
+    const r = await provider.call("python/execute", { code: "result = 2" }, makeCtx()) as {
+      result: number;
+    };
+    assert.equal(r.result, 2);
+    assert.equal(provider.poolStats().bwrap.live, 1);
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] an aborted task takes its parent down; the pool replaces it", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const before = await provider.call("python/execute", {
+      code: "import os\nresult = os.readlink('/proc/self/ns/pid')",
+    }, makeCtx()) as { result: string };
+    const ctx = makeCtx();
+    const slow = provider.call("python/execute", { code: "import time\ntime.sleep(30)" }, ctx);
+    setTimeout(() => ctx.controller.abort(new GleitzeitError("TASK_CANCELLED", "stop")), 200);
+    await assert.rejects(slow, /stop/);
+    const after = await provider.call("python/execute", {
+      code: "import os\nresult = os.readlink('/proc/self/ns/pid')",
+    }, makeCtx()) as { result: string };
+    assert.notEqual(after.result, before.result, "a new sandbox");
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] many concurrent tasks through the pool each get their own result", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 4 });
+  try {
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        provider.call(
+          "python/execute",
+          { code: "print(n)\nresult = n * n", context: { n: i } },
+          makeCtx(),
+        ) as Promise<{ result: number; output: string }>),
+    );
+    results.forEach((r, i) => {
+      assert.equal(r.result, i * i);
+      assert.equal(r.output, `${i}\n`);
+    });
+  } finally {
+    await provider.close();
+  }
+});
