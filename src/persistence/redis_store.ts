@@ -3,7 +3,7 @@
  *
  * Everything lives under one key prefix (default `gleitzeit:`); runs and tasks are hashes,
  * listings read sorted sets (runs by creation, tasks in workflow order, runs and tasks by
- * state), so normal operation never uses KEYS or SCAN. Writes are one round trip each, one
+ * state; tasks across runs by walking the runs), so normal operation never uses KEYS or SCAN. Writes are one round trip each, one
  * atomic Lua script (a script is a transaction, like MULTI/EXEC, that can also check before it
  * writes): `createRun`, `updateRun`, `claimRun`, `finishTasks` (a whole batch), and
  * `startAttempt` (claims made in the same tick go out together). See redis_scripts.ts for the
@@ -79,7 +79,8 @@ const SCRIPTS = {
   claim: CLAIM_RUN,
 } as const;
 const PAGE = 200;
-/** Separates the parts of a cross-run task index member; sorts below every other byte. */
+/** Separates the parts of a task state index member (sorts below every other byte) and of a
+ * `taskid` value. */
 const SEP = "\u0000";
 
 /** Store on a Redis server. */
@@ -201,50 +202,47 @@ export class RedisStore implements Store {
     return this.prefix + parts.join(":");
   }
 
-  /** One script call: checks the id is free and writes the run, its tasks and index entries. */
+  /**
+   * One script call: checks the id is free and writes the run, its tasks and index entries. A
+   * task goes out as its ids, its unchanging fields as one JSON string and its state fields; the
+   * script derives keys and index members itself (see CREATE_RUN).
+   */
   createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
-    const cmds: string[] = [];
-    const add = (...parts: string[]) => cmds.push(String(parts.length), ...parts);
-    const hset = (key: string, h: Record<string, string>) =>
-      add("HSET", key, ...Object.entries(h).flat());
-    /** Sorted set additions, in chunks that stay well inside Lua's unpack limit. */
-    const zadd = (key: string, entries: [number, string][]) => {
-      for (let i = 0; i < entries.length; i += 1000) {
-        add("ZADD", key, ...entries.slice(i, i + 1000).flatMap(([sc, m]) => [String(sc), m]));
-      }
-    };
-    hset(this.#k("run", run.id), runFields(run));
-    zadd(this.#k("runs"), [[run.createdAt, run.id]]);
-    zadd(this.#k("runs", "state", run.state), [[run.createdAt, run.id]]);
-    zadd(this.#k("runs", "name", run.workflowName), [[run.createdAt, run.id]]);
-    const order: [number, string][] = [];
-    const all: [number, string][] = [];
-    const byState = new Map<string, [number, string][]>();
-    const idx: [string, string][] = [];
-    tasks.forEach((t, seq) => {
-      const member = [run.id, String(1e9 - seq).padStart(10, "0"), t.taskId].join(SEP);
-      hset(this.#k("task", run.id, t.taskId), {
-        ...taskFields(t, run.id),
-        _rc: String(run.createdAt),
-        _m: member,
-        _wf: run.workflowName,
-      });
-      all.push([run.createdAt, member]);
-      const list = byState.get(t.state) ?? [];
-      list.push([run.createdAt, member]);
-      byState.set(t.state, list);
-      order.push([seq, t.taskId]);
-      idx.push([t.id, `${run.id}:${t.taskId}`]);
-    });
-    zadd(this.#k("run", run.id, "tasks"), order);
-    zadd(this.#k("tasks"), all);
-    for (const [state, entries] of byState) zadd(this.#k("tasks", "state", state), entries);
-    for (let i = 0; i < idx.length; i += 1000) {
-      add("HSET", this.#k("taskid"), ...idx.slice(i, i + 1000).flat());
+    const fields = Object.entries(runFields(run)).flat();
+    const args = [
+      this.prefix,
+      run.id,
+      String(run.createdAt),
+      run.workflowName,
+      run.state,
+      String(fields.length),
+      ...fields,
+    ];
+    for (const t of tasks) {
+      const extra = Object.entries(taskStateFields(t)).flat();
+      args.push(
+        t.taskId,
+        t.id,
+        JSON.stringify(
+          {
+            id: t.id,
+            name: t.name,
+            protocol: t.protocol,
+            method: t.method,
+            priority: t.priority,
+            createdAt: t.createdAt,
+            wf: run.workflowName,
+          } satisfies FixedFields,
+        ),
+        t.state,
+        String(t.attempts),
+        String(extra.length),
+      );
+      for (const x of extra) args.push(x);
     }
     return this.#do(`cannot create run ${run.id}`, async () => {
       try {
-        await this.#script("create", [this.#k("run", run.id)], cmds);
+        await this.#script("create", [this.#k("run", run.id)], args);
         this.#commits++;
       } catch (e) {
         if (/\bGZ_EXISTS\b/.test(String((e as Error)?.message))) throw runExists(run.id);
@@ -435,29 +433,39 @@ export class RedisStore implements Store {
     return this.#do(`cannot read task ${id}`, async () => {
       const where = await this.#client.hGet(this.#k("taskid"), id);
       if (!where) return undefined;
-      return toTask(await this.#client.hGetAll(this.#k("task") + ":" + where));
+      const i = where.indexOf(SEP);
+      return this.#readTask(where.slice(0, i), where.slice(i + 1));
     });
   }
 
   getRunTask(runId: string, taskId: string): Promise<TaskRecord | undefined> {
-    return this.#do(`cannot read task ${taskId} of run ${runId}`, async () => {
-      return toTask(await this.#client.hGetAll(this.#k("task", runId, taskId)));
+    return this.#do(`cannot read task ${taskId} of run ${runId}`, () => {
+      return this.#readTask(runId, taskId);
     });
+  }
+
+  async #readTask(runId: string, taskId: string): Promise<TaskRecord | undefined> {
+    const h = await this.#client.hGetAll(this.#k("task", runId, taskId));
+    return toTask(h, runId, taskId)?.task;
   }
 
   listTasks(filter: TaskFilter = {}): Promise<TaskRecord[]> {
     const needle = filter.nameFilter?.toLowerCase();
-    const keep = (t: TaskRecord & { workflowName: string }) =>
-      (!filter.runId || t.runId === filter.runId) &&
-      (!filter.state || t.state === filter.state) &&
-      (!filter.workflowName || t.workflowName === filter.workflowName) &&
-      (!needle || t.name.toLowerCase().includes(needle));
-    const fetch = async (keys: string[]) => {
-      const rows = await Promise.all(keys.map((k) => this.#client.hGetAll(k)));
-      return rows.map(toTaskWithWorkflow).filter((t) => t !== undefined && keep(t)).map((t) => {
-        const { workflowName: _, ...task } = t!;
-        return task as TaskRecord;
+    const keep = ({ task, workflowName }: { task: TaskRecord; workflowName: string }) =>
+      (!filter.runId || task.runId === filter.runId) &&
+      (!filter.state || task.state === filter.state) &&
+      (!filter.workflowName || workflowName === filter.workflowName) &&
+      (!needle || task.name.toLowerCase().includes(needle));
+    const fetch = async (ids: [runId: string, taskId: string][]) => {
+      const rows = await Promise.all(
+        ids.map(([runId, taskId]) => this.#client.hGetAll(this.#k("task", runId, taskId))),
+      );
+      const out: TaskRecord[] = [];
+      rows.forEach((h, i) => {
+        const t = toTask(h, ids[i]![0], ids[i]![1]);
+        if (t && keep(t)) out.push(t.task);
       });
+      return out;
     };
     return this.#do("cannot list tasks", () => {
       if (filter.runId) {
@@ -465,17 +473,61 @@ export class RedisStore implements Store {
         return this.#collect(
           this.#k("run", runId, "tasks"),
           filter.limit,
-          (ids) => fetch(ids.map((id) => this.#k("task", runId, id))),
+          (ids) => fetch(ids.map((id) => [runId, id])),
           false,
         );
       }
-      const source = filter.state ? this.#k("tasks", "state", filter.state) : this.#k("tasks");
-      return this.#collect(source, filter.limit, (members) =>
-        fetch(members.map((m) => {
-          const [runId, , ...rest] = m.split(SEP);
-          return this.#k("task", runId!, rest.join(SEP));
-        })));
+      if (filter.state) {
+        return this.#collect(
+          this.#k("tasks", "state", filter.state),
+          filter.limit,
+          (members) =>
+            fetch(members.map((m) => {
+              const [runId, , ...rest] = m.split(SEP);
+              return [runId!, rest.join(SEP)];
+            })),
+        );
+      }
+      // no task-wide index: the runs, newest first, each with its tasks in workflow order
+      const runs = filter.workflowName
+        ? this.#k("runs", "name", filter.workflowName)
+        : this.#k("runs");
+      return this.#collectRunTasks(runs, filter.limit, fetch);
     });
+  }
+
+  /**
+   * Tasks of the runs listed (newest first) in the sorted set `runs`, each run's in workflow
+   * order, until `limit` are found. The task lists of a page of runs are read together.
+   */
+  async #collectRunTasks(
+    runs: string,
+    limit: number | undefined,
+    fetch: (ids: [runId: string, taskId: string][]) => Promise<TaskRecord[]>,
+  ): Promise<TaskRecord[]> {
+    const want = limit === undefined ? Infinity : Math.max(0, Math.floor(limit));
+    const out: TaskRecord[] = [];
+    for (let start = 0; out.length < want; start += PAGE) {
+      const runIds = await this.#client.zRange(runs, start, start + PAGE - 1, { REV: true });
+      const firsts = await Promise.all(
+        runIds.map((id) => this.#client.zRange(this.#k("run", id, "tasks"), 0, PAGE - 1)),
+      );
+      for (const [i, runId] of runIds.entries()) {
+        let taskIds = firsts[i]!;
+        for (let from = 0; out.length < want && taskIds.length > 0; from += PAGE) {
+          out.push(...await fetch(taskIds.map((t) => [runId, t])));
+          if (taskIds.length < PAGE) break;
+          taskIds = await this.#client.zRange(
+            this.#k("run", runId, "tasks"),
+            from + PAGE,
+            from + 2 * PAGE - 1,
+          );
+        }
+        if (out.length >= want) break;
+      }
+      if (runIds.length < PAGE) break;
+    }
+    return out.slice(0, want);
   }
 
   /** Pages through a sorted set, mapping and filtering each page, until `limit` are found. */
@@ -500,10 +552,11 @@ export class RedisStore implements Store {
 
   listAttempts(runId: string, taskId: string): Promise<AttemptRecord[]> {
     return this.#do(`cannot list attempts of task ${taskId}`, async () => {
-      const h = await this.#client.hGetAll(this.#k("attempts", runId, taskId));
+      const h = await this.#client.hGetAll(this.#k("task", runId, taskId));
       const byNo = new Map<number, Record<string, string>>();
       for (const [field, value] of Object.entries(h)) {
         const i = field.indexOf(":");
+        if (i <= 0) continue; // a field of the task itself
         const n = Number(field.slice(0, i));
         const fields = byNo.get(n) ?? {};
         fields[field.slice(i + 1)] = value;
@@ -602,27 +655,6 @@ function runFields(run: RunRecord): Record<string, string> {
   return h;
 }
 
-function taskFields(t: TaskRecord, runId: string): Record<string, string> {
-  const h: Record<string, string> = {
-    id: t.id,
-    runId,
-    taskId: t.taskId,
-    name: t.name,
-    protocol: t.protocol,
-    method: t.method,
-    state: t.state,
-    priority: String(t.priority),
-    attempts: String(t.attempts),
-    createdAt: String(t.createdAt),
-  };
-  if (t.startedAt !== undefined) h.startedAt = String(t.startedAt);
-  if (t.finishedAt !== undefined) h.finishedAt = String(t.finishedAt);
-  if (t.result !== undefined) h.result = JSON.stringify(t.result);
-  if (t.error) h.error = JSON.stringify(t.error);
-  if (t.reason !== undefined) h.reason = t.reason;
-  return h;
-}
-
 function toRun(h: Record<string, string>): RunRecord | undefined {
   if (h.id === undefined) return undefined;
   const run: RunRecord = {
@@ -641,33 +673,55 @@ function toRun(h: Record<string, string>): RunRecord | undefined {
   return run;
 }
 
-function toTaskWithWorkflow(
-  h: Record<string, string>,
-): (TaskRecord & { workflowName: string }) | undefined {
-  const task = toTask(h);
-  return task && { ...task, workflowName: h._wf ?? "" };
+/** The task fields that never change, stored together as the JSON field `f`. */
+interface FixedFields {
+  id: string;
+  name: string;
+  protocol: string;
+  method: string;
+  priority: number;
+  createdAt: number;
+  /** The run's workflow name, for listings filtered by it. */
+  wf: string;
 }
 
-function toTask(h: Record<string, string>): TaskRecord | undefined {
-  if (h.id === undefined) return undefined;
+/** The changing fields beyond `state` and `attempts` that a new task record already has. */
+function taskStateFields(t: TaskRecord): Record<string, string> {
+  const h: Record<string, string> = {};
+  if (t.startedAt !== undefined) h.startedAt = String(t.startedAt);
+  if (t.finishedAt !== undefined) h.finishedAt = String(t.finishedAt);
+  if (t.result !== undefined) h.result = JSON.stringify(t.result);
+  if (t.error) h.error = JSON.stringify(t.error);
+  if (t.reason !== undefined) h.reason = t.reason;
+  return h;
+}
+
+/** A task hash (see redis_scripts.ts) back as a record, with its run's workflow name. */
+function toTask(
+  h: Record<string, string>,
+  runId: string,
+  taskId: string,
+): { task: TaskRecord; workflowName: string } | undefined {
+  if (h.f === undefined) return undefined;
+  const f = JSON.parse(h.f) as FixedFields;
   const task: TaskRecord = {
-    id: h.id,
-    runId: h.runId!,
-    taskId: h.taskId!,
-    name: h.name!,
-    protocol: h.protocol!,
-    method: h.method!,
+    id: f.id,
+    runId,
+    taskId,
+    name: f.name,
+    protocol: f.protocol,
+    method: f.method,
     state: h.state as TaskState,
-    priority: Number(h.priority),
+    priority: f.priority,
     attempts: Number(h.attempts),
-    createdAt: Number(h.createdAt),
+    createdAt: f.createdAt,
   };
   if (h.startedAt !== undefined) task.startedAt = Number(h.startedAt);
   if (h.finishedAt !== undefined) task.finishedAt = Number(h.finishedAt);
   if (h.result !== undefined) task.result = JSON.parse(h.result);
   if (h.error !== undefined) task.error = JSON.parse(h.error) as ErrorData;
   if (h.reason !== undefined) task.reason = h.reason;
-  return task;
+  return { task, workflowName: f.wf };
 }
 
 function isNotFound(e: unknown): boolean {
