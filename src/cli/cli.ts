@@ -116,6 +116,10 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     .option("--priority <priority>", "urgent, high, normal, low or an integer")
     .option("--timeout <seconds>", "attempt timeout (30, 30s, 5m)")
     .option("--retries <n>", "retries after the first attempt")
+    .option(
+      "--depends-on <ids>",
+      "wait for these stored tasks (comma-separated); use ${ID.path} for their results",
+    )
     .option("--wait", "wait for the task to finish (default)")
     .option("--detach", "record the task as queued and print its run id")
     .option("--output-file <file>", "write the JSON report to a file")

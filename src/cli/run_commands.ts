@@ -1,9 +1,11 @@
 /** `gleitzeit run`, `workflow submit` and `task submit`: start runs and wait for them. @module */
 
-import { createApp } from "../app.ts";
+import { createApp, openConfiguredStore } from "../app.ts";
+import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import type { ResolvedConfig } from "../config/config.ts";
 import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
+import { hasReference } from "../core/references.ts";
 import { NO_RETRY } from "../core/retry.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
@@ -168,6 +170,7 @@ export interface TaskSubmitOptions extends SubmitOptions {
   priority?: string;
   timeout?: string;
   retries?: string;
+  dependsOn?: string;
 }
 
 /** `gleitzeit task submit METHOD`: a one-task workflow. */
@@ -226,7 +229,17 @@ async function submitTask(
       );
     }
   }
-  const issues = registry.validateParams(protocol, method, params);
+  let taskParams = params;
+  if (opts.dependsOn !== undefined) {
+    const ids = opts.dependsOn.split(",").map((s) => s.trim()).filter(Boolean);
+    const deps = await waitForDependencies(config, ids, globals.json === true);
+    taskParams = withDependencyResults(params, deps);
+  } else if (hasReference(params)) {
+    throw new GleitzeitError("USAGE_ERROR", "a single task can only refer to --depends-on tasks", {
+      hint: "add --depends-on TASK_ID, or use a workflow file",
+    });
+  }
+  const issues = registry.validateParams(protocol, method, taskParams);
   if (issues.length > 0) {
     const first = issues[0]!;
     throw new GleitzeitError(
@@ -258,7 +271,7 @@ async function submitTask(
       name: method,
       protocol,
       method,
-      params,
+      params: taskParams,
       dependencies: [],
       priority,
       retry,
@@ -270,4 +283,28 @@ async function submitTask(
   // --params are the task's parameters here, not workflow inputs
   const { params: _taskParams, ...submit } = opts;
   return await submitWorkflow(workflow, config, globals, submit, registry, stream);
+}
+
+/** Waits (Ctrl-C aborts) until the `--depends-on` tasks completed; returns their records. */
+async function waitForDependencies(
+  config: ResolvedConfig,
+  ids: string[],
+  quiet: boolean,
+): Promise<Map<string, TaskRecord>> {
+  const store = await openConfiguredStore(config);
+  const { signal, dispose } = interruptSignal(true);
+  try {
+    return await waitForTasks(store, ids, signal, (pending) => {
+      if (!quiet) {
+        err(
+          colors("stderr").dim(
+            `waiting for ${pending.map((t) => `${t.id} (${t.state})`).join(", ")}`,
+          ),
+        );
+      }
+    });
+  } finally {
+    dispose();
+    await store.close();
+  }
 }

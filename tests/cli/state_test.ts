@@ -265,3 +265,66 @@ tasks:
   );
   assertEquals(after.state, "cancelled");
 });
+
+Deno.test("task submit --depends-on waits for a task running elsewhere and uses its result", async () => {
+  const { env } = await scratch();
+  const first = spawnGleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "echo",
+    "--protocol",
+    "echo/v1",
+    "--params",
+    '{"n": 21}',
+    "--retries",
+    "0",
+  ], { env });
+  const firstOut = JSON.parse(new TextDecoder().decode((await first.output()).stdout));
+  const doneId: string = firstOut.tasks[0].task_id;
+  // a dependency that is still running in another process when the dependent is submitted
+  const slow = spawnGleitzeit(
+    ["--json", "task", "submit", "delay", "--params", '{"seconds": 1.5}'],
+    {
+      env,
+    },
+  );
+  let slowId: string | undefined;
+  for (let i = 0; i < 100 && !slowId; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const list = JSON.parse(
+      (await gleitzeit(["--json", "task", "list", "--status", "running"], { env })).stdout,
+    );
+    slowId = list[0]?.task_id;
+  }
+  assert(slowId, "the slow task never showed as running");
+  const dep = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    `${doneId},${slowId}`,
+    "--params",
+    `{"twice": "\${${doneId}.n}", "slept": "\${${slowId}.slept}"}`,
+  ], { env });
+  assertEquals(dep.code, 0, dep.stderr);
+  assertEquals(JSON.parse(dep.stdout).results.task, { twice: 21, slept: 1.5 });
+  await slow.output();
+
+  const failed = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "error",
+    "--params",
+    '{"message": "nope"}',
+  ], {
+    env,
+  });
+  const failedId: string = JSON.parse(failed.stdout).tasks[0].task_id;
+  const blocked = await gleitzeit(["task", "submit", "echo", "--depends-on", failedId], { env });
+  assertEquals(blocked.code, 1);
+  assertStringIncludes(blocked.stderr, `dependency ${failedId}`);
+  assertStringIncludes(blocked.stderr, "failed: nope");
+});
