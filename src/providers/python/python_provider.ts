@@ -23,7 +23,8 @@ import {
   toResult,
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
-import { RUNNER_SOURCE } from "./runner_source.ts";
+import { RUNNER_BOOTSTRAP, RUNNER_SOURCE } from "./runner_source.ts";
+import { bootstrapInput, runnerBytecode } from "./runner_bytecode.ts";
 import {
   DEFAULT_LIMITS,
   isPlainPolicy,
@@ -96,6 +97,7 @@ export class PythonProvider implements Provider {
   readonly #poolIdleMs: number | undefined;
   readonly #bwrapPath: string | undefined;
   readonly #pools = new Map<SandboxMode, WarmPool>();
+  readonly #bwrapReady = new Map<string, Promise<string>>();
   /** Background clean-ups of aborted attempts; `close()` waits for them. */
   readonly #pending = new Set<Promise<void>>();
   /** Kill functions of running attempts, for `close()`. */
@@ -204,7 +206,18 @@ export class PythonProvider implements Provider {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 
-  async #bwrap(py: PythonInterpreter): Promise<string> {
+  /** bwrap's path once found and probed for an interpreter (the probe costs a spawn). */
+  #bwrap(py: PythonInterpreter): Promise<string> {
+    let found = this.#bwrapReady.get(py.executable);
+    if (!found) {
+      found = this.#findAndProbeBwrap(py);
+      this.#bwrapReady.set(py.executable, found);
+      found.catch(() => this.#bwrapReady.delete(py.executable));
+    }
+    return found;
+  }
+
+  async #findAndProbeBwrap(py: PythonInterpreter): Promise<string> {
     const bwrap = findBwrap(this.#bwrapPath);
     const scratch = await Deno.makeTempDir({ dir: this.#tempDir, prefix: "gleitzeit-probe-" });
     try {
@@ -300,6 +313,7 @@ export class PythonProvider implements Provider {
     timeoutSeconds: number | undefined,
     ctx: CallContext,
   ): Promise<PythonResult> {
+    const code = await runnerBytecode(py);
     const base = await Deno.makeTempDir({ dir: this.#tempDir, prefix: "gleitzeit-py-" });
     const workDir = `${base}/work`;
     const resultPath = `${base}/result.json`;
@@ -307,7 +321,7 @@ export class PythonProvider implements Provider {
     try {
       await Deno.mkdir(workDir, { mode: 0o700 });
       if (dropsUser(policy.mode, py)) await chownAll([base, workDir]);
-      const runner = [py.executable, "-I", "-S", "-c", RUNNER_SOURCE, "once"];
+      const runner = [py.executable, "-I", "-S", "-c", RUNNER_BOOTSTRAP, "once"];
       const [command, ...args] = bwrap
         ? [
           bwrap,
@@ -347,7 +361,7 @@ export class PythonProvider implements Provider {
       work_dir: workDir,
       result_path: resultPath,
     };
-    writeAll(child.stdin, JSON.stringify(fullJob));
+    writeAll(child.stdin, bootstrapInput(code, JSON.stringify(fullJob)));
     const guard = this.#guard(
       ctx,
       timeoutSeconds,
@@ -411,7 +425,12 @@ export class PythonProvider implements Provider {
       "-c",
       RUNNER_SOURCE,
       "pool",
-      JSON.stringify({ sys_path: py.path, ipc_check: mode === "bwrap" && bwrap !== undefined }),
+      JSON.stringify({
+        sys_path: py.path,
+        ipc_check: mode === "bwrap" && bwrap !== undefined,
+        // Children drop to the sandbox user before their job arrives (see the runner).
+        ...(dropsUser(mode, py) ? { uid: SANDBOX_UID, gid: SANDBOX_UID } : {}),
+      }),
     ];
     if (mode !== "bwrap" || !bwrap) {
       return {
@@ -511,9 +530,9 @@ function childEnv(py: PythonInterpreter, home: string): Record<string, string> {
   };
 }
 
-function writeAll(stream: WritableStream<Uint8Array>, text: string): void {
+function writeAll(stream: WritableStream<Uint8Array>, data: Uint8Array): void {
   const writer = stream.getWriter();
-  writer.write(new TextEncoder().encode(text))
+  writer.write(data)
     .then(() => writer.close())
     .catch(() => {
       // The child died before reading its job; its exit status tells the story.

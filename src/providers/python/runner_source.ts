@@ -317,7 +317,11 @@ def _once():
         os.setsid()
     except OSError:
         pass
-    job = _loads(sys.stdin.buffer.read().decode("utf-8"))
+    # Started through RUNNER_BOOTSTRAP, stdin held [length][marshalled runner][job]; the
+    # bootstrap left it in _boot_data. Started with the source itself, stdin is the job.
+    boot = globals().get("_boot_data")
+    raw = boot[4 + int.from_bytes(boot[:4], "big"):] if boot is not None else sys.stdin.buffer.read()
+    job = _loads(raw.decode("utf-8"))
     _set_path(job)
     _stdin_devnull()
     if job.get("subreaper"):
@@ -345,7 +349,7 @@ def _pool():
     # Warm what user code commonly needs, so the forked child pays nothing for it. Not more:
     # a bigger parent makes every fork slower (page tables), e.g. +0.5 ms for decimal,
     # statistics, subprocess, pathlib and friends together.
-    import resource, ctypes, json, traceback, linecache, gc  # noqa: F401
+    import resource, ctypes, json, traceback, linecache, gc, select  # noqa: F401
     for m in ("collections", "re", "math", "itertools", "functools", "datetime"):
         try:
             __import__(m)
@@ -376,30 +380,96 @@ def _pool():
     gc.collect()
     gc.freeze()
     out.write('{"ready": true}\n')
+    # The next task's child is forked ahead of its job (fork and the identity switch are off
+    # the critical path); it says "done" over a pipe once its result is written, so the
+    # answer does not wait for its exit either. pidfd notices a child that dies instead.
+    prefork = hasattr(os, "pidfd_open")
+    nxt = _prefork(inp, out, options) if prefork else None
     while True:
         line = inp.readline()
         if not line:
             break
         if not line.strip():
             continue
-        job = _loads(line.decode("utf-8"))
-        pid = os.fork()
-        if pid == 0:
-            try:
-                inp.close()
-                out.close()
-                os.setsid()
-                _run_job(job)
-                os._exit(0)
-            except BaseException:
-                try:
-                    traceback.print_exc()
-                    _flush()
-                finally:
-                    os._exit(70)
-        _, status = os.waitpid(pid, 0)
+        if nxt is None:
+            job = _loads(line.decode("utf-8"))
+            pid = os.fork()
+            if pid == 0:
+                _child(inp, out, lambda: job)
+            _, status = os.waitpid(pid, 0)
+            _reap_descendants()
+            out.write('{"status": %d, "dirty": %s}\n'
+                      % (status, "true" if ipc_check and _ipc_left() else "false"))
+            continue
+        pid, job_w, done_r, pidfd = nxt
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(job_w, view):]
+        except OSError:
+            pass
+        os.close(job_w)
+        status = None
+        ready = select.select([done_r, pidfd], [], [])[0]
+        if done_r in ready and os.read(done_r, 1) == b"d":
+            status = 0
+        else:
+            _, status = os.waitpid(pid, 0)
+            pid = None
+        os.close(done_r)
+        os.close(pidfd)
+        out.write('{"status": %d, "dirty": %s}\n'
+                  % (status, "true" if ipc_check and _ipc_left() else "false"))
+        if pid is not None:
+            os.waitpid(pid, 0)
         _reap_descendants()
-        out.write('{"status": %d, "dirty": %s}\n' % (status, "true" if ipc_check and _ipc_left() else "false"))
+        nxt = _prefork(inp, out, options)
+    if nxt is not None:
+        os.close(nxt[1])
+
+def _child(inp, out, get_job, done_w=None):
+    try:
+        inp.close()
+        out.close()
+        os.setsid()
+        _subreaper()
+        job = get_job()
+        if job is None:
+            os._exit(0)
+        _run_job(job)
+        if done_w is not None:
+            os.write(done_w, b"d")
+        os._exit(0)
+    except BaseException:
+        try:
+            import traceback
+            traceback.print_exc()
+            _flush()
+        finally:
+            os._exit(70)
+
+def _prefork(inp, out, options):
+    job_r, job_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(job_w)
+        os.close(done_r)
+        def get_job():
+            _drop_user(options)
+            chunks = []
+            while True:
+                chunk = os.read(job_r, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            os.close(job_r)
+            data = b"".join(chunks)
+            return _loads(data.decode("utf-8")) if data.strip() else None
+        _child(inp, out, get_job, done_w)
+    os.close(job_r)
+    os.close(done_w)
+    return pid, job_w, done_r, os.pidfd_open(pid)
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "pool":
@@ -407,3 +477,17 @@ if __name__ == "__main__":
     else:
         _once()
 `;
+
+/**
+ * What a cold task runs (`python3 -I -S -c RUNNER_BOOTSTRAP once`): compiling the runner's
+ * source costs ~4 ms per start, so the provider compiles it once per interpreter
+ * ({@link RUNNER_COMPILER}) and sends the marshalled code ahead of the job on stdin:
+ * 4 bytes big-endian length, the code, then the job's JSON.
+ */
+export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=sys.stdin.buffer.read()\n" +
+  'exec(marshal.loads(_boot_data[4:4+int.from_bytes(_boot_data[:4],"big")]))\n';
+
+/** Compiles RUNNER_SOURCE (on stdin) and writes the marshalled code object to stdout. */
+export const RUNNER_COMPILER =
+  "import sys,marshal\nsys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.read()," +
+  '"<gleitzeit-runner>","exec",dont_inherit=True)))\n';
