@@ -449,6 +449,35 @@ export class PythonProvider implements Provider {
     return { command: bwrap, args, env: childEnv(py, poolDir), poolDir, python: py.executable };
   }
 
+  /** Creates a warm task's directory (owned by the sandbox user when it drops to one). */
+  #taskDir(worker: WarmWorker, mode: SandboxMode, py: PythonInterpreter): TaskPaths {
+    const base = `${worker.poolDir}/t${++this.#seq}`;
+    const workDir = `${base}/work`;
+    // Synchronous on purpose: each is a single quick syscall, cheaper than a thread hop.
+    Deno.mkdirSync(base, { mode: 0o700 });
+    Deno.mkdirSync(workDir, { mode: 0o700 });
+    if (dropsUser(mode, py)) {
+      Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
+      Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
+    }
+    return {
+      work_dir: workDir,
+      result_path: `${base}/result.json`,
+      stdout_path: `${base}/stdout`,
+      stderr_path: `${base}/stderr`,
+    };
+  }
+
+  /** Sets up the worker's next task directory ahead of its job (see WarmWorker.prepare). */
+  #prepareNext(worker: WarmWorker, mode: SandboxMode, py: PythonInterpreter): void {
+    try {
+      const paths = this.#taskDir(worker, mode, py);
+      worker.prepare(paths, { output_limit: this.#outputLimit });
+    } catch {
+      // The next job creates its directory itself.
+    }
+  }
+
   async #runWarm(
     py: PythonInterpreter,
     pool: WarmPool,
@@ -458,24 +487,11 @@ export class PythonProvider implements Provider {
     timeoutSeconds: number | undefined,
     ctx: CallContext,
   ): Promise<PythonResult> {
-    const base = `${worker.poolDir}/t${++this.#seq}`;
-    const workDir = `${base}/work`;
-    const paths = {
-      work_dir: workDir,
-      result_path: `${base}/result.json`,
-      stdout_path: `${base}/stdout`,
-      stderr_path: `${base}/stderr`,
-    };
     const guard = this.#guard(ctx, timeoutSeconds, () => this.#background(() => worker.kill()));
     let healthy = false;
+    let paths = worker.prepared;
     try {
-      // Synchronous on purpose: each is a single quick syscall, cheaper than a thread hop.
-      Deno.mkdirSync(base, { mode: 0o700 });
-      Deno.mkdirSync(workDir, { mode: 0o700 });
-      if (dropsUser(policy.mode, py)) {
-        Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
-        Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
-      }
+      paths ??= this.#taskDir(worker, policy.mode, py);
       const fullJob = {
         ...job,
         ...this.#jobExtras(policy, py),
@@ -503,7 +519,8 @@ export class PythonProvider implements Provider {
     } finally {
       guard.dispose();
       if (healthy && !guard.killed) {
-        worker.retire(base);
+        worker.retire(dirname(paths!.work_dir));
+        this.#prepareNext(worker, policy.mode, py);
         pool.release(worker);
       } else {
         this.#background(() => pool.discard(worker));
@@ -511,6 +528,9 @@ export class PythonProvider implements Provider {
     }
   }
 }
+
+/** Paths of one warm task, below its worker's pool directory. */
+type TaskPaths = Record<"work_dir" | "result_path" | "stdout_path" | "stderr_path", string>;
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;

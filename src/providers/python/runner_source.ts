@@ -283,11 +283,22 @@ def _size(fd):
     except OSError:
         return -1
 
-def _run_job(job):
+_prepared = None
+
+def _prepare(job):
+    """Identity, directory and output files: everything before the code itself."""
+    global _prepared
     _drop_user(job)
     os.chdir(job["work_dir"])
     os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
     streams = _capture(job) if job.get("stdout_path") else None
+    _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
+
+def _run_job(job):
+    # A warm child may have been prepared for this very directory before the job came.
+    if _prepared is None or _prepared[:2] != (job.get("work_dir"), job.get("stdout_path")):
+        _prepare(job)
+    streams = _prepared[2]
     _apply_limits(job)
     text = _execute(job)
     _flush()
@@ -392,6 +403,8 @@ def _pool():
         if not line.strip():
             continue
         if nxt is None:
+            if line.startswith(b'{"prepare"'):
+                continue
             job = _loads(line.decode("utf-8"))
             pid = os.fork()
             if pid == 0:
@@ -408,6 +421,8 @@ def _pool():
                 view = view[os.write(job_w, view):]
         except OSError:
             pass
+        if line.startswith(b'{"prepare"'):
+            continue
         os.close(job_w)
         status = None
         ready = select.select([done_r, pidfd], [], [])[0]
@@ -457,15 +472,19 @@ def _prefork(inp, out, options):
         os.close(done_r)
         def get_job():
             _drop_user(options)
-            chunks = []
+            # Lines: optionally {"prepare": {paths}} (sent ahead, so the directory and
+            # output files are set up before the job exists), then the job; then EOF.
+            reader = os.fdopen(job_r, "rb")
             while True:
-                chunk = os.read(job_r, 65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            os.close(job_r)
-            data = b"".join(chunks)
-            return _loads(data.decode("utf-8")) if data.strip() else None
+                line = reader.readline()
+                if not line:
+                    return None
+                msg = _loads(line.decode("utf-8"))
+                if "prepare" in msg:
+                    _prepare(msg["prepare"])
+                    continue
+                reader.close()
+                return msg
         _child(inp, out, get_job, done_w)
     os.close(job_r)
     os.close(done_w)

@@ -99,9 +99,23 @@ export class WarmWorker {
     return value;
   }
 
+  /** Paths of the next task, already created and announced to the waiting child. */
+  prepared: Record<string, string> | undefined;
+
+  /**
+   * Announces the next task's directory and output files ahead of its job, so the waiting
+   * child sets them up while nothing waits on it.
+   */
+  prepare(paths: Record<string, string>, extra: Record<string, unknown>): void {
+    this.prepared = paths;
+    const line = JSON.stringify({ prepare: { ...extra, ...paths } }) + "\n";
+    this.#writer.write(new TextEncoder().encode(line)).catch(() => {});
+  }
+
   /** Sends one job and resolves with its child's wait status once the child has ended. */
   async run(job: Record<string, unknown>): Promise<WarmStatus> {
     this.tasks++;
+    this.prepared = undefined;
     await this.#writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
     while (true) {
       const msg = JSON.parse(await this.#next()) as { status?: number; dirty?: boolean };
