@@ -26,34 +26,57 @@ export interface OllamaClientOptions {
 /** One parsed NDJSON object of a stream. */
 export type Chunk = Record<string, unknown>;
 
+/** Which budget a {@link Watchdog} deadline belongs to. */
+type Phase = "first_byte" | "idle";
+
 /**
- * Aborts its signal with a PROVIDER_TIMEOUT error once a deadline passes. Re-arming only moves
- * the deadline; the one timer re-checks it when it fires, so a stream of many small chunks
- * costs no timer churn.
+ * The one abort signal of a request: aborts with a PROVIDER_TIMEOUT error once a deadline
+ * passes, or with the reason of any linked caller signal. Re-arming only moves the deadline
+ * (one `performance.now()`); the one timer re-checks it when it fires, so a stream of many
+ * small chunks costs no timer churn. Linking uses plain listeners (removed by `stop`), which
+ * is several times cheaper than `AbortSignal.any`.
  */
 class Watchdog {
   readonly #controller = new AbortController();
+  readonly #makeError: (phase: Phase, ms: number) => GleitzeitError;
+  readonly #linked: readonly AbortSignal[];
+  readonly #onLinkedAbort = (e: Event) => {
+    this.#controller.abort((e.target as AbortSignal).reason);
+  };
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #deadline = Infinity;
-  #error: () => GleitzeitError = () => new GleitzeitError("PROVIDER_TIMEOUT", "timeout");
+  #phase: Phase = "first_byte";
+  #ms = 0;
   error: GleitzeitError | undefined;
+
+  constructor(
+    linked: readonly AbortSignal[],
+    makeError: (phase: Phase, ms: number) => GleitzeitError,
+  ) {
+    this.#linked = linked;
+    this.#makeError = makeError;
+    for (const s of linked) s.addEventListener("abort", this.#onLinkedAbort);
+  }
 
   get signal(): AbortSignal {
     return this.#controller.signal;
   }
 
-  /** Sets the deadline to `ms` from now; `error` builds the abort reason. */
-  arm(ms: number, error: () => GleitzeitError): void {
-    this.#error = error;
+  /** Sets the deadline of `phase` to `ms` from now. */
+  arm(phase: Phase, ms: number): void {
+    this.#phase = phase;
+    this.#ms = ms;
     this.#deadline = performance.now() + ms;
     if (this.#timer === undefined || this.#timerAt > this.#deadline) this.#schedule(ms);
   }
 
+  /** Clears the timer and unlinks the caller signals. */
   stop(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#deadline = Infinity;
+    for (const s of this.#linked) s.removeEventListener("abort", this.#onLinkedAbort);
   }
 
   #schedule(ms: number): void {
@@ -66,8 +89,64 @@ class Watchdog {
     this.#timer = undefined;
     const left = this.#deadline - performance.now();
     if (left > 0) return this.#schedule(left);
-    this.error = this.#error();
+    this.error = this.#makeError(this.#phase, this.#ms);
     this.#controller.abort(this.error);
+  }
+}
+
+/** Size of the buffers response bodies are read into. */
+const READ_BUFFER_BYTES = 64 * 1024;
+/** Read buffers kept for the next requests (one per concurrent request is enough). */
+const SPARE_BUFFERS = 4;
+const spareBuffers: Uint8Array[] = [];
+
+/**
+ * Reads a body chunk by chunk. On a byte stream (every `fetch` body) it reads into one buffer
+ * (BYOB), reused for every read and then by later requests, sparing the 64 KiB buffer the
+ * default reader allocates per chunk, which is most of the cost of a token-per-chunk stream.
+ * `onBytes` must not keep the view it gets. Other streams (injected test bodies) are read
+ * with the default reader.
+ */
+class BodyReader {
+  readonly #byob: ReadableStreamBYOBReader | undefined;
+  readonly #plain: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #buffer: Uint8Array | undefined;
+
+  constructor(body: ReadableStream<Uint8Array>) {
+    let byob: ReadableStreamBYOBReader | undefined;
+    try {
+      byob = body.getReader({ mode: "byob" });
+    } catch {
+      // not a byte stream
+    }
+    this.#byob = byob;
+    this.#plain = byob ? undefined : body.getReader();
+  }
+
+  /** The next chunk, or undefined at the end. Valid until the next `read`. */
+  async read(): Promise<Uint8Array | undefined> {
+    if (this.#plain) {
+      const { value, done } = await this.#plain.read();
+      return done ? undefined : value;
+    }
+    const buffer = this.#buffer ?? spareBuffers.pop() ?? new Uint8Array(READ_BUFFER_BYTES);
+    this.#buffer = undefined; // transferred by the read
+    const { value, done } = await this.#byob!.read(buffer);
+    if (value) this.#buffer = new Uint8Array(value.buffer);
+    if (done) {
+      this.#recycle();
+      return undefined;
+    }
+    return value;
+  }
+
+  cancel(): void {
+    (this.#byob ?? this.#plain)!.cancel().catch(() => {});
+  }
+
+  #recycle(): void {
+    if (this.#buffer && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(this.#buffer);
+    this.#buffer = undefined;
   }
 }
 
@@ -84,6 +163,15 @@ export function unreachableHint(url: string): string {
  * or crashed runner that Ollama restarts on the next request) is.
  */
 const DETERMINISTIC_500 = /^option "|failed to process inputs|invalid |unknown format/i;
+
+const NEWLINE = 0x0a;
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
 
 /** Talks to one Ollama server. */
 export class OllamaClient {
@@ -121,6 +209,10 @@ export class OllamaClient {
    * POST a streaming request (`/api/chat`, `/api/generate`); calls `onChunk` for every NDJSON
    * object as it arrives and resolves with the final (`done: true`) object. An `{"error"}`
    * line, or a stream that ends without `done`, rejects with TASK_EXECUTION_FAILED.
+   *
+   * Lines are split on the raw bytes (a newline byte never occurs inside a multi-byte UTF-8
+   * character), so each complete line is decoded once, straight from the read buffer; only
+   * the bytes of a line that continues in the next read are copied.
    */
   async stream(
     path: string,
@@ -129,35 +221,51 @@ export class OllamaClient {
     onChunk: (chunk: Chunk) => void,
   ): Promise<Chunk> {
     let final: Chunk | undefined;
-    let buffer = "";
-    const handleLine = (line: string) => {
-      if (line.trim() === "") return;
+    const decoder = new TextDecoder();
+    /** The start of a line that continues in the next read (a copy). */
+    let partial: Uint8Array | undefined;
+    const handleLine = (bytes: Uint8Array) => {
+      const line = decoder.decode(bytes);
       let obj: Chunk;
       try {
         obj = JSON.parse(line);
       } catch {
+        if (line.trim() === "") return;
         throw this.#failed(`malformed line in the stream from ${path}: ${line.slice(0, 200)}`);
       }
-      if (typeof obj.error === "string" || obj.error !== undefined) {
-        throw this.#failed(String(obj.error), { midStream: true });
+      if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+        throw this.#failed(`malformed line in the stream from ${path}: ${line.slice(0, 200)}`);
       }
+      if (obj.error !== undefined) throw this.#failed(String(obj.error), { midStream: true });
       onChunk(obj);
       if (obj.done === true) final = obj;
     };
     await this.#exchange(path, body, signals, {
       firstByteMs: this.#firstByteMs,
       idleMs: this.#idleMs,
-      onText: (text) => {
-        buffer += text;
-        let nl: number;
-        while ((nl = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, nl);
-          buffer = buffer.slice(nl + 1);
-          handleLine(line);
+      onBytes: (bytes) => {
+        let start = 0;
+        let nl = bytes.indexOf(NEWLINE);
+        if (partial !== undefined) {
+          if (nl < 0) {
+            partial = concat(partial, bytes);
+            return;
+          }
+          handleLine(concat(partial, bytes.subarray(0, nl)));
+          partial = undefined;
+          start = nl + 1;
+          nl = bytes.indexOf(NEWLINE, start);
         }
+        while (nl >= 0) {
+          // JSON.parse ignores the trailing newline: no subarray for a chunk of one whole line
+          handleLine(start === 0 && nl === bytes.length - 1 ? bytes : bytes.subarray(start, nl));
+          start = nl + 1;
+          nl = bytes.indexOf(NEWLINE, start);
+        }
+        if (start < bytes.length) partial = bytes.slice(start);
       },
     });
-    handleLine(buffer);
+    if (partial !== undefined) handleLine(partial);
     if (!final) {
       throw this.#failed(`the stream from ${path} ended without done (connection dropped?)`, {
         noDone: true,
@@ -167,80 +275,76 @@ export class OllamaClient {
   }
 
   /**
-   * One HTTP exchange under both timeouts. Streams the decoded body to `onText` (if given) or
-   * returns it whole. Rejections: the caller's signal reason when it aborted, PROVIDER_TIMEOUT
-   * when a budget ran out, else a classified GleitzeitError.
+   * One HTTP exchange under both timeouts. Streams the body's bytes to `onBytes` (if given;
+   * the view is only valid during the call) or returns it decoded. Rejections: the caller's
+   * signal reason when it aborted, PROVIDER_TIMEOUT when a budget ran out, else a classified
+   * GleitzeitError.
    */
   async #exchange(
     path: string,
     body: Chunk | undefined,
     signals: readonly AbortSignal[],
-    opts: { firstByteMs: number; idleMs: number; onText?: (text: string) => void },
+    opts: { firstByteMs: number; idleMs: number; onBytes?: (bytes: Uint8Array) => void },
   ): Promise<string> {
     for (const s of signals) s.throwIfAborted();
-    const dog = new Watchdog();
-    const combined = AbortSignal.any([...signals, dog.signal]);
-    const endpoint = `${this.url}${path}`;
-    dog.arm(opts.firstByteMs, () =>
-      new GleitzeitError(
-        "PROVIDER_TIMEOUT",
-        `no response from Ollama at ${this.url}${path} within ${opts.firstByteMs} ms`,
-        {
-          details: { url: this.url, path, timeoutMs: opts.firstByteMs, phase: "first_byte" },
-          hint: "the model may still be loading; raise firstByteTimeoutMs",
-        },
-      ));
-    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    const dog = new Watchdog(signals, (phase, ms) => this.#timeoutError(path, phase, ms));
+    dog.arm("first_byte", opts.firstByteMs);
+    let reader: BodyReader | undefined;
     try {
-      const response = await this.#fetch(endpoint, {
+      const response = await this.#fetch(`${this.url}${path}`, {
         method: body === undefined ? "GET" : "POST",
         headers: body === undefined ? undefined : { "content-type": "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: combined,
+        signal: dog.signal,
       });
       if (!response.ok) {
         const text = await response.text();
         dog.stop();
         throw this.#httpError(response.status, text, path, body);
       }
-      if (!response.body) return "";
-      reader = response.body.getReader();
-      const decoder = new TextDecoder();
+      if (!response.body) {
+        dog.stop();
+        return "";
+      }
+      reader = new BodyReader(response.body);
+      const onBytes = opts.onBytes;
+      const decoder = onBytes ? undefined : new TextDecoder();
       let whole = "";
-      let first = true;
-      while (true) {
-        if (!first) {
-          // between chunks: the idle budget
-          dog.arm(opts.idleMs, () =>
-            new GleitzeitError(
-              "PROVIDER_TIMEOUT",
-              `Ollama at ${this.url}${path} sent nothing for ${opts.idleMs} ms mid-response`,
-              {
-                details: { url: this.url, path, timeoutMs: opts.idleMs, phase: "idle" },
-                hint: "the server stalled; raise idleTimeoutMs if the model is very slow",
-              },
-            ));
-        }
-        const { value, done } = await reader.read();
-        if (done) break;
-        first = false;
-        const text = decoder.decode(value, { stream: true });
-        if (opts.onText) opts.onText(text);
-        else whole += text;
+      let bytes = await reader.read();
+      while (bytes !== undefined) {
+        if (onBytes) onBytes(bytes);
+        else whole += decoder!.decode(bytes, { stream: true });
+        // between chunks: the idle budget
+        dog.arm("idle", opts.idleMs);
+        bytes = await reader.read();
       }
       dog.stop();
-      const rest = decoder.decode();
-      if (opts.onText) opts.onText(rest);
-      return whole + (opts.onText ? "" : rest);
+      return decoder ? whole + decoder.decode() : "";
     } catch (e) {
       dog.stop();
-      reader?.cancel().catch(() => {});
+      reader?.cancel();
       const aborted = signals.find((s) => s.aborted);
       if (aborted) throw aborted.reason;
       if (dog.error) throw dog.error;
       if (e instanceof GleitzeitError) throw e;
       throw this.#transportError(e, reader !== undefined);
     }
+  }
+
+  #timeoutError(path: string, phase: Phase, ms: number): GleitzeitError {
+    const details = { url: this.url, path, timeoutMs: ms, phase };
+    if (phase === "first_byte") {
+      return new GleitzeitError(
+        "PROVIDER_TIMEOUT",
+        `no response from Ollama at ${this.url}${path} within ${ms} ms`,
+        { details, hint: "the model may still be loading; raise firstByteTimeoutMs" },
+      );
+    }
+    return new GleitzeitError(
+      "PROVIDER_TIMEOUT",
+      `Ollama at ${this.url}${path} sent nothing for ${ms} ms mid-response`,
+      { details, hint: "the server stalled; raise idleTimeoutMs if the model is very slow" },
+    );
   }
 
   #parseDocument(path: string, text: string): Chunk {

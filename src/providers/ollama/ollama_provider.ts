@@ -149,7 +149,8 @@ export class OllamaProvider implements Provider {
     // Images are read before waiting for a slot: a bad path fails at once.
     const request = await build(params, ctx);
     this.#closed.signal.throwIfAborted();
-    const release = await this.#limiter.acquire(ctx.signal);
+    ctx.signal.throwIfAborted();
+    const release = this.#limiter.tryAcquire() ?? await this.#limiter.acquire(ctx.signal);
     try {
       return await request.run([ctx.signal, this.#closed.signal]);
     } catch (e) {

@@ -44,3 +44,19 @@ Deno.test("HostLimiter: an aborted signal rejects at once; rejectAll empties the
   assert.deepEqual(limiter.stats, { limit: 1, active: 0, queued: 0 });
   assert.throws(() => new HostLimiter(0), RangeError);
 });
+
+Deno.test("tryAcquire takes a free slot at once, never past waiting calls", async () => {
+  const limiter = new HostLimiter(1);
+  const first = limiter.tryAcquire();
+  assert.ok(first);
+  assert.equal(limiter.tryAcquire(), undefined);
+  const waiting = limiter.acquire();
+  first();
+  // the slot went to the waiting call (FIFO), so there is none to take
+  assert.equal(limiter.tryAcquire(), undefined);
+  (await waiting)();
+  const again = limiter.tryAcquire();
+  assert.ok(again);
+  again();
+  assert.deepEqual(limiter.stats, { limit: 1, active: 0, queued: 0 });
+});

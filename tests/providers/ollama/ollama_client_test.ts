@@ -74,3 +74,48 @@ Deno.test("a line split across chunks is reassembled; the final line needs no ne
   assert.equal(r.response, "pong");
   assert.equal(r.eval_count, 4);
 });
+
+/** A byte stream (as `fetch` bodies are) that delivers `parts` as separate chunks. */
+function byteBody(parts: Uint8Array[]): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    type: "bytes",
+    start(c) {
+      for (const p of parts) c.enqueue(p.slice());
+      c.close();
+    },
+  });
+}
+
+Deno.test("byte bodies: characters and lines split anywhere, CRLF, blank and very long lines", async () => {
+  const enc = new TextEncoder();
+  const long = "ü".repeat(50_000); // 100 KB of two-byte characters: longer than one read
+  const text = [
+    JSON.stringify({ response: "grüß ", done: false }),
+    "",
+    "  ",
+    JSON.stringify({ response: "🦙", done: false }) + "\r",
+    JSON.stringify({ response: long, done: false }),
+    JSON.stringify({ response: "", done: true, done_reason: "stop", eval_count: 3 }),
+  ].join("\n");
+  const bytes = enc.encode(text);
+  // cut every few bytes, so cuts fall inside multi-byte characters and beside newlines
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < 203; i += 7) parts.push(bytes.subarray(i, i + 7));
+  parts.push(bytes.subarray(203));
+  const seen: string[] = [];
+  const p = providerAnswering(() => new Response(byteBody(parts)));
+  const r = await p.call("llm/generate", { model: "m", prompt: "x" }, {
+    ...testContext(),
+    onProgress: (c) => seen.push(c),
+  }) as { response: string; eval_count: number };
+  assert.equal(r.response, `grüß 🦙${long}`);
+  assert.deepEqual(seen, ["grüß ", "🦙", long]);
+  assert.equal(r.eval_count, 3);
+});
+
+Deno.test("byte bodies: a JSON line that is not an object is a malformed line", async () => {
+  const body = byteBody([new TextEncoder().encode('{"response":"a","done":false}\n[1]\n')]);
+  const e = await failure(providerAnswering(() => new Response(body)));
+  assert.equal(e.code, "TASK_EXECUTION_FAILED");
+  assert.match(e.message, /malformed line/);
+});
