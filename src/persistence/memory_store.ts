@@ -21,7 +21,28 @@ import type {
   TaskRecord,
 } from "./store.ts";
 
-const clone = <T>(v: T): T => (v === undefined ? v : structuredClone(v));
+const clone = <T>(
+  v: T,
+): T => (v === undefined || v === null || typeof v !== "object" ? v : structuredClone(v));
+
+/**
+ * A run copied field by field: its workflow definition is shared, not copied, because workflows
+ * are never changed once validated (copying a 10,000-task definition per call dominated the
+ * cost of in-memory runs).
+ */
+function copyRun(run: RunRecord): RunRecord {
+  const out = { ...run, params: clone(run.params) };
+  if (run.error) out.error = clone(run.error);
+  return out;
+}
+
+/** A task copied: its scalars by spread, its result and error deeply. */
+function copyTask(t: TaskRecord): TaskRecord {
+  const out = { ...t };
+  if ("result" in t) out.result = clone(t.result);
+  if (t.error) out.error = clone(t.error);
+  return out;
+}
 
 /** In-memory Store. Returned records are copies, as from a real backend. */
 export class MemoryStore implements Store {
@@ -35,10 +56,10 @@ export class MemoryStore implements Store {
     if (this.#runs.has(run.id)) {
       return Promise.reject(runExists(run.id));
     }
-    this.#runs.set(run.id, clone(run));
+    this.#runs.set(run.id, copyRun(run));
     const map = new Map<string, TaskRecord>();
     for (const t of tasks) {
-      const copy = clone(t);
+      const copy = copyTask(t);
       map.set(t.taskId, copy);
       this.#tasksById.set(t.id, copy);
     }
@@ -113,7 +134,8 @@ export class MemoryStore implements Store {
   }
 
   getRun(runId: string): Promise<RunRecord | undefined> {
-    return Promise.resolve(clone(this.#runs.get(runId)));
+    const run = this.#runs.get(runId);
+    return Promise.resolve(run && copyRun(run));
   }
 
   listRuns(filter: RunFilter = {}): Promise<RunRecord[]> {
@@ -123,15 +145,17 @@ export class MemoryStore implements Store {
       .filter((r) => !filter.workflowName || r.workflowName === filter.workflowName)
       .filter((r) => !needle || r.workflowName.toLowerCase().includes(needle))
       .sort(newestFirst);
-    return Promise.resolve(clone(out.slice(0, filter.limit ?? out.length)));
+    return Promise.resolve(out.slice(0, filter.limit ?? out.length).map(copyRun));
   }
 
   getTask(id: string): Promise<TaskRecord | undefined> {
-    return Promise.resolve(clone(this.#tasksById.get(id)));
+    const t = this.#tasksById.get(id);
+    return Promise.resolve(t && copyTask(t));
   }
 
   getRunTask(runId: string, taskId: string): Promise<TaskRecord | undefined> {
-    return Promise.resolve(clone(this.#runTasks.get(runId)?.get(taskId)));
+    const t = this.#runTasks.get(runId)?.get(taskId);
+    return Promise.resolve(t && copyTask(t));
   }
 
   listTasks(filter: TaskFilter = {}): Promise<TaskRecord[]> {
@@ -149,7 +173,7 @@ export class MemoryStore implements Store {
         !filter.workflowName || this.#runs.get(t.runId)?.workflowName === filter.workflowName
       )
       .filter((t) => !needle || t.name.toLowerCase().includes(needle));
-    return Promise.resolve(clone(out.slice(0, filter.limit ?? out.length)));
+    return Promise.resolve(out.slice(0, filter.limit ?? out.length).map(copyTask));
   }
 
   listAttempts(runId: string, taskId: string): Promise<AttemptRecord[]> {

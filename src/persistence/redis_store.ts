@@ -51,6 +51,11 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
   /** Reconnect attempts after a connection that worked was lost. Default 5. */
   reconnectAttempts?: number;
+  /**
+   * A command without a reply after this long fails with PERSISTENCE_UNAVAILABLE. Default 3000.
+   * (A server that dies while the client reconnects can leave a socket that never answers.)
+   */
+  commandTimeoutMs?: number;
 }
 
 const RUN_STATES: RunState[] = [
@@ -108,7 +113,11 @@ export class RedisStore implements Store {
     reject: (e: unknown) => void;
   }[] = [];
 
-  private constructor(client: Client, url: string, prefix: string) {
+  readonly #commandTimeoutMs: number;
+  #broken = false;
+
+  private constructor(client: Client, url: string, prefix: string, commandTimeoutMs: number) {
+    this.#commandTimeoutMs = commandTimeoutMs;
     this.#client = client;
     this.url = url;
     this.prefix = prefix;
@@ -135,9 +144,13 @@ export class RedisStore implements Store {
           !ready || attempt >= retries ? cause : Math.min(50 * 2 ** attempt, 1000),
       },
     });
-    // node-redis emits "error" on every socket problem; without a listener it would throw.
-    client.on("error", () => {});
-    const store = new RedisStore(client, url, prefix);
+    const store = new RedisStore(client, url, prefix, options.commandTimeoutMs ?? 3000);
+    // node-redis emits "error" on every socket problem; without a listener it would throw. Once
+    // it stops reconnecting, commands already sent may never settle: fail them ourselves.
+    client.on("error", (e: Error) => {
+      if (ready && !client.isOpen) store.#connectionLost(e);
+    });
+    client.on("end", () => store.#connectionLost(new Error("connection closed")));
     try {
       await client.connect();
       ready = true;
@@ -187,10 +200,42 @@ export class RedisStore implements Store {
     }
   }
 
+  /** Rejecters of the commands in flight, failed together when the connection is gone for good. */
+  #inFlight = new Set<(e: unknown) => void>();
+
+  #connectionLost(cause: Error): void {
+    const err = unavailable(this.url, cause);
+    for (const reject of this.#inFlight) reject(err);
+    this.#inFlight.clear();
+  }
+
+  /** `fn()`, rejected early should the connection be lost for good or no reply come in time. */
+  #guarded<T>(fn: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#inFlight.add(reject);
+      const timer = setTimeout(() => {
+        // the socket is dead though the client thinks it ready: drop it, so that what follows
+        // fails at once instead of waiting again
+        this.#broken = true;
+        shutDown(this.#client);
+        this.#connectionLost(new Error(`no reply within ${this.#commandTimeoutMs} ms`));
+      }, this.#commandTimeoutMs);
+      fn().then(resolve, reject).finally(() => {
+        clearTimeout(timer);
+        this.#inFlight.delete(reject);
+      });
+    });
+  }
+
   async #do<T>(what: string, fn: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new GleitzeitError("PERSISTENCE_ERROR", "the Redis store is closed");
+    // While the connection is down a command would wait in the client's offline queue, possibly
+    // forever once reconnecting gives up: fail now, the caller decides (the run stays resumable).
+    if (this.#broken || !this.#client.isReady) {
+      throw unavailable(this.url, new Error("connection lost"));
+    }
     try {
-      return await fn();
+      return await this.#guarded(fn);
     } catch (e) {
       if (e instanceof GleitzeitError) throw e;
       if (isConnectionError(e) || !this.#client.isReady) throw unavailable(this.url, e);
@@ -617,13 +662,15 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#client.isOpen) {
-      try {
-        await this.#client.close();
-        return;
-      } catch {
-        // fall through: the connection is gone, drop what is left of it
-      }
+    if (this.#client.isOpen && !this.#broken) {
+      // a graceful QUIT, unless the server does not answer it soon
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const closed = await Promise.race([
+        this.#client.close().then(() => true, () => false),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 1000))),
+      ]);
+      clearTimeout(timer);
+      if (closed) return;
     }
     shutDown(this.#client);
   }
