@@ -179,7 +179,7 @@ def _descendants(root):
             todo.append(kid)
     return out
 
-def _reap_descendants():
+def _reap_descendants(exclude=()):
     # Fast path: no child at all means no descendant (we are their subreaper).
     me = os.getpid()
     deadline = time.monotonic() + 2.0
@@ -191,7 +191,9 @@ def _reap_descendants():
                     break
         except ChildProcessError:
             return
-        kids = _descendants(me)
+        kids = [p for p in _descendants(me) if p not in exclude]
+        if not kids and exclude:
+            return
         for pid in kids:
             try:
                 os.kill(pid, 9)
@@ -394,27 +396,24 @@ def _pool():
     # The next task's child is forked ahead of its job (fork and the identity switch are off
     # the critical path); it says "done" over a pipe once its result is written, so the
     # answer does not wait for its exit either. pidfd notices a child that dies instead.
-    prefork = hasattr(os, "pidfd_open")
-    nxt = _prefork(inp, out, options) if prefork else None
+    # A spare child is forked ahead of each job, and the next spare is forked while the job
+    # runs, so neither fork nor exit is on a task's path. The spare waits with real and
+    # saved uid 0 (only its effective uid is the sandbox user's, for setting up files), so
+    # the running task, whose every uid is the sandbox user's, cannot signal it; it drops
+    # for good when its job arrives. It says "done" over a pipe once its result is written;
+    # a pidfd notices a child that dies instead.
+    if not hasattr(os, "pidfd_open"):
+        _pool_plain(inp, out, ipc_check)
+        return
+    spare = _prefork(inp, out, options, ())
+    exiting = []
     while True:
         line = inp.readline()
         if not line:
             break
         if not line.strip():
             continue
-        if nxt is None:
-            if line.startswith(b'{"prepare"'):
-                continue
-            job = _loads(line.decode("utf-8"))
-            pid = os.fork()
-            if pid == 0:
-                _child(inp, out, lambda: job)
-            _, status = os.waitpid(pid, 0)
-            _reap_descendants()
-            out.write('{"status": %d, "dirty": %s}\n'
-                      % (status, "true" if ipc_check and _ipc_left() else "false"))
-            continue
-        pid, job_w, done_r, pidfd = nxt
+        pid, job_w, done_r, pidfd = spare
         try:
             view = memoryview(line)
             while view:
@@ -424,23 +423,46 @@ def _pool():
         if line.startswith(b'{"prepare"'):
             continue
         os.close(job_w)
-        status = None
+        spare = _prefork(inp, out, options, (done_r, pidfd))
         ready = select.select([done_r, pidfd], [], [])[0]
         if done_r in ready and os.read(done_r, 1) == b"d":
             status = 0
+            exiting.append(pid)
         else:
-            _, status = os.waitpid(pid, 0)
-            pid = None
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = 9  # reaped already: it was killed
+            _reap_descendants(exclude=(spare[0],))
         os.close(done_r)
         os.close(pidfd)
         out.write('{"status": %d, "dirty": %s}\n'
                   % (status, "true" if ipc_check and _ipc_left() else "false"))
-        if pid is not None:
-            os.waitpid(pid, 0)
+        still = []
+        for old in exiting:
+            try:
+                if os.waitpid(old, os.WNOHANG)[0] == 0:
+                    still.append(old)
+            except ChildProcessError:
+                pass
+        exiting = still
+    os.close(spare[1])
+
+def _pool_plain(inp, out, ipc_check):
+    while True:
+        line = inp.readline()
+        if not line:
+            break
+        if not line.strip() or line.startswith(b'{"prepare"'):
+            continue
+        job = _loads(line.decode("utf-8"))
+        pid = os.fork()
+        if pid == 0:
+            _child(inp, out, lambda: job)
+        _, status = os.waitpid(pid, 0)
         _reap_descendants()
-        nxt = _prefork(inp, out, options)
-    if nxt is not None:
-        os.close(nxt[1])
+        out.write('{"status": %d, "dirty": %s}\n'
+                  % (status, "true" if ipc_check and _ipc_left() else "false"))
 
 def _child(inp, out, get_job, done_w=None):
     try:
@@ -463,15 +485,19 @@ def _child(inp, out, get_job, done_w=None):
         finally:
             os._exit(70)
 
-def _prefork(inp, out, options):
+def _prefork(inp, out, options, inherited):
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(job_w)
-        os.close(done_r)
+        for fd in (job_w, done_r) + tuple(inherited):
+            os.close(fd)
+        uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
+        if uid is not None and os.getuid() != uid:
+            os.setgroups([])
+            os.setresgid(0, gid, 0)
+            os.setresuid(0, uid, 0)
         def get_job():
-            _drop_user(options)
             # Lines: optionally {"prepare": {paths}} (sent ahead, so the directory and
             # output files are set up before the job exists), then the job; then EOF.
             reader = os.fdopen(job_r, "rb")
@@ -484,6 +510,11 @@ def _prefork(inp, out, options):
                     _prepare(msg["prepare"])
                     continue
                 reader.close()
+                if uid is not None:
+                    os.setresgid(gid, gid, gid)
+                    os.setresuid(uid, uid, uid)
+                    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+                        raise SystemExit("gleitzeit runner: could not drop to uid %d" % uid)
                 return msg
         _child(inp, out, get_job, done_w)
     os.close(job_r)

@@ -194,3 +194,26 @@ Deno.test("[bwrap] many concurrent tasks through the pool each get their own res
     await provider.close();
   }
 });
+
+Deno.test("[bwrap] a task cannot stop or kill the process waiting for the next task", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    for (const sig of ["SIGSTOP", "SIGKILL"]) {
+      await provider.call("python/execute", {
+        code:
+          `import os, signal\nfor pid in range(1, 64):\n    if pid == os.getpid():\n        continue\n` +
+          `    try:\n        os.kill(pid, signal.${sig})\n    except OSError:\n        pass\nresult = 1`,
+        timeout: 3,
+      }, makeCtx()).catch(() => undefined);
+      const started = performance.now();
+      const r = await provider.call("python/execute", { code: "result = 'next'" }, {
+        ...makeCtx(),
+        timeoutMs: 5000,
+      }) as { result: string };
+      assert.equal(r.result, "next");
+      assert.ok(performance.now() - started < 1000, `${sig}: the next task was delayed`);
+    }
+  } finally {
+    await provider.close();
+  }
+});
