@@ -1,22 +1,25 @@
 /**
  * The Python side of `python/v1`, embedded as a string so the bundled CLI never reads its
- * own source tree. It is started as `python3 -I -c RUNNER_SOURCE <mode>`.
+ * own source tree. Always started with `-I -S` (isolated, no `site`: the probed `sys.path`
+ * comes in the job or the pool options).
  *
- * Mode `once`: reads one job (JSON) from stdin, runs it, writes the outcome (JSON) to the
- * job's `result_path` and exits. The result travels through that file, not stdout, so
- * whatever the user code prints cannot corrupt it.
+ * Mode `once` (cold task, `-c RUNNER_BOOTSTRAP once`, the marshalled runner ahead of the
+ * job on stdin): runs one job, writes the outcome (JSON) to the job's `result_path` and
+ * exits. The result travels through that file, not stdout, so whatever the user code prints
+ * cannot corrupt it.
  *
- * Mode `pool`: a warm parent. It imports everything once, then reads one job per line from
- * stdin and forks a fresh child per job (no state survives from one task to the next). The
- * child does what `once` does, with its stdout/stderr going to files (`stdout_path`,
- * `stderr_path`; Python-level writes past `output_limit` are counted, not written). The
- * parent answers each job with one line on stdout once the child has ended:
- * `{"status": <waitpid status>}`.
+ * Mode `pool` (`-c RUNNER_SOURCE pool OPTIONS`): a warm parent. It imports and warms up
+ * once, then serves one job per stdin line, each in a fresh forked child (no state survives
+ * from one task to the next). A spare child is always forked ahead; a `{"prepare": paths}`
+ * line lets it set up the next task's directory and output files before the job arrives.
+ * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
+ * past `output_limit` are counted, not written). The parent answers each job with one line
+ * once the child is done: `{"status": <waitpid status>, "dirty": <SysV IPC left behind>}`.
  *
  * Job fields: `kind` ("execute" | "script"), `code` | `script` + `args`, `context`,
- * `work_dir`, `result_path`, `stdout_path`/`stderr_path` (pool mode: where the child's
- * output goes), `subreaper` (become a child subreaper so orphans stay findable),
- * `uid`/`gid` (drop to this user before user code runs), `limits` (rlimits).
+ * `work_dir`, `result_path`, `stdout_path`/`stderr_path` (pool mode), `subreaper` (become a
+ * child subreaper so orphans stay findable), `uid`/`gid` (drop to this user before user code
+ * runs), `limits` (rlimits), `sys_path`.
  *
  * @module
  */
@@ -140,11 +143,22 @@ def _execute(job):
     payload["execution_time_ms"] = ms
     return _dumps(payload, default=repr, allow_nan=True)
 
+_result_fd = None  # (path, fd) opened ahead by _prepare: creating a file is the slow part
+
 def _write_result(path, text):
     # Read only after this process has ended, so no rename dance is needed for atomicity;
     # a torn file (killed mid-write) does not parse and counts as "no result".
     data = text.encode("utf-8", "surrogatepass")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = None
+    if _result_fd is not None and _result_fd[0] == path:
+        try:
+            fd = _result_fd[1]
+            os.lseek(fd, 0, 0)
+            os.ftruncate(fd, 0)
+        except OSError:
+            fd = None
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -295,6 +309,10 @@ def _prepare(job):
     os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
     streams = _capture(job) if job.get("stdout_path") else None
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
+    if streams is not None:
+        global _result_fd
+        path = job["result_path"]
+        _result_fd = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 
 def _run_job(job):
     # A warm child may have been prepared for this very directory before the job came.
