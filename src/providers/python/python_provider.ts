@@ -35,6 +35,15 @@ import {
   type SandboxPolicy,
 } from "./sandbox_policy.ts";
 import { WarmPool, type WarmSpawn, type WarmWorker } from "./warm_pool.ts";
+import {
+  type AttemptGuard,
+  childEnv,
+  guardAttempt,
+  removeDir,
+  removeDirSync,
+  throwIfAborted,
+  writeAll,
+} from "./attempt.ts";
 
 export type { PythonResult } from "./python_outcome.ts";
 export type { SandboxLimits, SandboxMode } from "./sandbox_policy.ts";
@@ -71,13 +80,6 @@ interface Job {
   script?: string;
   args?: string[];
   context: Record<string, unknown>;
-}
-
-/** How one attempt is guarded: abort, own timeout, provider close. */
-interface Guard {
-  stopped: Promise<never>;
-  readonly killed: boolean;
-  dispose(): void;
 }
 
 const DEFAULT_OUTPUT_LIMIT = 1024 * 1024;
@@ -258,46 +260,8 @@ export class PythonProvider implements Provider {
   }
 
   /** Wires abort, the task's own timeout and provider close to `kill`. */
-  #guard(ctx: CallContext, timeoutSeconds: number | undefined, kill: () => void): Guard {
-    const { promise: stopped, reject: stop } = Promise.withResolvers<never>();
-    stopped.catch(() => {});
-    let killed = false;
-    const fire = (reason: unknown) => {
-      if (killed) return;
-      killed = true;
-      kill();
-      stop(reason);
-    };
-    const onAbort = () => fire(abortReason(ctx.signal));
-    ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const onClose = () =>
-      fire(new GleitzeitError("TASK_CANCELLED", "the Python provider was closed"));
-    this.#running.add(onClose);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    if (timeoutSeconds !== undefined) {
-      timer = setTimeout(() =>
-        fire(
-          new GleitzeitError(
-            "TASK_TIMEOUT",
-            `Python task exceeded its timeout of ${timeoutSeconds}s`,
-            {
-              details: { timeout_seconds: timeoutSeconds },
-            },
-          ),
-        ), timeoutSeconds * 1000);
-    }
-    if (ctx.signal.aborted) onAbort();
-    return {
-      stopped,
-      get killed() {
-        return killed;
-      },
-      dispose: () => {
-        clearTimeout(timer);
-        ctx.signal.removeEventListener("abort", onAbort);
-        this.#running.delete(onClose);
-      },
-    };
+  #guard(ctx: CallContext, timeoutSeconds: number | undefined, kill: () => void): AttemptGuard {
+    return guardAttempt(ctx.signal, timeoutSeconds, kill, this.#running);
   }
 
   #background(work: () => Promise<void>): void {
@@ -538,51 +502,4 @@ type TaskPaths = Record<"work_dir" | "result_path" | "stdout_path" | "stderr_pat
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;
-}
-
-function removeDirSync(path: string): void {
-  try {
-    Deno.removeSync(path, { recursive: true });
-  } catch {
-    // As removeDir.
-  }
-}
-
-function childEnv(py: PythonInterpreter, home: string): Record<string, string> {
-  const bin = py.executable.slice(0, py.executable.lastIndexOf("/"));
-  return {
-    PATH: `${bin}:/usr/local/bin:/usr/bin:/bin`,
-    LANG: "C.UTF-8",
-    HOME: home,
-    TMPDIR: home,
-  };
-}
-
-function writeAll(stream: WritableStream<Uint8Array>, data: Uint8Array): void {
-  const writer = stream.getWriter();
-  writer.write(data)
-    .then(() => writer.close())
-    .catch(() => {
-      // The child died before reading its job; its exit status tells the story.
-    });
-}
-
-function abortReason(signal: AbortSignal): GleitzeitError {
-  const reason = signal.reason;
-  if (reason instanceof GleitzeitError) return reason;
-  return new GleitzeitError("TASK_CANCELLED", "the Python task was cancelled", {
-    cause: reason,
-  });
-}
-
-function throwIfAborted(signal: AbortSignal): void {
-  if (signal.aborted) throw abortReason(signal);
-}
-
-async function removeDir(path: string): Promise<void> {
-  try {
-    await Deno.remove(path, { recursive: true });
-  } catch {
-    // Already gone; or a file the task made unremovable, which the temp reaper takes.
-  }
 }
