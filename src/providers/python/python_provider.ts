@@ -467,7 +467,10 @@ export class PythonProvider implements Provider {
         output_limit: this.#outputLimit,
         ...paths,
       };
-      const { status, dirty } = await Promise.race([worker.run(fullJob), guard.stopped]);
+      const running = worker.run(fullJob);
+      // The next task's directory, announced while this one runs (see the runner).
+      this.#prepareNext(worker, policy.mode, py);
+      const { status, dirty } = await Promise.race([running, guard.stopped]);
       healthy = !dirty;
       const payload = readPayload(paths.result_path);
       const stdout = readCapped(
@@ -488,7 +491,6 @@ export class PythonProvider implements Provider {
       guard.dispose();
       if (healthy && !guard.killed) {
         worker.retire(dirname(paths!.work_dir));
-        this.#prepareNext(worker, policy.mode, py);
         pool.release(worker);
       } else {
         this.#background(() => pool.discard(worker));

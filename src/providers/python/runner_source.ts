@@ -411,38 +411,71 @@ def _pool():
     gc.collect()
     gc.freeze()
     out.write('{"ready": true}\n')
-    # The next task's child is forked ahead of its job (fork and the identity switch are off
-    # the critical path); it says "done" over a pipe once its result is written, so the
-    # answer does not wait for its exit either. pidfd notices a child that dies instead.
     # A spare child is forked ahead of each job, and the next spare is forked while the job
-    # runs, so neither fork nor exit is on a task's path. The spare waits with real and
-    # saved uid 0 (only its effective uid is the sandbox user's, for setting up files), so
-    # the running task, whose every uid is the sandbox user's, cannot signal it; it drops
-    # for good when its job arrives. It says "done" over a pipe once its result is written;
-    # a pidfd notices a child that dies instead.
+    # runs, so neither fork nor exit is on a task's path; the provider sends the next task's
+    # {"prepare"} line while this one runs, so the spare's set-up is off the path too. The
+    # spare waits with real and saved uid 0 (only its effective uid is the sandbox user's,
+    # for setting up files), so the running task, whose every uid is the sandbox user's,
+    # cannot signal it; it drops for good when its job arrives. A child says "done" over a
+    # pipe once its result is written; a pidfd notices a child that dies instead.
     if not hasattr(os, "pidfd_open"):
         _pool_plain(inp, out, ipc_check)
         return
-    spare = _prefork(inp, out, options, ())
-    exiting = []
-    while True:
-        line = inp.readline()
-        if not line:
-            break
-        if not line.strip():
-            continue
-        pid, job_w, done_r, pidfd = spare
+    infd = inp.fileno()
+    buf = [b""]
+    eof = [False]
+
+    def take_line():
+        data = buf[0]
+        nl = data.find(b"\n")
+        if nl < 0:
+            return None
+        buf[0] = data[nl + 1:]
+        return data[:nl + 1]
+
+    def fill():
+        data = os.read(infd, 65536)
+        if data:
+            buf[0] += data
+        else:
+            eof[0] = True
+
+    def forward(spare, line):
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(job_w, view):]
+                view = view[os.write(spare[1], view):]
         except OSError:
             pass
+
+    spare = _prefork(inp, out, options, ())
+    exiting = []
+    while True:
+        line = take_line()
+        if line is None:
+            if eof[0]:
+                break
+            fill()
+            continue
+        if not line.strip():
+            continue
+        forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
+        pid, job_w, done_r, pidfd = spare
         os.close(job_w)
         spare = _prefork(inp, out, options, (done_r, pidfd))
-        ready = select.select([done_r, pidfd], [], [])[0]
+        while True:
+            # Prepare lines for the next task may come while this one runs: pass them on.
+            if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
+                forward(spare, take_line())
+                continue
+            waiting = [done_r, pidfd] if (eof[0] or b"\n" in buf[0]) else [done_r, pidfd, infd]
+            ready = select.select(waiting, [], [])[0]
+            if infd in ready:
+                fill()
+                continue
+            break
         if done_r in ready and os.read(done_r, 1) == b"d":
             status = 0
             exiting.append(pid)
