@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the path of a Deno 2.9.x binary: the one on PATH, or Deno 2.9.6 fetched once from the
-# npm registry with npx (cached in ~/.cache/gleitzeit/deno-path). Sourced or run.
-set -euo pipefail
+# npm registry with npx (cached in ~/.cache/gleitzeit/deno-path). Sourced (defines find_deno, and
+# leaves the caller's shell options alone) or run (prints the path).
 GLEITZEIT_DENO_VERSION=2.9.6
 find_deno() {
   if [[ -n ${GLEITZEIT_DENO:-} ]]; then echo "$GLEITZEIT_DENO"; return; fi
@@ -20,4 +20,7 @@ find_deno() {
   mkdir -p "$(dirname "$cache")" && echo "$cached" >"$cache"
   echo "$cached"
 }
-if [[ ${BASH_SOURCE[0]} == "$0" ]]; then find_deno; fi
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  set -euo pipefail
+  find_deno
+fi
