@@ -15,14 +15,18 @@ PATH="$(dirname "$DENO"):$PATH"
 
 say() { echo "[test] $*" >&2; }
 
-# bubblewrap: the Python sandbox's tests need it (they fail, not skip, without it)
-if ! command -v bwrap >/dev/null 2>&1; then
+# bubblewrap for the Python sandbox, and ps (procps) for the escape suite's scoped-permission
+# driver: their tests fail, never skip, without them
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v ps >/dev/null 2>&1 || missing+=(procps)
+if [[ ${#missing[@]} -gt 0 ]]; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    say "installing bubblewrap (apt-get)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null 2>&1 ||
-      say "could not install bubblewrap; sandbox tests will fail: apt-get install bubblewrap"
+    say "installing ${missing[*]} (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 ||
+      say "could not install ${missing[*]}; the sandbox tests will fail: apt-get install ${missing[*]}"
   else
-    say "bubblewrap (bwrap) is missing; sandbox tests will fail: sudo apt-get install bubblewrap"
+    say "${missing[*]} missing; the sandbox tests will fail: sudo apt-get install ${missing[*]}"
   fi
 fi
 

@@ -55,6 +55,8 @@ export async function createRegistry(
         new PythonProvider({
           ...(config.python !== undefined ? { python: config.python } : {}),
           sandbox: config.sandbox,
+          // one warm sandboxed worker per task slot; idle ones are reaped
+          poolSize: config.maxConcurrentTasks,
         }),
       ]),
     { ids: ["python"] },

@@ -110,12 +110,8 @@ export async function submitWorkflow(
       }
       return 0;
     }
-    if (config.sandbox !== "bwrap" && workflow.tasks.some((t) => t.protocol === "python/v1")) {
-      err(
-        colors("stderr").yellow(
-          `warning: Python tasks run with sandbox '${config.sandbox}' (weaker isolation than bwrap)`,
-        ),
-      );
+    for (const warning of sandboxWarnings(workflow, config.sandbox)) {
+      err(colors("stderr").yellow(`warning: ${warning}`));
     }
     const { signal, dispose } = interruptSignal(json);
     let outcome: RunOutcome;
@@ -307,4 +303,37 @@ async function waitForDependencies(
     dispose();
     await store.close();
   }
+}
+
+function modeOf(declared: unknown): string | undefined {
+  if (typeof declared === "string") return declared;
+  if (declared !== null && typeof declared === "object") {
+    const mode = (declared as { mode?: unknown }).mode;
+    return typeof mode === "string" ? mode : undefined;
+  }
+  return undefined;
+}
+
+/** Python tasks that will run with less isolation than bubblewrap, and who chose that. */
+export function sandboxWarnings(workflow: Workflow, configured: string): string[] {
+  const python = workflow.tasks.filter((t) => t.protocol === "python/v1");
+  if (python.length === 0) return [];
+  const out: string[] = [];
+  const wfMode = modeOf(workflow.sandbox);
+  const base = wfMode ?? configured;
+  const weaker = python.filter((t) => (modeOf(t.sandbox) ?? base) !== "bwrap");
+  if (weaker.length === 0) return out;
+  const source = wfMode !== undefined ? "the workflow" : "the configuration";
+  const modes = [...new Set(weaker.map((t) => modeOf(t.sandbox) ?? base))].join("/");
+  const which = weaker.length === python.length
+    ? "Python tasks run"
+    : `Python task${weaker.length > 1 ? "s" : ""} ${weaker.map((t) => t.id).join(", ")} run${
+      weaker.length > 1 ? "" : "s"
+    }`;
+  out.push(
+    `${which} with sandbox '${modes}' (chosen by ${
+      weaker.some((t) => modeOf(t.sandbox) !== undefined) ? "the task" : source
+    }): weaker isolation than bubblewrap`,
+  );
+  return out;
 }

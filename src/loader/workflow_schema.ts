@@ -73,11 +73,14 @@ const sandboxObject = z.strictObject({
   memory_mb: z.int().positive().optional().meta({ description: "Memory limit in MiB" }),
   cpu_seconds: z.number().positive().optional().meta({ description: "CPU time limit in seconds" }),
   timeout: duration("Wall-clock limit inside the sandbox").optional(),
+  max_processes: z.int().positive().optional().meta({ description: "Process limit" }),
+  file_size_mb: z.int().positive().optional().meta({ description: "Largest file written, MiB" }),
+  open_files: z.int().positive().optional().meta({ description: "Open file descriptors" }),
 });
 
 const sandbox = z.union([sandboxMode, sandboxObject], {
   error:
-    'must be "bwrap", "basic", "none" or {mode, network, read, write, memory_mb, cpu_seconds, timeout}',
+    'must be "bwrap", "basic", "none" or {mode, network, read, write, memory_mb, cpu_seconds, timeout, max_processes, file_size_mb, open_files}',
 }).meta({ description: "Sandbox for Python tasks: a mode, or detailed settings" });
 
 const stringList = z.array(z.string().min(1));

@@ -37,6 +37,21 @@ export interface ProcessExit {
   signal: string | null;
 }
 
+/**
+ * Python exceptions that mean "try again later" (network hiccups, timeouts): a task that raises
+ * one is retried under its `retry:` policy. Any other exception is a bug in the task and is not.
+ */
+export const RETRYABLE_EXCEPTIONS: ReadonlySet<string> = new Set([
+  "TimeoutError",
+  "ConnectionError",
+  "ConnectionRefusedError",
+  "ConnectionResetError",
+  "ConnectionAbortedError",
+  "BrokenPipeError",
+  "socket.timeout",
+  "urllib.error.URLError",
+]);
+
 /** How much of stdout/stderr a failure keeps in its details. */
 const DETAIL_TAIL = 8 * 1024;
 
@@ -147,7 +162,11 @@ export function toResult(
   throw new GleitzeitError(
     "TASK_EXECUTION_FAILED",
     payload.message ?? "the Python task raised an exception",
-    { details },
+    {
+      details,
+      // transient by nature: a task's `retry:` policy applies to these (and only these)
+      retryable: payload.kind === "exception" && RETRYABLE_EXCEPTIONS.has(payload.type ?? ""),
+    },
   );
 }
 
