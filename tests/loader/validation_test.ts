@@ -284,7 +284,7 @@ Deno.test("sandbox validation", () => {
   const messages = Object.fromEntries(issues.map((i) => [i.path, i.message]));
   deepStrictEqual(messages, {
     "sandbox":
-      'must be "bwrap", "basic", "none" or {mode, network, read, write, memory_mb, cpu_seconds, timeout}',
+      'must be "bwrap", "basic", "none" or {mode, network, read, write, memory_mb, cpu_seconds, timeout, max_processes, file_size_mb, open_files}',
     "tasks[0].sandbox.mode": 'must be one of bwrap, basic, none, got "jail"',
     "tasks[0].sandbox.network[0]": 'must be "host:port"',
     "tasks[0].sandbox.read": "must be a list, got a string",
