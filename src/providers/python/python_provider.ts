@@ -104,7 +104,6 @@ export class PythonProvider implements Provider {
   readonly #pending = new Set<Promise<void>>();
   /** Kill functions of running attempts, for `close()`. */
   readonly #running = new Set<() => void>();
-  #seq = 0;
 
   constructor(options: PythonProviderOptions = {}) {
     this.id = options.id ?? "python";
@@ -417,30 +416,11 @@ export class PythonProvider implements Provider {
     return { command: bwrap, args, env: childEnv(py, poolDir), poolDir, python: py.executable };
   }
 
-  /** Creates a warm task's directory (owned by the sandbox user when it drops to one). */
-  #taskDir(worker: WarmWorker, mode: SandboxMode, py: PythonInterpreter): TaskPaths {
-    const base = `${worker.poolDir}/t${++this.#seq}`;
-    const workDir = `${base}/work`;
-    // Synchronous on purpose: each is a single quick syscall, cheaper than a thread hop.
-    Deno.mkdirSync(base, { mode: 0o700 });
-    Deno.mkdirSync(workDir, { mode: 0o700 });
-    if (dropsUser(mode, py)) {
-      Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
-      Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
-    }
-    return {
-      work_dir: workDir,
-      result_path: `${base}/result.json`,
-      stdout_path: `${base}/stdout`,
-      stderr_path: `${base}/stderr`,
-    };
-  }
-
   /** Sets up the worker's next task directory ahead of its job (see WarmWorker.prepare). */
-  #prepareNext(worker: WarmWorker, mode: SandboxMode, py: PythonInterpreter): void {
+  #prepareNext(worker: WarmWorker): void {
     try {
-      const paths = this.#taskDir(worker, mode, py);
-      worker.prepare(paths, { output_limit: this.#outputLimit });
+      // Owned by root until its job is sent (the running task must not reach it).
+      worker.prepare(worker.taskPaths(), { output_limit: this.#outputLimit });
     } catch {
       // The next job creates its directory itself.
     }
@@ -459,7 +439,11 @@ export class PythonProvider implements Provider {
     let healthy = false;
     let paths = worker.prepared;
     try {
-      paths ??= this.#taskDir(worker, policy.mode, py);
+      paths ??= worker.taskPaths();
+      // Only now the sandbox user's: the previous task has ended.
+      if (dropsUser(policy.mode, py)) {
+        Deno.chownSync(paths.work_dir, SANDBOX_UID, SANDBOX_UID);
+      }
       const fullJob = {
         ...job,
         ...this.#jobExtras(policy, py),
@@ -469,7 +453,7 @@ export class PythonProvider implements Provider {
       };
       const running = worker.run(fullJob);
       // The next task's directory, announced while this one runs (see the runner).
-      this.#prepareNext(worker, policy.mode, py);
+      this.#prepareNext(worker);
       const { status, dirty } = await Promise.race([running, guard.stopped]);
       healthy = !dirty;
       const payload = readPayload(paths.result_path);
@@ -490,7 +474,7 @@ export class PythonProvider implements Provider {
     } finally {
       guard.dispose();
       if (healthy && !guard.killed) {
-        worker.retire(dirname(paths!.work_dir));
+        worker.retire(paths!.work_dir);
         pool.release(worker);
       } else {
         this.#background(() => pool.discard(worker));
@@ -498,9 +482,6 @@ export class PythonProvider implements Provider {
     }
   }
 }
-
-/** Paths of one warm task, below its worker's pool directory. */
-type TaskPaths = Record<"work_dir" | "result_path" | "stdout_path" | "stderr_path", string>;
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;

@@ -275,11 +275,19 @@ class _CappedRaw(io.RawIOBase):
         self.dropped += n - keep
         return n
 
+def _open_io(path):
+    # Pool mode reuses two sets of output files (creating a file costs far more than
+    # truncating an empty one); they live in a directory only root can enter, so a task
+    # reaches its own files through its descriptors and nobody else's at all.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
+    return fd
+
 def _capture(job):
     limit = int(job.get("output_limit") or 1048576)
     streams = []
     for fd, key in ((1, "stdout_path"), (2, "stderr_path")):
-        out = os.open(job[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = _open_io(job[key])
         os.dup2(out, fd)
         os.close(out)
         raw = _CappedRaw(fd, limit)
@@ -303,16 +311,40 @@ _prepared = None
 
 def _prepare(job):
     """Identity, directory and output files: everything before the code itself."""
-    global _prepared
-    _drop_user(job)
-    os.chdir(job["work_dir"])
-    os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
-    streams = _capture(job) if job.get("stdout_path") else None
-    _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
-    if streams is not None:
-        global _result_fd
+    global _prepared, _result_fd
+    pooled = job.get("stdout_path") is not None
+    # Pool mode: the output files live in a directory only root may enter, so they are
+    # opened as root (a warm spare has real and saved uid 0); the task reaches them through
+    # its descriptors only. A spare prepared ahead also enters its work directory as root:
+    # the provider hands it to the sandbox user only when the job is sent, so the task that
+    # runs meanwhile cannot plant anything in it.
+    root = pooled and os.getuid() == 0
+    if not root:
+        _drop_user(job)
+    euid, egid = os.geteuid(), os.getegid()
+    if root and euid != 0:
+        os.setresuid(0, 0, 0)
+        os.setresgid(0, 0, 0)
+    entered = True
+    try:
+        os.chdir(job["work_dir"])
+    except PermissionError:
+        if not root:
+            raise
+        entered = False  # already the sandbox user's: enter it as that user below
+    streams = _capture(job) if pooled else None
+    if pooled:
         path = job["result_path"]
-        _result_fd = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        _result_fd = (path, _open_io(path))
+    if root and euid != 0:
+        os.setresgid(0, egid, 0)
+        os.setresuid(0, euid, 0)
+    if root and euid == 0:
+        _drop_user(job)  # a child forked per job (no spare): drop now
+    if not entered:
+        os.chdir(job["work_dir"])
+    os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
+    _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
 
 def _run_job(job):
     # A warm child may have been prepared for this very directory before the job came.
@@ -561,6 +593,9 @@ def _prefork(inp, out, options, inherited):
                     _prepare(msg["prepare"])
                     continue
                 reader.close()
+                if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
+                                                          msg.get("stdout_path")):
+                    _prepare(msg)
                 if uid is not None:
                     os.setresgid(gid, gid, gid)
                     os.setresuid(uid, uid, uid)

@@ -23,6 +23,9 @@ export interface WarmSpawn {
   python: string;
 }
 
+/** Paths of one warm task: its work directory and its (reused) output files. */
+export type TaskPaths = Record<"work_dir" | "result_path" | "stdout_path" | "stderr_path", string>;
+
 /** The outcome line of one job. */
 export interface WarmStatus {
   /** `os.waitpid` status of the forked child. */
@@ -55,6 +58,10 @@ export class WarmWorker {
     this.#trash = `${spawn.poolDir}/.trash`;
     // Owned by the orchestrator, mode 0700: the sandbox user cannot look inside.
     Deno.mkdirSync(this.#trash, { mode: 0o700 });
+    // Two sets of output files, used by every other task (see WarmWorker.taskPaths).
+    Deno.mkdirSync(`${spawn.poolDir}/.io`, { mode: 0o700 });
+    // Task directories: traversable, not listable.
+    Deno.mkdirSync(`${spawn.poolDir}/t`, { mode: 0o711 });
     this.child = new Deno.Command(spawn.command, {
       args: spawn.args,
       cwd: spawn.poolDir,
@@ -99,14 +106,34 @@ export class WarmWorker {
     return value;
   }
 
+  #dirs = 0;
+
+  /**
+   * A fresh work directory for the next task (one mkdir) and its output files. The files
+   * alternate between two sets: the next task's child opens (truncates) its set while the
+   * current task runs, and the provider has read the set's previous contents by then.
+   */
+  taskPaths(): TaskPaths {
+    const n = ++this.#dirs;
+    const io = `${this.poolDir}/.io/${n & 1}`;
+    const workDir = `${this.poolDir}/t/w${n}`;
+    Deno.mkdirSync(workDir, { mode: 0o700 });
+    return {
+      work_dir: workDir,
+      result_path: `${io}.result`,
+      stdout_path: `${io}.out`,
+      stderr_path: `${io}.err`,
+    };
+  }
+
   /** Paths of the next task, already created and announced to the waiting child. */
-  prepared: Record<string, string> | undefined;
+  prepared: TaskPaths | undefined;
 
   /**
    * Announces the next task's directory and output files ahead of its job, so the waiting
    * child sets them up while nothing waits on it.
    */
-  prepare(paths: Record<string, string>, extra: Record<string, unknown>): void {
+  prepare(paths: TaskPaths, extra: Record<string, unknown>): void {
     this.prepared = paths;
     const line = JSON.stringify({ prepare: { ...extra, ...paths } }) + "\n";
     this.#writer.write(new TextEncoder().encode(line)).catch(() => {});
