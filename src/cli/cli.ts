@@ -1,10 +1,10 @@
 /** The command tree. `runCli` returns the exit code; only main.ts exits. @module */
 
-import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { collect, type GlobalOptions } from "./context.ts";
-import { reportError } from "./errors.ts";
-import { colors, err } from "./output.ts";
+import { errorJson, reportError } from "./errors.ts";
+import { colors, err, printJson } from "./output.ts";
 import { runFileCommand, taskSubmitCommand } from "./run_commands.ts";
 import { graphCommand, schemaCommand, validateCommand } from "./workflow_commands.ts";
 import { registerStateCommands } from "./state_commands.ts";
@@ -17,8 +17,18 @@ type Action = (globals: GlobalOptions) => Promise<ExitCode> | ExitCode;
 
 function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`'${value}' is not a positive integer`);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new InvalidArgumentError("expected a positive integer, e.g. 8.");
+  }
   return n;
+}
+
+function nonNegativeInt(value: string): string {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new InvalidArgumentError("expected a whole number of retries, e.g. 3.");
+  }
+  return value;
 }
 
 /** Adds the options shared by commands that start a run. */
@@ -115,7 +125,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     .option("--params <json>", "all parameters as a JSON object")
     .option("--priority <priority>", "urgent, high, normal, low or an integer")
     .option("--timeout <seconds>", "attempt timeout (30, 30s, 5m)")
-    .option("--retries <n>", "retries after the first attempt")
+    .option("--retries <n>", "retries after the first attempt", nonNegativeInt)
     .option(
       "--depends-on <ids>",
       "wait for these stored tasks (comma-separated); use ${ID.path} for their results",
@@ -138,6 +148,7 @@ export async function runCli(args: string[]): Promise<ExitCode> {
   let code: ExitCode = 0;
   const program = buildProgram((c) => (code = c));
   const debug = args.includes("--debug");
+  const json = args.includes("--json");
   try {
     if (args.length === 0) {
       program.outputHelp();
@@ -149,9 +160,17 @@ export async function runCli(args: string[]): Promise<ExitCode> {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0;
       if (e.code === "commander.help" || e.code === "commander.helpDisplayed") return 0;
-      err(colors("stderr").dim("hint: see `gleitzeit --help`"));
+      err(colors("stderr").dim("hint: see `gleitzeit --help` (or `gleitzeit COMMAND --help`)"));
+      if (json) printJsonError({ code: "USAGE_ERROR", message: e.message.replace(/^error: /, "") });
       return 2;
     }
-    return reportError(e, debug);
+    const code = reportError(e, debug);
+    if (json) printJsonError(errorJson(e));
+    return code;
   }
+}
+
+/** With --json, errors are also printed on stdout as `{"error": {...}}` for scripts. */
+function printJsonError(error: Record<string, unknown>): void {
+  printJson({ error });
 }

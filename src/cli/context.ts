@@ -95,20 +95,24 @@ export function collect(value: string, previous: string[] = []): string[] {
 export function interruptSignal(quiet: boolean): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   const c = colors("stderr");
-  const handler = () => {
+  const handler = (name: string) => () => {
     if (controller.signal.aborted) {
       err(c.red("interrupted again: exiting now"));
       Deno.exit(130);
     }
-    if (!quiet) err(c.yellow("\ncancelling: stopping running tasks (Ctrl-C again to force)"));
+    if (!quiet) {
+      const again = name === "SIGINT" ? "Ctrl-C again" : "send it again";
+      err(c.yellow(`\n${name}: cancelling, stopping running tasks (${again} to force)`));
+    }
     controller.abort(new GleitzeitError("WORKFLOW_CANCELLED", "interrupted"));
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const s of signals) Deno.addSignalListener(s, handler);
+  const handlers = signals.map((s) => [s, handler(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   return {
     signal: controller.signal,
     dispose: () => {
-      for (const s of signals) Deno.removeSignalListener(s, handler);
+      for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     },
   };
 }

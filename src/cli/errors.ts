@@ -20,6 +20,7 @@ export function reportError(e: unknown, debug: boolean): ExitCode {
         e.issues.length === 1 ? "" : "s"
       } in ${e.file}`,
     );
+    if (e.hint) err(c.dim(`hint: ${e.hint}`));
     if (debug && e.stack) err(e.stack);
     return e.exitCode;
   }
@@ -34,4 +35,15 @@ export function reportError(e: unknown, debug: boolean): ExitCode {
   err(c.dim("hint: this is a bug in gleitzeit; run again with --debug for the stack trace"));
   if (debug && e instanceof Error && e.stack) err(e.stack);
   return 1;
+}
+
+/** The JSON form of an error, for `--json` output. */
+export function errorJson(e: unknown): Record<string, unknown> {
+  if (e instanceof WorkflowValidationError) {
+    return { code: e.code, message: e.message, issues: e.issues, hint: e.hint ?? null };
+  }
+  if (e instanceof GleitzeitError) {
+    return { code: e.code, message: e.message, hint: e.hint ?? null, details: e.details };
+  }
+  return { code: "INTERNAL_ERROR", message: e instanceof Error ? e.message : String(e) };
 }

@@ -5,7 +5,7 @@ import Table from "cli-table3";
 import type { ExitCode } from "../core/errors.ts";
 import type { HealthEntry } from "../providers/registry.ts";
 import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
-import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
+import { colors, err, formatDuration, out, preview, printJson, term } from "./output.ts";
 
 function table(head: string[]): Table.Table {
   return new Table({
@@ -95,6 +95,20 @@ export function registerProviderCommands(
           ]);
         }
         out(t.toString());
+        const c2 = colors("stderr");
+        for (const e of entries.filter((x) => !x.report.healthy)) {
+          if (e.report.details?.status === "not_started") continue;
+          const [what, hint] = (e.report.message ?? "no answer").split(" — ");
+          err(`${c2.red("error:")} provider ${e.id} is unhealthy: ${what}`);
+          err(
+            c2.dim(
+              `hint: ${
+                hint ??
+                  "check how it is declared: `gleitzeit system config`, `gleitzeit provider list`"
+              }`,
+            ),
+          );
+        }
       }
       setExit(allHealthy ? 0 : 3);
     } finally {

@@ -163,6 +163,9 @@ export function printSummary(outcome: RunOutcome): void {
     out(table.toString());
     if (shown.length > 200) out(c.dim(`… and ${shown.length - 200} more`));
   }
+  // hints of failed tasks (e.g. `ollama pull MODEL`), also when progress lines were off
+  const hints = tasks.filter((t) => t.state === "failed" && t.error?.hint).slice(0, 5);
+  for (const t of hints) out(c.dim(`hint (${t.taskId}): ${t.error!.hint}`));
   const parts = [...counts.entries()].map(([s, n]) => `${n} ${s}`).join(", ");
   const mark = outcome.state === "completed" ? c.green("✓") : c.red("✗");
   out(

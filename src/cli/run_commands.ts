@@ -93,6 +93,7 @@ export async function submitWorkflow(
   streamTokens = false,
 ): Promise<ExitCode> {
   const inputs = parseInputs(opts.params, opts.param ?? []);
+  if (opts.outputFile) await checkWritable(opts.outputFile);
   const json = globals.json === true;
   const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true, streamTokens });
   const app = await createApp(config, { onEvent: renderer.handle, registry });
@@ -127,8 +128,17 @@ export async function submitWorkflow(
     if (json) printJson(report);
     else {
       printSummary(outcome);
+      if (outcome.tasks.length === 1 && outcome.tasks[0]) {
+        err(colors("stderr").dim(`task id: ${outcome.tasks[0].id}`));
+      }
       if (outcome.state === "cancelled") {
-        err(colors("stderr").dim(`resume with: gleitzeit workflow resume ${outcome.runId}`));
+        err(
+          colors("stderr").dim(
+            config.backend === "memory"
+              ? "the memory backend keeps nothing: this run cannot be resumed"
+              : `resume with: gleitzeit workflow resume ${outcome.runId}`,
+          ),
+        );
       }
     }
     return exitCodeOf(outcome);
@@ -336,4 +346,20 @@ export function sandboxWarnings(workflow: Workflow, configured: string): string[
     }): weaker isolation than bubblewrap`,
   );
   return out;
+}
+
+/** Fails before the run, not after it, when the report could not be written. */
+async function checkWritable(path: string): Promise<void> {
+  try {
+    const f = await Deno.open(path, { write: true, create: true });
+    f.close();
+  } catch (e) {
+    throw new GleitzeitError(
+      "USAGE_ERROR",
+      `cannot write --output-file ${path}: ${
+        e instanceof Deno.errors.NotFound ? "no such directory" : (e as Error).message
+      }`,
+      { hint: "give a path in an existing, writable directory" },
+    );
+  }
 }

@@ -18,6 +18,26 @@ import { colors, formatDuration, out, preview, printJson, term } from "./output.
 import { printSummary, ProgressRenderer, taskDetail } from "./render.ts";
 import { exitCodeOf, outcomeJson, taskJson } from "./run_commands.ts";
 
+/** Config fields as the file names them, with their environment variable, flag and unit scale. */
+const CONFIG_KEYS: [string, string, string?, string?, number?][] = [
+  ["backend", "persistence.backend", "GLEITZEIT_PERSISTENCE_BACKEND", "--backend"],
+  ["sqlitePath", "persistence.sqlite_path", "GLEITZEIT_SQLITE_PATH", "--sqlite-path"],
+  ["redisUrl", "persistence.redis_url", "GLEITZEIT_REDIS_URL", "--redis-url"],
+  ["redisPrefix", "persistence.redis_prefix"],
+  ["ollamaUrl", "ollama.url", "GLEITZEIT_OLLAMA_URL", "--ollama-url"],
+  ["ollamaMaxConcurrent", "ollama.max_concurrent"],
+  [
+    "maxConcurrentTasks",
+    "engine.max_concurrent_tasks",
+    "GLEITZEIT_MAX_CONCURRENT_TASKS",
+    "--max-concurrent",
+  ],
+  ["healthIntervalMs", "engine.health_interval", undefined, undefined, 1000],
+  ["python", "python.executable", "GLEITZEIT_PYTHON", "--python"],
+  ["sandbox", "python.sandbox", undefined, "--sandbox"],
+  ["logLevel", "log_level", "GLEITZEIT_LOG_LEVEL"],
+];
+
 const RUN_STATES = [
   "pending",
   "queued",
@@ -126,7 +146,13 @@ function limitOf(opts: ListOptions, def: number): number {
   if (opts.limit === undefined) return def;
   const n = Number(opts.limit);
   if (!Number.isInteger(n) || n <= 0) {
-    throw new GleitzeitError("USAGE_ERROR", `--limit must be a positive integer`);
+    throw new GleitzeitError(
+      "USAGE_ERROR",
+      `--limit must be a positive integer, got '${opts.limit}'`,
+      {
+        hint: "e.g. --limit 20",
+      },
+    );
   }
   return n;
 }
@@ -197,22 +223,32 @@ async function printRunStatus(store: Store, run: RunRecord, json: boolean): Prom
   const tasks = await store.listTasks({ runId: run.id });
   if (json) return printJson({ ...runJson(run), tasks: tasks.map(taskJson) });
   const c = colors("stdout");
-  out(`${c.bold(run.id)}  ${run.workflowName}  ${displayState(run)}`);
+  const state = displayState(run);
+  out(`${c.bold(run.id)}  ${run.workflowName}  ${state}`);
   if (run.error) out(c.dim(`  ${run.error.message}`));
   printSummary({
     runId: run.id,
-    state: run.state,
+    state,
     durationMs: (run.finishedAt ?? Date.now()) - (run.startedAt ?? run.createdAt),
     tasks,
     ...(run.error ? { error: run.error } : {}),
   });
+  if (state === "interrupted" || state === "cancelled" || state === "queued") {
+    out(c.dim(`continue it with: gleitzeit workflow resume ${run.id}`));
+  } else if (state === "failed") {
+    out(c.dim(`run the failed and skipped tasks again with: gleitzeit workflow resume ${run.id}`));
+  }
 }
 
 /** Cancels a run: signals its live owner on this host, or marks it cancelled in the store. */
 async function cancelRun(store: Store, run: RunRecord): Promise<string> {
   const now = Date.now();
   if (run.state === "completed" || run.state === "failed" || run.state === "cancelled") {
-    throw new GleitzeitError("USAGE_ERROR", `run ${run.id} already ${run.state}`);
+    throw new GleitzeitError("USAGE_ERROR", `run ${run.id} already ${run.state}`, {
+      hint: run.state === "completed"
+        ? "nothing to cancel"
+        : `nothing is running; \`gleitzeit workflow resume ${run.id}\` would start it again`,
+    });
   }
   if (run.state === "running" && ownerAlive(run, now)) {
     const pid = localOwnerPid(run.owner);
@@ -481,7 +517,10 @@ export function registerStateCommands(
     .option("--limit <n>", "runs to include (newest first)", "1");
   bByName.action(async (name, opts) => {
     await withStore(g(bByName), async (store) => {
-      const runs = await store.listRuns({ workflowName: name, limit: limitOf(opts, 1) });
+      // the newest finished runs (a queued or running run has no results yet)
+      const all = await store.listRuns({ workflowName: name });
+      const finished = all.filter((r) => r.state === "completed" || r.state === "failed");
+      const runs = (finished.length > 0 ? finished : all).slice(0, limitOf(opts, 1));
       if (runs.length === 0) {
         throw new GleitzeitError("WORKFLOW_NOT_FOUND", `no runs of workflow '${name}'`, {
           hint: "names are exact; see `gleitzeit workflow list`",
@@ -508,17 +547,31 @@ export function registerStateCommands(
   );
   sConfig.action(async () => {
     const config = await configFromFlags(g(sConfig));
-    const entries = Object.entries(config.sources).map(([key, source]) => ({
-      key,
-      value: (config as unknown as Record<string, unknown>)[key] ?? null,
-      source,
-    }));
+    const entries = CONFIG_KEYS.filter(([key]) => key in config.sources).map((
+      [key, name, envName, flag, scale],
+    ) => {
+      const raw = (config as unknown as Record<string, unknown>)[key];
+      return {
+        key: name,
+        value: raw === undefined ? null : scale ? Number(raw) / scale : raw,
+        source: config.sources[key],
+        env: envName ?? null,
+        flag: flag ?? null,
+      };
+    });
     if (g(sConfig).json) {
       printJson({ config_file: config.configPath ?? null, values: entries });
     } else {
       out(`config file: ${config.configPath ?? "(none found)"}`);
-      const t = table(["setting", "value", "source"]);
-      for (const e of entries) t.push([e.key, String(e.value ?? "-"), e.source]);
+      const t = table(["setting", "value", "source", "environment / flag"]);
+      for (const e of entries) {
+        t.push([
+          e.key,
+          String(e.value ?? "-"),
+          e.source,
+          [e.env, e.flag].filter(Boolean).join(" / "),
+        ]);
+      }
       out(t.toString());
     }
     setExit(0);

@@ -95,6 +95,18 @@ function defaultEnv(name: string): string | undefined {
   }
 }
 
+/** `~/x` -> `$HOME/x` (values from the config file, flags or environment may use `~`). */
+export function expandHome(path: string, env: EnvReader = defaultEnv): string {
+  if (path !== "~" && !path.startsWith("~/")) return path;
+  const home = env("HOME");
+  if (!home) {
+    throw new GleitzeitError("CONFIG_ERROR", `cannot expand '${path}': HOME is not set`, {
+      hint: "give an absolute path",
+    });
+  }
+  return home + path.slice(1);
+}
+
 /** `~/.gleitzeit`, or a relative `.gleitzeit` when HOME is unknown. */
 export function gleitzeitHome(env: EnvReader = defaultEnv): string {
   const home = env("HOME");
@@ -107,29 +119,33 @@ async function readConfigFile(path: string, explicit: boolean): Promise<FileConf
     text = await Deno.readTextFile(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound && !explicit) return undefined;
-    throw new GleitzeitError(
-      "CONFIG_ERROR",
-      `cannot read config file ${path}: ${(e as Error).message}`,
-      {
-        hint: "check the path given to --config",
-      },
-    );
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new GleitzeitError("CONFIG_ERROR", `cannot read config file ${path}: ${why}`, {
+      hint: "check the path given with --config or GLEITZEIT_CONFIG",
+    });
   }
   let raw: unknown;
   try {
     raw = parseYaml(text) ?? {};
   } catch (e) {
-    throw new GleitzeitError("CONFIG_ERROR", `config file ${path}: ${(e as Error).message}`, {
-      hint: "fix the YAML syntax",
+    // the yaml package's message spans several lines (it quotes the source): keep the first
+    const first = ((e as Error).message.split("\n")[0] ?? "").trim();
+    throw new GleitzeitError("CONFIG_ERROR", `config file ${path}: ${first}`, {
+      hint: "fix the YAML syntax (indentation, quotes, colons) at that line",
     });
   }
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
-    const first = parsed.error.issues[0]!;
+    const problems = parsed.error.issues.map((i) =>
+      `${i.path.join(".") || "(root)"}: ${i.message}`
+    );
     throw new GleitzeitError(
       "CONFIG_ERROR",
-      `config file ${path}: ${first.path.join(".") || "(root)"}: ${first.message}`,
-      { hint: "see `gleitzeit system config` and the README's configuration section" },
+      `config file ${path}: ${problems.join("; ")}`,
+      {
+        hint: "the README's Configuration section lists every key; " +
+          "run `gleitzeit --config /dev/null system config` to see the defaults",
+      },
     );
   }
   return parsed.data;
@@ -138,7 +154,9 @@ async function readConfigFile(path: string, explicit: boolean): Promise<FileConf
 function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) {
-    throw new GleitzeitError("CONFIG_ERROR", `${name} must be a positive integer, got '${value}'`);
+    throw new GleitzeitError("CONFIG_ERROR", `${name} must be a positive integer, got '${value}'`, {
+      hint: `e.g. ${name}=8`,
+    });
   }
   return n;
 }
@@ -171,7 +189,8 @@ export async function resolveConfig(
   env: EnvReader = defaultEnv,
 ): Promise<ResolvedConfig> {
   const home = gleitzeitHome(env);
-  const explicitPath = flags.config ?? env("GLEITZEIT_CONFIG");
+  const explicitRaw = flags.config ?? env("GLEITZEIT_CONFIG");
+  const explicitPath = explicitRaw === undefined ? undefined : expandHome(explicitRaw, env);
   const configPath = explicitPath ?? `${home}/config.yaml`;
   const file = await readConfigFile(configPath, explicitPath !== undefined);
   const sources: Record<string, ConfigSource> = {};
@@ -282,7 +301,14 @@ export async function resolveConfig(
       "info",
       file?.log_level,
       "GLEITZEIT_LOG_LEVEL",
-      str,
+      (v) => {
+        if (!["debug", "info", "warn", "error"].includes(v)) {
+          throw new GleitzeitError("CONFIG_ERROR", `GLEITZEIT_LOG_LEVEL: unknown level '${v}'`, {
+            hint: "one of debug, info, warn, error",
+          });
+        }
+        return v;
+      },
       flags.logLevel,
     ),
     providers: file?.providers ?? [],
@@ -297,7 +323,8 @@ export async function resolveConfig(
     str,
     flags.python,
   );
-  if (python !== undefined) config.python = python;
+  if (python !== undefined) config.python = expandHome(python, env);
+  config.sqlitePath = expandHome(config.sqlitePath, env);
   if (file !== undefined) config.configPath = configPath;
   return config;
 }

@@ -46,9 +46,15 @@ export function parseWorkflow(
   if (doc.errors.length > 0) {
     throw new WorkflowValidationError(
       file,
-      doc.errors.map((e) => ({ path: "", message: e.message, ...pos.ofOffset(e.pos[0]) })),
+      doc.errors.map((e) => ({
+        path: "",
+        message: e.message,
+        ...pos.ofOffset(e.pos[0]),
+        hint: "YAML syntax: check indentation, quotes and `key: value` colons around this line",
+      })),
     );
   }
+  if (/\.json$/i.test(file)) strictJson(text, file, pos);
   const data: unknown = doc.toJS({ maxAliasCount: 1000 });
   if (data === null || data === undefined) {
     throw new WorkflowValidationError(file, [
@@ -156,4 +162,23 @@ export function formatIssues(err: WorkflowValidationError): string[] {
     const hint = i.hint === undefined ? "" : ` (${i.hint})`;
     return `${where}: ${path}${i.message}${hint}`;
   });
+}
+
+/** A `.json` file must be JSON, not just YAML that looks like it (no trailing commas, comments). */
+function strictJson(text: string, file: string, pos: Positions): void {
+  try {
+    JSON.parse(text);
+  } catch (e) {
+    const message = ((e as Error).message.split("\n")[0] ?? "").replace(/, (\.\.\.)?".*$/, "");
+    const at = /position (\d+)/.exec(message);
+    // V8 does not always say where; a trailing comma is the usual culprit
+    const offset = at ? Number(at[1]) : /,\s*[\]}]/.exec(text)?.index;
+    const where = offset !== undefined ? pos.ofOffset(offset) : { line: 1, column: 1 };
+    throw new WorkflowValidationError(file, [{
+      path: "",
+      message: `not valid JSON: ${message.replace(/ in JSON at position \d+.*$/, "")}`,
+      ...where,
+      hint: "JSON allows no trailing commas or comments; or name the file .yaml",
+    }]);
+  }
 }

@@ -133,17 +133,33 @@ export class RedisStore implements Store {
     const retries = options.reconnectAttempts ?? 5;
     const { createClient } = await import("redis");
     let ready = false;
-    const client = createClient({
-      url,
-      disableOfflineQueue: false,
-      socket: {
-        connectTimeout: options.connectTimeoutMs ?? 3000,
-        // Before the first connection: fail at once. After a loss: a few quick tries, then give
-        // up so commands fail with a clear error instead of hanging.
-        reconnectStrategy: (attempt: number, cause: Error) =>
-          !ready || attempt >= retries ? cause : Math.min(50 * 2 ** attempt, 1000),
-      },
-    });
+    if (!/^rediss?:\/\//.test(url)) {
+      throw new GleitzeitError("CONFIG_ERROR", `'${redactUrl(url)}' is not a Redis URL`, {
+        hint: "use redis://HOST:PORT[/DB] (or rediss:// for TLS), e.g. redis://127.0.0.1:6379",
+      });
+    }
+    let client: ReturnType<typeof createClient>;
+    try {
+      client = createClient({
+        url,
+        disableOfflineQueue: false,
+        socket: {
+          connectTimeout: options.connectTimeoutMs ?? 3000,
+          // Before the first connection: fail at once. After a loss: a few quick tries, then give
+          // up so commands fail with a clear error instead of hanging.
+          reconnectStrategy: (attempt: number, cause: Error) =>
+            !ready || attempt >= retries ? cause : Math.min(50 * 2 ** attempt, 1000),
+        },
+      });
+    } catch (e) {
+      throw new GleitzeitError(
+        "CONFIG_ERROR",
+        `invalid Redis URL '${redactUrl(url)}': ${messageOf(e)}`,
+        {
+          hint: "use redis://HOST:PORT[/DB], e.g. redis://127.0.0.1:6379",
+        },
+      );
+    }
     const store = new RedisStore(client, url, prefix, options.commandTimeoutMs ?? 3000);
     // node-redis emits "error" on every socket problem; without a listener it would throw. Once
     // it stops reconnecting, commands already sent may never settle: fail them ourselves.
@@ -151,13 +167,29 @@ export class RedisStore implements Store {
       if (ready && !client.isOpen) store.#connectionLost(e);
     });
     client.on("end", () => store.#connectionLost(new Error("connection closed")));
+    // A peer that accepts the connection but never speaks Redis (or a host that drops packets)
+    // would hold connect() past the socket's connectTimeout: bound the whole handshake.
+    const budget = options.connectTimeoutMs ?? 3000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await client.connect();
-      ready = true;
-      await store.#loadScripts();
+      await Promise.race([
+        (async () => {
+          await client.connect();
+          ready = true;
+          await store.#loadScripts();
+        })(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no Redis answer within ${budget} ms`)),
+            budget,
+          );
+        }),
+      ]);
     } catch (e) {
       shutDown(client);
       throw unavailable(url, e);
+    } finally {
+      clearTimeout(timer);
     }
     return store;
   }

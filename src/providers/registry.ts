@@ -233,6 +233,16 @@ export class ProviderRegistry {
     if (owners.length > 1) {
       return { error: `method '${method}' exists in ${owners.join(", ")}: name the protocol` };
     }
+    const families = [...this.#specs.values()]
+      .filter((s) => s.protocol.endsWith("/*") && this.#methodIndex.get(s.protocol)?.has(method))
+      .map((s) => s.protocol.replace("/*", "/<name>"));
+    if (families.length > 0) {
+      return {
+        error: `method '${method}' needs its protocol: set \`protocol: ${
+          families.join("` or `")
+        }\` (e.g. mcp/v1 for the only MCP server)`,
+      };
+    }
     return { error: `unknown method '${method}'` };
   }
 

@@ -198,18 +198,15 @@ Deno.test("system config shows each value and where it came from", async () => {
       v: { key: string; value: unknown; source: string },
     ) => [v.key, v]),
   );
-  assertEquals(values.get("maxConcurrentTasks"), {
-    key: "maxConcurrentTasks",
-    value: 7,
-    source: "file",
-  });
-  assertEquals(values.get("backend"), { key: "backend", value: "memory", source: "env" });
-  assertEquals(values.get("ollamaUrl"), {
-    key: "ollamaUrl",
-    value: "http://127.0.0.1:1",
-    source: "flag",
-  });
-  assertEquals((values.get("sqlitePath") as { source: string }).source, "env");
+  const pick = (k: string) => {
+    const v = values.get(k) as { value: unknown; source: string } | undefined;
+    return v && { value: v.value, source: v.source };
+  };
+  assertEquals(pick("engine.max_concurrent_tasks"), { value: 7, source: "file" });
+  assertEquals(pick("persistence.backend"), { value: "memory", source: "env" });
+  assertEquals(pick("ollama.url"), { value: "http://127.0.0.1:1", source: "flag" });
+  assertEquals(pick("persistence.sqlite_path")?.source, "env");
+  assertEquals(pick("engine.health_interval"), { value: 30, source: "default" });
 });
 
 Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is a usage error", async () => {
