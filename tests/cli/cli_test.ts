@@ -242,3 +242,74 @@ Deno.test("workflow schema prints a JSON Schema; graph prints levels", async () 
   assertStringIncludes(g.stdout, "level 0: measurements");
   assertStringIncludes(g.stdout, "level 2: report");
 });
+
+Deno.test("bad option values and unwritable reports are usage errors with hints, before any run", async () => {
+  const { dir, env } = await scratch();
+  const zero = await gleitzeit(["--max-concurrent", "0", "run", `${EXAMPLES}/typed_chain.yaml`], {
+    env,
+  });
+  assertEquals(zero.code, 2);
+  assertMatch(zero.stderr, /^error: .*--max-concurrent/m);
+  assertMatch(zero.stderr, /^hint: /m);
+  const retries = await gleitzeit(["task", "submit", "echo", "--retries", "-1"], { env });
+  assertEquals(retries.code, 2);
+  const report = await gleitzeit(
+    ["run", `${EXAMPLES}/typed_chain.yaml`, "--output-file", `${dir}/no/such/dir/r.json`],
+    { env },
+  );
+  assertEquals(report.code, 2);
+  assertStringIncludes(report.stderr, "cannot write --output-file");
+  assert(!report.stderr.includes("▶ run"), "the run must not start");
+  const json = await gleitzeit(["--json", "workflow", "status", "run_nope"], { env });
+  assertEquals(json.code, 2);
+  assertEquals(JSON.parse(json.stdout).error.code, "RUN_NOT_FOUND");
+});
+
+Deno.test("~ in config paths means HOME; a non-Redis peer or URL fails fast with a hint", async () => {
+  const { dir, env } = await scratch();
+  await Deno.writeTextFile(`${dir}/config.yaml`, "persistence: {sqlite_path: ~/state/g.db}\n");
+  // keep Deno's own cache where it is: a new HOME would make it fetch every package again
+  const denoDir = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`;
+  const cfg = await gleitzeit(["--json", "system", "config"], {
+    env: { ...env, HOME: dir, DENO_DIR: denoDir, GLEITZEIT_SQLITE_PATH: "" },
+  });
+  const sqlite = JSON.parse(cfg.stdout).values.find((v: { key: string }) =>
+    v.key === "persistence.sqlite_path"
+  );
+  assertEquals(sqlite.value, `${dir}/state/g.db`);
+
+  const badUrl = await gleitzeit([
+    "--backend",
+    "redis",
+    "--redis-url",
+    "http://127.0.0.1:6379",
+    "workflow",
+    "list",
+  ], { env });
+  assertEquals(badUrl.code, 2);
+  assertStringIncludes(badUrl.stderr, "is not a Redis URL");
+  // a peer that accepts connections but never answers
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (silent.addr as Deno.NetAddr).port;
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of silent) held.push(c);
+  })();
+  try {
+    const t0 = performance.now();
+    const r = await gleitzeit([
+      "--backend",
+      "redis",
+      "--redis-url",
+      `redis://127.0.0.1:${port}`,
+      "workflow",
+      "list",
+    ], { env });
+    assertEquals(r.code, 3, r.stderr);
+    assertStringIncludes(r.stderr, "hint: is Redis running");
+    assert(performance.now() - t0 < 15_000);
+  } finally {
+    silent.close();
+    for (const c of held) c.close();
+  }
+});
