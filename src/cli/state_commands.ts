@@ -10,7 +10,7 @@ import Table from "cli-table3";
 import { createApp, openConfiguredStore } from "../app.ts";
 import type { ResolvedConfig } from "../config/config.ts";
 import { type ExitCode, GleitzeitError } from "../core/errors.ts";
-import type { RunState, TaskState } from "../core/states.ts";
+import { RUN_STATES, type RunState, TASK_STATES, type TaskState } from "../core/states.ts";
 import { displayState, localOwnerPid, ownerAlive } from "../engine/liveness.ts";
 import type { RunRecord, Store, TaskFilter, TaskRecord } from "../persistence/store.ts";
 import { configFromFlags, type GlobalOptions, interruptSignal } from "./context.ts";
@@ -36,25 +36,6 @@ const CONFIG_KEYS: [string, string, string?, string?, number?][] = [
   ["python", "python.executable", "GLEITZEIT_PYTHON", "--python"],
   ["sandbox", "python.sandbox", undefined, "--sandbox"],
   ["logLevel", "log_level", "GLEITZEIT_LOG_LEVEL"],
-];
-
-const RUN_STATES = [
-  "pending",
-  "queued",
-  "running",
-  "completed",
-  "failed",
-  "cancelled",
-  "interrupted",
-];
-const TASK_STATES = [
-  "queued",
-  "running",
-  "retry_pending",
-  "completed",
-  "failed",
-  "cancelled",
-  "skipped",
 ];
 
 function table(head: string[]): Table.Table {
@@ -126,7 +107,7 @@ async function mustTask(store: Store, id: string): Promise<TaskRecord> {
   return task;
 }
 
-function checkState(value: string | undefined, allowed: string[], what: string): void {
+function checkState(value: string | undefined, allowed: readonly string[], what: string): void {
   if (value !== undefined && !allowed.includes(value)) {
     throw new GleitzeitError("USAGE_ERROR", `unknown ${what} state '${value}'`, {
       hint: `one of ${allowed.join(", ")}`,

@@ -20,6 +20,28 @@ export type RunState =
   | "cancelled"
   | "interrupted";
 
+/** Every task state, in lifecycle order. */
+export const TASK_STATES: readonly TaskState[] = [
+  "queued",
+  "running",
+  "retry_pending",
+  "completed",
+  "failed",
+  "cancelled",
+  "skipped",
+];
+
+/** Every run state, in lifecycle order. */
+export const RUN_STATES: readonly RunState[] = [
+  "pending",
+  "queued",
+  "running",
+  "completed",
+  "failed",
+  "cancelled",
+  "interrupted",
+];
+
 const TERMINAL_TASK: ReadonlySet<TaskState> = new Set([
   "completed",
   "failed",

@@ -16,7 +16,7 @@
  */
 
 import { type ErrorData, GleitzeitError } from "../core/errors.ts";
-import type { RunState, TaskState } from "../core/states.ts";
+import { RUN_STATES, type RunState, TASK_STATES, type TaskState } from "../core/states.ts";
 import {
   CLAIM_RUN,
   CREATE_RUN,
@@ -58,24 +58,6 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
 }
 
-const RUN_STATES: RunState[] = [
-  "pending",
-  "queued",
-  "running",
-  "completed",
-  "failed",
-  "cancelled",
-  "interrupted",
-];
-const TASK_STATES: TaskState[] = [
-  "queued",
-  "running",
-  "retry_pending",
-  "completed",
-  "failed",
-  "cancelled",
-  "skipped",
-];
 const SCRIPTS = {
   create: CREATE_RUN,
   start: START_ATTEMPTS,
