@@ -7,13 +7,14 @@ import { errorJson, reportError } from "./errors.ts";
 import { colors, err, printJson } from "./output.ts";
 import { runFileCommand, taskSubmitCommand } from "./run_commands.ts";
 import { graphCommand, schemaCommand, validateCommand } from "./workflow_commands.ts";
-import { registerStateCommands } from "./state_commands.ts";
+import { registerBackendCommands } from "./backend_commands.ts";
+import { registerRunCommands } from "./run_state_commands.ts";
+import { registerSystemCommands } from "./system_commands.ts";
+import { registerTaskCommands } from "./task_state_commands.ts";
 import { registerProviderCommands } from "./provider_commands.ts";
 
 /** The version printed by `gleitzeit --version`. */
 export const VERSION = "0.1.0";
-
-type Action = (globals: GlobalOptions) => Promise<ExitCode> | ExitCode;
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -71,10 +72,6 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
       outputError: (str, write) => write(str),
     });
 
-  const act = (cmd: Command<unknown[], Record<string, unknown>>, fn: Action) => async () => {
-    setExit(await fn(cmd.optsWithGlobals() as GlobalOptions));
-  };
-
   const run = submitOptions(
     program.command("run").description("run a workflow file and wait (the main job)")
       .argument("<file>", "workflow YAML or JSON file"),
@@ -99,7 +96,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     setExit(await validateCommand(file, validate.optsWithGlobals() as GlobalOptions));
   });
   const schema = workflow.command("schema").description("print the JSON Schema of workflow files");
-  schema.action(act(schema as never, () => schemaCommand()));
+  schema.action(() => setExit(schemaCommand()));
   const graph = workflow.command("graph").description(
     "print the dependency graph of a workflow file",
   )
@@ -138,7 +135,10 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     setExit(await taskSubmitCommand(method, opts, taskSubmit.optsWithGlobals() as GlobalOptions));
   });
 
-  registerStateCommands(program, workflow, task, setExit);
+  registerRunCommands(workflow, setExit);
+  registerTaskCommands(task, setExit);
+  registerBackendCommands(program, setExit);
+  registerSystemCommands(program, setExit);
   registerProviderCommands(program, setExit);
   return program;
 }

@@ -1,0 +1,80 @@
+/** `workflow list | status | resume | cancel`: runs in the store @module */
+
+import type { Command } from "@commander-js/extra-typings";
+import type { ExitCode } from "../core/errors.ts";
+import { createApp } from "../app.ts";
+import { configFromFlags, interruptSignal } from "./context.ts";
+import { out, printJson } from "./output.ts";
+import { printSummary, ProgressRenderer } from "./render.ts";
+import { exitCodeOf, outcomeJson } from "./run_commands.ts";
+import {
+  cancelRun,
+  globalsOf,
+  type ListOptions,
+  listOptions,
+  listRuns,
+  mustRun,
+  printRuns,
+  printRunStatus,
+  withStore,
+} from "./stored_state.ts";
+
+/** Registers `workflow list | status | resume | cancel`. */
+export function registerRunCommands(workflow: Command, setExit: (code: ExitCode) => void): void {
+  const wList = listOptions(
+    workflow.command("list").description("stored runs, newest first"),
+    false,
+  );
+  wList.action(async () => {
+    const opts = wList.opts() as ListOptions;
+    await withStore(
+      globalsOf(wList),
+      async (store) => printRuns(await listRuns(store, opts), globalsOf(wList).json === true),
+    );
+    setExit(0);
+  });
+  const wStatus = workflow.command("status").description("a run and its tasks").argument(
+    "<run-id>",
+  );
+  wStatus.action(async (id) => {
+    await withStore(globalsOf(wStatus), async (store) => {
+      await printRunStatus(store, await mustRun(store, id), globalsOf(wStatus).json === true);
+    });
+    setExit(0);
+  });
+  const wResume = workflow.command("resume").description(
+    "continue an interrupted, cancelled, failed or queued run",
+  )
+    .argument("<run-id>").option("-q, --quiet", "no progress lines");
+  wResume.action(async (id, opts) => {
+    const globals = globalsOf(wResume);
+    const config = await configFromFlags(globals);
+    const json = globals.json === true;
+    const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true });
+    const app = await createApp(config, { onEvent: renderer.handle });
+    try {
+      await mustRun(app.store, id);
+      const { signal, dispose } = interruptSignal(json);
+      try {
+        const outcome = await app.engine.execute(id, { signal });
+        const run = await app.store.getRun(id);
+        if (json) printJson(outcomeJson(outcome, run?.workflowName ?? ""));
+        else printSummary(outcome);
+        setExit(exitCodeOf(outcome));
+      } finally {
+        dispose();
+      }
+    } finally {
+      await app.close();
+    }
+  });
+  const wCancel = workflow.command("cancel").description("cancel a run").argument("<run-id>");
+  wCancel.action(async (id) => {
+    await withStore(globalsOf(wCancel), async (store) => {
+      const message = await cancelRun(store, await mustRun(store, id));
+      if (globalsOf(wCancel).json) printJson({ run_id: id, message });
+      else out(message);
+    });
+    setExit(0);
+  });
+}

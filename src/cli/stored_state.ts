@@ -1,0 +1,267 @@
+/**
+ * What the commands over stored state share: opening the store, finding runs and tasks,
+ * listings, JSON forms, cancelling.
+ *
+ * @module
+ */
+
+import type { Command } from "@commander-js/extra-typings";
+import Table from "cli-table3";
+import { openConfiguredStore } from "../app.ts";
+import type { ResolvedConfig } from "../config/config.ts";
+import { GleitzeitError } from "../core/errors.ts";
+import { RUN_STATES, type RunState, TASK_STATES, type TaskState } from "../core/states.ts";
+import { displayState, localOwnerPid, ownerAlive } from "../engine/liveness.ts";
+import type { RunRecord, Store, TaskFilter, TaskRecord } from "../persistence/store.ts";
+import { configFromFlags, type GlobalOptions } from "./context.ts";
+import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
+import { printSummary, taskDetail } from "./render.ts";
+import { taskJson } from "./run_commands.ts";
+
+/** The options of a command, with the global ones. */
+export const globalsOf = (cmd: Command<unknown[], Record<string, unknown>>) =>
+  cmd.optsWithGlobals() as GlobalOptions;
+
+/** Adds the listing filters (`--status`, `--workflow-name`, `--name-filter`, `--limit`). */
+export function listOptions<C extends Command<unknown[], Record<string, unknown>>>(
+  cmd: C,
+  tasks: boolean,
+): C {
+  cmd.option("--status <state>", "only this state")
+    .option("--workflow-name <name>", "only runs of this workflow")
+    .option("--name-filter <text>", tasks ? "task name contains" : "workflow name contains")
+    .option("--limit <n>", "at most this many");
+  if (tasks) cmd.option("--workflow-id <run>", "only tasks of this run");
+  return cmd;
+}
+
+export function table(head: string[]): Table.Table {
+  return new Table({
+    head,
+    style: { head: term.stdoutTty && !term.noColor ? ["cyan"] : [], border: [] },
+  });
+}
+
+export function iso(ms: number | undefined): string | null {
+  return ms === undefined ? null : new Date(ms).toISOString();
+}
+
+/** JSON form of a run (without its tasks). */
+export function runJson(run: RunRecord, now = Date.now()): Record<string, unknown> {
+  return {
+    run_id: run.id,
+    workflow: run.workflowName,
+    state: displayState(run, now),
+    stored_state: run.state,
+    params: run.params,
+    created_at: iso(run.createdAt),
+    started_at: iso(run.startedAt),
+    finished_at: iso(run.finishedAt),
+    duration_ms: run.startedAt !== undefined && run.finishedAt !== undefined
+      ? run.finishedAt - run.startedAt
+      : null,
+    owner: run.owner ?? null,
+    heartbeat_at: iso(run.heartbeatAt),
+    error: run.error ?? null,
+    tasks: run.workflow.tasks.length,
+  };
+}
+
+export async function withStore<T>(
+  globals: GlobalOptions,
+  fn: (store: Store, config: ResolvedConfig) => Promise<T>,
+): Promise<T> {
+  const config = await configFromFlags(globals);
+  const store = await openConfiguredStore(config);
+  try {
+    return await fn(store, config);
+  } finally {
+    await store.close();
+  }
+}
+
+export async function mustRun(store: Store, id: string): Promise<RunRecord> {
+  const run = await store.getRun(id);
+  if (!run) {
+    throw new GleitzeitError("RUN_NOT_FOUND", `no run ${id} in the ${store.backend} backend`, {
+      hint: "list runs with `gleitzeit workflow list` (and check --backend)",
+    });
+  }
+  return run;
+}
+
+export async function mustTask(store: Store, id: string): Promise<TaskRecord> {
+  let task = await store.getTask(id);
+  if (!task && id.includes("/")) {
+    const [runId, taskId] = [id.slice(0, id.indexOf("/")), id.slice(id.indexOf("/") + 1)];
+    task = await store.getRunTask(runId, taskId);
+  }
+  if (!task) {
+    throw new GleitzeitError("TASK_NOT_FOUND", `no task ${id} in the ${store.backend} backend`, {
+      hint: "task ids look like task_...; or use RUN_ID/TASK_ID; list with `gleitzeit task list`",
+    });
+  }
+  return task;
+}
+
+export function checkState(
+  value: string | undefined,
+  allowed: readonly string[],
+  what: string,
+): void {
+  if (value !== undefined && !allowed.includes(value)) {
+    throw new GleitzeitError("USAGE_ERROR", `unknown ${what} state '${value}'`, {
+      hint: `one of ${allowed.join(", ")}`,
+    });
+  }
+}
+
+export interface ListOptions {
+  status?: string;
+  workflowId?: string;
+  workflowName?: string;
+  nameFilter?: string;
+  limit?: string;
+}
+
+export function limitOf(opts: ListOptions, def: number): number {
+  if (opts.limit === undefined) return def;
+  const n = Number(opts.limit);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new GleitzeitError(
+      "USAGE_ERROR",
+      `--limit must be a positive integer, got '${opts.limit}'`,
+      {
+        hint: "e.g. --limit 20",
+      },
+    );
+  }
+  return n;
+}
+
+export async function listRuns(store: Store, opts: ListOptions): Promise<RunRecord[]> {
+  checkState(opts.status, RUN_STATES, "run");
+  const now = Date.now();
+  const limit = limitOf(opts, 20);
+  const storedState = opts.status === "interrupted" ? "running" : opts.status;
+  const runs = await store.listRuns({
+    ...(storedState ? { state: storedState as RunState } : {}),
+    ...(opts.workflowName ? { workflowName: opts.workflowName } : {}),
+    ...(opts.nameFilter ? { nameFilter: opts.nameFilter } : {}),
+    ...(opts.status ? {} : { limit }),
+  });
+  return runs.filter((r) => !opts.status || displayState(r, now) === opts.status).slice(0, limit);
+}
+
+export function printRuns(runs: RunRecord[], json: boolean): void {
+  const now = Date.now();
+  if (json) return printJson(runs.map((r) => runJson(r, now)));
+  if (runs.length === 0) return out("no runs");
+  const t = table(["run", "workflow", "state", "tasks", "created", "duration"]);
+  for (const r of runs) {
+    t.push([
+      r.id,
+      preview(r.workflowName, 40),
+      displayState(r, now),
+      String(r.workflow.tasks.length),
+      new Date(r.createdAt).toISOString().replace("T", " ").slice(0, 19),
+      r.startedAt !== undefined && r.finishedAt !== undefined
+        ? formatDuration(r.finishedAt - r.startedAt)
+        : "-",
+    ]);
+  }
+  out(t.toString());
+}
+
+export async function listTasks(store: Store, opts: ListOptions): Promise<TaskRecord[]> {
+  checkState(opts.status, TASK_STATES, "task");
+  const filter: TaskFilter = { limit: limitOf(opts, 50) };
+  if (opts.status) filter.state = opts.status as TaskState;
+  if (opts.workflowId) filter.runId = opts.workflowId;
+  if (opts.workflowName) filter.workflowName = opts.workflowName;
+  if (opts.nameFilter) filter.nameFilter = opts.nameFilter;
+  return await store.listTasks(filter);
+}
+
+export function printTasks(tasks: TaskRecord[], json: boolean): void {
+  if (json) return printJson(tasks.map((t) => ({ run_id: t.runId, ...taskJson(t) })));
+  if (tasks.length === 0) return out("no tasks");
+  const t = table(["task id", "run", "task", "method", "state", "attempts", "result / error"]);
+  for (const task of tasks) {
+    t.push([
+      task.id,
+      task.runId,
+      task.taskId,
+      task.method,
+      task.state,
+      String(task.attempts),
+      taskDetail(task, 40),
+    ]);
+  }
+  out(t.toString());
+}
+
+export async function printRunStatus(store: Store, run: RunRecord, json: boolean): Promise<void> {
+  const tasks = await store.listTasks({ runId: run.id });
+  if (json) return printJson({ ...runJson(run), tasks: tasks.map(taskJson) });
+  const c = colors("stdout");
+  const state = displayState(run);
+  out(`${c.bold(run.id)}  ${run.workflowName}  ${state}`);
+  if (run.error) out(c.dim(`  ${run.error.message}`));
+  printSummary({
+    runId: run.id,
+    state,
+    durationMs: (run.finishedAt ?? Date.now()) - (run.startedAt ?? run.createdAt),
+    tasks,
+    ...(run.error ? { error: run.error } : {}),
+  });
+  if (state === "interrupted" || state === "cancelled" || state === "queued") {
+    out(c.dim(`continue it with: gleitzeit workflow resume ${run.id}`));
+  } else if (state === "failed") {
+    out(c.dim(`run the failed and skipped tasks again with: gleitzeit workflow resume ${run.id}`));
+  }
+}
+
+/** Cancels a run: signals its live owner on this host, or marks it cancelled in the store. */
+export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
+  const now = Date.now();
+  if (run.state === "completed" || run.state === "failed" || run.state === "cancelled") {
+    throw new GleitzeitError("USAGE_ERROR", `run ${run.id} already ${run.state}`, {
+      hint: run.state === "completed"
+        ? "nothing to cancel"
+        : `nothing is running; \`gleitzeit workflow resume ${run.id}\` would start it again`,
+    });
+  }
+  if (run.state === "running" && ownerAlive(run, now)) {
+    const pid = localOwnerPid(run.owner);
+    if (pid === undefined) {
+      throw new GleitzeitError(
+        "USAGE_ERROR",
+        `run ${run.id} is running on another machine (${run.owner})`,
+        {
+          hint: "stop it there with Ctrl-C; it stays resumable",
+        },
+      );
+    }
+    Deno.kill(pid, "SIGTERM");
+    return `asked process ${pid} to cancel run ${run.id}`;
+  }
+  const tasks = await store.listTasks({ runId: run.id });
+  await store.finishTasks(
+    tasks.filter((t) => t.state !== "completed" && t.state !== "failed" && t.state !== "skipped")
+      .map((t) => ({
+        runId: run.id,
+        taskId: t.taskId,
+        state: "cancelled" as const,
+        at: now,
+        reason: "cancelled by user",
+        ...(t.state === "running" ? { attempt: t.attempts } : {}),
+      })),
+  );
+  await store.updateRun(run.id, {
+    state: "cancelled",
+    finishedAt: now,
+    error: { code: "WORKFLOW_CANCELLED", message: "cancelled by user", retryable: false },
+  });
+  return `cancelled run ${run.id}`;
+}

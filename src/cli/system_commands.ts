@@ -1,0 +1,95 @@
+/** `system status | config`: this installation @module */
+
+import type { Command } from "@commander-js/extra-typings";
+import type { ExitCode } from "../core/errors.ts";
+import { createApp } from "../app.ts";
+import { configFromFlags } from "./context.ts";
+import { out, printJson } from "./output.ts";
+import { globalsOf, table } from "./stored_state.ts";
+
+/** Config fields as the file names them, with their environment variable, flag and unit scale. */
+const CONFIG_KEYS: [string, string, string?, string?, number?][] = [
+  ["backend", "persistence.backend", "GLEITZEIT_PERSISTENCE_BACKEND", "--backend"],
+  ["sqlitePath", "persistence.sqlite_path", "GLEITZEIT_SQLITE_PATH", "--sqlite-path"],
+  ["redisUrl", "persistence.redis_url", "GLEITZEIT_REDIS_URL", "--redis-url"],
+  ["redisPrefix", "persistence.redis_prefix"],
+  ["ollamaUrl", "ollama.url", "GLEITZEIT_OLLAMA_URL", "--ollama-url"],
+  ["ollamaMaxConcurrent", "ollama.max_concurrent"],
+  [
+    "maxConcurrentTasks",
+    "engine.max_concurrent_tasks",
+    "GLEITZEIT_MAX_CONCURRENT_TASKS",
+    "--max-concurrent",
+  ],
+  ["healthIntervalMs", "engine.health_interval", undefined, undefined, 1000],
+  ["python", "python.executable", "GLEITZEIT_PYTHON", "--python"],
+  ["sandbox", "python.sandbox", undefined, "--sandbox"],
+  ["logLevel", "log_level", "GLEITZEIT_LOG_LEVEL"],
+];
+
+/** Registers `system status | config`. */
+export function registerSystemCommands(program: Command, setExit: (code: ExitCode) => void): void {
+  const system = program.command("system").description("this installation");
+  const sConfig = system.command("config").description(
+    "the effective configuration and where each value came from",
+  );
+  sConfig.action(async () => {
+    const config = await configFromFlags(globalsOf(sConfig));
+    const entries = CONFIG_KEYS.filter(([key]) => key in config.sources).map((
+      [key, name, envName, flag, scale],
+    ) => {
+      const raw = (config as unknown as Record<string, unknown>)[key];
+      return {
+        key: name,
+        value: raw === undefined ? null : scale ? Number(raw) / scale : raw,
+        source: config.sources[key],
+        env: envName ?? null,
+        flag: flag ?? null,
+      };
+    });
+    if (globalsOf(sConfig).json) {
+      printJson({ config_file: config.configPath ?? null, values: entries });
+    } else {
+      out(`config file: ${config.configPath ?? "(none found)"}`);
+      const t = table(["setting", "value", "source", "environment / flag"]);
+      for (const e of entries) {
+        t.push([
+          e.key,
+          String(e.value ?? "-"),
+          e.source,
+          [e.env, e.flag].filter(Boolean).join(" / "),
+        ]);
+      }
+      out(t.toString());
+    }
+    setExit(0);
+  });
+  const sStatus = system.command("status").description("backend, providers and tools");
+  sStatus.action(async () => {
+    const globals = globalsOf(sStatus);
+    const config = await configFromFlags(globals);
+    const app = await createApp(config);
+    try {
+      const stats = await app.store.stats();
+      const protocols = app.registry.protocols().map((p) => p.protocol);
+      const report = {
+        version: (await import("./cli.ts")).VERSION,
+        backend: config.backend,
+        store: stats,
+        protocols,
+        max_concurrent_tasks: config.maxConcurrentTasks,
+        sandbox: config.sandbox,
+      };
+      if (globals.json) printJson(report);
+      else {
+        out(`gleitzeit ${report.version}`);
+        out(`backend: ${config.backend} (${stats.totalRuns} runs, ${stats.totalTasks} tasks)`);
+        out(`protocols: ${protocols.join(", ")}`);
+        out(`concurrency: ${config.maxConcurrentTasks} tasks; python sandbox: ${config.sandbox}`);
+      }
+    } finally {
+      await app.close();
+    }
+    setExit(0);
+  });
+}

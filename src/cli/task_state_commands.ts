@@ -1,0 +1,106 @@
+/** `task list | status | result | cancel`: tasks in the store @module */
+
+import type { Command } from "@commander-js/extra-typings";
+import type { ExitCode } from "../core/errors.ts";
+import { GleitzeitError } from "../core/errors.ts";
+import { formatDuration, out, preview, printJson } from "./output.ts";
+import { taskDetail } from "./render.ts";
+import { taskJson } from "./run_commands.ts";
+import {
+  cancelRun,
+  globalsOf,
+  iso,
+  type ListOptions,
+  listOptions,
+  listTasks,
+  mustRun,
+  mustTask,
+  printTasks,
+  table,
+  withStore,
+} from "./stored_state.ts";
+
+/** Registers `task list | status | result | cancel`. */
+export function registerTaskCommands(task: Command, setExit: (code: ExitCode) => void): void {
+  const tList = listOptions(task.command("list").description("stored tasks"), true);
+  tList.action(async () => {
+    const opts = tList.opts() as ListOptions;
+    await withStore(
+      globalsOf(tList),
+      async (store) => printTasks(await listTasks(store, opts), globalsOf(tList).json === true),
+    );
+    setExit(0);
+  });
+  const tStatus = task.command("status").description("a task and its attempts").argument(
+    "<task-id>",
+  );
+  tStatus.action(async (id) => {
+    await withStore(globalsOf(tStatus), async (store) => {
+      const t = await mustTask(store, id);
+      const attempts = await store.listAttempts(t.runId, t.taskId);
+      if (globalsOf(tStatus).json) {
+        printJson({
+          run_id: t.runId,
+          ...taskJson(t),
+          attempt_history: attempts.map((a) => ({
+            attempt: a.attempt,
+            state: a.state,
+            started_at: iso(a.startedAt),
+            finished_at: iso(a.finishedAt),
+            error: a.error ?? null,
+          })),
+        });
+        return;
+      }
+      out(`${t.id}  ${t.runId}/${t.taskId}  ${t.method}  ${t.state}`);
+      const at = table(["attempt", "state", "started", "duration", "error"]);
+      for (const a of attempts) {
+        at.push([
+          String(a.attempt),
+          a.state,
+          iso(a.startedAt) ?? "-",
+          a.finishedAt !== undefined ? formatDuration(a.finishedAt - a.startedAt) : "-",
+          a.error ? preview(a.error.message, 50) : "",
+        ]);
+      }
+      if (attempts.length > 0) out(at.toString());
+      const detail = taskDetail(t, 100);
+      if (detail) out(detail);
+    });
+    setExit(0);
+  });
+  const tResult = task.command("result").description("a task's result as JSON").argument(
+    "<task-id>",
+  );
+  tResult.action(async (id) => {
+    let code: ExitCode = 0;
+    await withStore(globalsOf(tResult), async (store) => {
+      const t = await mustTask(store, id);
+      if (t.state !== "completed") {
+        throw new GleitzeitError(
+          "TASK_RESULT_ERROR",
+          `task ${id} has no result: it is ${t.state}`,
+          {
+            hint: t.error ? t.error.message : `see \`gleitzeit task status ${id}\``,
+          },
+        );
+      }
+      printJson(
+        globalsOf(tResult).json ? { task_id: t.id, result: t.result ?? null } : t.result ?? null,
+      );
+    });
+    setExit(code);
+    code = 0;
+  });
+  const tCancel = task.command("cancel").description("cancel a task (and the run it belongs to)")
+    .argument("<task-id>");
+  tCancel.action(async (id) => {
+    await withStore(globalsOf(tCancel), async (store) => {
+      const t = await mustTask(store, id);
+      const message = await cancelRun(store, await mustRun(store, t.runId));
+      if (globalsOf(tCancel).json) printJson({ task_id: t.id, run_id: t.runId, message });
+      else out(message);
+    });
+    setExit(0);
+  });
+}
