@@ -253,10 +253,14 @@ export class RunExecution {
         ? substitute(node.spec.params, this.#lookup) as Record<string, unknown>
         : node.spec.params;
       if (this.#stop && this.#stop.kind !== "fail_fast") throw cancelledError();
-      const controller = new AbortController();
-      node.controller = controller;
+      // An attempt with a timeout gets its own signal; the others share the run's, which only
+      // cancellation aborts (one AbortController per run instead of one per task).
+      let signal = this.#runController.signal;
       const timeoutMs = node.spec.timeoutMs;
       if (timeoutMs !== undefined) {
+        const controller = new AbortController();
+        node.controller = controller;
+        signal = controller.signal;
         timer = clock.setTimer(timeoutMs, () =>
           controller.abort(
             new GleitzeitError(
@@ -267,7 +271,7 @@ export class RunExecution {
           ));
       }
       const ctx: CallContext = {
-        signal: controller.signal,
+        signal,
         runId,
         taskId: node.spec.id,
         attempt,
@@ -280,7 +284,7 @@ export class RunExecution {
       }
       result = await raceAbort(
         dispatcher.call(node.spec.protocol, node.spec.method, params, ctx),
-        controller.signal,
+        signal,
       );
     } catch (e) {
       error = toGleitzeitError(e, "TASK_EXECUTION_FAILED");
@@ -467,6 +471,7 @@ export class RunExecution {
       const reason = kind === "timeout"
         ? (error ?? new GleitzeitError("WORKFLOW_TIMEOUT", "run timed out"))
         : cancelledError();
+      this.#runController.abort(reason);
       for (const node of this.#nodes.values()) {
         node.controller?.abort(reason);
       }
