@@ -69,3 +69,20 @@ Deno.test("docs/workflow.schema.json is the schema `gleitzeit workflow schema` p
     "regenerate: ./gleitzeit workflow schema > docs/workflow.schema.json",
   );
 });
+
+Deno.test("the README's workflow example is valid", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const at = readme.indexOf("## A workflow");
+  const start = readme.indexOf("```yaml\n", at) + "```yaml\n".length;
+  const text = readme.slice(start, readme.indexOf("```", start));
+  const { parseWorkflow } = await import("../src/loader/load_workflow.ts");
+  const registry = await createRegistry(
+    await resolveConfig({ config: "/dev/null" }, () => undefined),
+  );
+  const wf = parseWorkflow(text, "README.md", registry);
+  assertEquals(wf.tasks.map((t) => [t.id, t.dependencies]), [
+    ["numbers", []],
+    ["stats", ["numbers"]],
+    ["report", ["stats"]],
+  ]);
+});
