@@ -92,6 +92,7 @@ export class RunExecution {
   #resolveDone!: () => void;
   readonly #done = new Promise<void>((r) => (this.#resolveDone = r));
   #timers: Timer[] = [];
+  #heartbeat?: Timer;
   readonly #pump = () => this.#pumpReady();
 
   constructor(svc: RunServices, run: RunRecord, tasks: TaskRecord[]) {
@@ -193,6 +194,7 @@ export class RunExecution {
     await this.#done;
     signal?.removeEventListener("abort", onAbort);
     for (const t of this.#timers) t.cancel();
+    this.#heartbeat?.cancel();
     return await this.#finishRun(started);
   }
 
@@ -201,9 +203,9 @@ export class RunExecution {
     const beat = () => {
       if (this.#finished) return;
       store.updateRun(this.#run.id, { heartbeatAt: clock.now() }).catch(() => {});
-      this.#timers.push(clock.setTimer(heartbeatMs, beat));
+      this.#heartbeat = clock.setTimer(heartbeatMs, beat);
     };
-    this.#timers.push(clock.setTimer(heartbeatMs, beat));
+    this.#heartbeat = clock.setTimer(heartbeatMs, beat);
   }
 
   #pumpReady(): void {
