@@ -34,7 +34,7 @@ import {
   type SandboxMode,
   type SandboxPolicy,
 } from "./sandbox_policy.ts";
-import { WarmPool, type WarmSpawn, type WarmWorker } from "./warm_pool.ts";
+import { WarmPool, type WarmSpawn, type WarmWorker, WORK_TMPFS_BYTES } from "./warm_pool.ts";
 import {
   type AttemptGuard,
   childEnv,
@@ -408,12 +408,32 @@ export class PythonProvider implements Provider {
         python: py.executable,
       };
     }
+    // Task directories on a size-capped tmpfs (see WORK_TMPFS_BYTES): creating one on a disk
+    // costs ~250 us of kernel time per task, on tmpfs a few us.
+    const work = `${poolDir}/t`;
+    runner[runner.length - 1] = JSON.stringify({
+      ...JSON.parse(runner[runner.length - 1]),
+      work_tmpfs: work,
+    });
     const args = [
       ...bwrapArgs(py, { taskDir: poolDir, cwd: poolDir, network: false, read: [], write: [] }),
+      "--perms",
+      "0711",
+      "--size",
+      String(WORK_TMPFS_BYTES),
+      "--tmpfs",
+      work,
       "--",
       ...runner,
     ];
-    return { command: bwrap, args, env: childEnv(py, poolDir), poolDir, python: py.executable };
+    return {
+      command: bwrap,
+      args,
+      env: childEnv(py, poolDir),
+      poolDir,
+      python: py.executable,
+      workTmpfs: true,
+    };
   }
 
   /** Sets up the worker's next task directory ahead of its job (see WarmWorker.prepare). */
@@ -440,8 +460,9 @@ export class PythonProvider implements Provider {
     let paths = worker.prepared;
     try {
       paths ??= worker.taskPaths();
-      // Only now the sandbox user's: the previous task has ended.
-      if (dropsUser(policy.mode, py)) {
+      // Only now the sandbox user's: the previous task has ended (on the tmpfs, the warm
+      // child hands its directory over itself).
+      if (dropsUser(policy.mode, py) && !worker.workTmpfs) {
         Deno.chownSync(paths.work_dir, SANDBOX_UID, SANDBOX_UID);
       }
       const fullJob = {

@@ -457,7 +457,7 @@ def _pool():
     # cannot signal it; it drops for good when its job arrives. A child says "done" over a
     # pipe once its result is written; a pidfd notices a child that dies instead.
     if not hasattr(os, "pidfd_open"):
-        _pool_plain(inp, out, ipc_check)
+        _pool_plain(inp, out, ipc_check, options)
         return
     infd = inp.fileno()
     buf = [b""]
@@ -486,7 +486,26 @@ def _pool():
         except OSError:
             pass
 
-    spare = _prefork(inp, out, options, ())
+    # Bubblewrap mounts a size-capped tmpfs for the task directories (work_tmpfs): each
+    # spare gets a fresh one there, made by this parent (root's, mode 0700, until the job
+    # comes), and a finished task's directory is moved to a root-only trash before the
+    # status line (the next task cannot reach it) and removed after it.
+    tmpfs = options.get("work_tmpfs")
+    trash = None
+    if tmpfs:
+        trash = tmpfs + "/.trash"
+        os.mkdir(trash, 0o700)
+    serial = [0]
+
+    def new_dir():
+        if not tmpfs:
+            return None
+        serial[0] += 1
+        path = "%s/w%d" % (tmpfs, serial[0])
+        os.mkdir(path, 0o700)
+        return path
+
+    spare = _prefork(inp, out, options, (), new_dir())
     exiting = []
     while True:
         line = take_line()
@@ -500,9 +519,9 @@ def _pool():
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
-        pid, job_w, done_r, pidfd = spare
+        pid, job_w, done_r, pidfd, task_dir = spare
         os.close(job_w)
-        spare = _prefork(inp, out, options, (done_r, pidfd))
+        spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
         while True:
             # Prepare lines for the next task may come while this one runs: pass them on.
             if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
@@ -525,8 +544,18 @@ def _pool():
             _reap_descendants(exclude=(spare[0],))
         os.close(done_r)
         os.close(pidfd)
+        gone = None
+        if task_dir:
+            gone = "%s/%d" % (trash, serial[0])
+            try:
+                os.rename(task_dir, gone)
+            except OSError:
+                gone = None
+                _purge(task_dir)
         out.write('{"status": %d, "dirty": %s}\n'
                   % (status, "true" if ipc_check and _ipc_left() else "false"))
+        if gone:
+            _purge(gone)
         still = []
         for old in exiting:
             try:
@@ -537,7 +566,35 @@ def _pool():
         exiting = still
     os.close(spare[1])
 
-def _pool_plain(inp, out, ipc_check):
+def _purge(path):
+    # shutil is not imported in the parent (a bigger parent forks slower); root removes all.
+    dirs = []
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        dirs.append(d)
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    else:
+                        os.unlink(e.path)
+                except OSError:
+                    pass
+    for d in reversed(dirs):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+def _pool_plain(inp, out, ipc_check, options):
+    tmpfs = options.get("work_tmpfs")
+    serial = 0
     while True:
         line = inp.readline()
         if not line:
@@ -545,11 +602,19 @@ def _pool_plain(inp, out, ipc_check):
         if not line.strip() or line.startswith(b'{"prepare"'):
             continue
         job = _loads(line.decode("utf-8"))
+        if tmpfs:
+            serial += 1
+            job["work_dir"] = "%s/w%d" % (tmpfs, serial)
+            os.mkdir(job["work_dir"], 0o700)
+            if options.get("uid") is not None:
+                os.chown(job["work_dir"], options["uid"], options.get("gid", options["uid"]))
         pid = os.fork()
         if pid == 0:
             _child(inp, out, lambda: job)
         _, status = os.waitpid(pid, 0)
         _reap_descendants()
+        if tmpfs:
+            _purge(job["work_dir"])
         out.write('{"status": %d, "dirty": %s}\n'
                   % (status, "true" if ipc_check and _ipc_left() else "false"))
 
@@ -574,7 +639,7 @@ def _child(inp, out, get_job, done_w=None):
         finally:
             os._exit(70)
 
-def _prefork(inp, out, options, inherited):
+def _prefork(inp, out, options, inherited, task_dir=None):
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
@@ -596,13 +661,21 @@ def _prefork(inp, out, options, inherited):
                     return None
                 msg = _loads(line.decode("utf-8"))
                 if "prepare" in msg:
+                    if task_dir:
+                        msg["prepare"]["work_dir"] = task_dir
                     _prepare(msg["prepare"])
                     continue
                 reader.close()
+                if task_dir:
+                    msg["work_dir"] = task_dir
                 if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
                                                           msg.get("stdout_path")):
                     _prepare(msg)
                 if uid is not None:
+                    if task_dir:
+                        # Only now the task's: the previous task has ended.
+                        os.setresuid(0, 0, 0)
+                        os.chown(task_dir, uid, gid)
                     os.setresgid(gid, gid, gid)
                     os.setresuid(uid, uid, uid)
                     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
@@ -611,7 +684,7 @@ def _prefork(inp, out, options, inherited):
         _child(inp, out, get_job, done_w)
     os.close(job_r)
     os.close(done_w)
-    return pid, job_w, done_r, os.pidfd_open(pid)
+    return pid, job_w, done_r, os.pidfd_open(pid), task_dir
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "pool":

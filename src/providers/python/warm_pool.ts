@@ -21,7 +21,21 @@ export interface WarmSpawn {
   poolDir: string;
   /** Interpreter for the process-tree killer's helper (see process_tree.ts). */
   python: string;
+  /**
+   * Task directories live on a tmpfs that the sandbox mounts over `poolDir/t`
+   * ({@link WORK_TMPFS_BYTES}); the warm parent creates, hands over and removes them, and
+   * `work_dir` in {@link TaskPaths} is only a placeholder.
+   */
+  workTmpfs?: boolean;
 }
+
+/**
+ * Size cap of a warm parent's task-directory tmpfs (bubblewrap mode): 512 MiB, shared by the
+ * parent's tasks (one at a time; a finished task's files are removed before the next runs).
+ * A task that fills it gets ENOSPC (OSError) like on a full disk. It is memory, not disk:
+ * with N warm parents, at most N x 512 MiB.
+ */
+export const WORK_TMPFS_BYTES = 512 * 1024 * 1024;
 
 /** Paths of one warm task: its work directory and its (reused) output files. */
 export type TaskPaths = Record<"work_dir" | "result_path" | "stdout_path" | "stderr_path", string>;
@@ -39,6 +53,8 @@ export class WarmWorker {
   readonly poolDir: string;
   readonly child: Deno.ChildProcess;
   readonly #python: string;
+  /** See {@link WarmSpawn.workTmpfs}. */
+  readonly workTmpfs: boolean;
   tasks = 0;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** Finished task directories are renamed in here (one syscall) and purged in batches. */
@@ -48,13 +64,14 @@ export class WarmWorker {
   #purging: Promise<void> = Promise.resolve();
   #dead = false;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #lines: AsyncIterator<string>;
+  #lines: LineReader;
   #stderr: Promise<string>;
   readonly exited: Promise<Deno.CommandStatus>;
 
   constructor(spawn: WarmSpawn) {
     this.poolDir = spawn.poolDir;
     this.#python = spawn.python;
+    this.workTmpfs = spawn.workTmpfs === true;
     this.#trash = `${spawn.poolDir}/.trash`;
     // Owned by the orchestrator, mode 0700: the sandbox user cannot look inside.
     Deno.mkdirSync(this.#trash, { mode: 0o700 });
@@ -75,7 +92,7 @@ export class WarmWorker {
       this.#dead = true;
     });
     this.#writer = this.child.stdin.getWriter();
-    this.#lines = readLines(this.child.stdout)[Symbol.asyncIterator]();
+    this.#lines = new LineReader(this.child.stdout);
     this.#stderr = new Response(this.child.stderr).text().catch(() => "");
   }
 
@@ -91,8 +108,8 @@ export class WarmWorker {
   }
 
   async #next(): Promise<string> {
-    const { value, done } = await this.#lines.next();
-    if (done) {
+    const line = this.#lines.take() ?? await this.#lines.next();
+    if (line === undefined) {
       const status = await this.exited;
       const stderr = (await this.#stderr).trim().slice(-1000);
       throw new GleitzeitError(
@@ -103,7 +120,7 @@ export class WarmWorker {
         { details: { exit_code: status.code, signal: status.signal, stderr } },
       );
     }
-    return value;
+    return line;
   }
 
   #dirs = 0;
@@ -116,8 +133,8 @@ export class WarmWorker {
   taskPaths(): TaskPaths {
     const n = ++this.#dirs;
     const io = `${this.poolDir}/.io/${n & 1}`;
-    const workDir = `${this.poolDir}/t/w${n}`;
-    Deno.mkdirSync(workDir, { mode: 0o700 });
+    const workDir = this.workTmpfs ? `${this.poolDir}/t` : `${this.poolDir}/t/w${n}`;
+    if (!this.workTmpfs) Deno.mkdirSync(workDir, { mode: 0o700 });
     return {
       work_dir: workDir,
       result_path: `${io}.result`,
@@ -155,6 +172,7 @@ export class WarmWorker {
    * task must not see it); the actual removal happens in batches in the background.
    */
   retire(taskDir: string): void {
+    if (this.workTmpfs) return; // the warm parent did it
     try {
       Deno.renameSync(taskDir, `${this.#trash}/${++this.#trashed}`);
     } catch {
@@ -200,16 +218,112 @@ export class WarmWorker {
   }
 }
 
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for await (const chunk of stream) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buffer.indexOf("\n")) >= 0) {
-      yield buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
+/**
+ * Newline-separated lines from a byte stream, read into one reused buffer (BYOB where the
+ * stream supports it). Only newly read bytes are searched for a newline and only complete
+ * lines are decoded: the status line sits between a task's end and its result.
+ */
+export class LineReader {
+  #buf = new Uint8Array(16384);
+  /** Unconsumed bytes are #buf[#start, #end); #scan: first byte not yet searched. */
+  #start = 0;
+  #end = 0;
+  #scan = 0;
+  #eof = false;
+  readonly #byob: ReadableStreamBYOBReader | undefined;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  readonly #decoder = new TextDecoder();
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    try {
+      this.#byob = stream.getReader({ mode: "byob" });
+    } catch {
+      this.#reader = stream.getReader();
     }
+  }
+
+  /** A complete line already buffered (without its newline), or undefined. */
+  take(): string | undefined {
+    const nl = this.#buf.subarray(this.#scan, this.#end).indexOf(10);
+    if (nl < 0) {
+      this.#scan = this.#end;
+      return undefined;
+    }
+    const stop = this.#scan + nl;
+    const line = this.#decoder.decode(this.#buf.subarray(this.#start, stop));
+    this.#start = this.#scan = stop + 1;
+    if (this.#start === this.#end) this.#start = this.#scan = this.#end = 0;
+    return line;
+  }
+
+  /** The next line; undefined at the end of the stream (a partial last line is dropped). */
+  async next(): Promise<string | undefined> {
+    while (true) {
+      const line = this.take();
+      if (line !== undefined) return line;
+      if (this.#eof) return undefined;
+      await this.#fill();
+    }
+  }
+
+  async #fill(): Promise<void> {
+    if (this.#start > 0) {
+      // Move the partial line to the front (rare: lines are short and read whole).
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#scan -= this.#start;
+      this.#start = 0;
+    }
+    if (this.#end === this.#buf.length) {
+      const bigger = new Uint8Array(this.#buf.length * 2);
+      bigger.set(this.#buf);
+      this.#buf = bigger;
+    }
+    if (this.#byob) {
+      const end = this.#end;
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await this.#byob.read(this.#buf.subarray(end));
+      } catch {
+        // The buffer went with the failed read; nothing more will come.
+        this.#buf = new Uint8Array(16);
+        this.#start = this.#end = this.#scan = 0;
+        this.#eof = true;
+        return;
+      }
+      const { value, done } = result;
+      if (value) {
+        // The buffer was transferred to the read and comes back in `value`.
+        this.#buf = new Uint8Array(value.buffer as ArrayBuffer);
+        this.#end = end + value.length;
+      }
+      if (done) this.#eof = true;
+      return;
+    }
+    let result: ReadableStreamReadResult<Uint8Array>;
+    try {
+      result = await this.#reader!.read();
+    } catch {
+      this.#eof = true;
+      return;
+    }
+    const { value, done } = result;
+    if (done) {
+      this.#eof = true;
+      return;
+    }
+    while (this.#end + value.length > this.#buf.length) {
+      const bigger = new Uint8Array(this.#buf.length * 2);
+      bigger.set(this.#buf.subarray(0, this.#end));
+      this.#buf = bigger;
+    }
+    this.#buf.set(value, this.#end);
+    this.#end += value.length;
+  }
+
+  /** Stops reading (the stream is cancelled). */
+  cancel(): Promise<void> {
+    return (this.#byob ?? this.#reader!).cancel().catch(() => {});
   }
 }
 

@@ -217,3 +217,43 @@ Deno.test("[bwrap] a task cannot stop or kill the process waiting for the next t
     await provider.close();
   }
 });
+
+Deno.test("[bwrap] task directories share a capped tmpfs: filling it fails the task, not the pool", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const full = await provider.call("python/execute", {
+      code: `
+import os
+st = os.statvfs(".")
+cap = st.f_blocks * st.f_frsize
+chunk = b"x" * (1 << 20)
+try:
+    for i in range(10000):
+        with open("f%d" % (i // 32), "ab") as f:
+            f.write(chunk)
+    result = {"cap": cap, "filled": False}
+except OSError as e:
+    result = {"cap": cap, "filled": True, "errno": e.errno, "trash": os.access("../.trash", os.R_OK)}
+`,
+    }, makeCtx()) as R;
+    assert.deepEqual(full.result, {
+      cap: 512 * 1024 * 1024,
+      filled: true,
+      errno: 28,
+      trash: false,
+    });
+    // The full task's files are gone before the next task runs, on the same parent.
+    const next = await provider.call("python/execute", {
+      code: `
+import os
+st = os.statvfs(".")
+open("ok", "wb").write(b"y" * (8 << 20))
+result = {"free_mb": st.f_bavail * st.f_frsize >> 20, "ppid": os.getppid()}
+`,
+    }, makeCtx()) as R;
+    assert.ok((next.result.free_mb as number) > 500, `free: ${next.result.free_mb} MiB`);
+    assert.equal(provider.poolStats().bwrap.live, 1);
+  } finally {
+    await provider.close();
+  }
+});
