@@ -34,7 +34,13 @@ import {
   type SandboxMode,
   type SandboxPolicy,
 } from "./sandbox_policy.ts";
-import { WarmPool, type WarmSpawn, type WarmWorker, WORK_TMPFS_BYTES } from "./warm_pool.ts";
+import {
+  makeIoDir,
+  WarmPool,
+  type WarmSpawn,
+  type WarmWorker,
+  WORK_TMPFS_BYTES,
+} from "./warm_pool.ts";
 import {
   type AttemptGuard,
   childEnv,
@@ -406,6 +412,7 @@ export class PythonProvider implements Provider {
         env: childEnv(py, poolDir),
         poolDir,
         python: py.executable,
+        ioDir: makeIoDir(),
       };
     }
     // Task directories on a size-capped tmpfs (see WORK_TMPFS_BYTES): creating one on a disk
@@ -415,8 +422,10 @@ export class PythonProvider implements Provider {
       ...JSON.parse(runner[runner.length - 1]),
       work_tmpfs: work,
     });
+    const ioDir = makeIoDir();
     const args = [
       ...bwrapArgs(py, { taskDir: poolDir, cwd: poolDir, network: false, read: [], write: [] }),
+      ...(ioDir ? ["--bind", ioDir, ioDir] : []),
       "--perms",
       "0711",
       "--size",
@@ -433,6 +442,7 @@ export class PythonProvider implements Provider {
       poolDir,
       python: py.executable,
       workTmpfs: true,
+      ioDir,
     };
   }
 
@@ -490,6 +500,16 @@ export class PythonProvider implements Provider {
         payload?.stderr_dropped,
         payload?.stderr_size,
       );
+      if (worker.ioDir) {
+        // Memory, not disk: empty them now (the next task on this set truncates them anyway).
+        for (const path of [paths.result_path, paths.stdout_path, paths.stderr_path]) {
+          try {
+            Deno.truncateSync(path, 0);
+          } catch {
+            // Not there.
+          }
+        }
+      }
       const limits = policy.mode === "none" ? undefined : policy;
       return toResult(payload, exitFromWaitStatus(status), stdout, stderr, limits);
     } finally {
