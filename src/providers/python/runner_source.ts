@@ -166,10 +166,15 @@ def _write_result(path, text):
     finally:
         os.close(fd)
 
+_prctl = None  # libc's prctl, looked up once by a warm parent (a lookup per child costs faults)
+
 def _subreaper():
     try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        prctl = _prctl
+        if prctl is None:
+            import ctypes
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception:
         pass
 
@@ -441,8 +446,10 @@ def _pool():
     t.write("warm\n")
     t.flush()
     os.close(fd)
+    global _prctl
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of a task come back here
+    _prctl = libc.prctl
+    _prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of a task come back here
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: tasks cannot ptrace or read our memory
     out = os.fdopen(os.dup(1), "w", buffering=1)
     inp = os.fdopen(os.dup(0), "rb")
@@ -626,8 +633,9 @@ def _pool_plain(inp, out, ipc_check, options):
 
 def _child(inp, out, get_job, done_w=None):
     try:
-        inp.close()
-        out.close()
+        # The parent's control pipe, by descriptor (closing the file objects costs faults).
+        os.close(inp.fileno())
+        os.close(out.fileno())
         os.setsid()
         _subreaper()
         job = get_job()
@@ -660,18 +668,25 @@ def _prefork(inp, out, options, inherited, task_dir=None):
         def get_job():
             # Lines: optionally {"prepare": {paths}} (sent ahead, so the directory and
             # output files are set up before the job exists), then the job; then EOF.
-            reader = os.fdopen(job_r, "rb")
+            # Raw reads (no file object): a fresh child pays a page fault for every page
+            # of the parent's heap it writes to, and creating objects writes to some.
+            pending = b""
             while True:
-                line = reader.readline()
-                if not line:
-                    return None
+                nl = pending.find(b"\n")
+                if nl < 0:
+                    data = os.read(job_r, 65536)
+                    if not data:
+                        return None
+                    pending += data
+                    continue
+                line, pending = pending[:nl], pending[nl + 1:]
                 msg = _loads(line.decode("utf-8"))
                 if "prepare" in msg:
                     if task_dir:
                         msg["prepare"]["work_dir"] = task_dir
                     _prepare(msg["prepare"])
                     continue
-                reader.close()
+                os.close(job_r)
                 if task_dir:
                     msg["work_dir"] = task_dir
                 if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
