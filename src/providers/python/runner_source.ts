@@ -288,18 +288,31 @@ def _open_io(path):
     os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
     return fd
 
+def _make_stream(fd, limit):
+    raw = _CappedRaw(fd, limit)
+    text = io.TextIOWrapper(io.BufferedWriter(raw, 8192), encoding="utf-8",
+                            errors="backslashreplace", line_buffering=(fd == 2),
+                            write_through=(fd == 2))
+    return raw, text
+
+# Unused stdout/stderr wrappers made by a warm parent before it forks: a child that makes
+# its own writes to ~70 more pages of the parent's heap (a copy-on-write fault each).
+_streams_ahead = None
+
 def _capture(job):
     limit = int(job.get("output_limit") or 1048576)
     streams = []
-    for fd, key in ((1, "stdout_path"), (2, "stderr_path")):
+    for i, (fd, key) in enumerate(((1, "stdout_path"), (2, "stderr_path"))):
         out = _open_io(job[key])
         os.dup2(out, fd)
         os.close(out)
-        raw = _CappedRaw(fd, limit)
+        if _streams_ahead is not None:
+            raw, text = _streams_ahead[i]
+            raw.left = limit
+            raw.dropped = 0
+        else:
+            raw, text = _make_stream(fd, limit)
         streams.append(raw)
-        text = io.TextIOWrapper(io.BufferedWriter(raw, 8192), encoding="utf-8",
-                                errors="backslashreplace", line_buffering=(fd == 2),
-                                write_through=(fd == 2))
         if fd == 1:
             sys.stdout = sys.__stdout__ = text
         else:
@@ -457,6 +470,8 @@ def _pool():
     nul = os.open(os.devnull, os.O_WRONLY)
     os.dup2(nul, 1)
     os.close(nul)
+    global _streams_ahead
+    _streams_ahead = (_make_stream(1, 0), _make_stream(2, 0))  # never written to here
     # Objects that exist now are never collected: a collection in a child would otherwise
     # touch (and copy) every page of the parent's heap.
     gc.collect()
