@@ -401,6 +401,7 @@ export class PythonProvider implements Provider {
       JSON.stringify({
         sys_path: py.path,
         ipc_check: mode === "bwrap" && bwrap !== undefined,
+        own_pid_ns: mode === "bwrap" && bwrap !== undefined,
         // Children drop to the sandbox user before their job arrives (see the runner).
         ...(dropsUser(mode, py) ? { uid: SANDBOX_UID, gid: SANDBOX_UID } : {}),
       }),

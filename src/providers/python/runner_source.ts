@@ -437,6 +437,7 @@ def _pool():
     _set_path(options)
     # Only meaningful inside the sandbox's own IPC namespace (the host's has its own users).
     ipc_check = bool(options.get("ipc_check"))
+    own_ns = bool(options.get("own_pid_ns"))
     if ipc_check:
         _ipc_open()
     # Warm what user code commonly needs, so the forked child pays nothing for it. Not more:
@@ -561,7 +562,8 @@ def _pool():
                 fill()
                 continue
             break
-        if done_r in ready and os.read(done_r, 1) == b"d":
+        said_done = done_r in ready and os.read(done_r, 1) == b"d"
+        if said_done:
             status = 0
             exiting.append(pid)
         else:
@@ -582,6 +584,16 @@ def _pool():
                 _purge(task_dir)
         out.write('{"status": %d, "dirty": %s}\n'
                   % (status, "true" if ipc_check and _ipc_left() else "false"))
+        if said_done:
+            # The task's own code can write to the done pipe too: make sure nothing of it
+            # runs on once the next job can come (an honest child is exiting already).
+            for kill in (os.kill, os.killpg):
+                try:
+                    kill(pid, 9)
+                except OSError:
+                    pass
+        if own_ns:
+            _kill_strays({1, os.getpid(), spare[0]}.union(exiting))
         if gone:
             _purge(gone)
         still = []
@@ -593,6 +605,26 @@ def _pool():
                 pass
         exiting = still
     os.close(spare[1])
+
+def _kill_strays(keep):
+    # In the sandbox's own PID namespace, every process but bwrap's init, this parent, the
+    # spare and children being reaped is left over from a task (one that reported itself
+    # done early and had set up a new session): kill it, reap what has died.
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        names = ()
+    for name in names:
+        if name.isdigit() and int(name) not in keep:
+            try:
+                os.kill(int(name), 9)
+            except OSError:
+                pass
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
 
 def _purge(path):
     # shutil is not imported in the parent (a bigger parent forks slower); root removes all.

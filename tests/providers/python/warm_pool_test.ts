@@ -257,3 +257,47 @@ result = {"free_mb": st.f_bavail * st.f_frsize >> 20, "ppid": os.getppid()}
     await provider.close();
   }
 });
+
+Deno.test("[bwrap] a task that reports itself done early does not run on beside the next task", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    // Writes "done" to every pipe it holds (the child's done pipe among them) and stays, with
+    // a child in a session of its own.
+    const first = await provider.call("python/execute", {
+      code: `
+import os, time, stat
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(5)
+    os._exit(0)
+for fd in range(3, 64):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"d")
+    except OSError:
+        pass
+time.sleep(5)
+`,
+    }, makeCtx()).catch((e) => e);
+    assert.ok(first instanceof GleitzeitError, "no result: the task failed");
+    const second = await provider.call("python/execute", {
+      code: `
+import os, time
+time.sleep(0.1)
+live = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            if open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z":
+                live.append(int(pid))
+        except OSError:
+            pass
+result = {"live": len(live), "ppid": os.getppid()}
+`,
+    }, makeCtx()) as R;
+    // bwrap's init, the warm parent, the next spare and this task: nothing of the first.
+    assert.equal(second.result.live, 4);
+  } finally {
+    await provider.close();
+  }
+});
