@@ -108,6 +108,8 @@ export class PythonProvider implements Provider {
   readonly #bwrapReady = new Map<string, Promise<string>>();
   /** Background clean-ups of aborted attempts; `close()` waits for them. */
   readonly #pending = new Set<Promise<void>>();
+  /** Whether pool directories left by dead processes were removed (once per provider). */
+  #swept = false;
   /** Kill functions of running attempts, for `close()`. */
   readonly #running = new Set<() => void>();
 
@@ -387,7 +389,14 @@ export class PythonProvider implements Provider {
     py: PythonInterpreter,
     bwrap: string | undefined,
   ): Promise<WarmSpawn> {
-    const poolDir = await Deno.makeTempDir({ dir: this.#tempDir, prefix: "gleitzeit-pool-" });
+    if (!this.#swept) {
+      this.#swept = true;
+      await sweepDeadPoolDirs(this.#tempDir);
+    }
+    const poolDir = await Deno.makeTempDir({
+      dir: this.#tempDir,
+      prefix: `gleitzeit-pool-${Deno.pid}-`,
+    });
     // Traversable but not listable or writable by the sandbox user: each task gets its own
     // directory below, owned by that user.
     await Deno.chmod(poolDir, 0o711);
@@ -527,4 +536,39 @@ export class PythonProvider implements Provider {
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;
+}
+
+/**
+ * Removes the pool directories (and their /dev/shm output directories) of processes that are
+ * gone, killed before they could clean up (e.g. by SIGKILL). Names carry the owner's pid:
+ * `gleitzeit-pool-<pid>-<random>`, `gleitzeit-io-<pid>-<random>`.
+ */
+async function sweepDeadPoolDirs(tempDir: string | undefined): Promise<void> {
+  const places: [string, RegExp][] = [
+    [tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", /^gleitzeit-pool-(\d+)-/],
+    ["/dev/shm", /^gleitzeit-io-(\d+)-/],
+  ];
+  for (const [dir, pattern] of places) {
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        const m = pattern.exec(e.name);
+        if (!m || !e.isDirectory) continue;
+        const pid = Number(m[1]);
+        if (pid === Deno.pid || processExists(pid)) continue;
+        await Deno.remove(`${dir}/${e.name}`, { recursive: true }).catch(() => {});
+      }
+    } catch {
+      // an unreadable (or missing) directory only means nothing is swept there
+    }
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    // signal 0 only checks; Deno's types list only named signals
+    (Deno.kill as (pid: number, signal: number) => void)(pid, 0);
+    return true;
+  } catch (e) {
+    return e instanceof Deno.errors.PermissionDenied;
+  }
 }

@@ -44,7 +44,7 @@ export interface WarmSpawn {
 export function makeIoDir(): string | undefined {
   try {
     if (!Deno.statSync("/dev/shm").isDirectory) return undefined;
-    return Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "gleitzeit-io-" });
+    return Deno.makeTempDirSync({ dir: "/dev/shm", prefix: `gleitzeit-io-${Deno.pid}-` });
   } catch {
     return undefined;
   }
