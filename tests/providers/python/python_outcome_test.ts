@@ -1,5 +1,5 @@
 import { equal, throws } from "node:assert/strict";
-import { GleitzeitError } from "../../../src/core/errors.ts";
+import type { GleitzeitError } from "../../../src/core/errors.ts";
 import { toResult } from "../../../src/providers/python/python_outcome.ts";
 
 const quiet = { text: "", bytes: 0, truncated: false };
