@@ -6,32 +6,28 @@ import type { ProviderRegistry } from "../providers/registry.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { colors, err } from "./output.ts";
 
-/** Global options, available to every command. */
-export interface GlobalOptions {
-  config?: string;
-  backend?: string;
-  sqlitePath?: string;
-  redisUrl?: string;
-  ollamaUrl?: string;
-  maxConcurrent?: number;
-  python?: string;
-  sandbox?: string;
+/** Global options, available to every command: the config flags plus output switches. */
+export interface GlobalOptions extends Omit<ConfigFlags, "logLevel"> {
   json?: boolean;
   debug?: boolean;
 }
 
-/** Resolves the configuration from the global flags. */
+const FLAG_KEYS = [
+  "config",
+  "backend",
+  "sqlitePath",
+  "redisUrl",
+  "ollamaUrl",
+  "maxConcurrent",
+  "python",
+  "sandbox",
+] as const satisfies readonly (keyof ConfigFlags)[];
+
+/** Resolves the configuration from the global flags (only those given). */
 export function configFromFlags(opts: GlobalOptions): Promise<ResolvedConfig> {
-  const flags: ConfigFlags = {};
-  if (opts.config !== undefined) flags.config = opts.config;
-  if (opts.backend !== undefined) flags.backend = opts.backend;
-  if (opts.sqlitePath !== undefined) flags.sqlitePath = opts.sqlitePath;
-  if (opts.redisUrl !== undefined) flags.redisUrl = opts.redisUrl;
-  if (opts.ollamaUrl !== undefined) flags.ollamaUrl = opts.ollamaUrl;
-  if (opts.maxConcurrent !== undefined) flags.maxConcurrent = opts.maxConcurrent;
-  if (opts.python !== undefined) flags.python = opts.python;
-  if (opts.sandbox !== undefined) flags.sandbox = opts.sandbox;
-  return resolveConfig(flags);
+  const flags: Record<string, unknown> = {};
+  for (const key of FLAG_KEYS) if (opts[key] !== undefined) flags[key] = opts[key];
+  return resolveConfig(flags as ConfigFlags);
 }
 
 /** Parses `--params JSON` and repeated `-p key=value` into workflow inputs. */

@@ -10,6 +10,7 @@ import { type LlmResult, OllamaProvider } from "../../../src/providers/ollama/ol
 import {
   deadPort,
   recordedRequests,
+  rejects,
   resetServerConfig,
   serverConfig,
   setServerConfig,
@@ -24,16 +25,6 @@ const url = await startTestServer(PORT);
 
 function chat(model: string, content = "ping") {
   return { model, temperature: 0, messages: [{ role: "user", content }] };
-}
-
-async function rejects(p: Promise<unknown>): Promise<GleitzeitError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof GleitzeitError, `expected a GleitzeitError, got ${e}`);
-    return e;
-  }
-  throw new Error("expected a rejection");
 }
 
 async function idle(): Promise<boolean> {

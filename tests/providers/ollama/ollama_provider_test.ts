@@ -5,9 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { GleitzeitError } from "../../../src/core/errors.ts";
 import { type LlmResult, OllamaProvider } from "../../../src/providers/ollama/ollama_provider.ts";
-import { deadPort, recordedRequests, startTestServer, testContext } from "./test_server.ts";
+import {
+  deadPort,
+  recordedRequests,
+  rejects,
+  startTestServer,
+  testContext,
+} from "./test_server.ts";
 
 const url = await startTestServer();
 const provider = new OllamaProvider({ url });
@@ -18,16 +23,6 @@ const QUADRANTS =
 
 function chat(content: string, extra: Record<string, unknown> = {}) {
   return { model: "llama3.2", temperature: 0, messages: [{ role: "user", content }], ...extra };
-}
-
-async function rejects(p: Promise<unknown>): Promise<GleitzeitError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof GleitzeitError, `expected a GleitzeitError, got ${e}`);
-    return e;
-  }
-  throw new Error("expected a rejection");
 }
 
 Deno.test("llm/chat: ping -> pong with token counts, durations and the message", async () => {

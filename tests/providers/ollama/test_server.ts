@@ -6,6 +6,8 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+import { GleitzeitError } from "../../../src/core/errors.ts";
 import type { CallContext } from "../../../src/providers/provider.ts";
 
 const SERVER_DIR = new URL("../../../../shared/ollama-test-server/", import.meta.url).pathname;
@@ -127,4 +129,15 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** Awaits `p`, which must reject with a GleitzeitError, and returns that error. */
+export async function rejects(p: Promise<unknown>): Promise<GleitzeitError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof GleitzeitError, `expected a GleitzeitError, got ${e}`);
+    return e;
+  }
+  throw new Error("expected a rejection");
 }
