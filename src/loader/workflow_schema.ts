@@ -6,6 +6,7 @@
  * @module
  */
 
+import { isGrantProblem, parseNetworkGrant } from "../core/network_grant.ts";
 import { z } from "zod";
 
 /** `30`, `1.5` (seconds) or `500ms`, `30s`, `5m`, `1h`, `1h30m`. */
@@ -54,8 +55,15 @@ const retry = z.union([z.int().min(1), retryObject], {
   error: "must be a number of attempts or {max_attempts, backoff, base_delay, max_delay, jitter}",
 }).meta({ description: "Retry policy, or a bare integer: the number of attempts" });
 
-/** `host:port`, `*.example.com:443`, `[::1]:8080`. */
-export const HOST_PORT_PATTERN = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9*._-]+):(\d{1,5}|\*)$/;
+/** `host:port`: a host name or 127.x.x.x address (see core/network_grant.ts). */
+export const HOST_PORT_PATTERN = /^[A-Za-z0-9._-]+:\d{1,5}$/;
+
+const hostPort = z.string().superRefine((entry, ctx) => {
+  const parsed = parseNetworkGrant(entry);
+  if (isGrantProblem(parsed)) {
+    ctx.addIssue({ code: "custom", message: `${parsed.problem} (${parsed.hint})` });
+  }
+}).meta({ pattern: HOST_PORT_PATTERN.source });
 
 const sandboxMode = z.enum(["bwrap", "basic", "none"]);
 
@@ -63,7 +71,7 @@ const sandboxObject = z.strictObject({
   mode: sandboxMode.optional().meta({ description: "bwrap (isolated), basic (limits only), none" }),
   network: z.union([
     z.boolean(),
-    z.array(z.string().regex(HOST_PORT_PATTERN, { error: 'must be "host:port"' })),
+    z.array(hostPort),
   ], { error: 'must be true, false or a list of "host:port"' })
     .optional().meta({
       description: 'Network access: true, false, or allowed "host:port" entries',

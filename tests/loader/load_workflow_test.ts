@@ -298,7 +298,7 @@ Deno.test("sandbox settings are kept as written", () => {
       "    params: {code: 'result = 1'}",
       "    sandbox:",
       "      mode: basic",
-      "      network: ['api.example.com:443', '127.0.0.1:11434', '[::1]:8080']",
+      "      network: ['api.example.com:443', '127.0.0.1:11434', 'localhost:8080']",
       "      read: [./data]",
       "      write: [/tmp/out]",
       "      memory_mb: 512",
@@ -314,7 +314,7 @@ Deno.test("sandbox settings are kept as written", () => {
   equal(wf.sandbox, "bwrap");
   deepStrictEqual(wf.tasks[0]!.sandbox, {
     mode: "basic",
-    network: ["api.example.com:443", "127.0.0.1:11434", "[::1]:8080"],
+    network: ["api.example.com:443", "127.0.0.1:11434", "localhost:8080"],
     read: ["./data"],
     write: ["/tmp/out"],
     memory_mb: 512,

@@ -273,7 +273,7 @@ Deno.test("sandbox validation", () => {
     "    method: echo",
     "    sandbox:",
     "      mode: jail",
-    "      network: [example.com, 'db:5432']",
+    "      network: [example.com, 'db:5432', '*.example.com:443', '10.0.0.1:80']",
     "      read: /data",
     "      memory_mb: 1.5",
     "      cpu_seconds: 0",
@@ -286,7 +286,12 @@ Deno.test("sandbox validation", () => {
     "sandbox":
       'must be "bwrap", "basic", "none" or {mode, network, read, write, memory_mb, cpu_seconds, timeout, max_processes, file_size_mb, open_files}',
     "tasks[0].sandbox.mode": 'must be one of bwrap, basic, none, got "jail"',
-    "tasks[0].sandbox.network[0]": 'must be "host:port"',
+    "tasks[0].sandbox.network[0]":
+      'must be host:port (e.g. "api.example.com:443" or "127.0.0.1:6379")',
+    "tasks[0].sandbox.network[2]":
+      "wildcards cannot be granted (list each host name, or use `network: true`)",
+    "tasks[0].sandbox.network[3]": "only loopback addresses (127.x.x.x) can be granted by " +
+      "address (grant a host name that resolves to it, or use `network: true`)",
     "tasks[0].sandbox.read": "must be a list, got a string",
     "tasks[0].sandbox.memory_mb": "must be an integer, got a number",
     "tasks[0].sandbox.cpu_seconds": "must be > 0",

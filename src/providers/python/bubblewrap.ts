@@ -51,6 +51,12 @@ export interface BwrapMounts {
   network: boolean;
   read: string[];
   write: string[];
+  /** The sandbox's /etc/hosts (network grants name their hosts there). */
+  hostsFile?: string;
+  /** Lets the runner listen on ports below 1024 of its own network namespace (grants). */
+  bindLowPorts?: boolean;
+  /** As root: keep root's capabilities (a warm parent); otherwise all but setuid/setgid go. */
+  keepRootCaps?: boolean;
 }
 
 function exists(path: string): boolean {
@@ -84,10 +90,16 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   ];
   if (!mounts.network) args.push("--unshare-net");
   if (py.uid === 0) {
+    // As root, bwrap would keep every capability. A cold runner needs only these, until it
+    // drops to the sandbox user (setresuid clears them) before user code runs; a warm parent
+    // keeps root's to set up each child's files (the children drop them all the same way).
+    if (!mounts.keepRootCaps) args.push("--cap-drop", "ALL");
     args.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
   } else {
     args.push("--unshare-user", "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_UID));
   }
+  // Only ever with its own network namespace: low ports there reach nothing else.
+  if (mounts.bindLowPorts && !mounts.network) args.push("--cap-add", "CAP_NET_BIND_SERVICE");
   args.push("--ro-bind", "/usr", "/usr");
   for (const top of ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]) {
     const target = isSymlink(top);
@@ -108,7 +120,10 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     "/etc/mime.types",
   ];
   if (mounts.network) etc.push("/etc/resolv.conf", "/etc/hosts", "/etc/gai.conf", "/etc/services");
+  // bwrap would create /etc as 0700: nothing in it would be readable by the sandbox user.
+  args.push("--perms", "0755", "--dir", "/etc");
   for (const path of etc) args.push("--ro-bind-try", path, path);
+  if (mounts.hostsFile && !mounts.network) args.push("--ro-bind", mounts.hostsFile, "/etc/hosts");
   args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
   const made = new Set<string>();
   const bind = (flag: string, path: string) => {

@@ -13,6 +13,7 @@ import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
 import { BoundedCapture } from "./output_capture.ts";
+import { type GrantPlan, GrantProxy, planGrants } from "./network_grants.ts";
 import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
   exitFromStatus,
@@ -290,8 +291,19 @@ export class PythonProvider implements Provider {
     const workDir = `${base}/work`;
     const resultPath = `${base}/result.json`;
     let child: Deno.ChildProcess;
+    let proxy: GrantProxy | undefined;
+    let plan: GrantPlan | undefined;
+    const grants = bwrap && !policy.network ? policy.grants : [];
     try {
       Deno.mkdirSync(workDir, { mode: 0o700 });
+      if (grants.length > 0) {
+        // Each granted destination through a proxy outside (see network_grants.ts).
+        plan = planGrants(grants);
+        Deno.writeTextFileSync(`${base}/hosts`, plan.hosts);
+        Deno.chmodSync(`${base}/hosts`, 0o644);
+        proxy = GrantProxy.open(`${base}/net.sock`, grants);
+        if (dropsUser(policy.mode, py)) Deno.chownSync(proxy.path, SANDBOX_UID, SANDBOX_UID);
+      }
       if (dropsUser(policy.mode, py)) {
         Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
         Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
@@ -302,10 +314,13 @@ export class PythonProvider implements Provider {
           bwrap,
           ...bwrapArgs(py, {
             taskDir: base,
-            cwd: workDir,
+            // The runner enters the work dir itself, once it is the sandbox user.
+            cwd: "/",
             network: policy.network,
             read: policy.read,
             write: policy.write,
+            hostsFile: plan && `${base}/hosts`,
+            bindLowPorts: plan?.lowPorts,
           }),
           "--",
           ...runner,
@@ -321,7 +336,9 @@ export class PythonProvider implements Provider {
         stderr: "piped",
       }).spawn();
     } catch (e) {
+      await proxy?.close();
       await removeDir(base);
+      if (e instanceof GleitzeitError) throw e;
       throw new GleitzeitError(
         bwrap ? "SANDBOX_UNAVAILABLE" : "PROVIDER_UNAVAILABLE",
         `cannot start ${bwrap ?? py.executable}: ${(e as Error).message}`,
@@ -335,6 +352,7 @@ export class PythonProvider implements Provider {
       ...this.#jobExtras(policy, py),
       work_dir: workDir,
       result_path: resultPath,
+      ...(plan && proxy ? { net: { socket: proxy.path, listeners: plan.listeners } } : {}),
     };
     writeAll(child.stdin, bootstrapInput(code, JSON.stringify(fullJob)));
     const guard = this.#guard(
@@ -351,6 +369,7 @@ export class PythonProvider implements Provider {
         err.finish(PIPE_GRACE_MS),
       ]);
       if (guard.killed) await guard.stopped;
+      await proxy?.close();
       const payload = readPayload(resultPath);
       removeDirSync(base);
       const limits = policy.mode === "none" ? undefined : policy;
@@ -359,10 +378,12 @@ export class PythonProvider implements Provider {
       if (guard.killed) {
         this.#background(async () => {
           await child.status;
+          await proxy?.close();
           await Promise.all([out.finish(PIPE_GRACE_MS), err.finish(PIPE_GRACE_MS)]);
           await removeDir(base);
         });
       } else {
+        await proxy?.close();
         await removeDir(base);
       }
       throw e;
@@ -434,7 +455,14 @@ export class PythonProvider implements Provider {
     });
     const ioDir = makeIoDir();
     const args = [
-      ...bwrapArgs(py, { taskDir: poolDir, cwd: poolDir, network: false, read: [], write: [] }),
+      ...bwrapArgs(py, {
+        taskDir: poolDir,
+        cwd: poolDir,
+        network: false,
+        read: [],
+        write: [],
+        keepRootCaps: true,
+      }),
       ...(ioDir ? ["--bind", ioDir, ioDir] : []),
       "--perms",
       "0711",

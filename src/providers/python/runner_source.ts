@@ -386,6 +386,69 @@ def _run_job(job):
         _flush()
         os._exit(3)
 
+def _net_pump(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(1)  # SHUT_WR: the other side sees end of stream
+    except OSError:
+        pass
+
+def _net_forward(conn, path, grant):
+    import socket, threading
+    out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        out.connect(path)
+        out.sendall(b"%d\n" % grant)
+        ok = out.recv(1) == b"1"
+    except OSError:
+        ok = False
+    if not ok:
+        # The destination refused or is unreachable: reset, like a refused connection would.
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        except OSError:
+            pass
+        conn.close()
+        out.close()
+        return
+    back = threading.Thread(target=_net_pump, args=(out, conn), daemon=True)
+    back.start()
+    _net_pump(conn, out)
+    back.join()
+    conn.close()
+    out.close()
+
+def _net_accept(server, path, grant):
+    import threading
+    while True:
+        try:
+            conn = server.accept()[0]
+        except OSError:
+            return
+        threading.Thread(target=_net_forward, args=(conn, path, grant), daemon=True).start()
+
+def _net_listen(net):
+    # Network grants: listen on each granted address inside the sandbox's own network
+    # namespace and forward every connection over net["socket"] to the provider's proxy,
+    # which connects to that grant's destination only. Before the user is dropped: ports
+    # below 1024 need the capability that dropping clears.
+    import socket, threading
+    threading.stack_size(256 * 1024)
+    for listener in net["listeners"]:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((listener["addr"], listener["port"]))
+        server.listen(64)
+        threading.Thread(target=_net_accept, args=(server, net["socket"], listener["id"]),
+                         daemon=True).start()
+
 def _set_path(job):
     # Started with -S (site costs tens of ms when .pth files import packages): take the
     # module path a normal start computes, as probed once by the provider.
@@ -407,6 +470,8 @@ def _once():
     _stdin_devnull()
     if job.get("subreaper"):
         _subreaper()
+    if job.get("net"):
+        _net_listen(job["net"])
     _run_job(job)
     os._exit(0)
 

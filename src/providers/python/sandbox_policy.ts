@@ -8,6 +8,7 @@
 
 import { isAbsolute, resolve } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
+import { type NetworkGrant, parseGrant } from "./network_grants.ts";
 
 /** `bwrap`: bubblewrap + rlimits as an unprivileged user; `basic`: rlimits only; `none`. */
 export type SandboxMode = "bwrap" | "basic" | "none";
@@ -32,8 +33,10 @@ export interface SandboxLimits {
 /** The effective sandbox of one task. */
 export interface SandboxPolicy extends SandboxLimits {
   mode: SandboxMode;
-  /** `false`: no network at all; `true`: the host's network. */
+  /** `false`: no network (but `grants`); `true`: the host's network. */
   network: boolean;
+  /** With `network: false`, the only destinations reachable (`network: ["host:port"]`). */
+  grants: NetworkGrant[];
   /** Absolute paths readable inside the sandbox (bound read-only at the same path). */
   read: string[];
   /** Absolute paths writable inside the sandbox (bound read-write at the same path). */
@@ -105,18 +108,12 @@ function apply(policy: SandboxPolicy, decl: unknown, where: string, baseDir: str
   }
   if (d.mode !== undefined) apply(policy, d.mode, where, baseDir);
   if (d.network !== undefined) {
-    if (typeof d.network === "boolean") policy.network = d.network;
-    else if (Array.isArray(d.network)) {
-      // Per-destination grants need a filtering proxy; until one exists, refuse rather
-      // than silently granting the whole network.
-      if (d.network.length > 0) {
-        throw new GleitzeitError(
-          "SANDBOX_UNAVAILABLE",
-          `sandbox (${where}): network grants per host:port are not supported yet ` +
-            `(${d.network.join(", ")})`,
-          { hint: "use `network: true` to grant the whole network, or `network: false`" },
-        );
-      }
+    if (typeof d.network === "boolean") {
+      policy.network = d.network;
+      policy.grants = [];
+    } else if (Array.isArray(d.network)) {
+      // A list narrows: only these destinations (added to any granted before).
+      policy.grants.push(...d.network.map((entry) => parseGrant(entry, where)));
       policy.network = false;
     } else throw bad("network must be true, false or a list of host:port", where);
   }
@@ -148,6 +145,7 @@ export function resolveSandboxPolicy(
   const policy: SandboxPolicy = {
     mode: defaults.mode,
     network: false,
+    grants: [],
     read: [],
     write: [],
     ...defaults.limits,
@@ -159,7 +157,8 @@ export function resolveSandboxPolicy(
 
 /** True when the policy grants nothing beyond the default sandbox (a warm worker fits it). */
 export function isPlainPolicy(policy: SandboxPolicy): boolean {
-  return !policy.network && policy.read.length === 0 && policy.write.length === 0;
+  return !policy.network && policy.grants.length === 0 && policy.read.length === 0 &&
+    policy.write.length === 0;
 }
 
 /** The rlimits the runner applies, in its units (bytes, seconds, counts). */

@@ -166,6 +166,45 @@ result = {"reached": reached}
     },
   },
   {
+    name: "with one grant: reach anything else, or talk the proxy into it",
+    // Port 1: nothing listens there outside, so even the granted destination answers nothing.
+    sandbox: { network: ["127.0.0.1:1"] },
+    code: () => `
+import os, socket
+reached = []
+for host, port in [("127.0.0.1", 6379), ("localhost", 6379), ("127.0.0.1", 5432), ("::1", 6379)]:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        reached.append("%s:%d" % (host, port))
+    except Exception:
+        pass
+# The proxy's socket, next to the work dir: ask it for grants that do not exist, and for
+# destinations by address.
+path = os.path.join(os.path.dirname(os.getcwd()), "net.sock")
+answers = []
+for header in [b"1\\n", b"7\\n", b"-1\\n", b"127.0.0.1:6379\\n", b"0 6379\\n", b"x" * 64 + b"\\n"]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        s.sendall(header + b"PING\\r\\n")
+        s.settimeout(2)
+        answers.append(s.recv(64).decode("latin-1"))
+    except OSError as e:
+        answers.append(type(e).__name__)
+    finally:
+        s.close()
+result = {"reached": reached, "socket": os.path.exists(path), "answers": answers}
+`,
+    check: (o) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const r = o.result as { reached: string[]; socket: boolean; answers: string[] };
+      if (!r.socket) return "test broken: the proxy socket was not found";
+      if (r.reached.length > 0) return `connected to ${r.reached.join(", ")}`;
+      const opened = r.answers.filter((a) => a !== "" && !a.endsWith("Error"));
+      return opened.length > 0 ? `the proxy answered forged requests: ${opened}` : undefined;
+    },
+  },
+  {
     name: "fork bomb",
     sandbox: { max_processes: 64 },
     timeout: 4,

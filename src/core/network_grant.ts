@@ -1,0 +1,74 @@
+/**
+ * `host:port` network grants of the Python sandbox (`sandbox: {network: [...]}`): what may be
+ * granted one destination at a time. Shared by the loader (checked when a file is validated)
+ * and the Python provider (which builds the forwarding).
+ *
+ * @module
+ */
+
+/** One granted destination, as declared. */
+export interface NetworkGrant {
+  /** A host name (lower-cased), `localhost`, or a 127.x.x.x address. */
+  host: string;
+  port: number;
+}
+
+/** Why an entry cannot be granted, with a hint. */
+export interface GrantProblem {
+  problem: string;
+  hint: string;
+}
+
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$/;
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/** True for a dotted-quad IPv4 address. */
+export function isIpv4(host: string): boolean {
+  const m = IPV4.exec(host);
+  return m !== null && m.slice(1).every((part) => Number(part) <= 255);
+}
+
+/** Parses one `host:port` entry, or says why it cannot be granted. */
+export function parseNetworkGrant(entry: unknown): NetworkGrant | GrantProblem {
+  if (typeof entry !== "string") {
+    return { problem: "must be a string", hint: 'write "host:port", e.g. "api.example.com:443"' };
+  }
+  const colon = entry.lastIndexOf(":");
+  const host = colon > 0 ? entry.slice(0, colon).toLowerCase() : "";
+  const portText = colon > 0 ? entry.slice(colon + 1) : "";
+  if (!host || !/^\d{1,5}$/.test(portText)) {
+    return { problem: "must be host:port", hint: 'e.g. "api.example.com:443" or "127.0.0.1:6379"' };
+  }
+  const port = Number(portText);
+  if (port < 1 || port > 65535) {
+    return { problem: "the port must be 1-65535", hint: "use the service's TCP port" };
+  }
+  if (host.startsWith("[") || host.includes(":")) {
+    return {
+      problem: "IPv6 addresses cannot be granted one by one",
+      hint: "grant a host name that resolves to it, or use `network: true`",
+    };
+  }
+  if (host.includes("*")) {
+    return {
+      problem: "wildcards cannot be granted",
+      hint: "list each host name, or use `network: true`",
+    };
+  }
+  if (isIpv4(host)) {
+    if (!host.startsWith("127.")) {
+      return {
+        problem: "only loopback addresses (127.x.x.x) can be granted by address",
+        hint: "grant a host name that resolves to it, or use `network: true`",
+      };
+    }
+  } else if (!HOST_NAME.test(host)) {
+    return { problem: "not a valid host name", hint: 'e.g. "api.example.com:443"' };
+  }
+  return { host, port };
+}
+
+/** Type guard for {@link parseNetworkGrant}'s failure. */
+export function isGrantProblem(x: NetworkGrant | GrantProblem): x is GrantProblem {
+  return "problem" in x;
+}

@@ -1,0 +1,202 @@
+/**
+ * `sandbox: {network: ["host:port"]}`: parsing, address planning, policy merging, and real
+ * connections through the forwarding proxy from inside bubblewrap (Redis on 127.0.0.1:6379,
+ * an HTTP server started here).
+ */
+
+import assert from "node:assert/strict";
+import { isGrantProblem, parseNetworkGrant } from "../../../src/core/network_grant.ts";
+import { GleitzeitError } from "../../../src/core/errors.ts";
+import { planGrants } from "../../../src/providers/python/network_grants.ts";
+import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import { resolveSandboxPolicy } from "../../../src/providers/python/sandbox_policy.ts";
+import { DEFAULT_LIMITS } from "../../../src/providers/python/sandbox_policy.ts";
+import { requireRedis } from "./escape_suite.ts";
+import { makeCtx } from "./helpers.ts";
+
+Deno.test("network grants: what can be granted one destination at a time", () => {
+  assert.deepEqual(parseNetworkGrant("API.Example.com:443"), {
+    host: "api.example.com",
+    port: 443,
+  });
+  assert.deepEqual(parseNetworkGrant("127.0.0.1:6379"), { host: "127.0.0.1", port: 6379 });
+  assert.deepEqual(parseNetworkGrant("localhost:8080"), { host: "localhost", port: 8080 });
+  const refused: [unknown, RegExp][] = [
+    ["example.com", /host:port/],
+    ["example.com:0", /1-65535/],
+    ["example.com:70000", /1-65535/],
+    ["*.example.com:443", /wildcards/],
+    ["10.0.0.5:80", /loopback/],
+    ["[::1]:80", /IPv6/],
+    ["exa mple.com:80", /host name/],
+    [443, /string/],
+  ];
+  for (const [entry, why] of refused) {
+    const parsed = parseNetworkGrant(entry);
+    assert.ok(isGrantProblem(parsed), `${entry} must be refused`);
+    assert.match(parsed.problem, why, String(entry));
+  }
+});
+
+Deno.test("network grants: loopback addresses inside the sandbox and its /etc/hosts", () => {
+  const plan = planGrants([
+    { host: "127.0.0.1", port: 6379 },
+    { host: "localhost", port: 6379 }, // the same listener as the first
+    { host: "api.example.com", port: 443 },
+    { host: "127.0.1.1", port: 80 }, // a literal address: names skip it
+    { host: "db.internal", port: 5432 },
+    { host: "api.example.com", port: 8443 },
+  ]);
+  assert.deepEqual(plan.listeners, [
+    { id: 0, addr: "127.0.0.1", port: 6379 },
+    { id: 2, addr: "127.0.1.2", port: 443 },
+    { id: 3, addr: "127.0.1.1", port: 80 },
+    { id: 4, addr: "127.0.1.3", port: 5432 },
+    { id: 5, addr: "127.0.1.2", port: 8443 },
+  ]);
+  assert.equal(
+    plan.hosts,
+    "127.0.0.1\tlocalhost\n127.0.1.2\tapi.example.com\n127.0.1.3\tdb.internal\n",
+  );
+  assert.equal(plan.lowPorts, true);
+  assert.equal(planGrants([{ host: "localhost", port: 8080 }]).lowPorts, false);
+});
+
+Deno.test("network grants: a list adds to the workflow's; true/false replace", () => {
+  const defaults = { mode: "bwrap" as const, limits: DEFAULT_LIMITS };
+  const both = resolveSandboxPolicy(defaults, {
+    workflow: { network: ["127.0.0.1:6379"] },
+    task: { network: ["localhost:8080"] },
+  }, "/");
+  assert.equal(both.network, false);
+  assert.deepEqual(both.grants.map((g) => `${g.host}:${g.port}`), [
+    "127.0.0.1:6379",
+    "localhost:8080",
+  ]);
+  const off = resolveSandboxPolicy(defaults, {
+    workflow: { network: ["127.0.0.1:6379"] },
+    task: { network: false },
+  }, "/");
+  assert.deepEqual([off.network, off.grants], [false, []]);
+  const narrowed = resolveSandboxPolicy(defaults, {
+    workflow: { network: true },
+    task: { network: ["localhost:8080"] },
+  }, "/");
+  assert.equal(narrowed.network, false, "a task's list narrows the workflow's whole network");
+  assert.equal(narrowed.grants.length, 1);
+  assert.throws(
+    () => resolveSandboxPolicy(defaults, { task: { network: ["10.1.2.3:80"] } }, "/"),
+    (e: unknown) => e instanceof GleitzeitError && e.code === "TASK_PARAMETER_ERROR",
+  );
+});
+
+Deno.test("[bwrap] a grant reaches its destination and nothing else", async () => {
+  await requireRedis();
+  // Pool of 1: a task with grants must still run (cold), next to warm ones.
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const code = `
+import os, socket
+s = socket.create_connection(("127.0.0.1", 6379), timeout=5)
+s.sendall(b"PING\\r\\n")
+pong = s.recv(16).decode()
+s.close()
+refused = []
+for host, port in [("127.0.0.1", 5432), ("127.0.0.1", 6380), ("127.0.0.2", 6379)]:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as e:
+        refused.append(type(e).__name__)
+caps = {l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")}
+result = {"pong": pong, "refused": refused, "uid": os.getuid(), "eff": caps["CapEff"],
+          "prm": caps["CapPrm"]}
+`;
+  try {
+    const r = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({ sandbox: { task: { network: ["127.0.0.1:6379"] } } }),
+    ) as { result: Record<string, unknown> };
+    assert.equal(r.result.pong, "+PONG\r\n");
+    assert.deepEqual(r.result.refused, [
+      "ConnectionRefusedError",
+      "ConnectionRefusedError",
+      "ConnectionRefusedError",
+    ]);
+    if (Deno.uid() === 0) assert.equal(r.result.uid, 65534);
+    assert.equal(r.result.eff, "0000000000000000", "no capabilities left for user code");
+    assert.equal(r.result.prm, "0000000000000000");
+    // The same provider's warm path is untouched by it.
+    const warm = await provider.call("python/execute", { code: "result = 2" }, makeCtx());
+    assert.equal((warm as { result: number }).result, 2);
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] a granted host name: resolved inside to its own loopback address, 1 MiB each way", async () => {
+  // An echo server on the host: answers with the request body, reversed end to end.
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const body = new Uint8Array(await req.arrayBuffer());
+      return new Response(body.reverse());
+    },
+  );
+  const port = server.addr.port;
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  const code = `
+import socket, urllib.request
+body = bytes(range(256)) * 4096
+req = urllib.request.Request("http://localhost:${port}/echo", data=body, method="POST")
+with urllib.request.urlopen(req, timeout=10) as resp:
+    back = resp.read()
+result = {
+    "same": back == body[::-1],
+    "size": len(back),
+    "named": socket.gethostbyname("db.internal"),
+    "localhost": socket.gethostbyname("localhost"),
+}
+`;
+  try {
+    const r = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({ sandbox: { task: { network: [`localhost:${port}`, "db.internal:5432"] } } }),
+    ) as { result: Record<string, unknown> };
+    assert.deepEqual(r.result, {
+      same: true,
+      size: 1024 * 1024,
+      named: "127.0.1.1",
+      localhost: "127.0.0.1",
+    });
+  } finally {
+    await provider.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("[bwrap] a granted destination that refuses resets the connection; low ports bind", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  // Port 1 (below 1024: the runner needs its capability to listen) has no server outside.
+  const code = `
+import socket
+s = socket.create_connection(("127.0.0.1", 1), timeout=5)
+try:
+    s.sendall(b"hello")
+    data = s.recv(10)
+    outcome = "eof" if data == b"" else "data"
+except OSError as e:
+    outcome = type(e).__name__
+result = outcome
+`;
+  try {
+    const r = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({ sandbox: { task: { network: ["127.0.0.1:1"] } } }),
+    ) as { result: string };
+    assert.ok(["ConnectionResetError", "eof"].includes(r.result), r.result);
+  } finally {
+    await provider.close();
+  }
+});
