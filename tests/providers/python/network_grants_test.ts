@@ -200,3 +200,24 @@ result = outcome
     await provider.close();
   }
 });
+
+Deno.test("[bwrap] the sandbox user can read /etc's shared files (CA certificates for HTTPS)", async () => {
+  for (const poolSize of [0, 1]) {
+    const provider = new PythonProvider({ sandbox: "bwrap", poolSize });
+    try {
+      const r = await provider.call(
+        "python/execute",
+        {
+          code: "import os, ssl\nresult = [ssl.create_default_context().cert_store_stats()" +
+            "['x509_ca'], os.access('/etc/passwd', os.R_OK), os.getuid()]",
+        },
+        makeCtx(),
+      ) as { result: [number, boolean, number] };
+      assert.ok(r.result[0] > 0, `CA certificates visible (pool ${poolSize})`);
+      assert.equal(r.result[1], true);
+      if (Deno.uid() === 0) assert.equal(r.result[2], 65534);
+    } finally {
+      await provider.close();
+    }
+  }
+});
