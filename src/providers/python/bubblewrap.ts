@@ -96,7 +96,12 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     if (!mounts.keepRootCaps) args.push("--cap-drop", "ALL");
     args.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
   } else {
-    args.push("--unshare-user", "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_UID));
+    // Binding a port below 1024 needs the capability in the user namespace that owns the
+    // network namespace; bwrap switches to any other uid through a nested one. So grants of
+    // such ports run as uid 0 of the task's own user namespace: the calling user on the host,
+    // as uid 65534 would be too, without capabilities but that one.
+    const uid = String(mounts.bindLowPorts && !mounts.network ? 0 : SANDBOX_UID);
+    args.push("--unshare-user", "--uid", uid, "--gid", uid);
   }
   // Only ever with its own network namespace: low ports there reach nothing else.
   if (mounts.bindLowPorts && !mounts.network) args.push("--cap-add", "CAP_NET_BIND_SERVICE");

@@ -1,0 +1,129 @@
+/**
+ * The sandbox when the orchestrator is NOT root (the usual laptop case): bubblewrap then maps the
+ * task into a user namespace of the calling user instead of dropping to uid 65534 itself. Runs the
+ * bundled CLI, with the shipped permission flags, as an unprivileged uid (setpriv), against
+ * real hostile snippets, a network grant and the warm pool.
+ */
+
+import { assert, assertEquals } from "../assert.ts";
+import { bundleFlags, ROOT } from "./helpers.ts";
+
+const UID = 4242; // any unprivileged uid: needs no passwd entry
+
+Deno.test("[bwrap, unprivileged orchestrator] tasks are sandboxed in a user namespace", async () => {
+  if (Deno.uid() !== 0) {
+    throw new Error("this test needs root to start the CLI as another, unprivileged user");
+  }
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-" });
+  try {
+    await Deno.chmod(dir, 0o755);
+    const build = await new Deno.Command(Deno.execPath(), {
+      args: ["bundle", "--quiet", "--platform=deno", "-o", `${dir}/gleitzeit.js`, "src/main.ts"],
+      cwd: ROOT,
+    }).output();
+    assertEquals(build.code, 0, new TextDecoder().decode(build.stderr));
+    const home = `${dir}/home`;
+    await Deno.mkdir(home, { mode: 0o700 });
+    // The user's own secret: readable by the orchestrator's user, never by its tasks.
+    await Deno.writeTextFile(`${home}/secret.txt`, "s3cret");
+    await Deno.chmod(`${home}/secret.txt`, 0o600);
+    await Deno.writeTextFile(`${home}/config.yaml`, "{}\n");
+    await Deno.writeTextFile(
+      `${home}/wf.yaml`,
+      `name: unprivileged
+tasks:
+  - id: inside
+    method: python/execute
+    params:
+      code: |
+        import os, socket
+        def attempt(f):
+            try:
+                f()
+                return "escaped"
+            except Exception as e:
+                return type(e).__name__
+        result = {
+            "uid": os.getuid(),
+            "secret": attempt(lambda: open(${JSON.stringify(`${home}/secret.txt`)}).read()),
+            "write_home": attempt(lambda: open(${JSON.stringify(`${home}/planted`)}, "w")),
+            "redis": attempt(lambda: socket.create_connection(("127.0.0.1", 6379), timeout=1)),
+            "cwd_writable": os.access(os.getcwd(), os.W_OK),
+        }
+  - id: granted
+    method: python/execute
+    sandbox: {network: ["127.0.0.1:6379", "127.0.0.1:1"]}
+    params:
+      code: |
+        import socket
+        s = socket.create_connection(("127.0.0.1", 6379), timeout=5)
+        s.sendall(b"PING\\r\\n")
+        caps = {l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")}
+        result = [s.recv(16).decode(), caps["CapEff"]]
+  - id: warm
+    method: python/execute
+    params:
+      code: "result = [os.getuid() for os in [__import__('os')]][0]"
+`,
+    );
+    await chownTree(home, UID);
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        `--reuid=${UID}`,
+        `--regid=${UID}`,
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        ...bundleFlags(),
+        `${dir}/gleitzeit.js`,
+        "--json",
+        "run",
+        `${home}/wf.yaml`,
+      ],
+      cwd: home,
+      clearEnv: true,
+      env: {
+        HOME: home,
+        PATH: "/usr/bin:/bin",
+        GLEITZEIT_CONFIG: `${home}/config.yaml`,
+        GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
+        // The root user's pyenv lives under /root (0700): the system interpreter instead.
+        GLEITZEIT_PYTHON: "/usr/bin/python3",
+        NO_COLOR: "1",
+      },
+      stdin: "null",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, `${stderr}\n${stdout}`);
+    const report = JSON.parse(stdout);
+    assertEquals(report.results.inside.result, {
+      uid: 65534,
+      // the user's home is not even there
+      secret: "FileNotFoundError",
+      write_home: "FileNotFoundError",
+      redis: "ConnectionRefusedError",
+      cwd_writable: true,
+    });
+    // Port 1 (below 1024) is granted too: only the capability to listen on it, in its own
+    // network namespace, is left.
+    assertEquals(report.results.granted.result, ["+PONG\r\n", "0000000000000400"]);
+    assertEquals(report.results.warm.result, 65534);
+    let planted = true;
+    try {
+      await Deno.stat(`${home}/planted`);
+    } catch {
+      planted = false;
+    }
+    assert(!planted, "a task wrote into the user's home");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function chownTree(path: string, uid: number): Promise<void> {
+  await Deno.chown(path, uid, uid);
+  const info = await Deno.lstat(path);
+  if (!info.isDirectory) return;
+  for await (const e of Deno.readDir(path)) await chownTree(`${path}/${e.name}`, uid);
+}
