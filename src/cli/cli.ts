@@ -12,6 +12,7 @@ import { registerRunCommands } from "./run_state_commands.ts";
 import { registerSystemCommands } from "./system_commands.ts";
 import { registerTaskCommands } from "./task_state_commands.ts";
 import { registerProviderCommands } from "./provider_commands.ts";
+import { registerWorkerCommand } from "./worker_command.ts";
 
 /** The version printed by `gleitzeit --version`. */
 export const VERSION = "0.1.0";
@@ -140,6 +141,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
   registerBackendCommands(program, setExit);
   registerSystemCommands(program, setExit);
   registerProviderCommands(program, setExit);
+  registerWorkerCommand(program, setExit, positiveInt);
   return program;
 }
 

@@ -1,5 +1,7 @@
 /** `gleitzeit run`, `workflow submit` and `task submit`: start runs and wait for them. @module */
 
+import { enqueueRun } from "../distributed/work_queue.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
 import { createApp, openConfiguredStore } from "../app.ts";
 import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
@@ -100,12 +102,18 @@ export async function submitWorkflow(
   try {
     if (opts.detach) {
       const run = await app.engine.createRun(workflow, { params: inputs, state: "queued" });
+      // On Redis, `gleitzeit worker` processes take it from the queue of runs.
+      const queued = app.store.backend === "redis";
+      if (queued) await enqueueRun(app.store as RedisStore, run.id);
       if (json) printJson({ run_id: run.id, state: run.state, workflow: workflow.name });
       else {
         out(run.id);
         err(
           colors("stderr").dim(
-            `queued; a worker runs it, or run it here with \`gleitzeit workflow resume ${run.id}\``,
+            queued
+              ? `queued for \`gleitzeit worker\`; follow it with \`gleitzeit workflow status ${run.id}\``
+              : `recorded; run it with \`gleitzeit workflow resume ${run.id}\` (workers need the ` +
+                "Redis backend)",
           ),
         );
       }

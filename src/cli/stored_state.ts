@@ -5,6 +5,8 @@
  * @module
  */
 
+import { requestRunCancel } from "../distributed/work_queue.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
 import type { Command } from "@commander-js/extra-typings";
 import Table from "cli-table3";
 import { openConfiguredStore } from "../app.ts";
@@ -231,6 +233,12 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
         ? "nothing to cancel"
         : `nothing is running; \`gleitzeit workflow resume ${run.id}\` would start it again`,
     });
+  }
+  if (
+    run.state === "running" && run.owner && store.backend === "redis" &&
+    await requestRunCancel(store as RedisStore, run.id, run.owner, `${Deno.pid}`)
+  ) {
+    return `asked worker ${run.owner} to cancel run ${run.id}`;
   }
   if (run.state === "running" && ownerAlive(run, now)) {
     const pid = localOwnerPid(run.owner);

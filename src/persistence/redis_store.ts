@@ -673,6 +673,23 @@ export class RedisStore implements Store {
     });
   }
 
+  /**
+   * Sends one raw command (the workers' streams), with this store's timeouts and errors. A
+   * blocking read must block for less than the command timeout.
+   */
+  command(args: string[]): Promise<unknown> {
+    return this.#do(args[0] ?? "command", () => this.#client.sendCommand(args));
+  }
+
+  /** Another store on the same server and prefix, with a connection of its own. */
+  sibling(): Promise<RedisStore> {
+    return RedisStore.connect({
+      url: this.url,
+      prefix: this.prefix,
+      commandTimeoutMs: this.#commandTimeoutMs,
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;

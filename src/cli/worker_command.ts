@@ -1,0 +1,96 @@
+/** `gleitzeit worker`: take runs and tasks from Redis until stopped. @module */
+
+import type { Command } from "@commander-js/extra-typings";
+import { type ExitCode, GleitzeitError } from "../core/errors.ts";
+import { openConfiguredStore } from "../app.ts";
+import { Worker } from "../distributed/worker.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
+import { configFromFlags, type GlobalOptions, parseSeconds, setupRegistry } from "./context.ts";
+import { colors, err, printJson } from "./output.ts";
+
+/** Options of `gleitzeit worker`. */
+export interface WorkerCommandOptions {
+  concurrency?: number;
+  maxRuns?: number;
+  lease?: string;
+}
+
+/** Registers `worker`. */
+export function registerWorkerCommand(
+  program: Command,
+  setExit: (code: ExitCode) => void,
+  positiveInt: (value: string) => number,
+): void {
+  const worker = program.command("worker")
+    .description("take queued runs and tasks from Redis and execute them, until stopped")
+    .option("--concurrency <n>", "task attempts at once (default: --max-concurrent)", positiveInt)
+    .option("--max-runs <n>", "runs coordinated at once (default 16)", positiveInt)
+    .option("--lease <duration>", "work held by a silent worker this long is taken over", "30s");
+  worker.action(async (opts) => {
+    setExit(await workerCommand(opts, worker.optsWithGlobals() as GlobalOptions));
+  });
+}
+
+async function workerCommand(
+  opts: WorkerCommandOptions,
+  globals: GlobalOptions,
+): Promise<ExitCode> {
+  const config = await configFromFlags(globals);
+  if (config.backend !== "redis") {
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `workers share their work through Redis; the backend is ${config.backend}`,
+      {
+        hint: "start workers with `--backend redis` (and the same --redis-url everywhere), or " +
+          "set persistence.backend: redis",
+      },
+    );
+  }
+  const leaseMs = Math.round(parseSeconds(opts.lease ?? "30s") * 1000);
+  if (leaseMs < 100) {
+    throw new GleitzeitError("USAGE_ERROR", `a lease of ${opts.lease} is too short`, {
+      hint: "use at least 100ms; the default is 30s",
+    });
+  }
+  const store = await openConfiguredStore(config) as RedisStore;
+  const registry = await setupRegistry(config);
+  const c = colors("stderr");
+  const json = globals.json === true;
+  const log = (line: string) => {
+    if (json) printJson({ at: new Date().toISOString(), worker: w.owner, event: line });
+    else err(c.dim(`${new Date().toISOString()} ${line}`));
+  };
+  const w = new Worker({
+    store,
+    registry,
+    concurrency: opts.concurrency ?? config.maxConcurrentTasks,
+    maxRuns: opts.maxRuns ?? 16,
+    leaseMs,
+    log,
+  });
+  let stopping: Promise<void> | undefined;
+  const stop = (name: string) => () => {
+    if (stopping) {
+      err(c.red("stopping again: exiting now"));
+      Deno.exit(130);
+    }
+    log(`${name}: stopping; work in progress is left for other workers (after the lease)`);
+    stopping = w.stop();
+  };
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((s) => [s, stop(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  try {
+    log(
+      `worker ${w.owner} on ${store.url} (prefix ${store.prefix}): ${
+        opts.concurrency ?? config.maxConcurrentTasks
+      } tasks at once, lease ${leaseMs / 1000}s`,
+    );
+    await w.start();
+    await stopping;
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    await registry.close();
+    await store.close();
+  }
+  return 0;
+}

@@ -1,0 +1,279 @@
+/**
+ * The work shared by `gleitzeit worker` processes through Redis streams with one consumer group:
+ *
+ *   <prefix>queue:runs    runs to coordinate (`--detach` adds them); a worker that takes one
+ *                         executes it with the engine, whose tasks go to the stream below
+ *   <prefix>queue:tasks   task attempts to execute: protocol, method, resolved params, context
+ *   <prefix>replies:<owner>  outcomes, read by the coordinator that dispatched them
+ *   <prefix>cancel:<dispatch id>  set when the coordinator aborts an attempt
+ *   <prefix>cancel-run:<run id>   set by `workflow cancel` for the worker coordinating the run
+ *   <prefix>workers:<owner>       present while that worker lives (expires after 2 leases)
+ *
+ * An entry stays pending (XPENDING) until the worker that read it is done and acknowledges it.
+ * A working worker touches its pending entries (XCLAIM ... JUSTID resets their idle time) every
+ * few seconds; entries idle longer than the lease belong to a worker that died, and the next
+ * worker to look takes them over (XAUTOCLAIM).
+ *
+ * @module
+ */
+
+import { type ErrorData, GleitzeitError } from "../core/errors.ts";
+import type { Dispatcher } from "../engine/run_execution.ts";
+import type { CallContext } from "../providers/provider.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
+
+/** The consumer group every worker joins. */
+export const GROUP = "workers";
+
+/** Stream and key names under one prefix. */
+export interface QueueKeys {
+  runs: string;
+  tasks: string;
+  replies(owner: string): string;
+  cancel(dispatchId: string): string;
+  cancelRun(runId: string): string;
+  /** Present (with a TTL) while the worker lives. */
+  worker(owner: string): string;
+  /** Sorted set of workers by when their registration expires (ms). */
+  workers: string;
+}
+
+/** The key names of the queues under `prefix`. */
+export function queueKeys(prefix: string): QueueKeys {
+  return {
+    runs: `${prefix}queue:runs`,
+    tasks: `${prefix}queue:tasks`,
+    replies: (owner) => `${prefix}replies:${owner}`,
+    cancel: (id) => `${prefix}cancel:${id}`,
+    cancelRun: (id) => `${prefix}cancel-run:${id}`,
+    worker: (owner) => `${prefix}workers:${owner}`,
+    workers: `${prefix}workers`,
+  };
+}
+
+/** One stream entry: its id and fields. */
+export interface StreamEntry {
+  id: string;
+  fields: Record<string, string>;
+}
+
+/** A task attempt as it travels to a worker. */
+export interface TaskJob {
+  protocol: string;
+  method: string;
+  params: Record<string, unknown>;
+  ctx: {
+    runId: string;
+    taskId: string;
+    attempt: number;
+    timeoutMs?: number;
+    baseDir?: string;
+    sandbox?: { workflow?: unknown; task?: unknown };
+  };
+}
+
+/** Replies are kept this long when nobody reads them (a coordinator that died). */
+export const REPLY_TTL_SECONDS = 24 * 3600;
+
+/** Creates the consumer group of `stream` (and the stream) unless it exists. */
+export async function ensureGroup(store: RedisStore, stream: string): Promise<void> {
+  try {
+    await store.command(["XGROUP", "CREATE", stream, GROUP, "0", "MKSTREAM"]);
+  } catch (e) {
+    if (!String((e as Error).message).includes("BUSYGROUP")) throw e;
+  }
+}
+
+/** Puts a stored run on the queue of runs for workers to coordinate. */
+export async function enqueueRun(store: RedisStore, runId: string): Promise<void> {
+  const keys = queueKeys(store.prefix);
+  await ensureGroup(store, keys.runs);
+  await store.command(["XADD", keys.runs, "*", "run", runId]);
+}
+
+/** Parses the entries of an XREADGROUP / XREAD / XAUTOCLAIM reply's entry list. */
+export function parseEntries(raw: unknown): StreamEntry[] {
+  if (!Array.isArray(raw)) return [];
+  const out: StreamEntry[] = [];
+  for (const item of raw) {
+    // XAUTOCLAIM on Redis < 7 lists deleted entries as nil
+    if (!Array.isArray(item) || !Array.isArray(item[1])) continue;
+    const flat = item[1] as string[];
+    const fields: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) fields[String(flat[i])] = String(flat[i + 1]);
+    out.push({ id: String(item[0]), fields });
+  }
+  return out;
+}
+
+/** Entries of one stream from an XREADGROUP or XREAD reply. */
+export function readReply(raw: unknown): StreamEntry[] {
+  if (!Array.isArray(raw) || raw.length === 0) return [];
+  const first = raw[0] as unknown[];
+  return parseEntries(first?.[1]);
+}
+
+/**
+ * The engine's dispatcher on a worker: each task attempt goes to the tasks stream, for any
+ * worker to execute; the outcome comes back on this coordinator's reply stream. Aborting an
+ * attempt (timeout, cancel) tells the executing worker to stop it.
+ */
+export class RemoteDispatcher implements Dispatcher {
+  readonly #store: RedisStore;
+  readonly #reader: RedisStore;
+  readonly #keys: QueueKeys;
+  readonly #replyKey: string;
+  readonly #pending = new Map<
+    string,
+    { resolve: (v: unknown) => void; reject: (e: unknown) => void }
+  >();
+  #closed = false;
+  #loop: Promise<void>;
+  #seq = 0;
+
+  /** `store` sends, `reader` (a connection of its own) blocks on the replies. */
+  constructor(store: RedisStore, reader: RedisStore, owner: string) {
+    this.#store = store;
+    this.#reader = reader;
+    this.#keys = queueKeys(store.prefix);
+    this.#replyKey = this.#keys.replies(owner);
+    this.#loop = this.#readReplies();
+  }
+
+  async call(
+    protocol: string,
+    method: string,
+    params: Record<string, unknown>,
+    ctx: CallContext,
+  ): Promise<unknown> {
+    const dispatchId = `${ctx.runId}/${ctx.taskId}/${ctx.attempt}/${++this.#seq}`;
+    const job: TaskJob = {
+      protocol,
+      method,
+      params,
+      ctx: { runId: ctx.runId, taskId: ctx.taskId, attempt: ctx.attempt },
+    };
+    if (ctx.timeoutMs !== undefined) job.ctx.timeoutMs = ctx.timeoutMs;
+    if (ctx.baseDir !== undefined) job.ctx.baseDir = ctx.baseDir;
+    if (ctx.sandbox !== undefined) job.ctx.sandbox = ctx.sandbox;
+    const outcome = new Promise<unknown>((resolve, reject) => {
+      this.#pending.set(dispatchId, { resolve, reject });
+    });
+    const onAbort = () => {
+      this.#pending.get(dispatchId)?.reject(ctx.signal.reason);
+      this.#pending.delete(dispatchId);
+      this.#store.command(["SET", this.#keys.cancel(dispatchId), "1", "EX", "3600"])
+        .catch(() => {});
+    };
+    ctx.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await this.#store.command([
+        "XADD",
+        this.#keys.tasks,
+        "*",
+        "d",
+        dispatchId,
+        "reply",
+        this.#replyKey,
+        "job",
+        JSON.stringify(job),
+      ]);
+      return await outcome;
+    } finally {
+      this.#pending.delete(dispatchId);
+      ctx.signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #readReplies(): Promise<void> {
+    // The stream is this process's own (the owner id carries a nonce): read it from the start.
+    let last = "0-0";
+    while (!this.#closed) {
+      let raw: unknown;
+      try {
+        raw = await this.#reader.command([
+          "XREAD",
+          "COUNT",
+          "256",
+          "BLOCK",
+          "500",
+          "STREAMS",
+          this.#replyKey,
+          last,
+        ]);
+      } catch (e) {
+        if (this.#closed) return;
+        // Redis is gone: every attempt in flight fails (retryable); the run stays resumable.
+        const err = e instanceof GleitzeitError ? e : new GleitzeitError(
+          "PERSISTENCE_UNAVAILABLE",
+          `reading task outcomes: ${(e as Error).message}`,
+        );
+        for (const p of this.#pending.values()) p.reject(err);
+        this.#pending.clear();
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      const entries = readReply(raw);
+      for (const entry of entries) {
+        last = entry.id;
+        const waiting = this.#pending.get(entry.fields.d ?? "");
+        if (!waiting) continue; // answered already (a task run twice after a reclaim), or aborted
+        this.#pending.delete(entry.fields.d!);
+        try {
+          const body = JSON.parse(entry.fields.body ?? "null");
+          if (entry.fields.ok === "1") waiting.resolve(body);
+          else waiting.reject(GleitzeitError.fromData(body as ErrorData));
+        } catch (e) {
+          waiting.reject(e);
+        }
+      }
+      if (entries.length > 0) {
+        await this.#reader.command(["XTRIM", this.#replyKey, "MINID", entries.at(-1)!.id])
+          .catch(() => {});
+      }
+    }
+  }
+
+  /** Stops reading; attempts still waiting are rejected. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#loop;
+    for (const p of this.#pending.values()) {
+      p.reject(new GleitzeitError("TASK_CANCELLED", "the worker is shutting down"));
+    }
+    this.#pending.clear();
+    await this.#store.command(["DEL", this.#replyKey]).catch(() => {});
+  }
+}
+
+/**
+ * Asks the worker that coordinates `runId` to cancel it, when `owner` is a live worker of this
+ * store. False when the owner is not a worker (the caller handles it otherwise).
+ */
+export async function requestRunCancel(
+  store: RedisStore,
+  runId: string,
+  owner: string,
+  by: string,
+): Promise<boolean> {
+  const keys = queueKeys(store.prefix);
+  if (await store.command(["EXISTS", keys.worker(owner)]) !== 1) return false;
+  await store.command(["SET", keys.cancelRun(runId), by, "EX", "3600"]);
+  return true;
+}
+
+/** The live workers of this store: owner and what each reported last. */
+export async function listWorkers(
+  store: RedisStore,
+): Promise<{ owner: string; since?: number; tasks?: number; runs?: number }[]> {
+  const keys = queueKeys(store.prefix);
+  const now = String(Date.now());
+  await store.command(["ZREMRANGEBYSCORE", keys.workers, "-inf", now]);
+  const owners = await store.command(["ZRANGEBYSCORE", keys.workers, now, "+inf"]) as string[];
+  const out: { owner: string; since?: number; tasks?: number; runs?: number }[] = [];
+  for (const owner of owners) {
+    const text = await store.command(["GET", keys.worker(owner)]) as string | null;
+    if (text !== null) out.push({ owner, ...JSON.parse(text) });
+  }
+  return out;
+}

@@ -1,0 +1,445 @@
+/**
+ * `gleitzeit worker`: takes runs and task attempts from the Redis streams (see work_queue.ts).
+ *
+ * - Runs: a worker coordinates the runs it takes with the engine (claim, dependencies, retries,
+ *   results), sending every task attempt to the tasks stream instead of executing it in place.
+ * - Tasks: a worker executes attempts from the tasks stream with its own providers, whichever
+ *   run they belong to, and answers on the coordinator's reply stream.
+ * - Leases: every `leaseMs / 3` a worker touches the entries it holds. An entry idle for longer
+ *   than the lease belongs to a worker that died: a run is taken over (resumed: completed tasks
+ *   keep their results, the others run again as new attempts) once its owner's heartbeat is
+ *   stale too; a task attempt is executed again by the worker that takes it. The coordinator
+ *   records the first outcome only.
+ *
+ * @module
+ */
+
+import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
+import { isTerminalRun } from "../core/states.ts";
+import { defaultOwner, Engine } from "../engine/engine.ts";
+import type { EventListener } from "../engine/events.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
+import type { ProviderRegistry } from "../providers/registry.ts";
+import {
+  ensureGroup,
+  GROUP,
+  parseEntries,
+  queueKeys,
+  readReply,
+  RemoteDispatcher,
+  REPLY_TTL_SECONDS,
+  type StreamEntry,
+  type TaskJob,
+} from "./work_queue.ts";
+
+/** Options of {@link Worker}. */
+export interface WorkerOptions {
+  store: RedisStore;
+  registry: ProviderRegistry;
+  /** Task attempts executed at once. */
+  concurrency: number;
+  /** Runs coordinated at once. Default 16. */
+  maxRuns?: number;
+  /** An entry idle this long (ms) is taken over. Default 30 000. */
+  leaseMs?: number;
+  /** Identity (consumer name, run owner). Default `host:pid:nonce`. */
+  owner?: string;
+  onEvent?: EventListener;
+  /** One line per thing the worker does (taken, finished, reclaimed). */
+  log?: (line: string) => void;
+}
+
+interface Running {
+  entry: StreamEntry;
+  controller?: AbortController;
+  dispatchId?: string;
+  runId?: string;
+}
+
+/** One worker process's loops. */
+export class Worker {
+  readonly owner: string;
+  readonly #store: RedisStore;
+  readonly #registry: ProviderRegistry;
+  readonly #concurrency: number;
+  readonly #maxRuns: number;
+  readonly #leaseMs: number;
+  readonly #keys;
+  readonly #log: (line: string) => void;
+  readonly #onEvent?: EventListener;
+  #engine?: Engine;
+  #dispatcher?: RemoteDispatcher;
+  #connections: RedisStore[] = [];
+  #tasks = new Map<string, Running>();
+  #runs = new Map<string, Running>();
+  #stopped = false;
+  readonly #since = Date.now();
+  #loops: Promise<void>[] = [];
+  #waiters = new Set<() => void>();
+
+  constructor(options: WorkerOptions) {
+    this.#store = options.store;
+    this.#registry = options.registry;
+    this.#concurrency = Math.max(1, options.concurrency);
+    this.#maxRuns = Math.max(1, options.maxRuns ?? 16);
+    this.#leaseMs = options.leaseMs ?? 30_000;
+    this.owner = options.owner ?? defaultOwner();
+    this.#keys = queueKeys(options.store.prefix);
+    this.#log = options.log ?? (() => {});
+    this.#onEvent = options.onEvent;
+  }
+
+  /** Tasks and runs in progress. */
+  get load(): { tasks: number; runs: number } {
+    return { tasks: this.#tasks.size, runs: this.#runs.size };
+  }
+
+  /** Joins the group and starts the loops; resolves once they all stopped. */
+  async start(): Promise<void> {
+    await ensureGroup(this.#store, this.#keys.runs);
+    await ensureGroup(this.#store, this.#keys.tasks);
+    await this.#register();
+    const [taskReader, runReader, replyReader] = await Promise.all([
+      this.#store.sibling(),
+      this.#store.sibling(),
+      this.#store.sibling(),
+    ]);
+    this.#connections = [taskReader, runReader, replyReader];
+    this.#dispatcher = new RemoteDispatcher(this.#store, replyReader, this.owner);
+    // Heartbeats well inside the lease: a run whose owner missed three is taken over.
+    const heartbeatMs = Math.max(100, Math.floor(this.#leaseMs / 4));
+    this.#engine = new Engine({
+      dispatcher: this.#dispatcher,
+      store: this.#store,
+      maxConcurrency: 1_000_000, // the executing workers limit themselves
+      owner: this.owner,
+      heartbeatMs,
+      staleAfterMs: this.#leaseMs,
+      ...(this.#onEvent ? { onEvent: this.#onEvent } : {}),
+    });
+    this.#loops = [
+      this.#taskLoop(taskReader),
+      this.#runLoop(runReader),
+      this.#leaseLoop(),
+    ];
+    await Promise.all(this.#loops);
+  }
+
+  /**
+   * Stops taking work and stops what runs here without acknowledging it: attempts are aborted
+   * and runs left as they are, for other workers to take over after the lease.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#wake();
+    for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
+    await Promise.allSettled(this.#loops);
+    await this.#dispatcher?.close();
+    await this.#store.command(["DEL", this.#keys.worker(this.owner)]).catch(() => {});
+    await this.#store.command(["ZREM", this.#keys.workers, this.owner]).catch(() => {});
+    await Promise.all(this.#connections.map((c) => c.close().catch(() => {})));
+  }
+
+  async #taskLoop(reader: RedisStore): Promise<void> {
+    while (!this.#stopped) {
+      const free = this.#concurrency - this.#tasks.size;
+      if (free <= 0) {
+        await this.#sleepUntilWoken(1000);
+        continue;
+      }
+      let entries: StreamEntry[];
+      try {
+        entries = readReply(
+          await reader.command([
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            this.owner,
+            "COUNT",
+            String(free),
+            "BLOCK",
+            "1000",
+            "STREAMS",
+            this.#keys.tasks,
+            ">",
+          ]),
+        );
+      } catch (e) {
+        if (this.#stopped) return;
+        this.#log(`error: reading tasks: ${(e as Error).message}`);
+        await sleep(1000);
+        continue;
+      }
+      for (const entry of entries) this.#startTask(entry, false);
+    }
+  }
+
+  async #runLoop(reader: RedisStore): Promise<void> {
+    while (!this.#stopped) {
+      if (this.#runs.size >= this.#maxRuns) {
+        await this.#sleepUntilWoken(1000);
+        continue;
+      }
+      let entries: StreamEntry[];
+      try {
+        entries = readReply(
+          await reader.command([
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            this.owner,
+            "COUNT",
+            "1",
+            "BLOCK",
+            "1000",
+            "STREAMS",
+            this.#keys.runs,
+            ">",
+          ]),
+        );
+      } catch (e) {
+        if (this.#stopped) return;
+        this.#log(`error: reading runs: ${(e as Error).message}`);
+        await sleep(1000);
+        continue;
+      }
+      for (const entry of entries) this.#startRun(entry, false);
+    }
+  }
+
+  /** Touches what this worker holds; takes over what dead workers held. */
+  async #leaseLoop(): Promise<void> {
+    const every = Math.max(50, Math.floor(this.#leaseMs / 3));
+    while (!this.#stopped) {
+      await this.#sleepUntilWoken(every);
+      if (this.#stopped) return;
+      try {
+        await this.#touch(this.#keys.tasks, [...this.#tasks.keys()]);
+        await this.#touch(this.#keys.runs, [...this.#runs.keys()]);
+        await this.#checkCancels();
+        await this.#register();
+        await this.#reclaim();
+      } catch (e) {
+        if (!this.#stopped) this.#log(`error: lease upkeep: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  async #touch(stream: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.#store.command(["XCLAIM", stream, GROUP, this.owner, "0", ...ids, "JUSTID"]);
+  }
+
+  /** Attempts their coordinator gave up on, runs a user cancelled (`workflow cancel`). */
+  async #checkCancels(): Promise<void> {
+    const tasks = [...this.#tasks.values()].filter((t) => t.dispatchId);
+    const runs = [...this.#runs.values()];
+    if (tasks.length + runs.length === 0) return;
+    const flags = await this.#store.command([
+      "MGET",
+      ...tasks.map((t) => this.#keys.cancel(t.dispatchId!)),
+      ...runs.map((r) => this.#keys.cancelRun(r.runId!)),
+    ]) as (string | null)[];
+    [...tasks, ...runs].forEach((t, i) => {
+      if (flags[i] && !t.controller?.signal.aborted) {
+        if (t.runId) this.#log(`cancelling run ${t.runId} (asked by ${flags[i]})`);
+        t.controller?.abort(new GleitzeitError("TASK_CANCELLED", "cancelled by user"));
+      }
+    });
+  }
+
+  /** Says this worker is alive, for `workflow cancel` and `system status`. */
+  async #register(): Promise<void> {
+    const ttl = String(Math.max(1, Math.ceil((this.#leaseMs * 2) / 1000)));
+    await this.#store.command([
+      "SET",
+      this.#keys.worker(this.owner),
+      JSON.stringify({ since: this.#since, tasks: this.#tasks.size, runs: this.#runs.size }),
+      "EX",
+      ttl,
+    ]);
+    await this.#store.command([
+      "ZADD",
+      this.#keys.workers,
+      String(Date.now() + Number(ttl) * 1000),
+      this.owner,
+    ]);
+  }
+
+  async #reclaim(): Promise<void> {
+    const free = this.#concurrency - this.#tasks.size;
+    if (free > 0) {
+      const raw = await this.#store.command([
+        "XAUTOCLAIM",
+        this.#keys.tasks,
+        GROUP,
+        this.owner,
+        String(this.#leaseMs),
+        "0-0",
+        "COUNT",
+        String(free),
+      ]) as unknown[];
+      for (const entry of parseEntries(raw?.[1])) this.#startTask(entry, true);
+    }
+    if (this.#runs.size < this.#maxRuns) {
+      const raw = await this.#store.command([
+        "XAUTOCLAIM",
+        this.#keys.runs,
+        GROUP,
+        this.owner,
+        String(this.#leaseMs),
+        "0-0",
+        "COUNT",
+        "1",
+      ]) as unknown[];
+      for (const entry of parseEntries(raw?.[1])) this.#startRun(entry, true);
+    }
+  }
+
+  #startTask(entry: StreamEntry, reclaimed: boolean): void {
+    if (this.#tasks.has(entry.id)) return;
+    const running: Running = { entry, controller: new AbortController() };
+    running.dispatchId = entry.fields.d;
+    this.#tasks.set(entry.id, running);
+    this.#executeTask(running, reclaimed).finally(() => {
+      this.#tasks.delete(entry.id);
+      this.#wake();
+    });
+  }
+
+  async #executeTask(running: Running, reclaimed: boolean): Promise<void> {
+    const { entry } = running;
+    const { d: dispatchId, reply, job: jobText } = entry.fields;
+    let job: TaskJob;
+    try {
+      job = JSON.parse(jobText ?? "");
+    } catch {
+      this.#log(`dropped a malformed task entry ${entry.id}`);
+      await this.#ack(this.#keys.tasks, entry.id);
+      return;
+    }
+    const what = `${job.ctx.runId}/${job.ctx.taskId} attempt ${job.ctx.attempt}`;
+    // The coordinator may have given up on it while it waited (cancel, timeout).
+    if (await this.#store.command(["EXISTS", this.#keys.cancel(dispatchId ?? "")]) === 1) {
+      await this.#ack(this.#keys.tasks, entry.id);
+      return;
+    }
+    this.#log(`${reclaimed ? "took over" : "executing"} ${what} (${job.method})`);
+    const signal = running.controller!.signal;
+    let ok = true;
+    let body: unknown;
+    try {
+      body = await this.#registry.call(job.protocol, job.method, job.params, {
+        signal,
+        runId: job.ctx.runId,
+        taskId: job.ctx.taskId,
+        attempt: job.ctx.attempt,
+        ...(job.ctx.timeoutMs !== undefined ? { timeoutMs: job.ctx.timeoutMs } : {}),
+        ...(job.ctx.baseDir !== undefined ? { baseDir: job.ctx.baseDir } : {}),
+        ...(job.ctx.sandbox !== undefined ? { sandbox: job.ctx.sandbox } : {}),
+      });
+    } catch (e) {
+      ok = false;
+      body = toGleitzeitError(e, "TASK_EXECUTION_FAILED").toData();
+    }
+    if (this.#stopped && signal.aborted) return; // left pending: another worker takes it over
+    try {
+      if (reply) {
+        await this.#store.command([
+          "XADD",
+          reply,
+          "*",
+          "d",
+          dispatchId ?? "",
+          "ok",
+          ok ? "1" : "0",
+          "body",
+          JSON.stringify(body ?? null),
+          "worker",
+          this.owner,
+        ]);
+        await this.#store.command(["EXPIRE", reply, String(REPLY_TTL_SECONDS)]);
+      }
+      await this.#ack(this.#keys.tasks, entry.id);
+      this.#log(`${ok ? "completed" : "failed"} ${what}`);
+    } catch (e) {
+      this.#log(`error: reporting ${what}: ${(e as Error).message}`);
+    }
+  }
+
+  #startRun(entry: StreamEntry, reclaimed: boolean): void {
+    if (this.#runs.has(entry.id)) return;
+    const running: Running = {
+      entry,
+      controller: new AbortController(),
+      runId: entry.fields.run ?? "",
+    };
+    this.#runs.set(entry.id, running);
+    this.#coordinate(running, reclaimed).finally(() => {
+      this.#runs.delete(entry.id);
+      this.#wake();
+    });
+  }
+
+  async #coordinate(running: Running, reclaimed: boolean): Promise<void> {
+    const { entry } = running;
+    const runId = running.runId!;
+    try {
+      const run = await this.#store.getRun(runId);
+      if (!run || isTerminalRun(run.state)) {
+        // gone, or finished by whoever had it: nothing left to do
+        await this.#ack(this.#keys.runs, entry.id);
+        return;
+      }
+      this.#log(`${reclaimed ? "taking over" : "coordinating"} run ${runId}`);
+      const outcome = await this.#engine!.execute(runId, { signal: running.controller!.signal });
+      await this.#store.command(["DEL", this.#keys.cancelRun(runId)]).catch(() => {});
+      if (this.#stopped) return;
+      await this.#ack(this.#keys.runs, entry.id);
+      this.#log(`run ${runId} ${outcome.state}`);
+    } catch (e) {
+      if (this.#stopped) return;
+      const err = toGleitzeitError(e, "INTERNAL_ERROR");
+      if (err.code === "USAGE_ERROR" && /already completed/.test(err.message)) {
+        await this.#ack(this.#keys.runs, entry.id).catch(() => {});
+        return;
+      }
+      // Someone else still executes it (its heartbeat is fresh): the entry stays pending and
+      // is looked at again after the lease.
+      this.#log(`run ${runId}: ${err.message}`);
+    }
+  }
+
+  async #ack(stream: string, id: string): Promise<void> {
+    await this.#store.command(["XACK", stream, GROUP, id]);
+    await this.#store.command(["XDEL", stream, id]);
+  }
+
+  #sleepUntilWoken(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#waiters.add(done);
+    });
+  }
+
+  /** Wakes the loops that wait for a free slot (or for the stop). */
+  #wake(): void {
+    for (const w of [...this.#waiters]) w();
+  }
+}
+
+function shutdownError(): GleitzeitError {
+  return new GleitzeitError("TASK_CANCELLED", "the worker is shutting down", {
+    retryable: true,
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

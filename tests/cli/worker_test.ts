@@ -1,0 +1,263 @@
+/**
+ * `gleitzeit worker` (SPEC section 9): real worker processes sharing the real Redis on
+ * 127.0.0.1:6379 (a prefix per test), runs submitted with `--detach`, workers killed with SIGKILL.
+ */
+
+import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
+import { gleitzeit, ROOT, scratch, writeWorkflow } from "./helpers.ts";
+
+interface Cluster {
+  dir: string;
+  env: Record<string, string>;
+  prefix: string;
+  workers: WorkerProcess[];
+}
+
+interface WorkerProcess {
+  child: Deno.ChildProcess;
+  log: string[];
+  done: Promise<void>;
+}
+
+async function cluster(): Promise<Cluster> {
+  const { dir, env } = await scratch();
+  const prefix = `gz-worker-test-${crypto.randomUUID().slice(0, 8)}:`;
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `persistence:\n  backend: redis\n  redis_prefix: "${prefix}"\n`,
+  );
+  return { dir, env, prefix, workers: [] };
+}
+
+/** Starts `gleitzeit worker` and collects its log lines (stderr). */
+function startWorker(c: Cluster, ...args: string[]): WorkerProcess {
+  const child = new Deno.Command(`${ROOT}/gleitzeit`, {
+    args: ["worker", "--lease", "1s", ...args],
+    env: c.env,
+    cwd: c.dir,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const log: string[] = [];
+  const done = (async () => {
+    const lines = child.stderr.pipeThrough(new TextDecoderStream());
+    let rest = "";
+    for await (const chunk of lines) {
+      rest += chunk;
+      const parts = rest.split("\n");
+      rest = parts.pop()!;
+      log.push(...parts);
+    }
+    if (rest) log.push(rest);
+  })();
+  const w = { child, log, done };
+  c.workers.push(w);
+  return w;
+}
+
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 20_000) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function waitReady(w: WorkerProcess): Promise<void> {
+  await waitFor("the worker to start", () => w.log.some((l) => l.includes(" tasks at once")));
+}
+
+async function status(c: Cluster, runId: string): Promise<Record<string, unknown>> {
+  const r = await gleitzeit(["--json", "workflow", "status", runId], { env: c.env, cwd: c.dir });
+  assertEquals(r.code === 0 || r.code === 1, true, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+async function waitRunEnd(c: Cluster, runId: string): Promise<Record<string, unknown>> {
+  let last: Record<string, unknown> = {};
+  await waitFor(`run ${runId} to end`, async () => {
+    last = await status(c, runId);
+    return ["completed", "failed", "cancelled"].includes(String(last.state));
+  }, 30_000);
+  return last;
+}
+
+async function submit(c: Cluster, file: string): Promise<string> {
+  const r = await gleitzeit(["--json", "run", file, "--detach"], { env: c.env, cwd: c.dir });
+  assertEquals(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout).run_id;
+}
+
+async function teardown(c: Cluster): Promise<void> {
+  for (const w of c.workers) {
+    try {
+      w.child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await w.child.status;
+    await w.done;
+  }
+  const { createClient } = await import("redis");
+  const client = createClient({ url: "redis://127.0.0.1:6379" });
+  await client.connect();
+  for await (const keys of client.scanIterator({ MATCH: `${c.prefix}*`, COUNT: 500 })) {
+    if (keys.length > 0) await client.unlink(keys);
+  }
+  await client.close();
+  await Deno.remove(c.dir, { recursive: true });
+}
+
+/** `task id -> result value` from `workflow status --json`. */
+function resultsOf(report: Record<string, unknown>): Record<string, unknown> {
+  const tasks = report.tasks as { id: string; result?: { result: unknown } | null }[];
+  return Object.fromEntries(tasks.map((t) => [t.id, t.result?.result]));
+}
+
+function sleepTask(id: string, seconds: number, value: number): string {
+  return `  - id: ${id}\n    method: python/execute\n    params: {code: "import time; time.sleep(${seconds}); result = ${value}"}\n`;
+}
+
+Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops them cleanly", async () => {
+  const c = await cluster();
+  try {
+    const [w1, w2] = [startWorker(c, "--concurrency", "1"), startWorker(c, "--concurrency", "1")];
+    await Promise.all([waitReady(w1!), waitReady(w2!)]);
+    const file = await writeWorkflow(
+      c.dir,
+      "fan.yaml",
+      "name: fan\ntasks:\n" + sleepTask("a", 0.4, 1) + sleepTask("b", 0.4, 2) +
+        sleepTask("c", 0.4, 3) + sleepTask("d", 0.4, 4) +
+        '  - id: total\n    method: python/execute\n    params:\n      code: "result = sum(xs)"\n' +
+        '      context: {xs: ["${a.result}", "${b.result}", "${c.result}", "${d.result}"]}\n',
+    );
+    const runId = await submit(c, file);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const tasks = report.tasks as { id: string; attempts: number; result: { result: unknown } }[];
+    assertEquals(tasks.find((t) => t.id === "total")?.result.result, 10);
+    // One task at a time each: four parallel tasks can only finish if both workers took some.
+    const executed = [w1!, w2!].map((w) => w.log.filter((l) => l.includes("executing ")).length);
+    assert(executed.every((n) => n > 0), `both workers executed tasks: ${executed}`);
+    assertEquals(executed[0]! + executed[1]!, 5);
+    w1!.child.kill("SIGTERM");
+    w2!.child.kill("SIGTERM");
+    assertEquals((await w1!.child.status).code, 0);
+    assertEquals((await w2!.child.status).code, 0);
+  } finally {
+    await teardown(c);
+  }
+});
+
+Deno.test("a worker killed mid-task loses nothing: its task is taken over after the lease", async () => {
+  const c = await cluster();
+  try {
+    // The coordinator executes one task at a time; a second worker takes the other task.
+    const coordinator = startWorker(c, "--concurrency", "1");
+    await waitReady(coordinator);
+    const file = await writeWorkflow(
+      c.dir,
+      "pair.yaml",
+      "name: pair\ntasks:\n" + sleepTask("one", 1.5, 1) + sleepTask("two", 1.5, 2),
+    );
+    const victim = startWorker(c, "--concurrency", "1");
+    await waitReady(victim);
+    const runId = await submit(c, file);
+    await waitFor(
+      "the victim to start a task",
+      () => victim.log.some((l) => l.includes("executing ")),
+    );
+    const taken = victim.log.find((l) => l.includes("executing "))!;
+    const taskId = /\/(\w+) attempt/.exec(taken)![1]!;
+    victim.child.kill("SIGKILL");
+    await victim.child.status;
+    const rescuer = startWorker(c, "--concurrency", "1");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const tasks = report.tasks as { id: string; attempts: number; state: string }[];
+    const task = tasks.find((t) => t.id === taskId)!;
+    assertEquals(task.state, "completed");
+    assertEquals(task.attempts, 1, "the coordinator lives: the attempt it dispatched completes");
+    assert(
+      rescuer.log.some((l) => l.includes(`took over ${runId}/${taskId}`)) ||
+        coordinator.log.some((l) => l.includes(`took over ${runId}/${taskId}`)),
+      `a live worker took the task over:\n${rescuer.log.join("\n")}\n${coordinator.log.join("\n")}`,
+    );
+    const byId = resultsOf(await status(c, runId));
+    assertEquals(byId.one, 1);
+    assertEquals(byId.two, 2);
+  } finally {
+    await teardown(c);
+  }
+});
+
+Deno.test("a coordinating worker killed mid-run: another resumes the run, completed tasks stay", async () => {
+  const c = await cluster();
+  try {
+    const first = startWorker(c, "--concurrency", "1");
+    await waitReady(first);
+    const file = await writeWorkflow(
+      c.dir,
+      "chain.yaml",
+      "name: chain\ntasks:\n" + sleepTask("quick", 0, 1) +
+        '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(1.5); result = x + 1"\n      context: {x: "${quick.result}"}\n',
+    );
+    const runId = await submit(c, file);
+    await waitFor(
+      "the slow task to start",
+      () => first.log.some((l) => l.includes(`executing ${runId}/slow`)),
+    );
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    const second = startWorker(c, "--concurrency", "2");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const tasks = report.tasks as { id: string; attempts: number }[];
+    assertEquals(tasks.find((t) => t.id === "quick")?.attempts, 1, "not run again");
+    assertEquals(tasks.find((t) => t.id === "slow")?.attempts, 2, "run again as a new attempt");
+    assertEquals(resultsOf(report).slow, 2);
+    assert(second.log.some((l) => l.includes(`taking over run ${runId}`)), second.log.join("\n"));
+  } finally {
+    await teardown(c);
+  }
+});
+
+Deno.test("`workflow cancel` reaches the worker coordinating the run", async () => {
+  const c = await cluster();
+  try {
+    const w = startWorker(c);
+    await waitReady(w);
+    const file = await writeWorkflow(
+      c.dir,
+      "long.yaml",
+      "name: long\ntasks:\n" + sleepTask("nap", 30, 1),
+    );
+    const runId = await submit(c, file);
+    await waitFor(
+      "the task to start",
+      () => w.log.some((l) => l.includes(`executing ${runId}/nap`)),
+    );
+    const r = await gleitzeit(["workflow", "cancel", runId], { env: c.env, cwd: c.dir });
+    assertEquals(r.code, 0, r.stderr);
+    assertStringIncludes(r.stdout + r.stderr, "asked worker");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "cancelled");
+    assert(w.log.some((l) => l.includes(`cancelling run ${runId}`)), w.log.join("\n"));
+  } finally {
+    await teardown(c);
+  }
+});
+
+Deno.test("`gleitzeit worker` without Redis: one clear error", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const r = await gleitzeit(["worker"], { env, cwd: dir });
+    assertEquals(r.code, 2);
+    assertStringIncludes(r.stderr, "workers share their work through Redis");
+    assertStringIncludes(r.stderr, "hint: start workers with `--backend redis`");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
