@@ -1,5 +1,7 @@
 /** `system status | config`: this installation @module */
 
+import { listWorkers } from "../distributed/work_queue.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
 import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { createApp } from "../app.ts";
@@ -79,6 +81,8 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
         protocols,
         max_concurrent_tasks: config.maxConcurrentTasks,
         sandbox: config.sandbox,
+        // `gleitzeit worker` processes sharing this Redis (none on other backends)
+        workers: app.store.backend === "redis" ? await listWorkers(app.store as RedisStore) : [],
       };
       if (globals.json) printJson(report);
       else {
@@ -86,6 +90,12 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
         out(`backend: ${config.backend} (${stats.totalRuns} runs, ${stats.totalTasks} tasks)`);
         out(`protocols: ${protocols.join(", ")}`);
         out(`concurrency: ${config.maxConcurrentTasks} tasks; python sandbox: ${config.sandbox}`);
+        if (app.store.backend === "redis") {
+          out(`workers: ${report.workers.length}`);
+          for (const w of report.workers) {
+            out(`  ${w.owner}: ${w.tasks ?? 0} tasks, ${w.runs ?? 0} runs`);
+          }
+        }
       }
     } finally {
       await app.close();

@@ -208,16 +208,23 @@ export class Worker {
     }
   }
 
-  /** Touches what this worker holds; takes over what dead workers held. */
+  /**
+   * Touches what this worker holds and takes over what dead workers held (every third of the
+   * lease); looks for cancellations more often (a timed-out attempt must stop soon).
+   */
   async #leaseLoop(): Promise<void> {
     const every = Math.max(50, Math.floor(this.#leaseMs / 3));
+    const tick = Math.min(CANCEL_CHECK_MS, every);
+    let upkeep = Date.now();
     while (!this.#stopped) {
-      await this.#sleepUntilWoken(every);
+      await this.#sleepUntilWoken(tick);
       if (this.#stopped) return;
       try {
+        await this.#checkCancels();
+        if (Date.now() - upkeep < every) continue;
+        upkeep = Date.now();
         await this.#touch(this.#keys.tasks, [...this.#tasks.keys()]);
         await this.#touch(this.#keys.runs, [...this.#runs.keys()]);
-        await this.#checkCancels();
         await this.#register();
         await this.#reclaim();
       } catch (e) {
@@ -433,6 +440,9 @@ export class Worker {
     for (const w of [...this.#waiters]) w();
   }
 }
+
+/** How often running attempts look for a cancellation (ms). */
+const CANCEL_CHECK_MS = 250;
 
 function shutdownError(): GleitzeitError {
   return new GleitzeitError("TASK_CANCELLED", "the worker is shutting down", {

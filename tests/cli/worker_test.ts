@@ -133,6 +133,9 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
         '  - id: total\n    method: python/execute\n    params:\n      code: "result = sum(xs)"\n' +
         '      context: {xs: ["${a.result}", "${b.result}", "${c.result}", "${d.result}"]}\n',
     );
+    const sys = await gleitzeit(["--json", "system", "status"], { env: c.env, cwd: c.dir });
+    assertEquals(sys.code, 0, sys.stderr);
+    assertEquals(JSON.parse(sys.stdout).workers.length, 2, sys.stdout);
     const runId = await submit(c, file);
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "completed", JSON.stringify(report));
@@ -245,6 +248,34 @@ Deno.test("`workflow cancel` reaches the worker coordinating the run", async () 
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "cancelled");
     assert(w.log.some((l) => l.includes(`cancelling run ${runId}`)), w.log.join("\n"));
+  } finally {
+    await teardown(c);
+  }
+});
+
+Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", async () => {
+  const c = await cluster();
+  try {
+    const w = startWorker(c, "--lease", "60s"); // the later --lease wins
+    await waitReady(w);
+    const file = await writeWorkflow(
+      c.dir,
+      "slow.yaml",
+      "name: slow\ntasks:\n  - id: nap\n    method: python/execute\n    timeout: 1\n" +
+        '    params: {code: "import time; time.sleep(60)"}\n',
+    );
+    const started = Date.now();
+    const runId = await submit(c, file);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "failed");
+    const nap = (report.tasks as { id: string; error: { code: string } }[])[0]!;
+    assertEquals(nap.error.code, "TASK_TIMEOUT");
+    await waitFor(
+      "the worker to stop the attempt",
+      () => w.log.some((l) => l.includes(`failed ${runId}/nap attempt 1`)),
+      10_000,
+    );
+    assert(Date.now() - started < 10_000, "stopped long before the 60 s lease");
   } finally {
     await teardown(c);
   }
