@@ -129,7 +129,8 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   args.push("--perms", "0755", "--dir", "/etc");
   for (const path of etc) args.push("--ro-bind-try", path, path);
   if (mounts.hostsFile && !mounts.network) args.push("--ro-bind", mounts.hostsFile, "/etc/hosts");
-  args.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+  // The IPC namespace's POSIX message queues, visible so a warm parent can see leftovers.
+  args.push("--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue", "--tmpfs", "/tmp");
   const made = new Set<string>();
   const bind = (flag: string, path: string) => {
     // bwrap would create missing parents with the host's modes (e.g. /root is 0700, which

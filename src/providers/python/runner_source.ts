@@ -477,12 +477,20 @@ def _once():
 
 _ipc_fds = []
 
+_mqueue_fd = None
+
 def _ipc_open():
+    global _mqueue_fd
     for kind in ("shm", "sem", "msg"):
         try:
             _ipc_fds.append(os.open("/proc/sysvipc/" + kind, os.O_RDONLY | os.O_CLOEXEC))
         except OSError:
             pass
+    try:
+        # POSIX message queues of this IPC namespace (the sandbox mounts them there)
+        _mqueue_fd = os.open("/dev/mqueue", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        pass
 
 def _ipc_left():
     # SysV IPC objects outlive their creator in this sandbox's IPC namespace; the parent
@@ -492,6 +500,12 @@ def _ipc_left():
     for fd in _ipc_fds:
         try:
             if os.pread(fd, 4096, 0).count(b"\n") > 1:  # more than the header line
+                return True
+        except OSError:
+            pass
+    if _mqueue_fd is not None:
+        try:
+            if os.listdir(_mqueue_fd):
                 return True
         except OSError:
             pass
@@ -770,7 +784,8 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     done_r, done_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds):
+        mq = () if _mqueue_fd is None else (_mqueue_fd,)
+        for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
             os.close(fd)
         uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
         if uid is not None and os.getuid() != uid:

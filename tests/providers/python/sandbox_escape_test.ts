@@ -128,3 +128,39 @@ Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.s
   assert.deepEqual(escaped, [], "0 escapes");
   assert.equal(report.outcomes.length, ESCAPE_CASES.length * 2 + 1);
 });
+
+Deno.test("[bwrap, warm] no IPC object outlives its task: SysV and POSIX message queues", async () => {
+  // One warm parent: every task is a child of the same parent, in the same IPC namespace.
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const mq = (flags: string) =>
+    `import ctypes, os\nrt = ctypes.CDLL("librt.so.1", use_errno=True)\n` +
+    `fd = rt.mq_open(b"/gleitzeit-leak", ${flags}, 0o666, None)\n` +
+    `result = [fd, ctypes.get_errno()]`;
+  const sysv = (create: boolean) =>
+    `import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n` +
+    `result = libc.msgget(0x6c65616b, ${create ? "0o1666" : "0o666"})`;
+  try {
+    for (let round = 0; round < 2; round++) {
+      const made = await provider.call(
+        "python/execute",
+        { code: mq("os.O_CREAT | os.O_RDWR") },
+        makeCtx(),
+      ) as { result: [number, number] };
+      assert.ok(made.result[0] >= 0, `the task could create a queue: ${made.result}`);
+      const seen = await provider.call("python/execute", { code: mq("os.O_RDWR") }, makeCtx()) as {
+        result: [number, number];
+      };
+      assert.deepEqual(seen.result, [-1, 2], "the next task must not find it (ENOENT)");
+      const created = await provider.call("python/execute", { code: sysv(true) }, makeCtx()) as {
+        result: number;
+      };
+      assert.ok(created.result >= 0, `the task could create a SysV queue: ${created.result}`);
+      const found = await provider.call("python/execute", { code: sysv(false) }, makeCtx()) as {
+        result: number;
+      };
+      assert.equal(found.result, -1, "the next task must not find the SysV queue");
+    }
+  } finally {
+    await provider.close();
+  }
+});
