@@ -18,6 +18,7 @@ import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
 import { defaultOwner, Engine } from "../engine/engine.ts";
 import type { EventListener } from "../engine/events.ts";
+import { HEARTBEAT_MS } from "../engine/liveness.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import {
@@ -106,8 +107,10 @@ export class Worker {
     ]);
     this.#connections = [taskReader, runReader, replyReader];
     this.#dispatcher = new RemoteDispatcher(this.#store, replyReader, this.owner);
-    // Heartbeats well inside the lease: a run whose owner missed three is taken over.
-    const heartbeatMs = Math.max(100, Math.floor(this.#leaseMs / 4));
+    // Heartbeats as often as any engine's (every 2 s: `workflow list` calls a run whose owner
+    // missed three `interrupted`), and well inside the lease; a run is taken over only once
+    // its owner has been silent for the whole lease.
+    const heartbeatMs = Math.max(100, Math.min(HEARTBEAT_MS, Math.floor(this.#leaseMs / 4)));
     this.#engine = new Engine({
       dispatcher: this.#dispatcher,
       store: this.#store,

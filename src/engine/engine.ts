@@ -13,7 +13,7 @@ import type { Workflow } from "../core/workflow.ts";
 import type { RunRecord, Store, TaskRecord } from "../persistence/store.ts";
 import type { EngineEvent, EventListener } from "./events.ts";
 import { Limiter } from "./limiter.ts";
-import { ownerAlive } from "./liveness.ts";
+import { HEARTBEAT_MS, ownerAlive } from "./liveness.ts";
 import { type Dispatcher, RunExecution, type RunOutcome } from "./run_execution.ts";
 
 export type { Dispatcher, RunOutcome } from "./run_execution.ts";
@@ -80,7 +80,7 @@ export class Engine {
     this.#clock = options.clock ?? systemClock;
     this.#limiter = new Limiter(Math.max(1, options.maxConcurrency ?? 16));
     this.#owner = options.owner ?? defaultOwner();
-    this.#heartbeatMs = options.heartbeatMs ?? 2000;
+    this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.#staleAfterMs = options.staleAfterMs ?? 3 * this.#heartbeatMs;
     this.#random = options.random ?? Math.random;
     if (options.onEvent) this.#listeners.push(options.onEvent);

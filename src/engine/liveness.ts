@@ -3,8 +3,11 @@
 import type { RunState } from "../core/states.ts";
 import type { RunRecord } from "../persistence/store.ts";
 
+/** How often an executing engine records its heartbeat (ms), unless told otherwise. */
+export const HEARTBEAT_MS = 2_000;
+
 /** Default: a run whose heartbeat is older than this is interrupted (3 missed heartbeats). */
-export const STALE_AFTER_MS = 6_000;
+export const STALE_AFTER_MS = 3 * HEARTBEAT_MS;
 
 function hostname(): string | undefined {
   try {

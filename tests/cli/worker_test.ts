@@ -281,6 +281,38 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
   }
 });
 
+Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", async () => {
+  const c = await cluster();
+  try {
+    const w = startWorker(c, "--lease", "60s");
+    await waitReady(w);
+    // Longer than the 6 s after which a silent owner's run lists as interrupted.
+    const file = await writeWorkflow(
+      c.dir,
+      "long.yaml",
+      "name: long\ntasks:\n" + sleepTask("nap", 7.5, 1),
+    );
+    const runId = await submit(c, file);
+    const seen = new Set<string>();
+    let report: Record<string, unknown> = {};
+    await waitFor(`run ${runId} to end`, async () => {
+      const r = await gleitzeit(["--json", "workflow", "list", "--limit", "5"], {
+        env: c.env,
+        cwd: c.dir,
+      });
+      const run = (JSON.parse(r.stdout) as { run_id?: string; id?: string; state: string }[])
+        .find((x) => (x.run_id ?? x.id) === runId);
+      if (run) seen.add(run.state);
+      report = await status(c, runId);
+      return report.state === "completed";
+    }, 30_000);
+    assert(!seen.has("interrupted"), `states seen: ${[...seen]}`);
+    assert(seen.has("running"), `states seen: ${[...seen]}`);
+  } finally {
+    await teardown(c);
+  }
+});
+
 Deno.test("`gleitzeit worker` without Redis: one clear error", async () => {
   const { dir, env } = await scratch();
   try {
