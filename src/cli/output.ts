@@ -34,19 +34,38 @@ export function colors(stream: "stdout" | "stderr") {
   };
 }
 
+const closed = { stdout: false, stderr: false };
+
+/**
+ * Writes all of `text`. A reader that went away (`| head`) closes that stream for the rest of
+ * the command: output is dropped quietly, the work itself goes on (a run still records its
+ * results).
+ */
+function write(stream: "stdout" | "stderr", text: string): void {
+  if (closed[stream]) return;
+  const file = stream === "stdout" ? Deno.stdout : Deno.stderr;
+  let bytes = encoder.encode(text);
+  try {
+    while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
+  } catch (e) {
+    if (e instanceof Deno.errors.BrokenPipe) closed[stream] = true;
+    else throw e;
+  }
+}
+
 /** Writes a line to stdout. */
 export function out(line = ""): void {
-  Deno.stdout.writeSync(encoder.encode(line + "\n"));
+  write("stdout", line + "\n");
 }
 
 /** Writes a line to stderr. */
 export function err(line = ""): void {
-  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+  write("stderr", line + "\n");
 }
 
 /** Writes text without a newline to stderr (streamed tokens). */
 export function errRaw(text: string): void {
-  Deno.stderr.writeSync(encoder.encode(text));
+  write("stderr", text);
 }
 
 /** Prints a value as pretty JSON on stdout. */

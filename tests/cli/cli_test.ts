@@ -1,5 +1,13 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../assert.ts";
-import { alive, EXAMPLES, gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
+import {
+  alive,
+  EXAMPLES,
+  gleitzeit,
+  ROOT,
+  scratch,
+  spawnGleitzeit,
+  writeWorkflow,
+} from "./helpers.ts";
 
 Deno.test("run: a valid workflow succeeds, prints the task table, exit 0", async () => {
   const { dir, env } = await scratch();
@@ -311,5 +319,30 @@ Deno.test("~ in config paths means HOME; a non-Redis peer or URL fails fast with
   } finally {
     silent.close();
     for (const c of held) c.close();
+  }
+});
+
+Deno.test("output into a pipe closed early (`| head`) ends quietly, exit 0", async () => {
+  const { dir } = await scratch();
+  try {
+    const lines = ["name: big", "tasks:"];
+    for (let i = 0; i < 3000; i++) lines.push(`  - {id: task_number_${i}, method: echo}`);
+    const file = await writeWorkflow(dir, "big.yaml", lines.join("\n") + "\n");
+    // More than a pipe holds: the writes after `head` exits meet a closed pipe.
+    const out = await new Deno.Command("bash", {
+      args: [
+        "-c",
+        `"${ROOT}/gleitzeit" workflow graph "${file}" | head -c 10 >/dev/null; ` +
+        'echo "exit=${PIPESTATUS[0]}"',
+      ],
+      stderr: "piped",
+      stdout: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertStringIncludes(stdout, "exit=0", stderr);
+    assertEquals(stderr, "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
