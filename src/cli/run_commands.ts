@@ -137,7 +137,8 @@ export async function submitWorkflow(
     else {
       printSummary(outcome);
       if (outcome.tasks.length === 1 && outcome.tasks[0]) {
-        err(colors("stderr").dim(`task id: ${outcome.tasks[0].id}`));
+        // last on stdout, for scripts: `gleitzeit task submit ... | tail -1`
+        out(`task id: ${outcome.tasks[0].id}`);
       }
       if (outcome.state === "cancelled") {
         err(

@@ -346,3 +346,20 @@ Deno.test("output into a pipe closed early (`| head`) ends quietly, exit 0", asy
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("task submit: the last line on stdout is the task id, usable with `task result`", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const r = await gleitzeit(["task", "submit", "echo", "--params", '{"word": "hi"}'], { env });
+    assertEquals(r.code, 0, r.stderr);
+    const last = r.stdout.trim().split("\n").at(-1)!;
+    assertMatch(last, /^task id: task_\w+$/);
+    const result = await gleitzeit(["--json", "task", "result", last.slice("task id: ".length)], {
+      env,
+    });
+    assertEquals(result.code, 0, result.stderr);
+    assertEquals(JSON.parse(result.stdout).result.word, "hi");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
