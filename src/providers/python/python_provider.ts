@@ -27,6 +27,7 @@ import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
 import { RUNNER_BOOTSTRAP, RUNNER_SOURCE } from "./runner_source.ts";
 import { bootstrapInput, runnerBytecode } from "./runner_bytecode.ts";
 import {
+  checkDeclaredPaths,
   DEFAULT_LIMITS,
   isPlainPolicy,
   resolveSandboxPolicy,
@@ -176,6 +177,7 @@ export class PythonProvider implements Provider {
     const timeout = typeof params.timeout === "number" ? params.timeout : policy.timeoutSeconds;
     const py = await this.interpreter();
     const bwrap = policy.mode === "bwrap" ? await this.#bwrap(py) : undefined;
+    if (bwrap) checkDeclaredPaths(policy, dropsUser(policy.mode, py) ? SANDBOX_UID : undefined);
     throwIfAborted(ctx.signal);
     if (this.#poolSize > 0 && isPlainPolicy(policy) && job.kind === "execute") {
       const pool = this.#pool(policy.mode, py, bwrap);

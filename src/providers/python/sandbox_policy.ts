@@ -173,3 +173,39 @@ export function rlimitsOf(limits: SandboxLimits): Record<string, number> {
     core: 0,
   };
 }
+
+/**
+ * Checks the declared `read`/`write` paths before a sandbox is built on them: each must exist,
+ * and with `uid` (the sandbox user, when the orchestrator is root) each `write` path must be
+ * writable by that user. Fails with the path and what to do.
+ */
+export function checkDeclaredPaths(policy: SandboxPolicy, uid?: number): void {
+  const fail = (message: string, hint: string) =>
+    new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
+  for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
+    for (const path of list) {
+      let info: Deno.FileInfo;
+      try {
+        info = Deno.statSync(path);
+      } catch {
+        throw fail(
+          `the ${key} path ${path} does not exist`,
+          `create it, or fix \`sandbox.${key}\` (relative paths start at the workflow file's directory)`,
+        );
+      }
+      if (key === "write" && uid !== undefined && !writableBy(info, uid)) {
+        throw fail(
+          `the write path ${path} is not writable by the sandbox user (uid ${uid})`,
+          `let that user write there, e.g. \`chown ${uid} ${path}\` or \`chmod o+w ${path}\``,
+        );
+      }
+    }
+  }
+}
+
+function writableBy(info: Deno.FileInfo, uid: number): boolean {
+  const mode = info.mode ?? 0;
+  if (info.uid === uid) return (mode & 0o200) !== 0;
+  if (info.gid === uid) return (mode & 0o020) !== 0;
+  return (mode & 0o002) !== 0;
+}

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import {
   cleanupEscapeEnv,
@@ -162,5 +163,34 @@ Deno.test("[bwrap, warm] no IPC object outlives its task: SysV and POSIX message
     }
   } finally {
     await provider.close();
+  }
+});
+
+Deno.test("[bwrap] a declared path that is missing, or not writable by the sandbox user, is named", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.chmod(dir, 0o755);
+  await Deno.mkdir(`${dir}/locked`, { mode: 0o755 });
+  await Deno.chmod(`${dir}/locked`, 0o755);
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  const call = (sandbox: unknown) =>
+    provider.call(
+      "python/execute",
+      { code: "result = 1" },
+      makeCtx({ baseDir: dir, sandbox: { task: sandbox } }),
+    ).catch((e) => e as GleitzeitError);
+  try {
+    const missing = await call({ read: ["data"] }) as GleitzeitError;
+    assert.equal(missing.code, "TASK_PARAMETER_ERROR");
+    assert.match(missing.message, new RegExp(`read path ${dir}/data does not exist`));
+    assert.match(missing.hint ?? "", /sandbox\.read/);
+    if (Deno.uid() === 0) {
+      const locked = await call({ write: ["locked"] }) as GleitzeitError;
+      assert.equal(locked.code, "TASK_PARAMETER_ERROR");
+      assert.match(locked.message, /not writable by the sandbox user \(uid 65534\)/);
+      assert.match(locked.hint ?? "", /chown 65534/);
+    }
+  } finally {
+    await provider.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
