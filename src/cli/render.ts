@@ -167,9 +167,11 @@ export function printSummary(outcome: RunOutcome): void {
   const hints = tasks.filter((t) => t.state === "failed" && t.error?.hint).slice(0, 5);
   for (const t of hints) out(c.dim(`hint (${t.taskId}): ${t.error!.hint}`));
   const parts = [...counts.entries()].map(([s, n]) => `${n} ${s}`).join(", ");
-  const mark = outcome.state === "completed" ? c.green("✓") : c.red("✗");
+  const ended = ["completed", "failed", "cancelled", "interrupted"].includes(outcome.state);
+  const mark = outcome.state === "completed" ? c.green("✓") : ended ? c.red("✗") : c.cyan("▶");
+  // a run still going has no duration yet: how long it has been going so far
   out(
-    `${mark} run ${outcome.runId} ${outcome.state} in ${
+    `${mark} run ${outcome.runId} ${outcome.state} ${ended ? "in" : "for"} ${
       formatDuration(outcome.durationMs)
     }: ${parts}`,
   );

@@ -101,6 +101,13 @@ export async function submitWorkflow(
   const app = await createApp(config, { onEvent: renderer.handle, registry });
   try {
     if (opts.detach) {
+      if (app.store.backend === "memory") {
+        throw new GleitzeitError(
+          "USAGE_ERROR",
+          "--detach with the memory backend: the run would be gone when this command ends",
+          { hint: "use --backend sqlite (the default) or redis, or run it without --detach" },
+        );
+      }
       const run = await app.engine.createRun(workflow, { params: inputs, state: "queued" });
       // On Redis, `gleitzeit worker` processes take it from the queue of runs.
       const queued = app.store.backend === "redis";
@@ -119,7 +126,9 @@ export async function submitWorkflow(
       }
       return 0;
     }
-    for (const warning of sandboxWarnings(workflow, config.sandbox)) {
+    for (
+      const warning of sandboxWarnings(workflow, config.sandbox, config.sources.sandbox)
+    ) {
       err(colors("stderr").yellow(`warning: ${warning}`));
     }
     const { signal, dispose } = interruptSignal(json);
@@ -334,7 +343,11 @@ function modeOf(declared: unknown): string | undefined {
 }
 
 /** Python tasks that will run with less isolation than bubblewrap, and who chose that. */
-export function sandboxWarnings(workflow: Workflow, configured: string): string[] {
+export function sandboxWarnings(
+  workflow: Workflow,
+  configured: string,
+  configuredBy?: string,
+): string[] {
   const python = workflow.tasks.filter((t) => t.protocol === "python/v1");
   if (python.length === 0) return [];
   const out: string[] = [];
@@ -342,7 +355,13 @@ export function sandboxWarnings(workflow: Workflow, configured: string): string[
   const base = wfMode ?? configured;
   const weaker = python.filter((t) => (modeOf(t.sandbox) ?? base) !== "bwrap");
   if (weaker.length === 0) return out;
-  const source = wfMode !== undefined ? "the workflow" : "the configuration";
+  const source = wfMode !== undefined
+    ? "the workflow"
+    : configuredBy === "flag"
+    ? "--sandbox"
+    : configuredBy === "env"
+    ? "the environment"
+    : "the configuration";
   const modes = [...new Set(weaker.map((t) => modeOf(t.sandbox) ?? base))].join("/");
   const which = weaker.length === python.length
     ? "Python tasks run"

@@ -363,3 +363,60 @@ Deno.test("task submit: the last line on stdout is the task id, usable with `tas
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a weaker sandbox is a warning naming who chose it: flag, config file, workflow", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const plain = await writeWorkflow(
+      dir,
+      "plain.yaml",
+      "name: p\ntasks:\n  - {id: a, method: python/execute, params: {code: 'result = 1'}}\n",
+    );
+    const flag = await gleitzeit(["run", plain, "--sandbox", "basic"], { env });
+    assertEquals(flag.code, 0, flag.stderr);
+    assertStringIncludes(
+      flag.stderr,
+      "warning: Python tasks run with sandbox 'basic' (chosen by --sandbox)",
+    );
+    await Deno.writeTextFile(`${dir}/config.yaml`, "python:\n  sandbox: none\n");
+    const file = await gleitzeit(["run", plain], { env });
+    assertStringIncludes(file.stderr, "sandbox 'none' (chosen by the configuration)");
+    const declared = await writeWorkflow(
+      dir,
+      "declared.yaml",
+      "name: d\nsandbox: basic\ntasks:\n  - {id: a, method: python/execute, params: {code: 'result = 1'}}\n",
+    );
+    const wf = await gleitzeit(["run", declared], { env });
+    assertStringIncludes(wf.stderr, "sandbox 'basic' (chosen by the workflow)");
+    const strong = await gleitzeit(["run", plain, "--sandbox", "bwrap"], { env });
+    assertEquals(strong.code, 0, strong.stderr);
+    assert(!strong.stderr.includes("warning"), strong.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--detach needs a backend that keeps the run", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const r = await gleitzeit([
+      "--backend",
+      "memory",
+      "run",
+      `${EXAMPLES}/hello_python.yaml`,
+      "--detach",
+    ], {
+      env,
+    });
+    assertEquals(r.code, 2);
+    assertStringIncludes(r.stderr, "error: --detach with the memory backend");
+    assertStringIncludes(r.stderr, "hint: use --backend sqlite");
+    const kept = await gleitzeit(["--json", "run", `${EXAMPLES}/hello_python.yaml`, "--detach"], {
+      env,
+    });
+    assertEquals(kept.code, 0, kept.stderr);
+    assertEquals(JSON.parse(kept.stdout).state, "queued");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -294,6 +294,7 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
     );
     const runId = await submit(c, file);
     const seen = new Set<string>();
+    let runningText = "";
     let report: Record<string, unknown> = {};
     await waitFor(`run ${runId} to end`, async () => {
       const r = await gleitzeit(["--json", "workflow", "list", "--limit", "5"], {
@@ -303,11 +304,16 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
       const run = (JSON.parse(r.stdout) as { run_id?: string; id?: string; state: string }[])
         .find((x) => (x.run_id ?? x.id) === runId);
       if (run) seen.add(run.state);
+      if (run?.state === "running" && !runningText) {
+        runningText = (await gleitzeit(["workflow", "status", runId], { env: c.env, cwd: c.dir }))
+          .stdout;
+      }
       report = await status(c, runId);
       return report.state === "completed";
     }, 30_000);
     assert(!seen.has("interrupted"), `states seen: ${[...seen]}`);
     assert(seen.has("running"), `states seen: ${[...seen]}`);
+    assertStringIncludes(runningText, `▶ run ${runId} running for `);
   } finally {
     await teardown(c);
   }
