@@ -93,7 +93,9 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
         if (app.store.backend === "redis") {
           out(`workers: ${report.workers.length}`);
           for (const w of report.workers) {
-            out(`  ${w.owner}: ${w.tasks ?? 0} tasks, ${w.runs ?? 0} runs`);
+            const n = (count: number | undefined, what: string) =>
+              `${count ?? 0} ${what}${count === 1 ? "" : "s"}`;
+            out(`  ${w.owner}: ${n(w.tasks, "task")}, ${n(w.runs, "run")}`);
           }
         }
       }

@@ -75,6 +75,8 @@ export class Worker {
   #runs = new Map<string, Running>();
   #stopped = false;
   readonly #since = Date.now();
+  /** The load last registered, `tasks/runs`. */
+  #registered = "";
   #loops: Promise<void>[] = [];
   #waiters = new Set<() => void>();
 
@@ -224,6 +226,8 @@ export class Worker {
       if (this.#stopped) return;
       try {
         await this.#checkCancels();
+        const load = `${this.#tasks.size}/${this.#runs.size}`;
+        if (load !== this.#registered) await this.#register(); // `system status` stays current
         if (Date.now() - upkeep < every) continue;
         upkeep = Date.now();
         await this.#touch(this.#keys.tasks, [...this.#tasks.keys()]);
@@ -261,6 +265,7 @@ export class Worker {
 
   /** Says this worker is alive, for `workflow cancel` and `system status`. */
   async #register(): Promise<void> {
+    this.#registered = `${this.#tasks.size}/${this.#runs.size}`;
     const ttl = String(Math.max(1, Math.ceil((this.#leaseMs * 2) / 1000)));
     await this.#store.command([
       "SET",

@@ -295,6 +295,7 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
     const runId = await submit(c, file);
     const seen = new Set<string>();
     let runningText = "";
+    let busy = false; // `system status` showed the worker's load while it ran
     let report: Record<string, unknown> = {};
     await waitFor(`run ${runId} to end`, async () => {
       const r = await gleitzeit(["--json", "workflow", "list", "--limit", "5"], {
@@ -304,6 +305,11 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
       const run = (JSON.parse(r.stdout) as { run_id?: string; id?: string; state: string }[])
         .find((x) => (x.run_id ?? x.id) === runId);
       if (run) seen.add(run.state);
+      if (run?.state === "running" && !busy) {
+        const sys = await gleitzeit(["--json", "system", "status"], { env: c.env, cwd: c.dir });
+        const workers = JSON.parse(sys.stdout).workers as { tasks: number; runs: number }[];
+        busy = workers.length === 1 && workers[0]!.tasks === 1 && workers[0]!.runs === 1;
+      }
       if (run?.state === "running" && !runningText) {
         runningText = (await gleitzeit(["workflow", "status", runId], { env: c.env, cwd: c.dir }))
           .stdout;
@@ -314,6 +320,7 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
     assert(!seen.has("interrupted"), `states seen: ${[...seen]}`);
     assert(seen.has("running"), `states seen: ${[...seen]}`);
     assertStringIncludes(runningText, `▶ run ${runId} running for `);
+    assert(busy, "system status showed the worker with 1 task and 1 run");
   } finally {
     await teardown(c);
   }
