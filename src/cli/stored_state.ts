@@ -213,7 +213,9 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
   printSummary({
     runId: run.id,
     state,
-    durationMs: (run.finishedAt ?? Date.now()) - (run.startedAt ?? run.createdAt),
+    // an interrupted run stopped with its owner's last sign of life
+    durationMs: (run.finishedAt ?? (state === "interrupted" ? run.heartbeatAt : undefined) ??
+      Date.now()) - (run.startedAt ?? run.createdAt),
     tasks,
     ...(run.error ? { error: run.error } : {}),
   });
