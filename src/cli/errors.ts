@@ -25,10 +25,17 @@ export function reportError(e: unknown, debug: boolean): ExitCode {
     return e.exitCode;
   }
   if (e instanceof GleitzeitError) {
-    err(`${c.red("error:")} ${e.message}`);
+    err(`${c.red("error:")} ${plain(e.message)}`);
     if (e.hint) err(c.dim(`hint: ${e.hint}`));
     if (debug && e.stack) err(e.stack);
     return e.exitCode;
+  }
+  if (e instanceof Deno.errors.NotCapable) {
+    err(`${c.red("error:")} ${plain(e.message)}`);
+    err(
+      c.dim("hint: system directories such as /proc and /sys are out of bounds; use another path"),
+    );
+    return 2;
   }
   const message = e instanceof Error ? e.message : String(e);
   err(`${c.red("error:")} internal error: ${message}`);
@@ -37,13 +44,24 @@ export function reportError(e: unknown, debug: boolean): ExitCode {
   return 1;
 }
 
+/**
+ * Deno's permission errors end with advice to pass a flag of deno (`run again with the
+ * --allow-all flag`), which a gleitzeit user cannot act on: say what it means instead.
+ */
+function plain(message: string): string {
+  return message.replace(
+    /Requires (\w+) access to ("[^"]*"), run again with the --allow-[\w-]+ flag/,
+    "gleitzeit may not use $2 (a system path)",
+  );
+}
+
 /** The JSON form of an error, for `--json` output. */
 export function errorJson(e: unknown): Record<string, unknown> {
   if (e instanceof WorkflowValidationError) {
     return { code: e.code, message: e.message, issues: e.issues, hint: e.hint ?? null };
   }
   if (e instanceof GleitzeitError) {
-    return { code: e.code, message: e.message, hint: e.hint ?? null, details: e.details };
+    return { code: e.code, message: plain(e.message), hint: e.hint ?? null, details: e.details };
   }
   return { code: "INTERNAL_ERROR", message: e instanceof Error ? e.message : String(e) };
 }

@@ -420,3 +420,20 @@ Deno.test("--detach needs a backend that keeps the run", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a path gleitzeit may not touch: its own words, not Deno's --allow-all advice", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const wf = await gleitzeit(["run", "/proc/self/nope.yaml"], { env });
+    assertEquals(wf.code, 2);
+    assertStringIncludes(wf.stderr, 'gleitzeit may not use "/proc/self/nope.yaml"');
+    const db = await gleitzeit(["--sqlite-path", "/proc/nope/x.db", "workflow", "list"], { env });
+    assertEquals(db.code, 3);
+    for (const r of [wf, db]) {
+      assert(!r.stderr.includes("--allow"), r.stderr);
+      assertStringIncludes(r.stderr, "hint: ");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
