@@ -269,7 +269,7 @@ async function submitTask(
     throw new GleitzeitError(
       "INVALID_PARAMS",
       `invalid params for ${method}: ${["params", ...first.path].join(".")} ${first.message}`,
-      { hint: `see the method's parameters with \`gleitzeit provider list\`` },
+      { hint: paramsHint(registry, protocol, method) },
     );
   }
   let priority = 50;
@@ -390,4 +390,15 @@ async function checkWritable(path: string): Promise<void> {
       { hint: "give a path in an existing, writable directory" },
     );
   }
+}
+
+/** `llm/generate takes: model (required), prompt (required), system, ...`. */
+function paramsHint(registry: ProviderRegistry, protocol: string, method: string): string {
+  const schema = registry.method(protocol, method)?.params;
+  const names = Object.keys(schema?.properties ?? {});
+  if (names.length === 0) return "pass the parameters as --params JSON";
+  const required = new Set((schema?.required as string[] | undefined) ?? []);
+  return `${method} takes: ${
+    names.map((n) => (required.has(n) ? `${n} (required)` : n)).join(", ")
+  }`;
 }

@@ -312,7 +312,14 @@ function checkMethod(raw: Obj, at: Path, catalog: ProtocolCatalog, add: Add): st
   }
   const inferred = catalog.inferProtocol(method);
   if ("protocol" in inferred) return inferred.protocol;
-  const guess = closest(method, allMethods());
+  // `echo/error`: a protocol's name in front of a method it has (methods are unqualified)
+  const bare = method.includes("/") ? method.slice(method.lastIndexOf("/") + 1) : undefined;
+  const guess = bare !== undefined && allMethods().includes(bare)
+    ? bare
+    : closest(method, allMethods());
+  const prefix = method.includes("/") ? method.slice(0, method.indexOf("/")) : undefined;
+  const external = prefix !== undefined &&
+    !catalog.protocols().some((p) => p.protocol.startsWith(`${prefix}/`));
   add(
     [...at, "method"],
     inferred.error,
@@ -320,7 +327,11 @@ function checkMethod(raw: Obj, at: Path, catalog: ProtocolCatalog, add: Add): st
       ? `did you mean '${guess}'?`
       : `known methods: ${
         [...new Set(allMethods())].join(", ")
-      }; or name the protocol with \`protocol:\``,
+      }; or name the protocol with \`protocol:\`` +
+        (external
+          ? `; methods of other providers ('${prefix}/...') come from the config file ` +
+            "(--config; see examples/providers/)"
+          : ""),
   );
   return undefined;
 }

@@ -437,3 +437,18 @@ Deno.test("a path gleitzeit may not touch: its own words, not Deno's --allow-all
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("task submit with bad params: the hint lists the method's parameters", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const r = await gleitzeit(["task", "submit", "llm/generate", "--prompt", "hello"], { env });
+    assertEquals(r.code, 2);
+    assertStringIncludes(
+      r.stderr,
+      "error: invalid params for llm/generate: params.model is required",
+    );
+    assertMatch(r.stderr, /hint: llm\/generate takes: model \(required\), .*prompt \(required\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -110,6 +110,16 @@ Deno.test("did you mean: keys at every level, methods, protocols, dependencies, 
       "known methods: echo, ping",
     ),
   );
+  // a protocol's name in front of its method; a provider that only a config file declares
+  equal(
+    issuesOf(yaml("name: x", "tasks:", "  - {id: a, method: echo/error}"))[0]!.hint,
+    "did you mean 'error'?",
+  );
+  ok(
+    issuesOf(yaml("name: x", "tasks:", "  - {id: a, method: calc/add}"))[0]!.hint!.includes(
+      "methods of other providers ('calc/...') come from the config file",
+    ),
+  );
 });
 
 Deno.test("references: syntax, unknown tasks, unknown inputs, names, unterminated", () => {
