@@ -35,7 +35,11 @@ async function workerCommand(
   opts: WorkerCommandOptions,
   globals: GlobalOptions,
 ): Promise<ExitCode> {
-  const config = await configFromFlags(globals);
+  const configured = await configFromFlags(globals);
+  // The warm Python pool follows the engine's concurrency: here, the worker's.
+  const config = opts.concurrency === undefined
+    ? configured
+    : { ...configured, maxConcurrentTasks: opts.concurrency };
   if (config.backend !== "redis") {
     throw new GleitzeitError(
       "CONFIG_ERROR",
