@@ -16,6 +16,12 @@ import type { PythonInterpreter } from "./python_interpreter.ts";
 /** The unprivileged user tasks run as when the orchestrator is root. */
 export const SANDBOX_UID = 65534;
 
+/**
+ * Size cap of a sandbox's private /dev/shm (POSIX shared memory and semaphores): memory, not
+ * disk, shared by a warm parent's tasks one at a time (leftovers retire the parent).
+ */
+export const SHM_TMPFS_BYTES = 256 * 1024 * 1024;
+
 /** How to install bubblewrap, for error hints. */
 export const BWRAP_INSTALL_HINT =
   "install bubblewrap (Debian/Ubuntu: `apt-get install -y bubblewrap`; Fedora: `dnf install " +
@@ -129,8 +135,11 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   args.push("--perms", "0755", "--dir", "/etc");
   for (const path of etc) args.push("--ro-bind-try", path, path);
   if (mounts.hostsFile && !mounts.network) args.push("--ro-bind", mounts.hostsFile, "/etc/hosts");
-  // The IPC namespace's POSIX message queues, visible so a warm parent can see leftovers.
-  args.push("--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue", "--tmpfs", "/tmp");
+  // The IPC namespace's POSIX message queues, visible so a warm parent can see leftovers; a
+  // private /dev/shm for POSIX shared memory and semaphores (multiprocessing needs them).
+  args.push("--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue");
+  args.push("--perms", "1777", "--size", String(SHM_TMPFS_BYTES), "--tmpfs", "/dev/shm");
+  args.push("--tmpfs", "/tmp");
   const made = new Set<string>();
   const bind = (flag: string, path: string) => {
     // bwrap would create missing parents with the host's modes (e.g. /root is 0700, which

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { dirname, isAbsolute, resolve } from "node:path";
+import { basename, dirname, isAbsolute, resolve } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
@@ -451,11 +451,13 @@ export class PythonProvider implements Provider {
     // Task directories on a size-capped tmpfs (see WORK_TMPFS_BYTES): creating one on a disk
     // costs ~250 us of kernel time per task, on tmpfs a few us.
     const work = `${poolDir}/t`;
+    const ioDir = makeIoDir();
     runner[runner.length - 1] = JSON.stringify({
       ...JSON.parse(runner[runner.length - 1]),
       work_tmpfs: work,
+      // the output directory is the one entry of the sandbox's /dev/shm that is not a task's
+      ...(ioDir ? { shm_keep: basename(ioDir) } : {}),
     });
-    const ioDir = makeIoDir();
     const args = [
       ...bwrapArgs(py, {
         taskDir: poolDir,

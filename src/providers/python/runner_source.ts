@@ -478,9 +478,11 @@ def _once():
 _ipc_fds = []
 
 _mqueue_fd = None
+_shm_fd = None
+_shm_keep = ()
 
-def _ipc_open():
-    global _mqueue_fd
+def _ipc_open(options):
+    global _mqueue_fd, _shm_fd, _shm_keep
     for kind in ("shm", "sem", "msg"):
         try:
             _ipc_fds.append(os.open("/proc/sysvipc/" + kind, os.O_RDONLY | os.O_CLOEXEC))
@@ -489,6 +491,12 @@ def _ipc_open():
     try:
         # POSIX message queues of this IPC namespace (the sandbox mounts them there)
         _mqueue_fd = os.open("/dev/mqueue", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        pass
+    try:
+        # the sandbox's own /dev/shm: POSIX shared memory and named semaphores
+        _shm_fd = os.open("/dev/shm", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _shm_keep = (options.get("shm_keep"),) if options.get("shm_keep") else ()
     except OSError:
         pass
 
@@ -509,6 +517,12 @@ def _ipc_left():
                 return True
         except OSError:
             pass
+    if _shm_fd is not None:
+        try:
+            if [n for n in os.listdir(_shm_fd) if n not in _shm_keep]:
+                return True
+        except OSError:
+            pass
     return False
 
 def _pool():
@@ -518,7 +532,7 @@ def _pool():
     ipc_check = bool(options.get("ipc_check"))
     own_ns = bool(options.get("own_pid_ns"))
     if ipc_check:
-        _ipc_open()
+        _ipc_open(options)
     # Warm what user code commonly needs, so the forked child pays nothing for it. Not more:
     # a bigger parent makes every fork slower (page tables), e.g. +0.5 ms for decimal,
     # statistics, subprocess, pathlib and friends together.
@@ -784,7 +798,7 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     done_r, done_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        mq = () if _mqueue_fd is None else (_mqueue_fd,)
+        mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
         for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
             os.close(fd)
         uid, gid = options.get("uid"), options.get("gid", options.get("uid"))

@@ -130,7 +130,7 @@ Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.s
   assert.equal(report.outcomes.length, ESCAPE_CASES.length * 2 + 1);
 });
 
-Deno.test("[bwrap, warm] no IPC object outlives its task: SysV and POSIX message queues", async () => {
+Deno.test("[bwrap, warm] no IPC object outlives its task: SysV, POSIX queues and shared memory", async () => {
   // One warm parent: every task is a child of the same parent, in the same IPC namespace.
   const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   const mq = (flags: string) =>
@@ -160,6 +160,19 @@ Deno.test("[bwrap, warm] no IPC object outlives its task: SysV and POSIX message
         result: number;
       };
       assert.equal(found.result, -1, "the next task must not find the SysV queue");
+      // POSIX shared memory: a file in the sandbox's /dev/shm
+      const put = await provider.call(
+        "python/execute",
+        { code: "open('/dev/shm/gleitzeit-leak', 'w').write('x')\nresult = 1" },
+        makeCtx(),
+      ) as { result: number };
+      assert.equal(put.result, 1);
+      const listed = await provider.call(
+        "python/execute",
+        { code: "import os\nresult = [n for n in os.listdir('/dev/shm') if 'leak' in n]" },
+        makeCtx(),
+      ) as { result: string[] };
+      assert.deepEqual(listed.result, [], "the next task must not find the shared memory");
     }
   } finally {
     await provider.close();
@@ -192,5 +205,24 @@ Deno.test("[bwrap] a declared path that is missing, or not writable by the sandb
   } finally {
     await provider.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("[bwrap] multiprocessing works inside the sandbox (its own /dev/shm), cold and warm", async () => {
+  for (const poolSize of [0, 1]) {
+    const provider = new PythonProvider({ sandbox: "bwrap", poolSize });
+    try {
+      const r = await provider.call(
+        "python/execute",
+        {
+          code: "import multiprocessing as mp\nwith mp.Pool(2) as p:\n" +
+            "    result = p.map(abs, [-1, -2, 3])",
+        },
+        makeCtx(),
+      ) as { result: number[] };
+      assert.deepEqual(r.result, [1, 2, 3], `pool ${poolSize}`);
+    } finally {
+      await provider.close();
+    }
   }
 });
