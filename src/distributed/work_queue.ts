@@ -57,19 +57,12 @@ export interface StreamEntry {
   fields: Record<string, string>;
 }
 
-/** A task attempt as it travels to a worker. */
+/** A task attempt as it travels to a worker: the call, and its context without the signal. */
 export interface TaskJob {
   protocol: string;
   method: string;
   params: Record<string, unknown>;
-  ctx: {
-    runId: string;
-    taskId: string;
-    attempt: number;
-    timeoutMs?: number;
-    baseDir?: string;
-    sandbox?: { workflow?: unknown; task?: unknown };
-  };
+  ctx: Pick<CallContext, "runId" | "taskId" | "attempt" | "timeoutMs" | "baseDir" | "sandbox">;
 }
 
 /** Replies are kept this long when nobody reads them (a coordinator that died). */

@@ -146,43 +146,39 @@ export class Worker {
     await Promise.all(this.#connections.map((c) => c.close().catch(() => {})));
   }
 
-  async #taskLoop(reader: RedisStore): Promise<void> {
-    while (!this.#stopped) {
-      const free = this.#concurrency - this.#tasks.size;
-      if (free <= 0) {
-        await this.#sleepUntilWoken(1000);
-        continue;
-      }
-      let entries: StreamEntry[];
-      try {
-        entries = readReply(
-          await reader.command([
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            this.owner,
-            "COUNT",
-            String(free),
-            "BLOCK",
-            "1000",
-            "STREAMS",
-            this.#keys.tasks,
-            ">",
-          ]),
-        );
-      } catch (e) {
-        if (this.#stopped) return;
-        this.#log(`error: reading tasks: ${(e as Error).message}`);
-        await sleep(1000);
-        continue;
-      }
-      for (const entry of entries) this.#startTask(entry, false);
-    }
+  /** New task attempts, as many as there are free slots. */
+  #taskLoop(reader: RedisStore): Promise<void> {
+    return this.#readLoop(
+      reader,
+      this.#keys.tasks,
+      "tasks",
+      () => this.#concurrency - this.#tasks.size,
+      (entry) => this.#startTask(entry, false),
+    );
   }
 
-  async #runLoop(reader: RedisStore): Promise<void> {
+  /** New runs, one at a time, while fewer than --max-runs are coordinated here. */
+  #runLoop(reader: RedisStore): Promise<void> {
+    return this.#readLoop(
+      reader,
+      this.#keys.runs,
+      "runs",
+      () => Math.min(1, this.#maxRuns - this.#runs.size),
+      (entry) => this.#startRun(entry, false),
+    );
+  }
+
+  /** Reads `stream` for this consumer (blocking 1 s at a time) while `free()` allows. */
+  async #readLoop(
+    reader: RedisStore,
+    stream: string,
+    what: string,
+    free: () => number,
+    start: (entry: StreamEntry) => void,
+  ): Promise<void> {
     while (!this.#stopped) {
-      if (this.#runs.size >= this.#maxRuns) {
+      const count = free();
+      if (count <= 0) {
         await this.#sleepUntilWoken(1000);
         continue;
       }
@@ -195,21 +191,21 @@ export class Worker {
             GROUP,
             this.owner,
             "COUNT",
-            "1",
+            String(count),
             "BLOCK",
             "1000",
             "STREAMS",
-            this.#keys.runs,
+            stream,
             ">",
           ]),
         );
       } catch (e) {
         if (this.#stopped) return;
-        this.#log(`error: reading runs: ${(e as Error).message}`);
+        this.#log(`error: reading ${what}: ${(e as Error).message}`);
         await sleep(1000);
         continue;
       }
-      for (const entry of entries) this.#startRun(entry, false);
+      for (const entry of entries) start(entry);
     }
   }
 
