@@ -13,6 +13,7 @@ export interface WorkerCommandOptions {
   concurrency?: number;
   maxRuns?: number;
   lease?: string;
+  giveUpAfter?: string;
 }
 
 /** Registers `worker`. */
@@ -25,7 +26,8 @@ export function registerWorkerCommand(
     .description("take queued runs and tasks from Redis and execute them, until stopped")
     .option("--concurrency <n>", "task attempts at once (default: --max-concurrent)", positiveInt)
     .option("--max-runs <n>", "runs coordinated at once (default 16)", positiveInt)
-    .option("--lease <duration>", "work held by a silent worker this long is taken over", "30s");
+    .option("--lease <duration>", "work held by a silent worker this long is taken over", "30s")
+    .option("--give-up-after <duration>", "stop when Redis has not answered this long", "15s");
   worker.action(async (opts) => {
     setExit(await workerCommand(opts, worker.optsWithGlobals() as GlobalOptions));
   });
@@ -70,6 +72,7 @@ async function workerCommand(
     concurrency: opts.concurrency ?? config.maxConcurrentTasks,
     maxRuns: opts.maxRuns ?? 16,
     leaseMs,
+    giveUpMs: Math.round(parseSeconds(opts.giveUpAfter ?? "15s") * 1000),
     log,
   });
   let stopping: Promise<void> | undefined;
@@ -91,6 +94,7 @@ async function workerCommand(
     );
     await w.start();
     await stopping;
+    if (w.failure) throw w.failure;
   } finally {
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     await registry.close();

@@ -43,6 +43,8 @@ export interface WorkerOptions {
   maxRuns?: number;
   /** An entry idle this long (ms) is taken over. Default 30 000. */
   leaseMs?: number;
+  /** Redis failing this long (ms) stops the worker, with {@link Worker.failure}. Default 15 000. */
+  giveUpMs?: number;
   /** Identity (consumer name, run owner). Default `host:pid:nonce`. */
   owner?: string;
   onEvent?: EventListener;
@@ -74,6 +76,11 @@ export class Worker {
   #tasks = new Map<string, Running>();
   #runs = new Map<string, Running>();
   #stopped = false;
+  #stopping?: Promise<void>;
+  /** Why the worker stopped by itself (Redis gone), if it did. */
+  failure?: GleitzeitError;
+  #lastRead = Date.now();
+  readonly #giveUpMs: number;
   readonly #since = Date.now();
   /** The load last registered, `tasks/runs`. */
   #registered = "";
@@ -86,6 +93,7 @@ export class Worker {
     this.#concurrency = Math.max(1, options.concurrency);
     this.#maxRuns = Math.max(1, options.maxRuns ?? 16);
     this.#leaseMs = options.leaseMs ?? 30_000;
+    this.#giveUpMs = options.giveUpMs ?? 15_000;
     this.owner = options.owner ?? defaultOwner();
     this.#keys = queueKeys(options.store.prefix);
     this.#log = options.log ?? (() => {});
@@ -128,14 +136,19 @@ export class Worker {
       this.#leaseLoop(),
     ];
     await Promise.all(this.#loops);
+    await this.#stopping; // stopped by itself: wait for the clean-up too
   }
 
   /**
    * Stops taking work and stops what runs here without acknowledging it: attempts are aborted
    * and runs left as they are, for other workers to take over after the lease.
    */
-  async stop(): Promise<void> {
-    if (this.#stopped) return;
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
     this.#stopped = true;
     this.#wake();
     for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
@@ -202,9 +215,26 @@ export class Worker {
       } catch (e) {
         if (this.#stopped) return;
         this.#log(`error: reading ${what}: ${(e as Error).message}`);
+        if (Date.now() - this.#lastRead > this.#giveUpMs) {
+          // The connection is gone for good (the client stops reconnecting): stop, so that
+          // whatever supervises this process restarts it; held work goes to the others.
+          this.failure = new GleitzeitError(
+            "PERSISTENCE_UNAVAILABLE",
+            `Redis at ${this.#store.url} has not answered for ${
+              Math.round(this.#giveUpMs / 1000)
+            }s: the worker stopped`,
+            {
+              hint: "check that Redis is up, then start the worker again (run it under a " +
+                "supervisor that restarts it, e.g. systemd Restart=always)",
+            },
+          );
+          void this.stop();
+          return;
+        }
         await sleep(1000);
         continue;
       }
+      this.#lastRead = Date.now();
       for (const entry of entries) start(entry);
     }
   }

@@ -335,6 +335,53 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
   }
 });
 
+Deno.test("Redis gone for good: the worker stops with one clear error (exit 3)", async () => {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const redis = new Deno.Command("redis-server", {
+    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const c = await cluster();
+  try {
+    await waitFor("the private Redis", async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    c.env.GLEITZEIT_REDIS_URL = `redis://127.0.0.1:${port}`;
+    const w = startWorker(c, "--give-up-after", "2s");
+    await waitReady(w);
+    redis.kill("SIGKILL");
+    await redis.status;
+    const status = await Promise.race([
+      w.child.status,
+      new Promise<null>((r) => setTimeout(() => r(null), 20_000)),
+    ]);
+    assert(status !== null, "the worker did not stop");
+    assertEquals(status.code, 3);
+    await w.done;
+    const errors = w.log.filter((l) => l.startsWith("error: "));
+    assertEquals(
+      errors.at(-1),
+      `error: Redis at redis://127.0.0.1:${port} has not answered for 2s: the worker stopped`,
+    );
+    assertStringIncludes(w.log.at(-1)!, "hint: check that Redis is up");
+  } finally {
+    try {
+      redis.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await redis.status;
+    for (const w of c.workers) await w.done;
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
 Deno.test("`gleitzeit worker` without Redis: one clear error", async () => {
   const { dir, env } = await scratch();
   try {
