@@ -23,8 +23,8 @@ import {
   toResult,
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
-import { RUNNER_BOOTSTRAP, RUNNER_SOURCE } from "./runner_source.ts";
-import { bootstrapInput, runnerBytecode } from "./runner_bytecode.ts";
+import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
+import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
   DEFAULT_LIMITS,
   isPlainPolicy,
@@ -400,12 +400,13 @@ export class PythonProvider implements Provider {
     // Traversable but not listable or writable by the sandbox user: each task gets its own
     // directory below, owned by that user.
     await Deno.chmod(poolDir, 0o711);
+    const code = codePrefix(await runnerBytecode(py));
     const runner = [
       py.executable,
       "-I",
       "-S",
       "-c",
-      RUNNER_SOURCE,
+      POOL_BOOTSTRAP,
       "pool",
       JSON.stringify({
         sys_path: py.path,
@@ -423,6 +424,7 @@ export class PythonProvider implements Provider {
         poolDir,
         python: py.executable,
         ioDir: makeIoDir(),
+        stdinPrefix: code,
       };
     }
     // Task directories on a size-capped tmpfs (see WORK_TMPFS_BYTES): creating one on a disk
@@ -453,6 +455,7 @@ export class PythonProvider implements Provider {
       python: py.executable,
       workTmpfs: true,
       ioDir,
+      stdinPrefix: code,
     };
   }
 

@@ -8,10 +8,11 @@
  * exits. The result travels through that file, not stdout, so whatever the user code prints
  * cannot corrupt it.
  *
- * Mode `pool` (`-c RUNNER_SOURCE pool OPTIONS`): a warm parent. It imports and warms up
- * once, then serves one job per stdin line, each in a fresh forked child (no state survives
- * from one task to the next). A spare child is always forked ahead; a `{"prepare": paths}`
- * line lets it set up the next task's directory and output files before the job arrives.
+ * Mode `pool` (`-c POOL_BOOTSTRAP pool OPTIONS`, the marshalled runner first on stdin): a
+ * warm parent. It imports and warms up once, then serves one job per stdin line, each in a
+ * fresh forked child (no state survives from one task to the next). A spare child is always
+ * forked ahead; a `{"prepare": paths}` line lets it set up the next task's directory and
+ * output files before the job arrives.
  * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
  * past `output_limit` are counted, not written). The parent answers each job with one line
  * once the child is done: `{"status": <waitpid status>, "dirty": <SysV IPC left behind>}`.
@@ -769,6 +770,19 @@ if __name__ == "__main__":
  */
 export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=sys.stdin.buffer.read()\n" +
   'exec(marshal.loads(_boot_data[4:4+int.from_bytes(_boot_data[:4],"big")]))\n';
+
+/**
+ * What a warm parent runs (`python3 -I -S -c POOL_BOOTSTRAP pool OPTIONS`): the marshalled
+ * runner ahead of the jobs on stdin (4 bytes big-endian length, the code), read unbuffered
+ * so the job lines stay in the pipe. Compiling the source instead would leave ~2.3 MiB of
+ * the compiler's memory in the parent, which every fork copies (page tables) and every
+ * child's exit tears down again.
+ */
+export const POOL_BOOTSTRAP = "import os,marshal\ndef _boot_read(n):\n    b = b''\n" +
+  "    while len(b) < n:\n        d = os.read(0, n - len(b))\n" +
+  "        if not d:\n            raise SystemExit('gleitzeit runner: no code on stdin')\n" +
+  "        b += d\n    return b\n" +
+  'exec(marshal.loads(_boot_read(int.from_bytes(_boot_read(4), "big"))))\n';
 
 /** Compiles RUNNER_SOURCE (on stdin) and writes the marshalled code object to stdout. */
 export const RUNNER_COMPILER =

@@ -13,7 +13,7 @@ import { killProcessTree } from "./process_tree.ts";
 
 /** How to start one warm parent. */
 export interface WarmSpawn {
-  /** Executable and arguments (bwrap ... python -I -c RUNNER pool, or python directly). */
+  /** Executable and arguments (bwrap ... python -I -c POOL_BOOTSTRAP pool, or python directly). */
   command: string;
   args: string[];
   env: Record<string, string>;
@@ -32,6 +32,8 @@ export interface WarmSpawn {
    * {@link makeIoDir} on the host's tmpfs, visible at the same path inside the sandbox.
    */
   ioDir?: string;
+  /** Written to the parent's stdin before any job (the marshalled runner, POOL_BOOTSTRAP). */
+  stdinPrefix?: Uint8Array;
 }
 
 /**
@@ -118,6 +120,8 @@ export class WarmWorker {
       this.#dead = true;
     });
     this.#writer = this.child.stdin.getWriter();
+    // A failed write means the parent is gone: ready() reports how it ended.
+    if (spawn.stdinPrefix) this.#writer.write(spawn.stdinPrefix).catch(() => {});
     this.#lines = new LineReader(this.child.stdout);
     this.#stderr = new Response(this.child.stderr).text().catch(() => "");
   }
