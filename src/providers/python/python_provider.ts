@@ -36,6 +36,7 @@ import {
 } from "./sandbox_policy.ts";
 import {
   makeIoDir,
+  type TaskPaths,
   WarmPool,
   type WarmSpawn,
   type WarmWorker,
@@ -459,13 +460,13 @@ export class PythonProvider implements Provider {
     };
   }
 
-  /** Sets up the worker's next task directory ahead of its job (see WarmWorker.prepare). */
-  #prepareNext(worker: WarmWorker): void {
+  /** The next task's paths, announced with this task's job (see WarmWorker.run). */
+  #nextPaths(worker: WarmWorker): { paths: TaskPaths; extra: Record<string, unknown> } | undefined {
     try {
       // Owned by root until its job is sent (the running task must not reach it).
-      worker.prepare(worker.taskPaths(), { output_limit: this.#outputLimit });
+      return { paths: worker.taskPaths(), extra: { output_limit: this.#outputLimit } };
     } catch {
-      // The next job creates its directory itself.
+      return undefined; // the next job creates its directory itself
     }
   }
 
@@ -495,9 +496,8 @@ export class PythonProvider implements Provider {
         output_limit: this.#outputLimit,
         ...paths,
       };
-      const running = worker.run(fullJob);
-      // The next task's directory, announced while this one runs (see the runner).
-      this.#prepareNext(worker);
+      // The next task's directory is announced with this job (see the runner).
+      const running = worker.run(fullJob, this.#nextPaths(worker));
       const { status, dirty } = await Promise.race([running, guard.stopped]);
       healthy = !dirty;
       const payload = readPayload(paths.result_path);

@@ -11,8 +11,8 @@
  * Mode `pool` (`-c POOL_BOOTSTRAP pool OPTIONS`, the marshalled runner first on stdin): a
  * warm parent. It imports and warms up once, then serves one job per stdin line, each in a
  * fresh forked child (no state survives from one task to the next). A spare child is always
- * forked ahead; a `{"prepare": paths}` line lets it set up the next task's directory and
- * output files before the job arrives.
+ * forked ahead; a `{"prepare": paths}` line (sent with the job before) lets it set up the
+ * next task's directory and output files before the job arrives.
  * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
  * past `output_limit` are counted, not written). The parent answers each job with one line
  * once the child is done: `{"status": <waitpid status>, "dirty": <SysV IPC left behind>}`.

@@ -177,20 +177,19 @@ export class WarmWorker {
   prepared: TaskPaths | undefined;
 
   /**
-   * Announces the next task's directory and output files ahead of its job, so the waiting
-   * child sets them up while nothing waits on it.
+   * Sends one job and resolves with its child's wait status once the child has ended.
+   * `next` announces the next task's directory and output files in the same write (one
+   * syscall, one wake-up of the parent), so the next child sets them up while this one runs.
    */
-  prepare(paths: TaskPaths, extra: Record<string, unknown>): void {
-    this.prepared = paths;
-    const line = JSON.stringify({ prepare: { ...extra, ...paths } }) + "\n";
-    this.#writer.write(new TextEncoder().encode(line)).catch(() => {});
-  }
-
-  /** Sends one job and resolves with its child's wait status once the child has ended. */
-  async run(job: Record<string, unknown>): Promise<WarmStatus> {
+  async run(
+    job: Record<string, unknown>,
+    next?: { paths: TaskPaths; extra: Record<string, unknown> },
+  ): Promise<WarmStatus> {
     this.tasks++;
-    this.prepared = undefined;
-    await this.#writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
+    let lines = JSON.stringify(job) + "\n";
+    if (next) lines += JSON.stringify({ prepare: { ...next.extra, ...next.paths } }) + "\n";
+    this.prepared = next?.paths;
+    await this.#writer.write(new TextEncoder().encode(lines));
     while (true) {
       const msg = JSON.parse(await this.#next()) as { status?: number; dirty?: boolean };
       if (typeof msg.status === "number") return { status: msg.status, dirty: msg.dirty === true };
