@@ -537,6 +537,8 @@ def _pool():
 
     spare = _prefork(inp, out, options, (), new_dir())
     exiting = []
+    outfd = out.fileno()
+    mypid = os.getpid()
     while True:
         line = take_line()
         if line is None:
@@ -583,8 +585,9 @@ def _pool():
             except OSError:
                 gone = None
                 _purge(task_dir)
-        out.write('{"status": %d, "dirty": %s}\n'
-                  % (status, "true" if ipc_check and _ipc_left() else "false"))
+        # Raw write of the status line (the file object's layers touch more of the heap).
+        os.write(outfd, b'{"status": %d, "dirty": %s}\n'
+                 % (status, b"true" if ipc_check and _ipc_left() else b"false"))
         if said_done:
             # The task's own code can write to the done pipe too: make sure nothing of it
             # runs on once the next job can come (an honest child is exiting already).
@@ -594,7 +597,9 @@ def _pool():
                 except OSError:
                     pass
         if own_ns:
-            _kill_strays({1, os.getpid(), spare[0]}.union(exiting))
+            for ended in _kill_strays({1, mypid, spare[0]}.union(exiting)):
+                if ended in exiting:
+                    exiting.remove(ended)
         if gone:
             _purge(gone)
         still = []
@@ -610,7 +615,7 @@ def _pool():
 def _kill_strays(keep):
     # In the sandbox's own PID namespace, every process but bwrap's init, this parent, the
     # spare and children being reaped is left over from a task (one that reported itself
-    # done early and had set up a new session): kill it, reap what has died.
+    # done early and had set up a new session): kill it, reap what has died (returned).
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -621,11 +626,16 @@ def _kill_strays(keep):
                 os.kill(int(name), 9)
             except OSError:
                 pass
+    reaped = []
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+        while True:
+            pid = os.waitpid(-1, os.WNOHANG)[0]
+            if pid <= 0:
+                break
+            reaped.append(pid)
     except ChildProcessError:
         pass
+    return reaped
 
 def _purge(path):
     # shutil is not imported in the parent (a bigger parent forks slower); root removes all.
