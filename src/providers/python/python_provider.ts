@@ -515,13 +515,17 @@ export class PythonProvider implements Provider {
       );
       if (worker.ioDir) {
         // Memory, not disk: empty them now (the next task on this set truncates them anyway).
-        for (const path of [paths.result_path, paths.stdout_path, paths.stderr_path]) {
+        // The result file always (a stale result must never be read as the next task's on
+        // this set); output files only when the runner did not report them empty.
+        const empty = [false, payload?.stdout_size === 0, payload?.stderr_size === 0];
+        [paths.result_path, paths.stdout_path, paths.stderr_path].forEach((path, i) => {
+          if (empty[i]) return;
           try {
             Deno.truncateSync(path, 0);
           } catch {
             // Not there.
           }
-        }
+        });
       }
       const limits = policy.mode === "none" ? undefined : policy;
       return toResult(payload, exitFromWaitStatus(status), stdout, stderr, limits);
