@@ -285,6 +285,10 @@ def _open_io(path):
     # Pool mode reuses two sets of output files (creating a file costs far more than
     # truncating an empty one); they live in a directory only root can enter, so a task
     # reaches its own files through its descriptors and nobody else's at all.
+    try:
+        return os.open(path, os.O_WRONLY | os.O_TRUNC)  # reused: its mode is set already
+    except FileNotFoundError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
     return fd
@@ -300,11 +304,12 @@ def _make_stream(fd, limit):
 # its own writes to ~70 more pages of the parent's heap (a copy-on-write fault each).
 _streams_ahead = None
 
-def _capture(job):
+def _capture(job, opened=None):
+    # opened: the two files' descriptors when the warm parent has opened them already.
     limit = int(job.get("output_limit") or 1048576)
     streams = []
     for i, (fd, key) in enumerate(((1, "stdout_path"), (2, "stderr_path"))):
-        out = _open_io(job[key])
+        out = opened[i] if opened else _open_io(job[key])
         os.dup2(out, fd)
         os.close(out)
         if _streams_ahead is not None:
@@ -364,6 +369,20 @@ def _prepare(job):
         os.chdir(job["work_dir"])
     os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
+
+def _adopt(ahead):
+    """A spare's set-up done by the warm parent before the fork (see _pool): the files are
+    open already; enter the directory and take them over (still as root, before dropping)."""
+    global _prepared, _result_fd
+    prep, out_fd, err_fd, result_fd = ahead
+    try:
+        os.chdir(prep["work_dir"])
+        streams = _capture(prep, (out_fd, err_fd))
+        _result_fd = (prep["result_path"], result_fd)
+        os.environ["HOME"] = os.environ["TMPDIR"] = prep["work_dir"]
+        _prepared = (prep.get("work_dir"), prep.get("stdout_path"), streams)
+    except Exception:
+        _prepared = None  # the job sets everything up itself
 
 def _run_job(job):
     # A warm child may have been prepared for this very directory before the job came.
@@ -553,7 +572,13 @@ def _pool():
             continue
         pid, job_w, done_r, pidfd, task_dir = spare
         os.close(job_w)
-        spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
+        # The next task's prepare line comes in the same write as this job: the set-up it
+        # asks for is done here before the fork (this process's heap is touched anyway), so
+        # the new spare inherits it instead of paying copy-on-write faults of its own.
+        ahead = None
+        if buf[0].startswith(b'{"prepare"') and b"\n" in buf[0]:
+            ahead = take_line()
+        spare = _prefork(inp, out, options, (done_r, pidfd), new_dir(), ahead)
         while True:
             # Prepare lines for the next task may come while this one runs: pass them on.
             if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
@@ -711,13 +736,33 @@ def _child(inp, out, get_job, done_w=None):
         finally:
             os._exit(70)
 
-def _prefork(inp, out, options, inherited, task_dir=None):
+def _open_ahead(line, task_dir):
+    # The output and result files of a prepare line, opened (as the parent: root when the
+    # children drop) for the spare about to be forked; None when anything fails (the spare
+    # then gets the line and does it itself).
+    fds = []
+    try:
+        prep = _loads(line.decode("utf-8"))["prepare"]
+        if task_dir:
+            prep["work_dir"] = task_dir
+        for key in ("stdout_path", "stderr_path", "result_path"):
+            fds.append(_open_io(prep[key]))
+        return (prep, fds[0], fds[1], fds[2])
+    except Exception:
+        for fd in fds:
+            os.close(fd)
+        return None
+
+def _prefork(inp, out, options, inherited, task_dir=None, line=None):
+    ahead = _open_ahead(line, task_dir) if line is not None else None
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds):
             os.close(fd)
+        if ahead is not None:
+            _adopt(ahead)
         uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
         if uid is not None and os.getuid() != uid:
             os.setgroups([])
@@ -763,7 +808,18 @@ def _prefork(inp, out, options, inherited, task_dir=None):
         _child(inp, out, get_job, done_w)
     os.close(job_r)
     os.close(done_w)
-    return pid, job_w, done_r, os.pidfd_open(pid), task_dir
+    spare = (pid, job_w, done_r, os.pidfd_open(pid), task_dir)
+    if ahead is not None:
+        for fd in ahead[1:]:
+            os.close(fd)
+    elif line is not None:
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(job_w, view):]
+        except OSError:
+            pass
+    return spare
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "pool":
