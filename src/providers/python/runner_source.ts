@@ -303,6 +303,7 @@ def _make_stream(fd, limit):
 # Unused stdout/stderr wrappers made by a warm parent before it forks: a child that makes
 # its own writes to ~70 more pages of the parent's heap (a copy-on-write fault each).
 _streams_ahead = None
+_std_kept = None
 
 def _capture(job, opened=None):
     # opened: the two files' descriptors when the warm parent has opened them already.
@@ -367,8 +368,18 @@ def _prepare(job):
         _drop_user(job)  # a child forked per job (no spare): drop now
     if not entered:
         os.chdir(job["work_dir"])
-    os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
+    _set_home(job["work_dir"])
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
+
+_home = None  # what HOME and TMPDIR were last set to here (or in the parent before the fork)
+
+def _set_home(path):
+    # A warm parent sets them before forking a spare for a known directory (see _prefork):
+    # even reading os.environ costs a fresh child ~25 copy-on-write faults.
+    global _home
+    if _home != path:
+        os.environ["HOME"] = os.environ["TMPDIR"] = path
+        _home = path
 
 def _adopt(ahead):
     """A spare's set-up done by the warm parent before the fork (see _pool): the files are
@@ -379,7 +390,7 @@ def _adopt(ahead):
         os.chdir(prep["work_dir"])
         streams = _capture(prep, (out_fd, err_fd))
         _result_fd = (prep["result_path"], result_fd)
-        os.environ["HOME"] = os.environ["TMPDIR"] = prep["work_dir"]
+        _set_home(prep["work_dir"])
         _prepared = (prep.get("work_dir"), prep.get("stdout_path"), streams)
     except Exception:
         _prepared = None  # the job sets everything up itself
@@ -491,8 +502,11 @@ def _pool():
     nul = os.open(os.devnull, os.O_WRONLY)
     os.dup2(nul, 1)
     os.close(nul)
-    global _streams_ahead
+    global _streams_ahead, _std_kept
     _streams_ahead = (_make_stream(1, 0), _make_stream(2, 0))  # never written to here
+    # A child replaces sys.stdout/stderr with those: were the old objects freed there, their
+    # finalisers (flush, close) would touch ~50 more pages of this heap in every child.
+    _std_kept = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     # Objects that exist now are never collected: a collection in a child would otherwise
     # touch (and copy) every page of the parent's heap.
     gc.collect()
@@ -755,6 +769,8 @@ def _open_ahead(line, task_dir):
 
 def _prefork(inp, out, options, inherited, task_dir=None, line=None):
     ahead = _open_ahead(line, task_dir) if line is not None else None
+    if task_dir:
+        _set_home(task_dir)  # here, where the heap is touched anyway, not in the spare
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
