@@ -83,6 +83,8 @@ export class WarmWorker {
   readonly #io: string;
   tasks = 0;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When it was last returned to the pool (performance.now()). */
+  idleSince = 0;
   /** Finished task directories are renamed in here (one syscall) and purged in batches. */
   readonly #trash: string;
   #trashed = 0;
@@ -406,7 +408,7 @@ export class WarmPool {
   async acquire(): Promise<WarmWorker | undefined> {
     while (this.#idle.length > 0) {
       const worker = this.#idle.pop()!;
-      clearTimeout(worker.idleTimer);
+      // Its idle timer stays armed: when it fires on a busy worker, it just goes away.
       if (!worker.dead) return worker;
       this.#forget(worker);
     }
@@ -450,13 +452,27 @@ export class WarmPool {
       void this.discard(worker);
       return;
     }
-    worker.idleTimer = setTimeout(() => {
-      const i = this.#idle.indexOf(worker);
-      if (i >= 0) this.#idle.splice(i, 1);
-      void this.discard(worker);
-    }, this.#idleMs);
-    Deno.unrefTimer(worker.idleTimer as unknown as number);
+    worker.idleSince = performance.now();
     this.#idle.push(worker);
+    // One timer per idle stretch, not one per task (creating and clearing a timer for every
+    // task costs more than the rest of the bookkeeping together).
+    if (worker.idleTimer === undefined) this.#armIdle(worker, this.#idleMs);
+  }
+
+  #armIdle(worker: WarmWorker, ms: number): void {
+    worker.idleTimer = setTimeout(() => {
+      worker.idleTimer = undefined;
+      const i = this.#idle.indexOf(worker);
+      if (i < 0) return; // busy (release() arms it again) or gone
+      const left = worker.idleSince + this.#idleMs - performance.now();
+      if (left > 0) {
+        this.#armIdle(worker, left); // used since this timer was armed
+        return;
+      }
+      this.#idle.splice(i, 1);
+      void this.discard(worker);
+    }, ms);
+    Deno.unrefTimer(worker.idleTimer as unknown as number);
   }
 
   /** Kills a parent (after an abort or a failure) and forgets it. */
