@@ -61,11 +61,19 @@ try:
     _scan = _json.make_scanner(_ScanContext())
     _json.make_encoder(None, repr, _json.encode_basestring, None, ": ", ", ", False, False,
                        False)
+    # The common encoder, made once (a warm parent's children inherit it); a fresh one
+    # when its circular-reference markers are not empty (an encoding failed half-way).
+    _markers = {}
+    _encoder = _json.make_encoder(_markers, _default, _json.encode_basestring, None, ": ",
+                                  ", ", False, False, False)
     def _loads(text):
         return _scan(text, 0)[0]
     def _dumps(obj, default=_default, allow_nan=False):
-        enc = _json.make_encoder({}, default, _json.encode_basestring, None, ": ", ", ",
-                                 False, False, allow_nan)
+        if default is _default and not allow_nan and not _markers:
+            enc = _encoder
+        else:
+            enc = _json.make_encoder({}, default, _json.encode_basestring, None, ": ", ", ",
+                                     False, False, allow_nan)
         return "".join(enc(obj, 0))
 except Exception:  # another Python's accelerator: the slower, documented way
     import json as _jsonmod
@@ -223,19 +231,27 @@ def _reap_descendants(exclude=()):
             return
         time.sleep(0.001)
 
+_rlimits = None  # (names, setrlimit), made once by a warm parent (see _rlimit_table)
+_xfsz_ignored = False  # a warm parent ignores SIGXFSZ itself, so its children inherit it
+
+def _rlimit_table():
+    import resource
+    names = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS,
+             "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
+             "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+    return names, resource.setrlimit
+
 def _apply_limits(job):
     limits = job.get("limits") or {}
     if limits:
-        import resource
-        names = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS,
-                 "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
-                 "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+        names, setrlimit = _rlimits or _rlimit_table()
         for key, value in limits.items():
             if key in names and value is not None:
                 # CPU: SIGXCPU at the soft limit (a clear cause), SIGKILL a second later.
                 hard = int(value) + 1 if key == "cpu" else int(value)
-                resource.setrlimit(names[key], (int(value), hard))
-    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+                setrlimit(names[key], (int(value), hard))
+    if not _xfsz_ignored:
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
 
 def _drop_user(job):
     uid = job.get("uid")
@@ -502,7 +518,11 @@ def _pool():
     nul = os.open(os.devnull, os.O_WRONLY)
     os.dup2(nul, 1)
     os.close(nul)
-    global _streams_ahead, _std_kept
+    global _streams_ahead, _std_kept, _rlimits, _xfsz_ignored
+    # Set up here once rather than in every child (each costs a fresh child page faults).
+    _rlimits = _rlimit_table()
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _xfsz_ignored = True
     _streams_ahead = (_make_stream(1, 0), _make_stream(2, 0))  # never written to here
     # A child replaces sys.stdout/stderr with those: were the old objects freed there, their
     # finalisers (flush, close) would touch ~50 more pages of this heap in every child.
