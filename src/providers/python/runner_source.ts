@@ -321,12 +321,11 @@ def _make_stream(fd, limit):
 _streams_ahead = None
 _std_kept = None
 
-def _capture(job, opened=None):
-    # opened: the two files' descriptors when the warm parent has opened them already.
+def _capture(job):
     limit = int(job.get("output_limit") or 1048576)
     streams = []
     for i, (fd, key) in enumerate(((1, "stdout_path"), (2, "stderr_path"))):
-        out = opened[i] if opened else _open_io(job[key])
+        out = _open_io(job[key])
         os.dup2(out, fd)
         os.close(out)
         if _streams_ahead is not None:
@@ -384,32 +383,8 @@ def _prepare(job):
         _drop_user(job)  # a child forked per job (no spare): drop now
     if not entered:
         os.chdir(job["work_dir"])
-    _set_home(job["work_dir"])
+    os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
-
-_home = None  # what HOME and TMPDIR were last set to here (or in the parent before the fork)
-
-def _set_home(path):
-    # A warm parent sets them before forking a spare for a known directory (see _prefork):
-    # even reading os.environ costs a fresh child ~25 copy-on-write faults.
-    global _home
-    if _home != path:
-        os.environ["HOME"] = os.environ["TMPDIR"] = path
-        _home = path
-
-def _adopt(ahead):
-    """A spare's set-up done by the warm parent before the fork (see _pool): the files are
-    open already; enter the directory and take them over (still as root, before dropping)."""
-    global _prepared, _result_fd
-    prep, out_fd, err_fd, result_fd = ahead
-    try:
-        os.chdir(prep["work_dir"])
-        streams = _capture(prep, (out_fd, err_fd))
-        _result_fd = (prep["result_path"], result_fd)
-        _set_home(prep["work_dir"])
-        _prepared = (prep.get("work_dir"), prep.get("stdout_path"), streams)
-    except Exception:
-        _prepared = None  # the job sets everything up itself
 
 def _run_job(job):
     # A warm child may have been prepared for this very directory before the job came.
@@ -606,13 +581,11 @@ def _pool():
             continue
         pid, job_w, done_r, pidfd, task_dir = spare
         os.close(job_w)
-        # The next task's prepare line comes in the same write as this job: the set-up it
-        # asks for is done here before the fork (this process's heap is touched anyway), so
-        # the new spare inherits it instead of paying copy-on-write faults of its own.
-        ahead = None
-        if buf[0].startswith(b'{"prepare"') and b"\n" in buf[0]:
-            ahead = take_line()
-        spare = _prefork(inp, out, options, (done_r, pidfd), new_dir(), ahead)
+        spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
+        # This process is the one thing every task waits on twice (to pass its job on, to
+        # report its end), and forking a spare is most of its work per task: what can wait
+        # is done here, while the task runs, not between a status line and the next job.
+        exiting = _reaped(exiting)
         while True:
             # Prepare lines for the next task may come while this one runs: pass them on.
             if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
@@ -660,16 +633,19 @@ def _pool():
                 if ended in exiting:
                     exiting.remove(ended)
         if gone:
-            _purge(gone)
-        still = []
-        for old in exiting:
-            try:
-                if os.waitpid(old, os.WNOHANG)[0] == 0:
-                    still.append(old)
-            except ChildProcessError:
-                pass
-        exiting = still
+            _purge(gone)  # before the next task: each has the whole tmpfs
     os.close(spare[1])
+
+def _reaped(exiting):
+    # Those of the exiting children that have not ended yet (the others are reaped).
+    still = []
+    for old in exiting:
+        try:
+            if os.waitpid(old, os.WNOHANG)[0] == 0:
+                still.append(old)
+        except ChildProcessError:
+            pass
+    return still
 
 def _kill_strays(keep):
     # In the sandbox's own PID namespace, every process but bwrap's init, this parent, the
@@ -770,35 +746,13 @@ def _child(inp, out, get_job, done_w=None):
         finally:
             os._exit(70)
 
-def _open_ahead(line, task_dir):
-    # The output and result files of a prepare line, opened (as the parent: root when the
-    # children drop) for the spare about to be forked; None when anything fails (the spare
-    # then gets the line and does it itself).
-    fds = []
-    try:
-        prep = _loads(line.decode("utf-8"))["prepare"]
-        if task_dir:
-            prep["work_dir"] = task_dir
-        for key in ("stdout_path", "stderr_path", "result_path"):
-            fds.append(_open_io(prep[key]))
-        return (prep, fds[0], fds[1], fds[2])
-    except Exception:
-        for fd in fds:
-            os.close(fd)
-        return None
-
-def _prefork(inp, out, options, inherited, task_dir=None, line=None):
-    ahead = _open_ahead(line, task_dir) if line is not None else None
-    if task_dir:
-        _set_home(task_dir)  # here, where the heap is touched anyway, not in the spare
+def _prefork(inp, out, options, inherited, task_dir=None):
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds):
             os.close(fd)
-        if ahead is not None:
-            _adopt(ahead)
         uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
         if uid is not None and os.getuid() != uid:
             os.setgroups([])
@@ -844,18 +798,7 @@ def _prefork(inp, out, options, inherited, task_dir=None, line=None):
         _child(inp, out, get_job, done_w)
     os.close(job_r)
     os.close(done_w)
-    spare = (pid, job_w, done_r, os.pidfd_open(pid), task_dir)
-    if ahead is not None:
-        for fd in ahead[1:]:
-            os.close(fd)
-    elif line is not None:
-        try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(job_w, view):]
-        except OSError:
-            pass
-    return spare
+    return pid, job_w, done_r, os.pidfd_open(pid), task_dir
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "pool":
