@@ -565,6 +565,9 @@ def _pool():
 
     spare = _prefork(inp, out, options, (), new_dir())
     exiting = []
+    # With the sandbox user set apart from root, a spare can tell a task's processes from
+    # the pool's own (see _sweep) and clear up after the previous task itself.
+    sweep_ahead = own_ns and options.get("uid") is not None and os.getuid() == 0
     outfd = out.fileno()
     mypid = os.getpid()
     while True:
@@ -628,6 +631,22 @@ def _pool():
                     kill(pid, 9)
                 except OSError:
                     pass
+        if sweep_ahead and said_done:
+            # Strays of the task and its directory: the next task's spare clears them before
+            # it takes its job (the line goes ahead of that job in its pipe).
+            forward(spare, b'{"sweep": %s}\n' % _dumps(gone or "").encode("utf-8"))
+            # Whatever has ended (strays killed by the last sweep come back here as orphans);
+            # the task's own child is not waited for, so this cannot take its status.
+            try:
+                while True:
+                    ended = os.waitpid(-1, os.WNOHANG)[0]
+                    if ended <= 0:
+                        break
+                    if ended in exiting:
+                        exiting.remove(ended)
+            except ChildProcessError:
+                pass
+            continue
         if own_ns:
             for ended in _kill_strays({1, mypid, spare[0]}.union(exiting)):
                 if ended in exiting:
@@ -671,6 +690,44 @@ def _kill_strays(keep):
     except ChildProcessError:
         pass
     return reaped
+
+def _sweep(gone):
+    # Run by the spare of the next task (see _pool): kills every process of the sandbox user
+    # (real uid not root: a task's processes can never be root again, and only they are
+    # not), then removes the previous task's directory. Runs on while the status line
+    # travels and the next job comes, instead of in the parent in between. Passes repeat
+    # while they find new processes (a stray may fork while it is being swept).
+    me, parent = os.getpid(), os.getppid()
+    killed = set()
+    for _ in range(100):
+        found = False
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            names = ()
+        for name in names:
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid in (1, me, parent) or pid in killed:
+                continue
+            try:
+                with open("/proc/%d/status" % pid, "rb") as f:
+                    for line in f:
+                        if line.startswith(b"State:") and line.split()[1] == b"Z":
+                            break
+                        if line.startswith(b"Uid:"):
+                            if line.split()[1] != b"0":
+                                os.kill(pid, 9)
+                                killed.add(pid)
+                                found = True
+                            break
+            except OSError:
+                pass  # gone already
+        if not found:
+            break
+    if gone:
+        _purge(gone)
 
 def _purge(path):
     # shutil is not imported in the parent (a bigger parent forks slower); root removes all.
@@ -774,6 +831,15 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                     continue
                 line, pending = pending[:nl], pending[nl + 1:]
                 msg = _loads(line.decode("utf-8"))
+                if "sweep" in msg:
+                    # The previous task has ended: clear up after it, as root, before this
+                    # spare's own job (queued behind this line) can come.
+                    if uid is not None:
+                        os.setresuid(0, 0, 0)
+                    _sweep(msg["sweep"])
+                    if uid is not None:
+                        os.setresuid(0, uid, 0)
+                    continue
                 if "prepare" in msg:
                     if task_dir:
                         msg["prepare"]["work_dir"] = task_dir
