@@ -24,8 +24,8 @@ import {
   toResult,
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
-import { RUNNER_BOOTSTRAP, RUNNER_SOURCE } from "./runner_source.ts";
-import { bootstrapInput, runnerBytecode } from "./runner_bytecode.ts";
+import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
+import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
   checkDeclaredPaths,
   DEFAULT_LIMITS,
@@ -38,6 +38,7 @@ import {
 } from "./sandbox_policy.ts";
 import {
   makeIoDir,
+  type TaskPaths,
   WarmPool,
   type WarmSpawn,
   type WarmWorker,
@@ -423,12 +424,13 @@ export class PythonProvider implements Provider {
     // Traversable but not listable or writable by the sandbox user: each task gets its own
     // directory below, owned by that user.
     await Deno.chmod(poolDir, 0o711);
+    const code = codePrefix(await runnerBytecode(py));
     const runner = [
       py.executable,
       "-I",
       "-S",
       "-c",
-      RUNNER_SOURCE,
+      POOL_BOOTSTRAP,
       "pool",
       JSON.stringify({
         sys_path: py.path,
@@ -446,6 +448,7 @@ export class PythonProvider implements Provider {
         poolDir,
         python: py.executable,
         ioDir: makeIoDir(),
+        stdinPrefix: code,
       };
     }
     // Task directories on a size-capped tmpfs (see WORK_TMPFS_BYTES): creating one on a disk
@@ -485,16 +488,17 @@ export class PythonProvider implements Provider {
       python: py.executable,
       workTmpfs: true,
       ioDir,
+      stdinPrefix: code,
     };
   }
 
-  /** Sets up the worker's next task directory ahead of its job (see WarmWorker.prepare). */
-  #prepareNext(worker: WarmWorker): void {
+  /** The next task's paths, announced with this task's job (see WarmWorker.run). */
+  #nextPaths(worker: WarmWorker): { paths: TaskPaths; extra: Record<string, unknown> } | undefined {
     try {
       // Owned by root until its job is sent (the running task must not reach it).
-      worker.prepare(worker.taskPaths(), { output_limit: this.#outputLimit });
+      return { paths: worker.taskPaths(), extra: { output_limit: this.#outputLimit } };
     } catch {
-      // The next job creates its directory itself.
+      return undefined; // the next job creates its directory itself
     }
   }
 
@@ -524,9 +528,8 @@ export class PythonProvider implements Provider {
         output_limit: this.#outputLimit,
         ...paths,
       };
-      const running = worker.run(fullJob);
-      // The next task's directory, announced while this one runs (see the runner).
-      this.#prepareNext(worker);
+      // The next task's directory is announced with this job (see the runner).
+      const running = worker.run(fullJob, this.#nextPaths(worker));
       const { status, dirty } = await Promise.race([running, guard.stopped]);
       healthy = !dirty;
       const payload = readPayload(paths.result_path);
@@ -544,13 +547,17 @@ export class PythonProvider implements Provider {
       );
       if (worker.ioDir) {
         // Memory, not disk: empty them now (the next task on this set truncates them anyway).
-        for (const path of [paths.result_path, paths.stdout_path, paths.stderr_path]) {
+        // The result file always (a stale result must never be read as the next task's on
+        // this set); output files only when the runner did not report them empty.
+        const empty = [false, payload?.stdout_size === 0, payload?.stderr_size === 0];
+        [paths.result_path, paths.stdout_path, paths.stderr_path].forEach((path, i) => {
+          if (empty[i]) return;
           try {
             Deno.truncateSync(path, 0);
           } catch {
             // Not there.
           }
-        }
+        });
       }
       const limits = policy.mode === "none" ? undefined : policy;
       return toResult(payload, exitFromWaitStatus(status), stdout, stderr, limits);

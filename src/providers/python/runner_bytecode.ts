@@ -48,3 +48,11 @@ export function bootstrapInput(code: Uint8Array, job: string): Uint8Array {
   all.set(body, 4 + code.byteLength);
   return all;
 }
+
+/** The start of a warm parent's stdin: 4-byte big-endian length, the code (POOL_BOOTSTRAP). */
+export function codePrefix(code: Uint8Array): Uint8Array {
+  const all = new Uint8Array(4 + code.byteLength);
+  new DataView(all.buffer).setUint32(0, code.byteLength);
+  all.set(code, 4);
+  return all;
+}

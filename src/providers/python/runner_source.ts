@@ -8,10 +8,11 @@
  * exits. The result travels through that file, not stdout, so whatever the user code prints
  * cannot corrupt it.
  *
- * Mode `pool` (`-c RUNNER_SOURCE pool OPTIONS`): a warm parent. It imports and warms up
- * once, then serves one job per stdin line, each in a fresh forked child (no state survives
- * from one task to the next). A spare child is always forked ahead; a `{"prepare": paths}`
- * line lets it set up the next task's directory and output files before the job arrives.
+ * Mode `pool` (`-c POOL_BOOTSTRAP pool OPTIONS`, the marshalled runner first on stdin): a
+ * warm parent. It imports and warms up once, then serves one job per stdin line, each in a
+ * fresh forked child (no state survives from one task to the next). A spare child is always
+ * forked ahead; a `{"prepare": paths}` line (sent with the job before) lets it set up the
+ * next task's directory and output files before the job arrives.
  * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
  * past `output_limit` are counted, not written). The parent answers each job with one line
  * once the child is done: `{"status": <waitpid status>, "dirty": <SysV IPC left behind>}`.
@@ -60,11 +61,19 @@ try:
     _scan = _json.make_scanner(_ScanContext())
     _json.make_encoder(None, repr, _json.encode_basestring, None, ": ", ", ", False, False,
                        False)
+    # The common encoder, made once (a warm parent's children inherit it); a fresh one
+    # when its circular-reference markers are not empty (an encoding failed half-way).
+    _markers = {}
+    _encoder = _json.make_encoder(_markers, _default, _json.encode_basestring, None, ": ",
+                                  ", ", False, False, False)
     def _loads(text):
         return _scan(text, 0)[0]
     def _dumps(obj, default=_default, allow_nan=False):
-        enc = _json.make_encoder({}, default, _json.encode_basestring, None, ": ", ", ",
-                                 False, False, allow_nan)
+        if default is _default and not allow_nan and not _markers:
+            enc = _encoder
+        else:
+            enc = _json.make_encoder({}, default, _json.encode_basestring, None, ": ", ", ",
+                                     False, False, allow_nan)
         return "".join(enc(obj, 0))
 except Exception:  # another Python's accelerator: the slower, documented way
     import json as _jsonmod
@@ -222,19 +231,27 @@ def _reap_descendants(exclude=()):
             return
         time.sleep(0.001)
 
+_rlimits = None  # (names, setrlimit), made once by a warm parent (see _rlimit_table)
+_xfsz_ignored = False  # a warm parent ignores SIGXFSZ itself, so its children inherit it
+
+def _rlimit_table():
+    import resource
+    names = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS,
+             "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
+             "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+    return names, resource.setrlimit
+
 def _apply_limits(job):
     limits = job.get("limits") or {}
     if limits:
-        import resource
-        names = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS,
-                 "nproc": resource.RLIMIT_NPROC, "fsize": resource.RLIMIT_FSIZE,
-                 "nofile": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+        names, setrlimit = _rlimits or _rlimit_table()
         for key, value in limits.items():
             if key in names and value is not None:
                 # CPU: SIGXCPU at the soft limit (a clear cause), SIGKILL a second later.
                 hard = int(value) + 1 if key == "cpu" else int(value)
-                resource.setrlimit(names[key], (int(value), hard))
-    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+                setrlimit(names[key], (int(value), hard))
+    if not _xfsz_ignored:
+        _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
 
 def _drop_user(job):
     uid = job.get("uid")
@@ -284,6 +301,10 @@ def _open_io(path):
     # Pool mode reuses two sets of output files (creating a file costs far more than
     # truncating an empty one); they live in a directory only root can enter, so a task
     # reaches its own files through its descriptors and nobody else's at all.
+    try:
+        return os.open(path, os.O_WRONLY | os.O_TRUNC)  # reused: its mode is set already
+    except FileNotFoundError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
     return fd
@@ -298,6 +319,7 @@ def _make_stream(fd, limit):
 # Unused stdout/stderr wrappers made by a warm parent before it forks: a child that makes
 # its own writes to ~70 more pages of the parent's heap (a copy-on-write fault each).
 _streams_ahead = None
+_std_kept = None
 
 def _capture(job):
     limit = int(job.get("output_limit") or 1048576)
@@ -564,8 +586,15 @@ def _pool():
     nul = os.open(os.devnull, os.O_WRONLY)
     os.dup2(nul, 1)
     os.close(nul)
-    global _streams_ahead
+    global _streams_ahead, _std_kept, _rlimits, _xfsz_ignored
+    # Set up here once rather than in every child (each costs a fresh child page faults).
+    _rlimits = _rlimit_table()
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _xfsz_ignored = True
     _streams_ahead = (_make_stream(1, 0), _make_stream(2, 0))  # never written to here
+    # A child replaces sys.stdout/stderr with those: were the old objects freed there, their
+    # finalisers (flush, close) would touch ~50 more pages of this heap in every child.
+    _std_kept = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     # Objects that exist now are never collected: a collection in a child would otherwise
     # touch (and copy) every page of the parent's heap.
     gc.collect()
@@ -629,6 +658,11 @@ def _pool():
 
     spare = _prefork(inp, out, options, (), new_dir())
     exiting = []
+    # With the sandbox user set apart from root, a spare can tell a task's processes from
+    # the pool's own (see _sweep) and clear up after the previous task itself.
+    sweep_ahead = own_ns and options.get("uid") is not None and os.getuid() == 0
+    outfd = out.fileno()
+    mypid = os.getpid()
     while True:
         line = take_line()
         if line is None:
@@ -644,6 +678,10 @@ def _pool():
         pid, job_w, done_r, pidfd, task_dir = spare
         os.close(job_w)
         spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
+        # This process is the one thing every task waits on twice (to pass its job on, to
+        # report its end), and forking a spare is most of its work per task: what can wait
+        # is done here, while the task runs, not between a status line and the next job.
+        exiting = _reaped(exiting)
         while True:
             # Prepare lines for the next task may come while this one runs: pass them on.
             if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
@@ -675,8 +713,9 @@ def _pool():
             except OSError:
                 gone = None
                 _purge(task_dir)
-        out.write('{"status": %d, "dirty": %s}\n'
-                  % (status, "true" if ipc_check and _ipc_left() else "false"))
+        # Raw write of the status line (the file object's layers touch more of the heap).
+        os.write(outfd, b'{"status": %d, "dirty": %s}\n'
+                 % (status, b"true" if ipc_check and _ipc_left() else b"false"))
         if said_done:
             # The task's own code can write to the done pipe too: make sure nothing of it
             # runs on once the next job can come (an honest child is exiting already).
@@ -685,24 +724,45 @@ def _pool():
                     kill(pid, 9)
                 except OSError:
                     pass
-        if own_ns:
-            _kill_strays({1, os.getpid(), spare[0]}.union(exiting))
-        if gone:
-            _purge(gone)
-        still = []
-        for old in exiting:
+        if sweep_ahead and said_done:
+            # Strays of the task and its directory: the next task's spare clears them before
+            # it takes its job (the line goes ahead of that job in its pipe).
+            forward(spare, b'{"sweep": %s}\n' % _dumps(gone or "").encode("utf-8"))
+            # Whatever has ended (strays killed by the last sweep come back here as orphans);
+            # the task's own child is not waited for, so this cannot take its status.
             try:
-                if os.waitpid(old, os.WNOHANG)[0] == 0:
-                    still.append(old)
+                while True:
+                    ended = os.waitpid(-1, os.WNOHANG)[0]
+                    if ended <= 0:
+                        break
+                    if ended in exiting:
+                        exiting.remove(ended)
             except ChildProcessError:
                 pass
-        exiting = still
+            continue
+        if own_ns:
+            for ended in _kill_strays({1, mypid, spare[0]}.union(exiting)):
+                if ended in exiting:
+                    exiting.remove(ended)
+        if gone:
+            _purge(gone)  # before the next task: each has the whole tmpfs
     os.close(spare[1])
+
+def _reaped(exiting):
+    # Those of the exiting children that have not ended yet (the others are reaped).
+    still = []
+    for old in exiting:
+        try:
+            if os.waitpid(old, os.WNOHANG)[0] == 0:
+                still.append(old)
+        except ChildProcessError:
+            pass
+    return still
 
 def _kill_strays(keep):
     # In the sandbox's own PID namespace, every process but bwrap's init, this parent, the
     # spare and children being reaped is left over from a task (one that reported itself
-    # done early and had set up a new session): kill it, reap what has died.
+    # done early and had set up a new session): kill it, reap what has died (returned).
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -713,11 +773,54 @@ def _kill_strays(keep):
                 os.kill(int(name), 9)
             except OSError:
                 pass
+    reaped = []
     try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+        while True:
+            pid = os.waitpid(-1, os.WNOHANG)[0]
+            if pid <= 0:
+                break
+            reaped.append(pid)
     except ChildProcessError:
         pass
+    return reaped
+
+def _sweep(gone):
+    # Run by the spare of the next task (see _pool): kills every process of the sandbox user
+    # (real uid not root: a task's processes can never be root again, and only they are
+    # not), then removes the previous task's directory. Runs on while the status line
+    # travels and the next job comes, instead of in the parent in between. Passes repeat
+    # while they find new processes (a stray may fork while it is being swept).
+    me, parent = os.getpid(), os.getppid()
+    killed = set()
+    for _ in range(100):
+        found = False
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            names = ()
+        for name in names:
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid in (1, me, parent) or pid in killed:
+                continue
+            try:
+                with open("/proc/%d/status" % pid, "rb") as f:
+                    for line in f:
+                        if line.startswith(b"State:") and line.split()[1] == b"Z":
+                            break
+                        if line.startswith(b"Uid:"):
+                            if line.split()[1] != b"0":
+                                os.kill(pid, 9)
+                                killed.add(pid)
+                                found = True
+                            break
+            except OSError:
+                pass  # gone already
+        if not found:
+            break
+    if gone:
+        _purge(gone)
 
 def _purge(path):
     # shutil is not imported in the parent (a bigger parent forks slower); root removes all.
@@ -822,6 +925,15 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                     continue
                 line, pending = pending[:nl], pending[nl + 1:]
                 msg = _loads(line.decode("utf-8"))
+                if "sweep" in msg:
+                    # The previous task has ended: clear up after it, as root, before this
+                    # spare's own job (queued behind this line) can come.
+                    if uid is not None:
+                        os.setresuid(0, 0, 0)
+                    _sweep(msg["sweep"])
+                    if uid is not None:
+                        os.setresuid(0, uid, 0)
+                    continue
                 if "prepare" in msg:
                     if task_dir:
                         msg["prepare"]["work_dir"] = task_dir
@@ -863,6 +975,19 @@ if __name__ == "__main__":
  */
 export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=sys.stdin.buffer.read()\n" +
   'exec(marshal.loads(_boot_data[4:4+int.from_bytes(_boot_data[:4],"big")]))\n';
+
+/**
+ * What a warm parent runs (`python3 -I -S -c POOL_BOOTSTRAP pool OPTIONS`): the marshalled
+ * runner ahead of the jobs on stdin (4 bytes big-endian length, the code), read unbuffered
+ * so the job lines stay in the pipe. Compiling the source instead would leave ~2.3 MiB of
+ * the compiler's memory in the parent, which every fork copies (page tables) and every
+ * child's exit tears down again.
+ */
+export const POOL_BOOTSTRAP = "import os,marshal\ndef _boot_read(n):\n    b = b''\n" +
+  "    while len(b) < n:\n        d = os.read(0, n - len(b))\n" +
+  "        if not d:\n            raise SystemExit('gleitzeit runner: no code on stdin')\n" +
+  "        b += d\n    return b\n" +
+  'exec(marshal.loads(_boot_read(int.from_bytes(_boot_read(4), "big"))))\n';
 
 /** Compiles RUNNER_SOURCE (on stdin) and writes the marshalled code object to stdout. */
 export const RUNNER_COMPILER =

@@ -13,7 +13,7 @@ import { killProcessTree } from "./process_tree.ts";
 
 /** How to start one warm parent. */
 export interface WarmSpawn {
-  /** Executable and arguments (bwrap ... python -I -c RUNNER pool, or python directly). */
+  /** Executable and arguments (bwrap ... python -I -c POOL_BOOTSTRAP pool, or python directly). */
   command: string;
   args: string[];
   env: Record<string, string>;
@@ -32,6 +32,8 @@ export interface WarmSpawn {
    * {@link makeIoDir} on the host's tmpfs, visible at the same path inside the sandbox.
    */
   ioDir?: string;
+  /** Written to the parent's stdin before any job (the marshalled runner, POOL_BOOTSTRAP). */
+  stdinPrefix?: Uint8Array;
 }
 
 /**
@@ -81,6 +83,8 @@ export class WarmWorker {
   readonly #io: string;
   tasks = 0;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When it was last returned to the pool (performance.now()). */
+  idleSince = 0;
   /** Finished task directories are renamed in here (one syscall) and purged in batches. */
   readonly #trash: string;
   #trashed = 0;
@@ -118,6 +122,8 @@ export class WarmWorker {
       this.#dead = true;
     });
     this.#writer = this.child.stdin.getWriter();
+    // A failed write means the parent is gone: ready() reports how it ended.
+    if (spawn.stdinPrefix) this.#writer.write(spawn.stdinPrefix).catch(() => {});
     this.#lines = new LineReader(this.child.stdout);
     this.#stderr = new Response(this.child.stderr).text().catch(() => "");
   }
@@ -173,20 +179,19 @@ export class WarmWorker {
   prepared: TaskPaths | undefined;
 
   /**
-   * Announces the next task's directory and output files ahead of its job, so the waiting
-   * child sets them up while nothing waits on it.
+   * Sends one job and resolves with its child's wait status once the child has ended.
+   * `next` announces the next task's directory and output files in the same write (one
+   * syscall, one wake-up of the parent), so the next child sets them up while this one runs.
    */
-  prepare(paths: TaskPaths, extra: Record<string, unknown>): void {
-    this.prepared = paths;
-    const line = JSON.stringify({ prepare: { ...extra, ...paths } }) + "\n";
-    this.#writer.write(new TextEncoder().encode(line)).catch(() => {});
-  }
-
-  /** Sends one job and resolves with its child's wait status once the child has ended. */
-  async run(job: Record<string, unknown>): Promise<WarmStatus> {
+  async run(
+    job: Record<string, unknown>,
+    next?: { paths: TaskPaths; extra: Record<string, unknown> },
+  ): Promise<WarmStatus> {
     this.tasks++;
-    this.prepared = undefined;
-    await this.#writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
+    let lines = JSON.stringify(job) + "\n";
+    if (next) lines += JSON.stringify({ prepare: { ...next.extra, ...next.paths } }) + "\n";
+    this.prepared = next?.paths;
+    await this.#writer.write(new TextEncoder().encode(lines));
     while (true) {
       const msg = JSON.parse(await this.#next()) as { status?: number; dirty?: boolean };
       if (typeof msg.status === "number") return { status: msg.status, dirty: msg.dirty === true };
@@ -403,7 +408,7 @@ export class WarmPool {
   async acquire(): Promise<WarmWorker | undefined> {
     while (this.#idle.length > 0) {
       const worker = this.#idle.pop()!;
-      clearTimeout(worker.idleTimer);
+      // Its idle timer stays armed: when it fires on a busy worker, it just goes away.
       if (!worker.dead) return worker;
       this.#forget(worker);
     }
@@ -447,13 +452,27 @@ export class WarmPool {
       void this.discard(worker);
       return;
     }
-    worker.idleTimer = setTimeout(() => {
-      const i = this.#idle.indexOf(worker);
-      if (i >= 0) this.#idle.splice(i, 1);
-      void this.discard(worker);
-    }, this.#idleMs);
-    Deno.unrefTimer(worker.idleTimer as unknown as number);
+    worker.idleSince = performance.now();
     this.#idle.push(worker);
+    // One timer per idle stretch, not one per task (a timer created and cleared per task was
+    // ~7% of the Deno side's CPU per warm task).
+    if (worker.idleTimer === undefined) this.#armIdle(worker, this.#idleMs);
+  }
+
+  #armIdle(worker: WarmWorker, ms: number): void {
+    worker.idleTimer = setTimeout(() => {
+      worker.idleTimer = undefined;
+      const i = this.#idle.indexOf(worker);
+      if (i < 0) return; // busy (release() arms it again) or gone
+      const left = worker.idleSince + this.#idleMs - performance.now();
+      if (left > 0) {
+        this.#armIdle(worker, left); // used since this timer was armed
+        return;
+      }
+      this.#idle.splice(i, 1);
+      void this.discard(worker);
+    }, ms);
+    Deno.unrefTimer(worker.idleTimer as unknown as number);
   }
 
   /** Kills a parent (after an abort or a failure) and forgets it. */
