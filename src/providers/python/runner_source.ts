@@ -502,9 +502,11 @@ _ipc_fds = []
 _mqueue_fd = None
 _shm_fd = None
 _shm_keep = ()
+_ipc_checked = False  # the sandbox has its own IPC namespace: its POSIX objects are ours
 
 def _ipc_open(options):
-    global _mqueue_fd, _shm_fd, _shm_keep
+    global _mqueue_fd, _shm_fd, _shm_keep, _ipc_checked
+    _ipc_checked = True
     for kind in ("shm", "sem", "msg"):
         try:
             _ipc_fds.append(os.open("/proc/sysvipc/" + kind, os.O_RDONLY | os.O_CLOEXEC))
@@ -744,6 +746,7 @@ def _pool():
             for ended in _kill_strays({1, mypid, spare[0]}.union(exiting)):
                 if ended in exiting:
                     exiting.remove(ended)
+            _clear_posix_ipc()
         if gone:
             _purge(gone)  # before the next task: each has the whole tmpfs
     os.close(spare[1])
@@ -819,8 +822,30 @@ def _sweep(gone):
                 pass  # gone already
         if not found:
             break
+    _clear_posix_ipc()
     if gone:
         _purge(gone)
+
+def _clear_posix_ipc():
+    # POSIX message queues and shared memory a stray made after the parent's check (the
+    # strays are dead by now): gone before the next task's code can look. By path: a spare
+    # has closed the parent's descriptors.
+    if not _ipc_checked:
+        return
+    for path, keep in (("/dev/mqueue", ()), ("/dev/shm", _shm_keep)):
+        try:
+            names = os.listdir(path)
+        except OSError:
+            continue
+        for name in names:
+            if name in keep:
+                continue
+            try:
+                os.unlink(path + "/" + name)
+            except IsADirectoryError:
+                _purge(path + "/" + name)
+            except OSError:
+                pass
 
 def _purge(path):
     # shutil is not imported in the parent (a bigger parent forks slower); root removes all.
