@@ -2,7 +2,7 @@
  * LLM tasks through the real CLI against the Ollama test server: `task submit llm/*`, error exits,
  * and every seed example that uses llm/* (../shared/seed-examples).
  */
-import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../assert.ts";
 import { deadPort, startTestServer } from "../providers/ollama/test_server.ts";
 import { gleitzeit, scratch } from "./helpers.ts";
 
@@ -126,7 +126,9 @@ Deno.test("seed example mixed_workflow.yaml: only the Python parse of the tiny m
   const stats = byId.get("calculate_stats")!;
   assertEquals(stats.state, "failed");
   assertEquals(stats.error!.code, "TASK_EXECUTION_FAILED");
-  assertStringIncludes(stats.error!.message, "ValueError");
+  // The answer is sampled (the seed sets no temperature): not numbers, so int() fails; or, when
+  // it holds a quote or a line break, the string it is pasted into does not even parse.
+  assertMatch(stats.error!.message, /ValueError|SyntaxError/);
   assertEquals(byId.get("summarize_results")!.state, "skipped");
   assertEquals(byId.get("summarize_results")!.reason, "dependency 'calculate_stats' failed");
   assertEquals(code, 1);
