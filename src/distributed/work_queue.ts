@@ -66,7 +66,7 @@ export interface TaskJob {
 }
 
 /** Replies are kept this long when nobody reads them (a coordinator that died). */
-export const REPLY_TTL_SECONDS = 24 * 3600;
+export const REPLY_TTL_SECONDS = 3600;
 
 /** Creates the consumer group of `stream` (and the stream) unless it exists. */
 export async function ensureGroup(store: RedisStore, stream: string): Promise<void> {
@@ -228,14 +228,15 @@ export class RemoteDispatcher implements Dispatcher {
   }
 
   /** Stops reading; attempts still waiting are rejected. */
+  /**
+   * Stops reading. Attempts still waiting are left unsettled on purpose: the worker is going
+   * away, and whatever it would record now (failures) would be wrong; the runs it coordinated
+   * are taken over by other workers after the lease.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     await this.#loop;
-    for (const p of this.#pending.values()) {
-      p.reject(new GleitzeitError("TASK_CANCELLED", "the worker is shutting down"));
-    }
     this.#pending.clear();
-    await this.#store.command(["DEL", this.#replyKey]).catch(() => {});
   }
 }
 

@@ -236,6 +236,35 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
   }
 });
 
+Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", async () => {
+  const c = await cluster();
+  try {
+    const first = startWorker(c, "--concurrency", "2");
+    await waitReady(first);
+    const file = await writeWorkflow(
+      c.dir,
+      "four.yaml",
+      "name: four\ntasks:\n" + sleepTask("a", 1, 1) + sleepTask("b", 1, 2) + sleepTask("c", 1, 3) +
+        sleepTask("d", 1, 4),
+    );
+    const runId = await submit(c, file);
+    await waitFor(
+      "the run to be coordinated",
+      () => first.log.some((l) => l.includes(`coordinating run ${runId}`)),
+    );
+    const second = startWorker(c, "--concurrency", "2");
+    await waitReady(second);
+    first.child.kill("SIGTERM");
+    assertEquals((await first.child.status).code, 0);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3, d: 4 });
+    assert(second.log.some((l) => l.includes(`taking over run ${runId}`)), second.log.join("\n"));
+  } finally {
+    await teardown(c);
+  }
+});
+
 Deno.test("`workflow cancel` reaches the worker coordinating the run", async () => {
   const c = await cluster();
   try {
