@@ -434,7 +434,10 @@ export class Worker {
         return;
       }
       this.#log(`${reclaimed ? "taking over" : "coordinating"} run ${runId}`);
-      const outcome = await this.#engine!.execute(runId, { signal: running.controller!.signal });
+      const outcome = await this.#engine!.execute(runId, {
+        signal: running.controller!.signal,
+        continueRun: true,
+      });
       await this.#store.command(["DEL", this.#keys.cancelRun(runId)]).catch(() => {});
       if (this.#stopped) return;
       await this.#ack(this.#keys.runs, entry.id);

@@ -49,6 +49,12 @@ export interface CreateRunOptions {
 export interface ExecuteOptions {
   /** Aborting it cancels the run gracefully. */
   signal?: AbortSignal;
+  /**
+   * Continue the run where its previous executor stopped (a worker taking over): tasks that
+   * failed or were skipped for good stay so, and the run timeout counts from its start. By
+   * default (resume) those run again with a fresh budget.
+   */
+  continueRun?: boolean;
 }
 
 /** A string that identifies this process. */
@@ -192,7 +198,7 @@ export class Engine {
       run,
       tasks,
     );
-    return await execution.execute(options.signal, resumed);
+    return await execution.execute(options.signal, resumed, options.continueRun === true);
   }
 
   /** Takes ownership of a stored run, or explains who has it. */

@@ -137,12 +137,21 @@ export class RunExecution {
    * Runs to the end. Tasks left unfinished by an earlier execution (running, failed, skipped,
    * cancelled) are first put back to `queued` in one commit; completed ones keep their results.
    */
-  async execute(signal: AbortSignal | undefined, resumed: boolean): Promise<RunOutcome> {
+  async execute(
+    signal: AbortSignal | undefined,
+    resumed: boolean,
+    continueRun = false,
+  ): Promise<RunOutcome> {
     const { store, clock, emit } = this.#svc;
     const started = clock.now();
     const stale: TaskFinish[] = [];
+    // Continuing (a worker taking over a run whose coordinator died): what ended for good
+    // stays as it ended; only what was in flight runs again.
+    const settled = (state: string) =>
+      state === "completed" || state === "queued" ||
+      (continueRun && (state === "failed" || state === "skipped"));
     for (const rec of this.#records) {
-      if (rec.state !== "completed" && rec.state !== "queued") {
+      if (!settled(rec.state)) {
         const f: TaskFinish = {
           runId: rec.runId,
           taskId: rec.taskId,
@@ -172,12 +181,17 @@ export class RunExecution {
       at: started,
     });
 
+    if (continueRun) this.#carryOver();
     const onAbort = () => this.#stopRun("cancel");
     if (signal?.aborted) onAbort();
     signal?.addEventListener("abort", onAbort, { once: true });
     const timeoutMs = this.#run.workflow.timeoutMs;
     if (timeoutMs !== undefined) {
-      this.#timers.push(clock.setTimer(timeoutMs, () => {
+      // continuing: the run's own clock, started by its first coordinator
+      const left = continueRun && this.#run.startedAt !== undefined
+        ? Math.max(0, this.#run.startedAt + timeoutMs - started)
+        : timeoutMs;
+      this.#timers.push(clock.setTimer(left, () => {
         this.#stopRun(
           "timeout",
           new GleitzeitError("WORKFLOW_TIMEOUT", `run timed out after ${timeoutMs / 1000}s`),
@@ -379,6 +393,26 @@ export class RunExecution {
       emit({ type: "task_failed", runId, taskId, attempt, error: data, at });
       this.#onFailedForGood(node);
     });
+  }
+
+  /**
+   * Continuing a run: tasks that failed or were skipped for good keep that outcome, and have
+   * the effects they had on the rest (dependents skipped or released, fail_fast stopping).
+   */
+  #carryOver(): void {
+    const failed: Node[] = [];
+    for (const node of this.#nodes.values()) {
+      const state = node.record.state;
+      if (state === "failed") {
+        node.state = "failed";
+        if (node.record.error) node.lastError = node.record.error;
+        failed.push(node);
+      } else if (state === "skipped") {
+        node.state = "skipped";
+        this.#skipDependents(node, node.record.reason ?? "a dependency was skipped");
+      }
+    }
+    for (const node of failed) this.#onFailedForGood(node);
   }
 
   /** A retry that will not happen because the run is stopping. */

@@ -372,3 +372,96 @@ Deno.test("unknown inputs are rejected; a completed run cannot be executed again
   assertEquals(err.code, "USAGE_ERROR");
   assertExists(err.hint);
 });
+
+/** A run as a coordinator that died mid-way left it: `bad` failed for good, `after` skipped
+ * because of it, `long` running, `tail` waiting for `long`. */
+async function interruptedRun(store: Store, workflow: Workflow, startedAt: number) {
+  const { engine } = setup({ store });
+  const run = await engine.createRun(workflow);
+  await store.updateRun(run.id, {
+    state: "running",
+    startedAt,
+    owner: "elsewhere:1:dead",
+    heartbeatAt: Date.now() - 3_600_000, // silent for an hour: it may be taken over
+  });
+  await store.startAttempt(run.id, "bad", 1, startedAt, "elsewhere:1:dead");
+  await store.startAttempt(run.id, "long", 1, startedAt, "elsewhere:1:dead");
+  await store.finishTasks([
+    {
+      runId: run.id,
+      taskId: "bad",
+      state: "failed",
+      attempt: 1,
+      at: startedAt + 1,
+      error: { code: "TASK_EXECUTION_FAILED", message: "ValueError: no", retryable: false },
+    },
+    {
+      runId: run.id,
+      taskId: "after",
+      state: "skipped",
+      at: startedAt + 1,
+      reason: "dependency 'bad' failed",
+    },
+  ]);
+  return run.id;
+}
+
+const interruptedWorkflow = (extra: Partial<Workflow> = {}) =>
+  wf([
+    task("bad", { method: "bad" }),
+    task("after", { dependencies: ["bad"] }),
+    task("long", { method: "long" }),
+    task("tail", { dependencies: ["long"] }),
+  ], extra);
+
+Deno.test("continuing a run (worker takeover): what failed for good stays failed, in-flight work runs again", async () => {
+  const store = new MemoryStore();
+  const runId = await interruptedRun(
+    store,
+    interruptedWorkflow({ onFailure: "continue" }),
+    Date.now(),
+  );
+  const { engine, dispatcher } = setup({ store });
+  dispatcher.on("bad", () => "ran again");
+  const out = await engine.execute(runId, { continueRun: true });
+  const t = byId(out.tasks);
+  assertEquals(dispatcher.calls.map((c) => c.taskId).sort(), ["long", "tail"]);
+  assertEquals([t.get("bad")!.state, t.get("bad")!.attempts], ["failed", 1]);
+  assertEquals(t.get("after")!.state, "skipped");
+  assertEquals([t.get("long")!.state, t.get("long")!.attempts], ["completed", 2]);
+  assertEquals(t.get("tail")!.state, "completed");
+  assertEquals(out.state, "failed");
+  assertEquals(out.error?.code, "WORKFLOW_FAILED");
+  // resume (the user's) is different: the failed task gets a new chance
+  const again = setup({ store });
+  again.dispatcher.on("bad", () => "ran again");
+  const resumed = await again.engine.execute(runId);
+  assertEquals(resumed.state, "completed");
+  assertEquals(byId(resumed.tasks).get("bad")!.result, "ran again");
+});
+
+Deno.test("continuing a fail_fast run stops it; its timeout counts from the run's start", async () => {
+  const store = new MemoryStore();
+  const ff = await interruptedRun(store, interruptedWorkflow(), Date.now());
+  const first = setup({ store });
+  const out = await first.engine.execute(ff, { continueRun: true });
+  assertEquals(first.dispatcher.calls, [], "nothing new starts after a fail_fast failure");
+  assertEquals(out.state, "failed");
+  assertEquals(byId(out.tasks).get("long")!.state, "skipped");
+  const late = await interruptedRun(
+    store,
+    interruptedWorkflow({ onFailure: "continue", timeoutMs: 5_000 }),
+    Date.now() - 10_000,
+  );
+  const second = setup({ store });
+  second.dispatcher.on(
+    "long",
+    (_p, ctx) =>
+      new Promise((_, reject) =>
+        ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))
+      ),
+  );
+  const timedOut = await second.engine.execute(late, { continueRun: true });
+  assertEquals(timedOut.state, "failed");
+  assertEquals(timedOut.error?.code, "WORKFLOW_TIMEOUT");
+});
