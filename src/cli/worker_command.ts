@@ -2,9 +2,8 @@
 
 import type { Command } from "@commander-js/extra-typings";
 import { type ExitCode, GleitzeitError } from "../core/errors.ts";
-import { openConfiguredStore } from "../app.ts";
 import { Worker } from "../distributed/worker.ts";
-import type { RedisStore } from "../persistence/redis_store.ts";
+import { RedisStore } from "../persistence/redis_store.ts";
 import { configFromFlags, type GlobalOptions, parseSeconds, setupRegistry } from "./context.ts";
 import { colors, err, printJson } from "./output.ts";
 
@@ -58,7 +57,13 @@ async function workerCommand(
       hint: "use at least 100ms; the default is 30s",
     });
   }
-  const store = await openConfiguredStore(config) as RedisStore;
+  // A worker outlives Redis restarts: it reconnects for as long as it runs (--give-up-after
+  // decides when it stops instead).
+  const store = await RedisStore.connect({
+    url: config.redisUrl,
+    prefix: config.redisPrefix,
+    reconnectAttempts: Number.MAX_SAFE_INTEGER,
+  });
   const registry = await setupRegistry(config);
   const c = colors("stderr");
   const json = globals.json === true;

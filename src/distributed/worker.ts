@@ -79,7 +79,6 @@ export class Worker {
   #stopping?: Promise<void>;
   /** Why the worker stopped by itself (Redis gone), if it did. */
   failure?: GleitzeitError;
-  #lastRead = Date.now();
   readonly #giveUpMs: number;
   readonly #since = Date.now();
   /** The load last registered, `tasks/runs`. */
@@ -189,6 +188,7 @@ export class Worker {
     free: () => number,
     start: (entry: StreamEntry) => void,
   ): Promise<void> {
+    let lastRead = Date.now(); // each loop on its own: one stream may fail while another works
     while (!this.#stopped) {
       const count = free();
       if (count <= 0) {
@@ -214,8 +214,15 @@ export class Worker {
         );
       } catch (e) {
         if (this.#stopped) return;
-        this.#log(`error: reading ${what}: ${(e as Error).message}`);
-        if (Date.now() - this.#lastRead > this.#giveUpMs) {
+        const message = (e as Error).message;
+        if (message.includes("NOGROUP")) {
+          // Redis lost its data (restarted without persistence, flushed): join again
+          this.#log(`the ${what} stream lost its consumer group: creating it again`);
+          await ensureGroup(this.#store, stream).catch(() => {});
+          continue;
+        }
+        this.#log(`error: reading ${what}: ${message}`);
+        if (Date.now() - lastRead > this.#giveUpMs) {
           // The connection is gone for good (the client stops reconnecting): stop, so that
           // whatever supervises this process restarts it; held work goes to the others.
           this.failure = new GleitzeitError(
@@ -234,7 +241,7 @@ export class Worker {
         await sleep(1000);
         continue;
       }
-      this.#lastRead = Date.now();
+      lastRead = Date.now();
       for (const entry of entries) start(entry);
     }
   }

@@ -96,6 +96,7 @@ export class RedisStore implements Store {
   }[] = [];
 
   readonly #commandTimeoutMs: number;
+  #reconnectAttempts = 5;
   #broken = false;
 
   private constructor(client: Client, url: string, prefix: string, commandTimeoutMs: number) {
@@ -143,6 +144,7 @@ export class RedisStore implements Store {
       );
     }
     const store = new RedisStore(client, url, prefix, options.commandTimeoutMs ?? 3000);
+    store.#reconnectAttempts = retries;
     // node-redis emits "error" on every socket problem; without a listener it would throw. Once
     // it stops reconnecting, commands already sent may never settle: fail them ourselves.
     client.on("error", (e: Error) => {
@@ -687,6 +689,7 @@ export class RedisStore implements Store {
       url: this.url,
       prefix: this.prefix,
       commandTimeoutMs: this.#commandTimeoutMs,
+      reconnectAttempts: this.#reconnectAttempts,
     });
   }
 

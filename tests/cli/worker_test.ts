@@ -364,16 +364,16 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
   }
 });
 
-Deno.test("Redis gone for good: the worker stops with one clear error (exit 3)", async () => {
+Deno.test("Redis restarted empty: the worker reconnects and goes on; gone for good: exit 3", async () => {
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const redis = new Deno.Command("redis-server", {
-    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const c = await cluster();
-  try {
-    await waitFor("the private Redis", async () => {
+  const startRedis = () =>
+    new Deno.Command("redis-server", {
+      args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  const redisUp = () =>
+    waitFor("the private Redis", async () => {
       try {
         (await Deno.connect({ hostname: "127.0.0.1", port })).close();
         return true;
@@ -381,14 +381,34 @@ Deno.test("Redis gone for good: the worker stops with one clear error (exit 3)",
         return false;
       }
     });
+  let redis = startRedis();
+  const c = await cluster();
+  try {
+    await redisUp();
     c.env.GLEITZEIT_REDIS_URL = `redis://127.0.0.1:${port}`;
-    const w = startWorker(c, "--give-up-after", "2s");
+    const w = startWorker(c, "--give-up-after", "8s");
     await waitReady(w);
+    // Down for 3 s, back without its data (no persistence): groups and all are gone.
+    redis.kill("SIGKILL");
+    await redis.status;
+    await new Promise((r) => setTimeout(r, 3000));
+    redis = startRedis();
+    await redisUp();
+    const file = await writeWorkflow(
+      c.dir,
+      "after.yaml",
+      "name: after\ntasks:\n" + sleepTask("a", 0, 7),
+    );
+    const runId = await submit(c, file);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", w.log.join("\n"));
+    assertEquals(resultsOf(report).a, 7);
+    // Now for good.
     redis.kill("SIGKILL");
     await redis.status;
     const status = await Promise.race([
       w.child.status,
-      new Promise<null>((r) => setTimeout(() => r(null), 20_000)),
+      new Promise<null>((r) => setTimeout(() => r(null), 30_000)),
     ]);
     assert(status !== null, "the worker did not stop");
     assertEquals(status.code, 3);
@@ -396,7 +416,7 @@ Deno.test("Redis gone for good: the worker stops with one clear error (exit 3)",
     const errors = w.log.filter((l) => l.startsWith("error: "));
     assertEquals(
       errors.at(-1),
-      `error: Redis at redis://127.0.0.1:${port} has not answered for 2s: the worker stopped`,
+      `error: Redis at redis://127.0.0.1:${port} has not answered for 8s: the worker stopped`,
     );
     assertStringIncludes(w.log.at(-1)!, "hint: check that Redis is up");
   } finally {
@@ -406,7 +426,15 @@ Deno.test("Redis gone for good: the worker stops with one clear error (exit 3)",
       // already gone
     }
     await redis.status;
-    for (const w of c.workers) await w.done;
+    for (const w of c.workers) {
+      try {
+        w.child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await w.child.status;
+      await w.done;
+    }
     await Deno.remove(c.dir, { recursive: true });
   }
 });
