@@ -237,7 +237,7 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
     });
   }
   if (
-    run.state === "running" && run.owner && store.backend === "redis" &&
+    run.state === "running" && run.owner && ownerAlive(run, now) && store.backend === "redis" &&
     await requestRunCancel(store as RedisStore, run.id, run.owner, `${Deno.pid}`)
   ) {
     return `asked worker ${run.owner} to cancel run ${run.id}`;

@@ -56,6 +56,12 @@ export function parseNetworkGrant(entry: unknown): NetworkGrant | GrantProblem {
     };
   }
   if (isIpv4(host)) {
+    if (host.split(".").some((part) => part.length > 1 && part.startsWith("0"))) {
+      return {
+        problem: "leading zeros make an address octal to some resolvers",
+        hint: "write the address without leading zeros, e.g. 127.0.0.1",
+      };
+    }
     if (!host.startsWith("127.")) {
       return {
         problem: "only loopback addresses (127.x.x.x) can be granted by address",
@@ -64,6 +70,12 @@ export function parseNetworkGrant(entry: unknown): NetworkGrant | GrantProblem {
     }
   } else if (!HOST_NAME.test(host)) {
     return { problem: "not a valid host name", hint: 'e.g. "api.example.com:443"' };
+  } else if (/^\d+$/.test(host.slice(host.lastIndexOf(".") + 1)) || /(^|\.)0x/.test(host)) {
+    // `2130706433`, `10.1`, `0x7f000001`, `999.1.1.1`: resolvers read these as addresses
+    return {
+      problem: "an address written as a name (numeric or hex labels) cannot be granted",
+      hint: "write a 127.x.x.x address in dotted decimal, or a real host name",
+    };
   }
   return { host, port };
 }

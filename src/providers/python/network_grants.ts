@@ -94,6 +94,13 @@ export function planGrants(grants: readonly NetworkGrant[]): GrantPlan {
 const HEADER_MAX = 16;
 
 /**
+ * Connections one task may have open through its grants at once: each costs the orchestrator
+ * two descriptors, which a task must not be able to exhaust. Beyond it, a new connection is
+ * closed at once (the task sees a reset).
+ */
+export const MAX_GRANT_CONNECTIONS = 256;
+
+/**
  * The outside end: a Unix socket the sandbox's forwarder connects to. Each connection starts
  * with `<grant number>\n`; the proxy connects to that grant's destination, answers `1` (or `0`
  * when it cannot connect, then closes), and copies bytes both ways until both sides are done.
@@ -103,6 +110,8 @@ export class GrantProxy {
   #listener: Deno.Listener;
   #grants: readonly NetworkGrant[];
   #conns = new Set<Deno.Conn>();
+  /** Connections from inside the sandbox being served. */
+  #inside = 0;
   #serving: Promise<void>;
 
   private constructor(path: string, listener: Deno.Listener, grants: readonly NetworkGrant[]) {
@@ -128,8 +137,16 @@ export class GrantProxy {
   async #serve(): Promise<void> {
     try {
       for await (const conn of this.#listener) {
+        if (this.#inside >= MAX_GRANT_CONNECTIONS) {
+          close(conn);
+          continue;
+        }
+        this.#inside++;
         this.#conns.add(conn);
-        this.#handle(conn).finally(() => this.#conns.delete(conn));
+        this.#handle(conn).finally(() => {
+          this.#inside--;
+          this.#conns.delete(conn);
+        });
       }
     } catch {
       // closed

@@ -290,7 +290,15 @@ export class PythonProvider implements Provider {
   ): Promise<PythonResult> {
     const code = await runnerBytecode(py);
     // Synchronous fs calls: single quick syscalls, cheaper than a thread hop each.
-    const base = Deno.makeTempDirSync({ dir: this.#tempDir, prefix: "gleitzeit-py-" });
+    if (!this.#swept) {
+      this.#swept = true;
+      this.#background(() => sweepDeadPoolDirs(this.#tempDir));
+    }
+    // The owner's pid in the name: what a killed process leaves is swept by the next one.
+    const base = Deno.makeTempDirSync({
+      dir: this.#tempDir,
+      prefix: `gleitzeit-py-${Deno.pid}-`,
+    });
     const workDir = `${base}/work`;
     const resultPath = `${base}/result.json`;
     let child: Deno.ChildProcess;
@@ -579,12 +587,13 @@ function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
 
 /**
  * Removes the pool directories (and their /dev/shm output directories) of processes that are
- * gone, killed before they could clean up (e.g. by SIGKILL). Names carry the owner's pid:
- * `gleitzeit-pool-<pid>-<random>`, `gleitzeit-io-<pid>-<random>`.
+ * gone, killed before they could clean up (e.g. by SIGKILL), and cold tasks' directories
+ * likewise. Names carry the owner's pid: `gleitzeit-pool-<pid>-<random>`,
+ * `gleitzeit-py-<pid>-<random>`, `gleitzeit-io-<pid>-<random>`.
  */
 async function sweepDeadPoolDirs(tempDir: string | undefined): Promise<void> {
   const places: [string, RegExp][] = [
-    [tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", /^gleitzeit-pool-(\d+)-/],
+    [tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", /^gleitzeit-(?:pool|py)-(\d+)-/],
     ["/dev/shm", /^gleitzeit-io-(\d+)-/],
   ];
   for (const [dir, pattern] of places) {

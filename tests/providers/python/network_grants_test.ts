@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { isGrantProblem, parseNetworkGrant } from "../../../src/core/network_grant.ts";
 import { GleitzeitError } from "../../../src/core/errors.ts";
-import { planGrants } from "../../../src/providers/python/network_grants.ts";
+import { MAX_GRANT_CONNECTIONS, planGrants } from "../../../src/providers/python/network_grants.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import { resolveSandboxPolicy } from "../../../src/providers/python/sandbox_policy.ts";
 import { DEFAULT_LIMITS } from "../../../src/providers/python/sandbox_policy.ts";
@@ -29,6 +29,12 @@ Deno.test("network grants: what can be granted one destination at a time", () =>
     ["10.0.0.5:80", /loopback/],
     ["[::1]:80", /IPv6/],
     ["exa mple.com:80", /host name/],
+    ["2130706433:80", /address written as a name/],
+    ["0x7f000001:6379", /address written as a name/],
+    ["10.1:80", /address written as a name/],
+    ["999.1.1.1:80", /address written as a name/],
+    ["0177.0.0.1:80", /address written as a name/],
+    ["127.0.0.01:80", /leading zeros/],
     [443, /string/],
   ];
   for (const [entry, why] of refused) {
@@ -220,5 +226,50 @@ Deno.test("[bwrap] the sandbox user can read /etc's shared files (CA certificate
     } finally {
       await provider.close();
     }
+  }
+});
+
+Deno.test("[bwrap] a task cannot hold more than MAX_GRANT_CONNECTIONS through its grants", async () => {
+  // A server that accepts and says nothing: every granted connection stays open.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  const port = (listener.addr as Deno.NetAddr).port;
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  const code = `
+import os, socket
+path = os.path.join(os.path.dirname(os.getcwd()), "net.sock")
+acked, refused, socks = 0, 0, []
+for i in range(${MAX_GRANT_CONNECTIONS + 44}):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    s.sendall(b"0\\n")
+    try:
+        answer = s.recv(1)
+    except OSError:
+        answer = b""
+    if answer == b"1":
+        acked += 1
+        socks.append(s)
+    else:
+        refused += 1
+        s.close()
+result = [acked, refused]
+`;
+  try {
+    const r = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({ sandbox: { task: { network: [`127.0.0.1:${port}`], open_files: 2048 } } }),
+    ) as { result: [number, number] };
+    assert.deepEqual(r.result, [MAX_GRANT_CONNECTIONS, 44]);
+  } finally {
+    await provider.close();
+    for (const c of held) c.close();
+    listener.close();
+    await accepting.catch(() => {});
   }
 });

@@ -27,3 +27,23 @@ Deno.test("pool directories left by dead processes are swept; live ones and our 
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("cold task directories left by dead processes are swept by the next provider", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "gleitzeit-sweep-" });
+  const dead = `${tmp}/gleitzeit-py-4194999-abc`;
+  const live = `${tmp}/gleitzeit-py-1-def`;
+  for (const d of [dead, live]) await Deno.mkdir(`${d}/work`, { recursive: true });
+  const provider = new PythonProvider({ sandbox: "basic", poolSize: 0, tempDir: tmp });
+  try {
+    const out = await provider.call("python/execute", { code: "result = 7" }, makeCtx()) as {
+      result: unknown;
+    };
+    assert.equal(out.result, 7);
+    await provider.close(); // waits for the background sweep
+    const names = [...Deno.readDirSync(tmp)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["gleitzeit-py-1-def"], "the dead one swept, the live one kept");
+  } finally {
+    await provider.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
