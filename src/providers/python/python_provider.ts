@@ -13,7 +13,7 @@ import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
 import { BoundedCapture } from "./output_capture.ts";
-import { type GrantPlan, GrantProxy, planGrants } from "./network_grants.ts";
+import { type GrantPlan, GrantProxy, MAX_GRANT_CONNECTIONS, planGrants } from "./network_grants.ts";
 import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
   exitFromStatus,
@@ -341,7 +341,11 @@ export class PythonProvider implements Provider {
         args,
         cwd: bwrap ? "/" : workDir,
         clearEnv: true,
-        env: childEnv(py, workDir),
+        env: plan
+          // the forwarder's threads: one malloc arena each would reserve 64 MiB of the
+          // address space limit; two arenas keep hundreds of connections within it
+          ? { ...childEnv(py, workDir), MALLOC_ARENA_MAX: "2" }
+          : childEnv(py, workDir),
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",
@@ -363,7 +367,11 @@ export class PythonProvider implements Provider {
       ...this.#jobExtras(policy, py),
       work_dir: workDir,
       result_path: resultPath,
-      ...(plan && proxy ? { net: { socket: proxy.path, listeners: plan.listeners } } : {}),
+      ...(plan && proxy
+        ? {
+          net: { socket: proxy.path, listeners: plan.listeners, limit: MAX_GRANT_CONNECTIONS },
+        }
+        : {}),
     };
     writeAll(child.stdin, bootstrapInput(code, JSON.stringify(fullJob)));
     const guard = this.#guard(

@@ -408,22 +408,60 @@ def _run_job(job):
         _flush()
         os._exit(3)
 
-def _net_pump(src, dst):
+_net_open = [0]  # connections being forwarded (each holds one thread)
+_net_lock = None  # guards _net_open (threading.Lock, made by _net_listen)
+
+def _net_count(delta):
+    with _net_lock:
+        _net_open[0] += delta
+        return _net_open[0]
+
+def _net_reset(conn):
+    # like a refused connection: the client sees ECONNRESET
     try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
+        conn.setsockopt(1, 13, b"\x01\0\0\0\0\0\0\0")  # SOL_SOCKET, SO_LINGER {1, 0}
     except OSError:
         pass
+    conn.close()
+
+def _net_pump(conn, out):
+    # One thread per connection, both directions: poll (no FD_SETSIZE limit) for whichever
+    # side has data, pass it on; an end of stream is passed on as a half-close.
+    import select
+    poll = select.poll()
+    other = {conn.fileno(): (conn, out), out.fileno(): (out, conn)}
+    for fd in other:
+        poll.register(fd, select.POLLIN)
     try:
-        dst.shutdown(1)  # SHUT_WR: the other side sees end of stream
-    except OSError:
-        pass
+        while other:
+            for fd, _ in poll.poll():
+                if fd not in other:
+                    continue
+                src, dst = other[fd]
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                if data:
+                    try:
+                        dst.sendall(data)
+                        continue
+                    except OSError:
+                        other.clear()
+                        break
+                poll.unregister(fd)
+                del other[fd]
+                try:
+                    dst.shutdown(1)  # SHUT_WR
+                except OSError:
+                    pass
+    finally:
+        conn.close()
+        out.close()
+        _net_count(-1)
 
 def _net_forward(conn, path, grant):
-    import socket, threading
+    import socket
     out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         out.connect(path)
@@ -432,43 +470,46 @@ def _net_forward(conn, path, grant):
     except OSError:
         ok = False
     if not ok:
-        # The destination refused or is unreachable: reset, like a refused connection would.
-        try:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-        except OSError:
-            pass
-        conn.close()
+        # the destination refused or is unreachable, or the proxy is full
+        _net_reset(conn)
         out.close()
+        _net_count(-1)
         return
-    back = threading.Thread(target=_net_pump, args=(out, conn), daemon=True)
-    back.start()
     _net_pump(conn, out)
-    back.join()
-    conn.close()
-    out.close()
 
-def _net_accept(server, path, grant):
+def _net_accept(server, path, grant, limit):
     import threading
     while True:
         try:
             conn = server.accept()[0]
         except OSError:
-            return
-        threading.Thread(target=_net_forward, args=(conn, path, grant), daemon=True).start()
+            continue  # e.g. out of descriptors for a moment: the listener stays
+        if _net_count(1) > limit:
+            _net_count(-1)
+            _net_reset(conn)
+            continue
+        try:
+            threading.Thread(target=_net_forward, args=(conn, path, grant), daemon=True).start()
+        except RuntimeError:  # no thread to be had (the process limit): this one is refused
+            _net_count(-1)
+            _net_reset(conn)
 
 def _net_listen(net):
     # Network grants: listen on each granted address inside the sandbox's own network
     # namespace and forward every connection over net["socket"] to the provider's proxy,
     # which connects to that grant's destination only. Before the user is dropped: ports
     # below 1024 need the capability that dropping clears.
+    global _net_lock
     import socket, threading
     threading.stack_size(256 * 1024)
+    _net_lock = threading.Lock()
     for listener in net["listeners"]:
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind((listener["addr"], listener["port"]))
-        server.listen(64)
-        threading.Thread(target=_net_accept, args=(server, net["socket"], listener["id"]),
+        server.listen(128)
+        threading.Thread(target=_net_accept,
+                         args=(server, net["socket"], listener["id"], net.get("limit", 256)),
                          daemon=True).start()
 
 def _set_path(job):
