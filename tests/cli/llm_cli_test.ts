@@ -119,19 +119,25 @@ for (const seed of LLM_SEEDS) {
   });
 }
 
-Deno.test("seed example mixed_workflow.yaml: only the Python parse of the tiny model's answer fails", async () => {
+Deno.test("seed example mixed_workflow.yaml: the Python parse of the model's answer decides the rest", async () => {
   const { code, tasks } = await runSeed("mixed_workflow.yaml");
   const byId = new Map(tasks.map((t) => [t.id, t]));
   assertEquals(byId.get("generate_numbers")!.state, "completed");
   const stats = byId.get("calculate_stats")!;
-  assertEquals(stats.state, "failed");
-  assertEquals(stats.error!.code, "TASK_EXECUTION_FAILED");
-  // The answer is sampled (the seed sets no temperature): not numbers, so int() fails; or, when
-  // it holds a quote or a line break, the string it is pasted into does not even parse.
-  assertMatch(stats.error!.message, /ValueError|SyntaxError/);
-  assertEquals(byId.get("summarize_results")!.state, "skipped");
-  assertEquals(byId.get("summarize_results")!.reason, "dependency 'calculate_stats' failed");
-  assertEquals(code, 1);
+  const summary = byId.get("summarize_results")!;
+  // The seed sets no temperature: the tiny model's answer is sampled. Usually not numbers (int()
+  // fails, or a quote or line break breaks the literal it is pasted into); now and then it is.
+  if (stats.state === "completed") {
+    assertEquals(summary.state, "completed");
+    assertEquals(code, 0);
+  } else {
+    assertEquals(stats.state, "failed");
+    assertEquals(stats.error!.code, "TASK_EXECUTION_FAILED");
+    assertMatch(stats.error!.message, /ValueError|SyntaxError|StatisticsError/);
+    assertEquals(summary.state, "skipped");
+    assertEquals(summary.reason, "dependency 'calculate_stats' failed");
+    assertEquals(code, 1);
+  }
 });
 
 Deno.test("seed example simple_test.yaml (echo/v1) runs", async () => {
