@@ -97,6 +97,16 @@ async function submit(c: Cluster, file: string): Promise<string> {
   return JSON.parse(r.stdout).run_id;
 }
 
+/** Runs `fn` with a fresh cluster (config, Redis prefix), cleaned up whatever happens. */
+async function withCluster(fn: (c: Cluster) => Promise<void>): Promise<void> {
+  const c = await cluster();
+  try {
+    await fn(c);
+  } finally {
+    await teardown(c);
+  }
+}
+
 async function teardown(c: Cluster): Promise<void> {
   for (const w of c.workers) {
     try {
@@ -127,9 +137,8 @@ function sleepTask(id: string, seconds: number, value: number): string {
   return `  - id: ${id}\n    method: python/execute\n    params: {code: "import time; time.sleep(${seconds}); result = ${value}"}\n`;
 }
 
-Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops them cleanly", async () => {
-  const c = await cluster();
-  try {
+Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops them cleanly", () =>
+  withCluster(async (c) => {
     const [w1, w2] = [startWorker(c, "--concurrency", "1"), startWorker(c, "--concurrency", "1")];
     await Promise.all([waitReady(w1!), waitReady(w2!)]);
     const file = await writeWorkflow(
@@ -156,14 +165,10 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
     w2!.child.kill("SIGTERM");
     assertEquals((await w1!.child.status).code, 0);
     assertEquals((await w2!.child.status).code, 0);
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
-Deno.test("a worker killed mid-task loses nothing: its task is taken over after the lease", async () => {
-  const c = await cluster();
-  try {
+Deno.test("a worker killed mid-task loses nothing: its task is taken over after the lease", () =>
+  withCluster(async (c) => {
     // The coordinator executes one task at a time; a second worker takes the other task.
     const coordinator = startWorker(c, "--concurrency", "1");
     await waitReady(coordinator);
@@ -198,14 +203,10 @@ Deno.test("a worker killed mid-task loses nothing: its task is taken over after 
     const byId = resultsOf(await status(c, runId));
     assertEquals(byId.one, 1);
     assertEquals(byId.two, 2);
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
-Deno.test("a coordinating worker killed mid-run: another machine's worker resumes the run", async () => {
-  const c = await cluster();
-  try {
+Deno.test("a coordinating worker killed mid-run: another machine's worker resumes the run", () =>
+  withCluster(async (c) => {
     // Another host name: its death is seen through the stale heartbeat, not a pid check.
     const first = startWorker(c, "@machine-b", "--concurrency", "1");
     await waitReady(first);
@@ -231,14 +232,10 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
     assertEquals(resultsOf(report).slow, 2);
     assert(second.log.some((l) => l.includes(`taking over run ${runId}`)), second.log.join("\n"));
     assert(first.log.some((l) => l.includes("worker machine-b:")), first.log.join("\n"));
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
-Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", async () => {
-  const c = await cluster();
-  try {
+Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", () =>
+  withCluster(async (c) => {
     const first = startWorker(c, "--concurrency", "2");
     await waitReady(first);
     const file = await writeWorkflow(
@@ -260,14 +257,10 @@ Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unha
     assertEquals(report.state, "completed", JSON.stringify(report));
     assertEquals(resultsOf(report), { a: 1, b: 2, c: 3, d: 4 });
     assert(second.log.some((l) => l.includes(`taking over run ${runId}`)), second.log.join("\n"));
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
-Deno.test("`workflow cancel` reaches the worker coordinating the run", async () => {
-  const c = await cluster();
-  try {
+Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
+  withCluster(async (c) => {
     const w = startWorker(c);
     await waitReady(w);
     const file = await writeWorkflow(
@@ -286,14 +279,10 @@ Deno.test("`workflow cancel` reaches the worker coordinating the run", async () 
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "cancelled");
     assert(w.log.some((l) => l.includes(`cancelling run ${runId}`)), w.log.join("\n"));
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
-Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", async () => {
-  const c = await cluster();
-  try {
+Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", () =>
+  withCluster(async (c) => {
     const w = startWorker(c, "--lease", "60s"); // the later --lease wins
     await waitReady(w);
     const file = await writeWorkflow(
@@ -314,14 +303,10 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
       10_000,
     );
     assert(Date.now() - started < 10_000, "stopped long before the 60 s lease");
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
-Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", async () => {
-  const c = await cluster();
-  try {
+Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", () =>
+  withCluster(async (c) => {
     const w = startWorker(c, "--lease", "60s");
     await waitReady(w);
     // Longer than the 6 s after which a silent owner's run lists as interrupted.
@@ -359,10 +344,7 @@ Deno.test("a run a live worker coordinates never lists as interrupted (long leas
     assert(seen.has("running"), `states seen: ${[...seen]}`);
     assertStringIncludes(runningText, `▶ run ${runId} running for `);
     assert(busy, "system status showed the worker with 1 task and 1 run");
-  } finally {
-    await teardown(c);
-  }
-});
+  }));
 
 Deno.test("Redis restarted empty: the worker reconnects and goes on; gone for good: exit 3", async () => {
   const port = 20000 + Math.floor(Math.random() * 20000);
