@@ -18,7 +18,7 @@ import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
 import { defaultOwner, Engine } from "../engine/engine.ts";
 import type { EventListener } from "../engine/events.ts";
-import { HEARTBEAT_MS } from "../engine/liveness.ts";
+import { HEARTBEAT_MS, localOwnerPid, ownerAlive, pidAlive } from "../engine/liveness.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import {
@@ -316,6 +316,24 @@ export class Worker {
   }
 
   async #reclaim(): Promise<void> {
+    // Runs first: taking one over drops the attempts its dead coordinator had queued, before
+    // they could be taken over below (their answers would go nowhere).
+    if (this.#runs.size < this.#maxRuns) {
+      const raw = await this.#store.command([
+        "XAUTOCLAIM",
+        this.#keys.runs,
+        GROUP,
+        this.owner,
+        String(this.#leaseMs),
+        "0-0",
+        "COUNT",
+        "1",
+      ]) as unknown[];
+      for (const entry of parseEntries(raw?.[1])) {
+        await this.#dropOrphanedAttempts(entry.fields.run ?? "");
+        this.#startRun(entry, true);
+      }
+    }
     const free = this.#concurrency - this.#tasks.size;
     if (free > 0) {
       const raw = await this.#store.command([
@@ -330,19 +348,32 @@ export class Worker {
       ]) as unknown[];
       for (const entry of parseEntries(raw?.[1])) this.#startTask(entry, true);
     }
-    if (this.#runs.size < this.#maxRuns) {
-      const raw = await this.#store.command([
-        "XAUTOCLAIM",
-        this.#keys.runs,
-        GROUP,
-        this.owner,
-        String(this.#leaseMs),
-        "0-0",
-        "COUNT",
-        "1",
-      ]) as unknown[];
-      for (const entry of parseEntries(raw?.[1])) this.#startRun(entry, true);
+  }
+
+  /**
+   * When the run's coordinator is gone: removes the attempts it had put on the tasks stream (the
+   * run's new coordinator sends its own). Those being executed somewhere run on, harmlessly.
+   */
+  async #dropOrphanedAttempts(runId: string): Promise<void> {
+    const run = await this.#store.getRun(runId);
+    if (!run || run.owner === this.owner || ownerAlive(run, Date.now(), this.#leaseMs)) return;
+    const prefix = `${runId}/`;
+    const orphans: string[] = [];
+    let start = "-";
+    for (;;) {
+      const page = parseEntries(
+        await this.#store.command(["XRANGE", this.#keys.tasks, start, "+", "COUNT", "500"]),
+      );
+      for (const e of page) if (e.fields.d?.startsWith(prefix)) orphans.push(e.id);
+      if (page.length < 500) break;
+      start = `(${page.at(-1)!.id}`;
     }
+    if (orphans.length === 0) return;
+    await this.#store.command(["XACK", this.#keys.tasks, GROUP, ...orphans]);
+    await this.#store.command(["XDEL", this.#keys.tasks, ...orphans]);
+    this.#log(
+      `dropped ${orphans.length} attempt(s) of run ${runId} queued by its dead coordinator`,
+    );
   }
 
   #startTask(entry: StreamEntry, reclaimed: boolean): void {
@@ -368,9 +399,23 @@ export class Worker {
       return;
     }
     const what = `${job.ctx.runId}/${job.ctx.taskId} attempt ${job.ctx.attempt}`;
-    // The coordinator may have given up on it while it waited (cancel, timeout).
-    if (await this.#store.command(["EXISTS", this.#keys.cancel(dispatchId ?? "")]) === 1) {
+    // Still wanted? The coordinator may have given up on it while it waited (cancel, timeout),
+    // the run may have ended, or have another coordinator now (this one died): one round trip.
+    const [cancelled, [owner, state]] = await this.#store.command([
+      "EVAL",
+      STILL_WANTED,
+      "2",
+      this.#keys.cancel(dispatchId ?? ""),
+      `${this.#store.prefix}run:${job.ctx.runId}`,
+    ]) as [number, [string | null, string | null]];
+    const sentBy = reply?.slice(this.#keys.replies("").length);
+    const ended = state === "completed" || state === "failed" || state === "cancelled";
+    const senderPid = localOwnerPid(sentBy); // a coordinator on this host: is it still there?
+    const orphaned = (owner !== null && sentBy !== undefined && owner !== sentBy) ||
+      (senderPid !== undefined && !pidAlive(senderPid));
+    if (cancelled === 1 || ended || orphaned) {
       await this.#ack(this.#keys.tasks, entry.id);
+      if (!cancelled) this.#log(`dropped ${what}: its run ${ended ? "ended" : "moved on"}`);
       return;
     }
     this.#log(`${reclaimed ? "took over" : "executing"} ${what} (${job.method})`);
@@ -484,6 +529,10 @@ export class Worker {
     for (const w of [...this.#waiters]) w();
   }
 }
+
+/** `[cancel flag exists, run owner, run state]` for an attempt about to start. */
+const STILL_WANTED =
+  "return {redis.call('EXISTS', KEYS[1]), redis.call('HMGET', KEYS[2], 'owner', 'state')}";
 
 /** How often running attempts look for a cancellation (ms). */
 const CANCEL_CHECK_MS = 250;

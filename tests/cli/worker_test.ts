@@ -234,6 +234,38 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
     assert(first.log.some((l) => l.includes("worker machine-b:")), first.log.join("\n"));
   }));
 
+Deno.test("attempts queued by a coordinator that died are dropped, not executed for nothing", () =>
+  withCluster(async (c) => {
+    const first = startWorker(c, "--concurrency", "1");
+    await waitReady(first);
+    const file = await writeWorkflow(
+      c.dir,
+      "three.yaml",
+      "name: three\ntasks:\n" + sleepTask("a", 2, 1) + sleepTask("b", 2, 2) + sleepTask("c", 2, 3),
+    );
+    const runId = await submit(c, file);
+    // one attempt running on the coordinator, two waiting in the stream
+    await waitFor(
+      "a task to start",
+      () => first.log.some((l) => l.includes(`executing ${runId}/`)),
+    );
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    const second = startWorker(c, "--concurrency", "3");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
+    const ran = second.log.filter((l) =>
+      l.includes(`executing ${runId}/`) || l.includes(`took over ${runId}/`)
+    );
+    assertEquals(
+      ran.length,
+      3,
+      `only the new coordinator's attempts run:\n${second.log.join("\n")}`,
+    );
+    assert(second.log.some((l) => l.includes("dropped")), second.log.join("\n"));
+  }));
+
 Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", () =>
   withCluster(async (c) => {
     const first = startWorker(c, "--concurrency", "2");
