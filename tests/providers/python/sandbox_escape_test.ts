@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { GleitzeitError } from "../../../src/core/errors.ts";
+import type { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import {
   cleanupEscapeEnv,
