@@ -99,11 +99,6 @@ export class Worker {
     this.#onEvent = options.onEvent;
   }
 
-  /** Tasks and runs in progress. */
-  get load(): { tasks: number; runs: number } {
-    return { tasks: this.#tasks.size, runs: this.#runs.size };
-  }
-
   /** Joins the group and starts the loops; resolves once they all stopped. */
   async start(): Promise<void> {
     await ensureGroup(this.#store, this.#keys.runs);
@@ -319,35 +314,32 @@ export class Worker {
     // Runs first: taking one over drops the attempts its dead coordinator had queued, before
     // they could be taken over below (their answers would go nowhere).
     if (this.#runs.size < this.#maxRuns) {
-      const raw = await this.#store.command([
-        "XAUTOCLAIM",
-        this.#keys.runs,
-        GROUP,
-        this.owner,
-        String(this.#leaseMs),
-        "0-0",
-        "COUNT",
-        "1",
-      ]) as unknown[];
-      for (const entry of parseEntries(raw?.[1])) {
+      for (const entry of await this.#autoclaim(this.#keys.runs, 1)) {
         await this.#dropOrphanedAttempts(entry.fields.run ?? "");
         this.#startRun(entry, true);
       }
     }
     const free = this.#concurrency - this.#tasks.size;
     if (free > 0) {
-      const raw = await this.#store.command([
-        "XAUTOCLAIM",
-        this.#keys.tasks,
-        GROUP,
-        this.owner,
-        String(this.#leaseMs),
-        "0-0",
-        "COUNT",
-        String(free),
-      ]) as unknown[];
-      for (const entry of parseEntries(raw?.[1])) this.#startTask(entry, true);
+      for (const entry of await this.#autoclaim(this.#keys.tasks, free)) {
+        this.#startTask(entry, true);
+      }
     }
+  }
+
+  /** Up to `count` entries of `stream` idle longer than the lease, now this worker's. */
+  async #autoclaim(stream: string, count: number): Promise<StreamEntry[]> {
+    const raw = await this.#store.command([
+      "XAUTOCLAIM",
+      stream,
+      GROUP,
+      this.owner,
+      String(this.#leaseMs),
+      "0-0",
+      "COUNT",
+      String(count),
+    ]) as unknown[];
+    return parseEntries(raw?.[1]);
   }
 
   /**
@@ -369,8 +361,7 @@ export class Worker {
       start = `(${page.at(-1)!.id}`;
     }
     if (orphans.length === 0) return;
-    await this.#store.command(["XACK", this.#keys.tasks, GROUP, ...orphans]);
-    await this.#store.command(["XDEL", this.#keys.tasks, ...orphans]);
+    await this.#ack(this.#keys.tasks, ...orphans);
     this.#log(
       `dropped ${orphans.length} attempt(s) of run ${runId} queued by its dead coordinator`,
     );
@@ -439,22 +430,24 @@ export class Worker {
     if (this.#stopped && signal.aborted) return; // left pending: another worker takes it over
     try {
       if (reply) {
+        // the answer, and the entry acknowledged and removed: one round trip
         await this.#store.command([
-          "XADD",
+          "EVAL",
+          REPORT,
+          "2",
           reply,
-          "*",
-          "d",
+          this.#keys.tasks,
           dispatchId ?? "",
-          "ok",
           ok ? "1" : "0",
-          "body",
           JSON.stringify(body ?? null),
-          "worker",
           this.owner,
+          String(REPLY_TTL_SECONDS),
+          GROUP,
+          entry.id,
         ]);
-        await this.#store.command(["EXPIRE", reply, String(REPLY_TTL_SECONDS)]);
+      } else {
+        await this.#ack(this.#keys.tasks, entry.id);
       }
-      await this.#ack(this.#keys.tasks, entry.id);
       this.#log(`${ok ? "completed" : "failed"} ${what}`);
     } catch (e) {
       this.#log(`error: reporting ${what}: ${(e as Error).message}`);
@@ -507,9 +500,9 @@ export class Worker {
     }
   }
 
-  async #ack(stream: string, id: string): Promise<void> {
-    await this.#store.command(["XACK", stream, GROUP, id]);
-    await this.#store.command(["XDEL", stream, id]);
+  /** Acknowledges entries and removes them from `stream`, in one round trip. */
+  async #ack(stream: string, ...ids: string[]): Promise<void> {
+    await this.#store.command(["EVAL", ACK, "1", stream, GROUP, ...ids]);
   }
 
   #sleepUntilWoken(ms: number): Promise<void> {
@@ -533,6 +526,21 @@ export class Worker {
 /** `[cancel flag exists, run owner, run state]` for an attempt about to start. */
 const STILL_WANTED =
   "return {redis.call('EXISTS', KEYS[1]), redis.call('HMGET', KEYS[2], 'owner', 'state')}";
+
+/** XACK + XDEL of ARGV[2..] in KEYS[1] (group ARGV[1]). */
+const ACK = "local ids = {unpack(ARGV, 2)}\n" +
+  "redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))\n" +
+  "return redis.call('XDEL', KEYS[1], unpack(ids))";
+
+/**
+ * An attempt's answer on its coordinator's reply stream KEYS[1] (kept ARGV[5] s), then its
+ * entry ARGV[7] of KEYS[2] acknowledged (group ARGV[6]) and removed.
+ */
+const REPORT = "redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'ok', ARGV[2], 'body', ARGV[3], " +
+  "'worker', ARGV[4])\n" +
+  "redis.call('EXPIRE', KEYS[1], ARGV[5])\n" +
+  "redis.call('XACK', KEYS[2], ARGV[6], ARGV[7])\n" +
+  "return redis.call('XDEL', KEYS[2], ARGV[7])";
 
 /** How often running attempts look for a cancellation (ms). */
 const CANCEL_CHECK_MS = 250;
