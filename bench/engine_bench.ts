@@ -5,8 +5,7 @@
  *   deno run -A bench/engine_bench.ts [--tasks 100,10000] [--rounds 5]
  */
 
-import { NO_RETRY } from "../src/core/retry.ts";
-import type { TaskSpec, Workflow } from "../src/core/workflow.ts";
+import { echoWorkflow } from "./echo_workflow.ts";
 import { Engine } from "../src/engine/engine.ts";
 import { MemoryStore } from "../src/persistence/memory_store.ts";
 import { ECHO_PROTOCOL, EchoProvider } from "../src/providers/echo/echo_provider.ts";
@@ -18,21 +17,6 @@ const arg = (name: string, def: string) => {
 };
 const sizes = arg("tasks", "100,10000").split(",").map(Number);
 const rounds = Number(arg("rounds", "5"));
-
-function workflow(n: number): Workflow {
-  const tasks: TaskSpec[] = Array.from({ length: n }, (_, i) => ({
-    id: `t${i}`,
-    name: `t${i}`,
-    protocol: "echo/v1",
-    method: "echo",
-    params: { i },
-    dependencies: [],
-    priority: 50,
-    retry: NO_RETRY,
-    continueOnFailure: false,
-  }));
-  return { name: `bench-${n}`, params: {}, onFailure: "fail_fast", tasks };
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -62,7 +46,7 @@ async function bareLoop(n: number): Promise<number> {
 
 async function engineRun(n: number): Promise<number> {
   const engine = new Engine({ dispatcher: registry, store: new MemoryStore(), maxConcurrency: 64 });
-  const wf = workflow(n);
+  const wf = echoWorkflow(n, { params: (i) => ({ i }) });
   const t0 = performance.now();
   const out = await engine.run(wf);
   const ms = performance.now() - t0;

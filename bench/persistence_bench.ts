@@ -26,10 +26,10 @@
  * @module
  */
 
+import { echoWorkflow } from "./echo_workflow.ts";
+import type { Workflow } from "../src/core/workflow.ts";
 import { DatabaseSync } from "node:sqlite";
 import { newId } from "../src/core/ids.ts";
-import { NO_RETRY } from "../src/core/retry.ts";
-import type { Workflow } from "../src/core/workflow.ts";
 import { Engine } from "../src/engine/engine.ts";
 import { ECHO_PROTOCOL, EchoProvider } from "../src/providers/echo/echo_provider.ts";
 import { ProviderRegistry } from "../src/providers/registry.ts";
@@ -198,29 +198,13 @@ const registry = new ProviderRegistry();
 registry.registerProtocol(ECHO_PROTOCOL);
 registry.register(new EchoProvider());
 
-function noopWorkflow(n: number, chained: boolean): Workflow {
-  return {
-    name: chained ? "bench-engine-chain" : "bench-engine-fanout",
-    params: {},
-    onFailure: "fail_fast",
-    tasks: Array.from({ length: n }, (_, i) => ({
-      id: `t${i}`,
-      name: `t${i}`,
-      protocol: "echo/v1",
-      method: "echo",
-      params: {},
-      dependencies: chained && i > 0 ? [`t${i - 1}`] : [],
-      priority: 50,
-      retry: NO_RETRY,
-      continueOnFailure: false,
-    })),
-  };
-}
-
 /** A workflow of no-op tasks through the real Engine on `store`. */
 async function engineRun(store: Store, n: number, chained: boolean): Promise<number> {
   const engine = new Engine({ dispatcher: registry, store, maxConcurrency: BATCH });
-  const wf = noopWorkflow(n, chained);
+  const wf = echoWorkflow(n, {
+    chained,
+    name: chained ? "bench-engine-chain" : "bench-engine-fanout",
+  });
   return await timed(n, async () => {
     const out = await engine.run(wf);
     if (out.state !== "completed") throw new Error(`engine run ${out.state}`);

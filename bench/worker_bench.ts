@@ -15,8 +15,7 @@
  * @module
  */
 
-import { NO_RETRY } from "../src/core/retry.ts";
-import type { Workflow } from "../src/core/workflow.ts";
+import { echoWorkflow } from "./echo_workflow.ts";
 import { Engine } from "../src/engine/engine.ts";
 import { Worker } from "../src/distributed/worker.ts";
 import { enqueueRun } from "../src/distributed/work_queue.ts";
@@ -39,25 +38,6 @@ function registry(): ProviderRegistry {
   r.registerProtocol(ECHO_PROTOCOL);
   r.register(new EchoProvider());
   return r;
-}
-
-function fanOut(n: number): Workflow {
-  return {
-    name: "bench-fan-out",
-    params: {},
-    onFailure: "fail_fast",
-    tasks: Array.from({ length: n }, (_, i) => ({
-      id: `t${i}`,
-      name: `t${i}`,
-      protocol: "echo/v1",
-      method: "echo",
-      params: { i },
-      dependencies: [],
-      priority: 50,
-      retry: NO_RETRY,
-      continueOnFailure: false,
-    })),
-  } as unknown as Workflow;
 }
 
 async function cleanup(store: RedisStore): Promise<void> {
@@ -143,7 +123,9 @@ async function localEngine(prefix: string, n: number): Promise<number> {
   const reg = registry();
   const engine = new Engine({ dispatcher: reg, store, maxConcurrency: CONCURRENCY * WORKERS });
   const t0 = performance.now();
-  const outcome = await engine.run(fanOut(n));
+  const outcome = await engine.run(
+    echoWorkflow(n, { name: "bench-fan-out", params: (i) => ({ i }) }),
+  );
   const ms = performance.now() - t0;
   if (outcome.state !== "completed") throw new Error(`local run ${outcome.state}`);
   await cleanup(store);
@@ -164,7 +146,10 @@ async function viaWorkers(prefix: string, n: number): Promise<number> {
   const loops = workers.map((w) => w.start());
   const engine = new Engine({ dispatcher: registry(), store: submitStore! });
   const t0 = performance.now();
-  const run = await engine.createRun(fanOut(n), { state: "queued" });
+  const run = await engine.createRun(
+    echoWorkflow(n, { name: "bench-fan-out", params: (i) => ({ i }) }),
+    { state: "queued" },
+  );
   await enqueueRun(submitStore!, run.id);
   for (;;) {
     const r = await submitStore!.getRun(run.id);
