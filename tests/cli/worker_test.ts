@@ -97,6 +97,21 @@ async function submit(c: Cluster, file: string): Promise<string> {
   return JSON.parse(r.stdout).run_id;
 }
 
+/** Starts a worker and waits until it takes work. */
+async function readyWorker(c: Cluster, ...args: string[]): Promise<WorkerProcess> {
+  const w = startWorker(c, ...args);
+  await waitReady(w);
+  return w;
+}
+
+/** Writes a workflow `name` of the given task lines and submits it with --detach. */
+async function submitTasks(c: Cluster, name: string, tasks: string): Promise<string> {
+  return await submit(
+    c,
+    await writeWorkflow(c.dir, `${name}.yaml`, `name: ${name}\ntasks:\n${tasks}`),
+  );
+}
+
 /** Runs `fn` with a fresh cluster (config, Redis prefix), cleaned up whatever happens. */
 async function withCluster(fn: (c: Cluster) => Promise<void>): Promise<void> {
   const c = await cluster();
@@ -170,16 +185,9 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
 Deno.test("a worker killed mid-task loses nothing: its task is taken over after the lease", () =>
   withCluster(async (c) => {
     // The coordinator executes one task at a time; a second worker takes the other task.
-    const coordinator = startWorker(c, "--concurrency", "1");
-    await waitReady(coordinator);
-    const file = await writeWorkflow(
-      c.dir,
-      "pair.yaml",
-      "name: pair\ntasks:\n" + sleepTask("one", 1.5, 1) + sleepTask("two", 1.5, 2),
-    );
-    const victim = startWorker(c, "--concurrency", "1");
-    await waitReady(victim);
-    const runId = await submit(c, file);
+    const coordinator = await readyWorker(c, "--concurrency", "1");
+    const victim = await readyWorker(c, "--concurrency", "1");
+    const runId = await submitTasks(c, "pair", sleepTask("one", 1.5, 1) + sleepTask("two", 1.5, 2));
     await waitFor(
       "the victim to start a task",
       () => victim.log.some((l) => l.includes("executing ")),
@@ -208,15 +216,13 @@ Deno.test("a worker killed mid-task loses nothing: its task is taken over after 
 Deno.test("a coordinating worker killed mid-run: another machine's worker resumes the run", () =>
   withCluster(async (c) => {
     // Another host name: its death is seen through the stale heartbeat, not a pid check.
-    const first = startWorker(c, "@machine-b", "--concurrency", "1");
-    await waitReady(first);
-    const file = await writeWorkflow(
-      c.dir,
-      "chain.yaml",
-      "name: chain\ntasks:\n" + sleepTask("quick", 0, 1) +
+    const first = await readyWorker(c, "@machine-b", "--concurrency", "1");
+    const runId = await submitTasks(
+      c,
+      "chain",
+      sleepTask("quick", 0, 1) +
         '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(1.5); result = x + 1"\n      context: {x: "${quick.result}"}\n',
     );
-    const runId = await submit(c, file);
     await waitFor(
       "the slow task to start",
       () => first.log.some((l) => l.includes(`executing ${runId}/slow`)),
@@ -236,14 +242,12 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
 
 Deno.test("attempts queued by a coordinator that died are dropped, not executed for nothing", () =>
   withCluster(async (c) => {
-    const first = startWorker(c, "--concurrency", "1");
-    await waitReady(first);
-    const file = await writeWorkflow(
-      c.dir,
-      "three.yaml",
-      "name: three\ntasks:\n" + sleepTask("a", 2, 1) + sleepTask("b", 2, 2) + sleepTask("c", 2, 3),
+    const first = await readyWorker(c, "--concurrency", "1");
+    const runId = await submitTasks(
+      c,
+      "three",
+      sleepTask("a", 2, 1) + sleepTask("b", 2, 2) + sleepTask("c", 2, 3),
     );
-    const runId = await submit(c, file);
     // one attempt running on the coordinator, two waiting in the stream
     await waitFor(
       "a task to start",
@@ -268,21 +272,17 @@ Deno.test("attempts queued by a coordinator that died are dropped, not executed 
 
 Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", () =>
   withCluster(async (c) => {
-    const first = startWorker(c, "--concurrency", "2");
-    await waitReady(first);
-    const file = await writeWorkflow(
-      c.dir,
-      "four.yaml",
-      "name: four\ntasks:\n" + sleepTask("a", 1, 1) + sleepTask("b", 1, 2) + sleepTask("c", 1, 3) +
-        sleepTask("d", 1, 4),
+    const first = await readyWorker(c, "--concurrency", "2");
+    const runId = await submitTasks(
+      c,
+      "four",
+      sleepTask("a", 1, 1) + sleepTask("b", 1, 2) + sleepTask("c", 1, 3) + sleepTask("d", 1, 4),
     );
-    const runId = await submit(c, file);
     await waitFor(
       "the run to be coordinated",
       () => first.log.some((l) => l.includes(`coordinating run ${runId}`)),
     );
-    const second = startWorker(c, "--concurrency", "2");
-    await waitReady(second);
+    const second = await readyWorker(c, "--concurrency", "2");
     first.child.kill("SIGTERM");
     assertEquals((await first.child.status).code, 0);
     const report = await waitRunEnd(c, runId);
@@ -293,14 +293,8 @@ Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unha
 
 Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
   withCluster(async (c) => {
-    const w = startWorker(c);
-    await waitReady(w);
-    const file = await writeWorkflow(
-      c.dir,
-      "long.yaml",
-      "name: long\ntasks:\n" + sleepTask("nap", 30, 1),
-    );
-    const runId = await submit(c, file);
+    const w = await readyWorker(c);
+    const runId = await submitTasks(c, "long", sleepTask("nap", 30, 1));
     await waitFor(
       "the task to start",
       () => w.log.some((l) => l.includes(`executing ${runId}/nap`)),
@@ -315,16 +309,14 @@ Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
 
 Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", () =>
   withCluster(async (c) => {
-    const w = startWorker(c, "--lease", "60s"); // the later --lease wins
-    await waitReady(w);
-    const file = await writeWorkflow(
-      c.dir,
-      "slow.yaml",
-      "name: slow\ntasks:\n  - id: nap\n    method: python/execute\n    timeout: 1\n" +
+    const w = await readyWorker(c, "--lease", "60s"); // the later --lease wins
+    const started = Date.now();
+    const runId = await submitTasks(
+      c,
+      "slow",
+      "  - id: nap\n    method: python/execute\n    timeout: 1\n" +
         '    params: {code: "import time; time.sleep(60)"}\n',
     );
-    const started = Date.now();
-    const runId = await submit(c, file);
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "failed");
     const nap = (report.tasks as { id: string; error: { code: string } }[])[0]!;
@@ -339,15 +331,9 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
 
 Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", () =>
   withCluster(async (c) => {
-    const w = startWorker(c, "--lease", "60s");
-    await waitReady(w);
+    const w = await readyWorker(c, "--lease", "60s");
     // Longer than the 6 s after which a silent owner's run lists as interrupted.
-    const file = await writeWorkflow(
-      c.dir,
-      "long.yaml",
-      "name: long\ntasks:\n" + sleepTask("nap", 7.5, 1),
-    );
-    const runId = await submit(c, file);
+    const runId = await submitTasks(c, "long", sleepTask("nap", 7.5, 1));
     const seen = new Set<string>();
     let runningText = "";
     let busy = false; // `system status` showed the worker's load while it ran
@@ -400,20 +386,14 @@ Deno.test("Redis restarted empty: the worker reconnects and goes on; gone for go
   try {
     await redisUp();
     c.env.GLEITZEIT_REDIS_URL = `redis://127.0.0.1:${port}`;
-    const w = startWorker(c, "--give-up-after", "8s");
-    await waitReady(w);
+    const w = await readyWorker(c, "--give-up-after", "8s");
     // Down for 3 s, back without its data (no persistence): groups and all are gone.
     redis.kill("SIGKILL");
     await redis.status;
     await new Promise((r) => setTimeout(r, 3000));
     redis = startRedis();
     await redisUp();
-    const file = await writeWorkflow(
-      c.dir,
-      "after.yaml",
-      "name: after\ntasks:\n" + sleepTask("a", 0, 7),
-    );
-    const runId = await submit(c, file);
+    const runId = await submitTasks(c, "after", sleepTask("a", 0, 7));
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "completed", w.log.join("\n"));
     assertEquals(resultsOf(report).a, 7);
