@@ -304,6 +304,11 @@ export class PythonProvider implements Provider {
     let child: Deno.ChildProcess;
     let proxy: GrantProxy | undefined;
     let plan: GrantPlan | undefined;
+    /** The task's outside traces: its grants' proxy, then its directory. */
+    const release = async () => {
+      await proxy?.close();
+      await removeDir(base);
+    };
     const grants = bwrap && !policy.network ? policy.grants : [];
     try {
       Deno.mkdirSync(workDir, { mode: 0o700 });
@@ -351,8 +356,7 @@ export class PythonProvider implements Provider {
         stderr: "piped",
       }).spawn();
     } catch (e) {
-      await proxy?.close();
-      await removeDir(base);
+      await release();
       if (e instanceof GleitzeitError) throw e;
       throw new GleitzeitError(
         bwrap ? "SANDBOX_UNAVAILABLE" : "PROVIDER_UNAVAILABLE",
@@ -397,13 +401,11 @@ export class PythonProvider implements Provider {
       if (guard.killed) {
         this.#background(async () => {
           await child.status;
-          await proxy?.close();
           await Promise.all([out.finish(PIPE_GRACE_MS), err.finish(PIPE_GRACE_MS)]);
-          await removeDir(base);
+          await release();
         });
       } else {
-        await proxy?.close();
-        await removeDir(base);
+        await release();
       }
       throw e;
     } finally {
