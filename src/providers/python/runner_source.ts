@@ -740,6 +740,14 @@ def _pool():
         if said_done:
             status = 0
             exiting.append(pid)
+            # The task's own code can write to the done pipe too: nothing of it may run on
+            # once its end is reported (an honest child is exiting already), and what it
+            # leaves is checked only once it cannot make more.
+            for kill in (os.kill, os.killpg):
+                try:
+                    kill(pid, 9)
+                except OSError:
+                    pass
         else:
             try:
                 _, status = os.waitpid(pid, 0)
@@ -759,18 +767,13 @@ def _pool():
         # Raw write of the status line (the file object's layers touch more of the heap).
         os.write(outfd, b'{"status": %d, "dirty": %s}\n'
                  % (status, b"true" if ipc_check and _ipc_left() else b"false"))
-        if said_done:
-            # The task's own code can write to the done pipe too: make sure nothing of it
-            # runs on once the next job can come (an honest child is exiting already).
-            for kill in (os.kill, os.killpg):
-                try:
-                    kill(pid, 9)
-                except OSError:
-                    pass
         if sweep_ahead and said_done:
-            # Strays of the task and its directory: the next task's spare clears them before
-            # it takes its job (the line goes ahead of that job in its pipe).
-            forward(spare, b'{"sweep": %s}\n' % _dumps(gone or "").encode("utf-8"))
+            # Usually the task left nothing: no process but those known here (the killed
+            # task's cannot start more) and an empty directory, removed now. Otherwise the
+            # next task's spare clears up (strays and directory) before it takes its job
+            # (the line goes ahead of that job in its pipe).
+            if _strays({1, mypid, spare[0]}.union(exiting)) or not _rmdir(gone):
+                forward(spare, b'{"sweep": %s}\n' % _dumps(gone or "").encode("utf-8"))
             # Whatever has ended (strays killed by the last sweep come back here as orphans);
             # the task's own child is not waited for, so this cannot take its status.
             try:
@@ -791,6 +794,21 @@ def _pool():
         if gone:
             _purge(gone)  # before the next task: each has the whole tmpfs
     os.close(spare[1])
+
+def _strays(known):
+    # Any process in this sandbox's PID namespace but the known ones.
+    try:
+        return any(n.isdigit() and int(n) not in known for n in os.listdir("/proc"))
+    except OSError:
+        return True
+
+def _rmdir(path):
+    try:
+        if path:
+            os.rmdir(path)
+        return True
+    except OSError:
+        return False
 
 def _reaped(exiting):
     # Those of the exiting children that have not ended yet (the others are reaped).
@@ -968,8 +986,9 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     pid = os.fork()
     if pid == 0:
         mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
-        for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
+        for fd in (job_w, done_r) + tuple(inherited[:1]) + tuple(_ipc_fds) + mq:
             os.close(fd)
+        previous = inherited[1] if inherited else None  # pidfd of the task before this one
         uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
         if uid is not None and os.getuid() != uid:
             os.setgroups([])
@@ -1006,6 +1025,14 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                     _prepare(msg["prepare"])
                     continue
                 os.close(job_r)
+                if previous is not None:
+                    # The task before must be gone before this one's code runs: it was killed
+                    # when it ended, yet a killed process finishes a system call under way
+                    # (one making an IPC object, say). Then what it may have left goes.
+                    import select
+                    select.select([previous], [], [])
+                    os.close(previous)
+                    _clear_posix_ipc()
                 if task_dir:
                     msg["work_dir"] = task_dir
                 if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
