@@ -331,7 +331,7 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
 
 Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", () =>
   withCluster(async (c) => {
-    const w = await readyWorker(c, "--lease", "60s");
+    await readyWorker(c, "--lease", "60s");
     // Longer than the 6 s after which a silent owner's run lists as interrupted.
     const runId = await submitTasks(c, "long", sleepTask("nap", 7.5, 1));
     const seen = new Set<string>();

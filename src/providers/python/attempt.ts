@@ -110,12 +110,3 @@ export async function removeDir(path: string): Promise<void> {
     // Already gone.
   }
 }
-
-/** Synchronous {@link removeDir}, for the short paths of a task. */
-export function removeDirSync(path: string): void {
-  try {
-    Deno.removeSync(path, { recursive: true });
-  } catch {
-    // Already gone.
-  }
-}

@@ -27,11 +27,14 @@
 
 /** Python source of the runner. */
 export const RUNNER_SOURCE = String.raw`
-import sys, os, io, time, _json, _signal
+import sys, io, time, _json, _signal
+import posix as os  # what the os module re-exports; see below
 
 # Start-up time matters (a cold task pays it): json, signal, traceback and linecache cost
 # 4-9 ms each to import, so the codec is built on the C accelerator directly and the
-# traceback machinery is imported only when a task fails.
+# traceback machinery is imported only when a task fails. Even os costs ~1.5 ms (its
+# collections ABCs): the runner calls the posix functions os re-exports, and a task that
+# needs os imports it itself (and sees the environment set here).
 
 class _Unserialisable(Exception):
     def __init__(self, type_name):
@@ -84,6 +87,25 @@ except Exception:  # another Python's accelerator: the slower, documented way
 
 _SOURCES = {}
 
+# Inline task code is run by exec() on its source, not compiled by compile(): the builtin
+# compile() first sets up the ast module's ~120 types (~1 ms in every fresh process), exec
+# does not. Its code is then named "<string>", and tracebacks name it "<task>" again.
+_TASK_NAME = ("<string>", "<task>")
+
+def _rename_task(te, seen):
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    for fs in te.stack:
+        if fs.filename == _TASK_NAME[0]:
+            fs.filename = _TASK_NAME[1]
+    if getattr(te, "filename", None) == _TASK_NAME[0]:  # a SyntaxError in the task's code
+        te.filename = _TASK_NAME[1]
+    _rename_task(te.__cause__, seen)
+    _rename_task(te.__context__, seen)
+    for sub in getattr(te, "exceptions", None) or ():  # an ExceptionGroup's members
+        _rename_task(sub, seen)
+
 def _user_tb(tb):
     me = _user_tb.__code__.co_filename
     while tb is not None and tb.tb_frame.f_code.co_filename == me:
@@ -96,8 +118,10 @@ def _failure(e):
         for name, src in _SOURCES.items():
             linecache.cache[name] = (len(src), None, src.splitlines(True), name)
         tb = _user_tb(e.__traceback__)
-        text = "".join(traceback.format_exception(type(e), e, tb))
-        only = traceback.format_exception_only(type(e), e)
+        te = traceback.TracebackException(type(e), e, tb)
+        _rename_task(te, set())
+        text = "".join(te.format())
+        only = list(te.format_exception_only())
         last = only[-1].strip() if only else type(e).__name__
     except BaseException:
         text = last = type(e).__name__
@@ -117,13 +141,13 @@ def _execute(job):
                 src = f.read()
             g["__file__"] = path
             sys.argv = [path] + [str(a) for a in (job.get("args") or [])]
-            sys.path.insert(0, os.path.dirname(path))
+            sys.path.insert(0, path.rpartition("/")[0] or "/")
             code = compile(src, path, "exec", dont_inherit=True)
         else:
             src = job["code"]
-            _SOURCES["<task>"] = src
+            _SOURCES[_TASK_NAME[0]] = src
             sys.argv = ["<task>"]
-            code = compile(src, "<task>", "exec", dont_inherit=True)
+            code = src
         exec(code, g)
     except SystemExit as e:
         c = e.code
@@ -272,7 +296,7 @@ def _flush():
             pass
 
 def _stdin_devnull():
-    fd = os.open(os.devnull, os.O_RDONLY)
+    fd = os.open("/dev/null", os.O_RDONLY)
     os.dup2(fd, 0)
     os.close(fd)
 
@@ -349,6 +373,15 @@ def _size(fd):
 
 _prepared = None
 
+def _setenv(key, value):
+    real = sys.modules.get("os")
+    if real is not None:
+        real.environ[key] = value
+    else:
+        # os.environ, once imported, wraps this very dict
+        os.putenv(key, value)
+        os.environ[key.encode()] = value.encode("utf-8", "surrogateescape")
+
 def _prepare(job):
     """Identity, directory and output files: everything before the code itself."""
     global _prepared, _result_fd
@@ -383,7 +416,8 @@ def _prepare(job):
         _drop_user(job)  # a child forked per job (no spare): drop now
     if not entered:
         os.chdir(job["work_dir"])
-    os.environ["HOME"] = os.environ["TMPDIR"] = job["work_dir"]
+    _setenv("HOME", job["work_dir"])
+    _setenv("TMPDIR", job["work_dir"])
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
 
 def _run_job(job):
@@ -609,10 +643,10 @@ def _pool():
             pass
     # First use of the compiler, the codec and text I/O in a process costs ~1 ms of lazy
     # set-up: pay it here, once, instead of in every child.
-    exec(compile("result = {'a': [i * 2 for i in range(3)]}\ndef f(x):\n    return x\n",
-                 "<warm>", "exec", dont_inherit=True), {"__builtins__": __builtins__})
+    exec("result = {'a': [i * 2 for i in range(3)]}\ndef f(x):\n    return x\n",
+         {"__builtins__": __builtins__})
     _loads(_dumps({"a": [1, 2.5, "x", None, True]}))
-    fd = os.open(os.devnull, os.O_WRONLY)
+    fd = os.open("/dev/null", os.O_WRONLY)
     t = io.TextIOWrapper(io.BufferedWriter(_CappedRaw(fd, 10)), encoding="utf-8",
                          errors="backslashreplace")
     t.write("warm\n")
@@ -623,10 +657,10 @@ def _pool():
     _prctl = libc.prctl
     _prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of a task come back here
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: tasks cannot ptrace or read our memory
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    inp = os.fdopen(os.dup(0), "rb")
+    out = io.open(os.dup(1), "w", buffering=1)
+    inp = io.open(os.dup(0), "rb")
     _stdin_devnull()
-    nul = os.open(os.devnull, os.O_WRONLY)
+    nul = os.open("/dev/null", os.O_WRONLY)
     os.dup2(nul, 1)
     os.close(nul)
     global _streams_ahead, _std_kept, _rlimits, _xfsz_ignored

@@ -129,6 +129,30 @@ export function pythonContract(variant: string, make: Make): void {
     assert.match(e.details.traceback as string, /File "<task>", line 2/);
   });
 
+  test("chained exceptions name the task's code <task> in every part", async (p) => {
+    const e = await failure(p, {
+      code: "try:\n    {}['k']\nexcept KeyError as k:\n    raise ValueError('v') from k\n",
+    });
+    const tb = e.details.traceback as string;
+    assert.match(tb, /File "<task>", line 2, in <module>/);
+    assert.match(tb, /direct cause of the following exception/);
+    assert.match(tb, /File "<task>", line 4, in <module>/);
+    assert.match(tb, /raise ValueError\('v'\) from k/);
+    assert.doesNotMatch(tb, /<string>/);
+  });
+
+  test("a task that imports os sees its work directory as HOME, TMPDIR and cwd", async (p) => {
+    const r = await run(
+      p,
+      "import os, tempfile\nresult = [os.environ['HOME'], os.environ['TMPDIR'], os.getcwd(), " +
+        "tempfile.gettempdir()]",
+    );
+    const [home, tmp, cwd, tempdir] = r.result as string[];
+    assert.equal(home, cwd);
+    assert.equal(tmp, cwd);
+    assert.equal(tempdir, cwd);
+  });
+
   test("a non-serialisable result fails with TASK_RESULT_ERROR naming the type", async (p) => {
     let e = await failure(p, { code: "result = {'s': {1, 2}}" });
     assert.equal(e.code, "TASK_RESULT_ERROR");
