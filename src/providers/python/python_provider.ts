@@ -25,6 +25,7 @@ import {
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
 import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
+import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
   checkDeclaredPaths,
@@ -216,6 +217,7 @@ export class PythonProvider implements Provider {
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
     this.#pools.clear();
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    closePidsCgroups();
   }
 
   /** bwrap's path once found and probed for an interpreter (the probe costs a spawn). */
@@ -443,6 +445,14 @@ export class PythonProvider implements Provider {
     // directory below, owned by that user.
     await Deno.chmod(poolDir, 0o711);
     const code = codePrefix(await runnerBytecode(py));
+    // Each task's own pids cgroup below the pool's, as root where they can be made.
+    const cgroups = mode === "bwrap" && bwrap && dropsUser(mode, py) ? pidsCgroups() : undefined;
+    let cgroup: string | undefined;
+    try {
+      cgroup = cgroups?.create("pool", "max", true);
+    } catch {
+      // the rlimit applies instead
+    }
     const runner = [
       py.executable,
       "-I",
@@ -456,6 +466,7 @@ export class PythonProvider implements Provider {
         own_pid_ns: mode === "bwrap" && bwrap !== undefined,
         // Children drop to the sandbox user before their job arrives (see the runner).
         ...(dropsUser(mode, py) ? { uid: SANDBOX_UID, gid: SANDBOX_UID } : {}),
+        ...(cgroup ? { cgroup: SANDBOX_POOL_CGROUP, nproc: this.#limits.maxProcesses } : {}),
       }),
     ];
     if (mode !== "bwrap" || !bwrap) {
@@ -489,6 +500,7 @@ export class PythonProvider implements Provider {
         keepRootCaps: true,
       }),
       ...(ioDir ? ["--bind", ioDir, ioDir] : []),
+      ...(cgroup ? ["--bind", cgroup, SANDBOX_POOL_CGROUP] : []),
       "--perms",
       "0711",
       "--size",
@@ -507,6 +519,7 @@ export class PythonProvider implements Provider {
       workTmpfs: true,
       ioDir,
       stdinPrefix: code,
+      ...(cgroup ? { cleanup: async () => void await cgroups!.remove(cgroup!) } : {}),
     };
   }
 

@@ -34,6 +34,8 @@ export interface WarmSpawn {
   ioDir?: string;
   /** Written to the parent's stdin before any job (the marshalled runner, POOL_BOOTSTRAP). */
   stdinPrefix?: Uint8Array;
+  /** Run once the parent and everything under it has ended (e.g. removes its cgroup). */
+  cleanup?: () => Promise<void>;
 }
 
 /**
@@ -76,6 +78,7 @@ export class WarmWorker {
   readonly poolDir: string;
   readonly child: Deno.ChildProcess;
   readonly #python: string;
+  readonly #cleanup: (() => Promise<void>) | undefined;
   /** See {@link WarmSpawn.workTmpfs}. */
   readonly workTmpfs: boolean;
   /** Output files on a host tmpfs (see {@link makeIoDir}), emptied after each task. */
@@ -99,6 +102,7 @@ export class WarmWorker {
   constructor(spawn: WarmSpawn) {
     this.poolDir = spawn.poolDir;
     this.#python = spawn.python;
+    this.#cleanup = spawn.cleanup;
     this.workTmpfs = spawn.workTmpfs === true;
     this.ioDir = spawn.ioDir;
     this.#io = spawn.ioDir ?? `${spawn.poolDir}/.io`;
@@ -241,6 +245,7 @@ export class WarmWorker {
     }
     await this.#stderr;
     await this.#purging;
+    await this.#cleanup?.().catch(() => {});
     for (const dir of [this.poolDir, this.ioDir]) {
       if (!dir) continue;
       try {

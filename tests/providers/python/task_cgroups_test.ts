@@ -1,0 +1,110 @@
+/**
+ * `max_processes` per task in the warm pool: as root with a pids cgroup controller (this
+ * project's test machines have one: cgroup v1 `pids`), each warm task counts its processes in
+ * a cgroup of its own, so a task at its limit does not stop another task's forks (the rlimit
+ * that cold tasks get counts every process of uid 65534).
+ */
+
+import assert from "node:assert/strict";
+import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import { pidsCgroups } from "../../../src/providers/python/task_cgroups.ts";
+import { makeCtx } from "./helpers.ts";
+
+const asRoot = Deno.uid() === 0;
+
+/** Forks `n` children that live for `hold` seconds; reports when and how many. */
+const holder = (n: number, hold: number) => `
+import os, time
+started = []
+for _ in range(${n}):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(${hold})
+        os._exit(0)
+    started.append(pid)
+forked_at = time.time()
+for pid in started:
+    os.waitpid(pid, 0)
+result = {"forked": len(started), "forked_at": forked_at, "until": forked_at + ${hold}}
+`;
+
+/** Waits `delay` seconds, then forks up to `n` short-lived children; counts successes. */
+const forker = (n: number, delay: number) => `
+import os, time
+time.sleep(${delay})
+began = time.time()
+ok, failed = 0, 0
+for _ in range(${n}):
+    try:
+        pid = os.fork()
+    except OSError:
+        failed += 1
+        continue
+    if pid == 0:
+        time.sleep(0.2)
+        os._exit(0)
+    ok += 1
+ended = time.time()
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+cg = [line for line in open("/proc/self/cgroup").read().splitlines() if ":pids:" in line or line.startswith("0::")]
+result = {"ok": ok, "failed": failed, "began": began, "ended": ended, "cgroup": cg}
+`;
+
+Deno.test("[bwrap, warm] max_processes is per task: one task at its limit leaves another's forks alone", async () => {
+  if (!asRoot) {
+    // Only root makes cgroups; the shared rlimit applies (tests/cli/unprivileged_test.ts).
+    assert.equal(pidsCgroups(), undefined);
+    return;
+  }
+  assert.ok(pidsCgroups(), "this machine runs the tests as root with a pids cgroup controller");
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize: 2 });
+  const sandbox = { task: { max_processes: 20 } };
+  let used = "";
+  try {
+    await p.prewarm();
+    const [a, b] = await Promise.all([
+      p.call("python/execute", { code: holder(17, 6) }, makeCtx({ sandbox })),
+      p.call("python/execute", { code: forker(10, 2) }, makeCtx({ sandbox })),
+    ]) as { result: Record<string, number> }[];
+    // A held 17 children (18 processes of uid 65534 with itself) the whole time B forked:
+    // with one count per user, B's forks would have failed past the limit of 20.
+    assert.equal(a.result.forked, 17);
+    assert.ok(a.result.forked_at < b.result.began, "A had forked before B began");
+    assert.ok(b.result.ended < a.result.until, "A's children lived until B had forked");
+    assert.equal(b.result.ok, 10, JSON.stringify(b.result));
+    const inside = /\/gleitzeit-\d+\/pool-\d+\/t\d+/.exec(String(b.result.cgroup));
+    assert.ok(inside, `not in a task cgroup: ${b.result.cgroup}`);
+    used = inside[0].replace(/\/t\d+$/, "");
+  } finally {
+    await p.close();
+  }
+  // The warm parent's cgroup, with its tasks', is gone once the provider is closed.
+  const root = pidsCgroups()!.base.replace(/\/gleitzeit-\d+$/, "");
+  assert.throws(() => Deno.statSync(root + used), Deno.errors.NotFound);
+});
+
+for (const poolSize of [0, 1]) {
+  Deno.test(`[bwrap, ${poolSize ? "warm" : "cold"}] a task's own max_processes holds`, async () => {
+    const p = new PythonProvider({ sandbox: "bwrap", poolSize });
+    try {
+      const c = await p.call(
+        "python/execute",
+        { code: forker(10, 0) },
+        makeCtx({
+          sandbox: { task: { max_processes: 5 } },
+        }),
+      ) as { result: Record<string, number> };
+      // 5 with the task itself. Cold, the rlimit counts every process of uid 65534 (other
+      // tasks' too), so fewer may start; warm, the task's cgroup counts its own only.
+      if (poolSize) assert.equal(c.result.ok, 4, JSON.stringify(c.result));
+      else assert.ok(c.result.ok <= 4, JSON.stringify(c.result));
+      assert.equal(c.result.ok + c.result.failed, 10);
+    } finally {
+      await p.close();
+    }
+  });
+}
