@@ -156,8 +156,9 @@ function findPidsHierarchy(): { root: string; v2: boolean } | undefined {
   try {
     const controllers = Deno.readTextFileSync(`${v2}/cgroup.controllers`).split(/\s+/);
     if (!controllers.includes("pids")) return undefined;
+    // Enabled for the root's children (systemd does): not switched on here for the system.
     const enabled = Deno.readTextFileSync(`${v2}/cgroup.subtree_control`).split(/\s+/);
-    if (!enabled.includes("pids")) Deno.writeTextFileSync(`${v2}/cgroup.subtree_control`, "+pids");
+    if (!enabled.includes("pids")) return undefined;
   } catch {
     return undefined;
   }
