@@ -200,6 +200,7 @@ def _write_result(path, text):
         os.close(fd)
 
 _prctl = None  # libc's prctl, looked up once by a warm parent (a lookup per child costs faults)
+_libc = None  # libc (ctypes), a warm parent's: removes SysV IPC objects a task left
 
 def _subreaper():
     try:
@@ -580,6 +581,7 @@ def _once():
     # bootstrap left it in _boot_data. Started with the source itself, stdin is the job.
     boot = globals().get("_boot_data")
     raw = boot[4 + int.from_bytes(boot[:4], "big"):] if boot is not None else sys.stdin.buffer.read()
+    _close_inherited()
     job = _loads(raw.decode("utf-8"))
     _set_path(job)
     _stdin_devnull()
@@ -642,7 +644,16 @@ def _ipc_left():
             pass
     return False
 
+def _close_inherited():
+    # Descriptors Gleitzeit itself inherited without close-on-exec (from a shell or a CI
+    # harness) would otherwise reach every task: only stdin, stdout and stderr stay.
+    try:
+        os.closerange(3, 1 << 30)
+    except OSError:
+        pass
+
 def _pool():
+    _close_inherited()
     options = _loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     _set_path(options)
     # Only meaningful inside the sandbox's own IPC namespace (the host's has its own users).
@@ -670,8 +681,8 @@ def _pool():
     t.write("warm\n")
     t.flush()
     os.close(fd)
-    global _prctl
-    libc = ctypes.CDLL(None, use_errno=True)
+    global _prctl, _libc
+    libc = _libc = ctypes.CDLL(None, use_errno=True)
     _prctl = libc.prctl
     _prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of a task come back here
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: tasks cannot ptrace or read our memory
@@ -752,10 +763,6 @@ def _pool():
         return path
 
     spare = _prefork(inp, out, options, (), new_dir())
-    exiting = []
-    # With the sandbox user set apart from root, a spare can tell a task's processes from
-    # the pool's own (see _sweep) and clear up after the previous task itself.
-    sweep_ahead = own_ns and options.get("uid") is not None and os.getuid() == 0
     outfd = out.fileno()
     mypid = os.getpid()
     while True:
@@ -774,9 +781,8 @@ def _pool():
         os.close(job_w)
         spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
         # This process is the one thing every task waits on twice (to pass its job on, to
-        # report its end), and forking a spare is most of its work per task: what can wait
-        # is done here, while the task runs, not between a status line and the next job.
-        exiting = _reaped(exiting)
+        # report its end), and forking a spare is most of its work per task: it is done
+        # here, while the task runs, not between a status line and the next job.
         while True:
             # Prepare lines for the next task may come while this one runs: pass them on.
             if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
@@ -791,10 +797,8 @@ def _pool():
         said_done = done_r in ready and os.read(done_r, 1) == b"d"
         if said_done:
             status = 0
-            exiting.append(pid)
             # The task's own code can write to the done pipe too: nothing of it may run on
-            # once its end is reported (an honest child is exiting already), and what it
-            # leaves is checked only once it cannot make more.
+            # once its end is reported (an honest child is exiting already).
             for kill in (os.kill, os.killpg):
                 try:
                     kill(pid, 9)
@@ -805,9 +809,17 @@ def _pool():
                 _, status = os.waitpid(pid, 0)
             except ChildProcessError:
                 status = 9  # reaped already: it was killed
-            _reap_descendants(exclude=(spare[0],))
+            if not own_ns:
+                _reap_descendants(exclude=(spare[0],))
         os.close(done_r)
         os.close(pidfd)
+        # Processes the task left behind (a task can report its end early, or start
+        # processes that outlive it) go before anything else is checked: they could still
+        # make IPC objects or files. Usually there are none: the killed task cannot start
+        # more, so one look at /proc (this sandbox's PID namespace) tells.
+        known = {1, mypid, pid, spare[0]}
+        if own_ns and _strays(known):
+            _kill_leftovers(options, known)
         gone = None
         if task_dir:
             gone = "%s/%d" % (trash, serial[0])
@@ -819,32 +831,19 @@ def _pool():
         # Raw write of the status line (the file object's layers touch more of the heap).
         os.write(outfd, b'{"status": %d, "dirty": %s}\n'
                  % (status, b"true" if ipc_check and _ipc_left() else b"false"))
-        if sweep_ahead and said_done:
-            # Usually the task left nothing: no process but those known here (the killed
-            # task's cannot start more) and an empty directory, removed now. Otherwise the
-            # next task's spare clears up (strays and directory) before it takes its job
-            # (the line goes ahead of that job in its pipe).
-            if _strays({1, mypid, spare[0]}.union(exiting)) or not _rmdir(gone):
-                forward(spare, b'{"sweep": %s}\n' % _dumps(gone or "").encode("utf-8"))
-            # Whatever has ended (strays killed by the last sweep come back here as orphans);
-            # the task's own child is not waited for, so this cannot take its status.
+        # Before the next job (read only after this): the task's process has ended, so a
+        # system call it had under way (one making an IPC object, say) has too, and
+        # whatever it made then is removed; its directory goes (each task has the whole
+        # tmpfs).
+        if said_done:
             try:
-                while True:
-                    ended = os.waitpid(-1, os.WNOHANG)[0]
-                    if ended <= 0:
-                        break
-                    if ended in exiting:
-                        exiting.remove(ended)
+                os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            continue
-        if own_ns:
-            for ended in _kill_strays({1, mypid, spare[0]}.union(exiting)):
-                if ended in exiting:
-                    exiting.remove(ended)
-            _clear_posix_ipc()
-        if gone:
-            _purge(gone)  # before the next task: each has the whole tmpfs
+        if ipc_check and _ipc_left() and not _clear_ipc():
+            raise SystemExit("gleitzeit runner: cannot remove the IPC objects a task left")
+        if gone and not _rmdir(gone):
+            _purge(gone)
     os.close(spare[1])
 
 def _strays(known):
@@ -862,85 +861,78 @@ def _rmdir(path):
     except OSError:
         return False
 
-def _reaped(exiting):
-    # Those of the exiting children that have not ended yet (the others are reaped).
-    still = []
-    for old in exiting:
+def _kill_leftovers(options, known):
+    # As root with a sandbox user of its own, one kill(-1) by a process with only that
+    # user's ids reaches every process of the task and none of the pool's (their real uid
+    # is root), and no fork escapes it. Otherwise (all of one user) passes over /proc kill
+    # every process not known here. Then wait, reaping, until they are gone.
+    uid = options.get("uid")
+    if uid is not None and os.getuid() == 0:
+        helper = os.fork()
+        if helper == 0:
+            try:
+                gid = options.get("gid", uid)
+                os.setgroups([])
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, 9)
+            finally:
+                os._exit(0)
+        os.waitpid(helper, 0)
+    else:
+        for _ in range(100):
+            if not _kill_strays(known):
+                break
+    deadline = time.monotonic() + 2.0
+    while True:
         try:
-            if os.waitpid(old, os.WNOHANG)[0] == 0:
-                still.append(old)
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
         except ChildProcessError:
             pass
-    return still
+        if not _strays(known) or time.monotonic() > deadline:
+            return
+        time.sleep(0.0005)
 
-def _kill_strays(keep):
-    # In the sandbox's own PID namespace, every process but bwrap's init, this parent, the
-    # spare and children being reaped is left over from a task (one that reported itself
-    # done early and had set up a new session): kill it, reap what has died (returned).
+def _kill_strays(known):
+    # Kills every process of this PID namespace that is not known here; True if any.
     try:
         names = os.listdir("/proc")
     except OSError:
         names = ()
+    found = False
     for name in names:
-        if name.isdigit() and int(name) not in keep:
+        if name.isdigit() and int(name) not in known:
             try:
                 os.kill(int(name), 9)
+                found = True
             except OSError:
                 pass
-    reaped = []
-    try:
-        while True:
-            pid = os.waitpid(-1, os.WNOHANG)[0]
-            if pid <= 0:
-                break
-            reaped.append(pid)
-    except ChildProcessError:
-        pass
-    return reaped
+    return found
 
-def _sweep(gone):
-    # Run by the spare of the next task (see _pool): kills every process of the sandbox user
-    # (real uid not root: a task's processes can never be root again, and only they are
-    # not), then removes the previous task's directory. Runs on while the status line
-    # travels and the next job comes, instead of in the parent in between. Passes repeat
-    # while they find new processes (a stray may fork while it is being swept).
-    me, parent = os.getpid(), os.getppid()
-    killed = set()
-    for _ in range(100):
-        found = False
-        try:
-            names = os.listdir("/proc")
-        except OSError:
-            names = ()
-        for name in names:
-            if not name.isdigit():
-                continue
-            pid = int(name)
-            if pid in (1, me, parent) or pid in killed:
-                continue
-            try:
-                with open("/proc/%d/status" % pid, "rb") as f:
-                    for line in f:
-                        if line.startswith(b"State:") and line.split()[1] == b"Z":
-                            break
-                        if line.startswith(b"Uid:"):
-                            if line.split()[1] != b"0":
-                                os.kill(pid, 9)
-                                killed.add(pid)
-                                found = True
-                            break
-            except OSError:
-                pass  # gone already
-        if not found:
-            break
+_IPC_RMID = 0
+
+def _clear_ipc():
+    # What a task left in this sandbox's IPC namespace: POSIX objects by name, SysV ones by
+    # id (IPC_RMID, as root or as their owner). True once nothing is left.
     _clear_posix_ipc()
-    if gone:
-        _purge(gone)
+    if _libc is not None:
+        for kind, remove in (("shm", lambda i: _libc.shmctl(i, _IPC_RMID, None)),
+                             ("msg", lambda i: _libc.msgctl(i, _IPC_RMID, None)),
+                             ("sem", lambda i: _libc.semctl(i, 0, _IPC_RMID))):
+            try:
+                with open("/proc/sysvipc/" + kind, "rb") as f:
+                    rows = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                cols = row.split()
+                if len(cols) > 1:
+                    remove(int(cols[1]))
+    return not _ipc_left()
 
 def _clear_posix_ipc():
-    # POSIX message queues and shared memory a stray made after the parent's check (the
-    # strays are dead by now): gone before the next task's code can look. By path: a spare
-    # has closed the parent's descriptors.
+    # POSIX message queues and shared memory a task left (see _clear_ipc), by path.
     if not _ipc_checked:
         return
     for path, keep in (("/dev/mqueue", ()), ("/dev/shm", _shm_keep)):
@@ -1079,9 +1071,8 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     pid = os.fork()
     if pid == 0:
         mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
-        for fd in (job_w, done_r) + tuple(inherited[:1]) + tuple(_ipc_fds) + mq:
+        for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
             os.close(fd)
-        previous = inherited[1] if inherited else None  # pidfd of the task before this one
         if cgroup:
             # Now, while it waits, not when its job comes: moving a process between cgroups
             # can wait for an RCU grace period (milliseconds).
@@ -1111,29 +1102,14 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                     continue
                 line, pending = pending[:nl], pending[nl + 1:]
                 msg = _loads(line.decode("utf-8"))
-                if "sweep" in msg:
-                    # The previous task has ended: clear up after it, as root, before this
-                    # spare's own job (queued behind this line) can come.
-                    if uid is not None:
-                        os.setresuid(0, 0, 0)
-                    _sweep(msg["sweep"])
-                    if uid is not None:
-                        os.setresuid(0, uid, 0)
-                    continue
                 if "prepare" in msg:
                     if task_dir:
                         msg["prepare"]["work_dir"] = task_dir
                     _prepare(msg["prepare"])
                     continue
+                # The parent passes a job on only once the task before has ended and what it
+                # left is gone.
                 os.close(job_r)
-                if previous is not None:
-                    # The task before must be gone before this one's code runs: it was killed
-                    # when it ended, yet a killed process finishes a system call under way
-                    # (one making an IPC object, say). Then what it may have left goes.
-                    import select
-                    select.select([previous], [], [])
-                    os.close(previous)
-                    _clear_posix_ipc()
                 if task_dir:
                     msg["work_dir"] = task_dir
                 if _prepared is None or _prepared[:2] != (msg.get("work_dir"),

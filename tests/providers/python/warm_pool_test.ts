@@ -306,3 +306,113 @@ result = {"live": len(live), "ppid": os.getppid()}
     await provider.close();
   }
 });
+
+/** Writes "done" to every writable pipe the task holds (its done pipe among them). */
+const SAY_DONE_EARLY = `
+import os, stat, fcntl
+for fd in range(3, 64):
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & 3 == 1:
+            os.write(fd, b"d")
+    except OSError:
+        pass
+`;
+
+Deno.test("[bwrap] fork chains a task leaves running do not outlive it into the next task", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    for (const chains of [1, 4, 16]) {
+      // Processes that fork and exit in a loop stay ahead of any pass over /proc.
+      const first = await provider.call("python/execute", {
+        code: `
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    for _ in range(${chains}):
+        if os.fork() == 0:
+            break
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        try:
+            if os.fork() != 0:
+                os._exit(0)
+        except OSError:
+            time.sleep(0.0001)
+    os._exit(0)
+time.sleep(0.2)
+${SAY_DONE_EARLY}
+time.sleep(30)
+`,
+      }, makeCtx()).catch((e) => e);
+      assert.ok(first instanceof GleitzeitError, "no result: the task failed");
+      const second = await provider.call("python/execute", {
+        code: `
+import os
+me = os.getpid()
+others = []
+for n in os.listdir("/proc"):
+    if n.isdigit() and int(n) != me:
+        try:
+            st = open("/proc/%s/status" % n).read().splitlines()
+        except OSError:
+            continue
+        uid = [l for l in st if l.startswith("Uid:")][0].split()[1]
+        state = [l for l in st if l.startswith("State:")][0].split()[1]
+        if uid != "0" and state != "Z":
+            others.append(int(n))
+result = others
+`,
+      }, makeCtx()) as R;
+      assert.deepEqual(
+        second.result,
+        [],
+        `chains=${chains}: the next task saw the first's processes`,
+      );
+    }
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] an IPC object made by a leftover process after the task ends is not seen by the next", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    let found = 0;
+    for (const [i, delay] of [0, 0.0002, 0.0005, 0.001, 0.002, 0, 0.0005, 0.001].entries()) {
+      const key = 0x4700 + i;
+      // A child in a session of its own waits until the task's process has ended, then
+      // makes a SysV message queue; the task says "done" early.
+      await provider.call("python/execute", {
+        code: `
+import os, ctypes, time
+libc = ctypes.CDLL(None, use_errno=True)
+me = os.getpid()
+if os.fork() == 0:
+    os.setsid()
+    while True:
+        try:
+            with open("/proc/%d/stat" % me) as f:
+                if f.read().rsplit(") ", 1)[1][0] in "ZX":
+                    break
+        except OSError:
+            break
+    if ${delay} > 0:
+        time.sleep(${delay})
+    libc.msgget(${key}, 0o1666)
+    time.sleep(30)
+    os._exit(0)
+time.sleep(0.3)
+${SAY_DONE_EARLY}
+time.sleep(30)
+`,
+      }, makeCtx()).catch((e) => e);
+      const second = await provider.call("python/execute", {
+        code: `import ctypes\nresult = ctypes.CDLL(None).msgget(${key}, 0o666)`,
+      }, makeCtx()) as R;
+      if ((second.result as unknown as number) >= 0) found++;
+    }
+    assert.equal(found, 0, "the next task found a queue the first one's leftovers made");
+  } finally {
+    await provider.close();
+  }
+});
