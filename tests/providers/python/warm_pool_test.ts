@@ -416,3 +416,41 @@ time.sleep(30)
     await provider.close();
   }
 });
+
+Deno.test("[bwrap] descriptors Gleitzeit inherited (no close-on-exec) do not reach tasks", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const provider = new URL("../../../src/providers/python/python_provider.ts", import.meta.url);
+    const driver = `${dir}/driver.ts`;
+    await Deno.writeTextFile(
+      driver,
+      `import { PythonProvider } from ${JSON.stringify(provider.href)};
+const code = "import os\\nresult = sorted(int(f) for f in os.listdir('/proc/self/fd'))";
+const out: unknown[] = [];
+for (const poolSize of [0, 1]) {
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize });
+  const ctx = { signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 };
+  out.push(((await p.call("python/execute", { code }, ctx)) as { result: unknown }).result);
+  await p.close();
+}
+console.log(JSON.stringify(out));
+`,
+    );
+    const fds = async (inherit: string) => {
+      const run = await new Deno.Command("bash", {
+        args: ["-c", `${inherit} exec "$2" run -A "$1/driver.ts"`, "-", dir, Deno.execPath()],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.ok(run.success, new TextDecoder().decode(run.stderr));
+      return JSON.parse(new TextDecoder().decode(run.stdout)) as number[][];
+    };
+    const plain = await fds("");
+    // fds 7 and 9 open without close-on-exec in the process that starts Gleitzeit
+    const leaky = await fds(`exec 7>"$1/leak" 9<"$1/leak";`);
+    assert.deepEqual(leaky, plain);
+    assert.ok(!plain.flat().includes(7) && !plain.flat().includes(9));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
