@@ -449,7 +449,7 @@ export class PythonProvider implements Provider {
     const cgroups = mode === "bwrap" && bwrap && dropsUser(mode, py) ? pidsCgroups() : undefined;
     let cgroup: string | undefined;
     try {
-      cgroup = cgroups?.create("pool", "max", true);
+      cgroup = cgroups?.create("pool", "max");
     } catch {
       // the rlimit applies instead
     }

@@ -1,15 +1,16 @@
 /**
- * Per-task process limits through the pids cgroup controller. `max_processes` as an rlimit
- * (RLIMIT_NPROC) counts every process of the sandbox user, so concurrent tasks would share
- * one budget: a fork bomb in one task could make forks fail in another. Where Gleitzeit runs
- * as root and a pids controller is mounted (cgroup v1 `pids`, or cgroup v2 with `pids`
- * enabled), each task gets a cgroup of its own with `pids.max`, and the rlimit is not set.
- * Elsewhere the rlimit stays (shared per user), which the README states.
+ * Per-task process limits for warm tasks through the pids cgroup controller. `max_processes`
+ * as an rlimit (RLIMIT_NPROC) counts every process of the sandbox user, so concurrent tasks
+ * would share one budget: a fork bomb in one task could make forks fail in another. Where
+ * Gleitzeit runs as root and the cgroup v1 `pids` controller is mounted, each warm task gets
+ * a cgroup of its own with `pids.max`, and the rlimit is not set for it. Elsewhere (cold
+ * tasks, cgroup v2, not root) the rlimit stays, shared per user, as the README states.
  *
- * Layout: `<pids root>/gleitzeit-<pid>/` per Gleitzeit process; below it `py-<n>` per cold
- * task and `pool-<n>` per warm parent, under which the parent makes `t<n>` per task. The
- * sandboxed runner moves itself into its cgroup (root, before it drops to the sandbox user)
- * through a `cgroup.procs` file bound into the sandbox.
+ * Layout: `<Gleitzeit's own pids cgroup>/gleitzeit-<pid>/` per Gleitzeit process (below its
+ * own, so tasks stay within the limits of the service that runs it); below that `pool-<n>`
+ * per warm parent, bound into its sandbox, where the parent keeps three task cgroups `t<n>`
+ * in turn. A spare child moves itself into its cgroup (as root, before it drops to the
+ * sandbox user) while it waits for its job.
  *
  * @module
  */
@@ -36,12 +37,10 @@ export function closePidsCgroups(): void {
 /** One Gleitzeit process's directory in the pids hierarchy. */
 export class PidsCgroups {
   readonly base: string;
-  readonly v2: boolean;
   #serial = 0;
 
-  private constructor(base: string, v2: boolean) {
+  private constructor(base: string) {
     this.base = base;
-    this.v2 = v2;
   }
 
   /** Finds a writable pids hierarchy (root only) and makes this process's directory. */
@@ -52,7 +51,6 @@ export class PidsCgroups {
     const base = `${found.root}/gleitzeit-${Deno.pid}`;
     try {
       Deno.mkdirSync(base, { recursive: true });
-      if (found.v2) Deno.writeTextFileSync(`${base}/cgroup.subtree_control`, "+pids");
       // A trial child: pids.max must be there and writable.
       const probe = `${base}/probe`;
       Deno.mkdirSync(probe);
@@ -69,14 +67,11 @@ export class PidsCgroups {
       }
       return undefined;
     }
-    return new PidsCgroups(base, found.v2);
+    return new PidsCgroups(base);
   }
 
-  /**
-   * A new cgroup below this process's directory with `pids.max` set (`"max"`: no limit of
-   * its own; `parent`: one whose children the caller limits, e.g. a warm parent's tasks).
-   */
-  create(prefix: string, max: number | "max", parent = false): string {
+  /** A new cgroup below this process's directory with `pids.max` set (`"max"`: none). */
+  create(prefix: string, max: number | "max"): string {
     const dir = `${this.base}/${prefix}-${++this.#serial}`;
     try {
       Deno.mkdirSync(dir);
@@ -84,12 +79,10 @@ export class PidsCgroups {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       // this process's directory went with close(): make it again
       Deno.mkdirSync(this.base);
-      if (this.v2) Deno.writeTextFileSync(`${this.base}/cgroup.subtree_control`, "+pids");
       Deno.mkdirSync(dir);
     }
     try {
       Deno.writeTextFileSync(`${dir}/pids.max`, String(max));
-      if (parent && this.v2) Deno.writeTextFileSync(`${dir}/cgroup.subtree_control`, "+pids");
     } catch (e) {
       removeCgroupSync(dir);
       throw e;
@@ -133,36 +126,35 @@ function removeCgroupSync(dir: string): boolean {
   }
 }
 
-/** The pids controller's mount: a v1 `pids` hierarchy, or v2 with `pids` available. */
-function findPidsHierarchy(): { root: string; v2: boolean } | undefined {
+/**
+ * This process's own cgroup in the v1 `pids` hierarchy: tasks' cgroups go below it, so they
+ * stay within whatever limits the service that runs Gleitzeit has. Not cgroup v2: there a
+ * cgroup with processes (Gleitzeit's own) cannot have child cgroups with controllers, and a
+ * cgroup elsewhere would take tasks out of the service's limits.
+ */
+function findPidsHierarchy(): { root: string } | undefined {
   let mountinfo: string;
+  let own: string;
   try {
     mountinfo = Deno.readTextFileSync("/proc/self/mountinfo");
+    own = Deno.readTextFileSync("/proc/self/cgroup");
   } catch {
     return undefined;
   }
-  let v2: string | undefined;
+  const path = own.split("\n").map((l) => l.split(":")).find((f) => f[1] === "pids")?.[2];
+  if (path === undefined) return undefined;
   for (const line of mountinfo.split("\n")) {
     const [left, right] = line.split(" - ");
     if (!left || !right) continue;
-    const mountPoint = left.split(" ")[4];
+    const [, , , mountRoot, mountPoint] = left.split(" ");
     const [fsType, , superOptions = ""] = right.split(" ");
-    if (fsType === "cgroup" && superOptions.split(",").includes("pids")) {
-      return { root: mountPoint, v2: false };
-    }
-    if (fsType === "cgroup2" && v2 === undefined) v2 = mountPoint;
+    if (fsType !== "cgroup" || !superOptions.split(",").includes("pids")) continue;
+    // The mount shows the hierarchy from mountRoot down (a container's view starts lower).
+    if (!path.startsWith(mountRoot)) return undefined;
+    const below = path.slice(mountRoot.length).replace(/^\/+|\/+$/g, "");
+    return { root: below ? `${mountPoint}/${below}` : mountPoint };
   }
-  if (v2 === undefined) return undefined;
-  try {
-    const controllers = Deno.readTextFileSync(`${v2}/cgroup.controllers`).split(/\s+/);
-    if (!controllers.includes("pids")) return undefined;
-    // Enabled for the root's children (systemd does): not switched on here for the system.
-    const enabled = Deno.readTextFileSync(`${v2}/cgroup.subtree_control`).split(/\s+/);
-    if (!enabled.includes("pids")) return undefined;
-  } catch {
-    return undefined;
-  }
-  return { root: v2, v2: true };
+  return undefined;
 }
 
 /** Directories of Gleitzeit processes that are gone (killed before they could clean up). */

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
-import { pidsCgroups } from "../../../src/providers/python/task_cgroups.ts";
+import { closePidsCgroups, pidsCgroups } from "../../../src/providers/python/task_cgroups.ts";
 import { makeCtx } from "./helpers.ts";
 
 const asRoot = Deno.uid() === 0;
@@ -108,3 +108,54 @@ for (const poolSize of [0, 1]) {
     }
   });
 }
+
+Deno.test("[bwrap, warm] task cgroups are made below Gleitzeit's own (its service's limits hold)", async () => {
+  if (!asRoot) return assert.equal(pidsCgroups(), undefined);
+  const root = pidsCgroups()!.base.replace(/\/gleitzeit-\d+$/, "");
+  const service = `${root}/gleitzeit-test-service-${Deno.pid}`;
+  const dir = await Deno.makeTempDir();
+  Deno.mkdirSync(service);
+  try {
+    Deno.writeTextFileSync(`${service}/pids.max`, "500");
+    const provider = new URL("../../../src/providers/python/python_provider.ts", import.meta.url);
+    await Deno.writeTextFile(
+      `${dir}/driver.ts`,
+      `import { PythonProvider } from ${JSON.stringify(provider.href)};
+const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+const ctx = { signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 };
+const code = "result = [l for l in open('/proc/self/cgroup').read().splitlines() if ':pids:' in l]";
+console.log(JSON.stringify(((await p.call("python/execute", { code }, ctx)) as { result: unknown }).result));
+await p.close();
+`,
+    );
+    // Gleitzeit started inside a service's cgroup, as systemd would.
+    const run = await new Deno.Command("bash", {
+      args: [
+        "-c",
+        `echo $$ > "$1/cgroup.procs" && exec "$2" run -A "$3/driver.ts"`,
+        "-",
+        service,
+        Deno.execPath(),
+        dir,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(run.success, new TextDecoder().decode(run.stderr));
+    const [line] = JSON.parse(new TextDecoder().decode(run.stdout)) as string[];
+    // The sandbox's cgroup namespace starts at the service's cgroup.
+    assert.match(line, /:pids:\/gleitzeit-\d+\/pool-\d+\/t\d+$/);
+    assert.doesNotMatch(line, /\.\./, "outside the service's cgroup");
+  } finally {
+    closePidsCgroups();
+    await Deno.remove(dir, { recursive: true });
+    for (let i = 0; i < 100; i++) {
+      try {
+        Deno.removeSync(service, { recursive: false });
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+});
