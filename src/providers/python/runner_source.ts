@@ -89,22 +89,46 @@ _SOURCES = {}
 
 # Inline task code is run by exec() on its source, not compiled by compile(): the builtin
 # compile() first sets up the ast module's ~120 types (~1 ms in every fresh process), exec
-# does not. Its code is then named "<string>", and tracebacks name it "<task>" again.
+# does not. Its code is then named "<string>", and tracebacks name it "<task>" again: the
+# frames of the task's own code only (not of other code made from a string, such as a
+# dataclass's __init__ or the task's own exec() calls).
 _TASK_NAME = ("<string>", "<task>")
 
-def _rename_task(te, seen):
-    if te is None or id(te) in seen:
-        return
-    seen.add(id(te))
-    for fs in te.stack:
-        if fs.filename == _TASK_NAME[0]:
-            fs.filename = _TASK_NAME[1]
-    if getattr(te, "filename", None) == _TASK_NAME[0]:  # a SyntaxError in the task's code
-        te.filename = _TASK_NAME[1]
-    _rename_task(te.__cause__, seen)
-    _rename_task(te.__context__, seen)
-    for sub in getattr(te, "exceptions", None) or ():  # an ExceptionGroup's members
-        _rename_task(sub, seen)
+def _task_codes(tb):
+    # The task's module code (the first frame of the task's traceback) and all code in it.
+    codes = {}
+    top = tb.tb_frame.f_code if tb is not None else None
+    if top is None or top.co_filename != _TASK_NAME[0] or top.co_name != "<module>":
+        return codes
+    todo = [top]
+    while todo:
+        code = todo.pop()
+        if id(code) not in codes:
+            codes[id(code)] = code
+            todo.extend(c for c in code.co_consts if isinstance(c, type(top)))
+    return codes
+
+def _rename_task(te, e, tb):
+    import traceback
+    codes = _task_codes(tb)
+    if tb is None and isinstance(e, SyntaxError) and te.filename == _TASK_NAME[0]:
+        te.filename = _TASK_NAME[1]  # the task's code did not compile
+    todo, seen = [(te, e, tb)], set()
+    while todo:  # a loop, not recursion: chains of causes can be long
+        te, e, tb = todo.pop()
+        if te is None or e is None or id(te) in seen:
+            continue
+        seen.add(id(te))
+        frames = [frame for frame, _ in traceback.walk_tb(tb)]
+        for fs, frame in zip(te.stack, frames):
+            if id(frame.f_code) in codes:
+                fs.filename = _TASK_NAME[1]
+        for sub_te, sub in ((te.__cause__, e.__cause__), (te.__context__, e.__context__)):
+            if sub is not None:
+                todo.append((sub_te, sub, sub.__traceback__))
+        for sub_te, sub in zip(getattr(te, "exceptions", None) or (),
+                               getattr(e, "exceptions", None) or ()):
+            todo.append((sub_te, sub, sub.__traceback__))
 
 def _user_tb(tb):
     me = _user_tb.__code__.co_filename
@@ -118,8 +142,9 @@ def _failure(e):
         for name, src in _SOURCES.items():
             linecache.cache[name] = (len(src), None, src.splitlines(True), name)
         tb = _user_tb(e.__traceback__)
-        te = traceback.TracebackException(type(e), e, tb)
-        _rename_task(te, set())
+        # Source lines are looked up when formatting, by then under the renamed name.
+        te = traceback.TracebackException(type(e), e, tb, lookup_lines=False)
+        _rename_task(te, e, tb)
         text = "".join(te.format())
         only = list(te.format_exception_only())
         last = only[-1].strip() if only else type(e).__name__
@@ -145,7 +170,7 @@ def _execute(job):
             code = compile(src, path, "exec", dont_inherit=True)
         else:
             src = job["code"]
-            _SOURCES[_TASK_NAME[0]] = src
+            _SOURCES[_TASK_NAME[1]] = src
             sys.argv = ["<task>"]
             code = src
         exec(code, g)

@@ -141,6 +141,29 @@ export function pythonContract(variant: string, make: Make): void {
     assert.doesNotMatch(tb, /<string>/);
   });
 
+  test("only the task's own code is <task>: code made from strings keeps <string>", async (p) => {
+    let e = await failure(p, {
+      code: "from dataclasses import dataclass\n@dataclass\nclass A:\n    x: int\n" +
+        "    def __post_init__(self):\n        raise ValueError('bad x')\nA(1)\n",
+    });
+    let tb = e.details.traceback as string;
+    assert.match(tb, /File "<task>", line 7, in <module>/);
+    assert.match(tb, /File "<string>", line \d+, in __init__\n {2}File "<task>", line 6/);
+    e = await failure(p, { code: "x = 1\nexec('a = 1\\nb = 1/0')\n" });
+    tb = e.details.traceback as string;
+    assert.match(tb, /File "<task>", line 2, in <module>/);
+    assert.match(tb, /File "<string>", line 2, in <module>\nZeroDivisionError/);
+    e = await failure(p, { code: "z = 0\neval('1 +')\n" });
+    assert.match(e.details.traceback as string, /File "<string>", line 1\n {4}1 \+/);
+    // a long chain of causes is printed whole
+    e = await failure(p, {
+      code: "e = None\nfor i in range(1200):\n    try:\n        raise ValueError(i) from e\n" +
+        "    except ValueError as x:\n        e = x\nraise e\n",
+    });
+    assert.equal(e.message, "ValueError: 1199");
+    assert.match(e.details.traceback as string, /ValueError: 0\n/);
+  });
+
   test("a task that imports os sees its work directory as HOME, TMPDIR and cwd", async (p) => {
     const r = await run(
       p,
