@@ -890,7 +890,9 @@ def _kill_leftovers(options, known):
     # As root with a sandbox user of its own, one kill(-1) by a process with only that
     # user's ids reaches every process of the task and none of the pool's (their real uid
     # is root), and no fork escapes it. Otherwise (all of one user) passes over /proc kill
-    # every process not known here. Then wait, reaping, until they are gone.
+    # every process not known here. Then wait, reaping, until they are gone; if they are
+    # not (a fork chain can outrun the passes), this parent ends, and its sandbox (a PID
+    # namespace) with everything in it.
     uid = options.get("uid")
     if uid is not None and os.getuid() == 0:
         helper = os.fork()
@@ -915,8 +917,10 @@ def _kill_leftovers(options, known):
                 pass
         except ChildProcessError:
             pass
-        if not _strays(known) or time.monotonic() > deadline:
+        if not _strays(known):
             return
+        if time.monotonic() > deadline:
+            raise SystemExit("gleitzeit runner: a task left processes that would not stop")
         time.sleep(0.0005)
 
 def _kill_strays(known):
