@@ -838,10 +838,13 @@ def _pool():
                 _reap_descendants(exclude=(spare[0],))
         os.close(done_r)
         os.close(pidfd)
-        # Processes the task left behind (a task can report its end early, or start
-        # processes that outlive it) go before anything else is checked: they could still
-        # make IPC objects or files. Usually there are none: the killed task cannot start
-        # more, so one look at /proc (this sandbox's PID namespace) tells.
+        # Raw write of the status line (the file object's layers touch more of the heap).
+        os.write(outfd, b'{"status": %d, "dirty": %s}\n'
+                 % (status, b"true" if ipc_check and _ipc_left() else b"false"))
+        # Then, before the next job (read only after this), what the task left goes.
+        # Processes first (a task can report its end early, or start processes that outlive
+        # it): they could still make IPC objects or files. Usually there are none: the killed
+        # task cannot start more, so one look at /proc (this sandbox's PID namespace) tells.
         known = {1, mypid, pid, spare[0]}
         if own_ns and _strays(known):
             _kill_leftovers(options, known)
@@ -853,13 +856,9 @@ def _pool():
             except OSError:
                 gone = None
                 _purge(task_dir)
-        # Raw write of the status line (the file object's layers touch more of the heap).
-        os.write(outfd, b'{"status": %d, "dirty": %s}\n'
-                 % (status, b"true" if ipc_check and _ipc_left() else b"false"))
-        # Before the next job (read only after this): the task's process has ended, so a
-        # system call it had under way (one making an IPC object, say) has too, and
-        # whatever it made then is removed; its directory goes (each task has the whole
-        # tmpfs).
+        # The task's process has ended, so a system call it had under way (one making an
+        # IPC object, say) has too; whatever it made is removed, and its directory goes
+        # (each task has the whole tmpfs).
         if said_done:
             try:
                 os.waitpid(pid, 0)
