@@ -93,6 +93,7 @@ _SOURCES = {}
 # frames of the task's own code only (not of other code made from a string, such as a
 # dataclass's __init__ or the task's own exec() calls).
 _TASK_NAME = ("<string>", "<task>")
+_GROUP = getattr(__import__("builtins"), "BaseExceptionGroup", ())  # Python 3.11+
 
 def _task_codes(tb):
     # The task's module code (the first frame of the task's traceback) and all code in it.
@@ -126,9 +127,9 @@ def _rename_task(te, e, tb):
         for sub_te, sub in ((te.__cause__, e.__cause__), (te.__context__, e.__context__)):
             if sub is not None:
                 todo.append((sub_te, sub, sub.__traceback__))
-        for sub_te, sub in zip(getattr(te, "exceptions", None) or (),
-                               getattr(e, "exceptions", None) or ()):
-            todo.append((sub_te, sub, sub.__traceback__))
+        if isinstance(e, _GROUP) and getattr(te, "exceptions", None):
+            for sub_te, sub in zip(te.exceptions, e.exceptions):
+                todo.append((sub_te, sub, sub.__traceback__))
 
 def _user_tb(tb):
     me = _user_tb.__code__.co_filename
@@ -788,6 +789,8 @@ def _pool():
         return path
 
     spare = _prefork(inp, out, options, (), new_dir())
+    # Without a sandbox user apart from this pool's (not root), a task can signal the spare.
+    exposed = options.get("uid") is None
     outfd = out.fileno()
     mypid = os.getpid()
     while True:
@@ -799,6 +802,8 @@ def _pool():
             continue
         if not line.strip():
             continue
+        if exposed and not line.startswith(b'{"prepare"'):
+            spare = _live_spare(spare, lambda: _prefork(inp, out, options, (), new_dir()))
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
@@ -838,16 +843,25 @@ def _pool():
                 _reap_descendants(exclude=(spare[0],))
         os.close(done_r)
         os.close(pidfd)
+        # Processes the task left (a task can report its end early, or start processes that
+        # outlive it) go first: they could still make IPC objects or files. Usually there
+        # are none: the killed task cannot start more, so one look at /proc (this sandbox's
+        # PID namespace) tells. Before the status line: should they not go, this parent ends
+        # and only this task fails.
+        if own_ns and _strays({1, mypid, pid, spare[0]}):
+            _kill_leftovers(mypid)
+            for fd in spare[1:4]:
+                os.close(fd)
+            if spare[4]:
+                _purge(spare[4])
+            spare = _prefork(inp, out, options, (), new_dir())
         # Raw write of the status line (the file object's layers touch more of the heap).
         os.write(outfd, b'{"status": %d, "dirty": %s}\n'
                  % (status, b"true" if ipc_check and _ipc_left() else b"false"))
-        # Then, before the next job (read only after this), what the task left goes.
-        # Processes first (a task can report its end early, or start processes that outlive
-        # it): they could still make IPC objects or files. Usually there are none: the killed
-        # task cannot start more, so one look at /proc (this sandbox's PID namespace) tells.
-        known = {1, mypid, pid, spare[0]}
-        if own_ns and _strays(known):
-            _kill_leftovers(options, known)
+        # Then, before the next job (read only after this): the task's process has ended,
+        # so a system call it had under way (one making an IPC object, say) has too;
+        # whatever it made is removed, and its directory goes (each task has the whole
+        # tmpfs).
         gone = None
         if task_dir:
             gone = "%s/%d" % (trash, serial[0])
@@ -856,9 +870,6 @@ def _pool():
             except OSError:
                 gone = None
                 _purge(task_dir)
-        # The task's process has ended, so a system call it had under way (one making an
-        # IPC object, say) has too; whatever it made is removed, and its directory goes
-        # (each task has the whole tmpfs).
         if said_done:
             try:
                 os.waitpid(pid, 0)
@@ -885,30 +896,13 @@ def _rmdir(path):
     except OSError:
         return False
 
-def _kill_leftovers(options, known):
-    # As root with a sandbox user of its own, one kill(-1) by a process with only that
-    # user's ids reaches every process of the task and none of the pool's (their real uid
-    # is root), and no fork escapes it. Otherwise (all of one user) passes over /proc kill
-    # every process not known here. Then wait, reaping, until they are gone; if they are
-    # not (a fork chain can outrun the passes), this parent ends, and its sandbox (a PID
-    # namespace) with everything in it.
-    uid = options.get("uid")
-    if uid is not None and os.getuid() == 0:
-        helper = os.fork()
-        if helper == 0:
-            try:
-                gid = options.get("gid", uid)
-                os.setgroups([])
-                os.setresgid(gid, gid, gid)
-                os.setresuid(uid, uid, uid)
-                os.kill(-1, 9)
-            finally:
-                os._exit(0)
-        os.waitpid(helper, 0)
-    else:
-        for _ in range(100):
-            if not _kill_strays(known):
-                break
+def _kill_leftovers(mypid):
+    # Everything in this sandbox's PID namespace but its init and this parent goes, the
+    # spare too (the caller forks another): one kill(-1) reaches every process at once,
+    # stopped or traced ones included, and no fork escapes it. Then wait, reaping (orphans
+    # come back here), until they are gone; if they are not, this parent ends, and its
+    # sandbox with everything in it.
+    os.kill(-1, 9)
     deadline = time.monotonic() + 2.0
     while True:
         try:
@@ -916,27 +910,33 @@ def _kill_leftovers(options, known):
                 pass
         except ChildProcessError:
             pass
-        if not _strays(known):
+        if not _strays({1, mypid}):
             return
         if time.monotonic() > deadline:
             raise SystemExit("gleitzeit runner: a task left processes that would not stop")
         time.sleep(0.0005)
 
-def _kill_strays(known):
-    # Kills every process of this PID namespace that is not known here; True if any.
+def _live_spare(spare, make):
+    # A task of the pool's own user can signal the spare waiting for the next job: a
+    # stopped one goes on, a dead one is replaced (the next task's paths then come with
+    # its job). The task before has ended by now, and what it left.
+    import select
+    pid, job_w, done_r, pidfd, task_dir = spare
+    if select.select([pidfd], [], [], 0)[0]:
+        for fd in (job_w, done_r, pidfd):
+            os.close(fd)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if task_dir:
+            _purge(task_dir)
+        return make()
     try:
-        names = os.listdir("/proc")
+        os.kill(pid, _signal.SIGCONT)
     except OSError:
-        names = ()
-    found = False
-    for name in names:
-        if name.isdigit() and int(name) not in known:
-            try:
-                os.kill(int(name), 9)
-                found = True
-            except OSError:
-                pass
-    return found
+        pass
+    return spare
 
 _IPC_RMID = 0
 

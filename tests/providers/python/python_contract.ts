@@ -155,6 +155,12 @@ export function pythonContract(variant: string, make: Make): void {
     assert.match(tb, /File "<string>", line 2, in <module>\nZeroDivisionError/);
     e = await failure(p, { code: "z = 0\neval('1 +')\n" });
     assert.match(e.details.traceback as string, /File "<string>", line 1\n {4}1 \+/);
+    // an exception with an attribute named like an exception group's keeps its traceback
+    e = await failure(p, {
+      code: "class E(Exception):\n    exceptions = 5\ndef f():\n    raise E('boom')\nf()\n",
+    });
+    assert.equal(e.message, "E: boom");
+    assert.match(e.details.traceback as string, /File "<task>", line 4, in f/);
     // a long chain of causes is printed whole
     e = await failure(p, {
       code: "e = None\nfor i in range(1200):\n    try:\n        raise ValueError(i) from e\n" +

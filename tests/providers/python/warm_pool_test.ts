@@ -454,3 +454,75 @@ console.log(JSON.stringify(out));
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("[basic] a task that kills or stops the spare waiting for the next job does not fail that job", async () => {
+  // In basic mode (like bwrap without root) tasks run as the pool's own user and can signal
+  // the spare.
+  const provider = new PythonProvider({ sandbox: "basic", poolSize: 1 });
+  try {
+    for (const sig of ["SIGKILL", "SIGSTOP"]) {
+      const hit = await provider.call("python/execute", {
+        code: `
+import os, signal
+me, parent = os.getpid(), os.getppid()
+def ppid(n):
+    try:
+        for l in open("/proc/%s/status" % n):
+            if l.startswith("PPid:"):
+                return int(l.split()[1])
+    except OSError:
+        return None
+spares = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me and ppid(n) == parent]
+for s in spares:
+    os.kill(s, signal.${sig})
+result = len(spares)
+`,
+      }, makeCtx()) as R;
+      assert.equal(hit.result, 1, `${sig}: the spare was not found`);
+      const next = await provider.call(
+        "python/execute",
+        { code: "result = 'ran'", timeout: 10 },
+        makeCtx(),
+      ) as R;
+      assert.equal(next.result, "ran", sig);
+    }
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] a leftover process that stops everything it can does not hold up the next task", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    // It stops every process of the sandbox user it can, over and over; the task itself
+    // reports its end first.
+    const first = await provider.call("python/execute", {
+      code: `
+import os, signal, time
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(0.2)
+    t = time.time()
+    while time.time() - t < 20:
+        try:
+            os.kill(-1, signal.SIGSTOP)
+        except OSError:
+            pass
+    os._exit(0)
+result = "done"
+`,
+      timeout: 10,
+    }, makeCtx()) as R;
+    assert.equal(first.result, "done");
+    const started = Date.now();
+    const next = await provider.call(
+      "python/execute",
+      { code: "result = 'ran'", timeout: 10 },
+      makeCtx(),
+    ) as R;
+    assert.equal(next.result, "ran");
+    assert.ok(Date.now() - started < 5000, "the next task was held up");
+  } finally {
+    await provider.close();
+  }
+});
