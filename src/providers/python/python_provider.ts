@@ -25,6 +25,7 @@ import {
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
 import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
+import { keyringFilter } from "./seccomp.ts";
 import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
@@ -311,6 +312,7 @@ export class PythonProvider implements Provider {
       await removeDir(base);
     };
     const grants = bwrap && !policy.network ? policy.grants : [];
+    const filter = bwrap ? keyringFilter() : undefined;
     try {
       Deno.mkdirSync(workDir, { mode: 0o700 });
       if (grants.length > 0) {
@@ -324,8 +326,26 @@ export class PythonProvider implements Provider {
       if (dropsUser(policy.mode, py)) {
         Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
         Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
+        // Traversable by the runner before it drops to the sandbox user (it has no
+        // capability to read past permissions then), for the boot file below.
+        Deno.chmodSync(base, 0o711);
       }
-      const runner = [py.executable, "-I", "-S", "-c", RUNNER_BOOTSTRAP, "once"];
+      // The marshalled runner and the job in a file the runner reads (root's, 0600, when it
+      // starts as root): stdin carries bwrap's seccomp filter.
+      const fullJob = {
+        ...job,
+        ...this.#jobExtras(policy, py),
+        work_dir: workDir,
+        result_path: resultPath,
+        ...(plan && proxy
+          ? {
+            net: { socket: proxy.path, listeners: plan.listeners, limit: MAX_GRANT_CONNECTIONS },
+          }
+          : {}),
+      };
+      const bootPath = `${base}/boot`;
+      Deno.writeFileSync(bootPath, bootstrapInput(code, JSON.stringify(fullJob)), { mode: 0o600 });
+      const runner = [py.executable, "-I", "-S", "-c", RUNNER_BOOTSTRAP, "once", bootPath];
       const [command, ...args] = bwrap
         ? [
           bwrap,
@@ -339,6 +359,7 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
           }),
+          ...(filter ? ["--seccomp", "0"] : []),
           "--",
           ...runner,
         ]
@@ -352,10 +373,11 @@ export class PythonProvider implements Provider {
           // address space limit; two arenas keep hundreds of connections within it
           ? { ...childEnv(py, workDir), MALLOC_ARENA_MAX: "2" }
           : childEnv(py, workDir),
-        stdin: "piped",
+        stdin: filter ? "piped" : "null",
         stdout: "piped",
         stderr: "piped",
       }).spawn();
+      if (filter) writeAll(child.stdin, filter);
     } catch (e) {
       await release();
       if (e instanceof GleitzeitError) throw e;
@@ -367,18 +389,6 @@ export class PythonProvider implements Provider {
     }
     const out = new BoundedCapture(child.stdout, this.#outputLimit);
     const err = new BoundedCapture(child.stderr, this.#outputLimit);
-    const fullJob = {
-      ...job,
-      ...this.#jobExtras(policy, py),
-      work_dir: workDir,
-      result_path: resultPath,
-      ...(plan && proxy
-        ? {
-          net: { socket: proxy.path, listeners: plan.listeners, limit: MAX_GRANT_CONNECTIONS },
-        }
-        : {}),
-    };
-    writeAll(child.stdin, bootstrapInput(code, JSON.stringify(fullJob)));
     const guard = this.#guard(
       ctx,
       timeoutSeconds,
@@ -447,6 +457,7 @@ export class PythonProvider implements Provider {
     const code = codePrefix(await runnerBytecode(py));
     // Each task's own pids cgroup below the pool's, as root where they can be made.
     const cgroups = mode === "bwrap" && bwrap && dropsUser(mode, py) ? pidsCgroups() : undefined;
+    const filter = mode === "bwrap" && bwrap ? keyringFilter() : undefined;
     let cgroup: string | undefined;
     try {
       cgroup = cgroups?.create("pool", "max");
@@ -467,6 +478,9 @@ export class PythonProvider implements Provider {
         // Children drop to the sandbox user before their job arrives (see the runner).
         ...(dropsUser(mode, py) ? { uid: SANDBOX_UID, gid: SANDBOX_UID } : {}),
         ...(cgroup ? { cgroup: SANDBOX_POOL_CGROUP, nproc: this.#limits.maxProcesses } : {}),
+        ...(filter
+          ? { seccomp: Array.from(filter, (b) => b.toString(16).padStart(2, "0")).join("") }
+          : {}),
       }),
     ];
     if (mode !== "bwrap" || !bwrap) {

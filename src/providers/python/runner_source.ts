@@ -603,8 +603,8 @@ def _once():
         os.setsid()
     except OSError:
         pass
-    # Started through RUNNER_BOOTSTRAP, stdin held [length][marshalled runner][job]; the
-    # bootstrap left it in _boot_data. Started with the source itself, stdin is the job.
+    # Started through RUNNER_BOOTSTRAP, the boot file held [length][marshalled runner][job];
+    # the bootstrap left it in _boot_data. Started with the source itself, stdin is the job.
     boot = globals().get("_boot_data")
     raw = boot[4 + int.from_bytes(boot[:4], "big"):] if boot is not None else sys.stdin.buffer.read()
     _close_inherited()
@@ -678,6 +678,19 @@ def _close_inherited():
     except OSError:
         pass
 
+def _install_seccomp(ctypes, libc, prog):
+    # The filter cold tasks get from bwrap (see seccomp.ts), on this parent: every child
+    # (every task) inherits it.
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = Fprog(len(prog) // 8, ctypes.addressof(buf))
+    ul = ctypes.c_ulong
+    if (libc.prctl(38, ul(1), ul(0), ul(0), ul(0)) != 0  # PR_SET_NO_NEW_PRIVS
+            or libc.prctl(22, ul(2), ctypes.byref(fprog), ul(0), ul(0)) != 0):  # SECCOMP_MODE_FILTER
+        raise SystemExit("gleitzeit runner: cannot install the seccomp filter (errno %d)"
+                         % ctypes.get_errno())
+
 def _pool():
     _close_inherited()
     options = _loads(sys.argv[2]) if len(sys.argv) > 2 else {}
@@ -712,6 +725,8 @@ def _pool():
     _prctl = libc.prctl
     _prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of a task come back here
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: tasks cannot ptrace or read our memory
+    if options.get("seccomp"):
+        _install_seccomp(ctypes, libc, bytes.fromhex(options["seccomp"]))
     out = io.open(os.dup(1), "w", buffering=1)
     inp = io.open(os.dup(0), "rb")
     _stdin_devnull()
@@ -1169,12 +1184,13 @@ if __name__ == "__main__":
 `;
 
 /**
- * What a cold task runs (`python3 -I -S -c RUNNER_BOOTSTRAP once`): compiling the runner's
- * source costs ~4 ms per start, so the provider compiles it once per interpreter
- * ({@link RUNNER_COMPILER}) and sends the marshalled code ahead of the job on stdin:
- * 4 bytes big-endian length, the code, then the job's JSON.
+ * What a cold task runs (`python3 -I -S -c RUNNER_BOOTSTRAP once BOOT_FILE`): compiling the
+ * runner's source costs ~4 ms per start, so the provider compiles it once per interpreter
+ * ({@link RUNNER_COMPILER}) and writes the marshalled code ahead of the job into BOOT_FILE:
+ * 4 bytes big-endian length, the code, then the job's JSON. (stdin is bwrap's: it reads the
+ * seccomp filter from there.)
  */
-export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=sys.stdin.buffer.read()\n" +
+export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=open(sys.argv[2],'rb').read()\n" +
   'exec(marshal.loads(_boot_data[4:4+int.from_bytes(_boot_data[:4],"big")]))\n';
 
 /**

@@ -347,6 +347,29 @@ result = out
       return /^65534$/m.test(out) ? undefined : `unexpected identity: ${out.slice(-200)}`;
     },
   },
+  {
+    name: "kernel keyrings (not namespaced): the session keyring, a key left for later tasks",
+    code: () => `
+import ctypes, platform
+libc = ctypes.CDLL(None, use_errno=True)
+nrs = {"x86_64": (248, 250), "aarch64": (217, 219)}[platform.machine()]
+out = {}
+# keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING / KEY_SPEC_USER_KEYRING, 0)
+for name, spec in (("session", -3), ("user", -4)):
+    r = libc.syscall(nrs[1], 0, spec, 0)
+    out[name] = r if r >= 0 else -ctypes.get_errno()
+# add_key("user", "gleitzeit-left", "x", 1, KEY_SPEC_USER_KEYRING)
+r = libc.syscall(nrs[0], b"user", b"gleitzeit-left", b"x", 1, -4)
+out["add_key"] = r if r >= 0 else -ctypes.get_errno()
+result = out
+`,
+    check: (o) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const r = o.result as Record<string, number>;
+      const reached = Object.entries(r).filter(([, v]) => v !== -1); // -EPERM
+      return reached.length ? `reached keyrings: ${JSON.stringify(r)}` : undefined;
+    },
+  },
 ];
 
 /** Creates the fixtures (a secret directory, a sentinel process of uid 65534). */
