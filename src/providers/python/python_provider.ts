@@ -45,6 +45,7 @@ import {
   type WarmSpawn,
   type WarmWorker,
   WORK_TMPFS_BYTES,
+  WORK_TMPFS_INODES,
 } from "./warm_pool.ts";
 import {
   type AttemptGuard,
@@ -501,6 +502,7 @@ export class PythonProvider implements Provider {
     runner[runner.length - 1] = JSON.stringify({
       ...JSON.parse(runner[runner.length - 1]),
       work_tmpfs: work,
+      work_inodes: WORK_TMPFS_INODES,
       // the output directory is the one entry of the sandbox's /dev/shm that is not a task's
       ...(ioDir ? { shm_keep: basename(ioDir) } : {}),
     });

@@ -150,7 +150,8 @@ function findPidsHierarchy(): { root: string } | undefined {
     const [fsType, , superOptions = ""] = right.split(" ");
     if (fsType !== "cgroup" || !superOptions.split(",").includes("pids")) continue;
     // The mount shows the hierarchy from mountRoot down (a container's view starts lower).
-    if (!path.startsWith(mountRoot)) return undefined;
+    const inside = mountRoot === "/" || path === mountRoot || path.startsWith(`${mountRoot}/`);
+    if (!inside) return undefined;
     const below = path.slice(mountRoot.length).replace(/^\/+|\/+$/g, "");
     return { root: below ? `${mountPoint}/${below}` : mountPoint };
   }

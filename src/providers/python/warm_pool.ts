@@ -62,6 +62,13 @@ export function makeIoDir(): string | undefined {
  */
 export const WORK_TMPFS_BYTES = 512 * 1024 * 1024;
 
+/**
+ * Files and directories on that tmpfs at most, when Gleitzeit runs as root (the warm parent
+ * remounts it with this cap): empty files take no bytes but ~1 KB of kernel memory each, and
+ * removing them is on the next task's path. A task past it gets ENOSPC.
+ */
+export const WORK_TMPFS_INODES = 65536;
+
 /** Paths of one warm task: its work directory and its (reused) output files. */
 export type TaskPaths = Record<"work_dir" | "result_path" | "stdout_path" | "stderr_path", string>;
 

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import { WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
 import { makeCtx } from "./helpers.ts";
 
 type R = { result: Record<string, unknown> };
@@ -522,6 +523,33 @@ result = "done"
     ) as R;
     assert.equal(next.result, "ran");
     assert.ok(Date.now() - started < 5000, "the next task was held up");
+  } finally {
+    await provider.close();
+  }
+});
+
+Deno.test("[bwrap] files on the warm tmpfs are capped too (empty ones cost kernel memory)", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const r = await provider.call("python/execute", {
+      code: `
+n, err = 0, None
+try:
+    for i in range(${WORK_TMPFS_INODES + 1000}):
+        open("f%d" % i, "w").close()
+        n += 1
+except OSError as e:
+    err = e.errno
+result = [n, err]
+`,
+    }, makeCtx()) as R;
+    const [made, errno] = r.result as unknown as [number, number];
+    assert.equal(errno, 28, "ENOSPC");
+    assert.ok(made < WORK_TMPFS_INODES && made > WORK_TMPFS_INODES - 100, String(made));
+    const next = await provider.call("python/execute", {
+      code: "import os\nresult = os.listdir('.')",
+    }, makeCtx()) as R;
+    assert.deepEqual(next.result, []);
   } finally {
     await provider.close();
   }
