@@ -4,18 +4,20 @@
  * namespaced: without this a task could read or change the session keyring Gleitzeit was
  * started with, and leave keys in the sandbox user's own keyring for later tasks.
  *
- * Classic BPF over `struct seccomp_data` (nr at offset 0, arch at 4); other architectures
- * than x86_64 and aarch64 get no filter. bwrap loads it for cold tasks (`--seccomp`); a warm
- * parent installs it on itself, and its children inherit it.
+ * Classic BPF over `struct seccomp_data` (nr at offset 0, arch at 4), for the native ABI and
+ * the 32-bit one a process can also use (i386 through `int 0x80` on x86_64, AArch32 on
+ * aarch64); any other ABI gets EPERM for every call. Hosts other than x86_64 and aarch64
+ * get no filter. bwrap loads it for cold tasks (`--seccomp`); a warm parent installs it on
+ * itself, and its children inherit it.
  *
  * @module
  */
 
-const AUDIT_ARCH: Record<string, number> = { x86_64: 0xc000003e, aarch64: 0xc00000b7 };
-/** add_key, request_key, keyctl. */
-const KEYRING_CALLS: Record<string, number[]> = {
-  x86_64: [248, 249, 250],
-  aarch64: [217, 218, 219],
+/** Per Deno.build.arch: [audit arch, add_key, request_key, keyctl] for each ABI a process
+ * there can use (x86_64 also runs i386 code through int 0x80; aarch64 runs AArch32). */
+const ABIS: Record<string, [number, number[]][]> = {
+  x86_64: [[0xc000003e, [248, 249, 250]], [0x40000003, [286, 287, 288]]],
+  aarch64: [[0xc00000b7, [217, 218, 219]], [0x40000028, [309, 310, 311]]],
 };
 
 const LD_W_ABS = 0x20;
@@ -29,19 +31,30 @@ const X32_BIT = 0x40000000;
 
 /** The filter program (8 bytes per instruction), or undefined on other architectures. */
 export function keyringFilter(arch: string = Deno.build.arch): Uint8Array | undefined {
-  const audit = AUDIT_ARCH[arch];
-  const calls = KEYRING_CALLS[arch];
-  if (audit === undefined || !calls) return undefined;
-  const n = calls.length;
-  const prog: [number, number, number, number][] = [
-    [LD_W_ABS, 0, 0, 4], // arch
-    [JEQ_K, 0, n + 2, audit], // another ABI: allow
-    [LD_W_ABS, 0, 0, 0], // nr
-    [AND_K, 0, 0, ~X32_BIT >>> 0],
-    ...calls.map((nr, i): [number, number, number, number] => [JEQ_K, n - i, 0, nr]),
-    [RET_K, 0, 0, RET_ALLOW],
-    [RET_K, 0, 0, RET_EPERM],
-  ];
+  const abis = ABIS[arch];
+  if (!abis) return undefined;
+  type Insn = [number, number, number, number];
+  const prog: Insn[] = [[LD_W_ABS, 0, 0, 4]]; // arch
+  // Per ABI: "arch is it" (else skip this block), nr, and a jump to EPERM per keyring call.
+  const blocks = abis.map(([audit, calls]) => {
+    const body: Insn[] = [[LD_W_ABS, 0, 0, 0], [AND_K, 0, 0, ~X32_BIT >>> 0]];
+    calls.forEach((nr) => body.push([JEQ_K, 0, 0, nr])); // jt filled in below
+    body.push([RET_K, 0, 0, RET_ALLOW]);
+    return { audit, body };
+  });
+  // Layout: [ld arch] then for each ABI [jeq arch, jf -> next block][body...], then
+  // [ret EPERM] for an unknown ABI, which is also where the keyring calls jump.
+  const eperm = 1 + blocks.reduce((n, b) => n + 1 + b.body.length, 0);
+  for (const { audit, body } of blocks) {
+    prog.push([JEQ_K, 0, body.length, audit]);
+    const start = prog.length;
+    body.forEach((insn, i) => {
+      if (insn[0] === JEQ_K) insn[1] = eperm - (start + i) - 1;
+      prog.push(insn);
+    });
+  }
+  prog.push([RET_K, 0, 0, RET_EPERM]);
+  if (prog.length !== eperm + 1) throw new Error("seccomp: bad program layout");
   const out = new Uint8Array(prog.length * 8);
   const view = new DataView(out.buffer);
   prog.forEach(([code, jt, jf, k], i) => {
