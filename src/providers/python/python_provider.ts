@@ -84,6 +84,10 @@ export interface PythonProviderOptions {
   bwrapPath?: string;
 }
 
+/** Where a cold task's sandbox sees its boot file and its grants' socket. */
+const SANDBOX_BOOT = "/run/gleitzeit/boot";
+const SANDBOX_NET_SOCKET = "/run/gleitzeit/net.sock";
+
 /** One prepared task for the runner. */
 interface Job {
   kind: "execute" | "script";
@@ -298,12 +302,16 @@ export class PythonProvider implements Provider {
       this.#background(() => sweepDeadPoolDirs(this.#tempDir));
     }
     // The owner's pid in the name: what a killed process leaves is swept by the next one.
+    // The directory stays Gleitzeit's own (0700): only `task/` in it is the sandbox user's
+    // (work dir and result), so nobody else can swap or plant what Gleitzeit writes there
+    // (the boot file, the grants' socket, /etc/hosts), which bwrap binds in one by one.
     const base = Deno.makeTempDirSync({
       dir: this.#tempDir,
       prefix: `gleitzeit-py-${Deno.pid}-`,
     });
-    const workDir = `${base}/work`;
-    const resultPath = `${base}/result.json`;
+    const taskDir = `${base}/task`;
+    const workDir = `${taskDir}/work`;
+    const resultPath = `${taskDir}/result.json`;
     let child: Deno.ChildProcess;
     let proxy: GrantProxy | undefined;
     let plan: GrantPlan | undefined;
@@ -315,6 +323,7 @@ export class PythonProvider implements Provider {
     const grants = bwrap && !policy.network ? policy.grants : [];
     const filter = bwrap ? keyringFilter() : undefined;
     try {
+      Deno.mkdirSync(taskDir, { mode: 0o700 });
       Deno.mkdirSync(workDir, { mode: 0o700 });
       if (grants.length > 0) {
         // Each granted destination through a proxy outside (see network_grants.ts).
@@ -325,14 +334,11 @@ export class PythonProvider implements Provider {
         if (dropsUser(policy.mode, py)) Deno.chownSync(proxy.path, SANDBOX_UID, SANDBOX_UID);
       }
       if (dropsUser(policy.mode, py)) {
-        Deno.chownSync(base, SANDBOX_UID, SANDBOX_UID);
         Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
-        // Traversable by the runner before it drops to the sandbox user (it has no
-        // capability to read past permissions then), for the boot file below.
-        Deno.chmodSync(base, 0o711);
+        Deno.chownSync(taskDir, SANDBOX_UID, SANDBOX_UID);
       }
       // The marshalled runner and the job in a file the runner reads (root's, 0600, when it
-      // starts as root): stdin carries bwrap's seccomp filter.
+      // starts as root; bound in at SANDBOX_BOOT): stdin carries bwrap's seccomp filter.
       const fullJob = {
         ...job,
         ...this.#jobExtras(policy, py),
@@ -340,18 +346,33 @@ export class PythonProvider implements Provider {
         result_path: resultPath,
         ...(plan && proxy
           ? {
-            net: { socket: proxy.path, listeners: plan.listeners, limit: MAX_GRANT_CONNECTIONS },
+            net: {
+              socket: bwrap ? SANDBOX_NET_SOCKET : proxy.path,
+              listeners: plan.listeners,
+              limit: MAX_GRANT_CONNECTIONS,
+            },
           }
           : {}),
       };
       const bootPath = `${base}/boot`;
-      Deno.writeFileSync(bootPath, bootstrapInput(code, JSON.stringify(fullJob)), { mode: 0o600 });
-      const runner = [py.executable, "-I", "-S", "-c", RUNNER_BOOTSTRAP, "once", bootPath];
+      Deno.writeFileSync(bootPath, bootstrapInput(code, JSON.stringify(fullJob)), {
+        mode: 0o600,
+        createNew: true,
+      });
+      const runner = [
+        py.executable,
+        "-I",
+        "-S",
+        "-c",
+        RUNNER_BOOTSTRAP,
+        "once",
+        bwrap ? SANDBOX_BOOT : bootPath,
+      ];
       const [command, ...args] = bwrap
         ? [
           bwrap,
           ...bwrapArgs(py, {
-            taskDir: base,
+            taskDir,
             // The runner enters the work dir itself, once it is the sandbox user.
             cwd: "/",
             network: policy.network,
@@ -360,6 +381,15 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
           }),
+          // bwrap would make the directory 0700: the sandbox user reaches the socket
+          "--perms",
+          "0755",
+          "--dir",
+          "/run/gleitzeit",
+          "--ro-bind",
+          bootPath,
+          SANDBOX_BOOT,
+          ...(proxy ? ["--bind", proxy.path, SANDBOX_NET_SOCKET] : []),
           ...(filter ? ["--seccomp", "0"] : []),
           "--",
           ...runner,

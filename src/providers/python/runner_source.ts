@@ -951,26 +951,43 @@ def _kill_leftovers(mypid):
         time.sleep(0.0005)
 
 def _live_spare(spare, make):
-    # A task of the pool's own user can signal the spare waiting for the next job: a
-    # stopped one goes on, a dead one is replaced (the next task's paths then come with
-    # its job). The task before has ended by now, and what it left.
+    # A task of the pool's own user can signal the spare waiting for the next job. The task
+    # before has ended by now (and what it left), so nothing can signal it any more: a
+    # spare that is not plainly waiting (a signal pending, stopped, on its way out, gone)
+    # is killed and replaced; the next task's paths then come with its job.
     import select
     pid, job_w, done_r, pidfd, task_dir = spare
-    if select.select([pidfd], [], [], 0)[0]:
-        for fd in (job_w, done_r, pidfd):
-            os.close(fd)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        if task_dir:
-            _purge(task_dir)
-        return make()
+    if not select.select([pidfd], [], [], 0)[0] and _waiting(pid):
+        return spare
     try:
-        os.kill(pid, _signal.SIGCONT)
+        os.kill(pid, 9)
     except OSError:
         pass
-    return spare
+    select.select([pidfd], [], [])
+    for fd in (job_w, done_r, pidfd):
+        os.close(fd)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    if task_dir:
+        _purge(task_dir)
+    return make()
+
+def _waiting(pid):
+    # Asleep or running, with no signal pending and not exiting (PF_EXITING).
+    try:
+        with open("/proc/%d/status" % pid, "rb") as f:
+            status = dict(l.split(b":", 1) for l in f.read().splitlines() if b":" in l)
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    flags = int(stat[stat.rfind(b")") + 2:].split()[6])
+    return (status.get(b"State", b"").split()[:1] in ([b"S"], [b"R"])
+            and int(status.get(b"SigPnd", b"1"), 16) == 0
+            and int(status.get(b"ShdPnd", b"1"), 16) == 0
+            and not flags & 0x4)
 
 _IPC_RMID = 0
 

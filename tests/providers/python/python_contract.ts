@@ -259,7 +259,7 @@ export function pythonContract(variant: string, make: Make): void {
     assert.equal(e.code, "TASK_TIMEOUT");
     assert.equal(e.retryable, true);
     assert.ok(performance.now() - started < 2500);
-    await assertAllDead(pids, 1000);
+    await assertAllDead(pids, 3000); // the killer is a process of its own: slow on a loaded machine
   });
 
   test("cancellation rejects with TASK_CANCELLED, whatever the abort reason", async (p) => {
