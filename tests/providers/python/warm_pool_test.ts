@@ -319,13 +319,28 @@ for fd in range(3, 64):
         pass
 `;
 
-Deno.test("[bwrap] fork chains a task leaves running do not outlive it into the next task", async () => {
-  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+/** Runs `fn` against a warm pool of one parent, closed after. */
+async function withPool(
+  sandbox: "bwrap" | "basic",
+  fn: (run: (code: string, timeout?: number) => Promise<R>, p: PythonProvider) => Promise<void>,
+): Promise<void> {
+  const provider = new PythonProvider({ sandbox, poolSize: 1 });
+  const run = (code: string, timeout?: number) =>
+    provider.call("python/execute", timeout ? { code, timeout } : { code }, makeCtx()) as Promise<
+      R
+    >;
   try {
+    await fn(run, provider);
+  } finally {
+    await provider.close();
+  }
+}
+
+Deno.test("[bwrap] fork chains a task leaves running do not outlive it into the next task", async () => {
+  await withPool("bwrap", async (run) => {
     for (const chains of [1, 4, 16]) {
       // Processes that fork and exit in a loop stay ahead of any pass over /proc.
-      const first = await provider.call("python/execute", {
-        code: `
+      const first = await run(`
 import os, time
 if os.fork() == 0:
     os.setsid()
@@ -343,11 +358,9 @@ if os.fork() == 0:
 time.sleep(0.2)
 ${SAY_DONE_EARLY}
 time.sleep(30)
-`,
-      }, makeCtx()).catch((e) => e);
+`).catch((e) => e);
       assert.ok(first instanceof GleitzeitError, "no result: the task failed");
-      const second = await provider.call("python/execute", {
-        code: `
+      const second = await run(`
 import os
 me = os.getpid()
 others = []
@@ -362,29 +375,24 @@ for n in os.listdir("/proc"):
         if uid != "0" and state != "Z":
             others.append(int(n))
 result = others
-`,
-      }, makeCtx()) as R;
+`);
       assert.deepEqual(
         second.result,
         [],
         `chains=${chains}: the next task saw the first's processes`,
       );
     }
-  } finally {
-    await provider.close();
-  }
+  });
 });
 
 Deno.test("[bwrap] an IPC object made by a leftover process after the task ends is not seen by the next", async () => {
-  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
-  try {
+  await withPool("bwrap", async (run) => {
     let found = 0;
     for (const [i, delay] of [0, 0.0002, 0.0005, 0.001, 0.002, 0, 0.0005, 0.001].entries()) {
       const key = 0x4700 + i;
       // A child in a session of its own waits until the task's process has ended, then
       // makes a SysV message queue; the task says "done" early.
-      await provider.call("python/execute", {
-        code: `
+      await run(`
 import os, ctypes, time
 libc = ctypes.CDLL(None, use_errno=True)
 me = os.getpid()
@@ -405,17 +413,12 @@ if os.fork() == 0:
 time.sleep(0.3)
 ${SAY_DONE_EARLY}
 time.sleep(30)
-`,
-      }, makeCtx()).catch((e) => e);
-      const second = await provider.call("python/execute", {
-        code: `import ctypes\nresult = ctypes.CDLL(None).msgget(${key}, 0o666)`,
-      }, makeCtx()) as R;
+`).catch((e) => e);
+      const second = await run(`import ctypes\nresult = ctypes.CDLL(None).msgget(${key}, 0o666)`);
       if ((second.result as unknown as number) >= 0) found++;
     }
     assert.equal(found, 0, "the next task found a queue the first one's leftovers made");
-  } finally {
-    await provider.close();
-  }
+  });
 });
 
 Deno.test("[bwrap] descriptors Gleitzeit inherited (no close-on-exec) do not reach tasks", async () => {
@@ -459,11 +462,9 @@ console.log(JSON.stringify(out));
 Deno.test("[basic] a task that kills or stops the spare waiting for the next job does not fail that job", async () => {
   // In basic mode (like bwrap without root) tasks run as the pool's own user and can signal
   // the spare.
-  const provider = new PythonProvider({ sandbox: "basic", poolSize: 1 });
-  try {
+  await withPool("basic", async (run) => {
     for (const sig of ["SIGKILL", "SIGSTOP"]) {
-      const hit = await provider.call("python/execute", {
-        code: `
+      const hit = await run(`
 import os, signal
 me, parent = os.getpid(), os.getppid()
 def ppid(n):
@@ -477,28 +478,20 @@ spares = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me an
 for s in spares:
     os.kill(s, signal.${sig})
 result = len(spares)
-`,
-      }, makeCtx()) as R;
+`);
       assert.equal(hit.result, 1, `${sig}: the spare was not found`);
-      const next = await provider.call(
-        "python/execute",
-        { code: "result = 'ran'", timeout: 10 },
-        makeCtx(),
-      ) as R;
+      const next = await run("result = 'ran'", 10);
       assert.equal(next.result, "ran", sig);
     }
-  } finally {
-    await provider.close();
-  }
+  });
 });
 
 Deno.test("[bwrap] a leftover process that stops everything it can does not hold up the next task", async () => {
-  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
-  try {
+  await withPool("bwrap", async (run) => {
     // It stops every process of the sandbox user it can, over and over; the task itself
     // reports its end first.
-    const first = await provider.call("python/execute", {
-      code: `
+    const first = await run(
+      `
 import os, signal, time
 if os.fork() == 0:
     os.setsid()
@@ -512,27 +505,19 @@ if os.fork() == 0:
     os._exit(0)
 result = "done"
 `,
-      timeout: 10,
-    }, makeCtx()) as R;
+      10,
+    );
     assert.equal(first.result, "done");
     const started = Date.now();
-    const next = await provider.call(
-      "python/execute",
-      { code: "result = 'ran'", timeout: 10 },
-      makeCtx(),
-    ) as R;
+    const next = await run("result = 'ran'", 10);
     assert.equal(next.result, "ran");
     assert.ok(Date.now() - started < 5000, "the next task was held up");
-  } finally {
-    await provider.close();
-  }
+  });
 });
 
 Deno.test("[bwrap] files on the warm tmpfs are capped too (empty ones cost kernel memory)", async () => {
-  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
-  try {
-    const r = await provider.call("python/execute", {
-      code: `
+  await withPool("bwrap", async (run) => {
+    const r = await run(`
 n, err = 0, None
 try:
     for i in range(${WORK_TMPFS_INODES + 1000}):
@@ -541,16 +526,11 @@ try:
 except OSError as e:
     err = e.errno
 result = [n, err]
-`,
-    }, makeCtx()) as R;
+`);
     const [made, errno] = r.result as unknown as [number, number];
     assert.equal(errno, 28, "ENOSPC");
     assert.ok(made < WORK_TMPFS_INODES && made > WORK_TMPFS_INODES - 100, String(made));
-    const next = await provider.call("python/execute", {
-      code: "import os\nresult = os.listdir('.')",
-    }, makeCtx()) as R;
+    const next = await run("import os\nresult = os.listdir('.')");
     assert.deepEqual(next.result, []);
-  } finally {
-    await provider.close();
-  }
+  });
 });
