@@ -184,6 +184,7 @@ export function readCapped(
   if (size === 0) return { text: "", bytes: dropped, truncated: dropped > limit };
   let file: Deno.FsFile;
   try {
+    if (!plainFile(path)) throw new Error("not a plain file");
     file = Deno.openSync(path);
   } catch {
     return { text: "", bytes: dropped, truncated: dropped > limit };
@@ -209,10 +210,25 @@ export function readCapped(
   }
 }
 
+/**
+ * Whether `path` is a regular file itself (not a symlink, FIFO or device). A task may own
+ * the directory its result and output live in: opening a FIFO there would block Gleitzeit,
+ * a link to /dev/zero would never end. Read after the task's processes are gone, so the
+ * answer holds.
+ */
+function plainFile(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads and parses the result file; undefined when it is missing or not JSON. */
 export function readPayload(path: string): RunnerPayload | undefined {
   let text: string;
   try {
+    if (!plainFile(path)) return undefined;
     text = Deno.readTextFileSync(path);
   } catch {
     return undefined;

@@ -84,9 +84,13 @@ export interface PythonProviderOptions {
   bwrapPath?: string;
 }
 
-/** Where a cold task's sandbox sees its boot file and its grants' socket. */
-const SANDBOX_BOOT = "/run/gleitzeit/boot";
-const SANDBOX_NET_SOCKET = "/run/gleitzeit/net.sock";
+/**
+ * Where a cold task's sandbox sees its own directory (work dir and result), its boot file
+ * and its grants' socket: a place of its own, which no declared path covers.
+ */
+const SANDBOX_TASK = "/gleitzeit/task";
+const SANDBOX_BOOT = "/gleitzeit/boot";
+const SANDBOX_NET_SOCKET = "/gleitzeit/net.sock";
 
 /** One prepared task for the runner. */
 interface Job {
@@ -312,6 +316,8 @@ export class PythonProvider implements Provider {
     const taskDir = `${base}/task`;
     const workDir = `${taskDir}/work`;
     const resultPath = `${taskDir}/result.json`;
+    /** The work dir as the runner sees it. */
+    const runWorkDir = bwrap ? `${SANDBOX_TASK}/work` : workDir;
     let child: Deno.ChildProcess;
     let proxy: GrantProxy | undefined;
     let plan: GrantPlan | undefined;
@@ -342,8 +348,8 @@ export class PythonProvider implements Provider {
       const fullJob = {
         ...job,
         ...this.#jobExtras(policy, py),
-        work_dir: workDir,
-        result_path: resultPath,
+        work_dir: runWorkDir,
+        result_path: bwrap ? `${SANDBOX_TASK}/result.json` : resultPath,
         ...(plan && proxy
           ? {
             net: {
@@ -373,6 +379,7 @@ export class PythonProvider implements Provider {
           bwrap,
           ...bwrapArgs(py, {
             taskDir,
+            taskAt: SANDBOX_TASK,
             // The runner enters the work dir itself, once it is the sandbox user.
             cwd: "/",
             network: policy.network,
@@ -381,11 +388,6 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
           }),
-          // bwrap would make the directory 0700: the sandbox user reaches the socket
-          "--perms",
-          "0755",
-          "--dir",
-          "/run/gleitzeit",
           "--ro-bind",
           bootPath,
           SANDBOX_BOOT,
@@ -402,8 +404,8 @@ export class PythonProvider implements Provider {
         env: plan
           // the forwarder's threads: one malloc arena each would reserve 64 MiB of the
           // address space limit; two arenas keep hundreds of connections within it
-          ? { ...childEnv(py, workDir), MALLOC_ARENA_MAX: "2" }
-          : childEnv(py, workDir),
+          ? { ...childEnv(py, runWorkDir), MALLOC_ARENA_MAX: "2" }
+          : childEnv(py, runWorkDir),
         stdin: filter ? "piped" : "null",
         stdout: "piped",
         stderr: "piped",

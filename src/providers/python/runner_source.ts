@@ -817,8 +817,10 @@ def _pool():
         return path
 
     spare = _prefork(inp, out, options, (), new_dir())
-    # Without a sandbox user apart from this pool's (not root), a task can signal the spare.
+    # Without a sandbox user apart from this pool's (not root), a task can signal the spare
+    # and change this parent's limits or priority: then it is reported dirty (retired).
     exposed = options.get("uid") is None
+    own = _settings("self") if exposed else None
     outfd = out.fileno()
     mypid = os.getpid()
     while True:
@@ -883,9 +885,9 @@ def _pool():
             if spare[4]:
                 _purge(spare[4])
             spare = _prefork(inp, out, options, (), new_dir())
+        dirty = (ipc_check and _ipc_left()) or (exposed and _settings("self") != own)
         # Raw write of the status line (the file object's layers touch more of the heap).
-        os.write(outfd, b'{"status": %d, "dirty": %s}\n'
-                 % (status, b"true" if ipc_check and _ipc_left() else b"false"))
+        os.write(outfd, b'{"status": %d, "dirty": %s}\n' % (status, b"true" if dirty else b"false"))
         # Then, before the next job (read only after this): the task's process has ended,
         # so a system call it had under way (one making an IPC object, say) has too;
         # whatever it made is removed, and its directory goes (each task has the whole
@@ -981,7 +983,25 @@ def _waiting(pid):
     return (status.get(b"State", b"").split()[:1] in ([b"S"], [b"R"])
             and int(status.get(b"SigPnd", b"1"), 16) == 0
             and int(status.get(b"ShdPnd", b"1"), 16) == 0
-            and not flags & 0x4)
+            and not flags & 0x4
+            and _settings(pid) == _settings("self"))
+
+def _settings(pid):
+    # What a process of the same user can change in another with prlimit, setpriority,
+    # sched_setscheduler or sched_setaffinity: its limits, nice value, scheduling policy
+    # and CPUs. A spare inherits the parent's; a task of the pool's own user could change
+    # either (see _live_spare, and the parent's check before each status line).
+    try:
+        with open("/proc/%s/limits" % pid, "rb") as f:
+            limits = f.read()
+        with open("/proc/%s/stat" % pid, "rb") as f:
+            stat = f.read()
+        with open("/proc/%s/status" % pid, "rb") as f:
+            cpus = [l for l in f.read().splitlines() if l.startswith(b"Cpus_allowed:")]
+    except OSError:
+        return None
+    rest = stat[stat.rfind(b")") + 2:].split()
+    return limits, rest[16], rest[38], cpus
 
 _IPC_RMID = 0
 
@@ -1141,7 +1161,13 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     cgroup = _task_cgroup(options)
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
+    # In the spare, signals stay pending, not delivered, until the job comes: the parent
+    # sees any a task sent (see _waiting) and replaces it instead of passing it a job.
+    # Blocked from before the fork on, so none gets in in between.
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     pid = os.fork()
+    if pid != 0:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
     if pid == 0:
         mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
         for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
@@ -1200,6 +1226,7 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                     os.setresuid(uid, uid, uid)
                     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
                         raise SystemExit("gleitzeit runner: could not drop to uid %d" % uid)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
                 return msg
         _child(inp, out, get_job, done_w)
     os.close(job_r)

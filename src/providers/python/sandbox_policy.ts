@@ -184,6 +184,12 @@ export function checkDeclaredPaths(policy: SandboxPolicy, uid?: number): void {
     new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
   for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
     for (const path of list) {
+      if (path === "/" || path === "/gleitzeit" || path.startsWith("/gleitzeit/")) {
+        throw fail(
+          `the ${key} path ${path} would cover the sandbox's own root or /gleitzeit`,
+          `declare the directories the task needs, e.g. \`${key}: [data/]\``,
+        );
+      }
       let info: Deno.FileInfo;
       try {
         info = Deno.statSync(path);

@@ -240,7 +240,7 @@ Deno.test("[bwrap] a task cannot hold more than MAX_GRANT_CONNECTIONS through it
   const provider = new PythonProvider({ sandbox: "bwrap" });
   const code = `
 import os, socket
-path = "/run/gleitzeit/net.sock"  # the proxy's socket, bound in there
+path = "/gleitzeit/net.sock"  # the proxy's socket, bound in there
 acked, refused, socks = 0, 0, []
 for i in range(${MAX_GRANT_CONNECTIONS + 44}):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

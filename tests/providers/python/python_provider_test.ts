@@ -141,3 +141,27 @@ Deno.test("sandbox declarations are validated", async () => {
   }
   await provider.close();
 });
+
+Deno.test("[bwrap] declared paths may cover the temp dir or /run; / is refused with a hint", async () => {
+  const p = new PythonProvider({ sandbox: "bwrap" });
+  try {
+    for (const sandbox of [{ read: ["/tmp"] }, { write: ["/tmp"] }, { read: ["/run"] }]) {
+      const r = await p.call(
+        "python/execute",
+        { code: "import os\nopen('x', 'w').write('1')\nresult = os.listdir('.')" },
+        makeCtx({ sandbox: { task: sandbox } }),
+      ) as { result: unknown };
+      assert.deepEqual(r.result, ["x"], JSON.stringify(sandbox));
+    }
+    await assert.rejects(
+      p.call(
+        "python/execute",
+        { code: "result = 1" },
+        makeCtx({ sandbox: { task: { read: ["/"] } } }),
+      ),
+      (e: unknown) => e instanceof GleitzeitError && e.code === "TASK_PARAMETER_ERROR" && !!e.hint,
+    );
+  } finally {
+    await p.close();
+  }
+});

@@ -534,3 +534,44 @@ result = [n, err]
     assert.deepEqual(next.result, []);
   });
 });
+
+Deno.test("[basic] a task that signals the spare or changes its or the parent's limits does not reach the next", async () => {
+  // basic mode: tasks run as the pool's own user (as with bwrap without root)
+  await withPool("basic", async (run) => {
+    const baseline = await run(NEXT_SETTINGS);
+    for (const attack of ["signal.SIGINT", "'nofile'", "'stack'", "'parent'"]) {
+      await run(`
+import os, signal, resource
+me, parent = os.getpid(), os.getppid()
+def ppid(n):
+    try:
+        for l in open("/proc/%s/status" % n):
+            if l.startswith("PPid:"):
+                return int(l.split()[1])
+    except OSError:
+        return None
+what = ${attack}
+for s in [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me and ppid(n) == parent]:
+    if what == "nofile":
+        resource.prlimit(s, resource.RLIMIT_NOFILE, (8, 8))
+    elif what == "stack":
+        resource.prlimit(s, resource.RLIMIT_STACK, (64 * 1024, 64 * 1024))
+        os.setpriority(os.PRIO_PROCESS, s, 19)
+    elif what == "parent":
+        resource.prlimit(parent, resource.RLIMIT_NOFILE, (200, 200))
+        os.setpriority(os.PRIO_PROCESS, parent, 19)
+    else:
+        os.kill(s, what)
+result = 1
+`);
+      for (let i = 0; i < 2; i++) {
+        assert.deepEqual((await run(NEXT_SETTINGS, 10)).result, baseline.result, attack);
+      }
+    }
+  });
+});
+
+const NEXT_SETTINGS = `
+import resource, os
+result = [resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_STACK),
+          os.getpriority(os.PRIO_PROCESS, 0)]`;
