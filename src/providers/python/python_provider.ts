@@ -632,7 +632,8 @@ export class PythonProvider implements Provider {
         [paths.result_path, paths.stdout_path, paths.stderr_path].forEach((path, i) => {
           if (empty[i]) return;
           try {
-            Deno.truncateSync(path, 0);
+            // never through a FIFO or a link a task may have put there (see plainFile)
+            if (Deno.lstatSync(path).isFile) Deno.truncateSync(path, 0);
           } catch {
             // Not there.
           }

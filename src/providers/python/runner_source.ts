@@ -366,15 +366,25 @@ class _CappedRaw(io.RawIOBase):
         self.dropped += n - keep
         return n
 
+_own_user = False  # tasks run as the pool's own user (not root): see _pool_loop's exposed
+
 def _open_io(path):
     # Pool mode reuses two sets of output files (creating a file costs far more than
     # truncating an empty one); they live in a directory only root can enter, so a task
-    # reaches its own files through its descriptors and nobody else's at all.
-    try:
-        return os.open(path, os.O_WRONLY | os.O_TRUNC)  # reused: its mode is set already
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # reaches its own files through its descriptors and nobody else's at all. Where tasks
+    # are the pool's own user, that directory is theirs too: the files are made afresh
+    # (whatever a task left there, a FIFO, a link or an open descriptor, is not reused).
+    if not _own_user:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_TRUNC)  # reused: its mode is set already
+        except FileNotFoundError:
+            pass
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
     return fd
 
@@ -816,10 +826,12 @@ def _pool():
         os.mkdir(path, 0o700)
         return path
 
+    global _own_user
+    _own_user = options.get("uid") is None
     spare = _prefork(inp, out, options, (), new_dir())
     # Without a sandbox user apart from this pool's (not root), a task can signal the spare
     # and change this parent's limits or priority: then it is reported dirty (retired).
-    exposed = options.get("uid") is None
+    exposed = _own_user
     own = _settings("self") if exposed else None
     outfd = out.fileno()
     mypid = os.getpid()
@@ -1044,12 +1056,19 @@ def _clear_posix_ipc():
                 pass
 
 def _purge(path):
-    # shutil is not imported in the parent (a bigger parent forks slower); root removes all.
+    # shutil is not imported in the parent (a bigger parent forks slower); root removes all,
+    # and where tasks are the pool's own user, their owner does after making each directory
+    # its own to read and change again (a task may have taken the permissions away).
     dirs = []
     stack = [path]
     while stack:
         d = stack.pop()
         dirs.append(d)
+        if _own_user:
+            try:
+                os.chmod(d, 0o700)
+            except OSError:
+                pass
         try:
             it = os.scandir(d)
         except OSError:
@@ -1202,14 +1221,21 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                 line, pending = pending[:nl], pending[nl + 1:]
                 msg = _loads(line.decode("utf-8"))
                 if "prepare" in msg:
-                    if task_dir:
-                        msg["prepare"]["work_dir"] = task_dir
-                    _prepare(msg["prepare"])
+                    # Ahead of the job, unless tasks are this pool's own user: the running
+                    # one could still reach what is set up now (see _open_io).
+                    if not _own_user:
+                        if task_dir:
+                            msg["prepare"]["work_dir"] = task_dir
+                        _prepare(msg["prepare"])
                     continue
                 # The parent passes a job on only once the task before has ended and what it
                 # left is gone.
                 os.close(job_r)
                 if task_dir:
+                    if _own_user:
+                        # made while the task before ran, as its user: made afresh now
+                        _purge(task_dir)
+                        os.mkdir(task_dir, 0o700)
                     msg["work_dir"] = task_dir
                 if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
                                                           msg.get("stdout_path")):

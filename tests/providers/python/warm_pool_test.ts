@@ -474,7 +474,14 @@ def ppid(n):
                 return int(l.split()[1])
     except OSError:
         return None
-spares = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me and ppid(n) == parent]
+import time
+deadline = time.time() + 5  # the next spare is forked while this task runs
+while True:
+    spares = [int(n) for n in os.listdir("/proc")
+              if n.isdigit() and int(n) != me and ppid(n) == parent]
+    if spares or time.time() > deadline:
+        break
+    time.sleep(0.01)
 for s in spares:
     os.kill(s, signal.${sig})
 result = len(spares)
@@ -551,7 +558,15 @@ def ppid(n):
     except OSError:
         return None
 what = ${attack}
-for s in [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me and ppid(n) == parent]:
+import time
+deadline = time.time() + 5  # the next spare is forked while this task runs
+spares = []
+while not spares and time.time() < deadline:
+    spares = [int(n) for n in os.listdir("/proc")
+              if n.isdigit() and int(n) != me and ppid(n) == parent]
+    time.sleep(0.01)
+assert spares or what == "parent", "no spare found"
+for s in spares:
     if what == "nofile":
         resource.prlimit(s, resource.RLIMIT_NOFILE, (8, 8))
     elif what == "stack":
