@@ -590,3 +590,27 @@ const NEXT_SETTINGS = `
 import resource, os
 result = [resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_STACK),
           os.getpriority(os.PRIO_PROCESS, 0)]`;
+
+Deno.test("[basic] output files a task turned into FIFOs or links neither freeze Gleitzeit nor fail the next task", async () => {
+  // basic mode: tasks run as the pool's own user and can reach its output directory
+  await withPool("basic", async (run) => {
+    const io = (await run("import os\nresult = os.readlink('/proc/self/fd/1')")).result as unknown;
+    const dir = String(io).replace(/\/[^/]+$/, "");
+    for (const make of ["os.mkfifo(p)", "os.symlink('/etc/hostname', p)"]) {
+      await run(`
+import os
+for f in os.listdir(${JSON.stringify(dir)}):
+    p = ${JSON.stringify(dir)} + "/" + f
+    os.unlink(p)
+    ${make}
+print("attacker")
+result = 1
+`).catch(() => undefined);
+      for (let i = 0; i < 2; i++) {
+        const next = await run("print('next')\nresult = 'ran'", 10);
+        assert.equal(next.result, "ran", make);
+        assert.equal((next as unknown as { output: string }).output, "next\n", make);
+      }
+    }
+  });
+});
