@@ -319,6 +319,28 @@ for fd in range(3, 64):
         pass
 `;
 
+/**
+ * Python: `parent` (the warm parent) and `spares` (its other children: the spare for
+ * the next task, forked while this task runs, so waited for).
+ */
+const FIND_SPARES = `
+import time
+me, parent = os.getpid(), os.getppid()
+def ppid(n):
+    try:
+        for l in open("/proc/%s/status" % n):
+            if l.startswith("PPid:"):
+                return int(l.split()[1])
+    except OSError:
+        return None
+deadline = time.time() + 5
+spares = []
+while not spares and time.time() < deadline:
+    spares = [int(n) for n in os.listdir("/proc")
+              if n.isdigit() and int(n) != me and ppid(n) == parent]
+    time.sleep(0.01)
+`;
+
 /** Runs `fn` against a warm pool of one parent, closed after. */
 async function withPool(
   sandbox: "bwrap" | "basic",
@@ -466,22 +488,7 @@ Deno.test("[basic] a task that kills or stops the spare waiting for the next job
     for (const sig of ["SIGKILL", "SIGSTOP"]) {
       const hit = await run(`
 import os, signal
-me, parent = os.getpid(), os.getppid()
-def ppid(n):
-    try:
-        for l in open("/proc/%s/status" % n):
-            if l.startswith("PPid:"):
-                return int(l.split()[1])
-    except OSError:
-        return None
-import time
-deadline = time.time() + 5  # the next spare is forked while this task runs
-while True:
-    spares = [int(n) for n in os.listdir("/proc")
-              if n.isdigit() and int(n) != me and ppid(n) == parent]
-    if spares or time.time() > deadline:
-        break
-    time.sleep(0.01)
+${FIND_SPARES}
 for s in spares:
     os.kill(s, signal.${sig})
 result = len(spares)
@@ -549,23 +556,9 @@ Deno.test("[basic] a task that signals the spare or changes its or the parent's 
     for (const attack of ["signal.SIGINT", "'nofile'", "'stack'", "'parent'"]) {
       await run(`
 import os, signal, resource
-me, parent = os.getpid(), os.getppid()
-def ppid(n):
-    try:
-        for l in open("/proc/%s/status" % n):
-            if l.startswith("PPid:"):
-                return int(l.split()[1])
-    except OSError:
-        return None
 what = ${attack}
-import time
-deadline = time.time() + 5  # the next spare is forked while this task runs
-spares = []
-while not spares and time.time() < deadline:
-    spares = [int(n) for n in os.listdir("/proc")
-              if n.isdigit() and int(n) != me and ppid(n) == parent]
-    time.sleep(0.01)
-assert spares or what == "parent", "no spare found"
+${FIND_SPARES}
+assert spares, "no spare found"
 for s in spares:
     if what == "nofile":
         resource.prlimit(s, resource.RLIMIT_NOFILE, (8, 8))
