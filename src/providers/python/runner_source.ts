@@ -1000,8 +1000,8 @@ def _waiting(pid):
 
 def _settings(pid):
     # What a process of the same user can change in another with prlimit, setpriority,
-    # sched_setscheduler or sched_setaffinity: its limits, nice value, scheduling policy
-    # and CPUs. A spare inherits the parent's; a task of the pool's own user could change
+    # sched_setscheduler, sched_setaffinity or ioprio_set: its limits, nice value,
+    # scheduling policy, CPUs and I/O priority. A spare inherits the parent's; a task of the pool's own user could change
     # either (see _live_spare, and the parent's check before each status line).
     try:
         with open("/proc/%s/limits" % pid, "rb") as f:
@@ -1013,7 +1013,15 @@ def _settings(pid):
     except OSError:
         return None
     rest = stat[stat.rfind(b")") + 2:].split()
-    return limits, rest[16], rest[38], cpus
+    return limits, rest[16], rest[38], cpus, _ioprio(pid)
+
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(os.uname().machine)
+
+def _ioprio(pid):
+    # ioprio_get(IOPRIO_WHO_PROCESS, pid): a process of the same user can lower it too.
+    if _libc is None or _IOPRIO_GET is None:
+        return None
+    return _libc.syscall(_IOPRIO_GET, 1, 0 if pid == "self" else int(pid))
 
 _IPC_RMID = 0
 
