@@ -45,7 +45,7 @@ try {
     await call;
     let detail = "all descendants killed";
     try {
-      await assertAllDead(pids, 1000);
+      await assertAllDead(pids, 3000);
     } catch (e) {
       detail = (e as Error).message;
     }
