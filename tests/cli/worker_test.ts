@@ -73,7 +73,17 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms
 }
 
 async function waitReady(w: WorkerProcess): Promise<void> {
-  await waitFor("the worker to start", () => w.log.some((l) => l.includes(" tasks at once")));
+  await waitLogged(w, " tasks at once", "the worker to start");
+}
+
+/** Whether a worker has logged a line containing `text`. */
+function logged(w: WorkerProcess, text: string): boolean {
+  return w.log.some((l) => l.includes(text));
+}
+
+/** Waits until a worker logs a line containing `text`. */
+async function waitLogged(w: WorkerProcess, text: string, what: string, ms?: number) {
+  await waitFor(what, () => logged(w, text), ms);
 }
 
 async function status(c: Cluster, runId: string): Promise<Record<string, unknown>> {
@@ -148,6 +158,11 @@ function resultsOf(report: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(tasks.map((t) => [t.id, t.result?.result]));
 }
 
+/** Tasks `ids` sleeping `seconds` each, with results 1, 2, ... in order. */
+function sleepTasks(ids: string[], seconds: number): string {
+  return ids.map((id, i) => sleepTask(id, seconds, i + 1)).join("");
+}
+
 function sleepTask(id: string, seconds: number, value: number): string {
   return `  - id: ${id}\n    method: python/execute\n    params: {code: "import time; time.sleep(${seconds}); result = ${value}"}\n`;
 }
@@ -188,10 +203,7 @@ Deno.test("a worker killed mid-task loses nothing: its task is taken over after 
     const coordinator = await readyWorker(c, "--concurrency", "1");
     const victim = await readyWorker(c, "--concurrency", "1");
     const runId = await submitTasks(c, "pair", sleepTask("one", 1.5, 1) + sleepTask("two", 1.5, 2));
-    await waitFor(
-      "the victim to start a task",
-      () => victim.log.some((l) => l.includes("executing ")),
-    );
+    await waitLogged(victim, "executing ", "the victim to start a task");
     const taken = victim.log.find((l) => l.includes("executing "))!;
     const taskId = /\/(\w+) attempt/.exec(taken)![1]!;
     victim.child.kill("SIGKILL");
@@ -204,8 +216,8 @@ Deno.test("a worker killed mid-task loses nothing: its task is taken over after 
     assertEquals(task.state, "completed");
     assertEquals(task.attempts, 1, "the coordinator lives: the attempt it dispatched completes");
     assert(
-      rescuer.log.some((l) => l.includes(`took over ${runId}/${taskId}`)) ||
-        coordinator.log.some((l) => l.includes(`took over ${runId}/${taskId}`)),
+      logged(rescuer, `took over ${runId}/${taskId}`) ||
+        logged(coordinator, `took over ${runId}/${taskId}`),
       `a live worker took the task over:\n${rescuer.log.join("\n")}\n${coordinator.log.join("\n")}`,
     );
     const byId = resultsOf(await status(c, runId));
@@ -223,10 +235,7 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
       sleepTask("quick", 0, 1) +
         '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(1.5); result = x + 1"\n      context: {x: "${quick.result}"}\n',
     );
-    await waitFor(
-      "the slow task to start",
-      () => first.log.some((l) => l.includes(`executing ${runId}/slow`)),
-    );
+    await waitLogged(first, `executing ${runId}/slow`, "the slow task to start");
     first.child.kill("SIGKILL");
     await first.child.status;
     const second = startWorker(c, "--concurrency", "2");
@@ -236,23 +245,16 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
     assertEquals(tasks.find((t) => t.id === "quick")?.attempts, 1, "not run again");
     assertEquals(tasks.find((t) => t.id === "slow")?.attempts, 2, "run again as a new attempt");
     assertEquals(resultsOf(report).slow, 2);
-    assert(second.log.some((l) => l.includes(`taking over run ${runId}`)), second.log.join("\n"));
-    assert(first.log.some((l) => l.includes("worker machine-b:")), first.log.join("\n"));
+    assert(logged(second, `taking over run ${runId}`), second.log.join("\n"));
+    assert(logged(first, "worker machine-b:"), first.log.join("\n"));
   }));
 
 Deno.test("attempts queued by a coordinator that died are dropped, not executed for nothing", () =>
   withCluster(async (c) => {
     const first = await readyWorker(c, "--concurrency", "1");
-    const runId = await submitTasks(
-      c,
-      "three",
-      sleepTask("a", 2, 1) + sleepTask("b", 2, 2) + sleepTask("c", 2, 3),
-    );
+    const runId = await submitTasks(c, "three", sleepTasks(["a", "b", "c"], 2));
     // one attempt running on the coordinator, two waiting in the stream
-    await waitFor(
-      "a task to start",
-      () => first.log.some((l) => l.includes(`executing ${runId}/`)),
-    );
+    await waitLogged(first, `executing ${runId}/`, "a task to start");
     first.child.kill("SIGKILL");
     await first.child.status;
     const second = startWorker(c, "--concurrency", "3");
@@ -267,44 +269,34 @@ Deno.test("attempts queued by a coordinator that died are dropped, not executed 
       3,
       `only the new coordinator's attempts run:\n${second.log.join("\n")}`,
     );
-    assert(second.log.some((l) => l.includes("dropped")), second.log.join("\n"));
+    assert(logged(second, "dropped"), second.log.join("\n"));
   }));
 
 Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", () =>
   withCluster(async (c) => {
     const first = await readyWorker(c, "--concurrency", "2");
-    const runId = await submitTasks(
-      c,
-      "four",
-      sleepTask("a", 1, 1) + sleepTask("b", 1, 2) + sleepTask("c", 1, 3) + sleepTask("d", 1, 4),
-    );
-    await waitFor(
-      "the run to be coordinated",
-      () => first.log.some((l) => l.includes(`coordinating run ${runId}`)),
-    );
+    const runId = await submitTasks(c, "four", sleepTasks(["a", "b", "c", "d"], 1));
+    await waitLogged(first, `coordinating run ${runId}`, "the run to be coordinated");
     const second = await readyWorker(c, "--concurrency", "2");
     first.child.kill("SIGTERM");
     assertEquals((await first.child.status).code, 0);
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "completed", JSON.stringify(report));
     assertEquals(resultsOf(report), { a: 1, b: 2, c: 3, d: 4 });
-    assert(second.log.some((l) => l.includes(`taking over run ${runId}`)), second.log.join("\n"));
+    assert(logged(second, `taking over run ${runId}`), second.log.join("\n"));
   }));
 
 Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
   withCluster(async (c) => {
     const w = await readyWorker(c);
     const runId = await submitTasks(c, "long", sleepTask("nap", 30, 1));
-    await waitFor(
-      "the task to start",
-      () => w.log.some((l) => l.includes(`executing ${runId}/nap`)),
-    );
+    await waitLogged(w, `executing ${runId}/nap`, "the task to start");
     const r = await gleitzeit(["workflow", "cancel", runId], { env: c.env, cwd: c.dir });
     assertEquals(r.code, 0, r.stderr);
     assertStringIncludes(r.stdout + r.stderr, "asked worker");
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "cancelled");
-    assert(w.log.some((l) => l.includes(`cancelling run ${runId}`)), w.log.join("\n"));
+    assert(logged(w, `cancelling run ${runId}`), w.log.join("\n"));
   }));
 
 Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", () =>
@@ -321,11 +313,7 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
     assertEquals(report.state, "failed");
     const nap = (report.tasks as { id: string; error: { code: string } }[])[0]!;
     assertEquals(nap.error.code, "TASK_TIMEOUT");
-    await waitFor(
-      "the worker to stop the attempt",
-      () => w.log.some((l) => l.includes(`failed ${runId}/nap attempt 1`)),
-      10_000,
-    );
+    await waitLogged(w, `failed ${runId}/nap attempt 1`, "the worker to stop the attempt", 10_000);
     assert(Date.now() - started < 10_000, "stopped long before the 60 s lease");
   }));
 
@@ -420,16 +408,7 @@ Deno.test("Redis restarted empty: the worker reconnects and goes on; gone for go
       // already gone
     }
     await redis.status;
-    for (const w of c.workers) {
-      try {
-        w.child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await w.child.status;
-      await w.done;
-    }
-    await Deno.remove(c.dir, { recursive: true });
+    await teardown(c);
   }
 });
 
