@@ -216,7 +216,7 @@ export function readCapped(
  * a link to /dev/zero would never end. Read after the task's processes are gone, so the
  * answer holds.
  */
-function plainFile(path: string): boolean {
+export function plainFile(path: string): boolean {
   try {
     return Deno.lstatSync(path).isFile;
   } catch {

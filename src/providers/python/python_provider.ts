@@ -18,6 +18,7 @@ import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
   exitFromStatus,
   exitFromWaitStatus,
+  plainFile,
   type PythonResult,
   readCapped,
   readPayload,
@@ -632,8 +633,8 @@ export class PythonProvider implements Provider {
         [paths.result_path, paths.stdout_path, paths.stderr_path].forEach((path, i) => {
           if (empty[i]) return;
           try {
-            // never through a FIFO or a link a task may have put there (see plainFile)
-            if (Deno.lstatSync(path).isFile) Deno.truncateSync(path, 0);
+            // never through a FIFO or a link a task may have put there
+            if (plainFile(path)) Deno.truncateSync(path, 0);
           } catch {
             // Not there.
           }

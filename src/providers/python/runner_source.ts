@@ -15,7 +15,8 @@
  * next task's directory and output files before the job arrives.
  * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
  * past `output_limit` are counted, not written). The parent answers each job with one line
- * once the child is done: `{"status": <waitpid status>, "dirty": <SysV IPC left behind>}`.
+ * once the child is done: `{"status": <waitpid status>, "dirty": <do not reuse this parent>}`
+ * (the task left IPC objects, or changed this parent's limits or priority).
  *
  * Job fields: `kind` ("execute" | "script"), `code` | `script` + `args`, `context`,
  * `work_dir`, `result_path`, `stdout_path`/`stderr_path` (pool mode), `subreaper` (become a
@@ -299,11 +300,7 @@ def _join_cgroup(procs):
     # everything it starts is counted there, not against the sandbox user's shared budget.
     global _in_cgroup
     try:
-        fd = os.open(procs, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+        _write_file(procs, "0")
         _in_cgroup = True
     except OSError:
         pass  # the rlimit applies instead
@@ -366,7 +363,7 @@ class _CappedRaw(io.RawIOBase):
         self.dropped += n - keep
         return n
 
-_own_user = False  # tasks run as the pool's own user (not root): see _pool_loop's exposed
+_own_user = False  # tasks run as the pool's own user (not root), set by a warm parent
 
 def _open_io(path):
     # Pool mode reuses two sets of output files (creating a file costs far more than
@@ -831,8 +828,7 @@ def _pool():
     spare = _prefork(inp, out, options, (), new_dir())
     # Without a sandbox user apart from this pool's (not root), a task can signal the spare
     # and change this parent's limits or priority: then it is reported dirty (retired).
-    exposed = _own_user
-    own = _settings("self") if exposed else None
+    own = _settings("self") if _own_user else None
     outfd = out.fileno()
     mypid = os.getpid()
     while True:
@@ -844,8 +840,8 @@ def _pool():
             continue
         if not line.strip():
             continue
-        if exposed and not line.startswith(b'{"prepare"'):
-            spare = _live_spare(spare, lambda: _prefork(inp, out, options, (), new_dir()))
+        if _own_user and not line.startswith(b'{"prepare"'):
+            spare = _live_spare(spare, own, lambda: _prefork(inp, out, options, (), new_dir()))
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
@@ -897,7 +893,7 @@ def _pool():
             if spare[4]:
                 _purge(spare[4])
             spare = _prefork(inp, out, options, (), new_dir())
-        dirty = (ipc_check and _ipc_left()) or (exposed and _settings("self") != own)
+        dirty = (ipc_check and _ipc_left()) or (_own_user and _settings("self") != own)
         # Raw write of the status line (the file object's layers touch more of the heap).
         os.write(outfd, b'{"status": %d, "dirty": %s}\n' % (status, b"true" if dirty else b"false"))
         # Then, before the next job (read only after this): the task's process has ended,
@@ -958,14 +954,14 @@ def _kill_leftovers(mypid):
             raise SystemExit("gleitzeit runner: a task left processes that would not stop")
         time.sleep(0.0005)
 
-def _live_spare(spare, make):
+def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task
     # before has ended by now (and what it left), so nothing can signal it any more: a
     # spare that is not plainly waiting (a signal pending, stopped, on its way out, gone)
     # is killed and replaced; the next task's paths then come with its job.
     import select
     pid, job_w, done_r, pidfd, task_dir = spare
-    if not select.select([pidfd], [], [], 0)[0] and _waiting(pid):
+    if not select.select([pidfd], [], [], 0)[0] and _waiting(pid, own):
         return spare
     try:
         os.kill(pid, 9)
@@ -982,8 +978,10 @@ def _live_spare(spare, make):
         _purge(task_dir)
     return make()
 
-def _waiting(pid):
-    # Asleep or running, with no signal pending and not exiting (PF_EXITING).
+def _waiting(pid, own):
+    # Asleep or running, with no signal pending, not exiting (PF_EXITING), and with the
+    # settings it was forked with: this parent's at its start (were they changed, it has
+    # reported itself dirty).
     try:
         with open("/proc/%d/status" % pid, "rb") as f:
             status = dict(l.split(b":", 1) for l in f.read().splitlines() if b":" in l)
@@ -996,13 +994,14 @@ def _waiting(pid):
             and int(status.get(b"SigPnd", b"1"), 16) == 0
             and int(status.get(b"ShdPnd", b"1"), 16) == 0
             and not flags & 0x4
-            and _settings(pid) == _settings("self"))
+            and _settings(pid) == own)
 
 def _settings(pid):
     # What a process of the same user can change in another with prlimit, setpriority,
     # sched_setscheduler, sched_setaffinity or ioprio_set: its limits, nice value,
-    # scheduling policy, CPUs and I/O priority. A spare inherits the parent's; a task of the pool's own user could change
-    # either (see _live_spare, and the parent's check before each status line).
+    # scheduling policy, CPUs and I/O priority. A spare inherits the parent's; a task of
+    # the pool's own user could change either (see _live_spare, and the parent's check
+    # before each status line).
     try:
         with open("/proc/%s/limits" % pid, "rb") as f:
             limits = f.read()
