@@ -50,10 +50,11 @@ export function findBwrap(explicit?: string): string {
 
 /** What one sandbox needs to see. */
 export interface BwrapMounts {
-  /** The task (or pool) directory: writable, bound at the same path (or at `taskAt`). */
-  taskDir: string;
-  /** Where the task directory appears inside instead (a directory of its own, 0755). */
-  taskAt?: string;
+  /**
+   * The task (or pool) directory: writable, bound at the same path. A cold sandboxed task
+   * has none: its work dir is a tmpfs and its result file is bound in on its own.
+   */
+  taskDir?: string;
   /** Working directory inside. */
   cwd: string;
   network: boolean;
@@ -160,12 +161,7 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   }
   for (const path of mounts.read) bind("--ro-bind", path);
   for (const path of mounts.write) bind("--bind", path);
-  if (mounts.taskAt) {
-    args.push("--perms", "0755", "--dir", dirname(mounts.taskAt));
-    args.push("--bind", mounts.taskDir, mounts.taskAt);
-  } else {
-    bind("--bind", mounts.taskDir);
-  }
+  if (mounts.taskDir !== undefined) bind("--bind", mounts.taskDir);
   args.push("--chdir", mounts.cwd);
   return args;
 }

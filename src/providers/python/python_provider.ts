@@ -86,10 +86,13 @@ export interface PythonProviderOptions {
 }
 
 /**
- * Where a cold task's sandbox sees its own directory (work dir and result), its boot file
- * and its grants' socket: a place of its own, which no declared path covers.
+ * Where a cold task's sandbox sees its work dir (a size-capped tmpfs, the only writable
+ * place but declared paths), its result file, its boot file and its grants' socket: a place
+ * of its own, which no declared path covers.
  */
-const SANDBOX_TASK = "/gleitzeit/task";
+const SANDBOX_DIR = "/gleitzeit";
+const SANDBOX_WORK = "/gleitzeit/work";
+const SANDBOX_RESULT = "/gleitzeit/result.json";
 const SANDBOX_BOOT = "/gleitzeit/boot";
 const SANDBOX_NET_SOCKET = "/gleitzeit/net.sock";
 
@@ -307,18 +310,19 @@ export class PythonProvider implements Provider {
       this.#background(() => sweepDeadPoolDirs(this.#tempDir));
     }
     // The owner's pid in the name: what a killed process leaves is swept by the next one.
-    // The directory stays Gleitzeit's own (0700): only `task/` in it is the sandbox user's
-    // (work dir and result), so nobody else can swap or plant what Gleitzeit writes there
-    // (the boot file, the grants' socket, /etc/hosts), which bwrap binds in one by one.
+    // The directory stays Gleitzeit's own (0700), so nobody else can swap or plant what
+    // Gleitzeit writes there (the boot file, the grants' socket, /etc/hosts, the result
+    // file), which bwrap binds in one by one. A sandboxed task writes only its result file
+    // and its work dir, a tmpfs of WORK_TMPFS_BYTES (memory: what it writes there cannot
+    // fill a disk); without bwrap, `task/` (work dir and result) is the task user's.
     const base = Deno.makeTempDirSync({
       dir: this.#tempDir,
       prefix: `gleitzeit-py-${Deno.pid}-`,
     });
     const taskDir = `${base}/task`;
-    const workDir = `${taskDir}/work`;
-    const resultPath = `${taskDir}/result.json`;
+    const resultPath = bwrap ? `${base}/result.json` : `${taskDir}/result.json`;
     /** The work dir as the runner sees it. */
-    const runWorkDir = bwrap ? `${SANDBOX_TASK}/work` : workDir;
+    const runWorkDir = bwrap ? SANDBOX_WORK : `${taskDir}/work`;
     let child: Deno.ChildProcess;
     let proxy: GrantProxy | undefined;
     let plan: GrantPlan | undefined;
@@ -330,8 +334,13 @@ export class PythonProvider implements Provider {
     const grants = bwrap && !policy.network ? policy.grants : [];
     const filter = bwrap ? keyringFilter() : undefined;
     try {
-      Deno.mkdirSync(taskDir, { mode: 0o700 });
-      Deno.mkdirSync(workDir, { mode: 0o700 });
+      if (bwrap) {
+        // the task's to write (through the bind), nobody's to replace
+        Deno.writeFileSync(resultPath, new Uint8Array(), { mode: 0o600, createNew: true });
+      } else {
+        Deno.mkdirSync(taskDir, { mode: 0o700 });
+        Deno.mkdirSync(runWorkDir, { mode: 0o700 });
+      }
       if (grants.length > 0) {
         // Each granted destination through a proxy outside (see network_grants.ts).
         plan = planGrants(grants);
@@ -341,8 +350,9 @@ export class PythonProvider implements Provider {
         if (dropsUser(policy.mode, py)) Deno.chownSync(proxy.path, SANDBOX_UID, SANDBOX_UID);
       }
       if (dropsUser(policy.mode, py)) {
-        Deno.chownSync(workDir, SANDBOX_UID, SANDBOX_UID);
-        Deno.chownSync(taskDir, SANDBOX_UID, SANDBOX_UID);
+        for (const path of bwrap ? [resultPath] : [runWorkDir, taskDir]) {
+          Deno.chownSync(path, SANDBOX_UID, SANDBOX_UID);
+        }
       }
       // The marshalled runner and the job in a file the runner reads (root's, 0600, when it
       // starts as root; bound in at SANDBOX_BOOT): stdin carries bwrap's seccomp filter.
@@ -350,7 +360,7 @@ export class PythonProvider implements Provider {
         ...job,
         ...this.#jobExtras(policy, py),
         work_dir: runWorkDir,
-        result_path: bwrap ? `${SANDBOX_TASK}/result.json` : resultPath,
+        result_path: bwrap ? SANDBOX_RESULT : resultPath,
         ...(plan && proxy
           ? {
             net: {
@@ -379,8 +389,6 @@ export class PythonProvider implements Provider {
         ? [
           bwrap,
           ...bwrapArgs(py, {
-            taskDir,
-            taskAt: SANDBOX_TASK,
             // The runner enters the work dir itself, once it is the sandbox user.
             cwd: "/",
             network: policy.network,
@@ -389,6 +397,20 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
           }),
+          "--perms",
+          "0755",
+          "--dir",
+          SANDBOX_DIR,
+          // anyone's (the sandbox has one user): bwrap would make it root's
+          "--perms",
+          "1777",
+          "--size",
+          String(WORK_TMPFS_BYTES),
+          "--tmpfs",
+          SANDBOX_WORK,
+          "--bind",
+          resultPath,
+          SANDBOX_RESULT,
           "--ro-bind",
           bootPath,
           SANDBOX_BOOT,
@@ -400,7 +422,7 @@ export class PythonProvider implements Provider {
         : runner;
       child = new Deno.Command(command, {
         args,
-        cwd: bwrap ? "/" : workDir,
+        cwd: bwrap ? "/" : runWorkDir,
         clearEnv: true,
         env: plan
           // the forwarder's threads: one malloc arena each would reserve 64 MiB of the

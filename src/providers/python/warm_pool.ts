@@ -57,8 +57,9 @@ export function makeIoDir(): string | undefined {
 /**
  * Size cap of a warm parent's task-directory tmpfs (bubblewrap mode): 512 MiB, shared by the
  * parent's tasks (one at a time; a finished task's files are removed before the next runs).
- * A task that fills it gets ENOSPC (OSError) like on a full disk. It is memory, not disk:
- * with N warm parents, at most N x 512 MiB.
+ * A cold sandboxed task's work dir is a tmpfs of the same size, its own. A task that fills
+ * it gets ENOSPC (OSError) like on a full disk. It is memory, not disk: with N warm parents
+ * and M cold tasks running, at most (N + M) x 512 MiB.
  */
 export const WORK_TMPFS_BYTES = 512 * 1024 * 1024;
 

@@ -166,3 +166,50 @@ Deno.test("[bwrap] declared paths may cover the temp dir or /run; / is refused w
     await p.close();
   }
 });
+
+Deno.test("[bwrap] a cold task writes to a 512 MiB tmpfs and its result file only: no disk fills", async () => {
+  const tempDir = await Deno.makeTempDir({ prefix: "gleitzeit-cold-test-" });
+  const p = new PythonProvider({ sandbox: "bwrap", tempDir }); // no pool: every task cold
+  try {
+    const r = await p.call("python/execute", {
+      code: `
+import os
+st = os.statvfs(".")
+cap = st.f_blocks * st.f_frsize
+beside = []
+for path in ("/gleitzeit/x", "/gleitzeit/work/../y", "/tmp/z"):
+    try:
+        open(path, "w").close()
+        beside.append(path)
+    except OSError:
+        pass
+chunk = b"x" * (1 << 20)
+try:
+    for i in range(10000):
+        with open("f%d" % (i // 32), "ab") as f:
+            f.write(chunk)
+    filled = None
+except OSError as e:
+    filled = e.errno
+result = {"cap": cap, "filled": filled, "beside": beside, "cwd": os.getcwd()}
+`,
+    }, makeCtx()) as { result: unknown };
+    assert.deepEqual(r.result, {
+      cap: 512 * 1024 * 1024,
+      filled: 28, // ENOSPC
+      beside: [],
+      cwd: "/gleitzeit/work",
+    });
+    // the next cold task has a fresh, empty one
+    const next = await p.call("python/execute", {
+      code: "import os\nresult = os.listdir('.')",
+    }, makeCtx()) as { result: unknown };
+    assert.deepEqual(next.result, []);
+    // On the disk, a task's directory held its boot file and result only, and is gone.
+    await p.close();
+    assert.deepEqual([...Deno.readDirSync(tempDir)], []);
+  } finally {
+    await p.close();
+    await Deno.remove(tempDir, { recursive: true });
+  }
+});
