@@ -199,11 +199,20 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
 
 Deno.test("a worker killed mid-task loses nothing: its task is taken over after the lease", () =>
   withCluster(async (c) => {
-    // The coordinator executes one task at a time; a second worker takes the other task.
-    const coordinator = await readyWorker(c, "--concurrency", "1");
-    const victim = await readyWorker(c, "--concurrency", "1");
+    // The coordinator executes one task at a time; the other worker takes the other task and
+    // is the victim. Which of the two coordinates is up to Redis: the test asks the logs.
+    const workers = [
+      await readyWorker(c, "--concurrency", "1"),
+      await readyWorker(c, "--concurrency", "1"),
+    ];
     const runId = await submitTasks(c, "pair", sleepTask("one", 1.5, 1) + sleepTask("two", 1.5, 2));
-    await waitLogged(victim, "executing ", "the victim to start a task");
+    const coordinating = `coordinating run ${runId}`;
+    await waitFor(
+      "a worker to coordinate the run",
+      () => workers.some((w) => logged(w, coordinating)),
+    );
+    const [coordinator, victim] = logged(workers[0]!, coordinating) ? workers : workers.reverse();
+    await waitLogged(victim!, "executing ", "the victim to start a task");
     const taken = victim.log.find((l) => l.includes("executing "))!;
     const taskId = /\/(\w+) attempt/.exec(taken)![1]!;
     victim.child.kill("SIGKILL");
