@@ -55,6 +55,8 @@ export interface BwrapMounts {
    * has none: its work dir is a tmpfs and its result file is bound in on its own.
    */
   taskDir?: string;
+  /** Bind `taskDir` read-only (a warm parent whose tasks live on a tmpfs below it). */
+  taskDirReadOnly?: boolean;
   /** Working directory inside. */
   cwd: string;
   network: boolean;
@@ -66,6 +68,8 @@ export interface BwrapMounts {
   bindLowPorts?: boolean;
   /** As root: keep root's capabilities (a warm parent); otherwise all but setuid/setgid go. */
   keepRootCaps?: boolean;
+  /** Further mounts (bwrap arguments): made before the sandbox's root is sealed read-only. */
+  extra?: string[];
 }
 
 function exists(path: string): boolean {
@@ -142,7 +146,11 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   // private /dev/shm for POSIX shared memory and semaphores (multiprocessing needs them).
   args.push("--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue");
   args.push("--perms", "1777", "--size", String(SHM_TMPFS_BYTES), "--tmpfs", "/dev/shm");
-  args.push("--tmpfs", "/tmp");
+  // No tmpfs: TMPDIR is the task's work dir. /tmp, like everything bwrap makes in the
+  // sandbox's root and /dev (tmpfs of no size cap), is read-only below: without root, the
+  // task's user owns them, and could fill memory there or leave files for a warm parent's
+  // next task.
+  args.push("--perms", "0755", "--dir", "/tmp");
   const made = new Set<string>();
   const bind = (flag: string, path: string) => {
     // bwrap would create missing parents with the host's modes (e.g. /root is 0700, which
@@ -161,8 +169,12 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   }
   for (const path of mounts.read) bind("--ro-bind", path);
   for (const path of mounts.write) bind("--bind", path);
-  if (mounts.taskDir !== undefined) bind("--bind", mounts.taskDir);
+  if (mounts.taskDir !== undefined) {
+    bind(mounts.taskDirReadOnly ? "--ro-bind" : "--bind", mounts.taskDir);
+  }
   args.push("--chdir", mounts.cwd);
+  // (not recursive: the mounts on them, /dev/shm or a work dir, stay writable)
+  args.push(...mounts.extra ?? [], "--remount-ro", "/", "--remount-ro", "/dev");
   return args;
 }
 

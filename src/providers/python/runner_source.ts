@@ -381,6 +381,10 @@ def _open_io(path):
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError:
+            # EBUSY: in bubblewrap, each file is bound in on its own (made by the provider, in
+            # a read-only directory): nobody can replace it or add another
+            return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
     return fd
@@ -893,7 +897,9 @@ def _pool():
             if spare[4]:
                 _purge(spare[4])
             spare = _prefork(inp, out, options, (), new_dir())
-        dirty = (ipc_check and _ipc_left()) or (_own_user and _settings("self") != own)
+        dirty = ((ipc_check and _ipc_left())
+                 or (_own_user and (_settings("self") != own
+                                    or _planted(tmpfs, trash, task_dir, spare[4]))))
         # Raw write of the status line (the file object's layers touch more of the heap).
         os.write(outfd, b'{"status": %d, "dirty": %s}\n' % (status, b"true" if dirty else b"false"))
         # Then, before the next job (read only after this): the task's process has ended,
@@ -918,6 +924,17 @@ def _pool():
         if gone and not _rmdir(gone):
             _purge(gone)
     os.close(spare[1])
+
+def _planted(tmpfs, trash, *dirs):
+    # Where tasks are the pool's own user, the task tmpfs's root and its trash are theirs
+    # too: anything there but the task directories would be seen by the next task.
+    if not tmpfs:
+        return False
+    keep = {".trash"} | {d.rpartition("/")[2] for d in dirs if d}
+    try:
+        return bool(set(os.listdir(tmpfs)) - keep or os.listdir(trash))
+    except OSError:
+        return True
 
 def _strays(known):
     # Any process in this sandbox's PID namespace but the known ones.

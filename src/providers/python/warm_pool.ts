@@ -55,6 +55,25 @@ export function makeIoDir(): string | undefined {
 }
 
 /**
+ * Creates both sets of output files in `ioDir` (see {@link WarmWorker.taskPaths}) and returns
+ * the bwrap arguments that show them to a sandbox: the directory read-only, each file
+ * writable. Tasks that run as the pool's own user (no root) could otherwise add files there,
+ * on the host's /dev/shm, for later tasks to see.
+ */
+export function ioBinds(ioDir: string): string[] {
+  const args = ["--ro-bind", ioDir, ioDir];
+  for (const set of [0, 1]) {
+    for (const kind of ["result", "out", "err"]) {
+      const path = `${ioDir}/${set}.${kind}`;
+      Deno.writeFileSync(path, new Uint8Array(), { createNew: true });
+      Deno.chmodSync(path, 0o666); // in a 0700 directory: reopening /dev/stdout works inside
+      args.push("--bind", path, path);
+    }
+  }
+  return args;
+}
+
+/**
  * Size cap of a warm parent's task-directory tmpfs (bubblewrap mode): 512 MiB, shared by the
  * parent's tasks (one at a time; a finished task's files are removed before the next runs).
  * A cold sandboxed task's work dir is a tmpfs of the same size, its own. A task that fills

@@ -1,0 +1,94 @@
+/**
+ * The warm pool when Gleitzeit is NOT root (the usual laptop case): tasks then run as the
+ * pool's own user (bubblewrap maps the calling user to 65534), so file permissions cannot keep
+ * a task from the places its warm parent writes. Runs the provider as an unprivileged uid
+ * (setpriv) and checks that nothing one task leaves is seen by the next on the same parent.
+ */
+
+import { assert, assertEquals } from "../../assert.ts";
+
+const UID = 4242; // any unprivileged uid: needs no passwd entry
+const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
+
+const PLACES = `["/tmp", "/", "/etc", "/dev",
+          os.path.dirname(os.path.dirname(os.getcwd())),     # the pool's directory
+          os.path.dirname(os.getcwd()),                      # the task tmpfs's root
+          os.path.dirname(os.getcwd()) + "/.trash",
+          os.path.dirname(os.readlink("/proc/self/fd/1")),   # the output files' directory
+         ]`;
+
+const SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
+const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+const call = async (code) => (await p.call("python/execute", { code }, ctx())).result;
+const out = {};
+// Plain tasks reuse their parent (nothing they do counts as left behind).
+out.plain = [];
+for (let i = 0; i < 3; i++) {
+  out.plain.push(await call("import os, sys\\nprint('x')\\nsys.stderr.write('y')\\n" +
+    "open('f', 'w').write('z')\\nresult = os.path.dirname(os.path.dirname(os.getcwd()))"));
+}
+out.plant = await call(\`
+import os
+made = {}
+for d in ${PLACES}:
+    try:
+        with open(d + "/left-by-task-1", "w") as f:
+            f.write("secret")
+        made[d] = "written"
+    except OSError as e:
+        made[d] = e.strerror
+result = {"uid": os.getuid(), "made": made}
+\`);
+out.look = await call(\`
+import os
+result = [d for d in ${PLACES} if os.path.exists(d + "/left-by-task-1")]
+\`);
+await p.close();
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches the next", async () => {
+  if (Deno.uid() !== 0) {
+    throw new Error("this test needs root to start the provider as another, unprivileged user");
+  }
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-pool-" });
+  try {
+    await Deno.chmod(dir, 0o777);
+    await Deno.writeTextFile(`${dir}/script.js`, SCRIPT);
+    await Deno.chmod(`${dir}/script.js`, 0o644);
+    const out = await new Deno.Command("setpriv", {
+      args: [
+        `--reuid=${UID}`,
+        `--regid=${UID}`,
+        "--clear-groups",
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${dir}/script.js`,
+      ],
+      cwd: dir,
+      clearEnv: true,
+      env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
+      stdin: "null",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, stderr);
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assertEquals(new Set(r.plain).size, 1, `plain tasks ran on one parent: ${r.plain}`);
+    assertEquals(r.plant.uid, 65534);
+    const made = r.plant.made as Record<string, string>;
+    const [poolDir, tmpfsRoot, trash, ioDir] = Object.keys(made).slice(4);
+    // The sandbox's root, /tmp, /dev, the pool's directory and the output files' directory
+    // are read-only; the task tmpfs's root is the task user's (and is checked after each task).
+    for (const place of ["/tmp", "/", "/etc", "/dev", poolDir!, ioDir!]) {
+      assertEquals(made[place], "Read-only file system", place);
+    }
+    assertEquals(made[tmpfsRoot!], "written");
+    assertEquals(made[trash!], "written");
+    assertEquals(r.look, [], "the next task saw what the one before left");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
