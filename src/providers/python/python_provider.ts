@@ -26,7 +26,7 @@ import {
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
 import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
-import { keyringFilter } from "./seccomp.ts";
+import { sandboxFilter } from "./seccomp.ts";
 import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
@@ -193,7 +193,15 @@ export class PythonProvider implements Provider {
     const timeout = typeof params.timeout === "number" ? params.timeout : policy.timeoutSeconds;
     const py = await this.interpreter();
     const bwrap = policy.mode === "bwrap" ? await this.#bwrap(py) : undefined;
-    if (bwrap) checkDeclaredPaths(policy, dropsUser(policy.mode, py) ? SANDBOX_UID : undefined);
+    if (bwrap) {
+      // Where Gleitzeit keeps task files: the temp dir (cold tasks' and warm parents'
+      // directories) and /dev/shm (warm parents' output files).
+      checkDeclaredPaths(
+        policy,
+        dropsUser(policy.mode, py) ? SANDBOX_UID : undefined,
+        [this.#tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", "/dev/shm"],
+      );
+    }
     throwIfAborted(ctx.signal);
     if (this.#poolSize > 0 && isPlainPolicy(policy) && job.kind === "execute") {
       const pool = this.#pool(policy.mode, py, bwrap);
@@ -333,7 +341,7 @@ export class PythonProvider implements Provider {
       await removeDir(base);
     };
     const grants = bwrap && !policy.network ? policy.grants : [];
-    const filter = bwrap ? keyringFilter() : undefined;
+    const filter = bwrap ? sandboxFilter() : undefined;
     try {
       if (bwrap) {
         // the task's to write (through the bind), nobody's to replace
@@ -516,7 +524,7 @@ export class PythonProvider implements Provider {
     const code = codePrefix(await runnerBytecode(py));
     // Each task's own pids cgroup below the pool's, as root where they can be made.
     const cgroups = mode === "bwrap" && bwrap && dropsUser(mode, py) ? pidsCgroups() : undefined;
-    const filter = mode === "bwrap" && bwrap ? keyringFilter() : undefined;
+    const filter = mode === "bwrap" && bwrap ? sandboxFilter() : undefined;
     let cgroup: string | undefined;
     try {
       cgroup = cgroups?.create("pool", "max");

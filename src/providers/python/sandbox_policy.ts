@@ -177,9 +177,15 @@ export function rlimitsOf(limits: SandboxLimits): Record<string, number> {
 /**
  * Checks the declared `read`/`write` paths before a sandbox is built on them: each must exist,
  * and with `uid` (the sandbox user, when the orchestrator is root) each `write` path must be
- * writable by that user. Fails with the path and what to do.
+ * writable by that user. Without `uid` (tasks run as the orchestrator's own user), no path may
+ * cover one of `privateDirs`, where Gleitzeit keeps other tasks' files (as root, permissions
+ * keep tasks out of them). Fails with the path and what to do.
  */
-export function checkDeclaredPaths(policy: SandboxPolicy, uid?: number): void {
+export function checkDeclaredPaths(
+  policy: SandboxPolicy,
+  uid?: number,
+  privateDirs: string[] = [],
+): void {
   const fail = (message: string, hint: string) =>
     new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
   for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
@@ -188,6 +194,17 @@ export function checkDeclaredPaths(policy: SandboxPolicy, uid?: number): void {
         throw fail(
           `the ${key} path ${path} would cover the sandbox's own root or /gleitzeit`,
           `declare the directories the task needs, e.g. \`${key}: [data/]\``,
+        );
+      }
+      const covered = uid === undefined
+        ? privateDirs.find((dir) => covers(realPath(path), realPath(dir)))
+        : undefined;
+      if (covered !== undefined) {
+        throw fail(
+          `the ${key} path ${path} would give the task other tasks' files in ${covered} (tasks ` +
+            "run as Gleitzeit's own user when it is not root)",
+          `declare a directory below it, e.g. \`${key}: [${covered}/mydata]\`, or start ` +
+            `Gleitzeit with TMPDIR set to a directory no task declares`,
         );
       }
       let info: Deno.FileInfo;
@@ -206,6 +223,19 @@ export function checkDeclaredPaths(policy: SandboxPolicy, uid?: number): void {
         );
       }
     }
+  }
+}
+
+/** `path` is `dir` or one of its ancestors. */
+function covers(path: string, dir: string): boolean {
+  return dir === path || dir.startsWith(path.endsWith("/") ? path : `${path}/`);
+}
+
+function realPath(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
   }
 }
 

@@ -348,6 +348,34 @@ result = out
     },
   },
   {
+    name: "disk blocks past the file-size limit: fallocate(KEEP_SIZE) on its files and stdout",
+    code: () => `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+out = {}
+fd = os.open("big", os.O_WRONLY | os.O_CREAT, 0o600)
+targets = [("file", fd), ("stdout", 1)]
+if os.path.exists("/gleitzeit/result.json"):  # a cold task's result file, on the host's disk
+    targets.append(("result", os.open("/gleitzeit/result.json", os.O_WRONLY)))
+for name, target in targets:
+    # FALLOC_FL_KEEP_SIZE, 300 MiB: more than the file-size limit (256), less than the tmpfs
+    r = libc.fallocate(target, 1, 0, 300 << 20)
+    out[name] = r if r != -1 else -ctypes.get_errno()
+out["blocks_mib"] = max(os.fstat(t).st_blocks * 512 >> 20 for _, t in targets)
+result = out
+`,
+    check: (o) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const r = o.result as Record<string, number>;
+      // -95: EOPNOTSUPP, as on a file system without fallocate
+      const calls = Object.entries(r).filter(([k]) => k !== "blocks_mib");
+      return calls.every(([, v]) => v === -95) && r.blocks_mib === 0
+        ? undefined
+        : `reserved blocks: ${JSON.stringify(r)}`;
+    },
+  },
+  {
     name: "kernel keyrings (not namespaced): the session keyring, a key left for later tasks",
     code: () => `
 import ctypes, platform

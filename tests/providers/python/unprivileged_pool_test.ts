@@ -5,7 +5,7 @@
  * (setpriv) and checks that nothing one task leaves is seen by the next on the same parent.
  */
 
-import { assert, assertEquals } from "../../assert.ts";
+import { assertEquals, assertMatch } from "../../assert.ts";
 
 const UID = 4242; // any unprivileged uid: needs no passwd entry
 const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
@@ -45,6 +45,13 @@ out.look = await call(\`
 import os
 result = [d for d in ${PLACES} if os.path.exists(d + "/left-by-task-1")]
 \`);
+// Declared paths may not cover where Gleitzeit keeps other tasks' files; below them, they may.
+const declared = (write) => ({ ...ctx(), sandbox: { task: { write } } });
+out.tmp = await p.call("python/execute", { code: "result = 1" }, declared(["/tmp"]))
+  .then(() => "allowed", (e) => [e.code, e.message]);
+out.below = await p.call("python/execute", {
+  code: "open(" + JSON.stringify(Deno.cwd() + "/ok") + ", 'w').write('1')\\nresult = 'wrote'",
+}, declared([Deno.cwd()])).then((r) => r.result, (e) => e.message);
 await p.close();
 console.log(JSON.stringify(out));
 `;
@@ -88,6 +95,9 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertEquals(made[tmpfsRoot!], "written");
     assertEquals(made[trash!], "written");
     assertEquals(r.look, [], "the next task saw what the one before left");
+    assertEquals(r.tmp[0], "TASK_PARAMETER_ERROR");
+    assertMatch(r.tmp[1], /would give the task other tasks' files in \/tmp/);
+    assertEquals(r.below, "wrote");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
