@@ -68,6 +68,8 @@ export interface BwrapMounts {
   bindLowPorts?: boolean;
   /** As root: keep root's capabilities (a warm parent); otherwise all but setuid/setgid go. */
   keepRootCaps?: boolean;
+  /** As root, without keepRootCaps: CAP_SYS_ADMIN too (a cold runner capping its tmpfs). */
+  remountCap?: boolean;
   /** Further mounts (bwrap arguments): made before the sandbox's root is sealed read-only. */
   extra?: string[];
 }
@@ -108,6 +110,7 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     // keeps root's to set up each child's files (the children drop them all the same way).
     if (!mounts.keepRootCaps) args.push("--cap-drop", "ALL");
     args.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
+    if (mounts.remountCap && !mounts.keepRootCaps) args.push("--cap-add", "CAP_SYS_ADMIN");
   } else {
     // Binding a port below 1024 needs the capability in the user namespace that owns the
     // network namespace; bwrap switches to any other uid through a nested one. So grants of

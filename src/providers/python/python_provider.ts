@@ -370,6 +370,10 @@ export class PythonProvider implements Provider {
         ...this.#jobExtras(policy, py),
         work_dir: runWorkDir,
         result_path: bwrap ? SANDBOX_RESULT : resultPath,
+        // As root, the runner caps the files on its tmpfs (see the runner's _cap_inodes).
+        ...(bwrap && dropsUser(policy.mode, py)
+          ? { tmpfs_paths: [SANDBOX_WORK, "/dev/shm"], tmpfs_inodes: WORK_TMPFS_INODES }
+          : {}),
         ...(plan && proxy
           ? {
             net: {
@@ -405,6 +409,7 @@ export class PythonProvider implements Provider {
             write: policy.write,
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
+            remountCap: dropsUser(policy.mode, py),
             extra: [
               "--perms",
               "0755",

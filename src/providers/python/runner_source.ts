@@ -622,6 +622,7 @@ def _once():
     job = _loads(raw.decode("utf-8"))
     _set_path(job)
     _stdin_devnull()
+    _cap_inodes(job.get("tmpfs_paths") or (), job.get("tmpfs_inodes"))
     if job.get("subreaper"):
         _subreaper()
     if job.get("net"):
@@ -702,16 +703,36 @@ def _install_seccomp(ctypes, libc, prog):
         raise SystemExit("gleitzeit runner: cannot install the seccomp filter (errno %d)"
                          % ctypes.get_errno())
 
-def _cap_inodes(path, inodes):
-    # bwrap caps the tmpfs's bytes only: empty files cost none, yet ~1 KB of kernel memory
-    # each, outside every limit, and their removal is on the next task's path. As root
-    # (this parent keeps its capabilities), remount it with a cap on files too.
-    if _libc is None or os.getuid() != 0:
+def _cap_inodes(paths, inodes):
+    # bwrap caps a tmpfs's bytes only: empty files cost none, yet ~1 KB of kernel memory each,
+    # outside every limit (the kernel's default allows millions), and their removal is on a
+    # warm parent's next task's path. As root (a warm parent keeps its capabilities; a cold
+    # runner has CAP_SYS_ADMIN until it drops to the sandbox user), remount each with a cap
+    # on files too.
+    if os.getuid() != 0 or not inodes:
         return
-    ms_nosuid, ms_nodev, ms_remount = 2, 4, 32  # bwrap mounts it nosuid, nodev
+    try:
+        mount = _mount()
+    except Exception:
+        return
+    ms_nosuid, ms_nodev, ms_remount = 2, 4, 32  # bwrap mounts them nosuid, nodev
     opts = b"nr_inodes=%d" % int(inodes)
-    # Where the kernel or a security module refuses, the byte cap alone stays.
-    _libc.mount(b"tmpfs", path.encode(), b"tmpfs", ms_remount | ms_nosuid | ms_nodev, opts)
+    for path in paths:
+        # Where the kernel or a security module refuses, the byte cap alone stays.
+        mount(b"tmpfs", path.encode(), b"tmpfs", ms_remount | ms_nosuid | ms_nodev, opts)
+
+def _mount():
+    # libc's mount(2): a warm parent's ctypes, or in a cold runner the bare _ctypes module
+    # (importing ctypes costs ~4 ms more, on the task's path)
+    if _libc is not None:
+        return _libc.mount
+    import _ctypes
+    class _Int(_ctypes._SimpleCData):
+        _type_ = "i"
+    class _Fn(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL
+        _restype_ = _Int
+    return _Fn(_ctypes.dlsym(_ctypes.dlopen(None), "mount"))
 
 def _pool():
     _close_inherited()
@@ -815,8 +836,8 @@ def _pool():
     if tmpfs:
         trash = tmpfs + "/.trash"
         os.mkdir(trash, 0o700)
-        if options.get("work_inodes"):
-            _cap_inodes(tmpfs, options["work_inodes"])
+        # and the sandbox's /dev/shm (POSIX shared memory), which tasks share in turn
+        _cap_inodes((tmpfs, "/dev/shm"), options.get("work_inodes"))
     serial = [0]
 
     def new_dir():

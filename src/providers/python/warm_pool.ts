@@ -83,9 +83,11 @@ export function ioBinds(ioDir: string): string[] {
 export const WORK_TMPFS_BYTES = 512 * 1024 * 1024;
 
 /**
- * Files and directories on that tmpfs at most, when Gleitzeit runs as root (the warm parent
- * remounts it with this cap): empty files take no bytes but ~1 KB of kernel memory each, and
- * removing them is on the next task's path. A task past it gets ENOSPC.
+ * Files and directories on that tmpfs, and on the sandbox's /dev/shm, at most, when
+ * Gleitzeit runs as root (the warm parent or the cold runner remounts them with this cap):
+ * empty files take no bytes but ~1 KB of kernel memory each (the kernel's default allows
+ * millions: ~4 GB of it here), and removing them is on a warm parent's next task's path. A
+ * task past it gets ENOSPC.
  */
 export const WORK_TMPFS_INODES = 65536;
 

@@ -10,6 +10,7 @@ import { PythonProvider } from "../../../src/providers/python/python_provider.ts
 import { resolvePython } from "../../../src/providers/python/python_interpreter.ts";
 import { assertAllDead, makeCtx, waitForPids } from "./helpers.ts";
 import { pythonContract } from "./python_contract.ts";
+import { WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
 
 pythonContract("none, cold", (o) => new PythonProvider({ sandbox: "none", ...o }));
 pythonContract("basic, warm", (o) => new PythonProvider({ sandbox: "basic", poolSize: 2, ...o }));
@@ -191,7 +192,10 @@ try:
     filled = None
 except OSError as e:
     filled = e.errno
-result = {"cap": cap, "filled": filled, "beside": beside, "cwd": os.getcwd()}
+caps = {l.split(":")[0]: int(l.split()[1], 16) for l in open("/proc/self/status")
+        if l.startswith(("CapPrm", "CapEff", "CapAmb", "NoNewPrivs"))}
+result = {"cap": cap, "filled": filled, "beside": beside, "cwd": os.getcwd(),
+          "files": [os.statvfs(p).f_files for p in (".", "/dev/shm")], "caps": caps}
 `,
     }, makeCtx()) as { result: unknown };
     assert.deepEqual(r.result, {
@@ -199,6 +203,10 @@ result = {"cap": cap, "filled": filled, "beside": beside, "cwd": os.getcwd()}
       filled: 28, // ENOSPC
       beside: [],
       cwd: "/gleitzeit/work",
+      // as root, the runner caps the files on both (it had CAP_SYS_ADMIN for that, and none
+      // is left; with no_new_privs no exec can give any back)
+      files: [WORK_TMPFS_INODES, WORK_TMPFS_INODES],
+      caps: { CapPrm: 0, CapEff: 0, CapAmb: 0, NoNewPrivs: 1 },
     });
     // the next cold task has a fresh, empty one
     const next = await p.call("python/execute", {

@@ -546,6 +546,9 @@ result = [n, err]
     assert.ok(made < WORK_TMPFS_INODES && made > WORK_TMPFS_INODES - 100, String(made));
     const next = await run("import os\nresult = os.listdir('.')");
     assert.deepEqual(next.result, []);
+    // the sandbox's /dev/shm too
+    const shm = await run("import os\nresult = os.statvfs('/dev/shm').f_files");
+    assert.equal(shm.result, WORK_TMPFS_INODES);
   });
 });
 
