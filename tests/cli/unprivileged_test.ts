@@ -6,14 +6,11 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { denoAsUnprivileged, requireRoot, UNPRIVILEGED_UID as UID } from "../unprivileged.ts";
 import { bundleFlags, ROOT } from "./helpers.ts";
 
-const UID = 4242; // any unprivileged uid: needs no passwd entry
-
 Deno.test("[bwrap, unprivileged orchestrator] tasks are sandboxed in a user namespace", async () => {
-  if (Deno.uid() !== 0) {
-    throw new Error("this test needs root to start the CLI as another, unprivileged user");
-  }
+  requireRoot("the CLI");
   const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-" });
   try {
     await Deno.chmod(dir, 0o755);
@@ -67,32 +64,21 @@ tasks:
 `,
     );
     await chownTree(home, UID);
-    const out = await new Deno.Command("setpriv", {
-      args: [
-        `--reuid=${UID}`,
-        `--regid=${UID}`,
-        "--clear-groups",
-        Deno.execPath(),
-        "run",
-        ...bundleFlags(),
-        `${dir}/gleitzeit.js`,
-        "--json",
-        "run",
-        `${home}/wf.yaml`,
-      ],
-      cwd: home,
-      clearEnv: true,
-      env: {
-        HOME: home,
-        PATH: "/usr/bin:/bin",
-        GLEITZEIT_CONFIG: `${home}/config.yaml`,
-        GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
-        // The root user's pyenv lives under /root (0700): the system interpreter instead.
-        GLEITZEIT_PYTHON: "/usr/bin/python3",
-        NO_COLOR: "1",
+    const out = await denoAsUnprivileged(
+      [...bundleFlags(), `${dir}/gleitzeit.js`, "--json", "run", `${home}/wf.yaml`],
+      {
+        cwd: home,
+        env: {
+          HOME: home,
+          PATH: "/usr/bin:/bin",
+          GLEITZEIT_CONFIG: `${home}/config.yaml`,
+          GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
+          // The root user's pyenv lives under /root (0700): the system interpreter instead.
+          GLEITZEIT_PYTHON: "/usr/bin/python3",
+          NO_COLOR: "1",
+        },
       },
-      stdin: "null",
-    }).output();
+    );
     const stdout = new TextDecoder().decode(out.stdout);
     const stderr = new TextDecoder().decode(out.stderr);
     assertEquals(out.code, 0, `${stderr}\n${stdout}`);

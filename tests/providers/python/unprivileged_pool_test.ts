@@ -6,8 +6,8 @@
  */
 
 import { assertEquals, assertMatch } from "../../assert.ts";
+import { denoAsUnprivileged, requireRoot } from "../../unprivileged.ts";
 
-const UID = 4242; // any unprivileged uid: needs no passwd entry
 const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
 
 const PLACES = `["/tmp", "/", "/etc", "/dev",
@@ -57,29 +57,16 @@ console.log(JSON.stringify(out));
 `;
 
 Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches the next", async () => {
-  if (Deno.uid() !== 0) {
-    throw new Error("this test needs root to start the provider as another, unprivileged user");
-  }
+  requireRoot("the provider");
   const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-pool-" });
   try {
     await Deno.chmod(dir, 0o777);
     await Deno.writeTextFile(`${dir}/script.js`, SCRIPT);
     await Deno.chmod(`${dir}/script.js`, 0o644);
-    const out = await new Deno.Command("setpriv", {
-      args: [
-        `--reuid=${UID}`,
-        `--regid=${UID}`,
-        "--clear-groups",
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${dir}/script.js`,
-      ],
+    const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
       cwd: dir,
-      clearEnv: true,
       env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
-      stdin: "null",
-    }).output();
+    });
     const stderr = new TextDecoder().decode(out.stderr);
     assertEquals(out.code, 0, stderr);
     const r = JSON.parse(new TextDecoder().decode(out.stdout));
