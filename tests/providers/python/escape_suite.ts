@@ -376,6 +376,38 @@ result = out
     },
   },
   {
+    name: "a user namespace of its own (a tmpfs past the caps), io_uring (calls the filter misses)",
+    code: () => `
+import ctypes, os, threading, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+out["unshare"] = libc.unshare(0x10000000) == -1 and ctypes.get_errno() == 1
+pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(CLONE_NEWUSER | SIGCHLD)
+if pid == 0:
+    os._exit(0)
+out["clone"] = pid == -1 and ctypes.get_errno() == 1
+params = ctypes.create_string_buffer(120)
+out["io_uring"] = libc.syscall(425, 8, params) == -1 and ctypes.get_errno() == 1
+# what still works: threads (clone3 gives ENOSYS, the C library uses clone), fork, exec
+t = threading.Thread(target=lambda: None)
+t.start()
+t.join()
+child = os.fork()
+if child == 0:
+    os._exit(7)
+out["fork"] = os.waitpid(child, 0)[1] >> 8 == 7
+out["exec"] = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True,
+                             text=True).stdout.strip() == "42"
+result = out
+`,
+    check: (o) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const r = o.result as Record<string, boolean>;
+      const wrong = Object.entries(r).filter(([, ok]) => !ok).map(([k]) => k);
+      return wrong.length ? `not as expected: ${wrong.join(", ")}` : undefined;
+    },
+  },
+  {
     name: "kernel keyrings (not namespaced): the session keyring, a key left for later tasks",
     code: () => `
 import ctypes, platform
