@@ -33,6 +33,7 @@ import {
   checkDeclaredPaths,
   DEFAULT_LIMITS,
   isPlainPolicy,
+  type PathIdentity,
   resolveSandboxPolicy,
   rlimitsOf,
   type SandboxLimits,
@@ -104,6 +105,8 @@ interface Job {
   script?: string;
   args?: string[];
   context: Record<string, unknown>;
+  /** Declared paths as checked (see checkDeclaredPaths): the runner compares the mounts. */
+  declared?: PathIdentity[];
 }
 
 const DEFAULT_OUTPUT_LIMIT = 1024 * 1024;
@@ -196,7 +199,7 @@ export class PythonProvider implements Provider {
     if (bwrap) {
       // Where Gleitzeit keeps task files: the temp dir (cold tasks' and warm parents'
       // directories) and /dev/shm (warm parents' output files).
-      checkDeclaredPaths(
+      job.declared = checkDeclaredPaths(
         policy,
         dropsUser(policy.mode, py) ? SANDBOX_UID : undefined,
         [this.#tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", "/dev/shm"],

@@ -373,7 +373,7 @@ def _open_io(path):
     # (whatever a task left there, a FIFO, a link or an open descriptor, is not reused).
     if not _own_user:
         try:
-            return os.open(path, os.O_WRONLY | os.O_TRUNC)  # reused: its mode is set already
+            return _fresh(os.open(path, os.O_WRONLY | os.O_TRUNC))  # reused: mode set already
         except FileNotFoundError:
             pass
     else:
@@ -383,10 +383,23 @@ def _open_io(path):
             pass
         except OSError:
             # EBUSY: in bubblewrap, each file is bound in on its own (made by the provider, in
-            # a read-only directory): nobody can replace it or add another
-            return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            # a read-only directory): nobody can replace it or add another, but a task of the
+            # pool's own user can change its mode
+            os.chmod(path, 0o666)
+            return _fresh(os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o666)  # reopening /dev/stdout still works for the task
+    return fd
+
+def _fresh(fd):
+    # A reused output file: without the extended attributes and times a task before may have
+    # set on its own output (any user may, on a 0666 file), for a later task to read.
+    try:
+        for name in os.listxattr(fd):
+            os.removexattr(fd, name)
+        os.utime(fd)
+    except OSError:
+        pass  # a file system without them
     return fd
 
 def _make_stream(fd, limit):
@@ -609,6 +622,19 @@ def _set_path(job):
     if path:
         sys.path[:] = [p for p in path if p]
 
+def _check_declared(declared):
+    # Each declared path must be what the provider checked (device, inode): bwrap resolved
+    # it again to mount it, and a link swapped in meanwhile would give another directory.
+    for path, dev, ino in declared:
+        try:
+            st = os.stat(path)
+            same = (st.st_dev, st.st_ino) == (dev, ino)
+        except OSError:
+            same = False
+        if not same:
+            raise SystemExit("gleitzeit runner: the declared path %s changed while the sandbox "
+                             "was built (was it replaced, e.g. by a link?); not run" % path)
+
 def _once():
     try:
         os.setsid()
@@ -622,6 +648,7 @@ def _once():
     job = _loads(raw.decode("utf-8"))
     _set_path(job)
     _stdin_devnull()
+    _check_declared(job.get("declared") or ())
     _cap_inodes(job.get("tmpfs_paths") or (), job.get("tmpfs_inodes"))
     if job.get("subreaper"):
         _subreaper()
@@ -947,13 +974,19 @@ def _pool():
     os.close(spare[1])
 
 def _planted(tmpfs, trash, *dirs):
-    # Where tasks are the pool's own user, the task tmpfs's root and its trash are theirs
-    # too: anything there but the task directories would be seen by the next task.
+    # Where tasks are the pool's own user, the task tmpfs's root, its trash and the sandbox's
+    # /dev/shm are theirs too: anything there but the task directories (files, another mode,
+    # extended attributes) would be seen by the next task, or break it.
     if not tmpfs:
         return False
     keep = {".trash"} | {d.rpartition("/")[2] for d in dirs if d}
     try:
-        return bool(set(os.listdir(tmpfs)) - keep or os.listdir(trash))
+        if set(os.listdir(tmpfs)) - keep or os.listdir(trash):
+            return True
+        for path, mode in ((tmpfs, 0o711), (trash, 0o700), ("/dev/shm", 0o1777)):
+            if os.stat(path).st_mode & 0o7777 != mode or os.listxattr(path):
+                return True
+        return False
     except OSError:
         return True
 

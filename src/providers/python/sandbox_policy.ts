@@ -6,7 +6,7 @@
  * @module
  */
 
-import { isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
 import { type NetworkGrant, parseGrant } from "./network_grants.ts";
 
@@ -174,18 +174,38 @@ export function rlimitsOf(limits: SandboxLimits): Record<string, number> {
   };
 }
 
+/** A declared path and the file it named when checked: [path, device, inode]. */
+export type PathIdentity = [string, number, number];
+
 /**
  * Checks the declared `read`/`write` paths before a sandbox is built on them: each must exist,
  * and with `uid` (the sandbox user, when the orchestrator is root) each `write` path must be
  * writable by that user. Without `uid` (tasks run as the orchestrator's own user), no path may
  * cover one of `privateDirs`, where Gleitzeit keeps other tasks' files (as root, permissions
- * keep tasks out of them). Fails with the path and what to do.
+ * keep tasks out of them). Fails with the path and what to do. Returns what each path named:
+ * the runner checks that bwrap mounted the same (a link swapped in between would otherwise
+ * give the task another directory).
  */
 export function checkDeclaredPaths(
   policy: SandboxPolicy,
   uid?: number,
   privateDirs: string[] = [],
-): void {
+): PathIdentity[] {
+  const identities: PathIdentity[] = [];
+  // Without a sandbox user of its own: the private directories and their ancestors, by
+  // identity ("dev:ino" -> the private directory).
+  const guarded = new Map<string, string>();
+  for (const dir of uid === undefined ? privateDirs : []) {
+    for (let p = realPath(dir);; p = dirname(p)) {
+      try {
+        const st = Deno.statSync(p);
+        guarded.set(`${st.dev}:${st.ino}`, dir);
+      } catch {
+        // not there: nothing to cover
+      }
+      if (p === "/" || p === ".") break;
+    }
+  }
   const fail = (message: string, hint: string) =>
     new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
   for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
@@ -196,17 +216,8 @@ export function checkDeclaredPaths(
           `declare the directories the task needs, e.g. \`${key}: [data/]\``,
         );
       }
-      const covered = uid === undefined
-        ? privateDirs.find((dir) => covers(realPath(path), realPath(dir)))
-        : undefined;
-      if (covered !== undefined) {
-        throw fail(
-          `the ${key} path ${path} would give the task other tasks' files in ${covered} (tasks ` +
-            "run as Gleitzeit's own user when it is not root)",
-          `declare a directory below it, e.g. \`${key}: [${covered}/mydata]\`, or start ` +
-            `Gleitzeit with TMPDIR set to a directory no task declares`,
-        );
-      }
+      // One resolution: the checks below and what bwrap must mount (the runner compares
+      // the identity) are of the same file, whatever links are swapped meanwhile.
       let info: Deno.FileInfo;
       try {
         info = Deno.statSync(path);
@@ -216,19 +227,25 @@ export function checkDeclaredPaths(
           `create it, or fix \`sandbox.${key}\` (relative paths start at the workflow file's directory)`,
         );
       }
+      const covered = guarded.get(`${info.dev}:${info.ino}`);
+      if (covered !== undefined) {
+        throw fail(
+          `the ${key} path ${path} would give the task other tasks' files in ${covered} (tasks ` +
+            "run as Gleitzeit's own user when it is not root)",
+          `declare a directory below it, e.g. \`${key}: [${covered}/mydata]\`, or start ` +
+            `Gleitzeit with TMPDIR set to a directory no task declares`,
+        );
+      }
       if (key === "write" && uid !== undefined && !writableBy(info, uid)) {
         throw fail(
           `the write path ${path} is not writable by the sandbox user (uid ${uid})`,
           `let that user write there, e.g. \`chown ${uid} ${path}\` or \`chmod o+w ${path}\``,
         );
       }
+      identities.push([path, info.dev, info.ino ?? 0]);
     }
   }
-}
-
-/** `path` is `dir` or one of its ancestors. */
-function covers(path: string, dir: string): boolean {
-  return dir === path || dir.startsWith(path.endsWith("/") ? path : `${path}/`);
+  return identities;
 }
 
 function realPath(path: string): string {

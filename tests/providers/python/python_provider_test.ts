@@ -221,3 +221,43 @@ result = {"cap": cap, "filled": filled, "beside": beside, "cwd": os.getcwd(),
     await Deno.remove(tempDir, { recursive: true });
   }
 });
+
+Deno.test("the runner refuses to run when a declared path is not the file that was checked", async () => {
+  // (bwrap resolves a declared path again to mount it: a link swapped in meanwhile would give
+  // the task another directory; the provider passes what it checked, the runner compares)
+  const { RUNNER_SOURCE } = await import("../../../src/providers/python/runner_source.ts");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-declared-" });
+  try {
+    const st = await Deno.stat(dir);
+    const run = async (declared: unknown[]) => {
+      const job = {
+        kind: "execute",
+        code: "result = 'ran'",
+        context: {},
+        work_dir: dir,
+        result_path: `${dir}/result.json`,
+        declared,
+      };
+      const child = new Deno.Command((await resolvePython("python3")).executable, {
+        args: ["-I", "-S", "-c", RUNNER_SOURCE, "once"],
+        stdin: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = child.stdin.getWriter();
+      await w.write(new TextEncoder().encode(JSON.stringify(job)));
+      await w.close();
+      const out = await child.output();
+      return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+    };
+    const same = await run([[dir, st.dev, st.ino]]);
+    assert.equal(same.code, 0, same.stderr);
+    assert.match(await Deno.readTextFile(`${dir}/result.json`), /"result": "ran"/);
+    await Deno.remove(`${dir}/result.json`);
+    const swapped = await run([[dir, st.dev, (st.ino ?? 0) + 1]]);
+    assert.notEqual(swapped.code, 0);
+    assert.match(swapped.stderr, /the declared path .* changed while the sandbox was built/);
+    await assert.rejects(Deno.stat(`${dir}/result.json`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

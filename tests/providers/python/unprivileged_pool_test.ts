@@ -45,6 +45,25 @@ out.look = await call(\`
 import os
 result = [d for d in ${PLACES} if os.path.exists(d + "/left-by-task-1")]
 \`);
+// A task of the pool's own user changes the output files' and /dev/shm's modes and marks its
+// output: the next tasks run, and see nothing of it.
+out.breaker = await call(\`
+import os
+d, mine = os.readlink("/proc/self/fd/1").rsplit("/", 1)
+os.setxattr(1, "user.left", b"by the task before")
+for n in os.listdir(d):
+    if n.split(".")[0] != mine.split(".")[0]:  # the other set's files (its own: its result)
+        os.chmod(d + "/" + n, 0)
+os.chmod("/dev/shm", 0)
+result = "broke"
+\`);
+out.after = [];
+for (let i = 0; i < 4; i++) {
+  const r = await p.call("python/execute", {
+    code: "import os\\nprint('p')\\nresult = [os.listxattr(1), os.listxattr(2)]",
+  }, ctx());
+  out.after.push([r.output, r.result]);
+}
 // Declared paths may not cover where Gleitzeit keeps other tasks' files; below them, they may.
 const declared = (write) => ({ ...ctx(), sandbox: { task: { write } } });
 out.tmp = await p.call("python/execute", { code: "result = 1" }, declared(["/tmp"]))
@@ -85,6 +104,8 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertEquals(r.tmp[0], "TASK_PARAMETER_ERROR");
     assertMatch(r.tmp[1], /would give the task other tasks' files in \/tmp/);
     assertEquals(r.below, "wrote");
+    assertEquals(r.breaker, "broke");
+    assertEquals(r.after, Array(4).fill(["p\n", [[], []]]));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
