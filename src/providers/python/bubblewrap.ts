@@ -72,6 +72,8 @@ export interface BwrapMounts {
   remountCap?: boolean;
   /** Further mounts (bwrap arguments): made before the sandbox's root is sealed read-only. */
   extra?: string[];
+  /** The command is the PID namespace's init (`--as-pid-1`): no bwrap reaper process. */
+  asPid1?: boolean;
 }
 
 function exists(path: string): boolean {
@@ -103,6 +105,7 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     "--hostname",
     "sandbox",
   ];
+  if (mounts.asPid1) args.push("--as-pid-1");
   if (!mounts.network) args.push("--unshare-net");
   if (py.uid === 0) {
     // As root, bwrap would keep every capability. A cold runner needs only these, until it

@@ -202,7 +202,7 @@ export class PythonProvider implements Provider {
       job.declared = checkDeclaredPaths(
         policy,
         dropsUser(policy.mode, py) ? SANDBOX_UID : undefined,
-        [this.#tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", "/dev/shm"],
+        [tempRoot(this.#tempDir), "/dev/shm"],
       );
     }
     throwIfAborted(ctx.signal);
@@ -590,6 +590,10 @@ export class PythonProvider implements Provider {
         read: [],
         write: [],
         keepRootCaps: true,
+        // The parent is the sandbox's init: no bwrap reaper above it, which would run
+        // without the parent's seccomp filter (as the task's user, without root, and so a
+        // process a task could ptrace to make system calls the filter refuses).
+        asPid1: true,
         extra: [
           ...(ioDir ? ioBinds(ioDir) : []),
           ...(cgroup ? ["--bind", cgroup, SANDBOX_POOL_CGROUP] : []),
@@ -703,6 +707,11 @@ function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;
 }
 
+/** Where Deno makes temp directories: `tempDir`, else TMPDIR, else /tmp. */
+function tempRoot(tempDir: string | undefined): string {
+  return tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp";
+}
+
 /**
  * Removes the pool directories (and their /dev/shm output directories) of processes that are
  * gone, killed before they could clean up (e.g. by SIGKILL), and cold tasks' directories
@@ -711,7 +720,7 @@ function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
  */
 async function sweepDeadPoolDirs(tempDir: string | undefined): Promise<void> {
   const places: [string, RegExp][] = [
-    [tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp", /^gleitzeit-(?:pool|py)-(\d+)-/],
+    [tempRoot(tempDir), /^gleitzeit-(?:pool|py)-(\d+)-/],
     ["/dev/shm", /^gleitzeit-io-(\d+)-/],
   ];
   for (const [dir, pattern] of places) {

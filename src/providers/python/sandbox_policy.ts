@@ -227,11 +227,13 @@ export function checkDeclaredPaths(
           `create it, or fix \`sandbox.${key}\` (relative paths start at the workflow file's directory)`,
         );
       }
-      const covered = guarded.get(`${info.dev}:${info.ino}`);
+      const covered = guarded.get(`${info.dev}:${info.ino}`) ??
+        (uid === undefined ? privateDirs.find((dir) => leadsInto(path, info, dir)) : undefined);
       if (covered !== undefined) {
         throw fail(
-          `the ${key} path ${path} would give the task other tasks' files in ${covered} (tasks ` +
-            "run as Gleitzeit's own user when it is not root)",
+          `the ${key} path ${path} would give the task other tasks' files in ${covered} (all ` +
+            "of it, or Gleitzeit's own directories there: tasks run as Gleitzeit's own user " +
+            "when it is not root)",
           `declare a directory below it, e.g. \`${key}: [${covered}/mydata]\`, or start ` +
             `Gleitzeit with TMPDIR set to a directory no task declares`,
         );
@@ -247,6 +249,26 @@ export function checkDeclaredPaths(
   }
   return identities;
 }
+
+/**
+ * `path` (which named `info`) leads to one of Gleitzeit's own directories in `dir` (or into
+ * one), or cannot be told: its resolved name is checked, and must still name `info` (a link
+ * swapped in meanwhile would make the name another file's).
+ */
+function leadsInto(path: string, info: Deno.FileInfo, dir: string): boolean {
+  const real = realPath(path);
+  try {
+    const again = Deno.lstatSync(real);
+    if (again.dev !== info.dev || again.ino !== info.ino) return true;
+  } catch {
+    return true;
+  }
+  const base = `${realPath(dir)}/`;
+  return real.startsWith(base) && OWN_DIR.test(real.slice(base.length));
+}
+
+/** The names of Gleitzeit's own temp directories (see python_provider.ts and warm_pool.ts). */
+const OWN_DIR = /^gleitzeit-(py|pool|io)-\d+-/;
 
 function realPath(path: string): string {
   try {

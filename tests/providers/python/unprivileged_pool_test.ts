@@ -45,6 +45,8 @@ out.look = await call(\`
 import os
 result = [d for d in ${PLACES} if os.path.exists(d + "/left-by-task-1")]
 \`);
+// The sandbox's init (which a task of the same user could trace) is the filtered parent.
+out.init = await call("result = [l.split()[1] for l in open('/proc/1/status') if l.startswith('Seccomp:')]");
 // A task of the pool's own user changes the output files' and /dev/shm's modes and marks its
 // output: the next tasks run, and see nothing of it.
 out.breaker = await call(\`
@@ -71,6 +73,11 @@ out.tmp = await p.call("python/execute", { code: "result = 1" }, declared(["/tmp
 out.below = await p.call("python/execute", {
   code: "open(" + JSON.stringify(Deno.cwd() + "/ok") + ", 'w').write('1')\\nresult = 'wrote'",
 }, declared([Deno.cwd()])).then((r) => r.result, (e) => e.message);
+// Nor lead into Gleitzeit's own directories there, through a link (one a task could plant).
+const io = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
+Deno.symlinkSync("/dev/shm/" + io.name, Deno.cwd() + "/link");
+out.link = await p.call("python/execute", { code: "result = 1" }, { ...ctx(), sandbox: { task: { read: [Deno.cwd() + "/link"] } } })
+  .then(() => "allowed", (e) => e.code);
 await p.close();
 console.log(JSON.stringify(out));
 `;
@@ -104,6 +111,8 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertEquals(r.tmp[0], "TASK_PARAMETER_ERROR");
     assertMatch(r.tmp[1], /would give the task other tasks' files in \/tmp/);
     assertEquals(r.below, "wrote");
+    assertEquals(r.link, "TASK_PARAMETER_ERROR");
+    assertEquals(r.init, ["2"], "the sandbox's init runs with the seccomp filter");
     assertEquals(r.breaker, "broke");
     assertEquals(r.after, Array(4).fill(["p\n", [[], []]]));
   } finally {
