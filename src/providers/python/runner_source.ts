@@ -808,6 +808,10 @@ def _pool():
     _rlimits = _rlimit_table()
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
     _xfsz_ignored = True
+    # This parent is its sandbox's init: a signal it has no handler for cannot reach it from
+    # inside. Python's SIGINT handler would be one (a task of the pool's own user could end
+    # it); each child gets it back.
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _streams_ahead = (_make_stream(1, 0), _make_stream(2, 0))  # never written to here
     # A child replaces sys.stdout/stderr with those: were the old objects freed there, their
     # finalisers (flush, close) would touch ~50 more pages of this heap in every child.
@@ -1266,6 +1270,7 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     if pid != 0:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
     if pid == 0:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
         mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
         for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
             os.close(fd)

@@ -47,6 +47,12 @@ result = [d for d in ${PLACES} if os.path.exists(d + "/left-by-task-1")]
 \`);
 // The sandbox's init (which a task of the same user could trace) is the filtered parent.
 out.init = await call("result = [l.split()[1] for l in open('/proc/1/status') if l.startswith('Seccomp:')]");
+// It cannot end the parent with SIGINT (an init ignores what it has no handler for), and a
+// task's own SIGINT is still a KeyboardInterrupt.
+out.sigint = await call("import os, signal\\nos.kill(1, signal.SIGINT)\\n" +
+  "try:\\n    os.kill(os.getpid(), signal.SIGINT)\\n    result = ['ignored', os.path.dirname(os.path.dirname(os.getcwd()))]\\n" +
+  "except KeyboardInterrupt:\\n    result = ['interrupted', os.path.dirname(os.path.dirname(os.getcwd()))]");
+out.sameParent = await call("import os\\nresult = os.path.dirname(os.path.dirname(os.getcwd()))");
 // A task of the pool's own user changes the output files' and /dev/shm's modes and marks its
 // output: the next tasks run, and see nothing of it.
 out.breaker = await call(\`
@@ -113,6 +119,8 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertEquals(r.below, "wrote");
     assertEquals(r.link, "TASK_PARAMETER_ERROR");
     assertEquals(r.init, ["2"], "the sandbox's init runs with the seccomp filter");
+    assertEquals(r.sigint[0], "interrupted");
+    assertEquals(r.sameParent, r.sigint[1], "SIGINT ended the parent");
     assertEquals(r.breaker, "broke");
     assertEquals(r.after, Array(4).fill(["p\n", [[], []]]));
   } finally {
