@@ -707,9 +707,20 @@ function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;
 }
 
-/** Where Deno makes temp directories: `tempDir`, else TMPDIR, else /tmp. */
+let systemTemp: string | undefined;
+
+/**
+ * Where Deno makes temp directories: `tempDir`, else the system's (TMPDIR, else /tmp), asked
+ * of Deno itself once (the CLI may not read TMPDIR: it reads only its own variables).
+ */
 function tempRoot(tempDir: string | undefined): string {
-  return tempDir ?? Deno.env.get("TMPDIR") ?? "/tmp";
+  if (tempDir !== undefined) return tempDir;
+  if (systemTemp === undefined) {
+    const probe = Deno.makeTempDirSync({ prefix: "gleitzeit-probe-" });
+    systemTemp = dirname(probe);
+    Deno.removeSync(probe);
+  }
+  return systemTemp;
 }
 
 /**
