@@ -24,56 +24,24 @@
  * @module
  */
 
-/** System call numbers of one ABI. */
-interface Abi {
-  audit: number;
-  keyring: number[]; // add_key, request_key, keyctl
-  fallocate: number;
-  ioUring: number[]; // io_uring_setup, io_uring_enter, io_uring_register
-  clone3: number;
-  newUser: number[]; // clone, unshare: refused with CLONE_NEWUSER in their first argument
-}
+/** One ABI's numbers: [audit arch, [add_key, request_key, keyctl], fallocate, [clone,
+ * unshare]]. io_uring's calls and clone3 have the same numbers in all of them. */
+type Abi = [number, number[], number, number[]];
 
 /** Per Deno.build.arch, each ABI a process there can use (x86_64 also runs i386 code
  * through int 0x80; aarch64 runs AArch32). */
 const ABIS: Record<string, Abi[]> = {
   x86_64: [
-    {
-      audit: 0xc000003e,
-      keyring: [248, 249, 250],
-      fallocate: 285,
-      ioUring: [425, 426, 427],
-      clone3: 435,
-      newUser: [56, 272],
-    },
-    {
-      audit: 0x40000003,
-      keyring: [286, 287, 288],
-      fallocate: 324,
-      ioUring: [425, 426, 427],
-      clone3: 435,
-      newUser: [120, 310],
-    },
+    [0xc000003e, [248, 249, 250], 285, [56, 272]],
+    [0x40000003, [286, 287, 288], 324, [120, 310]],
   ],
   aarch64: [
-    {
-      audit: 0xc00000b7,
-      keyring: [217, 218, 219],
-      fallocate: 47,
-      ioUring: [425, 426, 427],
-      clone3: 435,
-      newUser: [220, 97],
-    },
-    {
-      audit: 0x40000028,
-      keyring: [309, 310, 311],
-      fallocate: 352,
-      ioUring: [425, 426, 427],
-      clone3: 435,
-      newUser: [120, 337],
-    },
+    [0xc00000b7, [217, 218, 219], 47, [220, 97]],
+    [0x40000028, [309, 310, 311], 352, [120, 337]],
   ],
 };
+const IO_URING = [425, 426, 427]; // io_uring_setup, io_uring_enter, io_uring_register
+const CLONE3 = 435;
 
 const LD_W_ABS = 0x20;
 const JEQ_K = 0x15;
@@ -101,24 +69,24 @@ type Draft = { insn: Insn; to?: number | "newUser" };
 export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | undefined {
   const abis = ABIS[arch];
   if (!abis) return undefined;
-  const blocks = abis.map((abi) => {
+  const blocks = abis.map(([audit, keyring, fallocate, newUser]) => {
     const body: Draft[] = [
       { insn: [LD_W_ABS, 0, 0, 0] }, // nr
       { insn: [AND_K, 0, 0, ~X32_BIT >>> 0] },
     ];
     const rule = (nr: number, to: number | "newUser") => body.push({ insn: [JEQ_K, 0, 0, nr], to });
-    abi.keyring.forEach((nr) => rule(nr, EPERM));
-    rule(abi.fallocate, EOPNOTSUPP);
-    abi.ioUring.forEach((nr) => rule(nr, EPERM));
-    rule(abi.clone3, ENOSYS);
-    abi.newUser.forEach((nr) => rule(nr, "newUser"));
+    keyring.forEach((nr) => rule(nr, EPERM));
+    rule(fallocate, EOPNOTSUPP);
+    IO_URING.forEach((nr) => rule(nr, EPERM));
+    rule(CLONE3, ENOSYS);
+    newUser.forEach((nr) => rule(nr, "newUser"));
     body.push({ insn: [RET_K, 0, 0, RET_ALLOW] });
     // clone/unshare: EPERM with CLONE_NEWUSER in the first argument, else allowed
     const check = body.length;
     body.push({ insn: [LD_W_ABS, 0, 0, 16] });
     body.push({ insn: [JSET_K, 0, 0, CLONE_NEWUSER], to: EPERM });
     body.push({ insn: [RET_K, 0, 0, RET_ALLOW] });
-    return { audit: abi.audit, body, check };
+    return { audit, body, check };
   });
   // Layout: [ld arch] then for each ABI [jeq arch, jf -> next block][body...], then the
   // returns.
