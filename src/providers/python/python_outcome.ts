@@ -224,11 +224,36 @@ export function plainFile(path: string): boolean {
   }
 }
 
-/** Reads and parses the result file; undefined when it is missing or not JSON. */
+/**
+ * The largest result a task may return, as JSON: 8 MiB. A task can write its result file
+ * itself, up to its file-size limit; parsing hundreds of MiB of JSON (millions of empty
+ * objects) would take Gleitzeit's whole heap and stall everything else meanwhile.
+ */
+export const MAX_RESULT_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Reads and parses the result file; undefined when it is missing or not JSON; a result
+ * error when it is larger than {@link MAX_RESULT_BYTES}.
+ */
 export function readPayload(path: string): RunnerPayload | undefined {
   let text: string;
   try {
-    if (!plainFile(path)) return undefined;
+    const info = Deno.lstatSync(path);
+    if (!info.isFile) return undefined; // never through a FIFO or a link a task put there
+    if (info.size > MAX_RESULT_BYTES) {
+      const mib = (n: number) => `${Math.round((n / 1048576) * 10) / 10} MiB`;
+      return {
+        ok: false,
+        kind: "result_type",
+        type: "result",
+        message:
+          `the result is ${mib(info.size)} of JSON, more than the ${
+            mib(MAX_RESULT_BYTES)
+          } a task's result may be: write large data to a file (a declared \`write\` path) ` +
+          "and return its path",
+        execution_time_ms: 0,
+      };
+    }
     text = Deno.readTextFileSync(path);
   } catch {
     return undefined;

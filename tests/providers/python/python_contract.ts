@@ -183,6 +183,13 @@ export function pythonContract(variant: string, make: Make): void {
     }
   });
 
+  test("a result of more than 8 MiB of JSON is a result error, not Gleitzeit's heap", async (p) => {
+    assert.equal(((await run(p, "result = 'x' * (7 << 20)")).result as string).length, 7 << 20);
+    const e = await failure(p, { code: "result = 'x' * (9 << 20)" });
+    assert.equal(e.code, "TASK_RESULT_ERROR");
+    assert.match(e.message, /the result is 9 MiB of JSON, more than the 8 MiB/);
+  });
+
   test("a task that imports os sees its work directory as HOME, TMPDIR and cwd", async (p) => {
     const r = await run(
       p,
