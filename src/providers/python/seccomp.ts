@@ -10,6 +10,11 @@
  *   falls back to writing, which the limit caps;
  * - io_uring (`io_uring_setup`, `_enter`, `_register`) fails with EPERM, as in Docker's
  *   profile: its requests (a fallocate among them) are not system calls this filter sees;
+ * - memory outside every limit fails with ENOSYS, as on a kernel built without it: anonymous
+ *   files (`memfd_create`; each as large as the file-size limit, and no address space used)
+ *   and System V shared memory, semaphores and message queues (their namespace's defaults
+ *   allow many GB). POSIX shared memory and semaphores (what `multiprocessing` uses) live on
+ *   the sandbox's capped /dev/shm instead;
  * - a new user namespace (`clone` or `unshare` with CLONE_NEWUSER) fails with EPERM: in one,
  *   a task could mount a tmpfs of its own, past the caps on the sandbox's (and every other
  *   namespace needs a capability the task does not have). `clone3`, whose flags a filter
@@ -25,19 +30,20 @@
  */
 
 /** One ABI's numbers: [audit arch, [add_key, request_key, keyctl], fallocate, [clone,
- * unshare]]. io_uring's calls and clone3 have the same numbers in all of them. */
-type Abi = [number, number[], number, number[]];
+ * unshare], [memfd_create, shmget, semget, msgget (, i386's ipc multiplexer)]]. io_uring's
+ * calls and clone3 have the same numbers in all of them. */
+type Abi = [number, number[], number, number[], number[]];
 
 /** Per Deno.build.arch, each ABI a process there can use (x86_64 also runs i386 code
  * through int 0x80; aarch64 runs AArch32). */
 const ABIS: Record<string, Abi[]> = {
   x86_64: [
-    [0xc000003e, [248, 249, 250], 285, [56, 272]],
-    [0x40000003, [286, 287, 288], 324, [120, 310]],
+    [0xc000003e, [248, 249, 250], 285, [56, 272], [319, 29, 64, 68]],
+    [0x40000003, [286, 287, 288], 324, [120, 310], [356, 395, 393, 399, 117]],
   ],
   aarch64: [
-    [0xc00000b7, [217, 218, 219], 47, [220, 97]],
-    [0x40000028, [309, 310, 311], 352, [120, 337]],
+    [0xc00000b7, [217, 218, 219], 47, [220, 97], [279, 194, 190, 186]],
+    [0x40000028, [309, 310, 311], 352, [120, 337], [385, 307, 299, 303]],
   ],
 };
 const IO_URING = [425, 426, 427]; // io_uring_setup, io_uring_enter, io_uring_register
@@ -69,7 +75,7 @@ type Draft = { insn: Insn; to?: number | "newUser" };
 export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | undefined {
   const abis = ABIS[arch];
   if (!abis) return undefined;
-  const blocks = abis.map(([audit, keyring, fallocate, newUser]) => {
+  const blocks = abis.map(([audit, keyring, fallocate, newUser, unlimited]) => {
     const body: Draft[] = [
       { insn: [LD_W_ABS, 0, 0, 0] }, // nr
       { insn: [AND_K, 0, 0, ~X32_BIT >>> 0] },
@@ -79,6 +85,7 @@ export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | unde
     rule(fallocate, EOPNOTSUPP);
     IO_URING.forEach((nr) => rule(nr, EPERM));
     rule(CLONE3, ENOSYS);
+    unlimited.forEach((nr) => rule(nr, ENOSYS));
     newUser.forEach((nr) => rule(nr, "newUser"));
     body.push({ insn: [RET_K, 0, 0, RET_ALLOW] });
     // clone/unshare: EPERM with CLONE_NEWUSER in the first argument, else allowed

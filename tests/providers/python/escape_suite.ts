@@ -408,6 +408,33 @@ result = out
     },
   },
   {
+    name: "memory outside the address-space limit: anonymous files, System V shared memory",
+    sandbox: { memory_mb: 128 },
+    code: () => `
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+out = {}
+try:
+    fd = os.memfd_create("hoard")
+    for _ in range(4):
+        os.write(fd, b"x" * (64 << 20))  # no mapping: RLIMIT_AS does not see it
+    out["memfd"] = "filled"
+except OSError as e:
+    out["memfd"] = errno.errorcode.get(e.errno, e.errno)
+r = libc.shmget(0x686f6172, 256 << 20, 0o1600)
+out["shmget"] = r if r >= 0 else errno.errorcode.get(ctypes.get_errno())
+result = out
+`,
+    check: (o) => {
+      if (o.error) return `unexpected failure: ${o.error.message}`;
+      const r = o.result as Record<string, unknown>;
+      return r.memfd === "ENOSYS" && r.shmget === "ENOSYS"
+        ? undefined
+        : `held: ${JSON.stringify(r)}`;
+    },
+  },
+  {
     name: "kernel keyrings (not namespaced): the session keyring, a key left for later tasks",
     code: () => `
 import ctypes, platform
