@@ -18,7 +18,6 @@ import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
   exitFromStatus,
   exitFromWaitStatus,
-  plainFile,
   type PythonResult,
   readCapped,
   readPayload,
@@ -675,19 +674,19 @@ export class PythonProvider implements Provider {
         payload?.stderr_size,
       );
       if (worker.ioDir) {
-        // Memory, not disk: empty them now (the next task on this set truncates them anyway).
-        // The result file always (a stale result must never be read as the next task's on
-        // this set); output files only when the runner did not report them empty.
-        const empty = [false, payload?.stdout_size === 0, payload?.stderr_size === 0];
-        [paths.result_path, paths.stdout_path, paths.stderr_path].forEach((path, i) => {
-          if (empty[i]) return;
+        // Memory, not disk: empty them now (the next task on this set truncates them anyway),
+        // by their real sizes (the sizes in the result are the task's to write). Where tasks
+        // are the pool's own user, they can reach the other set's files too.
+        const own = [paths.result_path, paths.stdout_path, paths.stderr_path];
+        for (const path of dropsUser(policy.mode, py) ? own : [...own, ...own.map(otherSet)]) {
           try {
+            const info = Deno.lstatSync(path);
             // never through a FIFO or a link a task may have put there
-            if (plainFile(path)) Deno.truncateSync(path, 0);
+            if (info.isFile && info.size > 0) Deno.truncateSync(path, 0);
           } catch {
             // Not there.
           }
-        });
+        }
       }
       const limits = policy.mode === "none" ? undefined : policy;
       return toResult(payload, exitFromWaitStatus(status), stdout, stderr, limits);
@@ -705,6 +704,11 @@ export class PythonProvider implements Provider {
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;
+}
+
+/** The same output file of the other set (see WarmWorker.taskPaths): `0.out` <-> `1.out`. */
+function otherSet(path: string): string {
+  return path.replace(/\/([01])\.(\w+)$/, (_, set, kind) => `/${set === "0" ? 1 : 0}.${kind}`);
 }
 
 let systemTemp: string | undefined;

@@ -1140,7 +1140,14 @@ def _clear_posix_ipc():
 def _purge(path):
     # shutil is not imported in the parent (a bigger parent forks slower); root removes all,
     # and where tasks are the pool's own user, their owner does after making each directory
-    # its own to read and change again (a task may have taken the permissions away).
+    # its own to read and change again (a task may have taken the permissions away). The
+    # path itself may have been replaced too (a file, or a link, which is not followed).
+    try:
+        if os.lstat(path).st_mode & 0o170000 != 0o040000:
+            os.unlink(path)
+            return
+    except OSError:
+        return
     dirs = []
     stack = [path]
     while stack:

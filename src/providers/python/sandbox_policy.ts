@@ -210,9 +210,13 @@ export function checkDeclaredPaths(
     new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
   for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
     for (const path of list) {
-      if (path === "/" || path === "/gleitzeit" || path.startsWith("/gleitzeit/")) {
+      if (
+        ["/", "/gleitzeit", "/proc", "/dev", "/dev/shm", "/sys"].includes(path) ||
+        path.startsWith("/gleitzeit/") || path.startsWith("/proc/")
+      ) {
         throw fail(
-          `the ${key} path ${path} would cover the sandbox's own root or /gleitzeit`,
+          `the ${key} path ${path} would cover the sandbox's own root, /gleitzeit, /proc, ` +
+            "/dev or /sys (the host's processes and devices; the sandbox has its own)",
           `declare the directories the task needs, e.g. \`${key}: [data/]\``,
         );
       }

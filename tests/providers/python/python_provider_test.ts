@@ -155,14 +155,19 @@ Deno.test("[bwrap] declared paths may cover the temp dir or /run; / is refused w
       ) as { result: unknown };
       assert.deepEqual(r.result, ["x"], JSON.stringify(sandbox));
     }
-    await assert.rejects(
-      p.call(
-        "python/execute",
-        { code: "result = 1" },
-        makeCtx({ sandbox: { task: { read: ["/"] } } }),
-      ),
-      (e: unknown) => e instanceof GleitzeitError && e.code === "TASK_PARAMETER_ERROR" && !!e.hint,
-    );
+    // the sandbox's root, and the host's processes and devices (the sandbox has its own)
+    for (const path of ["/", "/proc", "/proc/1", "/dev", "/dev/shm", "/sys"]) {
+      await assert.rejects(
+        p.call(
+          "python/execute",
+          { code: "result = 1" },
+          makeCtx({ sandbox: { task: { read: [path] } } }),
+        ),
+        (e: unknown) =>
+          e instanceof GleitzeitError && e.code === "TASK_PARAMETER_ERROR" && !!e.hint,
+        path,
+      );
+    }
   } finally {
     await p.close();
   }

@@ -72,6 +72,25 @@ for (let i = 0; i < 4; i++) {
   }, ctx());
   out.after.push([r.output, r.result]);
 }
+// A task that replaces the next task's directory with a file, and fills the other set's
+// output files: the next task runs, and nothing is left in the output files on the host.
+out.spare = await call(\`
+import os
+here = os.getcwd()
+head, n = here.rsplit("/w", 1)
+nxt = "%s/w%d" % (head, int(n) + 1)
+os.rmdir(nxt)
+open(nxt, "w").write("not a directory")
+d, mine = os.readlink("/proc/self/fd/1").rsplit("/", 1)
+for name in os.listdir(d):
+    if name.split(".")[0] != mine.split(".")[0]:
+        with open(d + "/" + name, "wb") as f:
+            f.write(b"x" * (8 << 20))
+result = "replaced"
+\`);
+out.afterSpare = await call("import os\\nresult = os.listdir('.')");
+const ioDir = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
+out.ioSizes = [...Deno.readDirSync("/dev/shm/" + ioDir.name)].map((e) => Deno.statSync("/dev/shm/" + ioDir.name + "/" + e.name).size);
 // Declared paths may not cover where Gleitzeit keeps other tasks' files; below them, they may.
 const declared = (write) => ({ ...ctx(), sandbox: { task: { write } } });
 out.tmp = await p.call("python/execute", { code: "result = 1" }, declared(["/tmp"]))
@@ -118,6 +137,9 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertMatch(r.tmp[1], /would give the task other tasks' files in \/tmp/);
     assertEquals(r.below, "wrote");
     assertEquals(r.link, "TASK_PARAMETER_ERROR");
+    assertEquals(r.spare, "replaced");
+    assertEquals(r.afterSpare, [], "the next task ran, in a fresh directory");
+    assertEquals(r.ioSizes, [0, 0, 0, 0, 0, 0], "output files hold nothing between tasks");
     assertEquals(r.init, ["2"], "the sandbox's init runs with the seccomp filter");
     assertEquals(r.sigint[0], "interrupted");
     assertEquals(r.sameParent, r.sigint[1], "SIGINT ended the parent");

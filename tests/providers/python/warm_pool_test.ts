@@ -120,6 +120,35 @@ result = {"queue": qd, "parent_started": int(stat[stat.rindex(")") + 2:].split()
   }
 });
 
+Deno.test("[bwrap] output files hold nothing between tasks, whatever sizes a task reports", async () => {
+  await withPool("bwrap", async (run) => {
+    // 8 MiB written past Python's capped streams, then a result of its own saying both
+    // outputs are empty (the provider used to skip emptying them then)
+    const r = await run(`
+import os, json
+os.write(1, b"x" * (8 << 20))
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink("/proc/self/fd/" + fd).endswith(".result"):
+            os.ftruncate(int(fd), 0)
+            os.pwrite(int(fd), json.dumps({"ok": True, "result": "lied", "stdout_size": 0,
+                "stderr_size": 0, "execution_time_ms": 1}).encode(), 0)
+    except OSError:
+        pass
+os._exit(0)
+`);
+    assert.equal(r.result, "lied");
+    const io = [...Deno.readDirSync("/dev/shm")].find((e) =>
+      e.name.startsWith(`gleitzeit-io-${Deno.pid}-`)
+    );
+    assert.ok(io, "the pool's output directory");
+    const sizes = [...Deno.readDirSync(`/dev/shm/${io.name}`)].map((e) =>
+      Deno.statSync(`/dev/shm/${io.name}/${e.name}`).size
+    );
+    assert.deepEqual(sizes, [0, 0, 0, 0, 0, 0]);
+  });
+});
+
 Deno.test("[bwrap] the pool never exceeds its size; overflow runs cold", async () => {
   const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 2 });
   try {
