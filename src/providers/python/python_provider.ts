@@ -679,12 +679,20 @@ export class PythonProvider implements Provider {
         // are the pool's own user, they can reach the other set's files too.
         const own = [paths.result_path, paths.stdout_path, paths.stderr_path];
         for (const path of dropsUser(policy.mode, py) ? own : [...own, ...own.map(otherSet)]) {
+          let info: Deno.FileInfo;
           try {
-            const info = Deno.lstatSync(path);
-            // never through a FIFO or a link a task may have put there
-            if (info.isFile && info.size > 0) Deno.truncateSync(path, 0);
+            info = Deno.lstatSync(path);
           } catch {
-            // Not there.
+            continue; // not there
+          }
+          // never through a FIFO or a link a task may have put there
+          if (!info.isFile || info.size === 0) continue;
+          try {
+            // (a task of the pool's own user may have taken the permissions away)
+            if ((info.mode ?? 0o600) & 0o200) Deno.truncateSync(path, 0);
+            else (Deno.chmodSync(path, 0o666), Deno.truncateSync(path, 0));
+          } catch {
+            healthy = false; // cannot be emptied: the parent and its files go
           }
         }
       }

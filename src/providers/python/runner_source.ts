@@ -870,6 +870,7 @@ def _pool():
         # and the sandbox's /dev/shm (POSIX shared memory), which tasks share in turn
         _cap_inodes((tmpfs, "/dev/shm"), options.get("work_inodes"))
     serial = [0]
+    stale = [False]  # a finished task's directory could not be removed
 
     def new_dir():
         if not tmpfs:
@@ -949,7 +950,7 @@ def _pool():
             if spare[4]:
                 _purge(spare[4])
             spare = _prefork(inp, out, options, (), new_dir())
-        dirty = ((ipc_check and _ipc_left())
+        dirty = (stale[0] or (ipc_check and _ipc_left())
                  or (_own_user and (_settings("self") != own
                                     or _planted(tmpfs, trash, task_dir, spare[4]))))
         # Raw write of the status line (the file object's layers touch more of the heap).
@@ -975,6 +976,9 @@ def _pool():
             raise SystemExit("gleitzeit runner: cannot remove the IPC objects a task left")
         if gone and not _rmdir(gone):
             _purge(gone)
+            # what even that left (a tree past PATH_MAX, say) would fill the tmpfs over
+            # many tasks: the next status line says dirty, and the sandbox goes with it
+            stale[0] = _exists(gone)
     os.close(spare[1])
 
 def _planted(tmpfs, trash, *dirs):
@@ -1000,6 +1004,13 @@ def _strays(known):
         return any(n.isdigit() and int(n) not in known for n in os.listdir("/proc"))
     except OSError:
         return True
+
+def _exists(path):
+    try:
+        os.lstat(path)
+        return True
+    except OSError:
+        return False
 
 def _rmdir(path):
     try:
@@ -1321,20 +1332,27 @@ def _prefork(inp, out, options, inherited, task_dir=None):
                 # The parent passes a job on only once the task before has ended and what it
                 # left is gone.
                 os.close(job_r)
-                if task_dir:
+                work = task_dir
+                if work:
                     if _own_user:
                         # made while the task before ran, as its user: made afresh now
-                        _purge(task_dir)
-                        os.mkdir(task_dir, 0o700)
-                    msg["work_dir"] = task_dir
+                        _purge(work)
+                        try:
+                            os.mkdir(work, 0o700)
+                        except OSError:
+                            # what the task before left there would not go (a tree past
+                            # PATH_MAX): another name; the parent finds it and retires
+                            work += "x"
+                            os.mkdir(work, 0o700)
+                    msg["work_dir"] = work
                 if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
                                                           msg.get("stdout_path")):
                     _prepare(msg)
-                if uid is not None and (task_dir or _in_cgroup):
+                if uid is not None and (work or _in_cgroup):
                     os.setresuid(0, 0, 0)
-                    if task_dir:
+                    if work:
                         # Only now the task's: the previous task has ended.
-                        os.chown(task_dir, uid, gid)
+                        os.chown(work, uid, gid)
                 if _in_cgroup:
                     _cgroup_max(cgroup, msg, options)
                 if uid is not None:

@@ -210,10 +210,7 @@ export function checkDeclaredPaths(
     new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
   for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
     for (const path of list) {
-      if (
-        ["/", "/gleitzeit", "/proc", "/dev", "/dev/shm", "/sys"].includes(path) ||
-        path.startsWith("/gleitzeit/") || path.startsWith("/proc/")
-      ) {
+      if (path === "/" || reserved(path)) {
         throw fail(
           `the ${key} path ${path} would cover the sandbox's own root, /gleitzeit, /proc, ` +
             "/dev or /sys (the host's processes and devices; the sandbox has its own)",
@@ -229,6 +226,16 @@ export function checkDeclaredPaths(
         throw fail(
           `the ${key} path ${path} does not exist`,
           `create it, or fix \`sandbox.${key}\` (relative paths start at the workflow file's directory)`,
+        );
+      }
+      // What the path resolves to must not be reserved either (a link to /proc, /run/shm),
+      // and must still be the file that was checked (no link swapped in between).
+      const real = realPath(path);
+      if (real === "/" || reserved(real) || !sameFile(real, info)) {
+        throw fail(
+          `the ${key} path ${path} leads to ${real}: the sandbox's own root, /gleitzeit, /proc, ` +
+            "/dev or /sys, or it changed while it was checked",
+          `declare the directories the task needs, e.g. \`${key}: [data/]\``,
         );
       }
       const covered = guarded.get(`${info.dev}:${info.ino}`) ??
@@ -261,14 +268,26 @@ export function checkDeclaredPaths(
  */
 function leadsInto(path: string, info: Deno.FileInfo, dir: string): boolean {
   const real = realPath(path);
-  try {
-    const again = Deno.lstatSync(real);
-    if (again.dev !== info.dev || again.ino !== info.ino) return true;
-  } catch {
-    return true;
-  }
+  if (!sameFile(real, info)) return true;
   const base = `${realPath(dir)}/`;
   return real.startsWith(base) && OWN_DIR.test(real.slice(base.length));
+}
+
+/** /gleitzeit, /proc, /dev and /sys, or anything below them. */
+function reserved(path: string): boolean {
+  return ["/gleitzeit", "/proc", "/dev", "/sys"].some((top) =>
+    path === top || path.startsWith(`${top}/`)
+  );
+}
+
+/** `path` (not followed if a link) is the file `info` describes. */
+function sameFile(path: string, info: Deno.FileInfo): boolean {
+  try {
+    const again = Deno.lstatSync(path);
+    return again.dev === info.dev && again.ino === info.ino;
+  } catch {
+    return false;
+  }
 }
 
 /** The names of Gleitzeit's own temp directories (see python_provider.ts and warm_pool.ts). */

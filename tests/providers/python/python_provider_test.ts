@@ -155,8 +155,24 @@ Deno.test("[bwrap] declared paths may cover the temp dir or /run; / is refused w
       ) as { result: unknown };
       assert.deepEqual(r.result, ["x"], JSON.stringify(sandbox));
     }
-    // the sandbox's root, and the host's processes and devices (the sandbox has its own)
-    for (const path of ["/", "/proc", "/proc/1", "/dev", "/dev/shm", "/sys"]) {
+    // the sandbox's root, and the host's processes and devices (the sandbox has its own),
+    // named or through a link
+    const links = await Deno.makeTempDir({ prefix: "gleitzeit-links-" });
+    await Deno.symlink("/proc", `${links}/proc`);
+    await Deno.symlink("/dev/shm", `${links}/shm`);
+    for (
+      const path of [
+        "/",
+        "/proc",
+        "/proc/1",
+        "/dev",
+        "/dev/shm",
+        "/sys",
+        "/sys/kernel",
+        `${links}/proc`,
+        `${links}/shm`,
+      ]
+    ) {
       await assert.rejects(
         p.call(
           "python/execute",
@@ -168,6 +184,7 @@ Deno.test("[bwrap] declared paths may cover the temp dir or /run; / is refused w
         path,
       );
     }
+    await Deno.remove(links, { recursive: true });
   } finally {
     await p.close();
   }

@@ -53,6 +53,21 @@ out.sigint = await call("import os, signal\\nos.kill(1, signal.SIGINT)\\n" +
   "try:\\n    os.kill(os.getpid(), signal.SIGINT)\\n    result = ['ignored', os.path.dirname(os.path.dirname(os.getcwd()))]\\n" +
   "except KeyboardInterrupt:\\n    result = ['interrupted', os.path.dirname(os.path.dirname(os.getcwd()))]");
 out.sameParent = await call("import os\\nresult = os.path.dirname(os.path.dirname(os.getcwd()))");
+// It fills the other set's output files and takes their permissions away: they are
+// emptied all the same when it ends.
+out.filler = await call(\`
+import os
+d, mine = os.readlink("/proc/self/fd/1").rsplit("/", 1)
+for n in os.listdir(d):
+    if n.split(".")[0] != mine.split(".")[0]:
+        with open(d + "/" + n, "ab") as f:
+            f.write(b"x" * (4 << 20))
+        os.chmod(d + "/" + n, 0)
+result = "filled"
+\`);
+const ioDirNow = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
+out.ioAfterFiller = [...Deno.readDirSync("/dev/shm/" + ioDirNow.name)]
+  .map((e) => Deno.statSync("/dev/shm/" + ioDirNow.name + "/" + e.name).size);
 // A task of the pool's own user changes the output files' and /dev/shm's modes and marks its
 // output: the next tasks run, and see nothing of it.
 out.breaker = await call(\`
@@ -91,6 +106,17 @@ result = "replaced"
 out.afterSpare = await call("import os\\nresult = os.listdir('.')");
 const ioDir = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
 out.ioSizes = [...Deno.readDirSync("/dev/shm/" + ioDir.name)].map((e) => Deno.statSync("/dev/shm/" + ioDir.name + "/" + e.name).size);
+// A tree deeper than PATH_MAX in the next task's directory: the next task still runs.
+out.deep = await call(\`
+import os
+head, n = os.getcwd().rsplit("/w", 1)
+os.chdir("%s/w%d" % (head, int(n) + 1))
+for i in range(30):
+    os.mkdir("d" * 250)
+    os.chdir("d" * 250)
+result = "deep"
+\`);
+out.afterDeep = await call("result = 'ran'");
 // Declared paths may not cover where Gleitzeit keeps other tasks' files; below them, they may.
 const declared = (write) => ({ ...ctx(), sandbox: { task: { write } } });
 out.tmp = await p.call("python/execute", { code: "result = 1" }, declared(["/tmp"]))
@@ -99,6 +125,7 @@ out.below = await p.call("python/execute", {
   code: "open(" + JSON.stringify(Deno.cwd() + "/ok") + ", 'w').write('1')\\nresult = 'wrote'",
 }, declared([Deno.cwd()])).then((r) => r.result, (e) => e.message);
 // Nor lead into Gleitzeit's own directories there, through a link (one a task could plant).
+await call("result = 1"); // a live parent, and so its output directory
 const io = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
 Deno.symlinkSync("/dev/shm/" + io.name, Deno.cwd() + "/link");
 out.link = await p.call("python/execute", { code: "result = 1" }, { ...ctx(), sandbox: { task: { read: [Deno.cwd() + "/link"] } } })
@@ -145,6 +172,9 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertEquals(r.sameParent, r.sigint[1], "SIGINT ended the parent");
     assertEquals(r.breaker, "broke");
     assertEquals(r.after, Array(4).fill(["p\n", [[], []]]));
+    assertEquals(r.filler, "filled");
+    assertEquals(r.ioAfterFiller, [0, 0, 0, 0, 0, 0], "emptied though their modes were 0");
+    assertEquals([r.deep, r.afterDeep], ["deep", "ran"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

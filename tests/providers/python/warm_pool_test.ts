@@ -120,6 +120,26 @@ result = {"queue": qd, "parent_started": int(stat[stat.rindex(")") + 2:].split()
   }
 });
 
+Deno.test("[bwrap] a tree too deep to remove by its path costs the parent, not later tasks", async () => {
+  await withPool("bwrap", async (run) => {
+    const parent = `import os\nst = open("/proc/%d/stat" % os.getppid()).read()\n` +
+      `started = int(st[st.rindex(")") + 2:].split()[19])\n`;
+    const deep = await run(
+      parent + `for i in range(30):\n    os.mkdir("d" * 250)\n    os.chdir("d" * 250)\n` +
+        `result = started`,
+    );
+    // the next task runs; once the parent has found the tree it could not remove, it is
+    // retired (the tmpfs would fill over many such tasks)
+    const next = await run(parent + "result = started");
+    const after = await run(parent + "result = started");
+    assert.equal(next.result, deep.result, "the task right after ran on the same parent");
+    assert.ok(
+      (after.result as unknown as number) > (deep.result as unknown as number),
+      "then a fresh parent",
+    );
+  });
+});
+
 Deno.test("[bwrap] output files hold nothing between tasks, whatever sizes a task reports", async () => {
   await withPool("bwrap", async (run) => {
     // 8 MiB written past Python's capped streams, then a result of its own saying both
