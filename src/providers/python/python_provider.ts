@@ -198,11 +198,12 @@ export class PythonProvider implements Provider {
     if (bwrap) {
       // Where Gleitzeit keeps task files: the temp dir (cold tasks' and warm parents'
       // directories) and /dev/shm (warm parents' output files).
-      job.declared = checkDeclaredPaths(
+      const declared = checkDeclaredPaths(
         policy,
         dropsUser(policy.mode, py) ? SANDBOX_UID : undefined,
         [tempRoot(this.#tempDir), "/dev/shm"],
       );
+      if (declared.length > 0) job.declared = declared;
     }
     throwIfAborted(ctx.signal);
     if (this.#poolSize > 0 && isPlainPolicy(policy) && job.kind === "execute") {
@@ -688,9 +689,9 @@ export class PythonProvider implements Provider {
           // never through a FIFO or a link a task may have put there
           if (!info.isFile || info.size === 0) continue;
           try {
-            // (a task of the pool's own user may have taken the permissions away)
-            if ((info.mode ?? 0o600) & 0o200) Deno.truncateSync(path, 0);
-            else (Deno.chmodSync(path, 0o666), Deno.truncateSync(path, 0));
+            // a task of the pool's own user may have taken the permissions away
+            if (((info.mode ?? 0) & 0o200) === 0) Deno.chmodSync(path, 0o666);
+            Deno.truncateSync(path, 0);
           } catch {
             healthy = false; // cannot be emptied: the parent and its files go
           }
