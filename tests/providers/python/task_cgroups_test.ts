@@ -12,12 +12,21 @@ import { makeCtx } from "./helpers.ts";
 
 const asRoot = Deno.uid() === 0;
 
-/** Forks `n` children that live for `hold` seconds; reports when and how many. */
+/** The task's pids cgroup (v1) or its v2 line, as the task sees it. */
+const CGROUP = `[line for line in open("/proc/self/cgroup").read().splitlines() ` +
+  `if ":pids:" in line or line.startswith("0::")]`;
+
+/** Forks `n` children that live for `hold` seconds; reports when and how many (and why
+ * not, should a fork fail: the failing test then says where the task ran). */
 const holder = (n: number, hold: number) => `
 import os, time
-started = []
+started, error = [], None
 for _ in range(${n}):
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = str(e)
+        break
     if pid == 0:
         time.sleep(${hold})
         os._exit(0)
@@ -25,7 +34,8 @@ for _ in range(${n}):
 forked_at = time.time()
 for pid in started:
     os.waitpid(pid, 0)
-result = {"forked": len(started), "forked_at": forked_at, "until": forked_at + ${hold}}
+result = {"forked": len(started), "forked_at": forked_at, "until": forked_at + ${hold},
+          "error": error, "cgroup": ${CGROUP}}
 `;
 
 /** Waits `delay` seconds, then forks up to `n` short-lived children; counts successes. */
@@ -50,8 +60,7 @@ while True:
         os.wait()
     except ChildProcessError:
         break
-cg = [line for line in open("/proc/self/cgroup").read().splitlines() if ":pids:" in line or line.startswith("0::")]
-result = {"ok": ok, "failed": failed, "began": began, "ended": ended, "cgroup": cg}
+result = {"ok": ok, "failed": failed, "began": began, "ended": ended, "cgroup": ${CGROUP}}
 `;
 
 Deno.test("[bwrap, warm] max_processes is per task: one task at its limit leaves another's forks alone", async () => {
@@ -72,7 +81,7 @@ Deno.test("[bwrap, warm] max_processes is per task: one task at its limit leaves
     ]) as { result: Record<string, number> }[];
     // A held 17 children (18 processes of uid 65534 with itself) the whole time B forked:
     // with one count per user, B's forks would have failed past the limit of 20.
-    assert.equal(a.result.forked, 17);
+    assert.equal(a.result.forked, 17, JSON.stringify(a.result));
     assert.ok(a.result.forked_at < b.result.began, "A had forked before B began");
     assert.ok(b.result.ended < a.result.until, "A's children lived until B had forked");
     assert.equal(b.result.ok, 10, JSON.stringify(b.result));
