@@ -665,3 +665,52 @@ result = 1
     }
   });
 });
+
+// Which 2 MiB chunk holds the interpreter's PyObject_Free, and whether that chunk is made
+// wholly of the interpreter file's read-only mappings (then the warm parent copies it into
+// anonymous huge pages), as a task or a plain interpreter sees its own memory.
+const CODE_CHUNK = `
+import ctypes
+a = ctypes.cast(ctypes.pythonapi.PyObject_Free, ctypes.c_void_p).value
+maps = []
+for line in open("/proc/self/maps"):
+    p = line.split(None, 5)
+    lo, hi = (int(x, 16) for x in p[0].split("-"))
+    maps.append((lo, hi, p[1], p[5].strip() if len(p) > 5 else ""))
+own = next(m for m in maps if m[0] <= a < m[1])
+chunk = a - a % (2 << 20)
+parts = [m for m in maps if m[0] < chunk + (2 << 20) and m[1] > chunk]
+result = {"perm": own[2], "anonymous": own[3] == "", "pages": [m[2] for m in parts],
+          "whole": parts[0][0] <= chunk and parts[-1][1] >= chunk + (2 << 20)
+                   and all(b[0] == c[1] for c, b in zip(parts, parts[1:])),
+          "files": sorted({m[3] for m in parts}),
+          "huge_kb": int(next(l for l in open("/proc/self/smaps_rollup")
+                              if l.startswith("AnonHugePages")).split()[1])}
+`;
+
+Deno.test("[bwrap] the warm parent hands its children the interpreter's code in huge pages", async () => {
+  // A plain interpreter's layout says whether the chunk can be taken at all (the loader
+  // decides where the file lands); the warm parent's children must then run that code from
+  // an anonymous read+execute copy, never a writable one.
+  const plain = await new Deno.Command("python3", {
+    args: ["-I", "-S", "-c", CODE_CHUNK + "\nimport json\nprint(json.dumps(result))"],
+  }).output();
+  assert.equal(plain.code, 0, new TextDecoder().decode(plain.stderr));
+  const layout = JSON.parse(new TextDecoder().decode(plain.stdout));
+  assert.equal(layout.anonymous, false, "a plain interpreter runs its code from its file");
+  const takeable = layout.whole && layout.files.length === 1 &&
+    layout.pages.every((p: string) => p === "r--p" || p === "r-xp");
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const task = (await provider.call("python/execute", { code: CODE_CHUNK }, makeCtx()) as R)
+      .result;
+    assert.equal(task.perm, "r-xp");
+    assert.equal(task.anonymous, takeable, JSON.stringify({ layout, task }));
+    const thp = await Deno.readTextFile("/sys/kernel/mm/transparent_hugepage/enabled");
+    if (takeable && !thp.includes("[never]")) {
+      assert.ok((task.huge_kb as number) >= 2048, JSON.stringify(task));
+    }
+  } finally {
+    await provider.close();
+  }
+});
