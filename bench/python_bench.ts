@@ -11,6 +11,12 @@
  * Targets (issue 5): cold <= 1.25 x raw spawn + sandbox setup; warm p50 <= 2 x (round trip
  * + fork); warm p99 <= 5 ms.
  *
+ * Also printed, to tell what the machine costs: the machine's CPU time per task (all CPUs,
+ * from /proc/stat: what a fork-per-task design is bound by when the CPUs are busy) for the
+ * fork baseline and the warm pool, and the first touch of a 4 KiB page in a freshly forked
+ * child against the same in its parent (a hypervisor that shadows page tables makes the
+ * child's cost microseconds a page, and a Python child touches hundreds).
+ *
  * Run: deno run --allow-all bench/python_bench.ts [--cold N] [--warm N] [--json]
  */
 
@@ -43,15 +49,62 @@ function stats(samples: number[]): Stats {
   };
 }
 
-async function time(n: number, fn: () => Promise<unknown>, warmup = 3): Promise<Stats> {
+/** Busy CPU time of the whole machine so far, in ms (user, nice, system, irq, softirq). */
+function machineBusyMs(): number {
+  try {
+    const f = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1)
+      .map(Number);
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) * 10; // USER_HZ = 100
+  } catch {
+    return NaN;
+  }
+}
+
+async function time(
+  n: number,
+  fn: () => Promise<unknown>,
+  warmup = 3,
+): Promise<Stats & { cpu_per_task_ms: number }> {
   for (let i = 0; i < warmup; i++) await fn();
   const samples: number[] = [];
+  const busy = machineBusyMs();
   for (let i = 0; i < n; i++) {
     const t = performance.now();
     await fn();
     samples.push(performance.now() - t);
   }
-  return stats(samples);
+  return { ...stats(samples), cpu_per_task_ms: (machineBusyMs() - busy) / n };
+}
+
+/** Microseconds per first read of a 4 KiB page in the parent and in a freshly forked child. */
+async function firstTouch(python: string): Promise<{ parent_us: number; child_us: number }> {
+  const probe = `
+import mmap, os, time
+n = 4096
+m = mmap.mmap(-1, n * 4096)
+for i in range(0, n * 4096, 4096):
+    m[i] = 1
+def touch():
+    t = time.perf_counter()
+    s = 0
+    for i in range(0, n * 4096, 4096):
+        s += m[i]
+    return (time.perf_counter() - t) / n * 1e6
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, b"%f" % touch())
+    os._exit(0)
+os.close(w)
+child = float(os.read(r, 64))
+os.waitpid(pid, 0)
+print(touch(), child)
+`;
+  const out = await new Deno.Command(python, { args: ["-I", "-S", "-c", probe] }).output();
+  const [parent_us, child_us] = new TextDecoder().decode(out.stdout).trim().split(/\s+/).map(
+    Number,
+  );
+  return { parent_us, child_us };
 }
 
 const py = await resolvePython("python3");
@@ -129,6 +182,7 @@ const warmTask = await time(
 );
 await warm.close();
 
+const touch = await firstTouch(py.executable);
 const setup = Math.max(0, bwrapSpawn.p50 - rawSpawn.p50);
 const report = {
   python: py.executable,
@@ -140,10 +194,12 @@ const report = {
   raw_warm_round_trip_ms: rawRoundTrip,
   raw_warm_round_trip_with_fork_ms: rawForkTrip,
   warm_pool_task_ms: warmTask,
+  first_page_touch_us: touch,
   ratios: {
     cold_vs_raw_spawn_plus_setup: coldTask.p50 / (rawSpawn.p50 + setup),
     warm_p50_vs_round_trip_plus_fork: warmTask.p50 / rawForkTrip.p50,
     warm_p50_vs_round_trip: warmTask.p50 / rawRoundTrip.p50,
+    warm_cpu_vs_fork_trip_cpu: warmTask.cpu_per_task_ms / rawForkTrip.cpu_per_task_ms,
   },
 };
 
@@ -176,4 +232,17 @@ if (Deno.args.includes("--json")) {
   );
   console.log(`warm p50 / round trip           = ${r.warm_p50_vs_round_trip.toFixed(2)}x`);
   console.log(`warm p99                        = ${warmTask.p99.toFixed(2)} ms  (target <= 5 ms)`);
+  const cpus = navigator.hardwareConcurrency;
+  console.log(
+    `machine CPU per task (${cpus} CPUs): fork trip ${
+      rawForkTrip.cpu_per_task_ms.toFixed(2)
+    } ms, ` +
+      `warm-pool task ${warmTask.cpu_per_task_ms.toFixed(2)} ms (${
+        r.warm_cpu_vs_fork_trip_cpu.toFixed(2)
+      }x)`,
+  );
+  console.log(
+    `first touch of a 4 KiB page: parent ${touch.parent_us.toFixed(2)} us, ` +
+      `forked child ${touch.child_us.toFixed(2)} us`,
+  );
 }
