@@ -281,12 +281,19 @@ Deno.test("plugin shutdown: stdin closed, then SIGTERM, then SIGKILL for a proce
     command: PYTHON,
     args: [
       "-c",
-      "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)",
+      "import signal,sys,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" +
+      "sys.stderr.write('ignoring SIGTERM\\n'); sys.stderr.flush()\nwhile True: time.sleep(1)",
     ],
     killGraceMs: 200,
   });
   assertEquals((await stubborn.health()).healthy, true); // liveness: starts it
   const spid = stubborn.pid!;
+  // Only once it ignores SIGTERM (a loaded machine can take longer than a grace period to
+  // start Python; SIGTERM would then end it early, and the test would measure that).
+  for (let i = 0; i < 200 && !stubborn.stderrTail().some((l) => l.includes("ignoring")); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assertOk(stubborn.stderrTail().some((l) => l.includes("ignoring")), "the process started");
   t0 = performance.now();
   await stubborn.close();
   const forced = performance.now() - t0;
