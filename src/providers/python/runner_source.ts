@@ -767,11 +767,15 @@ def _huge_code(ctypes, libc):
     # code as much as of data, and a task's child runs through hundreds of pages of the
     # interpreter's code. That code is copied here, once, into anonymous transparent huge
     # pages (2 MiB) at the very same addresses, read and execute only: fork hands them on
-    # whole, and a child's first touches cost a fifth (measured there: -1.1 to -1.4 ms of
-    # CPU per task). Only 2 MiB chunks made wholly of the interpreter file's read-only
-    # mappings are taken (read-only data beside the code in such a chunk becomes
-    # executable: no boundary of ours, a task runs what code it likes anyway). Costs up to
-    # a few MiB of memory per warm parent. (Whether the kernel offers huge pages cannot be
+    # whole, and a child's first touches cost a fifth (measured there: -1.1 to -2 ms of CPU
+    # per task). Only 2 MiB chunks made wholly of the interpreter file's read-only mappings
+    # are taken (read-only data beside the code in such a chunk becomes executable: no
+    # boundary of ours, a task runs what code it likes anyway), and only where the copy is
+    # byte for byte the file: a uprobe (perf probe, bpftrace, USDT) attached to the
+    # interpreter is a breakpoint written into this process's page, which the kernel knows
+    # by file and offset; copied away from the file, it would end this parent with SIGTRAP
+    # when hit. Probes attached later do not reach warm tasks' copied code. Costs up to a
+    # few MiB of memory per warm parent. (Whether the kernel offers huge pages cannot be
     # asked in here, /sys is not mounted; without them the copy is plain pages, which fork
     # also hands on.)
     vp, size = ctypes.c_void_p, ctypes.c_size_t
@@ -787,13 +791,25 @@ def _huge_code(ctypes, libc):
         for line in f:
             p = line.split(None, 5)
             lo, hi = (int(x, 16) for x in p[0].split(b"-"))
-            maps.append((lo, hi, p[1], p[5].strip() if len(p) > 5 else b""))
+            maps.append((lo, hi, p[1], p[5].strip() if len(p) > 5 else b"", int(p[2], 16)))
     path = next((m[3] for m in maps if m[0] <= code < m[1]), b"")
     if not path.startswith(b"/"):
         return 0
     huge = 2 << 20
-    chunks = sorted({c for lo, hi, perm, name in maps if name == path and perm == b"r-xp"
+    chunks = sorted({c for lo, hi, perm, name, _ in maps if name == path and perm == b"r-xp"
                      for c in range(lo - lo % huge, hi, huge)})
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0  # gone or replaced (" (deleted)"): nothing to compare the copy with
+    try:
+        return _huge_chunks(ctypes, libc, maps, path, fd, chunks, huge)
+    finally:
+        os.close(fd)
+
+def _huge_chunks(ctypes, libc, maps, path, fd, chunks, huge):
+    vp = ctypes.c_void_p
+    mmap, mremap, munmap = libc.mmap, libc.mremap, libc.munmap
     done = 0
     for chunk in chunks:
         parts = [m for m in maps if m[0] < chunk + huge and m[1] > chunk]
@@ -807,16 +823,27 @@ def _huge_code(ctypes, libc):
         tmp = raw + (-raw) % huge
         libc.madvise(tmp, huge, 14)  # MADV_HUGEPAGE
         ctypes.memmove(tmp, chunk, huge)
+        # the copy, not the original, is compared: a probe attached from now on lands in the
+        # original, which goes
+        same = True
+        for lo, hi, _, _, off in parts:
+            a, b = max(lo, chunk), min(hi, chunk + huge)
+            if ctypes.string_at(tmp + a - chunk, b - a) != os.pread(fd, b - a, off + a - lo):
+                same = False
+                break
         # made read+execute before it replaces the code (MREMAP_MAYMOVE|MREMAP_FIXED): the
         # bytes at every address stay the same, this very call returns through them
-        moved = libc.mprotect(tmp, huge, 5) == 0 and mremap(tmp, huge, huge, 3, chunk) == chunk
+        moved = (same and libc.mprotect(tmp, huge, 5) == 0
+                 and mremap(tmp, huge, huge, 3, chunk) == chunk)
         if tmp > raw:
             munmap(raw, tmp - raw)
         if raw + 2 * huge > tmp + huge:
             munmap(tmp + huge, raw + 2 * huge - tmp - huge)
         if not moved:
             munmap(tmp, huge)
-            break
+            if same:
+                break  # refused (not a probe): the next chunk would be too
+            continue
         done += 1
     return done
 
