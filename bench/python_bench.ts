@@ -11,11 +11,12 @@
  * Targets (issue 5): cold <= 1.25 x raw spawn + sandbox setup; warm p50 <= 2 x (round trip
  * + fork); warm p99 <= 5 ms.
  *
- * Also printed, to tell what the machine costs: the machine's CPU time per task (all CPUs,
- * from /proc/stat: what a fork-per-task design is bound by when the CPUs are busy) for the
- * fork baseline and the warm pool, and the first touch of a 4 KiB page in a freshly forked
- * child against the same in its parent (a hypervisor that shadows page tables makes the
- * child's cost microseconds a page, and a Python child touches hundreds).
+ * The warm pool and its round-trip baselines run in turn, in blocks of 25, so that they see
+ * the same machine. Also printed, to tell what the machine costs: the machine's CPU time per
+ * task (all CPUs, from /proc/stat: what a fork-per-task design is bound by when the CPUs are
+ * busy) for the fork baseline and the warm pool, and the first touch of a 4 KiB page in a
+ * freshly forked child against the same in its parent (a hypervisor that shadows page tables
+ * makes the child's cost microseconds a page, and a Python child touches hundreds).
  *
  * Run: deno run --allow-all bench/python_bench.ts [--cold N] [--warm N] [--json]
  */
@@ -74,6 +75,29 @@ async function time(
     samples.push(performance.now() - t);
   }
   return { ...stats(samples), cpu_per_task_ms: (machineBusyMs() - busy) / n };
+}
+
+/** `n` runs of each of `fns`, in blocks of `block` taking turns (after a warm-up of each). */
+async function interleaved(
+  n: number,
+  block: number,
+  fns: (() => Promise<unknown>)[],
+): Promise<(Stats & { cpu_per_task_ms: number })[]> {
+  const samples = fns.map(() => [] as number[]);
+  const busy = fns.map(() => 0);
+  for (const fn of fns) for (let i = 0; i < 20; i++) await fn();
+  for (let done = 0; done < n; done += block) {
+    for (const [k, fn] of fns.entries()) {
+      const b = machineBusyMs();
+      for (let i = 0; i < Math.min(block, n - done); i++) {
+        const t = performance.now();
+        await fn();
+        samples[k].push(performance.now() - t);
+      }
+      busy[k] += machineBusyMs() - b;
+    }
+  }
+  return samples.map((s, k) => ({ ...stats(s), cpu_per_task_ms: busy[k] / s.length }));
 }
 
 /** Microseconds per first read of a 4 KiB page in the parent and in a freshly forked child. */
@@ -168,19 +192,18 @@ async function roundTrip(fork: boolean, id: number): Promise<void> {
   buffered = buffered.slice(buffered.indexOf("\n") + 1);
 }
 let seq = 0;
-const rawRoundTrip = await time(WARM, () => roundTrip(false, seq++), 20);
-const rawForkTrip = await time(WARM, () => roundTrip(true, seq++), 20);
-await writer.close();
-await echo.status;
-
 const warm = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
 await warm.prewarm();
-const warmTask = await time(
-  WARM,
+// The warm pool and its baselines in turn, a block of each at a time, so that all three see
+// the same machine (on a shared one, minutes apart can differ by a third).
+const [rawRoundTrip, rawForkTrip, warmTask] = await interleaved(WARM, 25, [
+  () => roundTrip(false, seq++),
+  () => roundTrip(true, seq++),
   () => warm.call("python/execute", { code: "result = 1" }, ctx()),
-  20,
-);
+]);
 await warm.close();
+await writer.close();
+await echo.status;
 
 const touch = await firstTouch(py.executable);
 const setup = Math.max(0, bwrapSpawn.p50 - rawSpawn.p50);
