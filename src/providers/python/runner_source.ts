@@ -785,6 +785,7 @@ def _huge_code(ctypes, libc):
     mremap.argtypes = [vp, size, size, ctypes.c_int, vp]
     munmap.argtypes = [vp, size]
     libc.madvise.argtypes = libc.mprotect.argtypes = [vp, size, ctypes.c_int]
+    libc.memcmp.argtypes = [vp, vp, size]
     code = ctypes.cast(ctypes.pythonapi.PyObject_Free, vp).value
     maps = []
     with open("/proc/self/maps", "rb") as f:
@@ -824,12 +825,19 @@ def _huge_chunks(ctypes, libc, maps, path, fd, chunks, huge):
         libc.madvise(tmp, huge, 14)  # MADV_HUGEPAGE
         ctypes.memmove(tmp, chunk, huge)
         # the copy, not the original, is compared: a probe attached from now on lands in the
-        # original, which goes
+        # original, which goes. Against the file mapped afresh, shared (the kernel writes
+        # uprobes into private mappings only; reading the file into bytes instead would leave
+        # megabytes of heap behind, which every fork would copy the page tables of).
         same = True
         for lo, hi, _, _, off in parts:
             a, b = max(lo, chunk), min(hi, chunk + huge)
-            if ctypes.string_at(tmp + a - chunk, b - a) != os.pread(fd, b - a, off + a - lo):
+            view = mmap(None, b - a, 1, 1, fd, off + a - lo)  # PROT_READ, MAP_SHARED
+            if view is None or view == vp(-1).value:
                 same = False
+                break
+            same = libc.memcmp(tmp + a - chunk, view, b - a) == 0
+            munmap(view, b - a)
+            if not same:
                 break
         # made read+execute before it replaces the code (MREMAP_MAYMOVE|MREMAP_FIXED): the
         # bytes at every address stay the same, this very call returns through them
