@@ -679,7 +679,7 @@ export class PythonProvider implements Provider {
         // by their real sizes (the sizes in the result are the task's to write). Where tasks
         // are the pool's own user, they can reach the other set's files too.
         const own = [paths.result_path, paths.stdout_path, paths.stderr_path];
-        for (const path of dropsUser(policy.mode, py) ? own : [...own, ...own.map(otherSet)]) {
+        for (const path of dropsUser(policy.mode, py) ? own : worker.ioFiles()) {
           let info: Deno.FileInfo;
           try {
             info = Deno.lstatSync(path);
@@ -713,11 +713,6 @@ export class PythonProvider implements Provider {
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
   return mode === "bwrap" && py.uid === 0;
-}
-
-/** The same output file of the other set (see WarmWorker.taskPaths): `0.out` <-> `1.out`. */
-function otherSet(path: string): string {
-  return path.replace(/\/([01])\.(\w+)$/, (_, set, kind) => `/${set === "0" ? 1 : 0}.${kind}`);
 }
 
 let systemTemp: string | undefined;

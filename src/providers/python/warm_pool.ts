@@ -62,15 +62,23 @@ export function makeIoDir(): string | undefined {
  */
 export function ioBinds(ioDir: string): string[] {
   const args = ["--ro-bind", ioDir, ioDir];
-  for (const set of [0, 1]) {
-    for (const kind of ["result", "out", "err"]) {
-      const path = `${ioDir}/${set}.${kind}`;
+  for (const set of [0, 1] as const) {
+    for (const path of Object.values(ioSet(ioDir, set))) {
       Deno.writeFileSync(path, new Uint8Array(), { createNew: true });
       Deno.chmodSync(path, 0o666); // in a 0700 directory: reopening /dev/stdout works inside
       args.push("--bind", path, path);
     }
   }
   return args;
+}
+
+/** One of the two sets of output files in an io directory (tasks use them in turn). */
+function ioSet(io: string, set: 0 | 1): Omit<TaskPaths, "work_dir"> {
+  return {
+    result_path: `${io}/${set}.result`,
+    stdout_path: `${io}/${set}.out`,
+    stderr_path: `${io}/${set}.err`,
+  };
 }
 
 /**
@@ -197,15 +205,17 @@ export class WarmWorker {
    */
   taskPaths(): TaskPaths {
     const n = ++this.#dirs;
-    const io = `${this.#io}/${n & 1}`;
     const workDir = this.workTmpfs ? `${this.poolDir}/t` : `${this.poolDir}/t/w${n}`;
     if (!this.workTmpfs) Deno.mkdirSync(workDir, { mode: 0o700 });
     return {
       work_dir: workDir,
-      result_path: `${io}.result`,
-      stdout_path: `${io}.out`,
-      stderr_path: `${io}.err`,
+      ...ioSet(this.#io, (n & 1) as 0 | 1),
     };
+  }
+
+  /** Both sets' output files (a task of the pool's own user can reach either set). */
+  ioFiles(): string[] {
+    return [0, 1].flatMap((set) => Object.values(ioSet(this.#io, set as 0 | 1)));
   }
 
   /** Paths of the next task, already created and announced to the waiting child. */
