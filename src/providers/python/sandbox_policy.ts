@@ -196,8 +196,10 @@ export function checkDeclaredPaths(
   // Without a sandbox user of its own: the private directories and their ancestors, by
   // identity ("dev:ino" -> the private directory).
   const guarded = new Map<string, string>();
-  for (const dir of uid === undefined ? privateDirs : []) {
-    for (let p = realPath(dir);; p = dirname(p)) {
+  // [as given, resolved], resolved once
+  const privates = uid === undefined ? privateDirs.map((dir) => [dir, realPath(dir)]) : [];
+  for (const [dir, resolved] of privates) {
+    for (let p = resolved;; p = dirname(p)) {
       try {
         const st = Deno.statSync(p);
         guarded.set(`${st.dev}:${st.ino}`, dir);
@@ -240,7 +242,7 @@ export function checkDeclaredPaths(
         );
       }
       const covered = guarded.get(`${info.dev}:${info.ino}`) ??
-        (uid === undefined ? privateDirs.find((dir) => ownDirIn(real, dir)) : undefined);
+        privates.find(([, resolved]) => ownDirIn(real, resolved))?.[0];
       if (covered !== undefined) {
         throw fail(
           `the ${key} path ${path} would give the task other tasks' files in ${covered} (all ` +
@@ -262,9 +264,9 @@ export function checkDeclaredPaths(
   return identities;
 }
 
-/** `real` (a resolved path) is one of Gleitzeit's own directories in `dir`, or inside one. */
+/** `real` is one of Gleitzeit's own directories in `dir`, or inside one (both resolved). */
 function ownDirIn(real: string, dir: string): boolean {
-  const base = `${realPath(dir)}/`;
+  const base = `${dir}/`;
   return real.startsWith(base) && OWN_DIR.test(real.slice(base.length));
 }
 
