@@ -1,27 +1,25 @@
 /**
  * The warm parent's copy of the interpreter's code into huge pages (`_huge_code` in the
- * runner), run on its own in a plain interpreter: only chunks that are byte for byte the file
- * are taken, so a uprobe attached to the interpreter (a breakpoint written into the process's
- * page) is never copied away from the file it belongs to, where hitting it would end the
- * warm parent with SIGTRAP.
+ * runner): warm tasks run that code from an anonymous read+execute copy where the layout
+ * allows; and, run on its own in a plain interpreter, only chunks that are byte for byte the
+ * file are taken, so a uprobe attached to the interpreter (a breakpoint written into the
+ * process's page) is never copied away from the file it belongs to, where hitting it would
+ * end the warm parent with SIGTRAP.
  */
 
 import assert from "node:assert/strict";
 import { RUNNER_SOURCE } from "../../../src/providers/python/runner_source.ts";
 import { resolvePython } from "../../../src/providers/python/python_interpreter.ts";
+import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
+import { makeCtx } from "./helpers.ts";
 
 const HUGE_CODE = RUNNER_SOURCE.slice(
   RUNNER_SOURCE.indexOf("def _huge_code("),
   RUNNER_SOURCE.indexOf("def _pool():"),
 );
 
-// argv: mode ("plain" | "header" | "probe"). Prints the file holding the interpreter's code,
-// PyObject_Free's offset in it, the chunks copied, and the chunks now anonymous r-xp.
-const HARNESS = `
-import ctypes, json, sys
-import posix as os
-${HUGE_CODE}
-huge = 2 << 20
+/** Python: maps() lists this process's mappings as (lo, hi, perms, offset, path). */
+const MAPS = `
 def maps():
     out = []
     for line in open("/proc/self/maps"):
@@ -29,6 +27,16 @@ def maps():
         lo, hi = (int(x, 16) for x in p[0].split("-"))
         out.append((lo, hi, p[1], int(p[2], 16), p[5].strip() if len(p) > 5 else ""))
     return out
+`;
+
+// argv: mode ("plain" | "header" | "probe"). Prints the file holding the interpreter's code,
+// PyObject_Free's offset in it, the chunks copied, and the chunks now anonymous r-xp.
+const HARNESS = `
+import ctypes, json, sys
+import posix as os
+${HUGE_CODE}
+${MAPS}
+huge = 2 << 20
 libc = ctypes.CDLL(None, use_errno=True)
 free = ctypes.cast(ctypes.pythonapi.PyObject_Free, ctypes.c_void_p).value
 m = next(m for m in maps() if m[0] <= free < m[1])
@@ -116,5 +124,51 @@ Deno.test("huge code: a uprobe on the interpreter stays where the kernel put it 
     await Deno.writeTextFile(`${tracing}/uprobe_events`, `-:${event}/free\n`, { append: true })
       .catch(() => {});
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// Which 2 MiB chunk holds the interpreter's PyObject_Free, and whether that chunk is made
+// wholly of the interpreter file's read-only mappings (then the warm parent copies it into
+// anonymous huge pages), as a task or a plain interpreter sees its own memory.
+const CODE_CHUNK = `
+import ctypes
+${MAPS}
+a = ctypes.cast(ctypes.pythonapi.PyObject_Free, ctypes.c_void_p).value
+own = next(m for m in maps() if m[0] <= a < m[1])
+chunk = a - a % (2 << 20)
+parts = [m for m in maps() if m[0] < chunk + (2 << 20) and m[1] > chunk]
+result = {"perm": own[2], "anonymous": own[4] == "", "pages": [m[2] for m in parts],
+          "whole": parts[0][0] <= chunk and parts[-1][1] >= chunk + (2 << 20)
+                   and all(b[0] == c[1] for c, b in zip(parts, parts[1:])),
+          "files": sorted({m[4] for m in parts}),
+          "huge_kb": int(next(l for l in open("/proc/self/smaps_rollup")
+                              if l.startswith("AnonHugePages")).split()[1])}
+`;
+
+Deno.test("[bwrap] the warm parent hands its children the interpreter's code in huge pages", async () => {
+  // A plain interpreter's layout says whether the chunk can be taken at all (the loader
+  // decides where the file lands); the warm parent's children must then run that code from
+  // an anonymous read+execute copy, never a writable one.
+  const py = await resolvePython("python3");
+  const plain = await new Deno.Command(py.executable, {
+    args: ["-I", "-S", "-c", CODE_CHUNK + "\nimport json\nprint(json.dumps(result))"],
+  }).output();
+  assert.equal(plain.code, 0, new TextDecoder().decode(plain.stderr));
+  const layout = JSON.parse(new TextDecoder().decode(plain.stdout));
+  assert.equal(layout.anonymous, false, "a plain interpreter runs its code from its file");
+  const takeable = layout.whole && layout.files.length === 1 &&
+    layout.pages.every((p: string) => p === "r--p" || p === "r-xp");
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const call = await provider.call("python/execute", { code: CODE_CHUNK }, makeCtx());
+    const task = (call as { result: Record<string, unknown> }).result;
+    assert.equal(task.perm, "r-xp");
+    assert.equal(task.anonymous, takeable, JSON.stringify({ layout, task }));
+    const thp = await Deno.readTextFile("/sys/kernel/mm/transparent_hugepage/enabled");
+    if (takeable && !thp.includes("[never]")) {
+      assert.ok((task.huge_kb as number) >= 2048, JSON.stringify(task));
+    }
+  } finally {
+    await provider.close();
   }
 });
