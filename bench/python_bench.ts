@@ -61,20 +61,13 @@ function machineBusyMs(): number {
   }
 }
 
+/** `n` runs of `fn` after `warmup` unmeasured ones. */
 async function time(
   n: number,
   fn: () => Promise<unknown>,
   warmup = 3,
 ): Promise<Stats & { cpu_per_task_ms: number }> {
-  for (let i = 0; i < warmup; i++) await fn();
-  const samples: number[] = [];
-  const busy = machineBusyMs();
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn();
-    samples.push(performance.now() - t);
-  }
-  return { ...stats(samples), cpu_per_task_ms: (machineBusyMs() - busy) / n };
+  return (await interleaved(n, n, [fn], warmup))[0];
 }
 
 /** `n` runs of each of `fns`, in blocks of `block` taking turns (after a warm-up of each). */
@@ -82,10 +75,11 @@ async function interleaved(
   n: number,
   block: number,
   fns: (() => Promise<unknown>)[],
+  warmup = 20,
 ): Promise<(Stats & { cpu_per_task_ms: number })[]> {
   const samples = fns.map(() => [] as number[]);
   const busy = fns.map(() => 0);
-  for (const fn of fns) for (let i = 0; i < 20; i++) await fn();
+  for (const fn of fns) for (let i = 0; i < warmup; i++) await fn();
   for (let done = 0; done < n; done += block) {
     for (const [k, fn] of fns.entries()) {
       const b = machineBusyMs();
