@@ -92,12 +92,14 @@ async function workerCommand(
   const handlers = (["SIGINT", "SIGTERM"] as const).map((s) => [s, stop(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   try {
-    log(
-      `worker ${w.owner} on ${store.url} (prefix ${store.prefix}): ${
-        opts.concurrency ?? config.maxConcurrentTasks
-      } tasks at once, lease ${leaseMs / 1000}s`,
+    // Said once the worker has joined: from then on it takes work (and rides out Redis restarts).
+    await w.start(() =>
+      log(
+        `worker ${w.owner} on ${store.url} (prefix ${store.prefix}): ${
+          opts.concurrency ?? config.maxConcurrentTasks
+        } tasks at once, lease ${leaseMs / 1000}s`,
+      )
     );
-    await w.start();
     await stopping;
     if (w.failure) throw w.failure;
   } finally {

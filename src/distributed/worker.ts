@@ -99,8 +99,11 @@ export class Worker {
     this.#onEvent = options.onEvent;
   }
 
-  /** Joins the group and starts the loops; resolves once they all stopped. */
-  async start(): Promise<void> {
+  /**
+   * Joins the group and starts the loops; resolves once they all stopped. `onReady` is called
+   * once the worker has joined and opened its connections, as it starts taking work.
+   */
+  async start(onReady?: () => void): Promise<void> {
     await ensureGroup(this.#store, this.#keys.runs);
     await ensureGroup(this.#store, this.#keys.tasks);
     await this.#register();
@@ -124,6 +127,7 @@ export class Worker {
       staleAfterMs: this.#leaseMs,
       ...(this.#onEvent ? { onEvent: this.#onEvent } : {}),
     });
+    onReady?.();
     this.#loops = [
       this.#taskLoop(taskReader),
       this.#runLoop(runReader),

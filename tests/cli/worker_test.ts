@@ -94,10 +94,15 @@ async function status(c: Cluster, runId: string): Promise<Record<string, unknown
 
 async function waitRunEnd(c: Cluster, runId: string): Promise<Record<string, unknown>> {
   let last: Record<string, unknown> = {};
-  await waitFor(`run ${runId} to end`, async () => {
-    last = await status(c, runId);
-    return ["completed", "failed", "cancelled"].includes(String(last.state));
-  }, 60_000); // generous: this machine is shared and at times heavily loaded
+  try {
+    await waitFor(`run ${runId} to end`, async () => {
+      last = await status(c, runId);
+      return ["completed", "failed", "cancelled"].includes(String(last.state));
+    }, 60_000); // generous: this machine is shared and at times heavily loaded
+  } catch (e) {
+    const logs = c.workers.map((w, i) => `worker ${i}:\n  ${w.log.join("\n  ")}`);
+    throw new Error(`${(e as Error).message} (last state ${last.state})\n${logs.join("\n")}`);
+  }
   return last;
 }
 
@@ -392,7 +397,7 @@ Deno.test("Redis restarted empty: the worker reconnects and goes on; gone for go
     await redisUp();
     const runId = await submitTasks(c, "after", sleepTask("a", 0, 7));
     const report = await waitRunEnd(c, runId);
-    assertEquals(report.state, "completed", w.log.join("\n"));
+    assertEquals(report.state, "completed", `${JSON.stringify(report)}\n${w.log.join("\n")}`);
     assertEquals(resultsOf(report).a, 7);
     // Now for good.
     redis.kill("SIGKILL");
