@@ -97,7 +97,11 @@ export class RedisStore implements Store {
 
   readonly #commandTimeoutMs: number;
   #reconnectAttempts = 5;
+  /** The client was dropped (no reply in time); {@link #replacing} opens the next one. */
   #broken = false;
+  /** Opens and connects a new client with this store's settings. */
+  #open?: () => Promise<Client>;
+  #replacing?: Promise<void>;
 
   private constructor(client: Client, url: string, prefix: string, commandTimeoutMs: number) {
     this.#commandTimeoutMs = commandTimeoutMs;
@@ -114,26 +118,41 @@ export class RedisStore implements Store {
     const url = options.url ?? "redis://127.0.0.1:6379";
     const prefix = options.prefix ?? "gleitzeit:";
     const retries = options.reconnectAttempts ?? 5;
+    const budget = options.connectTimeoutMs ?? 3000;
     const { createClient } = await import("redis");
-    let ready = false;
     if (!/^rediss?:\/\//.test(url)) {
       throw new GleitzeitError("CONFIG_ERROR", `'${redactUrl(url)}' is not a Redis URL`, {
         hint: "use redis://HOST:PORT[/DB] (or rediss:// for TLS), e.g. redis://127.0.0.1:6379",
       });
     }
-    let client: ReturnType<typeof createClient>;
-    try {
-      client = createClient({
+    // Before a client's first connection: fail at once. After a loss: a few quick tries (as
+    // many as `reconnectAttempts`), then give up so commands fail with a clear error instead
+    // of hanging.
+    const open = (): { client: Client; connected: () => void } => {
+      let ready = false;
+      const client = createClient({
         url,
         disableOfflineQueue: false,
         socket: {
-          connectTimeout: options.connectTimeoutMs ?? 3000,
-          // Before the first connection: fail at once. After a loss: a few quick tries, then give
-          // up so commands fail with a clear error instead of hanging.
+          connectTimeout: budget,
           reconnectStrategy: (attempt: number, cause: Error) =>
             !ready || attempt >= retries ? cause : Math.min(50 * 2 ** attempt, 1000),
         },
       });
+      // node-redis emits "error" on every socket problem; without a listener it would throw.
+      // Once it stops reconnecting, commands already sent may never settle: fail them ourselves.
+      client.on("error", (e: Error) => {
+        if (store && ready && !client.isOpen) store.#connectionLost(client, e);
+      });
+      client.on("end", () => {
+        if (store) store.#connectionLost(client, new Error("connection closed"));
+      });
+      return { client, connected: () => (ready = true) };
+    };
+    let store: RedisStore | undefined;
+    let first: ReturnType<typeof open>;
+    try {
+      first = open();
     } catch (e) {
       throw new GleitzeitError(
         "CONFIG_ERROR",
@@ -143,37 +162,28 @@ export class RedisStore implements Store {
         },
       );
     }
-    const store = new RedisStore(client, url, prefix, options.commandTimeoutMs ?? 3000);
+    store = new RedisStore(first.client, url, prefix, options.commandTimeoutMs ?? 3000);
     store.#reconnectAttempts = retries;
-    // node-redis emits "error" on every socket problem; without a listener it would throw. Once
-    // it stops reconnecting, commands already sent may never settle: fail them ourselves.
-    client.on("error", (e: Error) => {
-      if (ready && !client.isOpen) store.#connectionLost(e);
-    });
-    client.on("end", () => store.#connectionLost(new Error("connection closed")));
+    store.#open = async () => {
+      const next = open();
+      await withDeadline(next.client.connect(), budget);
+      next.connected();
+      return next.client;
+    };
     // A peer that accepts the connection but never speaks Redis (or a host that drops packets)
     // would hold connect() past the socket's connectTimeout: bound the whole handshake.
-    const budget = options.connectTimeoutMs ?? 3000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await Promise.race([
+      await withDeadline(
         (async () => {
-          await client.connect();
-          ready = true;
+          await first.client.connect();
+          first.connected();
           await store.#loadScripts();
         })(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`no Redis answer within ${budget} ms`)),
-            budget,
-          );
-        }),
-      ]);
+        budget,
+      );
     } catch (e) {
-      shutDown(client);
+      shutDown(first.client);
       throw unavailable(url, e);
-    } finally {
-      clearTimeout(timer);
     }
     return store;
   }
@@ -219,7 +229,8 @@ export class RedisStore implements Store {
   /** Rejecters of the commands in flight, failed together when the connection is gone for good. */
   #inFlight = new Set<(e: unknown) => void>();
 
-  #connectionLost(cause: Error): void {
+  #connectionLost(client: Client, cause: Error): void {
+    if (client !== this.#client) return; // a client already replaced
     const err = unavailable(this.url, cause);
     for (const reject of this.#inFlight) reject(err);
     this.#inFlight.clear();
@@ -230,11 +241,11 @@ export class RedisStore implements Store {
     return new Promise<T>((resolve, reject) => {
       this.#inFlight.add(reject);
       const timer = setTimeout(() => {
-        // the socket is dead though the client thinks it ready: drop it, so that what follows
-        // fails at once instead of waiting again
-        this.#broken = true;
-        shutDown(this.#client);
-        this.#connectionLost(new Error(`no reply within ${this.#commandTimeoutMs} ms`));
+        // the socket is dead though the client thinks it ready (or the server stalled): drop
+        // it and open a new connection, so that what follows waits for that one instead
+        const dead = this.#client;
+        this.#connectionLost(dead, new Error(`no reply within ${this.#commandTimeoutMs} ms`));
+        this.#replace(dead);
       }, this.#commandTimeoutMs);
       fn().then(resolve, reject).finally(() => {
         clearTimeout(timer);
@@ -243,11 +254,51 @@ export class RedisStore implements Store {
     });
   }
 
+  /**
+   * Drops `dead` (when it is still the client) and opens new connections in the background,
+   * with the same budget of attempts as the client's own reconnecting.
+   */
+  #replace(dead: Client): void {
+    if (dead !== this.#client || this.#closed) return;
+    this.#broken = true;
+    shutDown(dead);
+    this.#replacing ??= (async () => {
+      for (let attempt = 0; attempt < this.#reconnectAttempts && !this.#closed; attempt++) {
+        try {
+          const client = await this.#open!();
+          if (this.#closed) return shutDown(client);
+          this.#client = client;
+          this.#broken = false;
+          return;
+        } catch {
+          await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 1000)));
+        }
+      }
+    })().finally(() => (this.#replacing = undefined));
+  }
+
+  /**
+   * Waits (up to the command timeout) for a connection that is being re-established: the
+   * client reconnecting by itself, or a replacement being opened. False when none comes.
+   */
+  async #awaitConnection(): Promise<boolean> {
+    const until = Date.now() + this.#commandTimeoutMs;
+    const coming = () =>
+      !this.#closed && (this.#broken ? this.#replacing !== undefined : this.#client.isOpen);
+    while (coming() && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+      if (!this.#broken && this.#client.isReady) return true;
+    }
+    return !this.#closed && !this.#broken && this.#client.isReady;
+  }
+
   async #do<T>(what: string, fn: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new GleitzeitError("PERSISTENCE_ERROR", "the Redis store is closed");
     // While the connection is down a command would wait in the client's offline queue, possibly
-    // forever once reconnecting gives up: fail now, the caller decides (the run stays resumable).
-    if (this.#broken || !this.#client.isReady) {
+    // forever once reconnecting gives up: wait a little for the connection to come back (a
+    // Redis restart, a stalled socket replaced), then fail; the caller decides (the run stays
+    // resumable).
+    if ((this.#broken || !this.#client.isReady) && !await this.#awaitConnection()) {
       throw unavailable(this.url, new Error("connection lost"));
     }
     try {
@@ -707,6 +758,21 @@ export class RedisStore implements Store {
       if (closed) return;
     }
     shutDown(this.#client);
+  }
+}
+
+/** `promise`, or a rejection once `ms` have passed without it settling. */
+async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no Redis answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

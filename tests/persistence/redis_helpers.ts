@@ -27,13 +27,20 @@ export interface PrivateRedis {
   port: number;
   /** Kills the server (SIGKILL) and waits for it. */
   kill(): Promise<void>;
+  /** Sends the server a signal (SIGSTOP stalls it, SIGCONT lets it go on). */
+  signal(sig: Deno.Signal): void;
 }
 
-/** Starts `redis-server` without persistence on a free port and waits until it answers. */
-export async function startPrivateRedis(): Promise<PrivateRedis> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+/**
+ * Starts `redis-server` without persistence on `port` (default: a free one) and waits until it
+ * answers.
+ */
+export async function startPrivateRedis(port?: number): Promise<PrivateRedis> {
+  if (port === undefined) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+  }
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command("redis-server", {
@@ -71,5 +78,6 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       child.kill("SIGKILL");
       await child.status;
     },
+    signal: (sig) => child.kill(sig),
   };
 }

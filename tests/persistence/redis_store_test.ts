@@ -73,6 +73,58 @@ Deno.test("redis: a server lost mid-run turns into PERSISTENCE_UNAVAILABLE, not 
   }
 });
 
+Deno.test("redis: a command sent while the client reconnects after a restart waits for it", async () => {
+  let server = await startPrivateRedis();
+  const store = await RedisStore.connect({ url: server.url, prefix: "gz-reconnect:" });
+  try {
+    assert.equal(await store.command(["PING"]), "PONG");
+    await server.kill();
+    // The client backs off between attempts (100 ms, 200 ms, ...): the server is up again
+    // before the client notices, and the next command has to wait for the reconnection.
+    server = await startPrivateRedis(server.port);
+    assert.equal(await store.command(["SET", "gz-reconnect:k", "1"]), "OK");
+    assert.equal(await store.command(["GET", "gz-reconnect:k"]), "1");
+  } finally {
+    await store.close();
+    await server.kill();
+  }
+});
+
+Deno.test("redis: a stalled server fails the command in flight; a new connection carries on", async () => {
+  const server = await startPrivateRedis();
+  const store = await RedisStore.connect({
+    url: server.url,
+    prefix: "gz-stall:",
+    commandTimeoutMs: 500,
+    reconnectAttempts: 50,
+  });
+  try {
+    assert.equal(await store.command(["SET", "gz-stall:k", "before"]), "OK");
+    server.signal("SIGSTOP"); // accepts connections (the kernel does), answers nothing
+    const err = await store.command(["GET", "gz-stall:k"]).then(() => undefined, (e) => e);
+    assert.equal(err?.code, "PERSISTENCE_UNAVAILABLE", `got ${err}`);
+    assert.match(err.message, /no reply within 500 ms/);
+    server.signal("SIGCONT");
+    // The dropped connection is replaced in the background; commands wait for it (up to the
+    // command timeout each) rather than failing for the rest of the process's life.
+    let value: unknown;
+    const until = Date.now() + 15_000;
+    const errors: string[] = [];
+    while (value === undefined && Date.now() < until) {
+      value = await store.command(["GET", "gz-stall:k"]).catch((e) => {
+        errors.push((e as Error).message);
+        return undefined;
+      });
+    }
+    assert.equal(value, "before", `errors meanwhile: ${errors.join("; ")}`);
+    assert.equal(await store.command(["SET", "gz-stall:k", "after"]), "OK");
+  } finally {
+    server.signal("SIGCONT");
+    await store.close();
+    await server.kill();
+  }
+});
+
 Deno.test("redis: normal operation never sends KEYS or SCAN; one round trip per write", async () => {
   const server = await startPrivateRedis();
   const store = await RedisStore.connect({ url: server.url, prefix: "gz:" });
