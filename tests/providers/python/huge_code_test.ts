@@ -106,6 +106,7 @@ Deno.test("huge code: a uprobe on the interpreter stays where the kernel put it 
   const env: Record<string, string> = isExecutable ? {} : { LD_LIBRARY_PATH: dir };
   const event = `gz_test_${Deno.pid}`;
   const tracing = "/sys/kernel/tracing";
+  const mounted = await mountTracefs(tracing);
   await Deno.writeTextFile(
     `${tracing}/uprobe_events`,
     `p:${event}/free ${copy}:0x${(plain.out.offset as number).toString(16)}\n`,
@@ -124,8 +125,26 @@ Deno.test("huge code: a uprobe on the interpreter stays where the kernel put it 
     await Deno.writeTextFile(`${tracing}/uprobe_events`, `-:${event}/free\n`, { append: true })
       .catch(() => {});
     await Deno.remove(dir, { recursive: true });
+    if (mounted) await run("umount", tracing);
   }
 });
+
+/** Mounts tracefs at `path` unless it is there already (a fresh machine may not have it). */
+async function mountTracefs(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(`${path}/uprobe_events`);
+    return false;
+  } catch {
+    const r = await run("mount", "-t", "tracefs", "nodev", path);
+    if (r.code !== 0) throw new Error(`cannot mount tracefs at ${path} for a uprobe: ${r.err}`);
+    return true;
+  }
+}
+
+async function run(cmd: string, ...args: string[]): Promise<{ code: number; err: string }> {
+  const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+  return { code: r.code, err: new TextDecoder().decode(r.stderr) };
+}
 
 // Which 2 MiB chunk holds the interpreter's PyObject_Free, and whether that chunk is made
 // wholly of the interpreter file's read-only mappings (then the warm parent copies it into

@@ -264,7 +264,10 @@ export function pythonContract(variant: string, make: Make): void {
     ctx.controller.abort(reason);
     const e = await failed;
     assert.equal(e, reason, "rejects with the signal's reason");
-    assert.ok(performance.now() - t0 < 250, "rejects promptly");
+    // at once, not after the kill (which can take seconds under load); generous for the same
+    // reason: the event loop itself may be slow here
+    const took = performance.now() - t0;
+    assert.ok(took < 1000, `rejects promptly (took ${Math.round(took)} ms)`);
     await assertAllDead(pids, 3000); // the killer is a process of its own: slow on a loaded machine
   });
 

@@ -269,7 +269,9 @@ Deno.test("[bwrap] a task cannot stop or kill the process waiting for the next t
         timeoutMs: 5000,
       }) as { result: string };
       assert.equal(r.result, "next");
-      assert.ok(performance.now() - started < 1000, `${sig}: the next task was delayed`);
+      // a stopped spare, not replaced, would hold it until its 5 s timeout
+      const took = performance.now() - started;
+      assert.ok(took < 2500, `${sig}: the next task was delayed (${Math.round(took)} ms)`);
     }
   } finally {
     await provider.close();
