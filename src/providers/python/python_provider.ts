@@ -38,6 +38,7 @@ import {
   type SandboxLimits,
   type SandboxMode,
   type SandboxPolicy,
+  workDirLinks,
 } from "./sandbox_policy.ts";
 import {
   ioBinds,
@@ -345,6 +346,8 @@ export class PythonProvider implements Provider {
     };
     const grants = bwrap && !policy.network ? policy.grants : [];
     const filter = bwrap ? sandboxFilter() : undefined;
+    // Declared paths beside the workflow file, by their relative names in the work dir.
+    const links = workDirLinks(policy, ctx.baseDir ?? Deno.cwd());
     try {
       if (bwrap) {
         // the task's to write (through the bind), nobody's to replace
@@ -352,6 +355,12 @@ export class PythonProvider implements Provider {
       } else {
         Deno.mkdirSync(taskDir, { mode: 0o700 });
         Deno.mkdirSync(runWorkDir, { mode: 0o700 });
+        for (const [name, path] of links) {
+          for (const dir of linkParents(name)) {
+            Deno.mkdirSync(`${runWorkDir}/${dir}`, { mode: 0o755 });
+          }
+          Deno.symlinkSync(path, `${runWorkDir}/${name}`);
+        }
       }
       if (grants.length > 0) {
         // Each granted destination through a proxy outside (see network_grants.ts).
@@ -425,6 +434,17 @@ export class PythonProvider implements Provider {
               String(WORK_TMPFS_BYTES),
               "--tmpfs",
               SANDBOX_WORK,
+              ...links.flatMap(([name, path]) => [
+                ...linkParents(name).flatMap((dir) => [
+                  "--perms",
+                  "0755",
+                  "--dir",
+                  `${SANDBOX_WORK}/${dir}`,
+                ]),
+                "--symlink",
+                path,
+                `${SANDBOX_WORK}/${name}`,
+              ]),
               "--bind",
               resultPath,
               SANDBOX_RESULT,
@@ -765,4 +785,10 @@ function processExists(pid: number): boolean {
   } catch (e) {
     return e instanceof Deno.errors.PermissionDenied;
   }
+}
+
+/** `a/b/c` -> [`a`, `a/b`]: the directories a link named `a/b/c` needs first. */
+function linkParents(name: string): string[] {
+  const parts = name.split("/");
+  return parts.slice(0, -1).map((_, i) => parts.slice(0, i + 1).join("/"));
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
 import { type NetworkGrant, parseGrant } from "./network_grants.ts";
 
@@ -153,6 +153,30 @@ export function resolveSandboxPolicy(
   apply(policy, declared?.workflow, "workflow", baseDir);
   apply(policy, declared?.task, "task", baseDir);
   return policy;
+}
+
+/**
+ * The declared paths inside the workflow's directory, by their names relative to it: each is
+ * linked under that name in the task's work directory (its cwd), so that `open("data/x.csv")`
+ * finds a declared `data/` as it would beside the workflow file. Outermost first; a path below
+ * another one of the list is reached through that one's link. Paths outside `baseDir` (and
+ * `baseDir` itself) keep only their absolute names.
+ */
+export function workDirLinks(policy: SandboxPolicy, baseDir: string): [string, string][] {
+  const base = resolve(baseDir);
+  const inside = [...new Set([...policy.read, ...policy.write])]
+    .map((path) => [relative(base, path), path] as [string, string])
+    .filter(([name]) =>
+      name !== "" && name !== ".." && !name.startsWith(".." + sep) &&
+      !isAbsolute(name)
+    )
+    .sort((a, b) => a[0].length - b[0].length);
+  const links: [string, string][] = [];
+  for (const [name, path] of inside) {
+    if (links.some(([outer]) => name.startsWith(outer + sep))) continue;
+    links.push([name, path]);
+  }
+  return links;
 }
 
 /** True when the policy grants nothing beyond the default sandbox (a warm worker fits it). */

@@ -99,6 +99,49 @@ result = ro
   }
 });
 
+for (const mode of ["bwrap", "basic"] as const) {
+  Deno.test(`[${mode}] declared paths beside the workflow file answer to their relative names in the task's cwd`, async () => {
+    const top = await Deno.makeTempDir();
+    await Deno.chmod(top, 0o755);
+    const dir = `${top}/wf`;
+    for (const d of [dir, `${dir}/data`, `${dir}/data/raw`, `${dir}/logs`, `${top}/other`]) {
+      await Deno.mkdir(d, { mode: 0o755 });
+      await Deno.chmod(d, 0o755);
+    }
+    await Deno.writeTextFile(`${dir}/data/raw/in.txt`, "input");
+    await Deno.writeTextFile(`${top}/other/o.txt`, "other");
+    await Deno.mkdir(`${dir}/out`);
+    await Deno.chmod(`${dir}/out`, 0o777);
+    const provider = new PythonProvider({ sandbox: mode });
+    try {
+      const code = `
+import os
+text = open("data/raw/in.txt").read() + open(${JSON.stringify(`${top}/other/o.txt`)}).read()
+open("out/result.txt", "w").write(text.upper())
+result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir("."))}
+`;
+      const r = await provider.call(
+        "python/execute",
+        { code },
+        makeCtx({
+          baseDir: dir,
+          sandbox: {
+            workflow: { read: ["data", "data/raw", "../other", "."] },
+            task: { write: ["out/"] },
+          },
+        }),
+      ) as { result: { cwd: boolean; entries: string[] } };
+      assert.equal(await Deno.readTextFile(`${dir}/out/result.txt`), "INPUTOTHER");
+      // data/raw comes through data's link; ../other and the workflow dir itself keep only
+      // their absolute names.
+      assert.deepEqual(r.result, { cwd: true, entries: ["data", "out"] });
+    } finally {
+      await provider.close();
+      await Deno.remove(top, { recursive: true });
+    }
+  });
+}
+
 Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.sh)", async () => {
   await requireRedis();
   // The flags the CLI runs with live in scripts/flags.sh (sourced by ./gleitzeit, the
