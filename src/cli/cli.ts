@@ -61,6 +61,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     )
     .option("--sqlite-path <file>", "SQLite database file")
     .option("--redis-url <url>", "Redis URL")
+    .option("--redis-prefix <prefix>", "prefix of every Redis key (default gleitzeit:)")
     .option("--ollama-url <url>", "Ollama server URL")
     .option("--max-concurrent <n>", "tasks running at once", positiveInt)
     .option("--python <path>", "Python interpreter")

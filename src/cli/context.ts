@@ -17,6 +17,7 @@ const FLAG_KEYS = [
   "backend",
   "sqlitePath",
   "redisUrl",
+  "redisPrefix",
   "ollamaUrl",
   "maxConcurrent",
   "python",

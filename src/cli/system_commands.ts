@@ -14,7 +14,7 @@ const CONFIG_KEYS: [string, string, string?, string?, number?][] = [
   ["backend", "persistence.backend", "GLEITZEIT_PERSISTENCE_BACKEND", "--backend"],
   ["sqlitePath", "persistence.sqlite_path", "GLEITZEIT_SQLITE_PATH", "--sqlite-path"],
   ["redisUrl", "persistence.redis_url", "GLEITZEIT_REDIS_URL", "--redis-url"],
-  ["redisPrefix", "persistence.redis_prefix"],
+  ["redisPrefix", "persistence.redis_prefix", "GLEITZEIT_REDIS_PREFIX", "--redis-prefix"],
   ["ollamaUrl", "ollama.url", "GLEITZEIT_OLLAMA_URL", "--ollama-url"],
   ["ollamaMaxConcurrent", "ollama.max_concurrent"],
   [

@@ -48,6 +48,7 @@ export interface ConfigFlags {
   backend?: string;
   sqlitePath?: string;
   redisUrl?: string;
+  redisPrefix?: string;
   ollamaUrl?: string;
   maxConcurrent?: number;
   python?: string;
@@ -252,17 +253,24 @@ export async function resolveConfig(
       "redisPrefix",
       "gleitzeit:",
       file?.persistence?.redis_prefix,
-      undefined,
+      "GLEITZEIT_REDIS_PREFIX",
       str,
-      undefined,
+      flags.redisPrefix,
     ),
-    ollamaUrl: pick(
-      "ollamaUrl",
-      "http://localhost:11434",
-      file?.ollama?.url,
-      "GLEITZEIT_OLLAMA_URL",
-      str,
-      flags.ollamaUrl,
+    ollamaUrl: checkHttpUrl(
+      pick(
+        "ollamaUrl",
+        "http://localhost:11434",
+        file?.ollama?.url,
+        "GLEITZEIT_OLLAMA_URL",
+        str,
+        flags.ollamaUrl,
+      ),
+      { flag: "--ollama-url", env: "GLEITZEIT_OLLAMA_URL", file: "config ollama.url" }[
+        sources.ollamaUrl as "flag" | "env" | "file"
+      ] ?? "the Ollama URL",
+      "Ollama",
+      "http://127.0.0.1:11434",
     ),
     ollamaMaxConcurrent: pick(
       "ollamaMaxConcurrent",
@@ -327,4 +335,20 @@ export async function resolveConfig(
   config.sqlitePath = expandHome(config.sqlitePath, env);
   if (file !== undefined) config.configPath = configPath;
   return config;
+}
+
+/** `url` when it is an http(s) URL; otherwise a CONFIG_ERROR naming where it came from. */
+function checkHttpUrl(url: string, where: string, what: string, example: string): string {
+  let ok = false;
+  try {
+    ok = ["http:", "https:"].includes(new URL(url).protocol);
+  } catch {
+    // not a URL at all
+  }
+  if (!ok) {
+    throw new GleitzeitError("CONFIG_ERROR", `${where}: '${url}' is not an ${what} URL`, {
+      hint: `use http://HOST:PORT (or https://), e.g. ${example}`,
+    });
+  }
+  return url;
 }

@@ -209,6 +209,59 @@ Deno.test("system config shows each value and where it came from", async () => {
   assertEquals(pick("engine.health_interval"), { value: 30, source: "default" });
 });
 
+Deno.test("--redis-prefix / GLEITZEIT_REDIS_PREFIX: runs live under the prefix they were made with", async () => {
+  const redis = await startPrivateRedis();
+  const { env } = await scratch();
+  const cli = (prefixArgs: string[], extraEnv: Record<string, string>, ...args: string[]) =>
+    gleitzeit(["--json", "--backend", "redis", "--redis-url", redis.url, ...prefixArgs, ...args], {
+      env: { ...env, ...extraEnv },
+    });
+  try {
+    const run = await cli(["--redis-prefix", "team-a:"], {}, "run", `${EXAMPLES}/typed_chain.yaml`);
+    assertEquals(run.code, 0, run.stderr);
+    const runId = JSON.parse(run.stdout).run_id as string;
+    const ids = async (prefixArgs: string[], extraEnv: Record<string, string>) => {
+      const r = await cli(prefixArgs, extraEnv, "workflow", "list");
+      assertEquals(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { run_id: string }[]).map((x) => x.run_id);
+    };
+    assertEquals(await ids([], { GLEITZEIT_REDIS_PREFIX: "team-a:" }), [runId]);
+    assertEquals(await ids(["--redis-prefix", "team-b:"], {}), []);
+    assertEquals(await ids([], {}), [], "the default prefix sees nothing of team-a's");
+    const keys = await new Deno.Command("redis-cli", {
+      args: ["-p", String(redis.port), "--scan"],
+      stdout: "piped",
+    }).output();
+    const all = new TextDecoder().decode(keys.stdout).trim().split("\n");
+    assert(all.length > 0 && all.every((k) => k.startsWith("team-a:")), all.join(" "));
+  } finally {
+    await redis.kill();
+  }
+});
+
+Deno.test("an Ollama URL that is not http(s) is one clear error before anything runs", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "one.yaml",
+    "name: one\ntasks:\n  - id: a\n    method: echo/ping\n",
+  );
+  for (
+    const [args, extra, where] of [
+      [["--ollama-url", "localhost:11434"], {}, "--ollama-url"],
+      [[], { GLEITZEIT_OLLAMA_URL: "127.0.0.1:11434" }, "GLEITZEIT_OLLAMA_URL"],
+    ] as const
+  ) {
+    const r = await gleitzeit([...args, "run", file], { env: { ...env, ...extra } });
+    assertEquals(r.code, 2, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assertEquals(lines.length, 2, r.stderr);
+    assertStringIncludes(lines[0]!, `error: ${where}: '`);
+    assertStringIncludes(lines[0]!, "' is not an Ollama URL");
+    assertStringIncludes(lines[1]!, "hint: use http://HOST:PORT");
+  }
+});
+
 Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is a usage error", async () => {
   const { env } = await scratch();
   const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
