@@ -125,6 +125,8 @@ export class RedisStore implements Store {
         hint: "use redis://HOST:PORT[/DB] (or rediss:// for TLS), e.g. redis://127.0.0.1:6379",
       });
     }
+    // The store, once made: the clients' event handlers report to it.
+    const owner: { store?: RedisStore } = {};
     // Before a client's first connection: fail at once. After a loss: a few quick tries (as
     // many as `reconnectAttempts`), then give up so commands fail with a clear error instead
     // of hanging.
@@ -142,14 +144,13 @@ export class RedisStore implements Store {
       // node-redis emits "error" on every socket problem; without a listener it would throw.
       // Once it stops reconnecting, commands already sent may never settle: fail them ourselves.
       client.on("error", (e: Error) => {
-        if (store && ready && !client.isOpen) store.#connectionLost(client, e);
+        if (owner.store && ready && !client.isOpen) owner.store.#connectionLost(client, e);
       });
       client.on("end", () => {
-        if (store) store.#connectionLost(client, new Error("connection closed"));
+        if (owner.store) owner.store.#connectionLost(client, new Error("connection closed"));
       });
       return { client, connected: () => (ready = true) };
     };
-    let store: RedisStore | undefined;
     let first: ReturnType<typeof open>;
     try {
       first = open();
@@ -162,7 +163,8 @@ export class RedisStore implements Store {
         },
       );
     }
-    store = new RedisStore(first.client, url, prefix, options.commandTimeoutMs ?? 3000);
+    const store = new RedisStore(first.client, url, prefix, options.commandTimeoutMs ?? 3000);
+    owner.store = store;
     store.#reconnectAttempts = retries;
     store.#open = async () => {
       const next = open();
