@@ -8,7 +8,7 @@ import type { ProviderRegistry } from "../providers/registry.ts";
 import type { ResolvedConfig } from "../config/config.ts";
 import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
 import { hasReference } from "../core/references.ts";
-import { NO_RETRY } from "../core/retry.ts";
+import { retryPolicy } from "../loader/normalize.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
 import { loadWorkflowFile } from "../loader/load_workflow.ts";
@@ -283,8 +283,9 @@ async function submitTask(
       });
     }
   }
-  const retry = { ...NO_RETRY };
-  if (opts.retries !== undefined) retry.maxAttempts = Math.max(1, Number(opts.retries) + 1);
+  // The workflow file's default policy (exponential from 1 s, jittered); --retries counts the
+  // attempts after the first (`retry: N` in a file counts them all).
+  const retry = retryPolicy(opts.retries === undefined ? 1 : Number(opts.retries) + 1);
   const workflow: Workflow = {
     name: `task ${method}`,
     params: {},

@@ -452,3 +452,22 @@ Deno.test("task submit with bad params: the hint lists the method's parameters",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("task submit --retries N: N attempts after the first, as the file's retry: N+1", async () => {
+  const { env } = await scratch();
+  const r = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "error",
+    "--protocol",
+    "echo/v1",
+    "--params",
+    '{"message": "flaky", "retryable": true}',
+    "--retries",
+    "1",
+  ], { env });
+  assertEquals(r.code, 1, r.stderr);
+  const task = JSON.parse(r.stdout).tasks[0];
+  assertEquals([task.state, task.attempts], ["failed", 2]);
+});
