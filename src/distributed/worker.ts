@@ -452,7 +452,9 @@ export class Worker {
       } else {
         await this.#ack(this.#keys.tasks, entry.id);
       }
-      this.#log(`${ok ? "completed" : "failed"} ${what}`);
+      const code = (body as { code?: string } | undefined)?.code;
+      const how = ok ? "completed" : code === "TASK_CANCELLED" ? "cancelled" : "failed";
+      this.#log(`${how} ${what}${ok || how === "cancelled" ? "" : ` (${code})`}`);
     } catch (e) {
       this.#log(`error: reporting ${what}: ${(e as Error).message}`);
     }

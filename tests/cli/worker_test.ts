@@ -311,6 +311,7 @@ Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "cancelled");
     assert(logged(w, `cancelling run ${runId}`), w.log.join("\n"));
+    await waitLogged(w, `cancelled ${runId}/nap attempt 1`, "the attempt to be logged cancelled");
   }));
 
 Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", () =>
@@ -327,7 +328,12 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
     assertEquals(report.state, "failed");
     const nap = (report.tasks as { id: string; error: { code: string } }[])[0]!;
     assertEquals(nap.error.code, "TASK_TIMEOUT");
-    await waitLogged(w, `failed ${runId}/nap attempt 1`, "the worker to stop the attempt", 10_000);
+    await waitLogged(
+      w,
+      `cancelled ${runId}/nap attempt 1`,
+      "the worker to stop the attempt",
+      10_000,
+    );
     assert(Date.now() - started < 10_000, "stopped long before the 60 s lease");
   }));
 
