@@ -248,13 +248,16 @@ export function checkSemantics(
       ) {
         const path = [...at, paramsKey, ...si.path];
         const unknownKey = si.message.startsWith("is not a known parameter");
-        const guess = unknownKey
-          ? closest(String(si.path[si.path.length - 1]), Object.keys(props))
-          : undefined;
+        const key = String(si.path[si.path.length - 1]);
+        const guess = unknownKey ? closest(key, Object.keys(props)) : undefined;
         add(
           path,
           si.message,
-          guess !== undefined ? `did you mean '${guess}'?` : undefined,
+          guess !== undefined
+            ? `did you mean '${guess}'?`
+            : unknownKey
+            ? PARAM_HINTS[`${method} ${key}`]
+            : undefined,
           unknownKey,
         );
       }
@@ -337,6 +340,15 @@ function checkMethod(raw: Obj, at: Path, catalog: ProtocolCatalog, add: Add): st
 }
 
 /** Reports every cycle (one issue each): finds one, drops its closing edge, looks again. */
+/** Hints for parameters that belong to a neighbouring method. */
+const PARAM_HINTS: Record<string, string> = {
+  "llm/chat prompt": "llm/chat takes `messages: [{role: user, content: ...}]`; for one prompt " +
+    "use llm/generate",
+  "llm/generate messages": "llm/generate takes `prompt` (and `system`); for messages use llm/chat",
+  "python/execute script": "to run a file use python/script {script, args}",
+  "python/script code": "for inline code use python/execute {code}",
+};
+
 function checkCycles(
   edges: Map<string, Edge[]>,
   report: (edge: Edge, message: string, hint?: string) => void,
@@ -355,7 +367,8 @@ function checkCycles(
       from === to ? `task '${from}' depends on itself (${text})` : `dependency cycle: ${text}`,
       edge.ref !== undefined
         ? `the reference ${edge.ref} makes '${from}' wait for '${to}'`
-        : undefined,
+        : `remove '${to}' from the dependencies of '${from}' (or the dependency that closes ` +
+          "the loop elsewhere): tasks run only after what they depend on",
     );
     edges.set(from, list.filter((e) => e.to !== to));
   }

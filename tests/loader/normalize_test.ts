@@ -56,5 +56,7 @@ Deno.test("10,000 tasks load and validate quickly", () => {
   const ms = performance.now() - started;
   equal(wf.tasks.length, 10_000);
   deepStrictEqual(wf.tasks[9_999]!.dependencies, ["t9998"]);
-  ok(ms < 5_000, `took ${ms} ms`);
+  // ~1 s here; anything quadratic in the task count would take minutes. The bound leaves room
+  // for a machine loaded by the rest of the suite (5 s was once exceeded under load).
+  ok(ms < 20_000, `took ${ms} ms`);
 });
