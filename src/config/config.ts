@@ -5,9 +5,11 @@
  * @module
  */
 
-import { parse as parseYaml } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GleitzeitError } from "../core/errors.ts";
+import { Positions } from "../loader/positions.ts";
+import { closest } from "../loader/suggest.ts";
 
 /** Where a configuration value came from. */
 export type ConfigSource = "default" | "file" | "env" | "flag";
@@ -125,31 +127,99 @@ async function readConfigFile(path: string, explicit: boolean): Promise<FileConf
       hint: "check the path given with --config or GLEITZEIT_CONFIG",
     });
   }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text) ?? {};
-  } catch (e) {
-    // the yaml package's message spans several lines (it quotes the source): keep the first
-    const first = ((e as Error).message.split("\n")[0] ?? "").trim();
-    throw new GleitzeitError("CONFIG_ERROR", `config file ${path}: ${first}`, {
-      hint: "fix the YAML syntax (indentation, quotes, colons) at that line",
-    });
-  }
-  const parsed = fileSchema.safeParse(raw);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) =>
-      `${i.path.join(".") || "(root)"}: ${i.message}`
-    );
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const pos = new Positions(doc, lines, text);
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    const at = pos.ofOffset(e.pos[0]);
+    // the yaml package's message may quote the source after a colon: keep its first line
+    const first = (e.message.split("\n")[0] ?? "").trim().replace(/:$/, "");
     throw new GleitzeitError(
       "CONFIG_ERROR",
-      `config file ${path}: ${problems.join("; ")}`,
+      `config file ${path}:${at.line}:${at.column}: ${first}`,
       {
-        hint: "the README's Configuration section lists every key; " +
-          "run `gleitzeit --config /dev/null system config` to see the defaults",
+        hint: "fix the YAML syntax (indentation, quotes, colons) at that line",
+      },
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const parsed = fileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.flatMap((i) => configProblems(i, raw, pos));
+    const more = problems.length > 1
+      ? ` (and ${problems.length - 1} more: ${
+        problems.slice(1).map((p) => `${p.at} ${p.text}`).join("; ")
+      })`
+      : "";
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `config file ${path}:${problems[0]!.at} ${problems[0]!.text}${more}`,
+      {
+        hint: problems.find((p) => p.hint)?.hint ??
+          "the README's Configuration section lists every key; " +
+            "run `gleitzeit --config /dev/null system config` to see the defaults",
       },
     );
   }
   return parsed.data;
+}
+
+/** The keys a section of the config file may have (`[]`: the top level). */
+function configKeys(path: readonly PropertyKey[]): string[] {
+  let schema: unknown = fileSchema;
+  for (const key of path) {
+    const shape = (schema as { shape?: Record<string, unknown> }).shape;
+    let next = shape?.[String(key)];
+    if (next && typeof (next as { unwrap?: unknown }).unwrap === "function") {
+      next = (next as { unwrap: () => unknown }).unwrap();
+    }
+    schema = next;
+  }
+  return Object.keys((schema as { shape?: Record<string, unknown> } | undefined)?.shape ?? {});
+}
+
+/** One zod issue of the config file as `line:col: path: what` with a "did you mean". */
+function configProblems(
+  issue: z.core.$ZodIssue,
+  raw: unknown,
+  pos: Positions,
+): { at: string; text: string; hint?: string }[] {
+  const where = (path: readonly PropertyKey[], key = false) => {
+    const p = pos.of(path as (string | number)[], { key });
+    return `${p.line}:${p.column}:`;
+  };
+  const name = (path: readonly PropertyKey[]) => path.map(String).join(".") || "(top level)";
+  if (issue.code === "unrecognized_keys") {
+    const allowed = configKeys(issue.path);
+    return issue.keys.map((key) => {
+      const guess = closest(key, allowed);
+      return {
+        at: where([...issue.path, key], true),
+        text: `${name([...issue.path, key])}: unknown key`,
+        hint: guess !== undefined
+          ? `did you mean '${guess}'?`
+          : `the keys here: ${allowed.join(", ")}`,
+      };
+    });
+  }
+  let value: unknown = raw;
+  for (const key of issue.path) value = (value as Record<PropertyKey, unknown>)?.[key];
+  if (issue.code === "invalid_value") {
+    const options = issue.values.map(String);
+    const guess = typeof value === "string" ? closest(value, options) : undefined;
+    return [{
+      at: where(issue.path),
+      text: `${name(issue.path)}: ${JSON.stringify(value)} is not one of ${options.join(", ")}`,
+      hint: guess !== undefined ? `did you mean '${guess}'?` : `one of ${options.join(", ")}`,
+    }];
+  }
+  const text = issue.code === "invalid_type"
+    ? `must be ${issue.expected === "object" ? "a mapping" : `a ${issue.expected}`}, got ${
+      Array.isArray(value) ? "a list" : value === null ? "nothing" : typeof value
+    }`
+    : issue.message;
+  return [{ at: where(issue.path), text: `${name(issue.path)}: ${text}` }];
 }
 
 function positiveInt(name: string, value: string): number {

@@ -471,3 +471,35 @@ Deno.test("task submit --retries N: N attempts after the first, as the file's re
   const task = JSON.parse(r.stdout).tasks[0];
   assertEquals([task.state, task.attempts], ["failed", 2]);
 });
+
+Deno.test("a config file's mistakes: file:line:col, the key's path, a did-you-mean; one line", async () => {
+  const { dir, env } = await scratch();
+  const cases: [string, string, string][] = [
+    [
+      'persistence:\n  backend: redsi\n  redis_prefx: "a:"\n',
+      ':2:12: persistence.backend: "redsi" is not one of sqlite, redis, memory, none (and 1 more: ' +
+      "3:3: persistence.redis_prefx: unknown key)",
+      "hint: did you mean 'redis'?",
+    ],
+    [
+      "persistnce:\n  backend: redis\n",
+      ":1:1: persistnce: unknown key",
+      "did you mean 'persistence'?",
+    ],
+    ["engine: 5\n", ":1:9: engine: must be a mapping, got number", "Configuration section"],
+    [
+      "persistence:\n  backend: [sqlite\n",
+      ":3:1: Flow sequence in block collection must be sufficiently indented and end with a ]",
+      "fix the YAML syntax",
+    ],
+  ];
+  for (const [text, error, hint] of cases) {
+    await Deno.writeTextFile(`${dir}/bad.yaml`, text);
+    const r = await gleitzeit(["--config", `${dir}/bad.yaml`, "system", "config"], { env });
+    assertEquals(r.code, 2, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assertEquals(lines.length, 2, r.stderr);
+    assertEquals(lines[0], `error: config file ${dir}/bad.yaml${error}`);
+    assertStringIncludes(lines[1]!, hint);
+  }
+});
