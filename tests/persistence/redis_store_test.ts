@@ -82,7 +82,18 @@ Deno.test("redis: a command sent while the client reconnects after a restart wai
     // The client backs off between attempts (100 ms, 200 ms, ...): the server is up again
     // before the client notices, and the next command has to wait for the reconnection.
     server = await startPrivateRedis(server.port);
-    assert.equal(await store.command(["SET", "gz-reconnect:k", "1"]), "OK");
+    // It must not fail for the connection being down ("connection lost": what it did before it
+    // waited). A loaded machine can stall the new connection past the command timeout once
+    // ("no reply within"): then the store replaces it, and a later command goes through.
+    let set: unknown;
+    const until = Date.now() + 15_000;
+    while (set === undefined && Date.now() < until) {
+      set = await store.command(["SET", "gz-reconnect:k", "1"]).catch((e) => {
+        assert.match(String(e?.message), /no reply within/);
+        return undefined;
+      });
+    }
+    assert.equal(set, "OK");
     assert.equal(await store.command(["GET", "gz-reconnect:k"]), "1");
   } finally {
     await store.close();

@@ -119,8 +119,13 @@ Deno.test("calc provider: max_concurrency queues excess calls instead of failing
       { length: 6 },
       (_, i) => registry.call("calc/v1", "calc/sleep", { seconds: 0.3, value: i }, ctx()),
     );
-    await new Promise((r) => setTimeout(r, 100));
-    const during = registry.stats().find((s) => s.id === "calc")!;
+    // the moment two calls are in flight, the other four wait (polled: a fixed sleep could
+    // wake after the first calls ended on a loaded machine)
+    let during = registry.stats().find((s) => s.id === "calc")!;
+    for (let i = 0; i < 500 && during.inFlight < 2; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      during = registry.stats().find((s) => s.id === "calc")!;
+    }
     const results = (await Promise.all(calls)) as { value: number; active_at_start: number }[];
     const elapsed = performance.now() - started;
     assertEquals(results.map((r) => r.value), [0, 1, 2, 3, 4, 5]);
@@ -160,9 +165,10 @@ Deno.test("calc provider: rate_limit queues calls into later windows", async () 
     );
     done.sort((a, b) => a - b);
     // 4 now, 4 after 0.5 s, 2 after 1 s
-    assertOk(done[3]! < 400, `first window: ${done.slice(0, 4).map((d) => d.toFixed(0))}`);
+    // lower bounds: no more than 4 per window; upper: each group fits its own window
+    assertOk(done[3]! < 480, `first window: ${done.slice(0, 4).map((d) => d.toFixed(0))}`);
     assertOk(
-      done[4]! >= 480 && done[7]! < 900,
+      done[4]! >= 480 && done[7]! < 980,
       `second window: ${done.slice(4, 8).map((d) => d.toFixed(0))}`,
     );
     assertOk(done[8]! >= 980, `third window: ${done.slice(8).map((d) => d.toFixed(0))}`);
@@ -274,7 +280,8 @@ Deno.test("plugin shutdown: stdin closed, then SIGTERM, then SIGKILL for a proce
   await calc.close();
   const graceful = performance.now() - t0;
   assertOk(!alive(pid));
-  assertOk(graceful < 1500, `closing stdin ends calc quickly (${graceful.toFixed(0)} ms)`);
+  // before the 2 s grace period after which SIGTERM would follow
+  assertOk(graceful < 1950, `closing stdin ends calc quickly (${graceful.toFixed(0)} ms)`);
   const stubborn = new PluginProvider({
     id: "stubborn",
     protocol: "x/v1",
@@ -299,7 +306,7 @@ Deno.test("plugin shutdown: stdin closed, then SIGTERM, then SIGKILL for a proce
   const forced = performance.now() - t0;
   assertOk(!alive(spid));
   assertOk(
-    forced >= 380 && forced < 2000,
+    forced >= 380 && forced < 4000, // a loaded machine is slow to reap, never early
     `two grace periods, then SIGKILL (${forced.toFixed(0)} ms)`,
   );
   // a command that does not exist: a clear, non-retryable error

@@ -119,7 +119,9 @@ Deno.test("registry: a rate limit shared by two providers holds both", async () 
   );
   times.sort((x, y) => x - y);
   assertOk(
-    times[2]! < 100 && times[3]! >= 190 && times[5]! < 300 && times[6]! >= 390,
+    // 3 per 0.2 s window: the lower bounds hold on any machine; the upper ones only say each
+    // group fits its own window (a loaded event loop may be late, but not a whole window)
+    times[2]! < 190 && times[3]! >= 190 && times[5]! < 390 && times[6]! >= 390,
     times.join(" "),
   );
   assertEquals(r.stats()[0]!.rateLimit, { requests: 3, perSeconds: 0.2 });
@@ -132,13 +134,13 @@ Deno.test("registry: periodic probes take an unhealthy provider out and bring it
   r.register(a);
   r.register(b);
   b.healthy = false;
-  await new Promise((res) => setTimeout(res, 150));
+  await until(() => r.stats()[1]!.status === "unhealthy", "a probe finds b unhealthy");
   assertEquals(r.stats().map((s) => s.status), ["healthy", "unhealthy"]);
   for (let i = 0; i < 6; i++) await r.call("work/v1", "work", {}, ctx());
   assertEquals([a.served, b.served], [6, 0]);
   const probesWhileDown = b.probes;
   b.healthy = true;
-  await new Promise((res) => setTimeout(res, 150));
+  await until(() => r.stats()[1]!.status === "healthy", "a probe brings b back");
   assertOk(b.probes > probesWhileDown, "kept probing the unhealthy one");
   assertEquals(r.stats().map((s) => s.status), ["healthy", "healthy"]);
   for (let i = 0; i < 4; i++) await r.call("work/v1", "work", {}, ctx());
@@ -162,8 +164,7 @@ Deno.test("registry: a provider that reports itself unavailable is taken out unt
   for (let i = 0; i < 4; i++) await r.call("work/v1", "work", {}, ctx());
   assertEquals(a.served, 0);
   a.healthy = true;
-  await new Promise((res) => setTimeout(res, 120));
-  assertEquals(r.stats().find((s) => s.id === "a")!.status, "healthy");
+  await until(() => r.stats().find((s) => s.id === "a")!.status === "healthy", "a probe passes");
   await r.close();
 });
 
@@ -190,3 +191,12 @@ Deno.test("registry: health(id), not-started providers, aliases, unknown ids", a
     "PROVIDER_UNAVAILABLE",
   );
 });
+
+/** Polls `cond` (probes run on timers: a loaded machine runs them late, not never). */
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}

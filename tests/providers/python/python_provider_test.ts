@@ -59,7 +59,7 @@ for (const mode of ["none", "basic"] as const) {
     try {
       const failed = provider.call(
         "python/execute",
-        { code: spawner(pidFile), timeout: 1.5 },
+        { code: spawner(pidFile), timeout: 4 }, // time to start 4 processes under load
         makeCtx(),
       )
         .then(() => undefined, (e) => e);
