@@ -6,7 +6,8 @@ import type { Workflow } from "../core/workflow.ts";
 import { loadWorkflowFile, workflowJsonSchema } from "../loader/load_workflow.ts";
 import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
-import { colors, out, printJson } from "./output.ts";
+import { colors, err, out, printJson } from "./output.ts";
+import { isAbsolute, resolve } from "node:path";
 
 /** `workflow validate FILE`: every problem at once, exit 2 when there is any. */
 export async function validateCommand(file: string, globals: GlobalOptions): Promise<ExitCode> {
@@ -14,9 +15,18 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
   const registry = await setupRegistry(config);
   try {
     const wf = await loadWorkflowFile(file, registry);
+    const warnings = await missingFiles(wf);
     if (globals.json) {
-      printJson({ valid: true, file, workflow: wf.name, tasks: wf.tasks.length, issues: [] });
+      printJson({
+        valid: true,
+        file,
+        workflow: wf.name,
+        tasks: wf.tasks.length,
+        issues: [],
+        warnings,
+      });
     } else {
+      for (const w of warnings) err(colors("stderr").yellow(`warning: ${w}`));
       const c = colors("stdout");
       out(`${c.green("✓")} ${file}: workflow '${wf.name}' is valid (${wf.tasks.length} tasks)`);
     }
@@ -30,6 +40,46 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
   } finally {
     await registry.close();
   }
+}
+
+/**
+ * Files the workflow names that are not there now: `python/script` scripts and declared
+ * sandbox paths (a run would fail those tasks). Warnings, not errors: an earlier task or
+ * step may still make them.
+ */
+async function missingFiles(wf: Workflow): Promise<string[]> {
+  const base = wf.baseDir ?? Deno.cwd();
+  const found = async (path: string) => {
+    try {
+      await Deno.stat(isAbsolute(path) ? path : resolve(base, path));
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const literal = (v: unknown): v is string => typeof v === "string" && !v.includes("${");
+  const declared = (sandbox: unknown): [string, string][] => {
+    if (sandbox === null || typeof sandbox !== "object") return [];
+    const s = sandbox as { read?: unknown; write?: unknown };
+    return (["read", "write"] as const).flatMap((key) =>
+      Array.isArray(s[key]) ? (s[key] as unknown[]).filter(literal).map((p) => [key, p]) : []
+    ) as [string, string][];
+  };
+  const out: string[] = [];
+  for (const [key, path] of declared(wf.sandbox)) {
+    if (!await found(path)) out.push(`the workflow's sandbox ${key} path ${path} does not exist`);
+  }
+  for (const t of wf.tasks) {
+    if (t.method === "python/script" && literal(t.params.script) && !await found(t.params.script)) {
+      out.push(`task '${t.id}': the script ${t.params.script} does not exist`);
+    }
+    for (const [key, path] of declared(t.sandbox)) {
+      if (!await found(path)) {
+        out.push(`task '${t.id}': the sandbox ${key} path ${path} does not exist`);
+      }
+    }
+  }
+  return out;
 }
 
 async function loadWith(file: string, globals: GlobalOptions): Promise<Workflow> {

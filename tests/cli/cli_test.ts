@@ -503,3 +503,28 @@ Deno.test("a config file's mistakes: file:line:col, the key's path, a did-you-me
     assertStringIncludes(lines[1]!, hint);
   }
 });
+
+Deno.test("workflow validate warns about scripts and declared paths that are not there", async () => {
+  const { dir, env } = await scratch();
+  await Deno.mkdir(`${dir}/scripts`);
+  await Deno.writeTextFile(`${dir}/scripts/here.py`, "result = 1\n");
+  const file = await writeWorkflow(
+    dir,
+    "w.yaml",
+    "name: w\nsandbox: {read: [data/]}\ntasks:\n" +
+      "  - id: gone\n    method: python/script\n    params: {script: scripts/nothere.py}\n" +
+      "  - id: here\n    method: python/script\n    params: {script: scripts/here.py}\n" +
+      "    sandbox: {write: [out/]}\n",
+  );
+  const r = await gleitzeit(["workflow", "validate", file], { env });
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(r.stderr.trim().split("\n"), [
+    "warning: the workflow's sandbox read path data/ does not exist",
+    "warning: task 'gone': the script scripts/nothere.py does not exist",
+    "warning: task 'here': the sandbox write path out/ does not exist",
+  ]);
+  const json = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "validate", file], { env })).stdout,
+  );
+  assertEquals([json.valid, json.warnings.length], [true, 3]);
+});
