@@ -163,7 +163,20 @@ export async function runCli(args: string[]): Promise<ExitCode> {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0;
       if (e.code === "commander.help" || e.code === "commander.helpDisplayed") return 0;
-      err(colors("stderr").dim("hint: see `gleitzeit --help` (or `gleitzeit COMMAND --help`)"));
+      // `gleitzeit config` for `gleitzeit system config`: the groups that have such a command
+      const unknown = e.code === "commander.unknownCommand"
+        ? /unknown command '([^']+)'/.exec(e.message)?.[1]
+        : undefined;
+      const within = unknown === undefined ? [] : program.commands
+        .filter((group) => group.commands.some((sub) => sub.name() === unknown))
+        .map((group) => `\`gleitzeit ${group.name()} ${unknown}\``);
+      err(
+        colors("stderr").dim(
+          within.length > 0
+            ? `hint: did you mean ${within.join(" or ")}?`
+            : "hint: see `gleitzeit --help` (or `gleitzeit COMMAND --help`)",
+        ),
+      );
       if (json) printJsonError({ code: "USAGE_ERROR", message: e.message.replace(/^error: /, "") });
       return 2;
     }

@@ -211,6 +211,13 @@ Deno.test("errors are one line with a hint: missing file, unknown command, bad i
   const unknown = await gleitzeit(["wrkflow"], { env });
   assertEquals(unknown.code, 2);
   assertStringIncludes(unknown.stderr, "workflow");
+  // a command of a group, given without its group
+  const config = await gleitzeit(["config"], { env });
+  assertEquals(config.code, 2);
+  assertEquals(
+    config.stderr.trim().split("\n").at(-1),
+    "hint: did you mean `gleitzeit system config`?",
+  );
   const badInput = await gleitzeit(["run", `${EXAMPLES}/hello_python.yaml`, "-p", "nope=1"], {
     env,
   });
