@@ -112,8 +112,18 @@ export async function submitWorkflow(
       // On Redis, `gleitzeit worker` processes take it from the queue of runs.
       const queued = app.store.backend === "redis";
       if (queued) await enqueueRun(app.store as RedisStore, run.id);
-      if (json) printJson({ run_id: run.id, state: run.state, workflow: workflow.name });
-      else {
+      // A one-task run (`task submit`): its task's id too, last, as after a run that waits.
+      const only = workflow.tasks.length === 1
+        ? await app.store.getRunTask(run.id, workflow.tasks[0]!.id)
+        : undefined;
+      if (json) {
+        printJson({
+          run_id: run.id,
+          state: run.state,
+          workflow: workflow.name,
+          ...(only ? { task_id: only.id } : {}),
+        });
+      } else {
         out(run.id);
         err(
           colors("stderr").dim(
@@ -123,6 +133,7 @@ export async function submitWorkflow(
                 "Redis backend)",
           ),
         );
+        if (only) out(`task id: ${only.id}`);
       }
       return 0;
     }

@@ -535,3 +535,18 @@ Deno.test("workflow validate warns about scripts and declared paths that are not
   );
   assertEquals([json.valid, json.warnings.length], [true, 3]);
 });
+
+Deno.test("task submit --detach ends with the task's id, as a task that waits does", async () => {
+  const { env } = await scratch();
+  const r = await gleitzeit(["task", "submit", "echo", "--params", '{"a": 1}', "--detach"], {
+    env,
+  });
+  assertEquals(r.code, 0, r.stderr);
+  const [runId, last] = r.stdout.trim().split("\n");
+  assertMatch(runId!, /^run_/);
+  assertMatch(last!, /^task id: task_/);
+  const status = await gleitzeit(["--json", "task", "status", last!.slice("task id: ".length)], {
+    env,
+  });
+  assertEquals(JSON.parse(status.stdout).state, "queued", status.stderr);
+});
