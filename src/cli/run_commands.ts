@@ -32,6 +32,8 @@ export interface SubmitOptions {
   detach?: boolean;
   outputFile?: string;
   quiet?: boolean;
+  /** `task submit`: with --detach, stdout ends with the task's id too (after the run's). */
+  printTaskId?: boolean;
 }
 
 /** JSON form of a task, as printed by `--json` and written by `--output-file`. */
@@ -112,7 +114,7 @@ export async function submitWorkflow(
       // On Redis, `gleitzeit worker` processes take it from the queue of runs.
       const queued = app.store.backend === "redis";
       if (queued) await enqueueRun(app.store as RedisStore, run.id);
-      // A one-task run (`task submit`): its task's id too, last, as after a run that waits.
+      // A one-task run (`task submit`): its task's id too.
       const only = workflow.tasks.length === 1
         ? await app.store.getRunTask(run.id, workflow.tasks[0]!.id)
         : undefined;
@@ -133,7 +135,8 @@ export async function submitWorkflow(
                 "Redis backend)",
           ),
         );
-        if (only) out(`task id: ${only.id}`);
+        // (`run --detach` prints the run id alone: scripts take it as `RUN=$(...)`)
+        if (only && opts.printTaskId) out(`task id: ${only.id}`);
       }
       return 0;
     }
@@ -318,7 +321,14 @@ async function submitTask(
   const stream = protocol === "llm/v1" && Deno.stderr.isTerminal() && !globals.json;
   // --params are the task's parameters here, not workflow inputs
   const { params: _taskParams, ...submit } = opts;
-  return await submitWorkflow(workflow, config, globals, submit, registry, stream);
+  return await submitWorkflow(
+    workflow,
+    config,
+    globals,
+    { ...submit, printTaskId: true },
+    registry,
+    stream,
+  );
 }
 
 /** Waits (Ctrl-C aborts) until the `--depends-on` tasks completed; returns their records. */

@@ -152,8 +152,15 @@ export class Worker {
     for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
     await Promise.allSettled(this.#loops);
     await this.#dispatcher?.close();
-    await this.#store.command(["DEL", this.#keys.worker(this.owner)]).catch(() => {});
-    await this.#store.command(["ZREM", this.#keys.workers, this.owner]).catch(() => {});
+    // Deregistering is a courtesy (the key expires after two leases): a Redis that does not
+    // answer must not hold up a stop.
+    const deregister = (async () => {
+      await this.#store.command(["DEL", this.#keys.worker(this.owner)]).catch(() => {});
+      await this.#store.command(["ZREM", this.#keys.workers, this.owner]).catch(() => {});
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([deregister, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
     await Promise.all(this.#connections.map((c) => c.close().catch(() => {})));
   }
 

@@ -102,6 +102,8 @@ export class RedisStore implements Store {
   /** Opens and connects a new client with this store's settings. */
   #open?: () => Promise<Client>;
   #replacing?: Promise<void>;
+  /** The client {@link #open} is connecting, dropped by close(). */
+  #opening?: Client;
 
   private constructor(client: Client, url: string, prefix: string, commandTimeoutMs: number) {
     this.#commandTimeoutMs = commandTimeoutMs;
@@ -168,7 +170,17 @@ export class RedisStore implements Store {
     store.#reconnectAttempts = retries;
     store.#open = async () => {
       const next = open();
-      await withDeadline(next.client.connect(), budget);
+      store.#opening = next.client;
+      try {
+        await withDeadline(next.client.connect(), budget);
+      } catch (e) {
+        // a handshake that timed out would otherwise finish later and stay open (a leaked
+        // connection, and a process that cannot exit)
+        shutDown(next.client);
+        throw e;
+      } finally {
+        store.#opening = undefined;
+      }
       next.connected();
       return next.client;
     };
@@ -749,6 +761,7 @@ export class RedisStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#opening) shutDown(this.#opening);
     if (this.#client.isOpen && !this.#broken) {
       // a graceful QUIT, unless the server does not answer it soon
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -537,7 +537,7 @@ Deno.test("workflow validate warns about scripts and declared paths that are not
 });
 
 Deno.test("task submit --detach ends with the task's id, as a task that waits does", async () => {
-  const { env } = await scratch();
+  const { dir, env } = await scratch();
   const r = await gleitzeit(["task", "submit", "echo", "--params", '{"a": 1}', "--detach"], {
     env,
   });
@@ -549,4 +549,13 @@ Deno.test("task submit --detach ends with the task's id, as a task that waits do
     env,
   });
   assertEquals(JSON.parse(status.stdout).state, "queued", status.stderr);
+  // `run --detach` of a one-task file prints the run id alone (RUN=$(gleitzeit run ...))
+  const one = await writeWorkflow(
+    dir,
+    "one.yaml",
+    "name: one\ntasks:\n  - id: a\n    method: echo\n",
+  );
+  const run = await gleitzeit(["run", one, "--detach"], { env });
+  assertEquals(run.code, 0, run.stderr);
+  assertMatch(run.stdout, /^run_[0-9a-z]+\n$/);
 });

@@ -107,6 +107,7 @@ Deno.test("redis: a stalled server fails the command in flight; a new connection
     url: server.url,
     prefix: "gz-stall:",
     commandTimeoutMs: 500,
+    connectTimeoutMs: 500,
     reconnectAttempts: 50,
   });
   try {
@@ -115,6 +116,8 @@ Deno.test("redis: a stalled server fails the command in flight; a new connection
     const err = await store.command(["GET", "gz-stall:k"]).then(() => undefined, (e) => e);
     assert.equal(err?.code, "PERSISTENCE_UNAVAILABLE", `got ${err}`);
     assert.match(err.message, /no reply within 500 ms/);
+    // replacements are tried meanwhile: their handshakes time out on the stalled server
+    await new Promise((r) => setTimeout(r, 1500));
     server.signal("SIGCONT");
     // The dropped connection is replaced in the background; commands wait for it (up to the
     // command timeout each) rather than failing for the rest of the process's life.
@@ -129,6 +132,11 @@ Deno.test("redis: a stalled server fails the command in flight; a new connection
     }
     assert.equal(value, "before", `errors meanwhile: ${errors.join("; ")}`);
     assert.equal(await store.command(["SET", "gz-stall:k", "after"]), "OK");
+    // one connection: the replacements that timed out were dropped, not left to finish later
+    const admin = await RedisStore.connect({ url: server.url, prefix: "gz-stall:" });
+    const clients = String(await admin.command(["CLIENT", "LIST"])).trim().split("\n");
+    await admin.close();
+    assert.equal(clients.length, 2, clients.join("\n"));
   } finally {
     server.signal("SIGCONT");
     await store.close();

@@ -356,8 +356,10 @@ export class PythonProvider implements Provider {
         Deno.mkdirSync(taskDir, { mode: 0o700 });
         Deno.mkdirSync(runWorkDir, { mode: 0o700 });
         for (const [name, path] of links) {
-          for (const dir of linkParents(name)) {
-            Deno.mkdirSync(`${runWorkDir}/${dir}`, { mode: 0o755 });
+          // links may share parents (`a/b`, `a/c`)
+          const parents = linkParents(name);
+          if (parents.length > 0) {
+            Deno.mkdirSync(`${runWorkDir}/${parents.at(-1)}`, { recursive: true, mode: 0o755 });
           }
           Deno.symlinkSync(path, `${runWorkDir}/${name}`);
         }

@@ -104,7 +104,8 @@ for (const mode of ["bwrap", "basic"] as const) {
     const top = await Deno.makeTempDir();
     await Deno.chmod(top, 0o755);
     const dir = `${top}/wf`;
-    for (const d of [dir, `${dir}/data`, `${dir}/data/raw`, `${dir}/logs`, `${top}/other`]) {
+    const dirs = [dir, `${dir}/data`, `${dir}/data/raw`, `${dir}/logs`, `${top}/other`];
+    for (const d of [...dirs, `${dir}/lib`, `${dir}/lib/a`, `${dir}/lib/b`]) {
       await Deno.mkdir(d, { mode: 0o755 });
       await Deno.chmod(d, 0o755);
     }
@@ -118,7 +119,8 @@ for (const mode of ["bwrap", "basic"] as const) {
 import os
 text = open("data/raw/in.txt").read() + open(${JSON.stringify(`${top}/other/o.txt`)}).read()
 open("out/result.txt", "w").write(text.upper())
-result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir("."))}
+result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir(".")),
+          "lib": sorted(os.listdir("lib"))}
 `;
       const r = await provider.call(
         "python/execute",
@@ -126,15 +128,20 @@ result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir
         makeCtx({
           baseDir: dir,
           sandbox: {
-            workflow: { read: ["data", "data/raw", "../other", "."] },
+            // lib/a and lib/b share the parent lib, which is not declared
+            workflow: { read: ["data", "data/raw", "../other", ".", "lib/a", "lib/b"] },
             task: { write: ["out/"] },
           },
         }),
-      ) as { result: { cwd: boolean; entries: string[] } };
+      ) as { result: { cwd: boolean; entries: string[]; lib: string[] } };
       assert.equal(await Deno.readTextFile(`${dir}/out/result.txt`), "INPUTOTHER");
       // data/raw comes through data's link; ../other and the workflow dir itself keep only
       // their absolute names.
-      assert.deepEqual(r.result, { cwd: true, entries: ["data", "out"] });
+      assert.deepEqual(r.result, {
+        cwd: true,
+        entries: ["data", "lib", "out"],
+        lib: ["a", "b"],
+      });
     } finally {
       await provider.close();
       await Deno.remove(top, { recursive: true });
