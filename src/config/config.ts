@@ -416,7 +416,9 @@ function checkHttpUrl(url: string, where: string, what: string, example: string)
     // not a URL at all
   }
   if (!ok) {
-    throw new GleitzeitError("CONFIG_ERROR", `${where}: '${url}' is not an ${what} URL`, {
+    // a password in it is not shown
+    const shown = url.replace(/([^/@:]+):[^/@]+@/, "$1:***@");
+    throw new GleitzeitError("CONFIG_ERROR", `${where}: '${shown}' is not an ${what} URL`, {
       hint: `use http://HOST:PORT (or https://), e.g. ${example}`,
     });
   }

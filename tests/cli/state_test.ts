@@ -250,6 +250,7 @@ Deno.test("an Ollama URL that is not http(s) is one clear error before anything 
     const [args, extra, where] of [
       [["--ollama-url", "localhost:11434"], {}, "--ollama-url"],
       [[], { GLEITZEIT_OLLAMA_URL: "127.0.0.1:11434" }, "GLEITZEIT_OLLAMA_URL"],
+      [["--ollama-url", "user:s3cret@host:1"], {}, "--ollama-url"],
     ] as const
   ) {
     const r = await gleitzeit([...args, "run", file], { env: { ...env, ...extra } });
@@ -259,6 +260,7 @@ Deno.test("an Ollama URL that is not http(s) is one clear error before anything 
     assertStringIncludes(lines[0]!, `error: ${where}: '`);
     assertStringIncludes(lines[0]!, "' is not an Ollama URL");
     assertStringIncludes(lines[1]!, "hint: use http://HOST:PORT");
+    assert(!r.stderr.includes("s3cret"), r.stderr);
   }
 });
 
