@@ -9,7 +9,7 @@ import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GleitzeitError } from "../core/errors.ts";
 import { Positions } from "../loader/positions.ts";
-import { closest } from "../loader/suggest.ts";
+import { schemaIssues } from "../loader/schema_issues.ts";
 
 /** Where a configuration value came from. */
 export type ConfigSource = "default" | "file" | "env" | "flag";
@@ -146,21 +146,20 @@ async function readConfigFile(path: string, explicit: boolean): Promise<FileConf
   const raw: unknown = doc.toJS() ?? {};
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
-    const problems = parsed.error.issues.flatMap((i) => configProblems(i, raw, pos));
+    // as the workflow loader reports a file's problems, the keys being the config file's
+    const problems = schemaIssues(parsed.error.issues, raw, pos, configKeys)
+      .map((p) => ({
+        ...p,
+        text: `${p.line}:${p.column}: ${p.path || "(top level)"}: ${p.message}`,
+      }));
     const more = problems.length > 1
-      ? ` (and ${problems.length - 1} more: ${
-        problems.slice(1).map((p) => `${p.at} ${p.text}`).join("; ")
-      })`
+      ? ` (and ${problems.length - 1} more: ${problems.slice(1).map((p) => p.text).join("; ")})`
       : "";
-    throw new GleitzeitError(
-      "CONFIG_ERROR",
-      `config file ${path}:${problems[0]!.at} ${problems[0]!.text}${more}`,
-      {
-        hint: problems.find((p) => p.hint)?.hint ??
-          "the README's Configuration section lists every key; " +
-            "run `gleitzeit --config /dev/null system config` to see the defaults",
-      },
-    );
+    throw new GleitzeitError("CONFIG_ERROR", `config file ${path}:${problems[0]!.text}${more}`, {
+      hint: problems.find((p) => p.hint)?.hint ??
+        "the README's Configuration section lists every key; " +
+          "run `gleitzeit --config /dev/null system config` to see the defaults",
+    });
   }
   return parsed.data;
 }
@@ -177,49 +176,6 @@ function configKeys(path: readonly PropertyKey[]): string[] {
     schema = next;
   }
   return Object.keys((schema as { shape?: Record<string, unknown> } | undefined)?.shape ?? {});
-}
-
-/** One zod issue of the config file as `line:col: path: what` with a "did you mean". */
-function configProblems(
-  issue: z.core.$ZodIssue,
-  raw: unknown,
-  pos: Positions,
-): { at: string; text: string; hint?: string }[] {
-  const where = (path: readonly PropertyKey[], key = false) => {
-    const p = pos.of(path as (string | number)[], { key });
-    return `${p.line}:${p.column}:`;
-  };
-  const name = (path: readonly PropertyKey[]) => path.map(String).join(".") || "(top level)";
-  if (issue.code === "unrecognized_keys") {
-    const allowed = configKeys(issue.path);
-    return issue.keys.map((key) => {
-      const guess = closest(key, allowed);
-      return {
-        at: where([...issue.path, key], true),
-        text: `${name([...issue.path, key])}: unknown key`,
-        hint: guess !== undefined
-          ? `did you mean '${guess}'?`
-          : `the keys here: ${allowed.join(", ")}`,
-      };
-    });
-  }
-  let value: unknown = raw;
-  for (const key of issue.path) value = (value as Record<PropertyKey, unknown>)?.[key];
-  if (issue.code === "invalid_value") {
-    const options = issue.values.map(String);
-    const guess = typeof value === "string" ? closest(value, options) : undefined;
-    return [{
-      at: where(issue.path),
-      text: `${name(issue.path)}: ${JSON.stringify(value)} is not one of ${options.join(", ")}`,
-      hint: guess !== undefined ? `did you mean '${guess}'?` : `one of ${options.join(", ")}`,
-    }];
-  }
-  const text = issue.code === "invalid_type"
-    ? `must be ${issue.expected === "object" ? "a mapping" : `a ${issue.expected}`}, got ${
-      Array.isArray(value) ? "a list" : value === null ? "nothing" : typeof value
-    }`
-    : issue.message;
-  return [{ at: where(issue.path), text: `${name(issue.path)}: ${text}` }];
 }
 
 function positiveInt(name: string, value: string): number {

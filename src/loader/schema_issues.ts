@@ -82,18 +82,22 @@ function message(issue: ZodIssue, value: unknown): string {
   }
 }
 
-/** Converts zod issues for `data` (the parsed file) into positioned Issues. */
+/**
+ * Converts zod issues for `data` (the parsed file) into positioned Issues. `keysAt` names the
+ * keys allowed at a path, for "did you mean" (default: the workflow format's).
+ */
 export function schemaIssues(
   zodIssues: readonly ZodIssue[],
   data: unknown,
   pos: Positions,
+  keysAt: (path: Path) => readonly string[] = keysFor,
 ): Issue[] {
   const out: Issue[] = [];
   const visit = (issue: ZodIssue, prefix: Path) => {
     const path = [...prefix, ...(issue.path as Path)];
     const value = valueAt(data, path);
     if (issue.code === "unrecognized_keys") {
-      const allowed = keysFor(path);
+      const allowed = keysAt(path);
       for (const key of issue.keys) {
         const keyPath = [...path, key];
         const guess = closest(key, allowed);
@@ -133,10 +137,15 @@ export function schemaIssues(
       });
       return;
     }
+    // a misspelt choice (`backoff: exponentail`, `backend: redsi`)
+    const guess = issue.code === "invalid_value" && typeof value === "string"
+      ? closest(value, issue.values.map(String))
+      : undefined;
     out.push({
       path: formatPath(path),
       message: message(issue, value),
       ...pos.of(path),
+      hint: guess !== undefined ? `did you mean '${guess}'?` : undefined,
     });
   };
   for (const issue of zodIssues) visit(issue, []);

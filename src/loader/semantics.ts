@@ -339,7 +339,6 @@ function checkMethod(raw: Obj, at: Path, catalog: ProtocolCatalog, add: Add): st
   return undefined;
 }
 
-/** Reports every cycle (one issue each): finds one, drops its closing edge, looks again. */
 /** Hints for parameters that belong to a neighbouring method. */
 const PARAM_HINTS: Record<string, string> = {
   "llm/chat prompt": "llm/chat takes `messages: [{role: user, content: ...}]`; for one prompt " +
@@ -349,6 +348,7 @@ const PARAM_HINTS: Record<string, string> = {
   "python/script code": "for inline code use python/execute {code}",
 };
 
+/** Reports every cycle (one issue each): finds one, drops its closing edge, looks again. */
 function checkCycles(
   edges: Map<string, Edge[]>,
   report: (edge: Edge, message: string, hint?: string) => void,

@@ -484,16 +484,16 @@ Deno.test("a config file's mistakes: file:line:col, the key's path, a did-you-me
   const cases: [string, string, string][] = [
     [
       'persistence:\n  backend: redsi\n  redis_prefx: "a:"\n',
-      ':2:12: persistence.backend: "redsi" is not one of sqlite, redis, memory, none (and 1 more: ' +
-      "3:3: persistence.redis_prefx: unknown key)",
+      ':2:12: persistence.backend: must be one of sqlite, redis, memory, none, got "redsi" ' +
+      "(and 1 more: 3:3: persistence.redis_prefx: unknown key 'redis_prefx')",
       "hint: did you mean 'redis'?",
     ],
     [
       "persistnce:\n  backend: redis\n",
-      ":1:1: persistnce: unknown key",
+      ":1:1: persistnce: unknown key 'persistnce'",
       "did you mean 'persistence'?",
     ],
-    ["engine: 5\n", ":1:9: engine: must be a mapping, got number", "Configuration section"],
+    ["engine: 5\n", ":1:9: engine: must be a mapping, got an integer", "Configuration section"],
     [
       "persistence:\n  backend: [sqlite\n",
       ":3:1: Flow sequence in block collection must be sufficiently indented and end with a ]",

@@ -313,3 +313,16 @@ Deno.test("sandbox validation", () => {
   assertAt(issueAt(issues, "tasks[0].sandbox.network[0]"), 8, 17);
   ok(issueAt(issues, "tasks[0].sandbox.rootfs").hint?.startsWith("allowed keys: mode, network"));
 });
+
+Deno.test("a misspelt choice gets a did-you-mean", () => {
+  const issues = issuesOf(yaml(
+    "name: x",
+    "on_failure: continu",
+    "tasks:",
+    "  - id: a",
+    "    method: echo",
+    "    retry: {max_attempts: 2, backoff: exponentail}",
+  ));
+  equal(issueAt(issues, "on_failure").hint, "did you mean 'continue'?");
+  equal(issueAt(issues, "tasks[0].retry.backoff").hint, "did you mean 'exponential'?");
+});
