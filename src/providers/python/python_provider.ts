@@ -356,10 +356,9 @@ export class PythonProvider implements Provider {
         Deno.mkdirSync(taskDir, { mode: 0o700 });
         Deno.mkdirSync(runWorkDir, { mode: 0o700 });
         for (const [name, path] of links) {
-          // links may share parents (`a/b`, `a/c`)
-          const parents = linkParents(name);
-          if (parents.length > 0) {
-            Deno.mkdirSync(`${runWorkDir}/${parents.at(-1)}`, { recursive: true, mode: 0o755 });
+          // (links may share parents: `a/b`, `a/c`)
+          if (dirname(name) !== ".") {
+            Deno.mkdirSync(`${runWorkDir}/${dirname(name)}`, { recursive: true, mode: 0o755 });
           }
           Deno.symlinkSync(path, `${runWorkDir}/${name}`);
         }
@@ -436,13 +435,11 @@ export class PythonProvider implements Provider {
               String(WORK_TMPFS_BYTES),
               "--tmpfs",
               SANDBOX_WORK,
+              // (--dir makes the parents too)
               ...links.flatMap(([name, path]) => [
-                ...linkParents(name).flatMap((dir) => [
-                  "--perms",
-                  "0755",
-                  "--dir",
-                  `${SANDBOX_WORK}/${dir}`,
-                ]),
+                ...(dirname(name) === "."
+                  ? []
+                  : ["--perms", "0755", "--dir", `${SANDBOX_WORK}/${dirname(name)}`]),
                 "--symlink",
                 path,
                 `${SANDBOX_WORK}/${name}`,
@@ -787,10 +784,4 @@ function processExists(pid: number): boolean {
   } catch (e) {
     return e instanceof Deno.errors.PermissionDenied;
   }
-}
-
-/** `a/b/c` -> [`a`, `a/b`]: the directories a link named `a/b/c` needs first. */
-function linkParents(name: string): string[] {
-  const parts = name.split("/");
-  return parts.slice(0, -1).map((_, i) => parts.slice(0, i + 1).join("/"));
 }

@@ -105,7 +105,8 @@ for (const mode of ["bwrap", "basic"] as const) {
     await Deno.chmod(top, 0o755);
     const dir = `${top}/wf`;
     const dirs = [dir, `${dir}/data`, `${dir}/data/raw`, `${dir}/logs`, `${top}/other`];
-    for (const d of [...dirs, `${dir}/lib`, `${dir}/lib/a`, `${dir}/lib/b`]) {
+    const more = [`${dir}/lib`, `${dir}/lib/a`, `${dir}/lib/b`, `${dir}/deep`, `${dir}/deep/x`];
+    for (const d of [...dirs, ...more, `${dir}/deep/x/y`]) {
       await Deno.mkdir(d, { mode: 0o755 });
       await Deno.chmod(d, 0o755);
     }
@@ -120,7 +121,7 @@ import os
 text = open("data/raw/in.txt").read() + open(${JSON.stringify(`${top}/other/o.txt`)}).read()
 open("out/result.txt", "w").write(text.upper())
 result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir(".")),
-          "lib": sorted(os.listdir("lib"))}
+          "lib": sorted(os.listdir("lib")), "deep": os.listdir("deep/x")}
 `;
       const r = await provider.call(
         "python/execute",
@@ -129,18 +130,21 @@ result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir
           baseDir: dir,
           sandbox: {
             // lib/a and lib/b share the parent lib, which is not declared
-            workflow: { read: ["data", "data/raw", "../other", ".", "lib/a", "lib/b"] },
+            workflow: {
+              read: ["data", "data/raw", "../other", ".", "lib/a", "lib/b", "deep/x/y"],
+            },
             task: { write: ["out/"] },
           },
         }),
-      ) as { result: { cwd: boolean; entries: string[]; lib: string[] } };
+      ) as { result: { cwd: boolean; entries: string[]; lib: string[]; deep: string[] } };
       assert.equal(await Deno.readTextFile(`${dir}/out/result.txt`), "INPUTOTHER");
       // data/raw comes through data's link; ../other and the workflow dir itself keep only
       // their absolute names.
       assert.deepEqual(r.result, {
         cwd: true,
-        entries: ["data", "lib", "out"],
+        entries: ["data", "deep", "lib", "out"],
         lib: ["a", "b"],
+        deep: ["y"],
       });
     } finally {
       await provider.close();
