@@ -140,7 +140,7 @@ export class RedisStore implements Store {
         socket: {
           connectTimeout: budget,
           reconnectStrategy: (attempt: number, cause: Error) =>
-            !ready || attempt >= retries ? cause : Math.min(50 * 2 ** attempt, 1000),
+            !ready || attempt >= retries ? cause : reconnectDelayMs(attempt),
         },
       });
       // node-redis emits "error" on every socket problem; without a listener it would throw.
@@ -285,7 +285,7 @@ export class RedisStore implements Store {
           this.#broken = false;
           return;
         } catch {
-          await new Promise((r) => setTimeout(r, Math.min(50 * 2 ** attempt, 1000)));
+          await new Promise((r) => setTimeout(r, reconnectDelayMs(attempt)));
         }
       }
     })().finally(() => (this.#replacing = undefined));
@@ -774,6 +774,11 @@ export class RedisStore implements Store {
     }
     shutDown(this.#client);
   }
+}
+
+/** The pause before reconnect attempt `attempt`: 100 ms, doubling, at most 1 s. */
+function reconnectDelayMs(attempt: number): number {
+  return Math.min(50 * 2 ** Math.max(1, attempt), 1000);
 }
 
 /** `promise`, or a rejection once `ms` have passed without it settling. */
