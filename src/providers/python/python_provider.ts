@@ -83,6 +83,8 @@ export interface PythonProviderOptions {
   poolSize?: number;
   /** Idle warm parents are killed after this long; default 60 s. */
   poolIdleMs?: number;
+  /** Tasks a warm parent serves before a fresh one takes its place; default 1000. */
+  poolMaxTasks?: number;
   /** Path of `bwrap`; default: looked up in /usr/bin, /usr/local/bin, /bin. */
   bwrapPath?: string;
 }
@@ -124,6 +126,7 @@ export class PythonProvider implements Provider {
   readonly #limits: SandboxLimits;
   readonly #poolSize: number;
   readonly #poolIdleMs: number | undefined;
+  readonly #poolMaxTasks: number | undefined;
   readonly #bwrapPath: string | undefined;
   readonly #pools = new Map<SandboxMode, WarmPool>();
   readonly #bwrapReady = new Map<string, Promise<string>>();
@@ -143,6 +146,7 @@ export class PythonProvider implements Provider {
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#poolSize = options.poolSize ?? 0;
     this.#poolIdleMs = options.poolIdleMs;
+    this.#poolMaxTasks = options.poolMaxTasks;
     this.#bwrapPath = options.bwrapPath;
   }
 
@@ -525,6 +529,7 @@ export class PythonProvider implements Provider {
       pool = new WarmPool({
         size: this.#poolSize,
         idleMs: this.#poolIdleMs,
+        maxTasksPerWorker: this.#poolMaxTasks,
         spawn: () => this.#warmSpawn(mode, py, bwrap),
       });
       this.#pools.set(mode, pool);

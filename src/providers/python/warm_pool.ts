@@ -122,6 +122,10 @@ export class WarmWorker {
   readonly ioDir: string | undefined;
   readonly #io: string;
   tasks = 0;
+  /** Its successor is ready (or could not start): it goes at its next release. */
+  replaced = false;
+  /** A successor is being started for it (see {@link WarmPool.release}). */
+  succeeding = false;
   idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** When it was last returned to the pool (performance.now()). */
   idleSince = 0;
@@ -411,7 +415,11 @@ export interface WarmPoolOptions {
   size: number;
   /** Idle parents are killed after this long; default 60 s. */
   idleMs?: number;
-  /** A parent is replaced after this many tasks; default 1000. */
+  /**
+   * A parent is replaced after this many tasks; default 1000. Its successor starts in the
+   * background while it goes on serving (the pool is one over its size meanwhile), so no
+   * task waits for a parent to start.
+   */
   maxTasksPerWorker?: number;
   /** Prepares the spawn of one parent (creates its pool directory). */
   spawn: () => Promise<WarmSpawn>;
@@ -427,6 +435,8 @@ export class WarmPool {
   readonly #all = new Set<WarmWorker>();
   #starting = 0;
   #closed = false;
+  /** Successors being started (see {@link release}); close() waits for them. */
+  readonly #succeeding = new Set<Promise<void>>();
 
   constructor(options: WarmPoolOptions) {
     this.#size = Math.max(0, Math.floor(options.size));
@@ -472,8 +482,9 @@ export class WarmPool {
     }
   }
 
-  async #start(): Promise<WarmWorker | undefined> {
-    if (this.#all.size + this.#starting >= this.#size) return undefined;
+  /** Starts a parent, within the size unless `beyondSize` (a successor). */
+  async #start(beyondSize = false): Promise<WarmWorker | undefined> {
+    if (!beyondSize && this.#all.size + this.#starting >= this.#size) return undefined;
     this.#starting++;
     let worker: WarmWorker | undefined;
     try {
@@ -492,7 +503,10 @@ export class WarmPool {
 
   /** Returns a healthy parent to the pool after a task. */
   release(worker: WarmWorker): void {
-    if (this.#closed || worker.dead || worker.tasks >= this.#maxTasks) {
+    if (worker.tasks >= this.#maxTasks && !worker.succeeding && !this.#closed) {
+      this.#succeed(worker);
+    }
+    if (this.#closed || worker.dead || worker.replaced) {
       void this.discard(worker);
       return;
     }
@@ -501,6 +515,28 @@ export class WarmPool {
     // One timer per idle stretch, not one per task (a timer created and cleared per task was
     // ~7% of the Deno side's CPU per warm task).
     if (worker.idleTimer === undefined) this.#armIdle(worker, this.#idleMs);
+  }
+
+  /**
+   * Starts the successor of a parent that has served its share of tasks; once it is ready,
+   * it takes the old parent's place (the old one goes now if idle, else when its task ends).
+   */
+  #succeed(old: WarmWorker): void {
+    old.succeeding = true;
+    const done = (async () => {
+      let next: WarmWorker | undefined;
+      try {
+        next = await this.#start(true);
+      } catch {
+        // The old parent goes all the same; the next acquire starts one and says why not.
+      }
+      old.replaced = true;
+      const gone = this.#idle.includes(old) ? this.discard(old) : undefined;
+      if (next && this.#closed) await this.discard(next);
+      else if (next) this.release(next);
+      await gone;
+    })().finally(() => this.#succeeding.delete(done));
+    this.#succeeding.add(done);
   }
 
   #armIdle(worker: WarmWorker, ms: number): void {
@@ -534,6 +570,8 @@ export class WarmPool {
   /** Kills every parent. */
   async close(): Promise<void> {
     this.#closed = true;
+    // A successor still starting discards itself once ready (the pool is closed).
+    await Promise.all([...this.#succeeding]);
     const all = [...this.#all];
     this.#idle.length = 0;
     this.#all.clear();

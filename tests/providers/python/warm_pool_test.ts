@@ -195,6 +195,41 @@ Deno.test("[bwrap] the pool never exceeds its size; overflow runs cold", async (
   }
 });
 
+Deno.test("[bwrap] a parent that served its share is replaced without a task waiting for the start", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1, poolMaxTasks: 3 });
+  const parent = async () =>
+    (await provider.call("python/execute", {
+      code: "import os\nresult = os.readlink('/proc/self/ns/pid')",
+    }, makeCtx()) as { result: string }).result;
+  try {
+    const first = [await parent(), await parent(), await parent()];
+    assert.equal(new Set(first).size, 1, "one warm parent for its three tasks");
+    // Its successor starts now; meanwhile the old parent serves on (the pool is one over its
+    // size, never more), so tasks never run cold or wait for the start.
+    const during: string[] = [];
+    let most = 0;
+    const until = Date.now() + 20_000;
+    while (Date.now() < until) {
+      most = Math.max(most, provider.poolStats().bwrap.live);
+      const sandbox = await parent();
+      during.push(sandbox);
+      if (sandbox !== first[0]) break;
+    }
+    assert.equal(during[0], first[0], "the task right after its share still ran on it");
+    const next = during.at(-1)!;
+    assert.notEqual(next, first[0], "a new parent took over");
+    assert.ok(most <= 2, `${most} warm parents at once`);
+    assert.equal(await parent(), next, "the successor serves on");
+    const gone = Date.now() + 10_000;
+    while (provider.poolStats().bwrap.live > 1 && Date.now() < gone) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(provider.poolStats().bwrap.live, 1, "the old parent went");
+  } finally {
+    await provider.close();
+  }
+});
+
 Deno.test("[bwrap] idle warm parents are reaped", async () => {
   const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 2, poolIdleMs: 200 });
   try {
