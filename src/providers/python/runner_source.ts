@@ -918,6 +918,7 @@ def _pool():
     # touch (and copy) every page of the parent's heap.
     gc.collect()
     gc.freeze()
+    _start_forkers(inp, out, options)
     out.write('{"ready": true}\n')
     # A spare child is forked ahead of each job, and the next spare is forked while the job
     # runs, so neither fork nor exit is on a task's path; the provider sends the next task's
@@ -995,12 +996,14 @@ def _pool():
             continue
         if not line.strip():
             continue
+        if not line.startswith(b'{"prepare"'):
+            spare = _settle(spare, inp, out, options)  # before the job goes to it
         if _own_user and not line.startswith(b'{"prepare"'):
             spare = _live_spare(spare, own, lambda: _prefork(inp, out, options, (), new_dir()))
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
-        pid, job_w, done_r, pidfd, task_dir = spare
+        pid, job_w, done_r, pidfd, task_dir = spare[:5]
         os.close(job_w)
         spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
         # This process is the one thing every task waits on twice (to pass its job on, to
@@ -1041,8 +1044,10 @@ def _pool():
         # are none: the killed task cannot start more, so one look at /proc (this sandbox's
         # PID namespace) tells. Before the status line: should they not go, this parent ends
         # and only this task fails.
-        if own_ns and _strays({1, mypid, pid, spare[0]}):
+        spare = _settle(spare, inp, out, options)
+        if own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids()):
             _kill_leftovers(mypid)
+            _drop_forkers()  # killed too; made again as needed
             for fd in spare[1:4]:
                 os.close(fd)
             if spare[4]:
@@ -1144,7 +1149,7 @@ def _live_spare(spare, own, make):
     # spare that is not plainly waiting (a signal pending, stopped, on its way out, gone)
     # is killed and replaced; the next task's paths then come with its job.
     import select
-    pid, job_w, done_r, pidfd, task_dir = spare
+    pid, job_w, done_r, pidfd, task_dir = spare[:5]
     if not select.select([pidfd], [], [], 0)[0] and _waiting(pid, own):
         return spare
     try:
@@ -1340,11 +1345,13 @@ def _task_cgroup(options):
     # The pids cgroup of the next task, below the pool's (see task_cgroups.ts), or None.
     # Three in turn, made once (making and removing one per task costs ~150 us): a task's
     # processes have long been killed and reaped when its cgroup comes round again.
-    pool = options.get("cgroup")
-    if not pool:
+    if not options.get("cgroup"):
         return None
     _cgroups[0] += 1
-    path = "%s/t%d" % (pool, _cgroups[0] % 3)
+    return _make_cgroup(options, _cgroups[0] % 3)
+
+def _make_cgroup(options, n):
+    path = "%s/t%d" % (options["cgroup"], n)
     if path not in _cgroups[1]:
         try:
             os.mkdir(path)
@@ -1370,7 +1377,7 @@ def _cgroup_max(cgroup, job, options):
     if want is None or want == options.get("nproc"):
         return
     try:
-        _write_file(cgroup + "/pids.max", str(int(want)))
+        _write_file(cgroup + "/pids.max", str(int(want) + _cgroup_extra))
     except (OSError, ValueError):
         _in_cgroup = False
 
@@ -1378,92 +1385,289 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     cgroup = _task_cgroup(options)
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
-    # In the spare, signals stay pending, not delivered, until the job comes: the parent
-    # sees any a task sent (see _waiting) and replaces it instead of passing it a job.
-    # Blocked from before the fork on, so none gets in in between.
-    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-    pid = os.fork()
-    if pid != 0:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-    if pid == 0:
-        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-        mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
-        for fd in (job_w, done_r) + tuple(inherited) + tuple(_ipc_fds) + mq:
-            os.close(fd)
-        if cgroup:
-            # Now, while it waits, not when its job comes: moving a process between cgroups
-            # can wait for an RCU grace period (milliseconds).
-            try:
-                _write_file(cgroup + "/pids.max", str(options["nproc"]))
-                _join_cgroup(cgroup + "/cgroup.procs")
-            except (OSError, KeyError):
-                pass  # the rlimit applies
-        uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
-        if uid is not None and os.getuid() != uid:
-            os.setgroups([])
-            os.setresgid(0, gid, 0)
-            os.setresuid(0, uid, 0)
-        def get_job():
-            # Lines: optionally {"prepare": {paths}} (sent ahead, so the directory and
-            # output files are set up before the job exists), then the job; then EOF.
-            # Raw reads (no file object): a fresh child pays a page fault for every page
-            # of the parent's heap it writes to, and creating objects writes to some.
-            pending = b""
-            while True:
-                nl = pending.find(b"\n")
-                if nl < 0:
-                    data = os.read(job_r, 65536)
-                    if not data:
-                        return None
-                    pending += data
-                    continue
-                line, pending = pending[:nl], pending[nl + 1:]
-                msg = _loads(line.decode("utf-8"))
-                if "prepare" in msg:
-                    # Ahead of the job, unless tasks are this pool's own user: the running
-                    # one could still reach what is set up now (see _open_io).
-                    if not _own_user:
-                        if task_dir:
-                            msg["prepare"]["work_dir"] = task_dir
-                        _prepare(msg["prepare"])
-                    continue
-                # The parent passes a job on only once the task before has ended and what it
-                # left is gone.
-                os.close(job_r)
-                work = task_dir
-                if work:
-                    if _own_user:
-                        # made while the task before ran, as its user: made afresh now
-                        _purge(work)
-                        try:
-                            os.mkdir(work, 0o700)
-                        except OSError:
-                            # what the task before left there would not go (a tree past
-                            # PATH_MAX): another name; the parent finds it and retires
-                            work += "x"
-                            os.mkdir(work, 0o700)
-                    msg["work_dir"] = work
-                if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
-                                                          msg.get("stdout_path")):
-                    _prepare(msg)
-                if uid is not None and (work or _in_cgroup):
-                    os.setresuid(0, 0, 0)
-                    if work:
-                        # Only now the task's: the previous task has ended.
-                        os.chown(work, uid, gid)
-                if _in_cgroup:
-                    _cgroup_max(cgroup, msg, options)
-                if uid is not None:
-                    os.setresgid(gid, gid, gid)
-                    os.setresuid(uid, uid, uid)
-                    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-                        raise SystemExit("gleitzeit runner: could not drop to uid %d" % uid)
-                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-                return msg
-        _child(inp, out, get_job, done_w)
+    forker = _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir) if cgroup else None
+    if forker is None:
+        # In the spare, signals stay pending, not delivered, until the job comes: the parent
+        # sees any a task sent (see _waiting) and replaces it instead of passing it a job.
+        # Blocked from before the fork on, so none gets in in between.
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        pid = os.fork()
+        if pid != 0:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+        if pid == 0:
+            for fd in (job_w, done_r) + tuple(inherited):
+                os.close(fd)
+            if cgroup:
+                # Now, while it waits, not when its job comes (see _fork_in).
+                try:
+                    _write_file(cgroup + "/pids.max", str(options["nproc"]))
+                    _join_cgroup(cgroup + "/cgroup.procs")
+                except (OSError, KeyError):
+                    pass  # the rlimit applies
+            _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask)
     os.close(job_r)
     os.close(done_w)
-    return pid, job_w, done_r, os.pidfd_open(pid), task_dir
+    if forker is not None:
+        # pid and pidfd once the forker has answered (see _settle)
+        return [None, job_w, done_r, None, task_dir, forker]
+    return [pid, job_w, done_r, os.pidfd_open(pid), task_dir, None]
+
+def _settle(spare, inp, out, options):
+    # A spare asked of a forker gets its pid here, when first needed: the forker clones
+    # while this parent goes on (to the running task's end, usually). Should the forker
+    # not answer, forkers are given up and a spare is forked instead, in the same directory
+    # (a {"prepare"} line sent to the lost one is repeated by the job itself).
+    if spare[0] is not None:
+        return spare
+    try:
+        pid = int(spare[5].recv(32))
+        if pid > 0:
+            spare[0], spare[3] = pid, os.pidfd_open(pid)
+            return spare
+    except (OSError, ValueError):
+        pass
+    _forkers_off[0] = True
+    _drop_forkers()
+    os.close(spare[1])
+    os.close(spare[2])
+    return _prefork(inp, out, options, (), spare[4])
+
+_forkers = {}  # task cgroup -> (pid, socket) of the process that makes its spares there
+_forkers_off = [False]  # one failed: spares are forked and moved (see _fork_in)
+_cgroup_extra = 0  # processes in a task's cgroup that are not the task's (its forker)
+
+def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
+    # A spare made inside its task cgroup, as this parent's own child, by that cgroup's
+    # forker: a child of this parent that lives there and clones with CLONE_PARENT. So no
+    # process moves between cgroups per task. A move takes a lock whose writer waits for an
+    # RCU grace period (5-25 ms measured here) unless another move came within the last few
+    # milliseconds: the second task of every burst waited for its spare. Returns the
+    # forker's socket, which answers with the pid (see _settle); None where that cannot be
+    # done: the caller forks the spare and moves it.
+    if _forkers_off[0] or not options.get("own_pid_ns"):
+        return None  # (with no PID namespace of its own, the parent reaps what it forks)
+    forker = _forkers.get(cgroup) or _start_forker(cgroup, inp, out, options)
+    if forker is not None:
+        try:
+            forker[1].sendmsg([b"+" + (task_dir or "").encode()],
+                              [(_socket_mod().SOL_SOCKET, _socket_mod().SCM_RIGHTS,
+                                _fd_bytes((job_r, done_w)))])
+            return forker[1]
+        except OSError:
+            pass
+    _forkers_off[0] = True
+    _drop_forkers()
+    return None
+
+def _start_forkers(inp, out, options):
+    # All three at once, before the first job: their moves into the task cgroups then wait
+    # for one grace period together, not for one each during the first tasks.
+    if not options.get("cgroup") or not options.get("own_pid_ns"):
+        return
+    for n in range(3):
+        cgroup = _make_cgroup(options, n)
+        if cgroup and cgroup not in _forkers and _start_forker(cgroup, inp, out, options) is None:
+            return
+
+def _socket_mod():
+    import _socket  # the C module only: socket.py would grow every fork's parent
+    return _socket
+
+def _fd_bytes(fds):
+    return b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+
+def _forker_pids():
+    return {pid for pid, _ in _forkers.values()}
+
+def _drop_forkers():
+    # Ends every forker (each ends once its socket closes; SIGKILL makes sure) and reaps it.
+    for pid, sock in _forkers.values():
+        sock.close()
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    _forkers.clear()
+
+def _start_forker(cgroup, inp, out, options):
+    if _clone_call() is None:
+        return None
+    a, b = _socket_mod().socketpair(_socket_mod().AF_UNIX, _socket_mod().SOCK_SEQPACKET)
+    # Signals stay blocked in the forker (nothing has reason to signal it) and so in the
+    # spares it clones, until their job comes, as for a forked spare.
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _forker(b, a, cgroup, inp, out, options, mask)
+        finally:
+            os._exit(0)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+    b.close()
+    _forkers[cgroup] = (pid, a)
+    return _forkers[cgroup]
+
+def _forker(sock, other, cgroup, inp, out, options, mask):
+    global _cgroup_extra
+    other.close()
+    for _, s in _forkers.values():
+        s.close()
+    _forkers.clear()
+    # Nothing of this parent's but what a forked spare has too: the spares it clones get
+    # all of it (tasks must not reach another forker, or a task's pipes).
+    keep = {0, 1, 2, inp.fileno(), out.fileno(), sock.fileno(), _mqueue_fd, _shm_fd}
+    keep.update(_ipc_fds)
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass
+    call = _clone_call()
+    if _int_at(call[3]) != os.getpid():
+        return  # glibc keeps its thread id elsewhere: the parent forks spares itself
+    _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
+    _join_cgroup(cgroup + "/cgroup.procs")
+    if not _in_cgroup:
+        return
+    _cgroup_extra = 1
+    _socket = _socket_mod()
+    while True:
+        msg, anc, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(8))
+        if not msg:
+            return  # the parent closed it
+        fds = [int.from_bytes(data[i:i + 4], sys.byteorder)
+               for level, kind, data in anc
+               if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+               for i in range(0, len(data) - 3, 4)]
+        if len(fds) != 2:
+            return
+        job_r, done_w = fds
+        # The cgroup's default again (a task before may have asked for another limit).
+        _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
+        pid = _clone_sibling(call)
+        if pid == 0:
+            _spare(inp, out, options, cgroup, job_r, done_w, msg[1:].decode() or None, mask,
+                   (sock.fileno(),))
+        os.close(job_r)
+        os.close(done_w)
+        sock.send(b"%d" % pid)
+
+def _int_at(address):
+    import ctypes
+    return ctypes.c_int.from_address(address).value
+
+_CLONE_NR = {"x86_64": (56, False), "aarch64": (220, True)}  # number, tls before child tid
+_clone = [None]
+
+def _clone_call():
+    # What _clone_sibling needs, looked up once; None where it cannot be done.
+    if _clone[0] is None:
+        try:
+            import ctypes
+            nr, tls_first = _CLONE_NR[os.uname().machine]
+            libc = ctypes.PyDLL(None)  # keeps the GIL across the call, as os.fork does
+            syscall = libc.syscall
+            syscall.restype = ctypes.c_long
+            syscall.argtypes = [ctypes.c_long] * 6
+            libc.pthread_self.restype = ctypes.c_ulong
+            # Where glibc keeps the thread's id (its fork() has the kernel write it there).
+            offset = (ctypes.c_uint32 * 3).in_dll(libc, "_thread_db_pthread_tid")[2]
+            ctid = libc.pthread_self() + offset
+            api = ctypes.pythonapi
+            _clone[0] = (syscall, nr, tls_first, ctid, api.PyOS_BeforeFork,
+                         api.PyOS_AfterFork_Child, api.PyOS_AfterFork_Parent)
+        except Exception:
+            _clone[0] = False
+    return _clone[0] or None
+
+def _clone_sibling(call):
+    # os.fork(), but the child is this process's sibling: clone(CLONE_PARENT |
+    # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD) with glibc's thread id field, as
+    # glibc's fork() does, and Python's own before and after fork steps around it.
+    syscall, nr, tls_first, ctid, before, after_child, after_parent = call
+    flags = 0x00008000 | 0x01000000 | 0x00200000 | 17
+    before()
+    pid = syscall(nr, flags, 0, 0, 0, ctid) if tls_first else syscall(nr, flags, 0, 0, ctid, 0)
+    if pid == 0:
+        after_child()
+    else:
+        after_parent()
+    return pid
+
+def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
+    # A spare child: waits for its job, runs it and exits (never returns).
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
+    for fd in tuple(close) + tuple(_ipc_fds) + mq:
+        os.close(fd)
+    uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
+    if uid is not None and os.getuid() != uid:
+        os.setgroups([])
+        os.setresgid(0, gid, 0)
+        os.setresuid(0, uid, 0)
+    def get_job():
+        # Lines: optionally {"prepare": {paths}} (sent ahead, so the directory and
+        # output files are set up before the job exists), then the job; then EOF.
+        # Raw reads (no file object): a fresh child pays a page fault for every page
+        # of the parent's heap it writes to, and creating objects writes to some.
+        pending = b""
+        while True:
+            nl = pending.find(b"\n")
+            if nl < 0:
+                data = os.read(job_r, 65536)
+                if not data:
+                    return None
+                pending += data
+                continue
+            line, pending = pending[:nl], pending[nl + 1:]
+            msg = _loads(line.decode("utf-8"))
+            if "prepare" in msg:
+                # Ahead of the job, unless tasks are this pool's own user: the running
+                # one could still reach what is set up now (see _open_io).
+                if not _own_user:
+                    if task_dir:
+                        msg["prepare"]["work_dir"] = task_dir
+                    _prepare(msg["prepare"])
+                continue
+            # The parent passes a job on only once the task before has ended and what it
+            # left is gone.
+            os.close(job_r)
+            work = task_dir
+            if work:
+                if _own_user:
+                    # made while the task before ran, as its user: made afresh now
+                    _purge(work)
+                    try:
+                        os.mkdir(work, 0o700)
+                    except OSError:
+                        # what the task before left there would not go (a tree past
+                        # PATH_MAX): another name; the parent finds it and retires
+                        work += "x"
+                        os.mkdir(work, 0o700)
+                msg["work_dir"] = work
+            if _prepared is None or _prepared[:2] != (msg.get("work_dir"),
+                                                      msg.get("stdout_path")):
+                _prepare(msg)
+            if uid is not None and (work or _in_cgroup):
+                os.setresuid(0, 0, 0)
+                if work:
+                    # Only now the task's: the previous task has ended.
+                    os.chown(work, uid, gid)
+            if _in_cgroup:
+                _cgroup_max(cgroup, msg, options)
+            if uid is not None:
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+                    raise SystemExit("gleitzeit runner: could not drop to uid %d" % uid)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            return msg
+    _child(inp, out, get_job, done_w)
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "pool":

@@ -9,8 +9,11 @@
  * Layout: `<Gleitzeit's own pids cgroup>/gleitzeit-<pid>/` per Gleitzeit process (below its
  * own, so tasks stay within the limits of the service that runs it); below that `pool-<n>`
  * per warm parent, bound into its sandbox, where the parent keeps three task cgroups `t<n>`
- * in turn. A spare child moves itself into its cgroup (as root, before it drops to the
- * sandbox user) while it waits for its job.
+ * in turn. In each lives a forker, a child of the warm parent that clones the spares of that
+ * cgroup (as the warm parent's children, CLONE_PARENT), so no process moves between cgroups
+ * per task: a move can wait milliseconds for an RCU grace period. Where a forker cannot be
+ * used, a spare moves itself into its cgroup (as root, before it drops to the sandbox user)
+ * while it waits for its job. `pids.max` counts the forker: the task's limit plus one.
  *
  * @module
  */

@@ -137,3 +137,28 @@ os.waitpid(pid, 0)
 time.sleep(120)
 `;
 }
+
+/**
+ * Runs `fn` with tracefs mounted at a directory of its own (root only), unmounted after: a
+ * fresh machine may have none mounted, and tests running at once do not unmount each other's.
+ */
+export async function withTracefs<T>(fn: (tracing: string) => Promise<T>): Promise<T> {
+  if (Deno.uid() !== 0) throw new Error("this test needs root to use tracefs");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-tracefs-" });
+  const run = async (cmd: string, ...args: string[]) => {
+    const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+    if (!r.success) {
+      throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr).trim()}`);
+    }
+  };
+  try {
+    await run("mount", "-t", "tracefs", "nodev", dir);
+    try {
+      return await fn(dir);
+    } finally {
+      await run("umount", dir);
+    }
+  } finally {
+    await Deno.remove(dir);
+  }
+}

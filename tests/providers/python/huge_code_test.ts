@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { RUNNER_SOURCE } from "../../../src/providers/python/runner_source.ts";
 import { resolvePython } from "../../../src/providers/python/python_interpreter.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
-import { makeCtx } from "./helpers.ts";
+import { makeCtx, withTracefs } from "./helpers.ts";
 
 const HUGE_CODE = RUNNER_SOURCE.slice(
   RUNNER_SOURCE.indexOf("def _huge_code("),
@@ -105,46 +105,28 @@ Deno.test("huge code: a uprobe on the interpreter stays where the kernel put it 
   const python = isExecutable ? copy : py.executable;
   const env: Record<string, string> = isExecutable ? {} : { LD_LIBRARY_PATH: dir };
   const event = `gz_test_${Deno.pid}`;
-  const tracing = "/sys/kernel/tracing";
-  const mounted = await mountTracefs(tracing);
-  await Deno.writeTextFile(
-    `${tracing}/uprobe_events`,
-    `p:${event}/free ${copy}:0x${(plain.out.offset as number).toString(16)}\n`,
-    { append: true },
-  );
-  try {
-    await Deno.writeTextFile(`${tracing}/events/${event}/free/enable`, "1");
-    const probed = await harness(python, "plain", env);
-    assert.equal(probed.signal, null, `ended by ${probed.signal}: ${probed.err}`);
-    assert.equal(probed.code, 0, probed.err);
-    assert.equal(probed.out.path, copy, "the interpreter ran from the probed copy");
-    const chunk = probed.out.free_chunk as number;
-    assert.ok(!(probed.out.anon as number[]).includes(chunk), JSON.stringify(probed.out));
-  } finally {
-    await Deno.writeTextFile(`${tracing}/events/${event}/free/enable`, "0").catch(() => {});
-    await Deno.writeTextFile(`${tracing}/uprobe_events`, `-:${event}/free\n`, { append: true })
-      .catch(() => {});
-    await Deno.remove(dir, { recursive: true });
-    if (mounted) await run("umount", tracing);
-  }
+  await withTracefs(async (tracing) => {
+    await Deno.writeTextFile(
+      `${tracing}/uprobe_events`,
+      `p:${event}/free ${copy}:0x${(plain.out.offset as number).toString(16)}\n`,
+      { append: true },
+    );
+    try {
+      await Deno.writeTextFile(`${tracing}/events/${event}/free/enable`, "1");
+      const probed = await harness(python, "plain", env);
+      assert.equal(probed.signal, null, `ended by ${probed.signal}: ${probed.err}`);
+      assert.equal(probed.code, 0, probed.err);
+      assert.equal(probed.out.path, copy, "the interpreter ran from the probed copy");
+      const chunk = probed.out.free_chunk as number;
+      assert.ok(!(probed.out.anon as number[]).includes(chunk), JSON.stringify(probed.out));
+    } finally {
+      await Deno.writeTextFile(`${tracing}/events/${event}/free/enable`, "0").catch(() => {});
+      await Deno.writeTextFile(`${tracing}/uprobe_events`, `-:${event}/free\n`, { append: true })
+        .catch(() => {});
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
 });
-
-/** Mounts tracefs at `path` unless it is there already (a fresh machine may not have it). */
-async function mountTracefs(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(`${path}/uprobe_events`);
-    return false;
-  } catch {
-    const r = await run("mount", "-t", "tracefs", "nodev", path);
-    if (r.code !== 0) throw new Error(`cannot mount tracefs at ${path} for a uprobe: ${r.err}`);
-    return true;
-  }
-}
-
-async function run(cmd: string, ...args: string[]): Promise<{ code: number; err: string }> {
-  const r = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  return { code: r.code, err: new TextDecoder().decode(r.stderr) };
-}
 
 // Which 2 MiB chunk holds the interpreter's PyObject_Free, and whether that chunk is made
 // wholly of the interpreter file's read-only mappings (then the warm parent copies it into

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import { closePidsCgroups, pidsCgroups } from "../../../src/providers/python/task_cgroups.ts";
-import { makeCtx } from "./helpers.ts";
+import { makeCtx, withTracefs } from "./helpers.ts";
 
 const asRoot = Deno.uid() === 0;
 
@@ -95,6 +95,112 @@ Deno.test("[bwrap, warm] max_processes is per task: one task at its limit leaves
   const root = pidsCgroups()!.base.replace(/\/gleitzeit-\d+$/, "");
   assert.throws(() => Deno.statSync(root + used), Deno.errors.NotFound);
 });
+
+Deno.test("[bwrap, warm] a warm task starts inside its pids cgroup: no process is moved per task", async () => {
+  if (!asRoot) return assert.equal(pidsCgroups(), undefined);
+  // Moving a process between cgroups takes a lock whose writer can wait for an RCU grace
+  // period (milliseconds): the kernel's cgroup_attach_task event, in a trace instance of
+  // this test's own, counts the moves into this process's cgroups.
+  await withTracefs(async (tracing) => {
+    const instance = `${tracing}/instances/gleitzeit-test-${Deno.pid}`;
+    await Deno.mkdir(instance);
+    const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+    try {
+      const run = async () =>
+        ((await p.call("python/execute", { code: `result = ${CGROUP}` }, makeCtx())) as {
+          result: string[];
+        }).result.join();
+      for (let i = 0; i < 5; i++) await run(); // the pool starts (a few moves, once)
+      const event = `${instance}/events/cgroup/cgroup_attach_task/enable`;
+      await Deno.writeTextFile(event, "1");
+      const seen = new Set<string>();
+      for (let i = 0; i < 12; i++) seen.add(await run());
+      await Deno.writeTextFile(event, "0");
+      // This pool's cgroup (test files running at once share this process's).
+      const pool = /\/gleitzeit-\d+\/pool-\d+\//.exec([...seen][0])![0];
+      const moves = (await Deno.readTextFile(`${instance}/trace`)).split("\n")
+        .filter((l) => l.includes("cgroup_attach_task") && l.includes(`dst_path=${pool}`));
+      assert.deepEqual(moves, [], "processes moved into task cgroups");
+      assert.equal(seen.size, 3, `tasks take three cgroups in turn: ${[...seen]}`);
+      for (const line of seen) assert.match(line, /:pids:\/gleitzeit-\d+\/pool-\d+\/t\d,/);
+    } finally {
+      await p.close();
+      await Deno.remove(instance);
+    }
+  });
+});
+
+for (const how of ["killed", "killed while asked for a spare"] as const) {
+  Deno.test(`[bwrap, warm] when the processes that make spares in task cgroups are ${how}, tasks go on`, async () => {
+    if (!asRoot) return assert.equal(pidsCgroups(), undefined);
+    const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+    const code = `import os\nresult = [os.readlink("/proc/self/ns/pid"), ${CGROUP}]`;
+    const run = async () =>
+      ((await p.call("python/execute", { code }, makeCtx())) as { result: [string, string[]] })
+        .result;
+    try {
+      const before = [];
+      for (let i = 0; i < 4; i++) before.push(await run());
+      // (A spare just cloned holds its forker's socket too, for a moment.)
+      let forkers = findForkers(pidsCgroups()!.base, before[0][0]);
+      for (let i = 0; i < 100 && forkers.length !== 3; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        forkers = findForkers(pidsCgroups()!.base, before[0][0]);
+      }
+      assert.equal(forkers.length, 3, "one forker per task cgroup");
+      if (how === "killed") {
+        for (const pid of forkers) Deno.kill(pid, "SIGKILL");
+      } else {
+        // The parent asks a stopped forker for the next spare while this task runs, and
+        // waits for its answer before it reports the task's end; the forker dies instead.
+        for (const pid of forkers) Deno.kill(pid, "SIGSTOP");
+        const asked = run();
+        await new Promise((r) => setTimeout(r, 300));
+        for (const pid of forkers) Deno.kill(pid, "SIGKILL");
+        before.push(await asked);
+      }
+      const after = [];
+      for (let i = 0; i < 6; i++) after.push(await run());
+      assert.equal(new Set([...before, ...after].map((r) => r[0])).size, 1, "one warm parent");
+      for (const [, cgroup] of after) {
+        assert.match(cgroup.join(), /:pids:\/gleitzeit-\d+\/pool-\d+\/t\d,/);
+      }
+    } finally {
+      await p.close();
+    }
+  });
+}
+
+/**
+ * Processes in task cgroups below `base`, in the PID namespace `ns` (one warm parent's
+ * sandbox), that hold a socket (to their warm parent): forkers.
+ */
+function findForkers(base: string, ns: string): number[] {
+  const forkers: number[] = [];
+  for (const pool of Deno.readDirSync(base)) {
+    if (!pool.isDirectory) continue;
+    for (const t of Deno.readDirSync(`${base}/${pool.name}`)) {
+      if (!t.isDirectory) continue;
+      const procs = Deno.readTextFileSync(`${base}/${pool.name}/${t.name}/cgroup.procs`);
+      for (const pid of procs.split("\n").filter(Boolean).map(Number)) {
+        try {
+          if (Deno.readLinkSync(`/proc/${pid}/ns/pid`) !== ns) continue;
+          const links = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => {
+            try {
+              return Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
+            } catch {
+              return "";
+            }
+          });
+          if (links.some((l) => l.startsWith("socket:"))) forkers.push(pid);
+        } catch {
+          // ended meanwhile (a task)
+        }
+      }
+    }
+  }
+  return forkers;
+}
 
 for (const poolSize of [0, 1]) {
   Deno.test(`[bwrap, ${poolSize ? "warm" : "cold"}] a task's own max_processes holds`, async () => {
