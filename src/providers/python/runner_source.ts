@@ -1045,6 +1045,8 @@ def _pool():
         # PID namespace) tells. Before the status line: should they not go, this parent ends
         # and only this task fails.
         spare = _settle(spare, inp, out, options)
+        if _forkers_off[0] and _forkers:
+            _drop_forkers()  # given up while the task ran (see _fork_in)
         if own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids()):
             _kill_leftovers(mypid)
             _drop_forkers()  # killed too; made again as needed
@@ -1309,6 +1311,8 @@ def _pool_plain(inp, out, ipc_check, options):
                 os.chown(job["work_dir"], options["uid"], options.get("gid", options["uid"]))
         pid = os.fork()
         if pid == 0:
+            for fd in tuple(_ipc_fds) + tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None):
+                os.close(fd)
             _child(inp, out, lambda: job)
         _, status = os.waitpid(pid, 0)
         _reap_descendants()
@@ -1362,6 +1366,13 @@ def _make_cgroup(options, n):
         _cgroups[1].add(path)
     return path
 
+def _read_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 64).decode()
+    finally:
+        os.close(fd)
+
 def _write_file(path, text):
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -1370,15 +1381,23 @@ def _write_file(path, text):
         os.close(fd)
 
 def _cgroup_max(cgroup, job, options):
-    # The spare set the pool's default; a task may ask for another limit. Where it cannot
-    # be set, the rlimit (the user's shared count) applies as well.
+    # The spare (or its forker) set the pool's default; a task may ask for another limit.
+    # Where it cannot be set, the rlimit (the user's shared count) applies as well.
     global _in_cgroup
     want = (job.get("limits") or {}).get("nproc")
-    if want is None or want == options.get("nproc"):
+    extra = _cgroup_extra
+    if extra:
+        # The forker's slot only while it is there: one killed from outside frees it.
+        try:
+            extra = int(_read_file(cgroup + "/pids.current")) - 1
+        except (OSError, ValueError):
+            pass
+    if (want is None or want == options.get("nproc")) and extra == _cgroup_extra:
         return
     try:
-        _write_file(cgroup + "/pids.max", str(int(want) + _cgroup_extra))
-    except (OSError, ValueError):
+        limit = options["nproc"] if want is None else want
+        _write_file(cgroup + "/pids.max", str(int(limit) + extra))
+    except (OSError, ValueError, KeyError):
         _in_cgroup = False
 
 def _prefork(inp, out, options, inherited, task_dir=None):
@@ -1455,8 +1474,10 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
             return forker[1]
         except OSError:
             pass
+    # Given up: this one goes now, the others once the running task has ended (see the
+    # pool's loop): its cgroup's pids.max counts its forker until then.
     _forkers_off[0] = True
-    _drop_forkers()
+    _drop_forkers(cgroup)
     return None
 
 def _start_forkers(inp, out, options):
@@ -1464,6 +1485,8 @@ def _start_forkers(inp, out, options):
     # for one grace period together, not for one each during the first tasks.
     if not options.get("cgroup") or not options.get("own_pid_ns"):
         return
+    if not hasattr(os, "pidfd_open"):
+        return  # _pool_plain forks each task itself
     for n in range(3):
         cgroup = _make_cgroup(options, n)
         if cgroup and cgroup not in _forkers and _start_forker(cgroup, inp, out, options) is None:
@@ -1479,9 +1502,13 @@ def _fd_bytes(fds):
 def _forker_pids():
     return {pid for pid, _ in _forkers.values()}
 
-def _drop_forkers():
-    # Ends every forker (each ends once its socket closes; SIGKILL makes sure) and reaps it.
-    for pid, sock in _forkers.values():
+def _drop_forkers(only=None):
+    # Ends every forker, or the one of cgroup "only" (each ends once its socket closes;
+    # SIGKILL makes sure), and reaps it.
+    for cgroup, (pid, sock) in list(_forkers.items()):
+        if only is not None and cgroup != only:
+            continue
+        del _forkers[cgroup]
         sock.close()
         try:
             os.kill(pid, 9)
@@ -1491,7 +1518,6 @@ def _drop_forkers():
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-    _forkers.clear()
 
 def _start_forker(cgroup, inp, out, options):
     if _clone_call() is None:

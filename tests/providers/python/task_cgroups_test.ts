@@ -130,41 +130,66 @@ Deno.test("[bwrap, warm] a warm task starts inside its pids cgroup: no process i
   });
 });
 
-for (const how of ["killed", "killed while asked for a spare"] as const) {
-  Deno.test(`[bwrap, warm] when the processes that make spares in task cgroups are ${how}, tasks go on`, async () => {
+const KILLS = [
+  "killed",
+  "killed, but the one of the waiting spare's cgroup",
+  "killed while asked for a spare",
+] as const;
+
+for (const how of KILLS) {
+  Deno.test(`[bwrap, warm] when the processes that make spares in task cgroups are ${how}, tasks go on within their limits`, async () => {
     if (!asRoot) return assert.equal(pidsCgroups(), undefined);
     const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
     const code = `import os\nresult = [os.readlink("/proc/self/ns/pid"), ${CGROUP}]`;
     const run = async () =>
       ((await p.call("python/execute", { code }, makeCtx())) as { result: [string, string[]] })
         .result;
+    // Forks until it cannot: with itself, exactly its max_processes.
+    const limited = async () =>
+      ((await p.call(
+        "python/execute",
+        { code: forker(10, 0) },
+        makeCtx({
+          sandbox: { task: { max_processes: 3 } },
+        }),
+      )) as { result: Record<string, number> }).result;
     try {
       const before = [];
       for (let i = 0; i < 4; i++) before.push(await run());
+      const ns = before[0][0];
       // (A spare just cloned holds its forker's socket too, for a moment.)
-      let forkers = findForkers(pidsCgroups()!.base, before[0][0]);
-      for (let i = 0; i < 100 && forkers.length !== 3; i++) {
+      let procs = taskCgroupProcs(pidsCgroups()!.base, ns);
+      for (let i = 0; i < 100 && procs.filter((x) => x.forker).length !== 3; i++) {
         await new Promise((r) => setTimeout(r, 20));
-        forkers = findForkers(pidsCgroups()!.base, before[0][0]);
+        procs = taskCgroupProcs(pidsCgroups()!.base, ns);
       }
+      const forkers = procs.filter((x) => x.forker);
       assert.equal(forkers.length, 3, "one forker per task cgroup");
-      if (how === "killed") {
-        for (const pid of forkers) Deno.kill(pid, "SIGKILL");
-      } else {
+      const spare = new Set(procs.filter((x) => !x.forker).map((x) => x.cgroup));
+      assert.equal(spare.size, 1, "one spare waits");
+      const counts: Record<string, number>[] = [];
+      if (how === "killed while asked for a spare") {
         // The parent asks a stopped forker for the next spare while this task runs, and
         // waits for its answer before it reports the task's end; the forker dies instead.
-        for (const pid of forkers) Deno.kill(pid, "SIGSTOP");
-        const asked = run();
+        for (const f of forkers) Deno.kill(f.pid, "SIGSTOP");
+        const asked = limited();
         await new Promise((r) => setTimeout(r, 300));
-        for (const pid of forkers) Deno.kill(pid, "SIGKILL");
-        before.push(await asked);
+        for (const f of forkers) Deno.kill(f.pid, "SIGKILL");
+        counts.push(await asked);
+      } else {
+        for (const f of forkers) {
+          if (how === "killed" || !spare.has(f.cgroup)) Deno.kill(f.pid, "SIGKILL");
+        }
       }
+      for (let i = 0; i < 4; i++) counts.push(await limited());
       const after = [];
       for (let i = 0; i < 6; i++) after.push(await run());
       assert.equal(new Set([...before, ...after].map((r) => r[0])).size, 1, "one warm parent");
       for (const [, cgroup] of after) {
         assert.match(cgroup.join(), /:pids:\/gleitzeit-\d+\/pool-\d+\/t\d,/);
       }
+      // 3 with the task itself, however its forker fared
+      for (const c of counts) assert.equal(c.ok, 2, JSON.stringify(counts));
     } finally {
       await p.close();
     }
@@ -173,15 +198,19 @@ for (const how of ["killed", "killed while asked for a spare"] as const) {
 
 /**
  * Processes in task cgroups below `base`, in the PID namespace `ns` (one warm parent's
- * sandbox), that hold a socket (to their warm parent): forkers.
+ * sandbox); those that hold a socket (to their warm parent) are forkers.
  */
-function findForkers(base: string, ns: string): number[] {
-  const forkers: number[] = [];
+function taskCgroupProcs(
+  base: string,
+  ns: string,
+): { pid: number; cgroup: string; forker: boolean }[] {
+  const found: { pid: number; cgroup: string; forker: boolean }[] = [];
   for (const pool of Deno.readDirSync(base)) {
     if (!pool.isDirectory) continue;
     for (const t of Deno.readDirSync(`${base}/${pool.name}`)) {
       if (!t.isDirectory) continue;
-      const procs = Deno.readTextFileSync(`${base}/${pool.name}/${t.name}/cgroup.procs`);
+      const cgroup = `${base}/${pool.name}/${t.name}`;
+      const procs = Deno.readTextFileSync(`${cgroup}/cgroup.procs`);
       for (const pid of procs.split("\n").filter(Boolean).map(Number)) {
         try {
           if (Deno.readLinkSync(`/proc/${pid}/ns/pid`) !== ns) continue;
@@ -192,14 +221,14 @@ function findForkers(base: string, ns: string): number[] {
               return "";
             }
           });
-          if (links.some((l) => l.startsWith("socket:"))) forkers.push(pid);
+          found.push({ pid, cgroup, forker: links.some((l) => l.startsWith("socket:")) });
         } catch {
           // ended meanwhile (a task)
         }
       }
     }
   }
-  return forkers;
+  return found;
 }
 
 for (const poolSize of [0, 1]) {
