@@ -158,14 +158,19 @@ for (const how of KILLS) {
       for (let i = 0; i < 4; i++) before.push(await run());
       const ns = before[0][0];
       // (A spare just cloned holds its forker's socket too, for a moment.)
+      // (A finished task may not be gone yet either: it ran as the sandbox user; forkers and
+      // the waiting spare are root's.)
+      const settled = (procs: ReturnType<typeof taskCgroupProcs>) =>
+        procs.filter((x) => x.forker).length === 3 &&
+        procs.filter((x) => !x.forker && x.root).length === 1;
       let procs = taskCgroupProcs(pidsCgroups()!.base, ns);
-      for (let i = 0; i < 100 && procs.filter((x) => x.forker).length !== 3; i++) {
+      for (let i = 0; i < 100 && !settled(procs); i++) {
         await new Promise((r) => setTimeout(r, 20));
         procs = taskCgroupProcs(pidsCgroups()!.base, ns);
       }
       const forkers = procs.filter((x) => x.forker);
       assert.equal(forkers.length, 3, "one forker per task cgroup");
-      const spare = new Set(procs.filter((x) => !x.forker).map((x) => x.cgroup));
+      const spare = new Set(procs.filter((x) => !x.forker && x.root).map((x) => x.cgroup));
       assert.equal(spare.size, 1, "one spare waits");
       const counts: Record<string, number>[] = [];
       if (how === "killed while asked for a spare") {
@@ -198,13 +203,14 @@ for (const how of KILLS) {
 
 /**
  * Processes in task cgroups below `base`, in the PID namespace `ns` (one warm parent's
- * sandbox); those that hold a socket (to their warm parent) are forkers.
+ * sandbox); those that hold a socket (to their warm parent) are forkers; `root`: its real
+ * uid is 0 (a forker, or a spare that has not dropped to the sandbox user).
  */
 function taskCgroupProcs(
   base: string,
   ns: string,
-): { pid: number; cgroup: string; forker: boolean }[] {
-  const found: { pid: number; cgroup: string; forker: boolean }[] = [];
+): { pid: number; cgroup: string; forker: boolean; root: boolean }[] {
+  const found: { pid: number; cgroup: string; forker: boolean; root: boolean }[] = [];
   for (const pool of Deno.readDirSync(base)) {
     if (!pool.isDirectory) continue;
     for (const t of Deno.readDirSync(`${base}/${pool.name}`)) {
@@ -221,7 +227,13 @@ function taskCgroupProcs(
               return "";
             }
           });
-          found.push({ pid, cgroup, forker: links.some((l) => l.startsWith("socket:")) });
+          const uid = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^Uid:\s+(\d+)/m);
+          found.push({
+            pid,
+            cgroup,
+            forker: links.some((l) => l.startsWith("socket:")),
+            root: uid?.[1] === "0",
+          });
         } catch {
           // ended meanwhile (a task)
         }
