@@ -10,9 +10,31 @@ export interface CliResult {
   stderr: string;
 }
 
-/** A scratch directory with an empty config file and its own SQLite database. */
+const scratchDirs: string[] = [];
+// Removed when the test module's process or worker ends (tests keep their own until then).
+globalThis.addEventListener("unload", () => {
+  for (const dir of scratchDirs) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // gone already
+    }
+  }
+});
+
+/** A temporary directory, removed when the test module ends. */
+export async function tempDir(prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix });
+  scratchDirs.push(dir);
+  return dir;
+}
+
+/**
+ * A scratch directory with an empty config file and its own SQLite database; removed when
+ * the test module ends.
+ */
 export async function scratch(): Promise<{ dir: string; env: Record<string, string> }> {
-  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-cli-" });
+  const dir = await tempDir("gleitzeit-cli-");
   await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");
   return {
     dir,

@@ -6,7 +6,7 @@
  */
 
 import { assertEquals, assertOk } from "../jsonrpc/assert.ts";
-import { EXAMPLES, gleitzeit, ROOT, scratch } from "../../cli/helpers.ts";
+import { EXAMPLES, gleitzeit, ROOT, scratch, tempDir } from "../../cli/helpers.ts";
 import { everythingServer } from "../mcp/everything_server.ts";
 import { requirePython } from "./helpers.ts";
 
@@ -35,7 +35,7 @@ async function run(config: string, workflow: string, extra: string[] = []): Prom
 
 /** A config next to the calc provider, in a scratch folder. */
 async function calcConfig(extra = ""): Promise<{ dir: string; config: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-calc-" });
+  const dir = await tempDir("gleitzeit-calc-");
   const config = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     config,
@@ -122,7 +122,7 @@ Deno.test("two instances of one provider share 50 tasks", async () => {
 
 async function mcpConfig(): Promise<string> {
   const server = await everythingServer();
-  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-mcp-" });
+  const dir = await tempDir("gleitzeit-mcp-");
   const config = `${dir}/config.yaml`;
   await Deno.writeTextFile(
     config,
