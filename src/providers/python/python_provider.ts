@@ -264,7 +264,10 @@ export class PythonProvider implements Provider {
 
   async #findAndProbeBwrap(py: PythonInterpreter): Promise<string> {
     const bwrap = findBwrap(this.#bwrapPath);
-    const scratch = await Deno.makeTempDir({ dir: this.#tempDir, prefix: "gleitzeit-probe-" });
+    const scratch = await Deno.makeTempDir({
+      dir: this.#tempDir,
+      prefix: `gleitzeit-probe-${Deno.pid}-`,
+    });
     try {
       await probeBwrap(bwrap, py, scratch);
     } finally {
@@ -748,7 +751,7 @@ let systemTemp: string | undefined;
 function tempRoot(tempDir: string | undefined): string {
   if (tempDir !== undefined) return tempDir;
   if (systemTemp === undefined) {
-    const probe = Deno.makeTempDirSync({ prefix: "gleitzeit-probe-" });
+    const probe = Deno.makeTempDirSync({ prefix: `gleitzeit-probe-${Deno.pid}-` });
     systemTemp = dirname(probe);
     Deno.removeSync(probe);
   }
@@ -758,12 +761,13 @@ function tempRoot(tempDir: string | undefined): string {
 /**
  * Removes the pool directories (and their /dev/shm output directories) of processes that are
  * gone, killed before they could clean up (e.g. by SIGKILL), and cold tasks' directories
- * likewise. Names carry the owner's pid: `gleitzeit-pool-<pid>-<random>`,
- * `gleitzeit-py-<pid>-<random>`, `gleitzeit-io-<pid>-<random>`.
+ * likewise, and bubblewrap probes'. Names carry the owner's pid:
+ * `gleitzeit-pool-<pid>-<random>`, `gleitzeit-py-<pid>-<random>`, `gleitzeit-probe-<pid>-<random>`,
+ * `gleitzeit-io-<pid>-<random>`.
  */
 async function sweepDeadPoolDirs(tempDir: string | undefined): Promise<void> {
   const places: [string, RegExp][] = [
-    [tempRoot(tempDir), /^gleitzeit-(?:pool|py)-(\d+)-/],
+    [tempRoot(tempDir), /^gleitzeit-(?:pool|py|probe)-(\d+)-/],
     ["/dev/shm", /^gleitzeit-io-(\d+)-/],
   ];
   for (const [dir, pattern] of places) {

@@ -28,11 +28,12 @@ Deno.test("pool directories left by dead processes are swept; live ones and our 
   }
 });
 
-Deno.test("cold task directories left by dead processes are swept by the next provider", async () => {
+Deno.test("cold task and probe directories left by dead processes are swept by the next provider", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "gleitzeit-sweep-" });
   const dead = `${tmp}/gleitzeit-py-4194999-abc`;
+  const deadProbe = `${tmp}/gleitzeit-probe-4194999-abc`; // killed while probing bubblewrap
   const live = `${tmp}/gleitzeit-py-1-def`;
-  for (const d of [dead, live]) await Deno.mkdir(`${d}/work`, { recursive: true });
+  for (const d of [dead, deadProbe, live]) await Deno.mkdir(`${d}/work`, { recursive: true });
   const provider = new PythonProvider({ sandbox: "basic", poolSize: 0, tempDir: tmp });
   try {
     const out = await provider.call("python/execute", { code: "result = 7" }, makeCtx()) as {
