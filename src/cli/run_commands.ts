@@ -23,6 +23,7 @@ import {
 } from "./context.ts";
 import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
+import { missingFiles } from "./workflow_commands.ts";
 
 /** Options of the commands that start a run. */
 export interface SubmitOptions {
@@ -141,7 +142,10 @@ export async function submitWorkflow(
       return 0;
     }
     for (
-      const warning of sandboxWarnings(workflow, config.sandbox, config.sources.sandbox)
+      const warning of [
+        ...await missingFiles(workflow),
+        ...sandboxWarnings(workflow, config.sandbox, config.sources.sandbox),
+      ]
     ) {
       err(colors("stderr").yellow(`warning: ${warning}`));
     }

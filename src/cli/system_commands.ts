@@ -86,15 +86,19 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
       };
       if (globals.json) printJson(report);
       else {
+        const n = (count: number | undefined, what: string) =>
+          `${count ?? 0} ${what}${count === 1 ? "" : "s"}`;
         out(`gleitzeit ${report.version}`);
-        out(`backend: ${config.backend} (${stats.totalRuns} runs, ${stats.totalTasks} tasks)`);
+        out(
+          `backend: ${config.backend} (${n(stats.totalRuns, "run")}, ${
+            n(stats.totalTasks, "task")
+          })`,
+        );
         out(`protocols: ${protocols.join(", ")}`);
         out(`concurrency: ${config.maxConcurrentTasks} tasks; python sandbox: ${config.sandbox}`);
         if (app.store.backend === "redis") {
           out(`workers: ${report.workers.length}`);
           for (const w of report.workers) {
-            const n = (count: number | undefined, what: string) =>
-              `${count ?? 0} ${what}${count === 1 ? "" : "s"}`;
             out(`  ${w.owner}: ${n(w.tasks, "task")}, ${n(w.runs, "run")}`);
           }
         }

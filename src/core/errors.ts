@@ -190,7 +190,8 @@ export class WorkflowValidationError extends GleitzeitError {
     const summary = issues.length === 1 && first ? first.message : `${issues.length} problems`;
     super("WORKFLOW_VALIDATION_ERROR", `${file}: ${summary}`, {
       details: { file, issues },
-      hint: "fix the problems listed above, then run `gleitzeit workflow validate` again",
+      hint: "fix the problems listed above (`gleitzeit workflow validate FILE` checks a file " +
+        "without running it)",
     });
     this.name = "WorkflowValidationError";
     this.issues = issues;

@@ -534,6 +534,27 @@ Deno.test("workflow validate warns about scripts and declared paths that are not
     (await gleitzeit(["--json", "workflow", "validate", file], { env })).stdout,
   );
   assertEquals([json.valid, json.warnings.length], [true, 3]);
+  // `run` says the same before it starts; the missing script then fails its task, with a hint
+  const run = await gleitzeit(["run", file], { env });
+  assertEquals(run.code, 1);
+  assertMatch(run.stderr, /warning: task 'gone': the script scripts\/nothere\.py does not exist/);
+  assertMatch(run.stderr, /gone: python\/script: the script scripts\/nothere\.py does not exist/);
+  assertMatch(run.stderr, /hint: a script's path is relative to the workflow file/);
+});
+
+Deno.test("python/script args may be numbers and booleans, a reference to a number too", async () => {
+  const { dir, env } = await scratch();
+  await Deno.mkdir(`${dir}/scripts`);
+  await Deno.writeTextFile(`${dir}/scripts/a.py`, "import sys\nresult = sys.argv[1:]\n");
+  const file = await writeWorkflow(
+    dir,
+    "w.yaml",
+    "name: w\nparams: {n: 3}\ntasks:\n  - id: s\n    method: python/script\n" +
+      '    params: {script: scripts/a.py, args: [1, "${params.n}", x, true]}\n',
+  );
+  const r = await gleitzeit(["--json", "run", file], { env });
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(JSON.parse(r.stdout).results.s.result, ["1", "3", "x", "true"]);
 });
 
 Deno.test("task submit --detach ends with the task's id, as a task that waits does", async () => {

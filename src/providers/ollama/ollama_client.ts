@@ -154,7 +154,7 @@ const NOT_FOUND = /model ['"]?(.*?)['"]? not found/i;
 
 /** The hint shown when the server cannot be reached. */
 export function unreachableHint(url: string): string {
-  return `is Ollama running at ${url}? (ollama serve)`;
+  return `is Ollama running at ${url}? (ollama serve; elsewhere: --ollama-url or GLEITZEIT_OLLAMA_URL)`;
 }
 
 /**

@@ -6,7 +6,7 @@
  * a time by default).
  *
  * Errors (code, retryable):
- * - server unreachable: PROVIDER_UNAVAILABLE, yes; hint `is Ollama running at URL? (ollama serve)`
+ * - server unreachable: PROVIDER_UNAVAILABLE, yes; hint `is Ollama running at URL? (ollama serve; elsewhere: --ollama-url ...)`
  * - 404 `model 'x' not found`: MODEL_NOT_FOUND, no; hint `ollama pull x`
  * - 503 server busy: PROVIDER_OVERLOADED, yes (the engine's backoff spaces the retries)
  * - 500: PROVIDER_ERROR with the server's message; retryable, because Ollama's 500s are mostly

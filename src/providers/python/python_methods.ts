@@ -29,7 +29,9 @@ export const PYTHON_PROTOCOL: ProtocolSpec = {
         type: "object",
         properties: {
           script: { type: "string", minLength: 1, description: "Path of the .py file" },
-          args: { type: "array", items: { type: "string" } },
+          // numbers and booleans too (a whole-string reference keeps its JSON type):
+          // each becomes its text in sys.argv
+          args: { type: "array", items: { type: ["string", "number", "boolean"] } },
           context: { type: "object" },
           timeout: { type: "number", exclusiveMinimum: 0 },
         },

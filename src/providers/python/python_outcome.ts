@@ -2,7 +2,7 @@
 
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CapturedOutput } from "./output_capture.ts";
-import type { SandboxLimits } from "./sandbox_policy.ts";
+import type { SandboxLimits, SandboxPolicy } from "./sandbox_policy.ts";
 
 /** What the runner writes to the result file. */
 export interface RunnerPayload {
@@ -107,7 +107,7 @@ export function toResult(
   exit: ProcessExit,
   stdout: CapturedOutput,
   stderr: CapturedOutput,
-  limits?: SandboxLimits,
+  limits?: SandboxLimits & Partial<Pick<SandboxPolicy, "mode" | "network" | "grants">>,
 ): PythonResult {
   const io = { output: tail(stdout.text), stderr: tail(stderr.text) };
   if (payload === undefined) {
@@ -158,16 +158,91 @@ export function toResult(
     ...io,
   };
   if (payload.kind === "exit") details.exit_code = payload.code;
-  if (payload.type === "MemoryError" && limits) details.limit = "memory_mb";
+  const cause = limits && payload.kind === "exception" ? sandboxCause(payload, limits) : undefined;
+  if (cause?.limit) details.limit = cause.limit;
   throw new GleitzeitError(
     "TASK_EXECUTION_FAILED",
     payload.message ?? "the Python task raised an exception",
     {
       details,
-      // transient by nature: a task's `retry:` policy applies to these (and only these)
-      retryable: payload.kind === "exception" && RETRYABLE_EXCEPTIONS.has(payload.type ?? ""),
+      // transient by nature: a task's `retry:` policy applies to these (and only these), but
+      // not a connection the sandbox refuses (no network): it would be refused again
+      retryable: payload.kind === "exception" && RETRYABLE_EXCEPTIONS.has(payload.type ?? "") &&
+        !cause?.noNetwork,
+      ...(cause ? { hint: cause.hint } : {}),
     },
   );
+}
+
+/** Exceptions that network access refused by the sandbox raises in common libraries. */
+const NETWORK_FAILURES =
+  /^(?:urllib\.error\.URLError|ConnectionRefusedError|ConnectionError|OSError|socket\.gaierror|requests\.exceptions\.ConnectionError|httpx\.ConnectError)$/;
+
+/**
+ * What the sandbox had to do with an exception, where it likely caused it: a limit the task
+ * ran into, a file outside what it may see, a connection it may not make. A hint says which
+ * `sandbox:` setting changes it.
+ */
+function sandboxCause(
+  payload: RunnerPayload,
+  sandbox: SandboxLimits & Partial<Pick<SandboxPolicy, "mode" | "network" | "grants">>,
+): { hint: string; limit?: string; noNetwork?: boolean } | undefined {
+  const type = payload.type ?? "";
+  const message = payload.message ?? "";
+  const traceback = payload.traceback ?? "";
+  if (type === "MemoryError") {
+    return {
+      limit: "memory_mb",
+      hint: `the task may use ${sandbox.memoryMb} MiB of memory; raise it with sandbox: ` +
+        `{memory_mb: N}`,
+    };
+  }
+  if (/\[Errno 27\]/.test(message)) {
+    return {
+      limit: "file_size_mb",
+      hint: `the task may write files of up to ${sandbox.fileSizeMb} MiB; raise it with ` +
+        `sandbox: {file_size_mb: N}`,
+    };
+  }
+  if (/\[Errno 24\]/.test(message)) {
+    return {
+      limit: "open_files",
+      hint: `the task may hold ${sandbox.openFiles} open files; raise it with sandbox: ` +
+        `{open_files: N}`,
+    };
+  }
+  if (
+    (/\[Errno 11\]/.test(message) &&
+      /\bfork\b|_fork_exec|start_new_thread|Popen|\.start\(\)/.test(traceback)) ||
+    message === "RuntimeError: can't start new thread"
+  ) {
+    return {
+      limit: "max_processes",
+      hint: `the task may run ${sandbox.maxProcesses} processes and threads; raise it with ` +
+        `sandbox: {max_processes: N}`,
+    };
+  }
+  const missing = /No such file or directory: '([^']+)'/.exec(message)?.[1];
+  if (missing && (!missing.startsWith("/") || sandbox.mode === "bwrap")) {
+    return {
+      hint: `a task sees only its own work directory (its cwd) and the paths its sandbox ` +
+        `declares: if ${missing} is outside, add it to sandbox: {read: [...]} (paths are ` +
+        `relative to the workflow file)`,
+    };
+  }
+  if (
+    sandbox.mode === "bwrap" && sandbox.network === false && (sandbox.grants ?? []).length === 0 &&
+    NETWORK_FAILURES.test(type) &&
+    /refused|unreachable|name resolution|Name or service|getaddrinfo|Errno 101|Errno 111/i
+      .test(message)
+  ) {
+    return {
+      noNetwork: true,
+      hint: "the task's sandbox has no network: grant it with sandbox: {network: true}, " +
+        'or only some destinations with sandbox: {network: ["host:port"]}',
+    };
+  }
+  return undefined;
 }
 
 /**

@@ -281,14 +281,23 @@ export class PythonProvider implements Provider {
       throw new GleitzeitError("TASK_PARAMETER_ERROR", "python/script needs `script` (a path)");
     }
     const path = isAbsolute(script) ? script : resolve(ctx.baseDir ?? Deno.cwd(), script);
+    let problem: string | undefined;
     try {
-      const info = await Deno.stat(path);
-      if (!info.isFile) throw new Error("not a file");
+      if (!(await Deno.stat(path)).isFile) problem = "is not a file";
     } catch (e) {
+      problem = e instanceof Deno.errors.NotFound
+        ? "does not exist"
+        : `cannot be read (${(e as Error).message})`;
+    }
+    if (problem) {
       throw new GleitzeitError(
         "TASK_PARAMETER_ERROR",
-        `python/script: cannot read ${path}: ${(e as Error).message}`,
-        { details: { script, path } },
+        `python/script: the script ${script} ${problem}` + (script === path ? "" : ` (${path})`),
+        {
+          details: { script, path },
+          hint: "a script's path is relative to the workflow file (`gleitzeit workflow " +
+            "validate` warns of missing scripts)",
+        },
       );
     }
     return path;

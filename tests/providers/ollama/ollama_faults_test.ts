@@ -145,7 +145,10 @@ Deno.test("server down: PROVIDER_UNAVAILABLE, retryable, hint names the URL", as
   const e = await rejects(p.call("llm/chat", chat("llama3.2"), testContext()));
   assert.equal(e.code, "PROVIDER_UNAVAILABLE");
   assert.equal(e.retryable, true);
-  assert.equal(e.hint, `is Ollama running at ${down}? (ollama serve)`);
+  assert.equal(
+    e.hint,
+    `is Ollama running at ${down}? (ollama serve; elsewhere: --ollama-url or GLEITZEIT_OLLAMA_URL)`,
+  );
 });
 
 Deno.test("503 when the server's queue is full: PROVIDER_OVERLOADED, retryable", async () => {

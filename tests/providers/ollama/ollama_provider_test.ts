@@ -322,7 +322,7 @@ Deno.test("health: a server that is down is unhealthy, with the hint", async () 
   assert.equal(h.details?.code, "PROVIDER_UNAVAILABLE");
   assert.match(
     h.message ?? "",
-    /is Ollama running at http:\/\/127\.0\.0\.1:\d+\? \(ollama serve\)/,
+    /is Ollama running at http:\/\/127\.0\.0\.1:\d+\? \(ollama serve; elsewhere: --ollama-url or GLEITZEIT_OLLAMA_URL\)/,
   );
 });
 

@@ -337,11 +337,12 @@ export function pythonContract(variant: string, make: Make): void {
       );
       const r = await p.call(
         "python/script",
-        { script: "scripts/main.py", args: ["a", "b"], context: { n: 21 } },
+        { script: "scripts/main.py", args: ["a", "b", 3, true], context: { n: 21 } },
         makeCtx({ baseDir: dir }),
       ) as Record<string, unknown>;
-      assert.deepEqual(r.result, { doubled: 42, args: ["a", "b"], file: true });
-      assert.equal(r.output, "args ['a', 'b']\n");
+      // numbers and booleans as their JSON text
+      assert.deepEqual(r.result, { doubled: 42, args: ["a", "b", "3", "true"], file: true });
+      assert.equal(r.output, "args ['a', 'b', '3', 'true']\n");
 
       await Deno.writeTextFile(`${dir}/scripts/bad.py`, "x = 1\nraise ValueError('nope')\n");
       const e = await failure(
@@ -360,6 +361,11 @@ export function pythonContract(variant: string, make: Make): void {
         makeCtx({ baseDir: dir }),
       );
       assert.equal(missing.code, "TASK_PARAMETER_ERROR");
+      assert.equal(
+        missing.message,
+        `python/script: the script nope.py does not exist (${dir}/nope.py)`,
+      );
+      assert.match(missing.hint ?? "", /relative to the workflow file/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
