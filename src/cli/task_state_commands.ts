@@ -64,8 +64,13 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
         ]);
       }
       if (attempts.length > 0) out(at.toString());
-      const detail = taskDetail(t, 100);
+      // A Python task's traceback, whole; else the result or error in short
+      const traceback = (t.error?.details as Record<string, unknown> | undefined)?.traceback;
+      const detail = typeof traceback === "string" && traceback.trim() !== ""
+        ? traceback.trimEnd()
+        : taskDetail(t, 100);
       if (detail) out(detail);
+      if (t.error?.hint) out(`hint: ${t.error.hint}`);
     });
     setExit(0);
   });

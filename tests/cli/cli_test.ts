@@ -580,3 +580,27 @@ Deno.test("task submit --detach ends with the task's id, as a task that waits do
   assertEquals(run.code, 0, run.stderr);
   assertMatch(run.stdout, /^run_[0-9a-z]+\n$/);
 });
+
+Deno.test("task status shows a failed Python task's whole traceback, and a hint where there is one", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "w.yaml",
+    "name: w\ntasks:\n  - id: boom\n    method: python/execute\n    params:\n      code: |\n" +
+      "        def f(x):\n            return 1 / x\n        result = f(0)\n" +
+      "  - id: big\n    method: python/execute\n    sandbox: {memory_mb: 64}\n" +
+      "    params: {code: 'x = bytearray(200 * 1024 * 1024)'}\n",
+  );
+  const run = await gleitzeit(["--json", "run", file], { env });
+  assertEquals(run.code, 1, run.stderr);
+  const runId = JSON.parse(run.stdout).run_id as string;
+  const boom = await gleitzeit(["task", "status", `${runId}/boom`], { env });
+  assertEquals(boom.code, 0, boom.stderr);
+  assertMatch(boom.stdout, /File "<task>", line 2, in f\n\s+return 1 \/ x/);
+  assertMatch(boom.stdout, /ZeroDivisionError: division by zero\s*$/);
+  const big = await gleitzeit(["task", "status", `${runId}/big`], { env });
+  assertMatch(
+    big.stdout,
+    /hint: the task may use 64 MiB of memory; raise it with sandbox: \{memory_mb: N\}/,
+  );
+});
