@@ -69,6 +69,8 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     .option("--json", "machine-readable output")
     .option("--debug", "stack traces on errors")
     .showSuggestionAfterError(true)
+    // `gleitzeit run --help` lists --json, --sandbox, --ollama-url... too (they work there)
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride()
     .configureOutput({
       outputError: (str, write) => write(str),

@@ -190,8 +190,7 @@ export class WorkflowValidationError extends GleitzeitError {
     const summary = issues.length === 1 && first ? first.message : `${issues.length} problems`;
     super("WORKFLOW_VALIDATION_ERROR", `${file}: ${summary}`, {
       details: { file, issues },
-      hint: "fix the problems listed above (`gleitzeit workflow validate FILE` checks a file " +
-        "without running it)",
+      hint: "fix the problems listed above (each gives its file:line:column)",
     });
     this.name = "WorkflowValidationError";
     this.issues = issues;

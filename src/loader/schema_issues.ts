@@ -137,9 +137,17 @@ export function schemaIssues(
       });
       return;
     }
-    // a misspelt choice (`backoff: exponentail`, `backend: redsi`)
-    const guess = issue.code === "invalid_value" && typeof value === "string"
-      ? closest(value, issue.values.map(String))
+    // a misspelt choice (`backoff: exponentail`, `backend: redsi`), also where a number may
+    // stand instead (`priority: hihg`)
+    const choices = issue.code === "invalid_value"
+      ? issue.values
+      : issue.code === "invalid_union"
+      ? issue.errors.flat().flatMap((i) =>
+        i.code === "invalid_value" && i.path.length === 0 ? i.values : []
+      )
+      : [];
+    const guess = typeof value === "string" && choices.length > 0
+      ? closest(value, choices.map(String))
       : undefined;
     out.push({
       path: formatPath(path),

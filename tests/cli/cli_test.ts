@@ -604,3 +604,9 @@ Deno.test("task status shows a failed Python task's whole traceback, and a hint 
     /hint: the task may use 64 MiB of memory; raise it with sandbox: \{memory_mb: N\}/,
   );
 });
+
+Deno.test("a command's help lists the global options it takes (--json, --sandbox, ...)", async () => {
+  const r = await gleitzeit(["run", "--help"]);
+  assertEquals(r.code, 0, r.stderr);
+  assertMatch(r.stdout, /Global Options:[\s\S]*--sandbox <mode>[\s\S]*--json/);
+});

@@ -322,7 +322,10 @@ Deno.test("a misspelt choice gets a did-you-mean", () => {
     "  - id: a",
     "    method: echo",
     "    retry: {max_attempts: 2, backoff: exponentail}",
+    "    priority: hihg",
   ));
   equal(issueAt(issues, "on_failure").hint, "did you mean 'continue'?");
   equal(issueAt(issues, "tasks[0].retry.backoff").hint, "did you mean 'exponential'?");
+  // where a number may stand instead of the word
+  equal(issueAt(issues, "tasks[0].priority").hint, "did you mean 'high'?");
 });
