@@ -144,7 +144,7 @@ export async function submitWorkflow(
     for (
       const warning of [
         ...await missingFiles(workflow),
-        ...sandboxWarnings(workflow, config.sandbox, config.sources.sandbox),
+        ...sandboxWarnings(workflow, config.sandbox, config.sources.sandbox, config.configPath),
       ]
     ) {
       err(colors("stderr").yellow(`warning: ${warning}`));
@@ -373,6 +373,7 @@ export function sandboxWarnings(
   workflow: Workflow,
   configured: string,
   configuredBy?: string,
+  configPath?: string,
 ): string[] {
   const python = workflow.tasks.filter((t) => t.protocol === "python/v1");
   if (python.length === 0) return [];
@@ -387,6 +388,8 @@ export function sandboxWarnings(
     ? "--sandbox"
     : configuredBy === "env"
     ? "the environment"
+    : configPath !== undefined
+    ? `python.sandbox in ${configPath}`
     : "the configuration";
   const modes = [...new Set(weaker.map((t) => modeOf(t.sandbox) ?? base))].join("/");
   const which = weaker.length === python.length

@@ -387,7 +387,10 @@ Deno.test("a weaker sandbox is a warning naming who chose it: flag, config file,
     );
     await Deno.writeTextFile(`${dir}/config.yaml`, "python:\n  sandbox: none\n");
     const file = await gleitzeit(["run", plain], { env });
-    assertStringIncludes(file.stderr, "sandbox 'none' (chosen by the configuration)");
+    assertStringIncludes(
+      file.stderr,
+      `sandbox 'none' (chosen by python.sandbox in ${dir}/config.yaml)`,
+    );
     const declared = await writeWorkflow(
       dir,
       "declared.yaml",
