@@ -23,6 +23,9 @@ export const SANDBOX_POOL_CGROUP = "/run/gleitzeit-cgroup";
 
 let detected: PidsCgroups | null | undefined;
 
+/** Tries of a mkdir whose parent another provider of this process may remove meanwhile. */
+const RETRIES = 5;
+
 /**
  * The pids cgroups of this process, or undefined where they cannot be used. Only for an
  * orchestrator that runs as root (the caller knows: the interpreter probe reports the uid).
@@ -52,37 +55,56 @@ export class PidsCgroups {
     if (!found) return undefined;
     sweepDead(found.root);
     const base = `${found.root}/gleitzeit-${Deno.pid}`;
-    try {
-      Deno.mkdirSync(base, { recursive: true });
-      // A trial child: pids.max must be there and writable.
-      const probe = `${base}/probe`;
-      Deno.mkdirSync(probe);
+    // A trial child: pids.max must be there and writable. A name of its own, and again
+    // when the directory went meanwhile: providers of this process (workers, threads of
+    // their own) open and close at once, and closing removes the directory when empty.
+    for (let attempt = 1;; attempt++) {
+      const probe = `${base}/probe-${crypto.randomUUID().slice(0, 8)}`;
       try {
-        Deno.writeTextFileSync(`${probe}/pids.max`, "1");
-      } finally {
-        Deno.removeSync(probe);
+        Deno.mkdirSync(base, { recursive: true });
+        Deno.mkdirSync(probe);
+        try {
+          Deno.writeTextFileSync(`${probe}/pids.max`, "1");
+        } finally {
+          Deno.removeSync(probe);
+        }
+        return new PidsCgroups(base);
+      } catch (e) {
+        const raced = e instanceof Deno.errors.NotFound || e instanceof Deno.errors.AlreadyExists;
+        if (raced && attempt < RETRIES) continue;
+        try {
+          Deno.removeSync(base);
+        } catch {
+          // not made, or not empty
+        }
+        return undefined;
       }
-    } catch {
-      try {
-        Deno.removeSync(base);
-      } catch {
-        // not made, or not empty
-      }
-      return undefined;
     }
-    return new PidsCgroups(base);
   }
 
   /** A new cgroup below this process's directory with `pids.max` set (`"max"`: none). */
   create(prefix: string, max: number | "max"): string {
-    const dir = `${this.base}/${prefix}-${++this.#serial}`;
-    try {
-      Deno.mkdirSync(dir);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-      // this process's directory went with close(): make it again
-      Deno.mkdirSync(this.base);
-      Deno.mkdirSync(dir);
+    let dir = `${this.base}/${prefix}-${++this.#serial}`;
+    for (let gone = 0, taken = 0;;) {
+      try {
+        Deno.mkdirSync(dir);
+        break;
+      } catch (e) {
+        if (e instanceof Deno.errors.AlreadyExists && ++taken < 1000) {
+          // another provider of this process (its own numbers) has that one: the next
+          dir = `${this.base}/${prefix}-${++this.#serial}`;
+        } else if (e instanceof Deno.errors.NotFound && ++gone < RETRIES) {
+          // this process's directory went with a close() (of another provider, maybe just
+          // now): make it again (unless another provider just did)
+          try {
+            Deno.mkdirSync(this.base, { recursive: true });
+          } catch (e) {
+            if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+          }
+        } else {
+          throw e;
+        }
+      }
     }
     try {
       Deno.writeTextFileSync(`${dir}/pids.max`, String(max));

@@ -315,3 +315,49 @@ await p.close();
     }
   }
 });
+
+Deno.test("[bwrap, warm] providers of one process (workers) opening and closing cgroups at once all get theirs", async () => {
+  if (!asRoot) return assert.equal(pidsCgroups(), undefined);
+  const module = new URL("../../../src/providers/python/task_cgroups.ts", import.meta.url).href;
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-cgroup-race-" });
+  try {
+    // Each worker, like a provider in a worker of its own: find the hierarchy, make a pool
+    // cgroup, remove it, close (which removes this process's directory when empty).
+    await Deno.writeTextFile(
+      `${dir}/worker.ts`,
+      `import { PidsCgroups } from ${JSON.stringify(module)};
+const failed = [];
+for (let i = 0; i < 150; i++) {
+  const c = PidsCgroups.open();
+  if (!c) {
+    failed.push("open");
+    continue;
+  }
+  try {
+    await c.remove(c.create("race", "max"));
+  } catch (e) {
+    failed.push(String(e));
+  }
+  c.close();
+}
+self.postMessage(failed);
+`,
+    );
+    const failures = await Promise.all(Array.from({ length: 4 }, () => {
+      const w = new Worker(new URL(`file://${dir}/worker.ts`).href, { type: "module" });
+      return new Promise<string[]>((resolve, reject) => {
+        w.onmessage = (e) => {
+          w.terminate();
+          resolve(e.data as string[]);
+        };
+        w.onerror = (e) => {
+          w.terminate();
+          reject(new Error(e.message));
+        };
+      });
+    }));
+    assert.deepEqual(failures, [[], [], [], []]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
