@@ -47,7 +47,6 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
  * sandbox paths (a run would fail those tasks). Warnings, not errors: an earlier task or
  * step may still make them.
  */
-/** Files a workflow names that are not there now (warnings: they may appear before use). */
 export async function missingFiles(wf: Workflow): Promise<string[]> {
   const base = wf.baseDir ?? Deno.cwd();
   const found = async (path: string) => {

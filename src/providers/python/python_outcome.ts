@@ -176,7 +176,11 @@ export function toResult(
 
 /** Exceptions that network access refused by the sandbox raises in common libraries. */
 const NETWORK_FAILURES =
-  /^(?:urllib\.error\.URLError|ConnectionRefusedError|ConnectionError|OSError|socket\.gaierror|requests\.exceptions\.ConnectionError|httpx\.ConnectError)$/;
+  /^(?:urllib\.error\.URLError|ConnectionRefusedError|ConnectionError|OSError|socket\.gaierror|requests\.exceptions\.ConnectionError|httpx\.ConnectError|urllib3\.exceptions\.\w+|aiohttp\.client_exceptions\.ClientConnector\w*Error)$/;
+
+/** What those say when there is no network (a refused connection, a failed name lookup). */
+const NO_NETWORK =
+  /refused|unreachable|name resolution|Name or service|getaddrinfo|No address associated|All connection attempts failed|Cannot connect to host|Errno 101|Errno 111/i;
 
 /**
  * What the sandbox had to do with an exception, where it likely caused it: a limit the task
@@ -213,7 +217,7 @@ function sandboxCause(
   }
   if (
     (/\[Errno 11\]/.test(message) &&
-      /\bfork\b|_fork_exec|start_new_thread|Popen|\.start\(\)/.test(traceback)) ||
+      /\bfork\b|_fork_exec|start_new_thread|Popen/.test(traceback)) ||
     message === "RuntimeError: can't start new thread"
   ) {
     return {
@@ -223,7 +227,9 @@ function sandboxCause(
     };
   }
   const missing = /No such file or directory: '([^']+)'/.exec(message)?.[1];
-  if (missing && (!missing.startsWith("/") || sandbox.mode === "bwrap")) {
+  // (not a program that is not there: subprocess, os.exec*, os.spawn*)
+  const program = /_execute_child|\bos\.exec|\bexecv|\bspawn/.test(traceback);
+  if (missing && !program && (!missing.startsWith("/") || sandbox.mode === "bwrap")) {
     return {
       hint: `a task sees only its own work directory (its cwd) and the paths its sandbox ` +
         `declares: if ${missing} is outside, add it to sandbox: {read: [...]} (paths are ` +
@@ -232,14 +238,12 @@ function sandboxCause(
   }
   if (
     sandbox.mode === "bwrap" && sandbox.network === false && (sandbox.grants ?? []).length === 0 &&
-    NETWORK_FAILURES.test(type) &&
-    /refused|unreachable|name resolution|Name or service|getaddrinfo|Errno 101|Errno 111/i
-      .test(message)
+    NETWORK_FAILURES.test(type) && NO_NETWORK.test(message)
   ) {
     return {
       noNetwork: true,
-      hint: "the task's sandbox has no network: grant it with sandbox: {network: true}, " +
-        'or only some destinations with sandbox: {network: ["host:port"]}',
+      hint: "the task's sandbox has no network (its 127.0.0.1 is its own): grant it with " +
+        'sandbox: {network: true}, or only some destinations with sandbox: {network: ["host:port"]}',
     };
   }
   return undefined;

@@ -295,8 +295,8 @@ export class PythonProvider implements Provider {
         `python/script: the script ${script} ${problem}` + (script === path ? "" : ` (${path})`),
         {
           details: { script, path },
-          hint: "a script's path is relative to the workflow file (`gleitzeit workflow " +
-            "validate` warns of missing scripts)",
+          hint: (isAbsolute(script) ? "" : "a script's path is relative to the workflow file; ") +
+            "`gleitzeit workflow validate` warns of missing scripts",
         },
       );
     }

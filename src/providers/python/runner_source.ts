@@ -1459,7 +1459,7 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
     # A spare made inside its task cgroup, as this parent's own child, by that cgroup's
     # forker: a child of this parent that lives there and clones with CLONE_PARENT. So no
     # process moves between cgroups per task. A move takes a lock whose writer waits for an
-    # RCU grace period (5-25 ms measured here) unless another move came within the last few
+    # RCU grace period (4-27 ms measured here) unless another move came within the last few
     # milliseconds: the second task of every burst waited for its spare. Returns the
     # forker's socket, which answers with the pid (see _settle); None where that cannot be
     # done: the caller forks the spare and moves it.

@@ -417,8 +417,8 @@ export interface WarmPoolOptions {
   idleMs?: number;
   /**
    * A parent is replaced after this many tasks; default 1000. Its successor starts in the
-   * background while it goes on serving (the pool is one over its size meanwhile), so no
-   * task waits for a parent to start.
+   * background while it goes on serving (the pool is one over its size meanwhile, for one
+   * successor at a time), so no task waits for a parent to start.
    */
   maxTasksPerWorker?: number;
   /** Prepares the spawn of one parent (creates its pool directory). */
@@ -503,7 +503,12 @@ export class WarmPool {
 
   /** Returns a healthy parent to the pool after a task. */
   release(worker: WarmWorker): void {
-    if (worker.tasks >= this.#maxTasks && !worker.succeeding && !this.#closed) {
+    // One successor at a time (parents used alike reach their share together): the others
+    // serve on and try again at their next release.
+    if (
+      worker.tasks >= this.#maxTasks && !worker.succeeding && !this.#closed &&
+      this.#all.size + this.#starting <= this.#size
+    ) {
       this.#succeed(worker);
     }
     if (this.#closed || worker.dead || worker.replaced) {

@@ -65,8 +65,11 @@ for (const poolSize of [0, 1]) {
         assert.equal((e.details as Record<string, unknown>)?.limit, limit, code);
         assert.equal(e.retryable, false, code);
       }
-      // A plain bug gets no such hint.
+      // A plain bug gets no such hint, nor a program that is not there.
       assert.equal((await failure(p, "raise ValueError('bad')")).hint, undefined);
+      const program = await failure(p, "import subprocess\nsubprocess.run(['no-such-program'])");
+      assert.match(program.message, /FileNotFoundError/);
+      assert.equal(program.hint, undefined);
     } finally {
       await p.close();
     }

@@ -230,6 +230,36 @@ Deno.test("[bwrap] a parent that served its share is replaced without a task wai
   }
 });
 
+Deno.test("[bwrap] parents that reach their share together are replaced one at a time", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 2, poolMaxTasks: 2 });
+  try {
+    await provider.prewarm();
+    let most = 0;
+    for (let round = 0; round < 8; round++) {
+      const both = Promise.all(
+        [0, 1].map(() =>
+          provider.call(
+            "python/execute",
+            { code: "import time\ntime.sleep(0.05)\nresult = 1" },
+            makeCtx(),
+          )
+        ),
+      );
+      let done = false;
+      both.finally(() => done = true);
+      while (!done) {
+        most = Math.max(most, provider.poolStats().bwrap.live);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      for (const r of await both) assert.equal((r as { result: number }).result, 1);
+      most = Math.max(most, provider.poolStats().bwrap.live);
+    }
+    assert.ok(most <= 3, `${most} warm parents at once (size 2, one successor at a time)`);
+  } finally {
+    await provider.close();
+  }
+});
+
 Deno.test("[bwrap] idle warm parents are reaped", async () => {
   const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 2, poolIdleMs: 200 });
   try {
