@@ -1467,10 +1467,10 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
         return None  # (with no PID namespace of its own, the parent reaps what it forks)
     forker = _forkers.get(cgroup) or _start_forker(cgroup, inp, out, options)
     if forker is not None:
+        sock = _socket_mod()
         try:
             forker[1].sendmsg([b"+" + (task_dir or "").encode()],
-                              [(_socket_mod().SOL_SOCKET, _socket_mod().SCM_RIGHTS,
-                                _fd_bytes((job_r, done_w)))])
+                              [(sock.SOL_SOCKET, sock.SCM_RIGHTS, _fd_bytes((job_r, done_w)))])
             return forker[1]
         except OSError:
             pass
@@ -1522,7 +1522,8 @@ def _drop_forkers(only=None):
 def _start_forker(cgroup, inp, out, options):
     if _clone_call() is None:
         return None
-    a, b = _socket_mod().socketpair(_socket_mod().AF_UNIX, _socket_mod().SOCK_SEQPACKET)
+    sock = _socket_mod()
+    a, b = sock.socketpair(sock.AF_UNIX, sock.SOCK_SEQPACKET)
     # Signals stay blocked in the forker (nothing has reason to signal it) and so in the
     # spares it clones, until their job comes, as for a forked spare.
     mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())

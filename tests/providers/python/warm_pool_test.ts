@@ -178,15 +178,8 @@ Deno.test("[bwrap] the pool never exceeds its size; overflow runs cold", async (
         { code: `import time\ntime.sleep(0.3)\nresult = ${i}` },
         makeCtx(),
       ) as Promise<{ result: number }>);
-    let most = 0;
-    let done = false;
-    const all = Promise.all(tasks).finally(() => done = true);
-    while (!done) {
-      most = Math.max(most, provider.poolStats().bwrap?.live ?? 0);
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const [results, most] = await mostLive(provider, Promise.all(tasks));
     assert.ok(most <= 2, `${most} warm parents at once`);
-    const results = await all;
     assert.deepEqual(results.map((r) => r.result), [0, 1, 2, 3, 4, 5, 6, 7]);
     assert.equal(provider.poolStats().bwrap.live, 2);
     assert.equal(provider.poolStats().bwrap.idle, 2);
@@ -245,14 +238,9 @@ Deno.test("[bwrap] parents that reach their share together are replaced one at a
           )
         ),
       );
-      let done = false;
-      both.finally(() => done = true);
-      while (!done) {
-        most = Math.max(most, provider.poolStats().bwrap.live);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      for (const r of await both) assert.equal((r as { result: number }).result, 1);
-      most = Math.max(most, provider.poolStats().bwrap.live);
+      const [results, live] = await mostLive(provider, both);
+      for (const r of results) assert.equal((r as { result: number }).result, 1);
+      most = Math.max(most, live, provider.poolStats().bwrap.live);
     }
     assert.ok(most <= 3, `${most} warm parents at once (size 2, one successor at a time)`);
   } finally {
@@ -434,6 +422,18 @@ result = {"live": live, "me": os.getpid()}
     await provider.close();
   }
 });
+
+/** Awaits `work`, and the most warm parents (bubblewrap pool) alive meanwhile. */
+async function mostLive<T>(provider: PythonProvider, work: Promise<T>): Promise<[T, number]> {
+  let most = 0;
+  let done = false;
+  work.finally(() => done = true).catch(() => {});
+  while (!done) {
+    most = Math.max(most, provider.poolStats().bwrap?.live ?? 0);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return [await work, most];
+}
 
 /** Writes "done" to every writable pipe the task holds (its done pipe among them). */
 const SAY_DONE_EARLY = `
