@@ -30,6 +30,7 @@ import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgrou
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
   checkDeclaredPaths,
+  checkScriptReadable,
   DEFAULT_LIMITS,
   isPlainPolicy,
   type PathIdentity,
@@ -201,6 +202,7 @@ export class PythonProvider implements Provider {
     const py = await this.interpreter();
     const bwrap = policy.mode === "bwrap" ? await this.#bwrap(py) : undefined;
     if (bwrap) {
+      if (job.script && dropsUser(policy.mode, py)) checkScriptReadable(job.script, SANDBOX_UID);
       // Where Gleitzeit keeps task files: the temp dir (cold tasks' and warm parents'
       // directories) and /dev/shm (warm parents' output files).
       const declared = checkDeclaredPaths(

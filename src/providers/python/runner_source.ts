@@ -229,13 +229,17 @@ def _write_result(path, text):
 _prctl = None  # libc's prctl, looked up once by a warm parent (a lookup per child costs faults)
 _libc = None  # libc (ctypes), a warm parent's: removes SysV IPC objects a task left
 
-def _subreaper():
+def _subreaper(die_with_parent=False):
     try:
         prctl = _prctl
         if prctl is None:
             import ctypes
             prctl = ctypes.CDLL(None, use_errno=True).prctl
         prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        if die_with_parent:
+            # A cold task outside bubblewrap (whose --die-with-parent does this there) ends
+            # when Gleitzeit does, killed or not: no one would enforce its timeout.
+            prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL
     except Exception:
         pass
 
@@ -282,6 +286,19 @@ def _reap_descendants(exclude=()):
         if time.monotonic() > deadline:
             return
         time.sleep(0.001)
+
+def _end_orphaned(pid, own_ns, spare):
+    # A warm parent whose orchestrator is gone: its running task and everything that task
+    # started (ours as subreaper, setsid or not), then its spare and forkers, then itself.
+    # In a PID namespace of its own, its end takes the rest with it.
+    for kill in (os.kill, os.killpg):
+        try:
+            kill(pid, 9)
+        except OSError:
+            pass
+    if not own_ns:
+        _reap_descendants()
+    os._exit(0)
 
 _rlimits = None  # (names, setrlimit), made once by a warm parent (see _rlimit_table)
 _xfsz_ignored = False  # a warm parent ignores SIGXFSZ itself, so its children inherit it
@@ -651,7 +668,7 @@ def _once():
     _check_declared(job.get("declared") or ())
     _cap_inodes(job.get("tmpfs_paths") or (), job.get("tmpfs_inodes"))
     if job.get("subreaper"):
-        _subreaper()
+        _subreaper(die_with_parent=True)
     if job.get("net"):
         _net_listen(job["net"])
     _run_job(job)
@@ -1018,6 +1035,11 @@ def _pool():
             ready = select.select(waiting, [], [])[0]
             if infd in ready:
                 fill()
+                if eof[0]:
+                    # Gleitzeit closes this pipe only after killing this parent, so the
+                    # orchestrator is gone (killed, say): the task must not run on with no
+                    # one to enforce its timeout or take its result.
+                    _end_orphaned(pid, own_ns, spare)
                 continue
             break
         said_done = done_r in ready and os.read(done_r, 1) == b"d"

@@ -232,11 +232,20 @@ Deno.test("[bwrap, warm] no IPC object outlives its task: POSIX queues and share
   }
 });
 
-Deno.test("[bwrap] a declared path that is missing, or not writable by the sandbox user, is named", async () => {
+Deno.test("[bwrap] a declared path or script that is missing, or closed to the sandbox user, is named", async () => {
   const dir = await Deno.makeTempDir();
   await Deno.chmod(dir, 0o755);
   await Deno.mkdir(`${dir}/locked`, { mode: 0o755 });
   await Deno.chmod(`${dir}/locked`, 0o755);
+  await Deno.mkdir(`${dir}/private`, { mode: 0o700 });
+  await Deno.chmod(`${dir}/private`, 0o700);
+  for (const [file, mode] of [["ok.py", 0o644], ["secret.py", 0o600], ["private/in.py", 0o644]]) {
+    await Deno.writeTextFile(`${dir}/${file}`, "import sys\nresult = sys.argv[1:]\n");
+    await Deno.chmod(`${dir}/${file}`, mode as number);
+  }
+  const script = (name: string) =>
+    provider.call("python/script", { script: name, args: ["a"] }, makeCtx({ baseDir: dir }))
+      .catch((e) => e as GleitzeitError);
   const provider = new PythonProvider({ sandbox: "bwrap" });
   const call = (sandbox: unknown) =>
     provider.call(
@@ -254,7 +263,22 @@ Deno.test("[bwrap] a declared path that is missing, or not writable by the sandb
       assert.equal(locked.code, "TASK_PARAMETER_ERROR");
       assert.match(locked.message, /not writable by the sandbox user \(uid 65534\)/);
       assert.match(locked.hint ?? "", /chown 65534/);
+      const closed = await call({ read: ["private"] }) as GleitzeitError;
+      assert.equal(closed.code, "TASK_PARAMETER_ERROR");
+      assert.match(
+        closed.message,
+        new RegExp(`read path ${dir}/private is not readable by the sandbox user \\(uid 65534\\)`),
+      );
+      assert.match(closed.hint ?? "", new RegExp(`chmod o\\+rx ${dir}/private`));
+      const secret = await script("secret.py") as GleitzeitError;
+      assert.equal(secret.code, "TASK_PARAMETER_ERROR");
+      assert.match(secret.message, /cannot read the script .*secret\.py: the file is mode 600/);
+      assert.match(secret.hint ?? "", /chmod o\+r .*secret\.py/);
+      const hidden = await script("private/in.py") as GleitzeitError;
+      assert.match(hidden.message, /cannot read the script .*in\.py: its directory is mode 700/);
+      assert.match(hidden.hint ?? "", new RegExp(`chmod o\\+rx ${dir}/private\``));
     }
+    assert.deepEqual((await script("ok.py") as { result: unknown }).result, ["a"]);
   } finally {
     await provider.close();
     await Deno.remove(dir, { recursive: true });
