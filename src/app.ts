@@ -85,12 +85,16 @@ export async function createRegistry(
 }
 
 /** Opens the configured store. */
-export function openConfiguredStore(config: ResolvedConfig): Promise<Store> {
+export function openConfiguredStore(
+  config: ResolvedConfig,
+  options: { readOnly?: boolean } = {},
+): Promise<Store> {
   return openStore({
     backend: config.backend,
     sqlitePath: config.sqlitePath,
     redisUrl: config.redisUrl,
     redisPrefix: config.redisPrefix,
+    readOnly: options.readOnly === true,
   });
 }
 

@@ -4,7 +4,7 @@ import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { createApp } from "../app.ts";
 import { configFromFlags, interruptSignal } from "./context.ts";
-import { out, printJson } from "./output.ts";
+import { err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
 import { exitCodeOf, outcomeJson } from "./run_commands.ts";
 import {
@@ -53,7 +53,14 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
     const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true });
     const app = await createApp(config, { onEvent: renderer.handle });
     try {
-      await mustRun(app.store, id);
+      const stored = await mustRun(app.store, id);
+      if (stored.state === "completed") {
+        // Nothing to do, and nothing wrong: resume is safe to repeat (a CI step, say).
+        err(`run ${id} already completed: nothing to resume`);
+        await printRunStatus(app.store, stored, json);
+        setExit(0);
+        return;
+      }
       const { signal, dispose } = interruptSignal(json);
       try {
         const outcome = await app.engine.execute(id, { signal });

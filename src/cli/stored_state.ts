@@ -74,7 +74,9 @@ export async function withStore<T>(
   fn: (store: Store, config: ResolvedConfig) => Promise<T>,
 ): Promise<T> {
   const config = await configFromFlags(globals);
-  const store = await openConfiguredStore(config);
+  // Listings and status make no database on a machine that has none yet (cancel finds no
+  // run there either).
+  const store = await openConfiguredStore(config, { readOnly: true });
   try {
     return await fn(store, config);
   } finally {
@@ -185,6 +187,37 @@ export async function listTasks(store: Store, opts: ListOptions): Promise<TaskRe
   return await store.listTasks(filter);
 }
 
+/**
+ * The runs of these tasks whose owner is gone (see {@link displayState}): their `running`
+ * tasks and attempts are shown as `interrupted`, for nothing runs them any more.
+ */
+export async function interruptedRuns(
+  store: Store,
+  tasks: TaskRecord[],
+  now = Date.now(),
+): Promise<Set<string>> {
+  const gone = new Set<string>();
+  for (const runId of new Set(tasks.filter((t) => t.state === "running").map((t) => t.runId))) {
+    const run = await store.getRun(runId);
+    if (run && displayState(run, now) === "interrupted") gone.add(runId);
+  }
+  return gone;
+}
+
+/** A task or attempt state as shown: `interrupted` where its run's owner left it running. */
+export function shownState<S extends string>(state: S, interrupted: boolean): S | "interrupted" {
+  return interrupted && state === "running" ? "interrupted" : state;
+}
+
+/** Tasks as shown (display only: `interrupted` is no stored task state). */
+export function shownTasks(tasks: TaskRecord[], interrupted: Set<string>): TaskRecord[] {
+  return tasks.map((t) =>
+    t.state === "running" && interrupted.has(t.runId)
+      ? { ...t, state: "interrupted" as unknown as TaskState }
+      : t
+  );
+}
+
 export function printTasks(tasks: TaskRecord[], json: boolean): void {
   if (json) return printJson(tasks.map((t) => ({ run_id: t.runId, ...taskJson(t) })));
   if (tasks.length === 0) return out("no tasks");
@@ -204,10 +237,13 @@ export function printTasks(tasks: TaskRecord[], json: boolean): void {
 }
 
 export async function printRunStatus(store: Store, run: RunRecord, json: boolean): Promise<void> {
-  const tasks = await store.listTasks({ runId: run.id });
+  const state = displayState(run);
+  const tasks = shownTasks(
+    await store.listTasks({ runId: run.id }),
+    new Set(state === "interrupted" ? [run.id] : []),
+  );
   if (json) return printJson({ ...runJson(run), tasks: tasks.map(taskJson) });
   const c = colors("stdout");
-  const state = displayState(run);
   out(`${c.bold(run.id)}  ${run.workflowName}  ${state}`);
   if (run.error) out(c.dim(`  ${run.error.message}`));
   printSummary({

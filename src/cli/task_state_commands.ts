@@ -9,6 +9,7 @@ import { taskJson } from "./run_commands.ts";
 import {
   cancelRun,
   globalsOf,
+  interruptedRuns,
   iso,
   type ListOptions,
   listOptions,
@@ -16,6 +17,8 @@ import {
   mustRun,
   mustTask,
   printTasks,
+  shownState,
+  shownTasks,
   table,
   withStore,
 } from "./stored_state.ts";
@@ -27,7 +30,13 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
     const opts = tList.opts() as ListOptions;
     await withStore(
       globalsOf(tList),
-      async (store) => printTasks(await listTasks(store, opts), globalsOf(tList).json === true),
+      async (store) => {
+        const tasks = await listTasks(store, opts);
+        printTasks(
+          shownTasks(tasks, await interruptedRuns(store, tasks)),
+          globalsOf(tList).json === true,
+        );
+      },
     );
     setExit(0);
   });
@@ -36,15 +45,18 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
   );
   tStatus.action(async (id) => {
     await withStore(globalsOf(tStatus), async (store) => {
-      const t = await mustTask(store, id);
+      const stored = await mustTask(store, id);
+      const gone = await interruptedRuns(store, [stored]);
+      const t = shownTasks([stored], gone)[0]!;
       const attempts = await store.listAttempts(t.runId, t.taskId);
+      const attemptState = (state: string) => shownState(state, gone.has(t.runId));
       if (globalsOf(tStatus).json) {
         printJson({
           run_id: t.runId,
           ...taskJson(t),
           attempt_history: attempts.map((a) => ({
             attempt: a.attempt,
-            state: a.state,
+            state: attemptState(a.state),
             started_at: iso(a.startedAt),
             finished_at: iso(a.finishedAt),
             error: a.error ?? null,
@@ -57,7 +69,7 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
       for (const a of attempts) {
         at.push([
           String(a.attempt),
-          a.state,
+          attemptState(a.state),
           iso(a.startedAt) ?? "-",
           a.finishedAt !== undefined ? formatDuration(a.finishedAt - a.startedAt) : "-",
           a.error ? preview(a.error.message, 50) : "",

@@ -46,11 +46,16 @@ function copyTask(t: TaskRecord): TaskRecord {
 
 /** In-memory Store. Returned records are copies, as from a real backend. */
 export class MemoryStore implements Store {
-  readonly backend = "memory";
+  /** `memory`; or the backend it stands in for, empty (see {@link openStore}'s `readOnly`). */
+  readonly backend: string;
   #runs = new Map<string, RunRecord>();
   #runTasks = new Map<string, Map<string, TaskRecord>>();
   #tasksById = new Map<string, TaskRecord>();
   #attempts = new Map<string, AttemptRecord[]>();
+
+  constructor(backend = "memory") {
+    this.backend = backend;
+  }
 
   createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void> {
     if (this.#runs.has(run.id)) {

@@ -21,6 +21,11 @@ export interface OpenStoreOptions {
   redisUrl?: string;
   /** Default `gleitzeit:`. */
   redisPrefix?: string;
+  /**
+   * Only reads follow (listings, status): a SQLite file that does not exist yet is not made;
+   * an empty store stands in for it.
+   */
+  readOnly?: boolean;
 }
 
 /** The default SQLite file under a home directory. */
@@ -40,8 +45,13 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
       return new MemoryStore();
     }
     case "sqlite": {
+      const path = options.sqlitePath ?? defaultSqlitePath(homeDir());
+      if (options.readOnly && !exists(path)) {
+        const { MemoryStore } = await import("./memory_store.ts");
+        return new MemoryStore("sqlite");
+      }
       const { SqliteStore } = await import("./sqlite_store.ts");
-      return SqliteStore.open(options.sqlitePath ?? defaultSqlitePath(homeDir()));
+      return SqliteStore.open(path);
     }
     case "redis": {
       const { RedisStore } = await import("./redis_store.ts");
@@ -69,4 +79,14 @@ function homeDir(): string {
     });
   }
   return home;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    // Not there; anything else (no permission, say) is for SqliteStore.open to report.
+    return !(e instanceof Deno.errors.NotFound);
+  }
 }

@@ -380,3 +380,92 @@ Deno.test("task submit --depends-on waits for a task running elsewhere and uses 
   assertStringIncludes(blocked.stderr, `dependency ${failedId}`);
   assertStringIncludes(blocked.stderr, "failed: nope");
 });
+
+Deno.test("listings and status on a machine with no database yet make none; resume of a completed run is exit 0", async () => {
+  const { dir, env } = await scratch();
+  const db = env.GLEITZEIT_SQLITE_PATH!;
+  for (const args of [["workflow", "list"], ["task", "list"], ["backend", "get-stats"]]) {
+    const r = await gleitzeit(["--json", ...args], { env });
+    assertEquals(r.code, 0, r.stderr);
+  }
+  const stats = await gleitzeit(["--json", "backend", "get-stats"], { env });
+  assertEquals(JSON.parse(stats.stdout).backend, "sqlite");
+  const missing = await gleitzeit(["workflow", "status", "run_nope"], { env });
+  assertEquals(missing.code, 2);
+  assertStringIncludes(missing.stderr, "no run run_nope in the sqlite backend");
+  assert(!await exists(db), "a read-only command made the database");
+
+  const file = await writeWorkflow(
+    dir,
+    "one.yaml",
+    "name: one\ntasks:\n  - {id: a, method: echo, protocol: echo/v1, params: {x: 1}}\n",
+  );
+  const run = await gleitzeit(["--json", "run", file], { env });
+  assertEquals(run.code, 0, run.stderr);
+  assert(await exists(db), "run stores its run in the database");
+  const runId = JSON.parse(run.stdout).run_id;
+  const again = await gleitzeit(["--json", "workflow", "resume", runId], { env });
+  assertEquals(again.code, 0, again.stderr);
+  assertStringIncludes(again.stderr, `run ${runId} already completed: nothing to resume`);
+  const status = JSON.parse(again.stdout);
+  assertEquals(status.state, "completed");
+  assertEquals(status.tasks.map((t: { state: string }) => t.state), ["completed"]);
+});
+
+Deno.test("a task left running by a killed run shows as interrupted, and its attempt too", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "slow.yaml",
+    `name: slow
+tasks:
+  - {id: a, method: echo, protocol: echo/v1, params: {x: 1}}
+  - id: b
+    method: python/execute
+    depends_on: [a]
+    params: {code: "import time\\ntime.sleep(60)"}
+`,
+  );
+  const child = spawnGleitzeit(["--json", "run", file, "--sandbox", "none"], { env });
+  let runId: string | undefined;
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const list = await gleitzeit(["--json", "task", "list", "--status", "running"], { env });
+    const running = list.code === 0 ? JSON.parse(list.stdout) : [];
+    if (running.length > 0) {
+      assertEquals(running[0].id, "b");
+      runId = running[0].run_id;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill("SIGKILL");
+  await child.status;
+  await child.stdout.cancel();
+  await child.stderr.cancel();
+  assert(runId, "task b started");
+  const status = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(status.state, "interrupted");
+  assertEquals(status.tasks.map((t: { state: string }) => t.state), ["completed", "interrupted"]);
+  const table = await gleitzeit(["workflow", "status", runId], { env });
+  assertStringIncludes(table.stdout, "1 completed, 1 interrupted");
+  assert(!/\brunning\b/.test(table.stdout), table.stdout);
+  const task = JSON.parse(
+    (await gleitzeit(["--json", "task", "status", `${runId}/b`], { env })).stdout,
+  );
+  assertEquals(task.state, "interrupted");
+  assertEquals(task.attempt_history.map((a: { state: string }) => a.state), ["interrupted"]);
+  const listed = JSON.parse((await gleitzeit(["--json", "task", "list"], { env })).stdout);
+  assertEquals(listed.find((t: { id: string }) => t.id === "b").state, "interrupted");
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
