@@ -238,7 +238,8 @@ def _subreaper(die_with_parent=False):
         prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
         if die_with_parent:
             # A cold task outside bubblewrap (whose --die-with-parent does this there) ends
-            # when Gleitzeit does, killed or not: no one would enforce its timeout.
+            # when Gleitzeit does, killed or not: no one would enforce its timeout. (A uid
+            # change would clear it: only bubblewrap mode drops to the sandbox user.)
             prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL
     except Exception:
         pass
