@@ -188,8 +188,21 @@ export async function listTasks(store: Store, opts: ListOptions): Promise<TaskRe
 }
 
 /**
+ * `task list`: stored tasks as shown (see {@link shownTasks}); `--status` is of the shown
+ * state, `interrupted` too, as for runs.
+ */
+export async function listShownTasks(store: Store, opts: ListOptions): Promise<TaskRecord[]> {
+  const interrupted = opts.status === "interrupted";
+  checkState(opts.status, [...TASK_STATES, "interrupted"], "task");
+  const tasks = await listTasks(store, interrupted ? { ...opts, status: "running" } : opts);
+  const shown = shownTasks(tasks, await interruptedRuns(store, tasks));
+  return opts.status ? shown.filter((t) => t.state === opts.status) : shown;
+}
+
+/**
  * The runs of these tasks whose owner is gone (see {@link displayState}): their `running`
- * tasks and attempts are shown as `interrupted`, for nothing runs them any more.
+ * tasks and attempts are shown as `interrupted`. Only where a run's owner executes all its
+ * tasks (not on Redis, whose workers execute tasks under leases of their own).
  */
 export async function interruptedRuns(
   store: Store,
@@ -197,6 +210,7 @@ export async function interruptedRuns(
   now = Date.now(),
 ): Promise<Set<string>> {
   const gone = new Set<string>();
+  if (store.backend === "redis") return gone;
   for (const runId of new Set(tasks.filter((t) => t.state === "running").map((t) => t.runId))) {
     const run = await store.getRun(runId);
     if (run && displayState(run, now) === "interrupted") gone.add(runId);
@@ -238,11 +252,9 @@ export function printTasks(tasks: TaskRecord[], json: boolean): void {
 
 export async function printRunStatus(store: Store, run: RunRecord, json: boolean): Promise<void> {
   const state = displayState(run);
-  const tasks = shownTasks(
-    await store.listTasks({ runId: run.id }),
-    new Set(state === "interrupted" ? [run.id] : []),
-  );
-  if (json) return printJson({ ...runJson(run), tasks: tasks.map(taskJson) });
+  const tasks = await store.listTasks({ runId: run.id });
+  const shown = shownTasks(tasks, await interruptedRuns(store, tasks));
+  if (json) return printJson({ ...runJson(run), tasks: shown.map(taskJson) });
   const c = colors("stdout");
   out(`${c.bold(run.id)}  ${run.workflowName}  ${state}`);
   if (run.error) out(c.dim(`  ${run.error.message}`));
@@ -252,7 +264,7 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
     // an interrupted run stopped with its owner's last sign of life
     durationMs: (run.finishedAt ?? (state === "interrupted" ? run.heartbeatAt : undefined) ??
       Date.now()) - (run.startedAt ?? run.createdAt),
-    tasks,
+    tasks: shown,
     ...(run.error ? { error: run.error } : {}),
   });
   if (state === "interrupted" || state === "cancelled" || state === "queued") {

@@ -13,7 +13,7 @@ import {
   iso,
   type ListOptions,
   listOptions,
-  listTasks,
+  listShownTasks,
   mustRun,
   mustTask,
   printTasks,
@@ -30,13 +30,8 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
     const opts = tList.opts() as ListOptions;
     await withStore(
       globalsOf(tList),
-      async (store) => {
-        const tasks = await listTasks(store, opts);
-        printTasks(
-          shownTasks(tasks, await interruptedRuns(store, tasks)),
-          globalsOf(tList).json === true,
-        );
-      },
+      async (store) =>
+        printTasks(await listShownTasks(store, opts), globalsOf(tList).json === true),
     );
     setExit(0);
   });

@@ -185,8 +185,8 @@ function parentOf(pid: number): number {
 }
 
 // Warm tasks (python/execute) and cold ones (python/script). A cold task outside bubblewrap
-// dies with Gleitzeit (PR_SET_PDEATHSIG), but a process it moved to a session of its own is
-// then no one's to kill (README, "Limitations"): there only the task itself is asserted.
+// dies with Gleitzeit (PR_SET_PDEATHSIG), but the processes it started are then no one's to
+// kill (README, "Execution"): there only the task itself is asserted.
 const orphanCases = [
   ["none", "execute"],
   ["basic", "execute"],

@@ -459,6 +459,12 @@ tasks:
   assertEquals(task.attempt_history.map((a: { state: string }) => a.state), ["interrupted"]);
   const listed = JSON.parse((await gleitzeit(["--json", "task", "list"], { env })).stdout);
   assertEquals(listed.find((t: { id: string }) => t.id === "b").state, "interrupted");
+  const byState = async (state: string) =>
+    JSON.parse(
+      (await gleitzeit(["--json", "task", "list", "--status", state], { env })).stdout,
+    ).map((t: { id: string }) => t.id);
+  assertEquals(await byState("interrupted"), ["b"]);
+  assertEquals(await byState("running"), []);
 });
 
 async function exists(path: string): Promise<boolean> {

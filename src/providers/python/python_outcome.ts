@@ -1,6 +1,7 @@
 /** From what the runner left behind (result file, output, exit) to a result or an error. @module */
 
 import { GleitzeitError } from "../../core/errors.ts";
+import { SANDBOX_UID } from "./bubblewrap.ts";
 import type { CapturedOutput } from "./output_capture.ts";
 import type { SandboxLimits, SandboxPolicy } from "./sandbox_policy.ts";
 
@@ -234,6 +235,17 @@ function sandboxCause(
       hint: `a task sees only its own work directory (its cwd) and the paths its sandbox ` +
         `declares: if ${missing} is outside, add it to sandbox: {read: [...]} (paths are ` +
         `relative to the workflow file)`,
+    };
+  }
+  const denied = /\[Errno 13\] Permission denied: '([^']+)'/.exec(message)?.[1];
+  if (denied && sandbox.mode === "bwrap") {
+    // Asked of the kernel, not of mode bits (ACLs, a directory that is search-only): so
+    // said once it failed, not guessed before.
+    return {
+      hint: `in its sandbox the task is an unprivileged user (uid ${SANDBOX_UID} when ` +
+        `Gleitzeit runs as root): it reads only what that user may (for ${denied}, e.g. ` +
+        "`chmod o+r` on it and `o+x` on its directories), and writes only to its work " +
+        "directory and the paths of sandbox: {write: [...]}",
     };
   }
   if (

@@ -30,7 +30,6 @@ import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgrou
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
   checkDeclaredPaths,
-  checkScriptReadable,
   DEFAULT_LIMITS,
   isPlainPolicy,
   type PathIdentity,
@@ -202,7 +201,6 @@ export class PythonProvider implements Provider {
     const py = await this.interpreter();
     const bwrap = policy.mode === "bwrap" ? await this.#bwrap(py) : undefined;
     if (bwrap) {
-      if (job.script && dropsUser(policy.mode, py)) checkScriptReadable(job.script, SANDBOX_UID);
       // Where Gleitzeit keeps task files: the temp dir (cold tasks' and warm parents'
       // directories) and /dev/shm (warm parents' output files).
       const declared = checkDeclaredPaths(
@@ -401,6 +399,9 @@ export class PythonProvider implements Provider {
         ...this.#jobExtras(policy, py),
         work_dir: runWorkDir,
         result_path: bwrap ? SANDBOX_RESULT : resultPath,
+        // Outside bubblewrap the runner is this process's child: it checks that it still is
+        // once it has asked to die with it.
+        ...(bwrap ? {} : { parent_pid: Deno.pid }),
         // As root, the runner caps the files on its tmpfs (see the runner's _cap_inodes).
         ...(bwrap && dropsUser(policy.mode, py)
           ? { tmpfs_paths: [SANDBOX_WORK, "/dev/shm"], tmpfs_inodes: WORK_TMPFS_INODES }

@@ -662,14 +662,17 @@ def _once():
     # the bootstrap left it in _boot_data. Started with the source itself, stdin is the job.
     boot = globals().get("_boot_data")
     raw = boot[4 + int.from_bytes(boot[:4], "big"):] if boot is not None else sys.stdin.buffer.read()
-    _close_inherited()
     job = _loads(raw.decode("utf-8"))
+    if job.get("subreaper"):
+        _subreaper(die_with_parent=True)
+        # Gleitzeit gone before that took hold: the task would run with no one to end it
+        if job.get("parent_pid") not in (None, os.getppid()):
+            os._exit(1)
+    _close_inherited()
     _set_path(job)
     _stdin_devnull()
     _check_declared(job.get("declared") or ())
     _cap_inodes(job.get("tmpfs_paths") or (), job.get("tmpfs_inodes"))
-    if job.get("subreaper"):
-        _subreaper(die_with_parent=True)
     if job.get("net"):
         _net_listen(job["net"])
     _run_job(job)

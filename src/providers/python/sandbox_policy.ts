@@ -276,16 +276,6 @@ export function checkDeclaredPaths(
             `Gleitzeit with TMPDIR set to a directory no task declares`,
         );
       }
-      if (key === "read" && uid !== undefined && !readableBy(info, uid)) {
-        const what = info.isDirectory ? "directory" : "file";
-        throw fail(
-          `the read path ${path} is not readable by the sandbox user (uid ${uid}): ` +
-            `the ${what} is mode ${
-              (info.mode ?? 0).toString(8).slice(-3)
-            }, owned by uid ${info.uid}`,
-          `let that user read it, e.g. \`chmod o+r${info.isDirectory ? "x" : ""} ${path}\``,
-        );
-      }
       if (key === "write" && uid !== undefined && !writableBy(info, uid)) {
         throw fail(
           `the write path ${path} is not writable by the sandbox user (uid ${uid})`,
@@ -296,31 +286,6 @@ export function checkDeclaredPaths(
     }
   }
   return identities;
-}
-
-/**
- * A `python/script` file and its directory (bound read-only into the sandbox) can be read by
- * the sandbox user `uid`: otherwise the task would fail with a bare PermissionError.
- */
-export function checkScriptReadable(script: string, uid: number): void {
-  for (const path of [dirname(script), script]) {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.statSync(path);
-    } catch {
-      return; // the script's own check says what is missing
-    }
-    if (readableBy(info, uid)) continue;
-    const what = info.isDirectory ? "its directory" : "the file";
-    throw new GleitzeitError(
-      "TASK_PARAMETER_ERROR",
-      `python/script: the sandbox user (uid ${uid}) cannot read the script ${script}: ${what} ` +
-        `is mode ${(info.mode ?? 0).toString(8).slice(-3)}, owned by uid ${info.uid}`,
-      {
-        hint: `let that user read it, e.g. \`chmod o+r${info.isDirectory ? "x" : ""} ${path}\``,
-      },
-    );
-  }
 }
 
 /** `real` is one of Gleitzeit's own directories in `dir`, or inside one (both resolved). */
@@ -355,15 +320,6 @@ function realPath(path: string): string {
   } catch {
     return path;
   }
-}
-
-/** Readable (a directory: also searchable) by `uid`, by the permission bits. */
-function readableBy(info: Deno.FileInfo, uid: number): boolean {
-  const need = info.isDirectory ? 0o5 : 0o4;
-  const mode = info.mode ?? 0;
-  if (info.uid === uid) return ((mode >> 6) & need) === need;
-  if (info.gid === uid) return ((mode >> 3) & need) === need;
-  return (mode & need) === need;
 }
 
 function writableBy(info: Deno.FileInfo, uid: number): boolean {

@@ -11,6 +11,8 @@ import { resolvePython } from "../../../src/providers/python/python_interpreter.
 import { assertAllDead, makeCtx, waitForPids } from "./helpers.ts";
 import { pythonContract } from "./python_contract.ts";
 import { WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
+import { RUNNER_BOOTSTRAP } from "../../../src/providers/python/runner_source.ts";
+import { bootstrapInput, runnerBytecode } from "../../../src/providers/python/runner_bytecode.ts";
 
 pythonContract("none, cold", (o) => new PythonProvider({ sandbox: "none", ...o }));
 pythonContract("basic, warm", (o) => new PythonProvider({ sandbox: "basic", poolSize: 2, ...o }));
@@ -279,6 +281,39 @@ Deno.test("the runner refuses to run when a declared path is not the file that w
     assert.notEqual(swapped.code, 0);
     assert.match(swapped.stderr, /the declared path .* changed while the sandbox was built/);
     await assert.rejects(Deno.stat(`${dir}/result.json`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a cold runner outside bubblewrap whose parent is gone by the time it starts runs nothing", async () => {
+  // Gleitzeit killed between the spawn and the runner's PR_SET_PDEATHSIG: the runner finds
+  // another parent than the one its job names (here: a pid that is not its parent).
+  const py = await resolvePython("python3");
+  const code = await runnerBytecode(py);
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const [parent, runs] of [[Deno.pid === 1 ? 2 : 1, false], [Deno.pid, true]] as const) {
+      const marker = `${dir}/ran-${parent}`;
+      const job = {
+        kind: "execute",
+        code: `open(${JSON.stringify(marker)}, "w").close()\nresult = 1`,
+        subreaper: true,
+        parent_pid: parent,
+        work_dir: dir,
+        result_path: `${dir}/result-${parent}`,
+      };
+      await Deno.writeFile(`${dir}/boot`, bootstrapInput(code, JSON.stringify(job)));
+      const out = await new Deno.Command(py.executable, {
+        args: ["-I", "-S", "-c", RUNNER_BOOTSTRAP, "once", `${dir}/boot`],
+        cwd: dir,
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      const ran = await Deno.stat(marker).then(() => true, () => false);
+      assert.equal(ran, runs, `parent ${parent}: the task ${runs ? "runs" : "must not run"}`);
+      assert.equal(out.code, runs ? 0 : 1);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
