@@ -13,12 +13,30 @@ export interface Clock {
   setTimer(ms: number, fn: () => void): Timer;
 }
 
+/** The longest delay `setTimeout` keeps: a longer one (~24.9 days) fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `setTimeout` for a delay of any length (a timeout of `30d` is a user's right): one longer
+ * than {@link MAX_TIMER_MS} is waited for in steps. Returns what cancels it.
+ */
+export function setLongTimeout(fn: () => void, ms: number): () => void {
+  const due = performance.now() + ms;
+  let id: ReturnType<typeof setTimeout>;
+  const arm = (left: number) => {
+    id = left > MAX_TIMER_MS
+      ? setTimeout(() => arm(due - performance.now()), MAX_TIMER_MS)
+      : setTimeout(fn, Math.max(0, left));
+  };
+  arm(ms);
+  return () => clearTimeout(id);
+}
+
 /** The real clock. */
 export const systemClock: Clock = {
   now: () => Date.now(),
   setTimer(ms, fn) {
-    const id = setTimeout(fn, Math.max(0, ms));
-    return { cancel: () => clearTimeout(id) };
+    return { cancel: setLongTimeout(fn, ms) };
   },
 };
 

@@ -697,3 +697,25 @@ Deno.test("a command's help lists the global options it takes (--json, --sandbox
   assertEquals(r.code, 0, r.stderr);
   assertMatch(r.stdout, /Global Options:[\s\S]*--sandbox <mode>[\s\S]*--json/);
 });
+
+Deno.test("timeouts longer than a JavaScript timer holds (~24.9 days) do not fire at once", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "long.yaml",
+    `name: long
+timeout: 30d
+tasks:
+  - id: py
+    method: python/execute
+    timeout: 3000000
+    params: {code: "import time\\ntime.sleep(0.2)\\nresult = 1", timeout: 2600000}
+  - {id: echo, method: echo, protocol: echo/v1, timeout: 99999999999, params: {x: 1}}
+`,
+  );
+  const r = await gleitzeit(["--json", "run", file, "--sandbox", "none"], { env });
+  assertEquals(r.code, 0, r.stdout + r.stderr);
+  const report = JSON.parse(r.stdout);
+  assertEquals(report.state, "completed");
+  assertEquals(report.tasks.map((t: { state: string }) => t.state), ["completed", "completed"]);
+});

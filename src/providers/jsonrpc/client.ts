@@ -8,6 +8,7 @@
  * @module
  */
 
+import { setLongTimeout } from "../../core/clock.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import {
   isFailure,
@@ -144,7 +145,7 @@ export class JsonRpcClient {
     };
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     if (timeoutMs !== undefined && ids.length > 0) {
-      const timer = setTimeout(() => {
+      const cancelTimer = setLongTimeout(() => {
         fail(
           new GleitzeitError(
             "PROVIDER_TIMEOUT",
@@ -155,7 +156,7 @@ export class JsonRpcClient {
         );
         this.#announceCancel(ids);
       }, timeoutMs);
-      cleanup.push(() => clearTimeout(timer));
+      cleanup.push(cancelTimer);
     }
     if (signal) {
       const onAbort = () => {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "../../core/clock.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 
 /** The `fetch` function the client uses (injectable for tests). */
@@ -82,7 +83,8 @@ class Watchdog {
   #schedule(ms: number): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timerAt = performance.now() + ms;
-    this.#timer = setTimeout(() => this.#fire(), ms);
+    // (#fire waits on where the delay is longer than a timer keeps)
+    this.#timer = setTimeout(() => this.#fire(), Math.min(ms, MAX_TIMER_MS));
   }
 
   #fire(): void {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { setLongTimeout } from "../../core/clock.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { PythonInterpreter } from "./python_interpreter.ts";
 
@@ -42,9 +43,9 @@ export function guardAttempt(
   const onClose = () =>
     fire(new GleitzeitError("TASK_CANCELLED", "the Python provider was closed"));
   closers.add(onClose);
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let cancelTimer: (() => void) | undefined;
   if (timeoutSeconds !== undefined) {
-    timer = setTimeout(() =>
+    cancelTimer = setLongTimeout(() =>
       fire(
         new GleitzeitError(
           "TASK_TIMEOUT",
@@ -60,7 +61,7 @@ export function guardAttempt(
       return killed;
     },
     dispose: () => {
-      clearTimeout(timer);
+      cancelTimer?.();
       signal.removeEventListener("abort", onAbort);
       closers.delete(onClose);
     },
