@@ -584,7 +584,8 @@ export class RunExecution {
     } else {
       state = "completed";
     }
-    const patch = { state, finishedAt: at, ...(error ? { error: error.toData() } : {}) };
+    // error always set: undefined clears one an earlier execution left (a cancel, a failure)
+    const patch = { state, finishedAt: at, error: error?.toData() };
     if (stop?.kind !== "fatal") await store.updateRun(this.#run.id, patch);
     else await store.updateRun(this.#run.id, patch).catch(() => {});
     const durationMs = at - started;

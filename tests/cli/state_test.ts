@@ -285,6 +285,16 @@ Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is 
   const again = await gleitzeit(["workflow", "cancel", runId], { env });
   assertEquals(again.code, 2);
   assertStringIncludes(again.stderr, "already cancelled");
+  // resumed to completion, it no longer carries the cancel's error
+  const resumed = await gleitzeit(["--json", "workflow", "resume", runId, "--sandbox", "none"], {
+    env,
+  });
+  assertEquals(resumed.code, 0, resumed.stderr);
+  const done = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(done.state, "completed");
+  assertEquals(done.error, null);
 });
 
 Deno.test("workflow cancel reaches a run executing in another process (SIGTERM to its owner)", async () => {
