@@ -58,6 +58,16 @@ for (const name of LOCAL) {
   });
 }
 
+Deno.test("example retry_and_timeout.yaml, as its comments say, in the default sandbox", async () => {
+  const { env } = await scratch();
+  const r = await gleitzeit(["--json", "run", `${EXAMPLES}retry_and_timeout.yaml`], { env });
+  assertEquals(r.code, 0, r.stderr);
+  const attempts = Object.fromEntries(
+    JSON.parse(r.stdout).tasks.map((t: { id: string; attempts: number }) => [t.id, t.attempts]),
+  );
+  assertEquals(attempts, { unreachable_service: 3, too_slow: 2, after: 1 });
+});
+
 Deno.test("docs/workflow.schema.json is the schema `gleitzeit workflow schema` prints", async () => {
   const { workflowJsonSchema } = await import("../src/loader/load_workflow.ts");
   const stored = JSON.parse(

@@ -179,9 +179,14 @@ export function toResult(
 const NETWORK_FAILURES =
   /^(?:urllib\.error\.URLError|ConnectionRefusedError|ConnectionError|OSError|socket\.gaierror|requests\.exceptions\.ConnectionError|httpx\.ConnectError|urllib3\.exceptions\.\w+|aiohttp\.client_exceptions\.ClientConnector\w*Error)$/;
 
-/** What those say when there is no network (a refused connection, a failed name lookup). */
+/**
+ * What those say when there is no network (a refused connection, a failed name lookup): the
+ * system's own words, with their errno, or a library's. Not a word like "refused" alone: a
+ * task's own `ConnectionError("... refused ...")` is not the sandbox's doing, and stays
+ * retryable.
+ */
 const NO_NETWORK =
-  /refused|unreachable|name resolution|Name or service|getaddrinfo|No address associated|All connection attempts failed|Cannot connect to host|Errno 101|Errno 111/i;
+  /\[Errno (?:101|111|-2|-3|-5)\]|All connection attempts failed|Cannot connect to host/;
 
 /**
  * What the sandbox had to do with an exception, where it likely caused it: a limit the task

@@ -74,6 +74,25 @@ Deno.test("network failures of common libraries in a sandbox without network: a 
   }
 });
 
+Deno.test("a task's own ConnectionError that says 'refused' stays retryable in a sandbox without network", () => {
+  for (
+    const [type, message] of [
+      ["ConnectionError", "service at 10.0.0.1:8080 refused the connection"],
+      ["ConnectionError", "the server is unreachable"],
+      ["ConnectionError", "name resolution of the service failed"],
+    ]
+  ) {
+    const e = sandboxed(type!, `${type}: ${message}`);
+    equal(e.retryable, true, message);
+  }
+  const real = sandboxed(
+    "ConnectionRefusedError",
+    "ConnectionRefusedError: [Errno 111] Connection refused",
+  );
+  equal(real.retryable, false);
+  match(real.hint ?? "", /no network/);
+});
+
 Deno.test("EAGAIN that is not a fork or thread start names no process limit", () => {
   const read = sandboxed(
     "BlockingIOError",
