@@ -9,19 +9,9 @@
 import { PRIORITY_WORDS } from "../core/workflow.ts";
 import type { Backoff, RetryPolicy } from "../core/retry.ts";
 
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+import { durationMs } from "../core/duration.ts";
 
-/** `30` or `"30"` (seconds), `"500ms"`, `"5m"`, `"1h30m"` -> milliseconds. */
-export function durationMs(value: number | string): number {
-  if (typeof value === "number") return Math.round(value * 1000);
-  const s = value.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
-  let total = 0;
-  for (const m of s.matchAll(/(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)/g)) {
-    total += Number(m[1]) * UNIT_MS[m[2]!]!;
-  }
-  return Math.round(total);
-}
+export { durationMs };
 
 /** `high` -> 75, an integer stays as it is; absent -> normal (50). */
 export function priorityValue(value: string | number | undefined): number {

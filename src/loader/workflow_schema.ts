@@ -6,11 +6,9 @@
  * @module
  */
 
+import { DURATION_PATTERN } from "../core/duration.ts";
 import { isGrantProblem, parseNetworkGrant } from "../core/network_grant.ts";
 import { z } from "zod";
-
-/** `30`, `1.5` (seconds) or `500ms`, `30s`, `5m`, `1h`, `1h30m`. */
-export const DURATION_PATTERN = /^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*)+$|^\s*\d+(\.\d+)?\s*$/;
 
 const DURATION_ERROR =
   'must be a duration such as "30s", "5m", "1h", "500ms" or a number of seconds';

@@ -719,3 +719,32 @@ tasks:
   assertEquals(report.state, "completed");
   assertEquals(report.tasks.map((t: { state: string }) => t.state), ["completed", "completed"]);
 });
+
+Deno.test("sandbox.timeout takes a duration, as a task's timeout does", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "sandboxed.yaml",
+    `name: sandboxed
+sandbox: {timeout: 2m}
+on_failure: continue
+tasks:
+  - {id: quick, method: python/execute, params: {code: "result = 1"}}
+  - id: slow
+    method: python/execute
+    sandbox: {timeout: 500ms}
+    params: {code: "import time\\ntime.sleep(30)"}
+`,
+  );
+  const started = performance.now();
+  const r = await gleitzeit(["--json", "run", file, "--sandbox", "basic"], { env });
+  assert(performance.now() - started < 20_000, "the 500 ms timeout ended the slow task");
+  assertEquals(r.code, 1, r.stderr);
+  const tasks = JSON.parse(r.stdout).tasks as {
+    id: string;
+    state: string;
+    error: { code: string };
+  }[];
+  assertEquals(tasks.find((t) => t.id === "quick")?.state, "completed");
+  assertEquals(tasks.find((t) => t.id === "slow")?.error.code, "TASK_TIMEOUT");
+});

@@ -7,6 +7,7 @@
  */
 
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
+import { DURATION_PATTERN, durationMs } from "../../core/duration.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import { type NetworkGrant, parseGrant } from "./network_grants.ts";
 
@@ -75,9 +76,9 @@ function bad(message: string, where: string): GleitzeitError {
   });
 }
 
-function positive(value: unknown, key: string, where: string): number {
+function positive(value: unknown, key: string, where: string, or = ""): number {
   if (typeof value !== "number" || !(value > 0)) {
-    throw bad(`${key} must be a positive number`, where);
+    throw bad(`${key} must be a positive number${or ? ` ${or}` : ""}`, where);
   }
   return value;
 }
@@ -123,7 +124,13 @@ function apply(policy: SandboxPolicy, decl: unknown, where: string, baseDir: str
   if (d.cpu_seconds !== undefined) {
     policy.cpuSeconds = positive(d.cpu_seconds, "cpu_seconds", where);
   }
-  if (d.timeout !== undefined) policy.timeoutSeconds = positive(d.timeout, "timeout", where);
+  if (d.timeout !== undefined) {
+    // seconds, or a duration as a task's own timeout takes it ("30s", "5m")
+    const seconds = typeof d.timeout === "string" && DURATION_PATTERN.test(d.timeout)
+      ? durationMs(d.timeout) / 1000
+      : d.timeout;
+    policy.timeoutSeconds = positive(seconds, "timeout", where, 'or a duration like "30s"');
+  }
   if (d.max_processes !== undefined) {
     policy.maxProcesses = positive(d.max_processes, "max_processes", where);
   }
