@@ -28,10 +28,11 @@ export async function waitForTasks(
   for (;;) {
     const records = new Map<string, TaskRecord>();
     for (const id of ids) {
-      const t = await store.getTask(id);
+      const t = await findTask(store, id);
       if (!t) {
         throw new GleitzeitError("TASK_NOT_FOUND", `--depends-on: no task ${id}`, {
-          hint: "task ids look like task_...; list them with `gleitzeit task list`",
+          hint:
+            "task ids look like task_..., or RUN_ID/TASK_ID; list them with `gleitzeit task list`",
         });
       }
       records.set(id, t);
@@ -67,13 +68,29 @@ export async function waitForTasks(
   }
 }
 
-/** Replaces `${ID.path}` references to the dependencies' results in `params`. */
+/** A stored task by its id (`task_...`) or as `RUN_ID/TASK_ID`. */
+async function findTask(store: Store, id: string): Promise<TaskRecord | undefined> {
+  const t = await store.getTask(id);
+  const slash = id.indexOf("/");
+  if (t || slash < 0) return t;
+  return await store.getRunTask(id.slice(0, slash), id.slice(slash + 1));
+}
+
+/**
+ * Replaces `${ID.path}` references to the dependencies' results in `params`: ID as given to
+ * --depends-on, the stored id (`task_...`), or, for one given as RUN_ID/TASK_ID, TASK_ID.
+ */
 export function withDependencyResults(
   params: Record<string, unknown>,
   deps: Map<string, TaskRecord>,
 ): Record<string, unknown> {
+  const byName = new Map(deps);
+  for (const [given, t] of deps) {
+    if (!byName.has(t.id)) byName.set(t.id, t);
+    if (given.includes("/") && !byName.has(t.taskId)) byName.set(t.taskId, t);
+  }
   return substitute(params, (root) => {
-    const t = deps.get(root);
+    const t = byName.get(root);
     return t ? { found: true, value: t.result } : { found: false };
   }) as Record<string, unknown>;
 }

@@ -373,6 +373,20 @@ Deno.test("task submit --depends-on waits for a task running elsewhere and uses 
   assertEquals(dep.code, 0, dep.stderr);
   assertEquals(JSON.parse(dep.stdout).results.task, { twice: 21, slept: 1.5 });
   await slow.output();
+  // as RUN_ID/TASK_ID, its result by TASK_ID
+  const byRun = `${firstOut.run_id}/${firstOut.tasks[0].id}`;
+  const named = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    byRun,
+    "--params",
+    `{"again": "\${${firstOut.tasks[0].id}.n}", "same": "\${${doneId}.n}"}`,
+  ], { env });
+  assertEquals(named.code, 0, named.stderr);
+  assertEquals(JSON.parse(named.stdout).results.task, { again: 21, same: 21 });
 
   const failed = await gleitzeit([
     "--json",
