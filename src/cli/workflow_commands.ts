@@ -28,7 +28,9 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
     } else {
       for (const w of warnings) err(colors("stderr").yellow(`warning: ${w}`));
       const c = colors("stdout");
-      out(`${c.green("✓")} ${file}: workflow '${wf.name}' is valid (${wf.tasks.length} tasks)`);
+      out(
+        `${c.green("✓")} ${file}: workflow '${wf.name}' is valid (${tasksText(wf.tasks.length)})`,
+      );
     }
     return 0;
   } catch (e) {
@@ -53,8 +55,8 @@ export async function missingFiles(wf: Workflow): Promise<string[]> {
     try {
       await Deno.stat(isAbsolute(path) ? path : resolve(base, path));
       return true;
-    } catch {
-      return false;
+    } catch (e) {
+      return !(e instanceof Deno.errors.NotFound); // (not ours to look at: not "missing")
     }
   };
   const literal = (v: unknown): v is string => typeof v === "string" && !v.includes("${");
@@ -141,10 +143,14 @@ export async function graphCommand(
     out("}");
   } else {
     const c = colors("stdout");
-    out(`${c.bold(wf.name)} (${wf.tasks.length} tasks)`);
+    out(`${c.bold(wf.name)} (${tasksText(wf.tasks.length)})`);
     levels(wf).forEach((ids, i) => {
       out(`${c.dim(`level ${i}:`)} ${ids.join(", ")}`);
     });
   }
   return 0;
+}
+
+function tasksText(n: number): string {
+  return `${n} task${n === 1 ? "" : "s"}`;
 }

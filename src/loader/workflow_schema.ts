@@ -8,6 +8,7 @@
 
 import { DURATION_PATTERN } from "../core/duration.ts";
 import { isGrantProblem, parseNetworkGrant } from "../core/network_grant.ts";
+import { isReservedSandboxPath } from "../core/sandbox_paths.ts";
 import { z } from "zod";
 
 const DURATION_ERROR =
@@ -65,6 +66,18 @@ const hostPort = z.string().superRefine((entry, ctx) => {
 
 const sandboxMode = z.enum(["bwrap", "basic", "none"]);
 
+/** A declared path; one that can never be granted is an error now, not at run time. */
+const sandboxPath = (key: "read" | "write") =>
+  z.string().min(1).superRefine((path, ctx) => {
+    if (path.startsWith("/") && isReservedSandboxPath(path)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `${path} cannot be granted: it would cover the sandbox's own root, /gleitzeit, ` +
+          `/proc, /dev or /sys (declare the directories the task needs, e.g. ${key}: [data/])`,
+      });
+    }
+  });
+
 const sandboxObject = z.strictObject({
   mode: sandboxMode.optional().meta({ description: "bwrap (isolated), basic (limits only), none" }),
   network: z.union([
@@ -74,8 +87,8 @@ const sandboxObject = z.strictObject({
     .optional().meta({
       description: 'Network access: true, false, or allowed "host:port" entries',
     }),
-  read: z.array(z.string().min(1)).optional().meta({ description: "Extra readable paths" }),
-  write: z.array(z.string().min(1)).optional().meta({ description: "Writable paths" }),
+  read: z.array(sandboxPath("read")).optional().meta({ description: "Extra readable paths" }),
+  write: z.array(sandboxPath("write")).optional().meta({ description: "Writable paths" }),
   memory_mb: z.int().positive().optional().meta({ description: "Memory limit in MiB" }),
   cpu_seconds: z.number().positive().optional().meta({ description: "CPU time limit in seconds" }),
   timeout: duration("Wall-clock limit inside the sandbox").optional(),

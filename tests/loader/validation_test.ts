@@ -314,6 +314,26 @@ Deno.test("sandbox validation", () => {
   ok(issueAt(issues, "tasks[0].sandbox.rootfs").hint?.startsWith("allowed keys: mode, network"));
 });
 
+Deno.test("sandbox paths that can never be granted are errors of the file, not of the run", () => {
+  const issues = issuesOf(yaml(
+    "name: x",
+    "sandbox: {read: [/]}",
+    "tasks:",
+    "  - id: a",
+    "    method: echo",
+    "    sandbox: {read: [/proc/self, /dev/shm/, data, /tmp], write: [/sys/../sys/kernel, /devices]}",
+  ));
+  deepStrictEqual(issues.map((i) => i.path).sort(), [
+    "sandbox.read[0]",
+    "tasks[0].sandbox.read[0]",
+    "tasks[0].sandbox.read[1]",
+    "tasks[0].sandbox.write[0]",
+  ]);
+  ok(
+    issues.every((i) => /cannot be granted: it would cover the sandbox's own root/.test(i.message)),
+  );
+});
+
 Deno.test("a misspelt choice gets a did-you-mean", () => {
   const issues = issuesOf(yaml(
     "name: x",

@@ -9,6 +9,7 @@
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { DURATION_PATTERN, durationMs } from "../../core/duration.ts";
 import { GleitzeitError } from "../../core/errors.ts";
+import { isReservedSandboxPath } from "../../core/sandbox_paths.ts";
 import { type NetworkGrant, parseGrant } from "./network_grants.ts";
 
 /** `bwrap`: bubblewrap + rlimits as an unprivileged user; `basic`: rlimits only; `none`. */
@@ -244,7 +245,7 @@ export function checkDeclaredPaths(
     new GleitzeitError("TASK_PARAMETER_ERROR", `sandbox: ${message}`, { hint });
   for (const [key, list] of [["read", policy.read], ["write", policy.write]] as const) {
     for (const path of list) {
-      if (path === "/" || reserved(path)) {
+      if (isReservedSandboxPath(path)) {
         throw fail(
           `the ${key} path ${path} would cover the sandbox's own root, /gleitzeit, /proc, ` +
             "/dev or /sys (the host's processes and devices; the sandbox has its own)",
@@ -265,7 +266,7 @@ export function checkDeclaredPaths(
       // What the path resolves to must not be reserved either (a link to /proc, /run/shm),
       // and must still be the file that was checked (no link swapped in between).
       const real = realPath(path);
-      if (real === "/" || reserved(real) || !sameFile(real, info)) {
+      if (isReservedSandboxPath(real) || !sameFile(real, info)) {
         throw fail(
           `the ${key} path ${path} leads to ${real}: the sandbox's own root, /gleitzeit, /proc, ` +
             "/dev or /sys, or it changed while it was checked",
@@ -299,13 +300,6 @@ export function checkDeclaredPaths(
 function ownDirIn(real: string, dir: string): boolean {
   const base = `${dir}/`;
   return real.startsWith(base) && OWN_DIR.test(real.slice(base.length));
-}
-
-/** /gleitzeit, /proc, /dev and /sys, or anything below them. */
-function reserved(path: string): boolean {
-  return ["/gleitzeit", "/proc", "/dev", "/sys"].some((top) =>
-    path === top || path.startsWith(`${top}/`)
-  );
 }
 
 /** `path` (not followed if a link) is the file `info` describes. */
