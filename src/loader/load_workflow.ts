@@ -44,13 +44,21 @@ export function parseWorkflow(
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   const pos = new Positions(doc, lines, text);
   if (doc.errors.length > 0) {
+    // Those of the first line with any: one slip (an unquoted `: ` in a value) makes the
+    // parser stumble on every line after it, and those follow-on errors only bury the cause.
+    const all = doc.errors.map((e) => ({ e, at: pos.ofOffset(e.pos[0]) }));
+    const first = all.filter(({ at }) => at.line === all[0]!.at.line);
+    const more = all.length - first.length;
     throw new WorkflowValidationError(
       file,
-      doc.errors.map((e) => ({
+      first.map(({ e, at }, i) => ({
         path: "",
         message: e.message,
-        ...pos.ofOffset(e.pos[0]),
-        hint: "YAML syntax: check indentation, quotes and `key: value` colons around this line",
+        ...at,
+        hint: "YAML syntax: check indentation, quotes and `key: value` colons around this line" +
+          (more > 0 && i === first.length - 1
+            ? ` (${more} more error${more === 1 ? "" : "s"} below it may follow from it)`
+            : ""),
       })),
     );
   }

@@ -272,6 +272,18 @@ Deno.test("YAML syntax errors report their own line:column", () => {
   ok(/unique/i.test(dupKey[0]!.message), dupKey[0]!.message);
   const tabs = issuesOf("name: t\ntasks:\n\t- id: a\n");
   equal(tabs[0]!.line, 3);
+  // one slip, not the dozens of errors the parser stumbles into after it
+  const slip = issuesOf(yaml(
+    "name: y",
+    "tasks:",
+    "  - id: a",
+    "    method: echo",
+    '    params: {code: result = {"a": 1, "s": "str"}}',
+    "  - {id: b, method: echo}",
+    "  - {id: c, method: echo}",
+  ));
+  ok(slip.every((i) => i.line === 5), JSON.stringify(slip));
+  ok(/more errors? below it may follow from it/.test(slip.at(-1)!.hint ?? ""));
 });
 
 Deno.test("sandbox validation", () => {

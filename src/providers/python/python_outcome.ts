@@ -238,8 +238,8 @@ function sandboxCause(
   if (missing && !program && (!missing.startsWith("/") || sandbox.mode === "bwrap")) {
     return {
       hint: `a task sees only its own work directory (its cwd) and the paths its sandbox ` +
-        `declares: if ${missing} is outside, add it to sandbox: {read: [...]} (paths are ` +
-        `relative to the workflow file)`,
+        `declares: if ${missing} is outside, add it to sandbox: {read: [...]}, or to ` +
+        `sandbox: {write: [...]} to write there (paths are relative to the workflow file)`,
     };
   }
   const denied = /\[Errno 13\] Permission denied: '([^']+)'/.exec(message)?.[1];
