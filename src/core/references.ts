@@ -18,7 +18,11 @@ export interface Reference {
   path: (string | number)[];
 }
 
-const REF = /\$\{([^}]*)\}/g;
+/**
+ * A reference, or `$${` (group 1 undefined): the escape that writes a literal `${` (for shell
+ * or template text in a parameter). One pattern for both, so one pass tells them apart.
+ */
+export const REFERENCE_OR_ESCAPE = /\$\$\{|\$\{([^}]*)\}/g;
 const WHOLE = /^\$\{([^}]*)\}$/;
 
 /**
@@ -59,7 +63,9 @@ export function parseReference(expr: string): Reference {
 /** Every reference in a string. */
 export function referencesIn(text: string): Reference[] {
   const out: Reference[] = [];
-  for (const m of text.matchAll(REF)) out.push(parseReference(m[1]!));
+  for (const m of text.matchAll(REFERENCE_OR_ESCAPE)) {
+    if (m[1] !== undefined) out.push(parseReference(m[1]));
+  }
   return out;
 }
 
@@ -155,7 +161,8 @@ function resolveOne(ref: Reference, lookup: ReferenceLookup): unknown {
 function substituteString(text: string, lookup: ReferenceLookup): unknown {
   const whole = WHOLE.exec(text);
   if (whole) return resolveOne(parseReference(whole[1]!), lookup);
-  return text.replace(REF, (_m, expr: string) => {
+  return text.replace(REFERENCE_OR_ESCAPE, (_m, expr: string | undefined) => {
+    if (expr === undefined) return "${"; // $${ writes ${
     const v = resolveOne(parseReference(expr), lookup);
     if (typeof v === "string") return v;
     if (v === undefined) return "null";

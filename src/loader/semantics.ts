@@ -11,7 +11,7 @@
 import { formatPath, type Issue } from "../core/errors.ts";
 import { findCycle } from "../core/graph.ts";
 import type { SchemaIssue } from "../core/json_schema.ts";
-import { parseReference, walkStrings } from "../core/references.ts";
+import { parseReference, REFERENCE_OR_ESCAPE, walkStrings } from "../core/references.ts";
 import type { MethodSpec, ProtocolSpec } from "../providers/provider.ts";
 import { IDENTIFIER, slugify } from "./normalize.ts";
 import type { Positions } from "./positions.ts";
@@ -53,7 +53,6 @@ interface Edge {
 }
 
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === "object" && !Array.isArray(v);
-const REF = /\$\{([^}]*)\}/g;
 
 /** Runs every semantic check; `issues` is empty when the workflow is valid. */
 export function checkSemantics(
@@ -191,7 +190,8 @@ export function checkSemantics(
     if (isObj(params)) {
       walkStrings(params, (text, path) => {
         if (!text.includes("${")) return;
-        for (const m of text.matchAll(REF)) {
+        for (const m of text.matchAll(REFERENCE_OR_ESCAPE)) {
+          if (m[1] === undefined) continue; // $${: a literal ${
           const report = (message: string, hint?: string) => {
             const issue: Issue = { path: formatPath(path), message, ...pos.ofText(path, m[0]) };
             if (hint !== undefined) issue.hint = hint;
@@ -225,7 +225,7 @@ export function checkSemantics(
           if ("id" in r) out.push({ to: r.id, path, ref: m[0] });
           else report(`reference ${m[0]}: ${r.problem}`, r.hint);
         }
-        const open = text.replace(REF, (m) => " ".repeat(m.length)).indexOf("${");
+        const open = text.replace(REFERENCE_OR_ESCAPE, (m) => " ".repeat(m.length)).indexOf("${");
         if (open >= 0) {
           issues.push({
             path: formatPath(path),

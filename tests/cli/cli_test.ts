@@ -748,3 +748,26 @@ tasks:
   assertEquals(tasks.find((t) => t.id === "quick")?.state, "completed");
   assertEquals(tasks.find((t) => t.id === "slow")?.error.code, "TASK_TIMEOUT");
 });
+
+Deno.test("$${ in a parameter is a literal ${: validate passes it, the task receives it", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "escape.yaml",
+    `name: escape
+params: {who: world}
+tasks:
+  - id: a
+    method: python/execute
+    params:
+      code: |
+        template = "$\${greeting}, \${params.who}"
+        result = template
+`,
+  );
+  const v = await gleitzeit(["workflow", "validate", file], { env });
+  assertEquals(v.code, 0, v.stdout + v.stderr);
+  const r = await gleitzeit(["--json", "run", file, "--sandbox", "none"], { env });
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(JSON.parse(r.stdout).results.a.result, "${greeting}, world");
+});

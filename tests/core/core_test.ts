@@ -91,6 +91,17 @@ Deno.test("references: parsing, typed whole values, JSON when embedded, missing 
   assertThrows(() => substitute("${nobody.x}", lookup), GleitzeitError, "'nobody' has no result");
 });
 
+Deno.test("references: $${ writes a literal ${ and is no reference", () => {
+  const lookup = (root: string) =>
+    root === "t" ? { found: true as const, value: { v: "$${x}" } } : { found: false as const };
+  assertEquals(referencesIn("echo $${HOME} ${t.v} $${t.v}").map((r) => r.root), ["t"]);
+  assertEquals(substitute("echo $${HOME}", lookup), "echo ${HOME}");
+  assertEquals(substitute("$${t.v}", lookup), "${t.v}");
+  // a result's own text is inserted as it is, not unescaped
+  assertEquals(substitute("a ${t.v} $${y}", lookup), "a $${x} ${y}");
+  assertEquals(substitute("${t.v}", lookup), "$${x}");
+});
+
 Deno.test("JSON Schema: types, required, unknown keys, enums, bounds, references allowed", () => {
   const schema: JsonSchema = {
     type: "object",
