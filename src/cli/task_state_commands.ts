@@ -23,6 +23,9 @@ import {
   withStore,
 } from "./stored_state.ts";
 
+/** Lines of a failed task's stdout and stderr that `task status` shows (the last ones). */
+const OUTPUT_LINES = 20;
+
 /** Registers `task list | status | result | cancel`. */
 export function registerTaskCommands(task: Command, setExit: (code: ExitCode) => void): void {
   const tList = listOptions(task.command("list").description("stored tasks"), true);
@@ -71,11 +74,24 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
         ]);
       }
       if (attempts.length > 0) out(at.toString());
-      // A Python task's traceback, whole; else the result or error in short
-      const traceback = (t.error?.details as Record<string, unknown> | undefined)?.traceback;
+      // A Python task's traceback, whole, and the end of what it printed; else the result or
+      // error in short
+      const details = (t.error?.details ?? {}) as Record<string, unknown>;
+      const traceback = details.traceback;
       const detail = typeof traceback === "string" && traceback.trim() !== ""
         ? traceback.trimEnd()
         : taskDetail(t, 100);
+      for (const stream of ["output", "stderr"] as const) {
+        const text = details[stream];
+        if (typeof text !== "string" || text.trim() === "") continue;
+        const lines = text.trimEnd().split("\n");
+        out(
+          `${stream === "output" ? "stdout" : "stderr"}${
+            lines.length > OUTPUT_LINES ? ` (last ${OUTPUT_LINES} of ${lines.length} lines)` : ""
+          }:`,
+        );
+        out(lines.slice(-OUTPUT_LINES).map((l) => `  ${l}`).join("\n"));
+      }
       if (detail) out(detail);
       if (t.error?.hint) out(`hint: ${t.error.hint}`);
     });

@@ -674,6 +674,9 @@ Deno.test("task status shows a failed Python task's whole traceback, and a hint 
     dir,
     "w.yaml",
     "name: w\ntasks:\n  - id: boom\n    method: python/execute\n    params:\n      code: |\n" +
+      "        import sys\n" +
+      "        for i in range(30):\n            print('step', i)\n" +
+      "        print('careful', file=sys.stderr)\n" +
       "        def f(x):\n            return 1 / x\n        result = f(0)\n" +
       "  - id: big\n    method: python/execute\n    sandbox: {memory_mb: 64}\n" +
       "    params: {code: 'x = bytearray(200 * 1024 * 1024)'}\n",
@@ -683,7 +686,13 @@ Deno.test("task status shows a failed Python task's whole traceback, and a hint 
   const runId = JSON.parse(run.stdout).run_id as string;
   const boom = await gleitzeit(["task", "status", `${runId}/boom`], { env });
   assertEquals(boom.code, 0, boom.stderr);
-  assertMatch(boom.stdout, /File "<task>", line 2, in f\n\s+return 1 \/ x/);
+  assertMatch(boom.stdout, /File "<task>", line 6, in f\n\s+return 1 \/ x/);
+  // the end of what it printed, before the traceback
+  assertMatch(
+    boom.stdout,
+    /stdout \(last 20 of 30 lines\):\n  step 10\n[\s\S]*  step 29\nstderr:\n  careful\n/,
+  );
+  assert(!boom.stdout.includes("step 9\n"), boom.stdout);
   assertMatch(boom.stdout, /ZeroDivisionError: division by zero\s*$/);
   const big = await gleitzeit(["task", "status", `${runId}/big`], { env });
   assertMatch(
