@@ -11,6 +11,7 @@ import { hasReference } from "../core/references.ts";
 import { retryPolicy } from "../loader/normalize.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
+import { displayState } from "../engine/liveness.ts";
 import { loadWorkflowFile } from "../loader/load_workflow.ts";
 import type { TaskRecord } from "../persistence/store.ts";
 import {
@@ -344,13 +345,25 @@ async function waitForDependencies(
   const store = await openConfiguredStore(config);
   const { signal, dispose } = interruptSignal(true);
   try {
-    return await waitForTasks(store, ids, signal, (pending) => {
-      if (!quiet) {
-        err(
-          colors("stderr").dim(
-            `waiting for ${pending.map((t) => `${t.id} (${t.state})`).join(", ")}`,
-          ),
-        );
+    return await waitForTasks(store, ids, signal, async (pending) => {
+      if (quiet) return;
+      const c = colors("stderr");
+      err(c.dim(`waiting for ${pending.map((t) => `${t.id} (${t.state})`).join(", ")}`));
+      // A run that nothing executes would keep this waiting for ever: say so
+      const idle = new Set<string>();
+      for (const runId of new Set(pending.map((t) => t.runId))) {
+        const run = await store.getRun(runId);
+        const state = run && displayState(run);
+        const unowned = state === "interrupted" ||
+          (state === "queued" && store.backend !== "redis");
+        if (unowned) idle.add(`${runId} (${state})`);
+      }
+      for (const run of idle) {
+        err(c.dim(
+          `  nothing executes run ${run}: start it with \`gleitzeit workflow resume ${
+            run.split(" ")[0]
+          }\``,
+        ));
       }
     });
   } finally {

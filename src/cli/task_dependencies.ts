@@ -22,7 +22,7 @@ export async function waitForTasks(
   store: Store,
   ids: string[],
   signal: AbortSignal,
-  onWaiting?: (pending: TaskRecord[]) => void,
+  onWaiting?: (pending: TaskRecord[]) => void | Promise<void>,
 ): Promise<Map<string, TaskRecord>> {
   let announced = false;
   for (;;) {
@@ -50,7 +50,7 @@ export async function waitForTasks(
     }
     if (ended.length === records.size) return records;
     if (!announced) {
-      onWaiting?.([...records.values()].filter((t) => !isTerminalTask(t.state)));
+      await onWaiting?.([...records.values()].filter((t) => !isTerminalTask(t.state)));
       announced = true;
     }
     await new Promise<void>((resolve, reject) => {

@@ -499,3 +499,31 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+Deno.test("task submit --depends-on a task of a run nothing executes says how to start it", async () => {
+  const { env } = await scratch();
+  const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
+    env,
+  });
+  const runId = d.stdout.trim();
+  const child = spawnGleitzeit(["task", "submit", "echo", "--depends-on", `${runId}/report`], {
+    env,
+  });
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const want =
+    `nothing executes run ${runId} (queued): start it with \`gleitzeit workflow resume ${runId}\``;
+  try {
+    while (!seen.includes(want)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+    }
+    assertStringIncludes(seen, want);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    await child.stdout.cancel();
+  }
+});
