@@ -41,7 +41,8 @@ export function parseWorkflow(
   options: ParseOptions = {},
 ): Workflow {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  // merge: YAML's `<<: *anchor`, with anchors kept under top-level `x-` keys (see below)
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, merge: true });
   const pos = new Positions(doc, lines, text);
   if (doc.errors.length > 0) {
     // Those of the first line with any: one slip (an unquoted `: ` in a value) makes the
@@ -63,7 +64,7 @@ export function parseWorkflow(
     );
   }
   if (/\.json$/i.test(file)) strictJson(text, file, pos);
-  const data: unknown = doc.toJS({ maxAliasCount: 1000 });
+  const data: unknown = withoutExtensions(doc.toJS({ maxAliasCount: 1000 }));
   if (data === null || data === undefined) {
     throw new WorkflowValidationError(file, [
       {
@@ -189,4 +190,13 @@ function strictJson(text: string, file: string, pos: Positions): void {
       hint: "JSON allows no trailing commas or comments; or name the file .yaml",
     }]);
   }
+}
+
+/**
+ * Top-level keys starting with `x-` are the file's own (as in Compose files): a place for
+ * anchors that tasks merge in with `<<: *name`. They are not part of the workflow.
+ */
+function withoutExtensions(data: unknown): unknown {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return data;
+  return Object.fromEntries(Object.entries(data).filter(([key]) => !key.startsWith("x-")));
 }

@@ -168,5 +168,7 @@ export const SANDBOX_KEYS: readonly string[] = Object.keys(sandboxObject.shape);
 
 /** The JSON Schema of the file format, for `gleitzeit workflow schema` and editors. */
 export function workflowJsonSchema(): Record<string, unknown> {
-  return z.toJSONSchema(workflowSchema, { io: "input" }) as Record<string, unknown>;
+  const schema = z.toJSONSchema(workflowSchema, { io: "input" }) as Record<string, unknown>;
+  // top-level `x-...` keys are the file's own (anchors to merge in; see load_workflow.ts)
+  return { ...schema, patternProperties: { "^x-": {} } };
 }

@@ -10,7 +10,7 @@ import {
   workflowJsonSchema,
 } from "../../src/loader/load_workflow.ts";
 import { parse as parseYaml } from "yaml";
-import { catalog, yaml } from "./catalog.ts";
+import { catalog, issuesOf, yaml } from "./catalog.ts";
 
 // CI clones the repo next to shared/, so resolve from the repo root, not the cwd.
 const SEEDS = fileURLToPath(new URL("../../../shared/seed-examples/", import.meta.url));
@@ -141,6 +141,32 @@ Deno.test("ids derive from names; names default to ids; dependencies may use nam
     ["report", "Report"],
   ]);
   deepStrictEqual(wf.tasks[2]!.dependencies, ["fetch_the_data", "explicit"]);
+});
+
+Deno.test("anchors under top-level x- keys merge into tasks with <<", () => {
+  const wf = parseWorkflow(
+    yaml(
+      "name: m",
+      "x-common: &common",
+      "  method: echo",
+      "  retry: 2",
+      "  timeout: 5s",
+      "tasks:",
+      "  - id: a",
+      "    <<: *common",
+      "  - id: b",
+      "    <<: *common",
+      "    retry: 4",
+    ),
+    "m.yaml",
+    catalog,
+  );
+  deepStrictEqual(wf.tasks.map((t) => [t.id, t.method, t.retry.maxAttempts, t.timeoutMs]), [
+    ["a", "echo", 2, 5000],
+    ["b", "echo", 4, 5000],
+  ]);
+  const inTask = issuesOf(yaml("name: m", "tasks:", "  - {id: a, method: echo, x-note: 1}"));
+  deepStrictEqual(inTask.map((i) => i.path), ["tasks[0].x-note"]);
 });
 
 Deno.test("priorities: words and integers", () => {
