@@ -107,7 +107,13 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
       if (t.state !== "completed") {
         throw new GleitzeitError(
           "TASK_RESULT_ERROR",
-          `task ${id} has no result: it is ${t.state}`,
+          `task ${id} has no result: it ${
+            t.state === "failed"
+              ? "failed"
+              : t.state === "skipped" || t.state === "cancelled"
+              ? `was ${t.state}`
+              : `is ${t.state}`
+          }`,
           {
             hint: t.error ? t.error.message : `see \`gleitzeit task status ${id}\``,
           },
