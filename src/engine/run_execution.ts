@@ -88,6 +88,8 @@ export class RunExecution {
   #outstanding = 0;
   #stop?: { kind: StopKind; error?: GleitzeitError };
   #failedTasks: string[] = [];
+  /** Failed tasks marked continue_on_failure (they do not fail the run). */
+  #toleratedFailures = 0;
   #finished = false;
   #resolveDone!: () => void;
   readonly #done = new Promise<void>((r) => (this.#resolveDone = r));
@@ -445,6 +447,7 @@ export class RunExecution {
 
   #onFailedForGood(node: Node): void {
     if (node.spec.continueOnFailure) {
+      this.#toleratedFailures++;
       this.#release(node);
       return;
     }
@@ -578,6 +581,10 @@ export class RunExecution {
         "WORKFLOW_FAILED",
         `${n} task${n === 1 ? "" : "s"} failed: ${this.#failedTasks.slice(0, 5).join(", ")}${
           n > 5 ? ", ..." : ""
+        }${
+          this.#toleratedFailures > 0
+            ? ` (and ${this.#toleratedFailures} marked continue_on_failure)`
+            : ""
         }`,
         { details: { failed: this.#failedTasks } },
       );

@@ -193,6 +193,13 @@ Deno.test("continue_on_failure: the run completes and dependents still run", asy
   const t = byId(out.tasks);
   assertEquals(t.get("optional")!.state, "failed");
   assertEquals(t.get("after")!.state, "completed");
+  // beside a failure that fails the run, the run's error counts it apart
+  const mixed = await engine.run(wf([
+    task("optional", { method: "boom", continueOnFailure: true }),
+    task("needed", { method: "boom" }),
+  ], { onFailure: "continue" }));
+  assertEquals(mixed.state, "failed");
+  assertEquals(mixed.error?.message, "1 task failed: needed (and 1 marked continue_on_failure)");
 });
 
 Deno.test("retries follow the backoff on the injected clock and only for retryable errors", async () => {
