@@ -69,7 +69,7 @@ interface Node {
   lastError?: ErrorData;
 }
 
-type StopKind = "fail_fast" | "cancel" | "timeout" | "fatal";
+type StopKind = "fail_fast" | "cancel" | "timeout" | "fatal" | "lost";
 
 const cancelledError = () => new GleitzeitError("TASK_CANCELLED", "cancelled");
 
@@ -95,6 +95,11 @@ export class RunExecution {
   readonly #done = new Promise<void>((r) => (this.#resolveDone = r));
   #timers: Timer[] = [];
   #heartbeat?: Timer;
+  /** When this execution last knew the run was its own: a heartbeat written, a check passed. */
+  #ownedAt = 0;
+  #ownership?: Promise<boolean>;
+  /** Set once another process has the run (or it was cancelled) while this one was silent. */
+  #lost?: GleitzeitError;
   readonly #pump = () => this.#pumpReady();
 
   constructor(svc: RunServices, run: RunRecord, tasks: TaskRecord[]) {
@@ -174,6 +179,7 @@ export class RunExecution {
       heartbeatAt: started,
       owner: this.#svc.owner,
     });
+    this.#ownedAt = started;
     emit({
       type: "run_started",
       runId: this.#run.id,
@@ -216,12 +222,70 @@ export class RunExecution {
 
   #scheduleHeartbeat(): void {
     const { clock, store, heartbeatMs } = this.#svc;
-    const beat = () => {
-      if (this.#finished) return;
-      store.updateRun(this.#run.id, { heartbeatAt: clock.now() }).catch(() => {});
-      this.#heartbeat = clock.setTimer(heartbeatMs, beat);
+    const beat = async () => {
+      if (this.#finished || this.#lost) return;
+      if (this.#silent()) {
+        await this.#stillOwned(); // late (this process was stopped, say): ask first
+      } else {
+        const at = clock.now();
+        store.updateRun(this.#run.id, { heartbeatAt: at }).then(
+          () => (this.#ownedAt = Math.max(this.#ownedAt, at)),
+          () => {},
+        );
+      }
+      if (!this.#finished && !this.#lost) this.#heartbeat = clock.setTimer(heartbeatMs, beat);
     };
     this.#heartbeat = clock.setTimer(heartbeatMs, beat);
+  }
+
+  /** No sign of life given for two heartbeats: others may have counted the run as abandoned. */
+  #silent(): boolean {
+    return this.#svc.clock.now() - this.#ownedAt > 2 * this.#svc.heartbeatMs;
+  }
+
+  /**
+   * Whether the run is still this execution's to write. After a silence (this process was
+   * stopped, e.g. with Ctrl-Z, or its store was out of reach), another process may have
+   * resumed or cancelled the run meanwhile: the stored run says, before anything more is
+   * started or written. A run lost so stops here, writing nothing more.
+   */
+  #stillOwned(): Promise<boolean> {
+    if (this.#lost) return Promise.resolve(false);
+    if (!this.#silent()) return Promise.resolve(true);
+    this.#ownership ??= this.#checkOwnership().finally(() => (this.#ownership = undefined));
+    return this.#ownership;
+  }
+
+  async #checkOwnership(): Promise<boolean> {
+    const { store, clock, owner } = this.#svc;
+    const at = clock.now();
+    let run: RunRecord | undefined;
+    try {
+      run = await store.getRun(this.#run.id);
+    } catch {
+      return true; // the store is out of reach: the write that follows fails and says so
+    }
+    if (run?.owner === owner && run.state === "running") {
+      await store.updateRun(this.#run.id, { heartbeatAt: at }).catch(() => {});
+      this.#ownedAt = Math.max(this.#ownedAt, at);
+      return true;
+    }
+    const id = this.#run.id;
+    const why = run === undefined
+      ? "it is gone from the store"
+      : run.state === "cancelled"
+      ? "it was cancelled"
+      : run.owner !== owner
+      ? `process ${run.owner ?? "?"} took it over`
+      : `it is ${run.state} there`;
+    this.#lost = new GleitzeitError(
+      "WORKFLOW_FAILED",
+      `run ${id} is no longer this process's: ${why} while this process gave no sign of life ` +
+        `(stopped?); it started nothing more and wrote nothing more`,
+      { hint: `see \`gleitzeit workflow status ${id}\`` },
+    );
+    this.#stopRun("lost", this.#lost);
+    return false;
   }
 
   #pumpReady(): void {
@@ -254,6 +318,15 @@ export class RunExecution {
     let result: unknown;
     let error: GleitzeitError | undefined;
     try {
+      if (!await this.#stillOwned()) {
+        // another process has the run now: this task is not this execution's to start
+        this.#releaseSlot();
+        node.state = "queued";
+        node.attempts--;
+        this.#outstanding--;
+        this.#checkDone();
+        return;
+      }
       await store.startAttempt(runId, node.spec.id, attempt, startedAt, owner);
       applyStart(node.record, attempt, startedAt);
     } catch (e) {
@@ -541,7 +614,8 @@ export class RunExecution {
   ): Promise<void> {
     const finish: TaskFinish = { runId: this.#run.id, taskId: node.spec.id, ...f };
     try {
-      await this.#svc.store.finishTasks([finish]);
+      // (not this execution's run any more: the engine goes on, the store is left alone)
+      if (await this.#stillOwned()) await this.#svc.store.finishTasks([finish]);
     } catch (e) {
       this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
       return;
@@ -563,7 +637,10 @@ export class RunExecution {
     let state: RunState;
     let error: GleitzeitError | undefined;
     const stop = this.#stop;
-    if (stop?.kind === "fatal") {
+    if (this.#lost) {
+      state = "interrupted";
+      error = this.#lost;
+    } else if (stop?.kind === "fatal") {
       state = "failed";
       error = stop.error;
     } else if (stop?.kind === "cancel") {
@@ -593,7 +670,11 @@ export class RunExecution {
     }
     // error always set: undefined clears one an earlier execution left (a cancel, a failure)
     const patch = { state, finishedAt: at, error: error?.toData() };
-    if (stop?.kind !== "fatal") await store.updateRun(this.#run.id, patch);
+    if (this.#lost || !await this.#stillOwned()) {
+      // another process's run now: nothing of this one's end is stored
+      state = "interrupted";
+      error = this.#lost;
+    } else if (stop?.kind !== "fatal") await store.updateRun(this.#run.id, patch);
     else await store.updateRun(this.#run.id, patch).catch(() => {});
     const durationMs = at - started;
     const outcome: RunOutcome = { runId: this.#run.id, state, durationMs, tasks: [] };

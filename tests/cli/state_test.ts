@@ -527,3 +527,88 @@ Deno.test("task submit --depends-on a task of a run nothing executes says how to
     await child.stdout.cancel();
   }
 });
+
+/** A run whose last task appends to a marker file once its two slow steps are done. */
+async function stoppableRun(dir: string, env: Record<string, string>) {
+  const marker = `${dir}/ran.txt`;
+  const file = await writeWorkflow(
+    dir,
+    "stoppable.yaml",
+    `name: stoppable
+tasks:
+  - {id: a, method: delay, protocol: echo/v1, params: {seconds: 0.2}}
+  - {id: b, method: delay, protocol: echo/v1, dependencies: [a], params: {seconds: 2}}
+  - id: c
+    method: python/execute
+    dependencies: [b]
+    params:
+      code: |
+        open(${JSON.stringify(marker)}, "a").write("c\\n")
+        result = 1
+`,
+  );
+  const child = spawnGleitzeit(["--json", "run", file, "--sandbox", "none"], { env });
+  let runId: string | undefined;
+  for (let i = 0; i < 200 && !runId; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const list = await gleitzeit(["--json", "task", "list", "--status", "running"], { env });
+    const running = list.code === 0 ? JSON.parse(list.stdout) : [];
+    if (running[0]?.id === "b") runId = running[0].run_id;
+  }
+  assert(runId, "task b started");
+  // stopped (Ctrl-Z, a debugger) long enough for other processes to count it as gone
+  child.kill("SIGSTOP");
+  for (let i = 0; i < 200; i++) {
+    const r = await gleitzeit(["--json", "workflow", "status", runId], { env });
+    if (JSON.parse(r.stdout).state === "interrupted") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const marks = async () =>
+    (await Deno.readTextFile(marker).catch(() => "")).split("\n").filter(Boolean).length;
+  return { child, runId, marks };
+}
+
+Deno.test("a stopped run resumed elsewhere meanwhile: once continued, it runs and writes nothing more", async () => {
+  const { dir, env } = await scratch();
+  const { child, runId, marks } = await stoppableRun(dir, env);
+  const resumed = await gleitzeit(["--json", "workflow", "resume", runId, "--sandbox", "none"], {
+    env,
+  });
+  assertEquals(resumed.code, 0, resumed.stderr);
+  assertEquals(JSON.parse(resumed.stdout).state, "completed");
+  child.kill("SIGCONT");
+  const out = await child.output();
+  assertEquals(out.code, 1);
+  const report = JSON.parse(new TextDecoder().decode(out.stdout));
+  assertEquals(report.state, "interrupted");
+  assertStringIncludes(report.error.message, "is no longer this process's");
+  assertEquals(await marks(), 1, "task c ran once, by the resuming process");
+  const status = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(status.state, "completed");
+  assertEquals(status.tasks.map((t: { state: string }) => t.state), [
+    "completed",
+    "completed",
+    "completed",
+  ]);
+});
+
+Deno.test("a stopped run cancelled meanwhile: once continued, it stays cancelled", async () => {
+  const { dir, env } = await scratch();
+  const { child, runId, marks } = await stoppableRun(dir, env);
+  const cancel = await gleitzeit(["workflow", "cancel", runId], { env });
+  assertEquals(cancel.code, 0, cancel.stderr);
+  child.kill("SIGCONT");
+  const out = await child.output();
+  assertEquals(out.code, 1);
+  assertStringIncludes(
+    JSON.parse(new TextDecoder().decode(out.stdout)).error.message,
+    "is no longer this process's: it was cancelled",
+  );
+  assertEquals(await marks(), 0, "task c never ran");
+  const status = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(status.state, "cancelled");
+});
