@@ -129,16 +129,21 @@ export async function graphCommand(
       tasks: wf.tasks.map((t) => ({ id: t.id, method: t.method, dependencies: t.dependencies })),
     });
   } else if (format === "mermaid") {
+    // Nodes by position (t0, t1, ...): an id such as `end` or `a-b` would break the chart;
+    // quotes in a label are Mermaid's entity
+    const node = new Map(wf.tasks.map((t, i) => [t.id, `t${i}`]));
+    const label = (text: string) => text.replaceAll('"', "#quot;");
     out("graph TD");
     for (const t of wf.tasks) {
-      out(`  ${t.id}["${t.name}<br/>${t.method}"]`);
-      for (const d of t.dependencies) out(`  ${d} --> ${t.id}`);
+      out(`  ${node.get(t.id)}["${label(t.name)}<br/>${label(t.method)}"]`);
+      for (const d of t.dependencies) out(`  ${node.get(d)} --> ${node.get(t.id)}`);
     }
   } else if (format === "dot") {
+    const quoted = (text: string) => text.replaceAll("\\", "\\\\").replaceAll('"', '\\"');
     out("digraph workflow {");
     for (const t of wf.tasks) {
-      out(`  "${t.id}" [label="${t.name}\\n${t.method}"];`);
-      for (const d of t.dependencies) out(`  "${d}" -> "${t.id}";`);
+      out(`  "${quoted(t.id)}" [label="${quoted(t.name)}\\n${quoted(t.method)}"];`);
+      for (const d of t.dependencies) out(`  "${quoted(d)}" -> "${quoted(t.id)}";`);
     }
     out("}");
   } else {

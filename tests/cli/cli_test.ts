@@ -342,6 +342,32 @@ Deno.test("workflow schema prints a JSON Schema; graph prints levels", async () 
   assertStringIncludes(g.stdout, "level 2: report");
 });
 
+Deno.test("workflow graph: DOT and Mermaid stay valid with quotes in names and ids like 'end'", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "g.yaml",
+    `name: g
+tasks:
+  - {name: 'Fetch "Data"', method: echo}
+  - {id: end, method: echo, dependencies: [fetch_data]}
+  - {id: a-b, method: echo, dependencies: [end]}
+`,
+  );
+  const dot = await gleitzeit(["workflow", "graph", file, "--format", "dot"], { env });
+  assertEquals(dot.code, 0, dot.stderr);
+  assertStringIncludes(dot.stdout, '"fetch_data" [label="Fetch \\"Data\\"\\necho"];');
+  assertStringIncludes(dot.stdout, '"end" -> "a-b";');
+  const mermaid = await gleitzeit(["workflow", "graph", file, "--format", "mermaid"], { env });
+  assertEquals(mermaid.code, 0, mermaid.stderr);
+  assertEquals(mermaid.stdout.split("\n").slice(0, 3), [
+    "graph TD",
+    '  t0["Fetch #quot;Data#quot;<br/>echo"]',
+    '  t1["end<br/>echo"]',
+  ]);
+  assertStringIncludes(mermaid.stdout, "  t1 --> t2");
+});
+
 Deno.test("bad option values and unwritable reports are usage errors with hints, before any run", async () => {
   const { dir, env } = await scratch();
   const zero = await gleitzeit(["--max-concurrent", "0", "run", `${EXAMPLES}/typed_chain.yaml`], {
