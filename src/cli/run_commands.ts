@@ -120,13 +120,18 @@ export async function submitWorkflow(
       const only = workflow.tasks.length === 1
         ? await app.store.getRunTask(run.id, workflow.tasks[0]!.id)
         : undefined;
+      const detached = {
+        run_id: run.id,
+        state: run.state,
+        workflow: workflow.name,
+        ...(only ? { task_id: only.id } : {}),
+      };
+      // the report there is of the run as recorded: no results yet
+      if (opts.outputFile) {
+        await Deno.writeTextFile(opts.outputFile, JSON.stringify(detached, null, 2) + "\n");
+      }
       if (json) {
-        printJson({
-          run_id: run.id,
-          state: run.state,
-          workflow: workflow.name,
-          ...(only ? { task_id: only.id } : {}),
-        });
+        printJson(detached);
       } else {
         out(run.id);
         err(

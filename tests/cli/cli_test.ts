@@ -55,6 +55,13 @@ tasks:
   assertEquals(report.tasks.map((t: { id: string }) => t.id), ["a", "b"]);
   assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/out.json`)).results, report.results);
   assertEquals(r.stderr, "", "no progress lines in --json mode");
+  // --detach: the file holds the run as recorded
+  const d = await gleitzeit(["run", file, "--detach", "--output-file", `${dir}/queued.json`], {
+    env,
+  });
+  assertEquals(d.code, 0, d.stderr);
+  const queued = JSON.parse(await Deno.readTextFile(`${dir}/queued.json`));
+  assertEquals([queued.run_id, queued.state, queued.workflow], [d.stdout.trim(), "queued", "j"]);
 });
 
 Deno.test("workflow validate: three different mistakes, each with line:column, exit 2", async () => {
