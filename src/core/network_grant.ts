@@ -33,6 +33,14 @@ export function parseNetworkGrant(entry: unknown): NetworkGrant | GrantProblem {
   if (typeof entry !== "string") {
     return { problem: "must be a string", hint: 'write "host:port", e.g. "api.example.com:443"' };
   }
+  const url = /^([a-z][a-z0-9+.-]*):\/\/([^/:]+)(?::(\d+))?/i.exec(entry);
+  if (url) {
+    const example = `${url[2]}:${url[3] ?? (url[1]!.toLowerCase() === "http" ? 80 : 443)}`;
+    return {
+      problem: "a URL cannot be granted: grants are host:port",
+      hint: `write "${example}"`,
+    };
+  }
   const colon = entry.lastIndexOf(":");
   const host = colon > 0 ? entry.slice(0, colon).toLowerCase() : "";
   const portText = colon > 0 ? entry.slice(colon + 1) : "";

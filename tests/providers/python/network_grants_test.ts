@@ -36,12 +36,16 @@ Deno.test("network grants: what can be granted one destination at a time", () =>
     ["0177.0.0.1:80", /address written as a name/],
     ["127.0.0.01:80", /leading zeros/],
     [443, /string/],
+    ["http://example.com:80", /a URL cannot be granted/],
+    ["https://api.example.com/v1", /a URL cannot be granted/],
   ];
   for (const [entry, why] of refused) {
     const parsed = parseNetworkGrant(entry);
     assert.ok(isGrantProblem(parsed), `${entry} must be refused`);
     assert.match(parsed.problem, why, String(entry));
   }
+  const url = parseNetworkGrant("https://api.example.com/v1");
+  assert.ok(isGrantProblem(url) && url.hint === 'write "api.example.com:443"');
 });
 
 Deno.test("network grants: loopback addresses inside the sandbox and its /etc/hosts", () => {
