@@ -172,14 +172,13 @@ export async function runCli(args: string[]): Promise<ExitCode> {
       const within = unknown === undefined ? [] : program.commands
         .filter((group) => group.commands.some((sub) => sub.name() === unknown))
         .map((group) => `\`gleitzeit ${group.name()} ${unknown}\``);
-      err(
-        colors("stderr").dim(
-          within.length > 0
-            ? `hint: did you mean ${within.join(" or ")}?`
-            : "hint: see `gleitzeit --help` (or `gleitzeit COMMAND --help`)",
-        ),
-      );
-      if (json) printJsonError({ code: "USAGE_ERROR", message: e.message.replace(/^error: /, "") });
+      const hint = within.length > 0
+        ? `did you mean ${within.join(" or ")}?`
+        : "see `gleitzeit --help` (or `gleitzeit COMMAND --help`)";
+      err(colors("stderr").dim(`hint: ${hint}`));
+      if (json) {
+        printJsonError({ code: "USAGE_ERROR", message: e.message.replace(/^error: /, ""), hint });
+      }
       return 2;
     }
     const code = reportError(e, debug);

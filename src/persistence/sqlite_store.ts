@@ -615,7 +615,17 @@ function toStoreError(e: unknown, what: string): GleitzeitError {
       hint: "another process holds the database's write lock for too long; try again",
     });
   }
-  return new GleitzeitError("PERSISTENCE_ERROR", `${what}: ${msg}`, { cause: e });
+  if (/not a database|malformed|SQLITE_NOTADB|SQLITE_CORRUPT/i.test(msg)) {
+    return new GleitzeitError("PERSISTENCE_UNAVAILABLE", `${what}: ${msg}`, {
+      cause: e,
+      hint: "that file is not a Gleitzeit (SQLite) database, or is damaged: point " +
+        "--sqlite-path / GLEITZEIT_SQLITE_PATH at another file (a new one is made)",
+    });
+  }
+  return new GleitzeitError("PERSISTENCE_ERROR", `${what}: ${msg}`, {
+    cause: e,
+    hint: "run it again with --debug for the details",
+  });
 }
 
 function messageOf(e: unknown): string {

@@ -315,6 +315,18 @@ Deno.test("errors are one line with a hint: missing file, unknown command, bad i
   assertEquals(badInput.code, 2);
   assertStringIncludes(badInput.stderr, "unknown input 'nope'");
   assertStringIncludes(badInput.stderr, "declares: name");
+  // --json: the hint is in the JSON too
+  const json = await gleitzeit(["--json", "frobnicate"], { env });
+  assertEquals(JSON.parse(json.stdout).error, {
+    code: "USAGE_ERROR",
+    message: "unknown command 'frobnicate'",
+    hint: "see `gleitzeit --help` (or `gleitzeit COMMAND --help`)",
+  });
+  // a file that is no database
+  await Deno.writeTextFile(env.GLEITZEIT_SQLITE_PATH!, "not sqlite at all, long enough to tell");
+  const notDb = await gleitzeit(["workflow", "list"], { env });
+  assertEquals(notDb.code, 3);
+  assertMatch(notDb.stderr, /^hint: that file is not a Gleitzeit \(SQLite\) database/m);
 });
 
 Deno.test("task submit runs one Python task and prints its result", async () => {
