@@ -409,17 +409,20 @@ export function sandboxWarnings(
     : configPath !== undefined
     ? `python.sandbox in ${configPath}`
     : "the configuration";
-  const modes = [...new Set(weaker.map((t) => modeOf(t.sandbox) ?? base))].join("/");
-  const which = weaker.length === python.length
-    ? "Python tasks run"
-    : `Python task${weaker.length > 1 ? "s" : ""} ${weaker.map((t) => t.id).join(", ")} run${
-      weaker.length > 1 ? "" : "s"
-    }`;
-  out.push(
-    `${which} with sandbox '${modes}' (chosen by ${
-      weaker.some((t) => modeOf(t.sandbox) !== undefined) ? "the task" : source
-    }): weaker isolation than bubblewrap`,
-  );
+  // one line per mode and who chose it
+  const groups = new Map<string, string[]>();
+  for (const t of weaker) {
+    const own = modeOf(t.sandbox);
+    const key = `${own ?? base}\u0000${own !== undefined ? "the task" : source}`;
+    groups.set(key, [...groups.get(key) ?? [], t.id]);
+  }
+  for (const [key, ids] of groups) {
+    const [mode, by] = key.split("\u0000");
+    const which = ids.length === python.length
+      ? "Python tasks run"
+      : `Python task${ids.length > 1 ? "s" : ""} ${ids.join(", ")} run${ids.length > 1 ? "" : "s"}`;
+    out.push(`${which} with sandbox '${mode}' (chosen by ${by}): weaker isolation than bubblewrap`);
+  }
   return out;
 }
 

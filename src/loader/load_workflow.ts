@@ -44,6 +44,8 @@ export function parseWorkflow(
   // merge: YAML's `<<: *anchor`, with anchors kept under top-level `x-` keys (see below)
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, merge: true });
   const pos = new Positions(doc, lines, text);
+  // a .json file is judged as JSON first (YAML's words for a missing comma would mislead)
+  if (/\.json$/i.test(file)) strictJson(text, file, pos);
   if (doc.errors.length > 0) {
     // Those of the first line with any: one slip (an unquoted `: ` in a value) makes the
     // parser stumble on every line after it, and those follow-on errors only bury the cause.
@@ -63,7 +65,6 @@ export function parseWorkflow(
       })),
     );
   }
-  if (/\.json$/i.test(file)) strictJson(text, file, pos);
   const data: unknown = withoutExtensions(doc.toJS({ maxAliasCount: 1000 }));
   if (data === null || data === undefined) {
     throw new WorkflowValidationError(file, [

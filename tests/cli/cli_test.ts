@@ -527,6 +527,24 @@ Deno.test("a weaker sandbox is a warning naming who chose it: flag, config file,
     );
     const wf = await gleitzeit(["run", declared], { env });
     assertStringIncludes(wf.stderr, "sandbox 'basic' (chosen by the workflow)");
+    // the workflow's choice and a task's own, each on its line
+    const mixed = await writeWorkflow(
+      dir,
+      "mixed.yaml",
+      "name: m\nsandbox: basic\ntasks:\n" +
+        "  - {id: a, method: python/execute, params: {code: 'result = 1'}}\n" +
+        "  - {id: b, method: python/execute, params: {code: 'result = 1'}}\n" +
+        "  - {id: d, method: python/execute, sandbox: none, params: {code: 'result = 1'}}\n",
+    );
+    const both = await gleitzeit(["run", mixed], { env });
+    assertStringIncludes(
+      both.stderr,
+      "warning: Python tasks a, b run with sandbox 'basic' (chosen by the workflow)",
+    );
+    assertStringIncludes(
+      both.stderr,
+      "warning: Python task d runs with sandbox 'none' (chosen by the task)",
+    );
     const strong = await gleitzeit(["run", plain, "--sandbox", "bwrap"], { env });
     assertEquals(strong.code, 0, strong.stderr);
     assert(!strong.stderr.includes("warning"), strong.stderr);

@@ -311,6 +311,20 @@ Deno.test("JSON input loads, with positions in issues", () => {
       "bad.json:4:35: tasks[0].prioity: unknown key 'prioity' (did you mean 'priority'?)",
     ]);
   }
+  // a missing comma is told in JSON's words, not YAML's
+  try {
+    parseWorkflow(
+      '{"name": "j", "tasks": [\n  {"id": "a", "method": "echo"}\n  {"id": "b", "method": "echo"}\n]}\n',
+      "comma.json",
+      catalog,
+    );
+    throw new Error("expected a validation error");
+  } catch (e) {
+    ok(e instanceof WorkflowValidationError);
+    deepStrictEqual(e.issues.map((i) => [i.line, i.message]), [
+      [3, "not valid JSON: Expected ',' or ']' after array element"],
+    ]);
+  }
 });
 
 Deno.test("sandbox settings are kept as written", () => {
