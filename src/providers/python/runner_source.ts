@@ -505,6 +505,7 @@ def _prepare(job):
         os.chdir(job["work_dir"])
     _setenv("HOME", job["work_dir"])
     _setenv("TMPDIR", job["work_dir"])
+    _setenv("PWD", job["work_dir"])
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
 
 def _run_job(job):

@@ -190,16 +190,17 @@ export function pythonContract(variant: string, make: Make): void {
     assert.match(e.message, /the result is 9 MiB of JSON, more than the 8 MiB/);
   });
 
-  test("a task that imports os sees its work directory as HOME, TMPDIR and cwd", async (p) => {
+  test("a task that imports os sees its work directory as HOME, TMPDIR, PWD and cwd", async (p) => {
     const r = await run(
       p,
       "import os, tempfile\nresult = [os.environ['HOME'], os.environ['TMPDIR'], os.getcwd(), " +
-        "tempfile.gettempdir()]",
+        "tempfile.gettempdir(), os.environ.get('PWD')]",
     );
-    const [home, tmp, cwd, tempdir] = r.result as string[];
+    const [home, tmp, cwd, tempdir, pwd] = r.result as string[];
     assert.equal(home, cwd);
     assert.equal(tmp, cwd);
     assert.equal(tempdir, cwd);
+    assert.equal(pwd, cwd);
   });
 
   test("a non-serialisable result fails with TASK_RESULT_ERROR naming the type", async (p) => {
