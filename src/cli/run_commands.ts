@@ -163,6 +163,8 @@ export async function submitWorkflow(
       dispose();
     }
     const report = outcomeJson(outcome, workflow.name);
+    // `task submit`: its task's id at the top, as with --detach
+    if (opts.printTaskId && outcome.tasks.length === 1) report.task_id = outcome.tasks[0]!.id;
     if (opts.outputFile) {
       await Deno.writeTextFile(opts.outputFile, JSON.stringify(report, null, 2) + "\n");
     }

@@ -344,6 +344,8 @@ Deno.test("task submit runs one Python task and prints its result", async () => 
   assertEquals(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);
   assertEquals(report.results.task.result, { sum: 42 });
+  assertEquals(report.task_id, report.tasks[0].task_id);
+  assertMatch(report.task_id, /^task_/);
   const echo = await gleitzeit(["task", "submit", "echo", "--params", '{"a": 1}'], { env });
   assertEquals(echo.code, 0, echo.stderr);
   assertStringIncludes(echo.stdout, '{"a":1}');
