@@ -496,6 +496,11 @@ export class Worker {
         signal: running.controller!.signal,
         continueRun: true,
       });
+      if (outcome.lost) {
+        // another coordinator has it now (and its entry of the queue of runs): leave both
+        this.#log(`run ${runId}: ${outcome.error?.message ?? "taken over"}`);
+        return;
+      }
       await this.#store.command(["DEL", this.#keys.cancelRun(runId)]).catch(() => {});
       if (this.#stopped) return;
       await this.#ack(this.#keys.runs, entry.id);

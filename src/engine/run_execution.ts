@@ -48,6 +48,8 @@ export interface RunOutcome {
   error?: ErrorData;
   durationMs: number;
   tasks: TaskRecord[];
+  /** Another process took the run over (or cancelled it) while this one was silent. */
+  lost?: boolean;
 }
 
 interface Node {
@@ -266,8 +268,11 @@ export class RunExecution {
       return true; // the store is out of reach: the write that follows fails and says so
     }
     if (run?.owner === owner && run.state === "running") {
-      await store.updateRun(this.#run.id, { heartbeatAt: at }).catch(() => {});
-      this.#ownedAt = Math.max(this.#ownedAt, at);
+      // owned again only once others can see it (a failed write leaves the heartbeat stale)
+      await store.updateRun(this.#run.id, { heartbeatAt: at }).then(
+        () => (this.#ownedAt = Math.max(this.#ownedAt, at)),
+        () => {},
+      );
       return true;
     }
     const id = this.#run.id;
@@ -281,7 +286,7 @@ export class RunExecution {
     this.#lost = new GleitzeitError(
       "WORKFLOW_FAILED",
       `run ${id} is no longer this process's: ${why} while this process gave no sign of life ` +
-        `(stopped?); it started nothing more and wrote nothing more`,
+        `(stopped?); from then on it started and wrote nothing`,
       { hint: `see \`gleitzeit workflow status ${id}\`` },
     );
     this.#stopRun("lost", this.#lost);
@@ -447,6 +452,7 @@ export class RunExecution {
       await this.#write(node, { state: "retry_pending", attempt, at, error: data }, () => {
         node.state = "retry_pending";
         emit({ type: "task_failed", runId, taskId, attempt, error: data, retryInMs: delay, at });
+        if (this.#lost) return; // (found lost while writing this: no retry here)
         this.#outstanding++;
         node.retryTimer = clock.setTimer(delay, () => {
           node.retryTimer = undefined;
@@ -687,8 +693,13 @@ export class RunExecution {
       at,
       ...(error ? { error: error.toData() } : {}),
     });
-    // the records mirror every write, so the outcome needs no read of the whole run
+    // the records mirror every write, so the outcome needs no read of the whole run; but a
+    // lost run's are what this process did not write: the store's say how the run stands
     outcome.tasks = [...this.#nodes.values()].map((n) => n.record);
+    if (this.#lost) {
+      outcome.lost = true;
+      outcome.tasks = await store.listTasks({ runId: this.#run.id }).catch(() => outcome.tasks);
+    }
     return outcome;
   }
 }

@@ -581,6 +581,12 @@ Deno.test("a stopped run resumed elsewhere meanwhile: once continued, it runs an
   assertEquals(out.code, 1);
   const report = JSON.parse(new TextDecoder().decode(out.stdout));
   assertEquals(report.state, "interrupted");
+  // its report tells the run as stored (the resuming process's work), not what it did not write
+  assertEquals(report.tasks.map((t: { state: string }) => t.state), [
+    "completed",
+    "completed",
+    "completed",
+  ]);
   assertStringIncludes(report.error.message, "is no longer this process's");
   assertEquals(await marks(), 1, "task c ran once, by the resuming process");
   const status = JSON.parse(

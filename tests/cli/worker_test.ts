@@ -444,3 +444,39 @@ Deno.test("`gleitzeit worker` without Redis: one clear error", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a coordinator stopped while another took its run over leaves the run to it, and to a later one", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "--concurrency", "2");
+    const runId = await submitTasks(
+      c,
+      "paused",
+      sleepTask("a", 0.2, 1) +
+        `  - id: b\n    method: python/execute\n    dependencies: [a]\n` +
+        `    params: {code: "import time; time.sleep(3); result = 2"}\n` +
+        `  - {id: c, method: echo, protocol: echo/v1, dependencies: [b], params: {x: 3}}\n`,
+    );
+    await waitLogged(first, `coordinating run ${runId}`, "the first worker to coordinate");
+    await waitLogged(first, "/b attempt", "task b to start");
+    first.child.kill("SIGSTOP"); // Ctrl-Z, a debugger, a paused VM
+    const second = startWorker(c, "--concurrency", "2");
+    await waitLogged(second, `taking over run ${runId}`, "the second worker to take over");
+    first.child.kill("SIGCONT");
+    await waitFor(
+      "the first worker to end its part",
+      () =>
+        logged(first, "is no longer this process's") || logged(first, `run ${runId} interrupted`),
+    );
+    // The second goes too: the run's entry in the queue of runs must still be there for a third
+    second.child.kill("SIGKILL");
+    await second.child.status;
+    const third = startWorker(c, "--concurrency", "2");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assert(logged(first, "is no longer this process's"), first.log.join("\n"));
+    // (the first, alive again, may be the one that takes it over after the second's end)
+    assert(
+      logged(third, `taking over run ${runId}`) || logged(first, `taking over run ${runId}`),
+      [...first.log, ...third.log].join("\n"),
+    );
+  }));
