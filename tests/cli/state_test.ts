@@ -111,9 +111,7 @@ async function killAndResume(env: Record<string, string>, dir: string): Promise<
   const list = await gleitzeit(["--json", "workflow", "list"], { env });
   const listed = JSON.parse(list.stdout).find((r: { run_id: string }) => r.run_id === runId);
   assertEquals(listed.state, "interrupted", list.stdout);
-  const before = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const before = await statusOf(runId, env);
   const doneBefore: string[] = before.tasks.filter((t: { state: string }) =>
     t.state === "completed"
   )
@@ -273,9 +271,7 @@ Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is 
   const c = await gleitzeit(["workflow", "cancel", runId], { env });
   assertEquals(c.code, 0, c.stderr);
   assertStringIncludes(c.stdout, `cancelled run ${runId}`);
-  const status = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const status = await statusOf(runId, env);
   assertEquals(status.state, "cancelled");
   assertEquals(status.tasks.map((t: { state: string }) => t.state), [
     "cancelled",
@@ -290,9 +286,7 @@ Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is 
     env,
   });
   assertEquals(resumed.code, 0, resumed.stderr);
-  const done = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const done = await statusOf(runId, env);
   assertEquals(done.state, "completed");
   assertEquals(done.error, null);
 });
@@ -322,9 +316,7 @@ tasks:
   await reader.cancel();
   await child.stdout.cancel();
   assertEquals(status.code, 130);
-  const after = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const after = await statusOf(runId, env);
   assertEquals(after.state, "cancelled");
 });
 
@@ -468,9 +460,7 @@ tasks:
   await child.stdout.cancel();
   await child.stderr.cancel();
   assert(runId, "task b started");
-  const status = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const status = await statusOf(runId, env);
   assertEquals(status.state, "interrupted");
   assertEquals(status.tasks.map((t: { state: string }) => t.state), ["completed", "interrupted"]);
   const table = await gleitzeit(["workflow", "status", runId], { env });
@@ -589,9 +579,7 @@ Deno.test("a stopped run resumed elsewhere meanwhile: once continued, it runs an
   ]);
   assertStringIncludes(report.error.message, "is no longer this process's");
   assertEquals(await marks(), 1, "task c ran once, by the resuming process");
-  const status = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const status = await statusOf(runId, env);
   assertEquals(status.state, "completed");
   assertEquals(status.tasks.map((t: { state: string }) => t.state), [
     "completed",
@@ -613,8 +601,11 @@ Deno.test("a stopped run cancelled meanwhile: once continued, it stays cancelled
     "is no longer this process's: it was cancelled",
   );
   assertEquals(await marks(), 0, "task c never ran");
-  const status = JSON.parse(
-    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
-  );
+  const status = await statusOf(runId, env);
   assertEquals(status.state, "cancelled");
 });
+
+/** `workflow status --json` of a run. */
+async function statusOf(runId: string, env: Record<string, string>) {
+  return JSON.parse((await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout);
+}
