@@ -181,6 +181,8 @@ export class Engine {
         hint: `see its results with \`gleitzeit workflow status ${runId}\``,
       });
     }
+    // when the run became this engine's: a pause from then on may have cost it the run
+    const claimedAt = this.#clock.now();
     if (known === undefined) await this.#claim(run);
     const tasks = known ?? await this.store.listTasks({ runId });
     const resumed = run.startedAt !== undefined || isTerminalRun(run.state);
@@ -198,7 +200,12 @@ export class Engine {
       run,
       tasks,
     );
-    return await execution.execute(options.signal, resumed, options.continueRun === true);
+    return await execution.execute(
+      options.signal,
+      resumed,
+      options.continueRun === true,
+      claimedAt,
+    );
   }
 
   /** Takes ownership of a stored run, or explains who has it. */

@@ -150,9 +150,13 @@ export class RunExecution {
     signal: AbortSignal | undefined,
     resumed: boolean,
     continueRun = false,
+    claimedAt?: number,
   ): Promise<RunOutcome> {
     const { store, clock, emit } = this.#svc;
     const started = clock.now();
+    // Claimed long ago (this process was stopped since, say): still this process's run?
+    this.#ownedAt = claimedAt ?? started;
+    if (!await this.#stillOwned(false)) return await this.#finishRun(started);
     const stale: TaskFinish[] = [];
     // Continuing (a worker taking over a run whose coordinator died): what ended for good
     // stays as it ended; only what was in flight runs again.
@@ -251,14 +255,15 @@ export class RunExecution {
    * resumed or cancelled the run meanwhile: the stored run says, before anything more is
    * started or written. A run lost so stops here, writing nothing more.
    */
-  #stillOwned(): Promise<boolean> {
+  #stillOwned(running = true): Promise<boolean> {
     if (this.#lost) return Promise.resolve(false);
     if (!this.#silent()) return Promise.resolve(true);
-    this.#ownership ??= this.#checkOwnership().finally(() => (this.#ownership = undefined));
+    this.#ownership ??= this.#checkOwnership(running).finally(() => (this.#ownership = undefined));
     return this.#ownership;
   }
 
-  async #checkOwnership(): Promise<boolean> {
+  /** `running`: the run must also still be `running` (false: before this execution began it). */
+  async #checkOwnership(running: boolean): Promise<boolean> {
     const { store, clock, owner } = this.#svc;
     const at = clock.now();
     let run: RunRecord | undefined;
@@ -267,7 +272,7 @@ export class RunExecution {
     } catch {
       return true; // the store is out of reach: the write that follows fails and says so
     }
-    if (run?.owner === owner && run.state === "running") {
+    if (run?.owner === owner && (run.state === "running" || !running)) {
       // owned again only once others can see it (a failed write leaves the heartbeat stale)
       await store.updateRun(this.#run.id, { heartbeatAt: at }).then(
         () => (this.#ownedAt = Math.max(this.#ownedAt, at)),

@@ -472,3 +472,46 @@ Deno.test("continuing a fail_fast run stops it; its timeout counts from the run'
   assertEquals(timedOut.state, "failed");
   assertEquals(timedOut.error?.code, "WORKFLOW_TIMEOUT");
 });
+
+Deno.test("a resume held up after its claim, while another process took the run over, runs and writes nothing", async () => {
+  const clock = new FakeClock();
+  const base = new MemoryStore();
+  // a store whose task listing can be held: the claiming process stopped right after its claim
+  let held: Promise<void> | undefined;
+  let release = () => {};
+  const store = new Proxy(base, {
+    get(target, key) {
+      const value = Reflect.get(target, key, target);
+      if (key === "listTasks") {
+        return async (...args: Parameters<Store["listTasks"]>) => {
+          const wait = held;
+          held = undefined; // (only the first listing after the claim)
+          if (wait) await wait;
+          return await target.listTasks(...args);
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  const engines = ["A", "B"].map((owner) => {
+    const dispatcher = new FakeDispatcher().on("work", () => owner);
+    const engine = new Engine({ dispatcher, store, clock, owner, heartbeatMs: 2000 });
+    return { dispatcher, engine };
+  });
+  const [a, b] = engines as [(typeof engines)[0], (typeof engines)[0]];
+  const run = await a.engine.createRun(wf([task("t", { method: "work" })]), { state: "queued" });
+  held = new Promise((r) => (release = r));
+  const first = a.engine.execute(run.id);
+  await clock.advance(7_000); // past the 6 s after which others count A as gone
+  const second = await b.engine.execute(run.id);
+  assertEquals(second.state, "completed");
+  release();
+  const lost = await first;
+  assertEquals(lost.lost, true);
+  assertEquals(lost.state, "interrupted");
+  assert(lost.error?.message.includes("process B took it over"), lost.error?.message);
+  assertEquals(a.dispatcher.calls.length, 0, "A started nothing");
+  const stored = await base.getRun(run.id);
+  assertEquals([stored?.state, stored?.owner], ["completed", "B"]);
+  assertEquals((await base.getRunTask(run.id, "t"))?.result, "B");
+});
