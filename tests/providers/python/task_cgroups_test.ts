@@ -211,12 +211,23 @@ function taskCgroupProcs(
   ns: string,
 ): { pid: number; cgroup: string; forker: boolean; root: boolean }[] {
   const found: { pid: number; cgroup: string; forker: boolean; root: boolean }[] = [];
-  for (const pool of Deno.readDirSync(base)) {
-    if (!pool.isDirectory) continue;
-    for (const t of Deno.readDirSync(`${base}/${pool.name}`)) {
-      if (!t.isDirectory) continue;
-      const cgroup = `${base}/${pool.name}/${t.name}`;
-      const procs = Deno.readTextFileSync(`${cgroup}/cgroup.procs`);
+  // (another test's pool, in this same process, may be removed while this looks)
+  const list = (dir: string) => {
+    try {
+      return [...Deno.readDirSync(dir)].filter((e) => e.isDirectory).map((e) => e.name);
+    } catch {
+      return [];
+    }
+  };
+  for (const pool of list(base)) {
+    for (const t of list(`${base}/${pool}`)) {
+      const cgroup = `${base}/${pool}/${t}`;
+      let procs = "";
+      try {
+        procs = Deno.readTextFileSync(`${cgroup}/cgroup.procs`);
+      } catch {
+        continue;
+      }
       for (const pid of procs.split("\n").filter(Boolean).map(Number)) {
         try {
           if (Deno.readLinkSync(`/proc/${pid}/ns/pid`) !== ns) continue;
