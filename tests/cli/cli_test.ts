@@ -755,7 +755,7 @@ Deno.test("task status shows a failed Python task's whole traceback, and a hint 
   // the end of what it printed, before the traceback
   assertMatch(
     boom.stdout,
-    /stdout \(last 20 of 30 lines\):\n  step 10\n[\s\S]*  step 29\nstderr:\n  careful\n/,
+    /stdout \(last 20 of 30 lines\):\n {2}step 10\n[\s\S]* {2}step 29\nstderr:\n {2}careful\n/,
   );
   assert(!boom.stdout.includes("step 9\n"), boom.stdout);
   assertMatch(boom.stdout, /ZeroDivisionError: division by zero\s*$/);
