@@ -357,20 +357,15 @@ async function waitForDependencies(
       const c = colors("stderr");
       err(c.dim(`waiting for ${pending.map((t) => `${t.id} (${t.state})`).join(", ")}`));
       // A run that nothing executes would keep this waiting for ever: say so
-      const idle = new Set<string>();
       for (const runId of new Set(pending.map((t) => t.runId))) {
         const run = await store.getRun(runId);
         const state = run && displayState(run);
-        const unowned = state === "interrupted" ||
-          (state === "queued" && store.backend !== "redis");
-        if (unowned) idle.add(`${runId} (${state})`);
-      }
-      for (const run of idle) {
-        err(c.dim(
-          `  nothing executes run ${run}: start it with \`gleitzeit workflow resume ${
-            run.split(" ")[0]
-          }\``,
-        ));
+        if (state === "interrupted" || (state === "queued" && store.backend !== "redis")) {
+          err(c.dim(
+            `  nothing executes run ${runId} (${state}): start it with ` +
+              `\`gleitzeit workflow resume ${runId}\``,
+          ));
+        }
       }
     });
   } finally {
@@ -412,14 +407,16 @@ export function sandboxWarnings(
     ? `python.sandbox in ${configPath}`
     : "the configuration";
   // one line per mode and who chose it
-  const groups = new Map<string, string[]>();
+  const groups = new Map<string, { mode: string; by: string; ids: string[] }>();
   for (const t of weaker) {
     const own = modeOf(t.sandbox);
-    const key = `${own ?? base}\u0000${own !== undefined ? "the task" : source}`;
-    groups.set(key, [...groups.get(key) ?? [], t.id]);
+    const mode = own ?? base;
+    const by = own !== undefined ? "the task" : source;
+    const group = groups.get(`${mode} ${by}`) ?? { mode, by, ids: [] };
+    group.ids.push(t.id);
+    groups.set(`${mode} ${by}`, group);
   }
-  for (const [key, ids] of groups) {
-    const [mode, by] = key.split("\u0000");
+  for (const { mode, by, ids } of groups.values()) {
     const which = ids.length === python.length
       ? "Python tasks run"
       : `Python task${ids.length > 1 ? "s" : ""} ${ids.join(", ")} run${ids.length > 1 ? "" : "s"}`;

@@ -19,6 +19,7 @@ import { configFromFlags, type GlobalOptions } from "./context.ts";
 import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
 import { printSummary, taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
+import { findTask } from "./task_dependencies.ts";
 
 /** The options of a command, with the global ones. */
 export const globalsOf = (cmd: Command<unknown[], Record<string, unknown>>) =>
@@ -95,11 +96,7 @@ export async function mustRun(store: Store, id: string): Promise<RunRecord> {
 }
 
 export async function mustTask(store: Store, id: string): Promise<TaskRecord> {
-  let task = await store.getTask(id);
-  if (!task && id.includes("/")) {
-    const [runId, taskId] = [id.slice(0, id.indexOf("/")), id.slice(id.indexOf("/") + 1)];
-    task = await store.getRunTask(runId, taskId);
-  }
+  const task = await findTask(store, id);
   if (!task) {
     throw new GleitzeitError("TASK_NOT_FOUND", `no task ${id} in the ${store.backend} backend`, {
       hint: "task ids look like task_...; or use RUN_ID/TASK_ID; list with `gleitzeit task list`",

@@ -69,7 +69,7 @@ export async function waitForTasks(
 }
 
 /** A stored task by its id (`task_...`) or as `RUN_ID/TASK_ID`. */
-async function findTask(store: Store, id: string): Promise<TaskRecord | undefined> {
+export async function findTask(store: Store, id: string): Promise<TaskRecord | undefined> {
   const t = await store.getTask(id);
   const slash = id.indexOf("/");
   if (t || slash < 0) return t;

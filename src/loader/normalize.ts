@@ -8,10 +8,7 @@
 
 import { PRIORITY_WORDS } from "../core/workflow.ts";
 import type { Backoff, RetryPolicy } from "../core/retry.ts";
-
 import { durationMs } from "../core/duration.ts";
-
-export { durationMs };
 
 /** `high` -> 75, an integer stays as it is; absent -> normal (50). */
 export function priorityValue(value: string | number | undefined): number {

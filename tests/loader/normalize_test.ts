@@ -1,6 +1,7 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import { parseWorkflow } from "../../src/loader/load_workflow.ts";
-import { durationMs, priorityValue, slugify } from "../../src/loader/normalize.ts";
+import { durationMs } from "../../src/core/duration.ts";
+import { priorityValue, slugify } from "../../src/loader/normalize.ts";
 import { closest, editDistance } from "../../src/loader/suggest.ts";
 import { catalog } from "./catalog.ts";
 

@@ -288,7 +288,7 @@ def _reap_descendants(exclude=()):
             return
         time.sleep(0.001)
 
-def _end_orphaned(pid, own_ns, spare):
+def _end_orphaned(pid, own_ns):
     # A warm parent whose orchestrator is gone: its running task and everything that task
     # started (ours as subreaper, setsid or not), then its spare and forkers, then itself.
     # In a PID namespace of its own, its end takes the rest with it.
@@ -1044,7 +1044,7 @@ def _pool():
                     # Gleitzeit closes this pipe only after killing this parent, so the
                     # orchestrator is gone (killed, say): the task must not run on with no
                     # one to enforce its timeout or take its result.
-                    _end_orphaned(pid, own_ns, spare)
+                    _end_orphaned(pid, own_ns)
                 continue
             break
         said_done = done_r in ready and os.read(done_r, 1) == b"d"
