@@ -38,9 +38,9 @@ const priority = z.union([
   });
 
 const retryObject = z.strictObject({
-  max_attempts: z.int().min(1).optional().meta({
-    description: "All attempts, the first included (default 1)",
-  }),
+  max_attempts: z.int().min(1).meta({
+    description: "All attempts, the first included (required in this form)",
+  }).optional(),
   backoff: z.enum(["fixed", "linear", "exponential"]).optional()
     .meta({ description: "Delay growth between attempts (default exponential)" }),
   base_delay: delay("First delay (default 1 s)").optional(),
@@ -50,7 +50,21 @@ const retryObject = z.strictObject({
   }),
 });
 
-const retry = z.union([z.int().min(1), retryObject], {
+// `max_attempts` is required in the object form: without it a task runs once, so the rest
+// of the object (how to wait between attempts) would silently mean nothing. (A refinement,
+// not a required key: it stays quiet when the key is only misspelt, which is reported.)
+const retryObjectWithAttempts = retryObject.superRefine((value, ctx) => {
+  if (value.max_attempts === undefined && ctx.issues.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["max_attempts"],
+      message: "missing: the number of attempts, the first included (e.g. 3); without it " +
+        "the task runs once and the other retry settings do nothing",
+    });
+  }
+});
+
+const retry = z.union([z.int().min(1), retryObjectWithAttempts], {
   error: "must be a number of attempts or {max_attempts, backoff, base_delay, max_delay, jitter}",
 }).meta({ description: "Retry policy, or a bare integer: the number of attempts" });
 
@@ -168,7 +182,13 @@ export const SANDBOX_KEYS: readonly string[] = Object.keys(sandboxObject.shape);
 
 /** The JSON Schema of the file format, for `gleitzeit workflow schema` and editors. */
 export function workflowJsonSchema(): Record<string, unknown> {
-  const schema = z.toJSONSchema(workflowSchema, { io: "input" }) as Record<string, unknown>;
+  const schema = z.toJSONSchema(workflowSchema, {
+    io: "input",
+    override: (ctx) => {
+      // the refinement above, as JSON Schema says it
+      if (ctx.zodSchema === retryObjectWithAttempts) ctx.jsonSchema.required = ["max_attempts"];
+    },
+  }) as Record<string, unknown>;
   // top-level `x-...` keys are the file's own (anchors to merge in; see load_workflow.ts)
   return { ...schema, patternProperties: { "^x-": {} } };
 }

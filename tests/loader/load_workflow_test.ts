@@ -198,7 +198,7 @@ Deno.test("retry: bare integer, full object, defaults", () => {
       "  - id: c",
       "    method: echo",
       "    retry: {max_attempts: 3, backoff: linear, base_delay: 0.5, max_delay: 2m, jitter: false}",
-      "  - {id: d, method: echo, retry: {backoff: fixed, base_delay: 250ms}}",
+      "  - {id: d, method: echo, retry: {max_attempts: 2, backoff: fixed, base_delay: 250ms}}",
     ),
     "r.yaml",
     catalog,
@@ -219,7 +219,22 @@ Deno.test("retry: bare integer, full object, defaults", () => {
     maxDelayMs: 120_000,
     jitter: false,
   });
-  deepStrictEqual(wf.tasks[3]!.retry, { ...base, backoff: "fixed", baseDelayMs: 250 });
+  deepStrictEqual(wf.tasks[3]!.retry, {
+    ...base,
+    maxAttempts: 2,
+    backoff: "fixed",
+    baseDelayMs: 250,
+  });
+});
+
+Deno.test("retry: an object without max_attempts is an error (the task would run once)", () => {
+  const issues = issuesOf(yaml(
+    "name: r",
+    "tasks:",
+    "  - {id: d, method: echo, retry: {backoff: fixed, base_delay: 250ms}}",
+  ));
+  deepStrictEqual(issues.map((i) => [i.path, i.line]), [["tasks[0].retry.max_attempts", 3]]);
+  ok(/number of attempts.*runs once/.test(issues[0]!.message), issues[0]!.message);
 });
 
 Deno.test("durations: seconds and unit strings, stored as milliseconds", () => {
