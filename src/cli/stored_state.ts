@@ -192,6 +192,8 @@ export async function listShownTasks(store: Store, opts: ListOptions): Promise<T
   const interrupted = opts.status === "interrupted";
   checkState(opts.status, [...TASK_STATES, "interrupted"], "task");
   const tasks = await listTasks(store, interrupted ? { ...opts, status: "running" } : opts);
+  // "No tasks" of a run that is not there would hide a wrong id (or backend)
+  if (tasks.length === 0 && opts.workflowId) await mustRun(store, opts.workflowId);
   const shown = shownTasks(tasks, await interruptedRuns(store, tasks));
   return opts.status ? shown.filter((t) => t.state === opts.status) : shown;
 }

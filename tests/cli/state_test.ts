@@ -428,6 +428,33 @@ Deno.test("listings and status on a machine with no database yet make none; resu
   assertEquals(status.tasks.map((t: { state: string }) => t.state), ["completed"]);
 });
 
+Deno.test("task list --workflow-id of a run that is not there says so (exit 2); of a run with no such task, no tasks", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "one.yaml",
+    "name: one\ntasks:\n  - {id: a, method: echo, protocol: echo/v1, params: {x: 1}}\n",
+  );
+  const run = await gleitzeit(["--json", "run", file], { env });
+  assertEquals(run.code, 0, run.stderr);
+  const runId = JSON.parse(run.stdout).run_id;
+  const missing = await gleitzeit(["task", "list", "--workflow-id", "run_nope"], { env });
+  assertEquals(missing.code, 2);
+  assertStringIncludes(missing.stderr, "no run run_nope in the sqlite backend");
+  assertStringIncludes(missing.stderr, "gleitzeit workflow list");
+  const json = await gleitzeit(["--json", "task", "list", "--workflow-id", "run_nope"], { env });
+  assertEquals(json.code, 2);
+  assertEquals(JSON.parse(json.stdout).error.code, "RUN_NOT_FOUND");
+  const none = await gleitzeit(
+    ["--json", "task", "list", "--workflow-id", runId, "--status", "failed"],
+    { env },
+  );
+  assertEquals(none.code, 0, none.stderr);
+  assertEquals(JSON.parse(none.stdout), []);
+  const all = await gleitzeit(["--json", "task", "list", "--workflow-id", runId], { env });
+  assertEquals(JSON.parse(all.stdout).map((t: { id: string }) => t.id), ["a"]);
+});
+
 Deno.test("a task left running by a killed run shows as interrupted, and its attempt too", async () => {
   const { dir, env } = await scratch();
   const file = await writeWorkflow(
