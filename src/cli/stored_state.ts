@@ -65,6 +65,7 @@ export function runJson(run: RunRecord, now = Date.now()): Record<string, unknow
       : null,
     owner: run.owner ?? null,
     heartbeat_at: iso(run.heartbeatAt),
+    lease_ms: run.leaseMs ?? null,
     error: run.error ?? null,
     tasks: run.workflow.tasks.length,
   };

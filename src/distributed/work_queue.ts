@@ -34,6 +34,12 @@ export interface QueueKeys {
   cancelRun(runId: string): string;
   /** Present (with a TTL) while the worker lives. */
   worker(owner: string): string;
+  /**
+   * Present while the worker's own lease runs: renewed every third of it, with the lease as
+   * its TTL (kept by Redis: no clock of ours is compared). Once it is gone, what the worker
+   * held may be taken over.
+   */
+  lease(owner: string): string;
   /** Sorted set of workers by when their registration expires (ms). */
   workers: string;
 }
@@ -47,6 +53,7 @@ export function queueKeys(prefix: string): QueueKeys {
     cancel: (id) => `${prefix}cancel:${id}`,
     cancelRun: (id) => `${prefix}cancel-run:${id}`,
     worker: (owner) => `${prefix}workers:${owner}`,
+    lease: (owner) => `${prefix}lease:${owner}`,
     workers: `${prefix}workers`,
   };
 }

@@ -5,11 +5,13 @@
  *   results), sending every task attempt to the tasks stream instead of executing it in place.
  * - Tasks: a worker executes attempts from the tasks stream with its own providers, whichever
  *   run they belong to, and answers on the coordinator's reply stream.
- * - Leases: every `leaseMs / 3` a worker touches the entries it holds. An entry idle for longer
- *   than the lease belongs to a worker that died: a run is taken over (resumed: completed tasks
- *   keep their results, the others run again as new attempts) once its owner's heartbeat is
- *   stale too; a task attempt is executed again by the worker that takes it. The coordinator
- *   records the first outcome only.
+ * - Leases: every `leaseMs / 3` a worker touches the entries it holds and renews its lease key
+ *   (TTL `leaseMs`). An entry idle for longer than the taker's lease, whose worker's lease key
+ *   is gone, belongs to a worker that died (each worker is judged by its own lease, so a short
+ *   one never takes over from a live worker with a longer one): a run is taken over (resumed:
+ *   completed tasks keep their results, the others run again as new attempts) once its owner's
+ *   heartbeat is older than the owner's lease too; a task attempt is executed again by the
+ *   worker that takes it. The coordinator records the first outcome only.
  *
  * @module
  */
@@ -155,7 +157,12 @@ export class Worker {
     // Deregistering is a courtesy (the key expires after two leases): a Redis that does not
     // answer must not hold up a stop.
     const deregister = (async () => {
-      await this.#store.command(["DEL", this.#keys.worker(this.owner)]).catch(() => {});
+      await this.#store.command([
+        "DEL",
+        this.#keys.worker(this.owner),
+        this.#keys.lease(this.owner),
+      ])
+        .catch(() => {});
       await this.#store.command(["ZREM", this.#keys.workers, this.owner]).catch(() => {});
     })();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -302,10 +309,15 @@ export class Worker {
     });
   }
 
-  /** Says this worker is alive, for `workflow cancel` and `system status`. */
+  /**
+   * Says this worker is alive: for `workflow cancel` and `system status` (kept for two
+   * leases), and for the workers that would take over what it holds (its lease key).
+   */
   async #register(): Promise<void> {
     this.#registered = `${this.#tasks.size}/${this.#runs.size}`;
     const ttl = String(Math.max(1, Math.ceil((this.#leaseMs * 2) / 1000)));
+    const lease = String(this.#leaseMs);
+    await this.#store.command(["SET", this.#keys.lease(this.owner), lease, "PX", lease]);
     await this.#store.command([
       "SET",
       this.#keys.worker(this.owner),
@@ -338,19 +350,59 @@ export class Worker {
     }
   }
 
-  /** Up to `count` entries of `stream` idle longer than the lease, now this worker's. */
+  /**
+   * Up to `count` entries of `stream`, now this worker's: idle for longer than its lease and
+   * held by a worker whose own lease has run out (its lease key is gone), or by this one
+   * (an entry it touches is never that idle: one it failed to start, say, is tried again).
+   * A live worker with a longer lease touches its entries less often than this one's lease:
+   * they stay its own.
+   */
   async #autoclaim(stream: string, count: number): Promise<StreamEntry[]> {
-    const raw = await this.#store.command([
-      "XAUTOCLAIM",
-      stream,
-      GROUP,
-      this.owner,
-      String(this.#leaseMs),
-      "0-0",
-      "COUNT",
-      String(count),
-    ]) as unknown[];
-    return parseEntries(raw?.[1]);
+    const ids: string[] = [];
+    const alive = new Map<string, boolean>();
+    let start = "-";
+    for (let page = 0; page < AUTOCLAIM_PAGES && ids.length < count; page++) {
+      const pending = await this.#store.command([
+        "XPENDING",
+        stream,
+        GROUP,
+        "IDLE",
+        String(this.#leaseMs),
+        start,
+        "+",
+        String(AUTOCLAIM_PAGE),
+      ]) as unknown[][] | null;
+      if (!Array.isArray(pending) || pending.length === 0) break;
+      // [id, consumer, idle ms, deliveries]
+      alive.set(this.owner, false);
+      const holders = [...new Set(pending.map((p) => String(p[1])))].filter((h) => !alive.has(h));
+      if (holders.length > 0) {
+        const leases = await this.#store.command([
+          "MGET",
+          ...holders.map((h) => this.#keys.lease(h)),
+        ]) as (string | null)[];
+        holders.forEach((h, i) => alive.set(h, leases[i] !== null));
+      }
+      for (const [id, holder] of pending) {
+        if (ids.length < count && !alive.get(String(holder))) {
+          ids.push(String(id));
+        }
+      }
+      if (pending.length < AUTOCLAIM_PAGE) break;
+      start = `(${String(pending.at(-1)![0])}`;
+    }
+    if (ids.length === 0) return [];
+    // XCLAIM checks the idle time again: of two workers looking at once, one gets each entry
+    return parseEntries(
+      await this.#store.command([
+        "XCLAIM",
+        stream,
+        GROUP,
+        this.owner,
+        String(this.#leaseMs),
+        ...ids,
+      ]),
+    );
   }
 
   /**
@@ -572,3 +624,7 @@ function shutdownError(): GleitzeitError {
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** Pending entries looked at per XPENDING page, and pages per look (see #autoclaim). */
+const AUTOCLAIM_PAGE = 100;
+const AUTOCLAIM_PAGES = 10;

@@ -29,7 +29,11 @@ export interface EngineOptions {
   owner?: string;
   /** Interval of run heartbeats. Default 2000 ms. */
   heartbeatMs?: number;
-  /** A run whose heartbeat is older than this may be taken over by resume. Default 3 heartbeats. */
+  /**
+   * This engine's lease: others may take a run it owns over once its heartbeat is older than
+   * this (stored with the run, see RunRecord.leaseMs). Also how long it waits for an owner that
+   * declared none. Default 3 heartbeats.
+   */
   staleAfterMs?: number;
   /** Random source for retry jitter. */
   random?: () => number;
@@ -129,6 +133,7 @@ export class Engine {
     if (owned) {
       run.owner = this.#owner;
       run.heartbeatAt = now;
+      run.leaseMs = this.#staleAfterMs;
     }
     const tasks: TaskRecord[] = workflow.tasks.map((t) => ({
       id: newId("task", now),
@@ -211,12 +216,15 @@ export class Engine {
   /** Takes ownership of a stored run, or explains who has it. */
   async #claim(run: RunRecord): Promise<void> {
     const now = this.#clock.now();
-    let staleBefore = now - this.#staleAfterMs;
+    // judged by the owner's own lease where it declared one (see RunRecord.leaseMs)
+    let staleBefore = now - (run.leaseMs ?? this.#staleAfterMs);
     if (run.owner && run.owner !== this.#owner && !ownerAlive(run, now, this.#staleAfterMs)) {
       // the owner's process is gone (same host): take over if nobody else did since we read it
       staleBefore = (run.heartbeatAt ?? 0) + 1;
     }
-    if (await this.store.claimRun(run.id, this.#owner, now, staleBefore)) return;
+    if (await this.store.claimRun(run.id, this.#owner, now, staleBefore, this.#staleAfterMs)) {
+      return;
+    }
     const fresh = await this.store.getRun(run.id);
     const ago = fresh?.heartbeatAt ? Math.round((now - fresh.heartbeatAt) / 1000) : "?";
     throw new GleitzeitError(

@@ -42,12 +42,16 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-/** True while the run's owner shows signs of life. */
+/**
+ * True while the run's owner shows signs of life: its process is there (same host) and its
+ * last heartbeat is within its own lease ({@link RunRecord.leaseMs}), or within
+ * `staleAfterMs` for an owner that declared none.
+ */
 export function ownerAlive(run: RunRecord, now: number, staleAfterMs = STALE_AFTER_MS): boolean {
   if (!run.owner) return false;
   const pid = localOwnerPid(run.owner);
   if (pid !== undefined && !pidAlive(pid)) return false;
-  return run.heartbeatAt !== undefined && now - run.heartbeatAt <= staleAfterMs;
+  return run.heartbeatAt !== undefined && now - run.heartbeatAt <= (run.leaseMs ?? staleAfterMs);
 }
 
 /** The state to show: a running run whose owner is gone is `interrupted`. */

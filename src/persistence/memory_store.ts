@@ -127,7 +127,13 @@ export class MemoryStore implements Store {
     return Promise.resolve();
   }
 
-  claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
+  claimRun(
+    runId: string,
+    owner: string,
+    at: number,
+    staleBefore: number,
+    leaseMs?: number,
+  ): Promise<boolean> {
     const run = this.#runs.get(runId);
     if (!run) return Promise.reject(notFound(runId));
     const free = run.owner === undefined || run.owner === owner ||
@@ -135,6 +141,8 @@ export class MemoryStore implements Store {
     if (!free) return Promise.resolve(false);
     run.owner = owner;
     run.heartbeatAt = at;
+    if (leaseMs === undefined) delete run.leaseMs;
+    else run.leaseMs = leaseMs;
     return Promise.resolve(true);
   }
 

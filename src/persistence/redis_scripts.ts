@@ -214,7 +214,10 @@ end
 return 1
 `;
 
-/** KEYS: run. ARGV: owner, at, staleBefore. Returns 1 when claimed, 0 when held by another. */
+/**
+ * KEYS: run. ARGV: owner, at, staleBefore, leaseMs ("" for none). Returns 1 when claimed, 0
+ * when held by another.
+ */
 export const CLAIM_RUN = `
 local r = KEYS[1]
 local s = redis.call('HMGET', r, 'state', 'owner', 'heartbeatAt')
@@ -224,5 +227,10 @@ local free = (not s[2]) or s[2] == ARGV[1] or terminal or
   tonumber(s[3] or '0') < tonumber(ARGV[3])
 if not free then return 0 end
 redis.call('HSET', r, 'owner', ARGV[1], 'heartbeatAt', ARGV[2])
+if ARGV[4] and ARGV[4] ~= '' then
+  redis.call('HSET', r, 'leaseMs', ARGV[4])
+else
+  redis.call('HDEL', r, 'leaseMs')
+end
 return 1
 `;

@@ -382,7 +382,7 @@ export class RedisStore implements Store {
     const put = (field: keyof RunPatch, value: string | undefined) =>
       value === undefined ? args.push("d", field, "") : args.push("s", field, value);
     if (patch.state !== undefined) put("state", patch.state);
-    for (const f of ["startedAt", "finishedAt", "heartbeatAt"] as const) {
+    for (const f of ["startedAt", "finishedAt", "heartbeatAt", "leaseMs"] as const) {
       if (f in patch) put(f, patch[f] === undefined ? undefined : String(patch[f]));
     }
     if ("owner" in patch) put("owner", patch.owner);
@@ -514,13 +514,20 @@ export class RedisStore implements Store {
     }
   }
 
-  claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
+  claimRun(
+    runId: string,
+    owner: string,
+    at: number,
+    staleBefore: number,
+    leaseMs?: number,
+  ): Promise<boolean> {
     return this.#do(`cannot claim run ${runId}`, async () => {
       try {
         const won = await this.#script("claim", [this.#k("run", runId)], [
           owner,
           String(at),
           String(staleBefore),
+          leaseMs === undefined ? "" : String(leaseMs),
         ]);
         this.#commits++;
         return Number(won) === 1;
@@ -818,6 +825,7 @@ function runFields(run: RunRecord): Record<string, string> {
   if (run.finishedAt !== undefined) h.finishedAt = String(run.finishedAt);
   if (run.owner !== undefined) h.owner = run.owner;
   if (run.heartbeatAt !== undefined) h.heartbeatAt = String(run.heartbeatAt);
+  if (run.leaseMs !== undefined) h.leaseMs = String(run.leaseMs);
   if (run.error) h.error = JSON.stringify(run.error);
   return h;
 }
@@ -836,6 +844,7 @@ function toRun(h: Record<string, string>): RunRecord | undefined {
   if (h.finishedAt !== undefined) run.finishedAt = Number(h.finishedAt);
   if (h.owner !== undefined) run.owner = h.owner;
   if (h.heartbeatAt !== undefined) run.heartbeatAt = Number(h.heartbeatAt);
+  if (h.leaseMs !== undefined) run.leaseMs = Number(h.leaseMs);
   if (h.error !== undefined) run.error = JSON.parse(h.error) as ErrorData;
   return run;
 }

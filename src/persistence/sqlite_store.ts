@@ -77,6 +77,8 @@ const MIGRATIONS: readonly string[] = [
      attempt_log TEXT NOT NULL DEFAULT '[]',
      UNIQUE (run_id, task_id)
    );`,
+  // the owner's lease (RunRecord.leaseMs)
+  `ALTER TABLE runs ADD COLUMN lease_ms INTEGER;`,
 ];
 
 /** The schema version this code writes. */
@@ -277,7 +279,8 @@ export class SqliteStore implements Store {
   #insertRun(run: RunRecord): void {
     this.#sql(
       `INSERT INTO runs (id, workflow_name, workflow, params, state, created_at, started_at,
-             finished_at, owner, heartbeat_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             finished_at, owner, heartbeat_at, lease_ms, error)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       run.id,
       run.workflowName,
@@ -289,6 +292,7 @@ export class SqliteStore implements Store {
       run.finishedAt ?? null,
       run.owner ?? null,
       run.heartbeatAt ?? null,
+      run.leaseMs ?? null,
       json(run.error),
     );
   }
@@ -341,6 +345,7 @@ export class SqliteStore implements Store {
     if ("finishedAt" in patch) set("finished_at", patch.finishedAt ?? null);
     if ("owner" in patch) set("owner", patch.owner ?? null);
     if ("heartbeatAt" in patch) set("heartbeat_at", patch.heartbeatAt ?? null);
+    if ("leaseMs" in patch) set("lease_ms", patch.leaseMs ?? null);
     if ("error" in patch) set("error", json(patch.error));
     return this.#enqueue(() => {
       const sql = cols.length > 0
@@ -421,7 +426,13 @@ export class SqliteStore implements Store {
     }, "cannot record finished tasks");
   }
 
-  claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean> {
+  claimRun(
+    runId: string,
+    owner: string,
+    at: number,
+    staleBefore: number,
+    leaseMs?: number,
+  ): Promise<boolean> {
     return this.#enqueue(() => {
       const row = this.#sql("SELECT state, owner, heartbeat_at FROM runs WHERE id = ?").get(
         runId,
@@ -430,9 +441,10 @@ export class SqliteStore implements Store {
       const free = row.owner === null || row.owner === owner ||
         isTerminalRun(row.state as RunState) || Number(row.heartbeat_at ?? 0) < staleBefore;
       if (!free) return false;
-      this.#sql("UPDATE runs SET owner = ?, heartbeat_at = ? WHERE id = ?").run(
+      this.#sql("UPDATE runs SET owner = ?, heartbeat_at = ?, lease_ms = ? WHERE id = ?").run(
         owner,
         at,
+        leaseMs ?? null,
         runId,
       );
       return true;
@@ -572,6 +584,7 @@ function toRun(row: Row): RunRecord {
   if (row.finished_at !== null) run.finishedAt = Number(row.finished_at);
   if (row.owner !== null) run.owner = row.owner as string;
   if (row.heartbeat_at !== null) run.heartbeatAt = Number(row.heartbeat_at);
+  if (row.lease_ms !== null && row.lease_ms !== undefined) run.leaseMs = Number(row.lease_ms);
   if (row.error !== null) run.error = JSON.parse(row.error as string) as ErrorData;
   return run;
 }

@@ -32,6 +32,13 @@ export interface RunRecord {
   owner?: string;
   /** Last sign of life of the owner (ms since epoch). */
   heartbeatAt?: number;
+  /**
+   * The owner's lease (ms): how long after its last heartbeat it counts as gone, as it
+   * promised when it took the run (its heartbeats come well inside it). Others judge it by
+   * this, not by their own setting: a worker with a short `--lease` must not take over a run
+   * whose owner heartbeats at a slower pace.
+   */
+  leaseMs?: number;
   error?: ErrorData;
 }
 
@@ -86,7 +93,10 @@ export interface TaskFinish {
 
 /** Changes to a run's own fields. */
 export type RunPatch = Partial<
-  Pick<RunRecord, "state" | "startedAt" | "finishedAt" | "owner" | "heartbeatAt" | "error">
+  Pick<
+    RunRecord,
+    "state" | "startedAt" | "finishedAt" | "owner" | "heartbeatAt" | "leaseMs" | "error"
+  >
 >;
 
 /** Filters for run listings. */
@@ -141,9 +151,16 @@ export interface Store {
   /**
    * Takes ownership of a run (to execute or resume it), atomically: succeeds when the run has no
    * owner, is already owned by `owner`, is in a terminal or cancelled state, or its owner's
-   * heartbeat is older than `staleBefore` (ms since epoch). On success sets owner and heartbeat.
+   * heartbeat is older than `staleBefore` (ms since epoch). On success sets owner, heartbeat
+   * and the new owner's lease (see {@link RunRecord.leaseMs}; removed when not given).
    */
-  claimRun(runId: string, owner: string, at: number, staleBefore: number): Promise<boolean>;
+  claimRun(
+    runId: string,
+    owner: string,
+    at: number,
+    staleBefore: number,
+    leaseMs?: number,
+  ): Promise<boolean>;
   getRun(runId: string): Promise<RunRecord | undefined>;
   listRuns(filter?: RunFilter): Promise<RunRecord[]>;
   /** A task by its global id, or by run id and task id. */

@@ -480,3 +480,22 @@ Deno.test("a coordinator stopped while another took its run over leaves the run 
       [...first.log, ...third.log].join("\n"),
     );
   }));
+
+Deno.test("a worker with a short lease leaves a live worker's run and task alone (each worker is judged by its own lease)", () =>
+  withCluster(async (c) => {
+    // It touches what it holds every 10 s; the other would call 1 s of that silence dead.
+    const patient = await readyWorker(c, "--lease", "30s", "--concurrency", "2");
+    const runId = await submitTasks(c, "patient", sleepTask("nap", 4, 1));
+    await waitLogged(patient, `executing ${runId}/nap`, "the task to start");
+    const eager = await readyWorker(c); // --lease 1s: it looks every third of a second
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const tasks = report.tasks as { id: string; attempts: number }[];
+    assertEquals(tasks.find((t) => t.id === "nap")?.attempts, 1);
+    assertEquals(resultsOf(report).nap, 1);
+    assert(
+      !eager.log.some((l) => l.includes(runId)),
+      `the short-lease worker took nothing of the run over:\n${eager.log.join("\n")}`,
+    );
+    assert(logged(patient, `run ${runId} completed`), patient.log.join("\n"));
+  }));

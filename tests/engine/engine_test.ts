@@ -515,3 +515,42 @@ Deno.test("a resume held up after its claim, while another process took the run 
   assertEquals([stored?.state, stored?.owner], ["completed", "B"]);
   assertEquals((await base.getRunTask(run.id, "t"))?.result, "B");
 });
+
+Deno.test("an owner is judged by its own lease: a resumer with a shorter one does not take over its live run", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  let finish = () => {};
+  const slow = new Promise<void>((r) => (finish = r));
+  const dispatcher = new FakeDispatcher().on("work", async () => {
+    await slow;
+    return "A";
+  });
+  // A heartbeats every 2 s and promised a 20 s lease; B would call a 1 s silence dead
+  const a = new Engine({
+    dispatcher,
+    store,
+    clock,
+    owner: "A",
+    heartbeatMs: 2000,
+    staleAfterMs: 20_000,
+  });
+  const b = new Engine({
+    dispatcher: new FakeDispatcher().on("work", () => "B"),
+    store,
+    clock,
+    owner: "B",
+    heartbeatMs: 300,
+    staleAfterMs: 1000,
+  });
+  const run = await a.createRun(wf([task("t", { method: "work" })]), { state: "queued" });
+  const first = a.execute(run.id);
+  await clock.advance(1_500); // 1.5 s since A's claim: past B's 1 s, inside A's 20 s
+  assertEquals((await store.getRun(run.id))?.leaseMs, 20_000);
+  await assertRejects(() => b.execute(run.id), GleitzeitError, "is being executed by A");
+  finish();
+  const done = await first;
+  assertEquals(done.state, "completed");
+  const stored = await store.getRun(run.id);
+  assertEquals([stored?.state, stored?.owner], ["completed", "A"]);
+  assertEquals((await store.getRunTask(run.id, "t"))?.result, "A");
+});

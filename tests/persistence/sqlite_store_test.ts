@@ -41,6 +41,37 @@ Deno.test("sqlite: WAL, synchronous=NORMAL, busy_timeout and the schema version 
   }
 });
 
+Deno.test("sqlite: a database of schema 1 (no owner leases) is upgraded, its runs kept", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/old.db`;
+    const { run, tasks } = fixture({ tasks: ["a"] });
+    const store = SqliteStore.open(path);
+    await store.createRun({ ...run, owner: "A", heartbeatAt: run.createdAt }, tasks);
+    await store.close();
+    // back to what schema 1 was
+    const db = new DatabaseSync(path);
+    db.exec("ALTER TABLE runs DROP COLUMN lease_ms; PRAGMA user_version = 1");
+    db.close();
+    const again = SqliteStore.open(path);
+    try {
+      assert.equal(again.pragma("user_version"), SQLITE_SCHEMA_VERSION);
+      const got = await again.getRun(run.id);
+      assert.equal(got?.owner, "A");
+      assert.equal(got?.leaseMs, undefined);
+      assert.equal(
+        await again.claimRun(run.id, "B", run.createdAt + 10, run.createdAt + 5, 900),
+        true,
+      );
+      assert.equal((await again.getRun(run.id))?.leaseMs, 900);
+    } finally {
+      await again.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("sqlite: a database from a newer gleitzeit is refused with a hint", async () => {
   const dir = await Deno.makeTempDir();
   try {

@@ -403,6 +403,26 @@ export function storeContract(name: string, factory: StoreFactory): void {
     await rejectsWith(store.claimRun("run_missing", "A", t0, t0), "RUN_NOT_FOUND");
   });
 
+  test("a run keeps its owner's lease: created, claimed with one, claimed without, patched", async ({ store }) => {
+    const { run, tasks } = fixture({ tasks: ["a"] });
+    const t0 = run.createdAt;
+    await store.createRun({ ...run, owner: "A", heartbeatAt: t0, leaseMs: 6000 }, tasks);
+    equal((await store.getRun(run.id))?.leaseMs, 6000);
+    equal(await store.claimRun(run.id, "B", t0 + 10, t0 + 5, 30_000), true);
+    let got = await store.getRun(run.id);
+    equal(got?.owner, "B");
+    equal(got?.leaseMs, 30_000);
+    equal((await store.listRuns()).find((r) => r.id === run.id)?.leaseMs, 30_000);
+    equal(await store.claimRun(run.id, "C", t0 + 20, t0 + 15), true);
+    got = await store.getRun(run.id);
+    equal(got?.owner, "C");
+    equal(got?.leaseMs, undefined, "an owner that declares none leaves none of the last one's");
+    await store.updateRun(run.id, { leaseMs: 1500 });
+    equal((await store.getRun(run.id))?.leaseMs, 1500);
+    await store.updateRun(run.id, { leaseMs: undefined });
+    equal((await store.getRun(run.id))?.leaseMs, undefined);
+  });
+
   test("claimRun is atomic: of many simultaneous claimers exactly one wins", async (h) => {
     const { run, tasks } = fixture({ tasks: ["a"] });
     await h.store.createRun(run, tasks);
