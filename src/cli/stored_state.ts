@@ -316,9 +316,11 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
         ...(t.state === "running" ? { attempt: t.attempts } : {}),
       })),
   );
+  // and taken from its owner: one that only seemed gone (stopped, say) writes nothing more
   await store.updateRun(run.id, {
     state: "cancelled",
     finishedAt: now,
+    owner: undefined,
     error: { code: "WORKFLOW_CANCELLED", message: "cancelled by user", retryable: false },
   });
   return `cancelled run ${run.id}`;

@@ -152,7 +152,7 @@ export class RunExecution {
     continueRun = false,
     claimedAt?: number,
   ): Promise<RunOutcome> {
-    const { store, clock, emit } = this.#svc;
+    const { store, clock, emit, owner } = this.#svc;
     const started = clock.now();
     // Claimed long ago (this process was stopped since, say): still this process's run?
     this.#ownedAt = claimedAt ?? started;
@@ -170,21 +170,27 @@ export class RunExecution {
           taskId: rec.taskId,
           state: "queued",
           at: started,
+          ifOwner: owner,
         };
         if (rec.state === "running") f.attempt = rec.attempts;
         stale.push(f);
       }
     }
-    if (stale.length > 0) {
-      await store.finishTasks(stale);
-      for (const f of stale) applyFinish(this.#nodes.get(f.taskId)!.record, f);
+    try {
+      if (stale.length > 0) {
+        await store.finishTasks(stale);
+        for (const f of stale) applyFinish(this.#nodes.get(f.taskId)!.record, f);
+      }
+      await store.updateRun(this.#run.id, {
+        state: "running",
+        startedAt: this.#run.startedAt ?? started,
+        heartbeatAt: started,
+        owner,
+      }, owner);
+    } catch (e) {
+      if (this.#lostBy(e)) return await this.#finishRun(started);
+      throw e;
     }
-    await store.updateRun(this.#run.id, {
-      state: "running",
-      startedAt: this.#run.startedAt ?? started,
-      heartbeatAt: started,
-      owner: this.#svc.owner,
-    });
     this.#ownedAt = started;
     emit({
       type: "run_started",
@@ -234,9 +240,9 @@ export class RunExecution {
         await this.#stillOwned(); // late (this process was stopped, say): ask first
       } else {
         const at = clock.now();
-        store.updateRun(this.#run.id, { heartbeatAt: at }).then(
+        store.updateRun(this.#run.id, { heartbeatAt: at }, this.#svc.owner).then(
           () => (this.#ownedAt = Math.max(this.#ownedAt, at)),
-          () => {},
+          (e) => void this.#lostBy(e),
         );
       }
       if (!this.#finished && !this.#lost) this.#heartbeat = clock.setTimer(heartbeatMs, beat);
@@ -274,11 +280,11 @@ export class RunExecution {
     }
     if (run?.owner === owner && (run.state === "running" || !running)) {
       // owned again only once others can see it (a failed write leaves the heartbeat stale)
-      await store.updateRun(this.#run.id, { heartbeatAt: at }).then(
+      await store.updateRun(this.#run.id, { heartbeatAt: at }, owner).then(
         () => (this.#ownedAt = Math.max(this.#ownedAt, at)),
-        () => {},
+        (e) => void this.#lostBy(e),
       );
-      return true;
+      return !this.#lost;
     }
     const id = this.#run.id;
     const why = run === undefined
@@ -296,6 +302,28 @@ export class RunExecution {
     );
     this.#stopRun("lost", this.#lost);
     return false;
+  }
+
+  /**
+   * A write the store refused because the run is no longer this execution's (LEASE_EXPIRED:
+   * another process took it over in the meantime, or a cancel took it away): the run is lost
+   * here, as in {@link #checkOwnership}. False for any other error.
+   */
+  #lostBy(e: unknown): boolean {
+    if (!(e instanceof GleitzeitError) || e.code !== "LEASE_EXPIRED") return false;
+    if (!this.#lost) {
+      const id = this.#run.id;
+      const now = (e.details as { owner?: string | null } | undefined)?.owner;
+      this.#lost = new GleitzeitError(
+        "WORKFLOW_FAILED",
+        `run ${id} is no longer this process's: ${
+          now ? `process ${now} took it over` : "it was cancelled or taken from it"
+        } (the store refused this process's write); from then on it started and wrote nothing`,
+        { hint: `see \`gleitzeit workflow status ${id}\`` },
+      );
+      this.#stopRun("lost", this.#lost);
+    }
+    return true;
   }
 
   #pumpReady(): void {
@@ -337,11 +365,12 @@ export class RunExecution {
         this.#checkDone();
         return;
       }
-      await store.startAttempt(runId, node.spec.id, attempt, startedAt, owner);
+      await store.startAttempt(runId, node.spec.id, attempt, startedAt, owner, owner);
       applyStart(node.record, attempt, startedAt);
     } catch (e) {
       this.#releaseSlot();
-      this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
+      if (this.#lostBy(e)) node.attempts--; // (never started: not this execution's)
+      else this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
       node.state = "queued";
       this.#outstanding--;
       this.#checkDone();
@@ -623,13 +652,20 @@ export class RunExecution {
     f: Omit<TaskFinish, "runId" | "taskId">,
     then: () => void,
   ): Promise<void> {
-    const finish: TaskFinish = { runId: this.#run.id, taskId: node.spec.id, ...f };
+    const finish: TaskFinish = {
+      runId: this.#run.id,
+      taskId: node.spec.id,
+      ...f,
+      ifOwner: this.#svc.owner,
+    };
     try {
       // (not this execution's run any more: the engine goes on, the store is left alone)
       if (await this.#stillOwned()) await this.#svc.store.finishTasks([finish]);
     } catch (e) {
-      this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
-      return;
+      if (!this.#lostBy(e)) {
+        this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
+        return;
+      }
     }
     applyFinish(node.record, finish);
     then();
@@ -681,12 +717,17 @@ export class RunExecution {
     }
     // error always set: undefined clears one an earlier execution left (a cancel, a failure)
     const patch = { state, finishedAt: at, error: error?.toData() };
-    if (this.#lost || !await this.#stillOwned()) {
+    if (!this.#lost && await this.#stillOwned()) {
+      const write = store.updateRun(this.#run.id, patch, this.#svc.owner);
+      await (stop?.kind !== "fatal" ? write : write.catch(() => {})).catch((e) => {
+        if (!this.#lostBy(e)) throw e;
+      });
+    }
+    if (this.#lost) {
       // another process's run now: nothing of this one's end is stored
       state = "interrupted";
       error = this.#lost;
-    } else if (stop?.kind !== "fatal") await store.updateRun(this.#run.id, patch);
-    else await store.updateRun(this.#run.id, patch).catch(() => {});
+    }
     const durationMs = at - started;
     const outcome: RunOutcome = { runId: this.#run.id, state, durationMs, tasks: [] };
     if (error) outcome.error = error.toData();

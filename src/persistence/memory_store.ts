@@ -5,6 +5,7 @@ import {
   applyFinish,
   applyStart,
   attemptStateFor,
+  ownerLost,
   runExists,
   runNotFound as notFound,
   taskNotFound,
@@ -72,9 +73,12 @@ export class MemoryStore implements Store {
     return Promise.resolve();
   }
 
-  updateRun(runId: string, patch: RunPatch): Promise<void> {
+  updateRun(runId: string, patch: RunPatch, ifOwner?: string): Promise<void> {
     const run = this.#runs.get(runId);
     if (!run) return Promise.reject(notFound(runId));
+    if (ifOwner !== undefined && run.owner !== ifOwner) {
+      return Promise.reject(ownerLost(runId, run.owner));
+    }
     for (const [k, v] of Object.entries(clone(patch))) {
       // A field patched to undefined is cleared, as a NULL column or a deleted hash field is.
       if (v === undefined && k === "state") continue;
@@ -90,9 +94,14 @@ export class MemoryStore implements Store {
     attempt: number,
     at: number,
     owner?: string,
+    ifOwner?: string,
   ): Promise<void> {
     const task = this.#runTasks.get(runId)?.get(taskId);
     if (!task) return Promise.reject(taskNotFound(runId, taskId));
+    const run = this.#runs.get(runId);
+    if (ifOwner !== undefined && run?.owner !== ifOwner) {
+      return Promise.reject(ownerLost(runId, run?.owner));
+    }
     applyStart(task, attempt, at);
     const key = `${runId}\u0000${taskId}`;
     const rec: AttemptRecord = { runId, taskId, attempt, state: "running", startedAt: at };
@@ -109,6 +118,10 @@ export class MemoryStore implements Store {
     for (const f of finishes) {
       const task = this.#runTasks.get(f.runId)?.get(f.taskId);
       if (!task) return Promise.reject(taskNotFound(f.runId, f.taskId));
+      const owner = this.#runs.get(f.runId)?.owner;
+      if (f.ifOwner !== undefined && owner !== f.ifOwner) {
+        return Promise.reject(ownerLost(f.runId, owner));
+      }
     }
     for (const f of finishes) {
       const task = this.#runTasks.get(f.runId)!.get(f.taskId)!;

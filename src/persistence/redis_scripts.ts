@@ -66,21 +66,30 @@ end
 `;
 
 /** Values per start in START_ATTEMPTS's ARGV. */
-export const START_FIELDS = 5;
+export const START_FIELDS = 6;
 
 /**
- * ARGV: prefix, then per start: runId, taskId, attempt, at, owner ('' = none, else 'o' + owner).
- * Starts are independent: returns per start 1 (done) or 0 (no such task). Fields left from an
- * earlier try (the task's error, the same attempt's end) are deleted only when present.
+ * ARGV: prefix, then per start: runId, taskId, attempt, at, owner ('' = none, else 'o' + owner),
+ * ifOwner (the same encoding: written only while the run is that owner's).
+ * Starts are independent: returns per start 1 (done), 0 (no such task) or 'L' followed by
+ * the run's owner now (not ifOwner's any more). Fields left from an earlier try (the task's
+ * error, the same attempt's end) are deleted only when present.
  */
 export const START_ATTEMPTS = `${MOVES}
 local p = ARGV[1]
 local out = {}
 for b = 2, #ARGV, ${START_FIELDS} do
   local key = p .. 'task:' .. ARGV[b] .. ':' .. ARGV[b + 1]
-  local n, at, owner = ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local n, at, owner, guard = ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local lost = nil
+  if guard ~= '' then
+    local now = redis.call('HGET', p .. 'run:' .. ARGV[b], 'owner')
+    if now ~= string.sub(guard, 2) then lost = now or '' end
+  end
   local s = redis.call('HMGET', key, 'state', '_m', '_rc', 'error', n .. ':state')
-  if not s[1] then
+  if lost then
+    out[#out + 1] = 'L' .. lost
+  elseif not s[1] then
     out[#out + 1] = 0
   else
     if s[4] or s[5] then
@@ -102,13 +111,14 @@ return out
 `;
 
 /** Values per finish in FINISH_TASKS's ARGV. */
-export const FINISH_FIELDS = 11;
+export const FINISH_FIELDS = 12;
 
 /**
  * ARGV: prefix, then per finish: runId, taskId, state, at, attempt ('' none), attemptState,
- * hasResult, result ('' = clear), error ('' none), hasReason, reason.
- * Checks that every task exists before it writes anything. The attempt's fields are written
- * only when that attempt was started.
+ * hasResult, result ('' = clear), error ('' none), hasReason, reason, ifOwner ('' none, else
+ * 'o' + owner). Checks that every task exists, and every guarded run is still its owner's
+ * (else GZ_LOST <index> <owner now>), before it writes anything. The attempt's fields are
+ * written only when that attempt was started.
  */
 export const FINISH_TASKS = `${MOVES}
 local p = ARGV[1]
@@ -119,6 +129,13 @@ for i = 0, n - 1 do
   local key = p .. 'task:' .. ARGV[b + 1] .. ':' .. ARGV[b + 2]
   local s = redis.call('HMGET', key, 'state', '_m', '_rc', ARGV[b + 5] .. ':state')
   if not s[1] then return redis.error_reply('GZ_NOT_FOUND ' .. i) end
+  local guard = ARGV[b + 12]
+  if guard ~= '' then
+    local now = redis.call('HGET', p .. 'run:' .. ARGV[b + 1], 'owner')
+    if now ~= string.sub(guard, 2) then
+      return redis.error_reply('GZ_LOST ' .. i .. ' ' .. (now or ''))
+    end
+  end
   keys[i], olds[i] = key, s
 end
 for i = 0, n - 1 do
@@ -197,12 +214,18 @@ for state, list in pairs(byState) do bulk('ZADD', p .. 'tasks:state:' .. state, 
 return 1
 `;
 
-/** KEYS: run. ARGV: prefix, runId, then triples (op 's'|'d', field, value). */
+/**
+ * KEYS: run. ARGV: prefix, runId, ifOwner ('' none, else 'o' + owner: written only while the
+ * run is that owner's, else GZ_LOST <owner now>), then triples (op 's'|'d', field, value).
+ */
 export const UPDATE_RUN = `
 local r = KEYS[1]
-local s = redis.call('HMGET', r, 'state', 'createdAt')
+local s = redis.call('HMGET', r, 'state', 'createdAt', 'owner')
 if not s[1] then return redis.error_reply('GZ_NOT_FOUND') end
-for i = 3, #ARGV, 3 do
+if ARGV[3] ~= '' and s[3] ~= string.sub(ARGV[3], 2) then
+  return redis.error_reply('GZ_LOST 0 ' .. (s[3] or ''))
+end
+for i = 4, #ARGV, 3 do
   if ARGV[i] == 's' then redis.call('HSET', r, ARGV[i + 1], ARGV[i + 2])
   else redis.call('HDEL', r, ARGV[i + 1]) end
 end

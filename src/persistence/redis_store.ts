@@ -26,7 +26,7 @@ import {
   START_FIELDS,
   UPDATE_RUN,
 } from "./redis_scripts.ts";
-import { attemptStateFor, runExists, runNotFound, taskNotFound } from "./store_rules.ts";
+import { attemptStateFor, ownerLost, runExists, runNotFound, taskNotFound } from "./store_rules.ts";
 import type {
   AttemptRecord,
   RunFilter,
@@ -85,6 +85,7 @@ export class RedisStore implements Store {
     attempt: number;
     at: number;
     owner?: string;
+    ifOwner?: string;
     resolve: () => void;
     reject: (e: unknown) => void;
   }[] = [];
@@ -377,8 +378,8 @@ export class RedisStore implements Store {
     });
   }
 
-  updateRun(runId: string, patch: RunPatch): Promise<void> {
-    const args = [this.prefix, runId];
+  updateRun(runId: string, patch: RunPatch, ifOwner?: string): Promise<void> {
+    const args = [this.prefix, runId, ifOwner === undefined ? "" : "o" + ifOwner];
     const put = (field: keyof RunPatch, value: string | undefined) =>
       value === undefined ? args.push("d", field, "") : args.push("s", field, value);
     if (patch.state !== undefined) put("state", patch.state);
@@ -393,6 +394,8 @@ export class RedisStore implements Store {
         this.#commits++;
       } catch (e) {
         if (isNotFound(e)) throw runNotFound(runId);
+        const lost = lostOwner(e);
+        if (lost) throw ownerLost(runId, lost.owner);
         throw e;
       }
     });
@@ -408,12 +411,13 @@ export class RedisStore implements Store {
     attempt: number,
     at: number,
     owner?: string,
+    ifOwner?: string,
   ): Promise<void> {
     if (this.#closed) {
       return Promise.reject(new GleitzeitError("PERSISTENCE_ERROR", "the Redis store is closed"));
     }
     return new Promise<void>((resolve, reject) => {
-      this.#starts.push({ runId, taskId, attempt, at, owner, resolve, reject });
+      this.#starts.push({ runId, taskId, attempt, at, owner, ifOwner, resolve, reject });
       if (this.#starts.length === 1) queueMicrotask(() => void this.#flushStarts());
     });
   }
@@ -429,6 +433,7 @@ export class RedisStore implements Store {
         String(s.attempt),
         String(s.at),
         s.owner === undefined ? "" : "o" + s.owner,
+        s.ifOwner === undefined ? "" : "o" + s.ifOwner,
       ];
       if (part.length !== START_FIELDS) throw new Error("start encoding out of step");
       args.push(...part);
@@ -442,8 +447,11 @@ export class RedisStore implements Store {
       return;
     }
     batch.forEach((s, i) => {
-      if (Number((done as unknown[])[i]) === 1) s.resolve();
-      else s.reject(taskNotFound(s.runId, s.taskId));
+      const one = (done as unknown[])[i];
+      if (Number(one) === 1) s.resolve();
+      else if (typeof one === "string" && one.startsWith("L")) {
+        s.reject(ownerLost(s.runId, one.slice(1) || undefined));
+      } else s.reject(taskNotFound(s.runId, s.taskId));
     });
   }
 
@@ -472,6 +480,7 @@ export class RedisStore implements Store {
         f.error ? JSON.stringify(f.error) : "",
         f.reason === undefined ? "0" : "1",
         f.reason ?? "",
+        f.ifOwner === undefined ? "" : "o" + f.ifOwner,
       ];
       if (part.length !== FINISH_FIELDS) throw new Error("finish encoding out of step");
       parts.push(...part);
@@ -497,6 +506,8 @@ export class RedisStore implements Store {
             const f = finishes[i] ?? finishes[0]!;
             throw taskNotFound(f.runId, f.taskId);
           }
+          const lost = lostOwner(e);
+          if (lost) throw ownerLost((finishes[lost.index] ?? finishes[0]!).runId, lost.owner);
           throw e;
         }
       });
@@ -505,7 +516,9 @@ export class RedisStore implements Store {
       await send(batch);
       for (const b of batch) b.resolve();
     } catch (e) {
-      if (batch.length === 1 || !(e instanceof GleitzeitError && e.code === "TASK_NOT_FOUND")) {
+      const oneCall = e instanceof GleitzeitError &&
+        (e.code === "TASK_NOT_FOUND" || e.code === "LEASE_EXPIRED");
+      if (batch.length === 1 || !oneCall) {
         for (const b of batch) b.reject(e);
         return;
       }
@@ -898,6 +911,12 @@ function toTask(
   if (h.error !== undefined) task.error = JSON.parse(h.error) as ErrorData;
   if (h.reason !== undefined) task.reason = h.reason;
   return { task, workflowName: f.wf };
+}
+
+/** The finish index and the run's owner now, from a script's GZ_LOST reply. */
+function lostOwner(e: unknown): { index: number; owner: string | undefined } | undefined {
+  const m = /\bGZ_LOST (\d+) ?(.*)$/.exec(String((e as Error)?.message ?? ""));
+  return m ? { index: Number(m[1]), owner: m[2]?.trim() || undefined } : undefined;
 }
 
 function isNotFound(e: unknown): boolean {

@@ -17,6 +17,7 @@ import { isTerminalRun, type RunState, type TaskState } from "../core/states.ts"
 import {
   attemptStateFor,
   finishSetsFinishedAt,
+  ownerLost,
   runExists,
   runNotFound,
   taskNotFound,
@@ -333,7 +334,7 @@ export class SqliteStore implements Store {
     }, `cannot create run ${run.id}`);
   }
 
-  updateRun(runId: string, patch: RunPatch): Promise<void> {
+  updateRun(runId: string, patch: RunPatch, ifOwner?: string): Promise<void> {
     const cols: string[] = [];
     const values: SQLInputValue[] = [];
     const set = (col: string, v: SQLInputValue) => {
@@ -348,6 +349,7 @@ export class SqliteStore implements Store {
     if ("leaseMs" in patch) set("lease_ms", patch.leaseMs ?? null);
     if ("error" in patch) set("error", json(patch.error));
     return this.#enqueue(() => {
+      if (ifOwner !== undefined) this.#checkOwner(runId, ifOwner);
       const sql = cols.length > 0
         ? `UPDATE runs SET ${cols.join(", ")} WHERE id = ?`
         : "UPDATE runs SET id = id WHERE id = ?";
@@ -362,10 +364,12 @@ export class SqliteStore implements Store {
     attemptNo: number,
     at: number,
     owner?: string,
+    ifOwner?: string,
   ): Promise<void> {
     const rec: LoggedAttempt = { attempt: attemptNo, state: "running", startedAt: at };
     if (owner !== undefined) rec.owner = owner;
     return this.#enqueue(() => {
+      if (ifOwner !== undefined) this.#checkOwner(runId, ifOwner);
       // The attempt log is edited in SQL (no read back into JS): appended to, or, when this
       // attempt number was started before, that entry replaced.
       const { changes } = this.#sql(
@@ -407,6 +411,7 @@ export class SqliteStore implements Store {
            WHERE run_id = ?10 AND task_id = ?11`,
       );
       for (const f of finishes) {
+        if (f.ifOwner !== undefined) this.#checkOwner(f.runId, f.ifOwner);
         const hasResult = "result" in f;
         const { changes } = update.run(
           f.state,
@@ -424,6 +429,13 @@ export class SqliteStore implements Store {
         if (Number(changes) === 0) throw taskNotFound(f.runId, f.taskId);
       }
     }, "cannot record finished tasks");
+  }
+
+  /** Inside a write: throws unless the run is `owner`'s (see Store.updateRun). */
+  #checkOwner(runId: string, owner: string): void {
+    const row = this.#sql("SELECT owner FROM runs WHERE id = ?").get(runId) as Row | undefined;
+    if (!row) throw runNotFound(runId);
+    if (row.owner !== owner) throw ownerLost(runId, (row.owner as string | null) ?? undefined);
   }
 
   claimRun(

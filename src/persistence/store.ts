@@ -89,6 +89,8 @@ export interface TaskFinish {
   result?: unknown;
   error?: ErrorData;
   reason?: string;
+  /** Written only while the run is this owner's (see {@link Store.updateRun}). */
+  ifOwner?: string;
 }
 
 /** Changes to a run's own fields. */
@@ -133,8 +135,13 @@ export interface Store {
   readonly backend: string;
   /** Creates a run and its tasks (all `queued`) in one commit. */
   createRun(run: RunRecord, tasks: TaskRecord[]): Promise<void>;
-  /** Changes a run's fields. */
-  updateRun(runId: string, patch: RunPatch): Promise<void>;
+  /**
+   * Changes a run's fields. With `ifOwner`, only while the run is that owner's, checked in the
+   * same commit: else nothing is written and it fails with LEASE_EXPIRED (another process took
+   * the run over, or a cancel took it from its owner). The same for `startAttempt` and for
+   * each finish of `finishTasks` (`TaskFinish.ifOwner`).
+   */
+  updateRun(runId: string, patch: RunPatch, ifOwner?: string): Promise<void>;
   /**
    * Claims the next attempt of a task: task -> running with attempts = attempt and the attempt
    * recorded as running. One commit.
@@ -145,8 +152,9 @@ export interface Store {
     attempt: number,
     at: number,
     owner?: string,
+    ifOwner?: string,
   ): Promise<void>;
-  /** Records results and state changes of several tasks in one commit. */
+  /** Records results and state changes of several tasks in one commit (all or nothing). */
   finishTasks(finishes: TaskFinish[]): Promise<void>;
   /**
    * Takes ownership of a run (to execute or resume it), atomically: succeeds when the run has no

@@ -52,6 +52,20 @@ export function applyFinish(
   if (f.reason !== undefined) task.reason = f.reason;
 }
 
+/**
+ * The error for a write made for a run's owner (`ifOwner`) when the run is no longer that
+ * owner's: `now` is its owner now.
+ */
+export function ownerLost(runId: string, now: string | undefined): GleitzeitError {
+  return new GleitzeitError(
+    "LEASE_EXPIRED",
+    `run ${runId} is no longer this process's: ${
+      now ? `process ${now} took it over` : "it was taken from it (cancelled?)"
+    }`,
+    { details: { run_id: runId, owner: now ?? null } },
+  );
+}
+
 /** The error for an unknown run id. */
 export function runNotFound(runId: string): GleitzeitError {
   return new GleitzeitError("RUN_NOT_FOUND", `no run ${runId}`, {

@@ -554,3 +554,33 @@ Deno.test("an owner is judged by its own lease: a resumer with a shorter one doe
   assertEquals([stored?.state, stored?.owner], ["completed", "A"]);
   assertEquals((await store.getRunTask(run.id, "t"))?.result, "A");
 });
+
+Deno.test("a write the store refuses (the run was taken over meanwhile) loses the run: nothing more is written or started", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  let finish = () => {};
+  const slow = new Promise<void>((r) => (finish = r));
+  const dispatcher = new FakeDispatcher().on("work", async () => {
+    await slow;
+    return "A";
+  });
+  const a = new Engine({ dispatcher, store, clock, owner: "A", heartbeatMs: 2000 });
+  const run = await a.createRun(
+    wf([task("t", { method: "work" }), task("u", { method: "work", dependencies: ["t"] })]),
+    { state: "queued" },
+  );
+  const first = a.execute(run.id);
+  await clock.advance(100);
+  // another process takes the run over while A, not silent at all, still counts it as its own
+  // (that process judged A gone by a clock running ahead, say)
+  assertEquals(await store.claimRun(run.id, "B", clock.now(), Number.MAX_SAFE_INTEGER), true);
+  finish();
+  const outcome = await first;
+  assertEquals(outcome.lost, true);
+  assertEquals(outcome.state, "interrupted");
+  assert(outcome.error?.message.includes("process B took it over"), outcome.error?.message);
+  const stored = await store.getRun(run.id);
+  assertEquals([stored?.state, stored?.owner], ["running", "B"]);
+  assertEquals((await store.getRunTask(run.id, "t"))?.state, "running", "A's result not written");
+  assertEquals(dispatcher.calls.map((c) => c.taskId), ["t"], "u never started");
+});

@@ -423,6 +423,91 @@ export function storeContract(name: string, factory: StoreFactory): void {
     equal((await store.getRun(run.id))?.leaseMs, undefined);
   });
 
+  test("writes for an owner (ifOwner) happen only while the run is that owner's", async ({ store }) => {
+    const { run, tasks } = fixture({ tasks: ["a", "b"] });
+    const t0 = run.createdAt;
+    await store.createRun(run, tasks);
+    equal(await store.claimRun(run.id, "A", t0 + 1, t0), true);
+    await store.updateRun(run.id, { heartbeatAt: t0 + 2 }, "A");
+    await store.startAttempt(run.id, "a", 1, t0 + 3, "A", "A");
+    await store.finishTasks([{
+      runId: run.id,
+      taskId: "a",
+      state: "completed",
+      at: t0 + 4,
+      attempt: 1,
+      result: 1,
+      ifOwner: "A",
+    }]);
+    equal((await store.getRunTask(run.id, "a"))?.state, "completed");
+    // B takes the run over (A's heartbeat went stale); A's writes now change nothing
+    equal(await store.claimRun(run.id, "B", t0 + 10, t0 + 5), true);
+    const lost = (e: unknown) => {
+      equal((e as GleitzeitError).code, "LEASE_EXPIRED");
+      ok((e as Error).message.includes("process B took it over"), (e as Error).message);
+      return true;
+    };
+    await rejects(store.updateRun(run.id, { state: "completed", heartbeatAt: t0 + 11 }, "A"), lost);
+    await rejects(store.startAttempt(run.id, "b", 1, t0 + 12, "A", "A"), lost);
+    await rejects(
+      store.finishTasks([
+        { runId: run.id, taskId: "b", state: "failed", at: t0 + 13, ifOwner: "A" },
+      ]),
+      lost,
+    );
+    const got = await store.getRun(run.id);
+    equal(got?.state, run.state);
+    equal(got?.heartbeatAt, t0 + 10);
+    equal((await store.getRunTask(run.id, "b"))?.state, "queued");
+    // the new owner's writes go through; unguarded ones (a cancel) too
+    await store.startAttempt(run.id, "b", 1, t0 + 14, "B", "B");
+    await store.updateRun(run.id, { owner: undefined, state: "cancelled" });
+    await rejects(store.updateRun(run.id, { heartbeatAt: t0 + 15 }, "B"), (e: unknown) => {
+      equal((e as GleitzeitError).code, "LEASE_EXPIRED");
+      return true;
+    });
+    await rejectsWith(store.updateRun("run_missing", { heartbeatAt: 1 }, "A"), "RUN_NOT_FOUND");
+  });
+
+  test("a lost owner's finish fails alone when written with others' in the same tick", async ({ store }) => {
+    const one = fixture({ tasks: ["a"] });
+    const two = fixture({ tasks: ["a"] });
+    for (const r of [one, two]) {
+      await store.createRun(r.run, r.tasks);
+      equal(await store.claimRun(r.run.id, "A", r.run.createdAt + 1, 0), true);
+      await store.startAttempt(r.run.id, "a", 1, r.run.createdAt + 2, "A", "A");
+    }
+    equal(
+      await store.claimRun(two.run.id, "B", two.run.createdAt + 10, two.run.createdAt + 5),
+      true,
+    );
+    const [kept, refused] = await Promise.allSettled([
+      store.finishTasks([{
+        runId: one.run.id,
+        taskId: "a",
+        state: "completed",
+        at: 5,
+        attempt: 1,
+        result: 1,
+        ifOwner: "A",
+      }]),
+      store.finishTasks([{
+        runId: two.run.id,
+        taskId: "a",
+        state: "completed",
+        at: 5,
+        attempt: 1,
+        result: 2,
+        ifOwner: "A",
+      }]),
+    ]);
+    equal(kept.status, "fulfilled");
+    equal(refused.status, "rejected");
+    equal(((refused as PromiseRejectedResult).reason as GleitzeitError).code, "LEASE_EXPIRED");
+    equal((await store.getRunTask(one.run.id, "a"))?.result, 1);
+    equal((await store.getRunTask(two.run.id, "a"))?.state, "running");
+  });
+
   test("claimRun is atomic: of many simultaneous claimers exactly one wins", async (h) => {
     const { run, tasks } = fixture({ tasks: ["a"] });
     await h.store.createRun(run, tasks);
