@@ -78,8 +78,11 @@ const MIGRATIONS: readonly string[] = [
      attempt_log TEXT NOT NULL DEFAULT '[]',
      UNIQUE (run_id, task_id)
    );`,
-  // the owner's lease (RunRecord.leaseMs)
-  `ALTER TABLE runs ADD COLUMN lease_ms INTEGER;`,
+  // the owner's lease (RunRecord.leaseMs), and the owner of a run read without its row: a
+  // write for an owner checks it (see #checkOwner), and the row holds the whole workflow
+  // (overflow pages that reading `owner`, a later column, would walk)
+  `ALTER TABLE runs ADD COLUMN lease_ms INTEGER;
+   CREATE INDEX runs_owner ON runs (id, owner);`,
 ];
 
 /** The schema version this code writes. */
@@ -194,6 +197,7 @@ export class SqliteStore implements Store {
   #write<T>(fn: () => T): T {
     if (this.#closed) throw closedError();
     this.#sql("BEGIN IMMEDIATE").run();
+    this.#owners.clear(); // (read afresh in each transaction: other processes write between)
     try {
       const out = fn();
       this.#sql("COMMIT").run();
@@ -254,6 +258,7 @@ export class SqliteStore implements Store {
             this.#sql("RELEASE gz_write").run();
           } catch (e) {
             this.#sql("ROLLBACK TO gz_write").run();
+            this.#owners.clear();
             this.#sql("RELEASE gz_write").run();
             outcomes.push({ ok: false, error: e });
           }
@@ -355,6 +360,7 @@ export class SqliteStore implements Store {
         : "UPDATE runs SET id = id WHERE id = ?";
       const { changes } = this.#sql(sql).run(...values, runId);
       if (Number(changes) === 0) throw runNotFound(runId);
+      if ("owner" in patch) this.#owners.set(runId, patch.owner ?? null);
     }, `cannot update run ${runId}`);
   }
 
@@ -431,11 +437,26 @@ export class SqliteStore implements Store {
     }, "cannot record finished tasks");
   }
 
+  /**
+   * Owners of runs read in the current transaction (see #checkOwner): a batch of writes, one
+   * transaction, checks each run once. Writes of an owner in the same transaction keep it
+   * current.
+   */
+  #owners = new Map<string, string | null>();
+
   /** Inside a write: throws unless the run is `owner`'s (see Store.updateRun). */
   #checkOwner(runId: string, owner: string): void {
-    const row = this.#sql("SELECT owner FROM runs WHERE id = ?").get(runId) as Row | undefined;
-    if (!row) throw runNotFound(runId);
-    if (row.owner !== owner) throw ownerLost(runId, (row.owner as string | null) ?? undefined);
+    let now = this.#owners.get(runId);
+    if (now === undefined) {
+      // from the index alone (the row's overflow pages, the workflow, are not read)
+      const row = this.#sql("SELECT owner FROM runs INDEXED BY runs_owner WHERE id = ?").get(
+        runId,
+      ) as Row | undefined;
+      if (!row) throw runNotFound(runId);
+      now = (row.owner as string | null) ?? null;
+      this.#owners.set(runId, now);
+    }
+    if (now !== owner) throw ownerLost(runId, now ?? undefined);
   }
 
   claimRun(
@@ -453,6 +474,7 @@ export class SqliteStore implements Store {
       const free = row.owner === null || row.owner === owner ||
         isTerminalRun(row.state as RunState) || Number(row.heartbeat_at ?? 0) < staleBefore;
       if (!free) return false;
+      this.#owners.set(runId, owner);
       this.#sql("UPDATE runs SET owner = ?, heartbeat_at = ?, lease_ms = ? WHERE id = ?").run(
         owner,
         at,

@@ -51,7 +51,9 @@ Deno.test("sqlite: a database of schema 1 (no owner leases) is upgraded, its run
     await store.close();
     // back to what schema 1 was
     const db = new DatabaseSync(path);
-    db.exec("ALTER TABLE runs DROP COLUMN lease_ms; PRAGMA user_version = 1");
+    db.exec(
+      "DROP INDEX runs_owner; ALTER TABLE runs DROP COLUMN lease_ms; PRAGMA user_version = 1",
+    );
     db.close();
     const again = SqliteStore.open(path);
     try {
@@ -64,6 +66,9 @@ Deno.test("sqlite: a database of schema 1 (no owner leases) is upgraded, its run
         true,
       );
       assert.equal((await again.getRun(run.id))?.leaseMs, 900);
+      // a write for an owner reads the owner from the index the upgrade made
+      await again.updateRun(run.id, { heartbeatAt: run.createdAt + 20 }, "B");
+      await assert.rejects(again.updateRun(run.id, { heartbeatAt: 1 }, "A"), /took it over/);
     } finally {
       await again.close();
     }
