@@ -126,8 +126,14 @@ export function checkSemantics(
   const known = [...ids, ...byName.keys()];
   /** The task id for an id or a name, or why there is none. */
   const resolve = (ref: string): { id: string } | { problem: string; hint?: string } => {
-    if (ids.has(ref)) return { id: ref };
     const owners = byName.get(ref) ?? [];
+    if (ids.has(ref) && owners.length > 0) {
+      return {
+        problem: `'${ref}' is the id of one task and the name of another (${owners.join(", ")})`,
+        hint: "rename one of them: a reference cannot tell them apart",
+      };
+    }
+    if (ids.has(ref)) return { id: ref };
     if (owners.length === 1) return { id: owners[0]! };
     if (owners.length > 1) {
       return {

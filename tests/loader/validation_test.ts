@@ -185,6 +185,23 @@ Deno.test("a name shared by several tasks cannot be referenced; duplicate ids ar
   equal(issues.length, 7, JSON.stringify(issues, null, 1));
 });
 
+Deno.test("the id of one task that is the name of another cannot be referenced, nor depended on", () => {
+  const issues = issuesOf(yaml(
+    "name: d",
+    "tasks:",
+    "  - {id: summary, method: echo}",
+    "  - {id: b2, name: summary, method: echo}",
+    "  - {id: c, method: echo, params: {v: '${summary.x}'}}",
+    "  - {id: d, method: echo, depends_on: [summary]}",
+    "  - {id: e, method: echo, params: {v: '${b2.x}'}}",
+  ));
+  const ref = issueAt(issues, "tasks[2].params.v");
+  ok(ref.message.includes("'summary' is the id of one task and the name of another (b2)"));
+  equal(ref.hint, "rename one of them: a reference cannot tell them apart");
+  ok(issueAt(issues, "tasks[3].depends_on[0]").message.includes("id of one task"));
+  equal(issues.length, 2, JSON.stringify(issues, null, 1));
+});
+
 Deno.test("params are checked against the method's schema; references pass", () => {
   const issues = issuesOf(yaml(
     "name: p",
