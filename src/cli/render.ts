@@ -170,10 +170,15 @@ export function printSummary(outcome: RunOutcome): void {
   const ended = ["completed", "failed", "cancelled", "interrupted"].includes(outcome.state);
   const mark = outcome.state === "completed" ? c.green("✓") : ended ? c.red("✗") : c.cyan("▶");
   // a run still going has no duration yet: how long it has been going so far
+  // a continued run: this execution's time, and since the run first started (which is what
+  // `workflow status` shows)
+  const since = outcome.sinceStartMs !== undefined
+    ? ` (this execution; ${formatDuration(outcome.sinceStartMs)} since the run first started)`
+    : "";
   out(
     `${mark} run ${outcome.runId} ${outcome.state} ${ended ? "in" : "for"} ${
       formatDuration(outcome.durationMs)
-    }: ${parts}`,
+    }${since}: ${parts}`,
   );
   if (outcome.error && outcome.state !== "completed") out(c.dim(`  ${outcome.error.message}`));
 }

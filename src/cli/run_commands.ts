@@ -68,6 +68,8 @@ export function outcomeJson(outcome: RunOutcome, workflow: string): Record<strin
     workflow,
     state: outcome.state,
     duration_ms: outcome.durationMs,
+    // a continued run: since it first started (as `workflow status` counts)
+    ...(outcome.sinceStartMs !== undefined ? { since_start_ms: outcome.sinceStartMs } : {}),
     error: outcome.error ?? null,
     tasks: outcome.tasks.map(taskJson),
     results,

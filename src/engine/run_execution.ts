@@ -46,7 +46,13 @@ export interface RunOutcome {
   runId: string;
   state: RunState;
   error?: ErrorData;
+  /** This execution's duration. */
   durationMs: number;
+  /**
+   * A run continued (resumed, taken over) that first started earlier: the time since then
+   * (what `workflow status` shows as its duration).
+   */
+  sinceStartMs?: number;
   tasks: TaskRecord[];
   /** Another process took the run over (or cancelled it) while this one was silent. */
   lost?: boolean;
@@ -730,6 +736,8 @@ export class RunExecution {
     }
     const durationMs = at - started;
     const outcome: RunOutcome = { runId: this.#run.id, state, durationMs, tasks: [] };
+    const first = this.#run.startedAt;
+    if (first !== undefined && first < started) outcome.sinceStartMs = at - first;
     if (error) outcome.error = error.toData();
     emit({
       type: "run_finished",

@@ -126,6 +126,9 @@ async function killAndResume(env: Record<string, string>, dir: string): Promise<
   assertEquals(report.state, "completed");
   assertEquals(report.tasks.map((t: { state: string }) => t.state), Array(8).fill("completed"));
   assertEquals(report.results.t7.result, 7);
+  // this execution's time, and since the run first started: what `workflow status` shows
+  assert(report.since_start_ms > report.duration_ms, resumed.stdout);
+  assertEquals((await statusOf(runId, env)).duration_ms, report.since_start_ms);
   const counts = new Map<string, number>();
   for (const line of (await Deno.readTextFile(markers)).trim().split("\n")) {
     counts.set(line, (counts.get(line) ?? 0) + 1);
