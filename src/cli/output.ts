@@ -1,5 +1,7 @@
 /** Terminal output: colour only on a TTY and never with NO_COLOR. @module */
 
+import stringWidth from "string-width";
+
 const encoder = new TextEncoder();
 
 function envGet(name: string): string | undefined {
@@ -83,9 +85,20 @@ export function formatDuration(ms: number | undefined): string {
   return `${m}m${String(s).padStart(2, "0")}s`;
 }
 
-/** One line, at most `max` characters, of any JSON value. */
+/** One line, at most `max` terminal columns wide, of any JSON value. */
 export function preview(value: unknown, max = 60): string {
   let s = typeof value === "string" ? value : JSON.stringify(value) ?? "null";
-  s = s.replace(/\s+/g, " ").trim();
-  return s.length > max ? s.slice(0, max - 1) + "…" : s;
+  // (a long value is cut before it is measured: at most 2 columns per code unit kept)
+  s = s.slice(0, 4 * max).replace(/\s+/g, " ").trim();
+  if (stringWidth(s) <= max) return s;
+  // by terminal columns, not code units: CJK and most emoji take two
+  let out = "";
+  let width = 0;
+  for (const ch of s) {
+    const w = stringWidth(ch);
+    if (width + w > max - 1) break;
+    out += ch;
+    width += w;
+  }
+  return out + "…";
 }
