@@ -236,17 +236,14 @@ tasks:
     try {
       assert(sleeper !== undefined, "the task started its process");
       const task = parentOf(sleeper);
-      const whole = kind === "execute" || mode === "bwrap";
       child.kill("SIGKILL");
       await child.status;
       const gone = Date.now() + 5_000;
-      while ((alive(task) || (whole && alive(sleeper))) && Date.now() < gone) {
+      while ((alive(task) || alive(sleeper)) && Date.now() < gone) {
         await new Promise((r) => setTimeout(r, 50));
       }
       assert(!alive(task), `the task (pid ${task}) outlived gleitzeit`);
-      if (whole) {
-        assert(!alive(sleeper), `the task's setsid child (pid ${sleeper}) outlived gleitzeit`);
-      }
+      assert(!alive(sleeper), `the task's setsid child (pid ${sleeper}) outlived gleitzeit`);
     } finally {
       for (const pid of processesRunning(marker)) Deno.kill(pid, "SIGKILL");
       await child.stdout.cancel();

@@ -239,10 +239,24 @@ def _subreaper(die_with_parent=False):
         if die_with_parent:
             # A cold task outside bubblewrap (whose --die-with-parent does this there) ends
             # when Gleitzeit does, killed or not: no one would enforce its timeout. (A uid
-            # change would clear it: only bubblewrap mode drops to the sandbox user.)
-            prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG SIGKILL
+            # change would clear it: only bubblewrap mode drops to the sandbox user.) Not
+            # SIGKILL: what the task started must end too, and only this process, as their
+            # subreaper, can find them (setsid or not). A real-time signal, which task code
+            # has no reason to handle; its handler runs at the next bytecode, which a
+            # sleep, a wait or I/O reach at once (a long C call holding the GIL delays it).
+            sig = _signal.SIGRTMIN + 1
+            _signal.signal(sig, _orphaned)
+            prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+def _orphaned(signum, frame):
+    # Gleitzeit is gone (see _subreaper): everything this task started, then the task.
+    try:
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        _reap_descendants()
+    finally:
+        os._exit(137)
 
 def _descendants(root):
     parent = {}
