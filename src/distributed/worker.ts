@@ -149,6 +149,8 @@ export class Worker {
   }
 
   async #stop(): Promise<void> {
+    // the runs it coordinates: left to the others at once (below), not after its lease
+    const coordinating = [...this.#runs.values()].map((r) => r.runId!).filter(Boolean);
     this.#stopped = true;
     this.#wake();
     for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
@@ -157,6 +159,10 @@ export class Worker {
     // Deregistering is a courtesy (the key expires after two leases): a Redis that does not
     // answer must not hold up a stop.
     const deregister = (async () => {
+      // no owner: the next worker that looks takes each over (only while still this one's)
+      await Promise.allSettled(
+        coordinating.map((id) => this.#store.updateRun(id, { owner: undefined }, this.owner)),
+      );
       await this.#store.command([
         "DEL",
         this.#keys.worker(this.owner),
@@ -336,15 +342,17 @@ export class Worker {
   async #reclaim(): Promise<void> {
     // Runs first: taking one over drops the attempts its dead coordinator had queued, before
     // they could be taken over below (their answers would go nowhere).
+    // A run whose coordinator held its entry until its lease ran out is taken over at once:
+    // the lease key says it is gone, sooner than the run's heartbeat would.
     if (this.#runs.size < this.#maxRuns) {
-      for (const entry of await this.#autoclaim(this.#keys.runs, 1)) {
-        await this.#dropOrphanedAttempts(entry.fields.run ?? "");
-        this.#startRun(entry, true);
+      for (const { entry, holder } of await this.#autoclaim(this.#keys.runs, 1)) {
+        await this.#dropOrphanedAttempts(entry.fields.run ?? "", holder);
+        this.#startRun(entry, true, holder);
       }
     }
     const free = this.#concurrency - this.#tasks.size;
     if (free > 0) {
-      for (const entry of await this.#autoclaim(this.#keys.tasks, free)) {
+      for (const { entry } of await this.#autoclaim(this.#keys.tasks, free)) {
         this.#startTask(entry, true);
       }
     }
@@ -357,8 +365,12 @@ export class Worker {
    * A live worker with a longer lease touches its entries less often than this one's lease:
    * they stay its own.
    */
-  async #autoclaim(stream: string, count: number): Promise<StreamEntry[]> {
+  async #autoclaim(
+    stream: string,
+    count: number,
+  ): Promise<{ entry: StreamEntry; holder: string | undefined }[]> {
     const ids: string[] = [];
+    const holderOf = new Map<string, string>();
     const alive = new Map<string, boolean>();
     let start = "-";
     for (let page = 0; page < AUTOCLAIM_PAGES && ids.length < count; page++) {
@@ -386,6 +398,7 @@ export class Worker {
       for (const [id, holder] of pending) {
         if (ids.length < count && !alive.get(String(holder))) {
           ids.push(String(id));
+          if (holder !== this.owner) holderOf.set(String(id), String(holder));
         }
       }
       if (pending.length < AUTOCLAIM_PAGE) break;
@@ -393,7 +406,7 @@ export class Worker {
     }
     if (ids.length === 0) return [];
     // XCLAIM checks the idle time again: of two workers looking at once, one gets each entry
-    return parseEntries(
+    const claimed = parseEntries(
       await this.#store.command([
         "XCLAIM",
         stream,
@@ -403,15 +416,17 @@ export class Worker {
         ...ids,
       ]),
     );
+    return claimed.map((entry) => ({ entry, holder: holderOf.get(entry.id) }));
   }
 
   /**
    * When the run's coordinator is gone: removes the attempts it had put on the tasks stream (the
    * run's new coordinator sends its own). Those being executed somewhere run on, harmlessly.
    */
-  async #dropOrphanedAttempts(runId: string): Promise<void> {
+  async #dropOrphanedAttempts(runId: string, gone?: string): Promise<void> {
     const run = await this.#store.getRun(runId);
-    if (!run || run.owner === this.owner || ownerAlive(run, Date.now(), this.#leaseMs)) return;
+    if (!run || run.owner === this.owner) return;
+    if (run.owner !== gone && ownerAlive(run, Date.now(), this.#leaseMs)) return;
     const prefix = `${runId}/`;
     const orphans: string[] = [];
     let start = "-";
@@ -519,7 +534,7 @@ export class Worker {
     }
   }
 
-  #startRun(entry: StreamEntry, reclaimed: boolean): void {
+  #startRun(entry: StreamEntry, reclaimed: boolean, holder?: string): void {
     if (this.#runs.has(entry.id)) return;
     const running: Running = {
       entry,
@@ -527,13 +542,13 @@ export class Worker {
       runId: entry.fields.run ?? "",
     };
     this.#runs.set(entry.id, running);
-    this.#coordinate(running, reclaimed).finally(() => {
+    this.#coordinate(running, reclaimed, holder).finally(() => {
       this.#runs.delete(entry.id);
       this.#wake();
     });
   }
 
-  async #coordinate(running: Running, reclaimed: boolean): Promise<void> {
+  async #coordinate(running: Running, reclaimed: boolean, holder?: string): Promise<void> {
     const { entry } = running;
     const runId = running.runId!;
     try {
@@ -547,6 +562,8 @@ export class Worker {
       const outcome = await this.#engine!.execute(runId, {
         signal: running.controller!.signal,
         continueRun: true,
+        // the worker that held its entry until its lease ran out (see #autoclaim)
+        ...(holder !== undefined ? { ownerGone: holder } : {}),
       });
       if (outcome.lost) {
         // another coordinator has it now (and its entry of the queue of runs): leave both

@@ -59,6 +59,11 @@ export interface ExecuteOptions {
    * default (resume) those run again with a fresh budget.
    */
   continueRun?: boolean;
+  /**
+   * An owner the caller knows to be gone (a worker whose lease key has expired): a run it
+   * owns is taken over at once, not after its lease.
+   */
+  ownerGone?: string;
 }
 
 /** A string that identifies this process. */
@@ -188,7 +193,7 @@ export class Engine {
     }
     // when the run became this engine's: a pause from then on may have cost it the run
     const claimedAt = this.#clock.now();
-    if (known === undefined) await this.#claim(run);
+    if (known === undefined) await this.#claim(run, options.ownerGone);
     const tasks = known ?? await this.store.listTasks({ runId });
     const resumed = run.startedAt !== undefined || isTerminalRun(run.state);
     const execution = new RunExecution(
@@ -214,11 +219,14 @@ export class Engine {
   }
 
   /** Takes ownership of a stored run, or explains who has it. */
-  async #claim(run: RunRecord): Promise<void> {
+  async #claim(run: RunRecord, ownerGone?: string): Promise<void> {
     const now = this.#clock.now();
     // judged by the owner's own lease where it declared one (see RunRecord.leaseMs)
     let staleBefore = now - (run.leaseMs ?? this.#staleAfterMs);
-    if (run.owner && run.owner !== this.#owner && !ownerAlive(run, now, this.#staleAfterMs)) {
+    if (
+      run.owner && run.owner !== this.#owner &&
+      (run.owner === ownerGone || !ownerAlive(run, now, this.#staleAfterMs))
+    ) {
       // the owner's process is gone (same host): take over if nobody else did since we read it
       staleBefore = (run.heartbeatAt ?? 0) + 1;
     }

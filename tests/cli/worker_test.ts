@@ -499,3 +499,45 @@ Deno.test("a worker with a short lease leaves a live worker's run and task alone
     );
     assert(logged(patient, `run ${runId} completed`), patient.log.join("\n"));
   }));
+
+Deno.test("a coordinator with a long lease killed on another machine: its run is taken over once its lease key is gone, its queued attempts dropped, not run", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "@machine-b", "--lease", "6s", "--concurrency", "4");
+    const runId = await submitTasks(c, "wide", sleepTasks(["a", "b", "c"], 5));
+    for (const id of ["a", "b", "c"]) {
+      await waitLogged(first, `executing ${runId}/${id}`, `task ${id} to start`);
+    }
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    const second = startWorker(c, "--concurrency", "4"); // --lease 1s
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
+    const tasks = report.tasks as { id: string; attempts: number }[];
+    assertEquals(tasks.map((t) => t.attempts), [2, 2, 2], JSON.stringify(tasks));
+    assert(logged(second, `taking over run ${runId}`), second.log.join("\n"));
+    assert(
+      !second.log.some((l) => l.includes(`took over ${runId}/`)),
+      `the dead coordinator's attempts were dropped, not run again:\n${second.log.join("\n")}`,
+    );
+    assert(
+      !second.log.some((l) => l.includes("is being executed by")),
+      `taken over at once, not after the run's heartbeat went stale:\n${second.log.join("\n")}`,
+    );
+  }));
+
+Deno.test("SIGTERM to a coordinator with a long lease: its run is left to the others at once", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "@machine-b", "--lease", "30s", "--concurrency", "2");
+    const runId = await submitTasks(c, "handover", sleepTasks(["a", "b"], 1));
+    await waitLogged(first, `coordinating run ${runId}`, "the run to be coordinated");
+    const second = await readyWorker(c, "--concurrency", "2");
+    first.child.kill("SIGTERM");
+    const stopped = Date.now();
+    assertEquals((await first.child.status).code, 0);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2 });
+    assert(logged(second, `taking over run ${runId}`), second.log.join("\n"));
+    assert(Date.now() - stopped < 20_000, "taken over long before the 30 s lease");
+  }));
