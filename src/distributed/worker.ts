@@ -6,12 +6,12 @@
  * - Tasks: a worker executes attempts from the tasks stream with its own providers, whichever
  *   run they belong to, and answers on the coordinator's reply stream.
  * - Leases: every `leaseMs / 3` a worker touches the entries it holds and renews its lease key
- *   (TTL `leaseMs`). An entry idle for longer than the taker's lease, whose worker's lease key
- *   is gone, belongs to a worker that died (each worker is judged by its own lease, so a short
- *   one never takes over from a live worker with a longer one): a run is taken over (resumed:
- *   completed tasks keep their results, the others run again as new attempts) once its owner's
- *   heartbeat is older than the owner's lease too; a task attempt is executed again by the
- *   worker that takes it. The coordinator records the first outcome only.
+ *   (TTL `leaseMs`). An entry whose worker's lease key is gone belongs to a worker that died
+ *   (each worker is judged by its own lease, so a short one never takes over from a live
+ *   worker with a longer one): a run is taken over (resumed: completed tasks keep their
+ *   results, the others run again as new attempts) at once when that worker coordinated it,
+ *   else once its owner's heartbeat is older than the owner's lease; a task attempt is executed
+ *   again by the worker that takes it. The coordinator records the first outcome only.
  *
  * @module
  */
@@ -358,36 +358,41 @@ export class Worker {
     }
   }
 
+  /** Where the next look at each stream's pending entries starts (see #autoclaim). */
+  readonly #cursor = new Map<string, string>();
+
   /**
-   * Up to `count` entries of `stream`, now this worker's: idle for longer than its lease and
-   * held by a worker whose own lease has run out (its lease key is gone), or by this one
-   * (an entry it touches is never that idle: one it failed to start, say, is tried again).
-   * A live worker with a longer lease touches its entries less often than this one's lease:
-   * they stay its own.
+   * Up to `count` entries of `stream`, now this worker's, with the worker that held each: held
+   * by a worker whose own lease has run out (its lease key is gone) and idle for a moment
+   * (TAKEOVER_IDLE_MS: not just handed to someone), or held by this one and idle for longer
+   * than its lease (an entry it works on is touched well inside that: one it failed to start,
+   * say, is tried again). A live worker with a longer lease touches its entries less often
+   * than this one's lease: they stay its own. Each look goes on from where the last one
+   * stopped, so a dead worker's entries are reached however many live ones come before.
    */
   async #autoclaim(
     stream: string,
     count: number,
   ): Promise<{ entry: StreamEntry; holder: string | undefined }[]> {
+    const floor = Math.min(this.#leaseMs, TAKEOVER_IDLE_MS);
     const ids: string[] = [];
     const holderOf = new Map<string, string>();
-    const alive = new Map<string, boolean>();
-    let start = "-";
+    const alive = new Map<string, boolean>([[this.owner, false]]);
+    let start = this.#cursor.get(stream) ?? "-";
     for (let page = 0; page < AUTOCLAIM_PAGES && ids.length < count; page++) {
       const pending = await this.#store.command([
         "XPENDING",
         stream,
         GROUP,
         "IDLE",
-        String(this.#leaseMs),
+        String(floor),
         start,
         "+",
         String(AUTOCLAIM_PAGE),
       ]) as unknown[][] | null;
-      if (!Array.isArray(pending) || pending.length === 0) break;
+      const rows = Array.isArray(pending) ? pending : [];
       // [id, consumer, idle ms, deliveries]
-      alive.set(this.owner, false);
-      const holders = [...new Set(pending.map((p) => String(p[1])))].filter((h) => !alive.has(h));
+      const holders = [...new Set(rows.map((p) => String(p[1])))].filter((h) => !alive.has(h));
       if (holders.length > 0) {
         const leases = await this.#store.command([
           "MGET",
@@ -395,26 +400,24 @@ export class Worker {
         ]) as (string | null)[];
         holders.forEach((h, i) => alive.set(h, leases[i] !== null));
       }
-      for (const [id, holder] of pending) {
-        if (ids.length < count && !alive.get(String(holder))) {
-          ids.push(String(id));
-          if (holder !== this.owner) holderOf.set(String(id), String(holder));
-        }
+      for (const [id, holder, idle] of rows) {
+        const mine = holder === this.owner;
+        if (ids.length >= count || alive.get(String(holder))) continue;
+        if (mine && Number(idle) < this.#leaseMs) continue;
+        ids.push(String(id));
+        if (!mine) holderOf.set(String(id), String(holder));
       }
-      if (pending.length < AUTOCLAIM_PAGE) break;
-      start = `(${String(pending.at(-1)![0])}`;
+      if (rows.length < AUTOCLAIM_PAGE) {
+        start = "-"; // the end: the next look starts over
+        break;
+      }
+      start = `(${String(rows.at(-1)![0])}`;
     }
+    this.#cursor.set(stream, start);
     if (ids.length === 0) return [];
     // XCLAIM checks the idle time again: of two workers looking at once, one gets each entry
     const claimed = parseEntries(
-      await this.#store.command([
-        "XCLAIM",
-        stream,
-        GROUP,
-        this.owner,
-        String(this.#leaseMs),
-        ...ids,
-      ]),
+      await this.#store.command(["XCLAIM", stream, GROUP, this.owner, String(floor), ...ids]),
     );
     return claimed.map((entry) => ({ entry, holder: holderOf.get(entry.id) }));
   }
@@ -641,6 +644,12 @@ function shutdownError(): GleitzeitError {
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * How long an entry of a worker whose lease ran out must have been idle before another takes
+ * it (at most its own lease): the gone worker's lease key is what says it is gone.
+ */
+const TAKEOVER_IDLE_MS = 1000;
 
 /** Pending entries looked at per XPENDING page, and pages per look (see #autoclaim). */
 const AUTOCLAIM_PAGE = 100;

@@ -541,3 +541,53 @@ Deno.test("SIGTERM to a coordinator with a long lease: its run is left to the ot
     assert(logged(second, `taking over run ${runId}`), second.log.join("\n"));
     assert(Date.now() - stopped < 20_000, "taken over long before the 30 s lease");
   }));
+
+Deno.test("a dead worker's entries are taken over however many of a live worker's come before them", () =>
+  withCluster(async (c) => {
+    const { createClient } = await import("redis");
+    const client = createClient({ url: "redis://127.0.0.1:6379" });
+    await client.connect();
+    try {
+      const stream = `${c.prefix}queue:tasks`;
+      await client.sendCommand(["XGROUP", "CREATE", stream, "workers", "$", "MKSTREAM"]);
+      // 1100 entries held by a live worker (its lease key is there), then 5 of a dead one
+      await client.set(`${c.prefix}lease:live`, "60000", { PX: 60_000 });
+      const add = async (n: number, consumer: string) => {
+        for (let i = 0; i < n; i++) await client.sendCommand(["XADD", stream, "*", "x", "1"]);
+        await client.sendCommand([
+          "XREADGROUP",
+          "GROUP",
+          "workers",
+          consumer,
+          "COUNT",
+          String(n),
+          "STREAMS",
+          stream,
+          ">",
+        ]);
+      };
+      await add(1100, "live");
+      await add(5, "dead");
+      await new Promise((r) => setTimeout(r, 1200)); // idle past the takeover floor
+      const w = await readyWorker(c); // --lease 1s: looks every third of a second
+      const pendingOf = async (consumer: string) =>
+        (await client.sendCommand([
+          "XPENDING",
+          stream,
+          "workers",
+          "-",
+          "+",
+          "2000",
+          consumer,
+        ]) as unknown[]).length;
+      await waitFor(
+        "the dead worker's entries to be taken",
+        async () => await pendingOf("dead") === 0,
+        15_000,
+      );
+      assertEquals(await pendingOf("live"), 1100, "the live worker keeps its own");
+      assert(logged(w, "dropped a malformed task entry"), w.log.join("\n"));
+    } finally {
+      await client.close();
+    }
+  }));
