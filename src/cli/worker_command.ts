@@ -93,11 +93,12 @@ async function workerCommand(
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   try {
     // Said once the worker has joined: from then on it takes work (and rides out Redis restarts).
+    const n = Number(opts.concurrency ?? config.maxConcurrentTasks);
     await w.start(() =>
       log(
-        `worker ${w.owner} on ${store.url} (prefix ${store.prefix}): ${
-          opts.concurrency ?? config.maxConcurrentTasks
-        } tasks at once, lease ${leaseMs / 1000}s`,
+        `worker ${w.owner} on ${store.url} (prefix ${store.prefix}): ${n} task${
+          n === 1 ? "" : "s"
+        } at once, lease ${leaseMs / 1000}s`,
       )
     );
     await stopping;

@@ -207,7 +207,11 @@ export class Worker {
     free: () => number,
     start: (entry: StreamEntry) => void,
   ): Promise<void> {
-    let lastRead = Date.now(); // each loop on its own: one stream may fail while another works
+    // Each loop on its own (one stream may fail while another works). The silence counts from
+    // the first failed read, not from the last good one: a worker that was itself stopped
+    // (SIGSTOP, a VM or laptop pause) for longer than that tries Redis again first.
+    let failingSince: number | undefined;
+    let failures = 0;
     while (!this.#stopped) {
       const count = free();
       if (count <= 0) {
@@ -241,7 +245,9 @@ export class Worker {
           continue;
         }
         this.#log(`error: reading ${what}: ${message}`);
-        if (Date.now() - lastRead > this.#giveUpMs) {
+        failingSince ??= Date.now();
+        failures++;
+        if (failures >= 3 && Date.now() - failingSince > this.#giveUpMs) {
           // The connection is gone for good (the client stops reconnecting): stop, so that
           // whatever supervises this process restarts it; held work goes to the others.
           this.failure = new GleitzeitError(
@@ -260,7 +266,8 @@ export class Worker {
         await sleep(1000);
         continue;
       }
-      lastRead = Date.now();
+      failingSince = undefined;
+      failures = 0;
       for (const entry of entries) start(entry);
     }
   }

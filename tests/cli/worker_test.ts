@@ -73,7 +73,7 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms
 }
 
 async function waitReady(w: WorkerProcess): Promise<void> {
-  await waitLogged(w, " tasks at once", "the worker to start");
+  await waitLogged(w, " at once, lease ", "the worker to start");
 }
 
 /** Whether a worker has logged a line containing `text`. */
@@ -590,4 +590,21 @@ Deno.test("a dead worker's entries are taken over however many of a live worker'
     } finally {
       await client.close();
     }
+  }));
+
+Deno.test("a worker stopped (SIGSTOP) for longer than --give-up-after tries Redis again when it goes on, and works", () =>
+  withCluster(async (c) => {
+    const w = await readyWorker(c, "--give-up-after", "2s");
+    w.child.kill("SIGSTOP");
+    await new Promise((r) => setTimeout(r, 5_000));
+    w.child.kill("SIGCONT");
+    const runId = await submitTasks(c, "after", sleepTask("a", 0, 1));
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assert(!logged(w, "has not answered"), w.log.join("\n"));
+    const status = await Promise.race([
+      w.child.status,
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 500)),
+    ]);
+    assertEquals(status, undefined, "the worker is still running");
   }));
