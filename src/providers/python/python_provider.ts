@@ -197,7 +197,12 @@ export class PythonProvider implements Provider {
       ctx.baseDir ?? Deno.cwd(),
     );
     if (job.script) policy.read.push(dirname(job.script));
-    const timeout = typeof params.timeout === "number" ? params.timeout : policy.timeoutSeconds;
+    // the shorter of the call's own `timeout` and the sandbox's (the task's `timeout`, which
+    // the engine enforces, applies besides)
+    const own = typeof params.timeout === "number" ? params.timeout : undefined;
+    const timeout = own !== undefined && policy.timeoutSeconds !== undefined
+      ? Math.min(own, policy.timeoutSeconds)
+      : own ?? policy.timeoutSeconds;
     const py = await this.interpreter();
     const bwrap = policy.mode === "bwrap" ? await this.#bwrap(py) : undefined;
     if (bwrap) {

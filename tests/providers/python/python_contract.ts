@@ -291,6 +291,21 @@ export function pythonContract(variant: string, make: Make): void {
     await assertAllDead(pids, 3000); // the killer is a process of its own: slow on a loaded machine
   });
 
+  test("the shorter of the `timeout` param and the sandbox's timeout applies", async (p) => {
+    const call = (timeout: number, sandbox: number) =>
+      p.call(
+        "python/execute",
+        { code: "import time\ntime.sleep(60)", timeout },
+        makeCtx({ sandbox: { task: { timeout: sandbox } } }),
+      ).then(() => undefined, (e) => e);
+    for (const [own, sandbox] of [[30, 1], [1, 30]]) {
+      const e = await call(own!, sandbox!);
+      assert.ok(e instanceof GleitzeitError);
+      assert.equal(e.code, "TASK_TIMEOUT");
+      assert.match(e.message, /timeout of 1s/);
+    }
+  });
+
   test("cancellation rejects with TASK_CANCELLED, whatever the abort reason", async (p) => {
     const ctx = makeCtx();
     const call = p.call("python/execute", { code: "import time\ntime.sleep(60)" }, ctx);
