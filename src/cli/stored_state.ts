@@ -277,7 +277,9 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
 /** Cancels a run: signals its live owner on this host, or marks it cancelled in the store. */
 export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
   const now = Date.now();
-  if (run.state === "completed" || run.state === "failed" || run.state === "cancelled") {
+  // what was asked is so already: safe to repeat (a script's cleanup step, say)
+  if (run.state === "cancelled") return `run ${run.id} was already cancelled: nothing to do`;
+  if (run.state === "completed" || run.state === "failed") {
     throw new GleitzeitError("USAGE_ERROR", `run ${run.id} already ${run.state}`, {
       hint: run.state === "completed"
         ? "nothing to cancel"
