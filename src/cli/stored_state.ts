@@ -267,7 +267,14 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
     tasks: shown,
     ...(run.error ? { error: run.error } : {}),
   });
-  if (state === "interrupted" || state === "cancelled" || state === "queued") {
+  if (store.backend === "redis" && (state === "interrupted" || state === "queued")) {
+    // a run queued for workers (run --detach) is taken over by one on its own
+    out(c.dim(
+      `a run queued for workers (run --detach) is taken over by one on its own, once its ` +
+        `coordinator's lease runs out; to run it in this process instead: gleitzeit workflow ` +
+        `resume ${run.id}`,
+    ));
+  } else if (state === "interrupted" || state === "cancelled" || state === "queued") {
     out(c.dim(`continue it with: gleitzeit workflow resume ${run.id}`));
   } else if (state === "failed") {
     out(c.dim(`run the failed and skipped tasks again with: gleitzeit workflow resume ${run.id}`));

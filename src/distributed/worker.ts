@@ -490,11 +490,16 @@ export class Worker {
     const sentBy = reply?.slice(this.#keys.replies("").length);
     const ended = state === "completed" || state === "failed" || state === "cancelled";
     const senderPid = localOwnerPid(sentBy); // a coordinator on this host: is it still there?
-    const orphaned = (owner !== null && sentBy !== undefined && owner !== sentBy) ||
-      (senderPid !== undefined && !pidAlive(senderPid));
-    if (cancelled === 1 || ended || orphaned) {
+    const movedOn = owner !== null && sentBy !== undefined && owner !== sentBy;
+    const senderGone = senderPid !== undefined && !pidAlive(senderPid);
+    if (cancelled === 1 || ended || movedOn || senderGone) {
       await this.#ack(this.#keys.tasks, entry.id);
-      if (!cancelled) this.#log(`dropped ${what}: its run ${ended ? "ended" : "moved on"}`);
+      const why = ended
+        ? "its run ended"
+        : movedOn
+        ? "its run has another coordinator now"
+        : "its coordinator is gone";
+      if (!cancelled) this.#log(`dropped ${what}: ${why}`);
       return;
     }
     this.#log(`${reclaimed ? "took over" : "executing"} ${what} (${job.method})`);

@@ -111,7 +111,14 @@ export class RunExecution {
   readonly #pump = () => this.#pumpReady();
 
   constructor(svc: RunServices, run: RunRecord, tasks: TaskRecord[]) {
-    this.#svc = svc;
+    // Once the run is lost, what this execution still does (winding down) is not the run's:
+    // no task events for it (they would show outcomes the store never got), only the end.
+    this.#svc = {
+      ...svc,
+      emit: (e) => {
+        if (!this.#lost || e.type === "run_finished") svc.emit(e);
+      },
+    };
     this.#run = run;
     this.#maxParallel = run.workflow.maxParallel ?? Number.POSITIVE_INFINITY;
     this.#records = tasks;

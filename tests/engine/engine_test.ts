@@ -564,7 +564,15 @@ Deno.test("a write the store refuses (the run was taken over meanwhile) loses th
     await slow;
     return "A";
   });
-  const a = new Engine({ dispatcher, store, clock, owner: "A", heartbeatMs: 2000 });
+  const events: EngineEvent[] = [];
+  const a = new Engine({
+    dispatcher,
+    store,
+    clock,
+    owner: "A",
+    heartbeatMs: 2000,
+    onEvent: (e) => events.push(e),
+  });
   const run = await a.createRun(
     wf([task("t", { method: "work" }), task("u", { method: "work", dependencies: ["t"] })]),
     { state: "queued" },
@@ -583,4 +591,6 @@ Deno.test("a write the store refuses (the run was taken over meanwhile) loses th
   assertEquals([stored?.state, stored?.owner], ["running", "B"]);
   assertEquals((await store.getRunTask(run.id, "t"))?.state, "running", "A's result not written");
   assertEquals(dispatcher.calls.map((c) => c.taskId), ["t"], "u never started");
+  // nothing reported as done that the store never got: t started, then the run's end
+  assertEquals(events.map((e) => e.type), ["run_started", "task_started", "run_finished"]);
 });
