@@ -62,6 +62,17 @@ export class ProgressRenderer {
         break;
       case "task_failed":
         this.#endStream();
+        if (e.abandoned !== undefined) {
+          // its retry, announced before, will not happen (not running since then)
+          this.#done++;
+          this.#failed++;
+          err(
+            `  ${c.red("✗")} ${e.taskId}: ${e.abandoned} ${
+              c.dim(`(last error: ${e.error.message})`)
+            }`,
+          );
+          break;
+        }
         this.#running--;
         if (e.retryInMs !== undefined) {
           err(
@@ -135,6 +146,10 @@ export function taskDetail(t: TaskRecord, width = 60): string {
       if ("result" in r && "execution_time_ms" in r) return preview(r.result, width);
     }
     return preview(t.result, width);
+  }
+  // a retry abandoned when the run stopped: why first, then the last attempt's error
+  if (t.error && t.reason && t.state === "failed") {
+    return preview(`${t.reason}; last error: ${t.error.message}`, width);
   }
   if (t.error) return preview(t.error.message, width);
   if (t.reason) return preview(t.reason, width);

@@ -31,6 +31,11 @@ export type EngineEvent =
     error: ErrorData;
     /** Set when another attempt follows after this many ms. */
     retryInMs?: number;
+    /**
+     * Set when a retry that was announced (retryInMs) will not happen: why (the run stopped).
+     * `error` is the last attempt's.
+     */
+    abandoned?: string;
     at: number;
   }
   | { type: "task_skipped"; runId: string; taskId: string; reason: string; at: number }

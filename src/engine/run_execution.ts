@@ -549,10 +549,23 @@ export class RunExecution {
     const at = this.#svc.clock.now();
     const kind = this.#stop?.kind;
     if (kind === "fail_fast") {
-      const reason = "retry abandoned: run stopped after a failure (fail_fast)";
+      const first = this.#failedTasks[0];
+      const reason = `retry abandoned: run stopped after ${
+        first ? `'${first}' failed` : "a failure"
+      } (fail_fast)`;
       await this.#write(node, { state: "failed", at, reason }, () => {
         node.state = "failed";
         this.#failedTasks.push(node.spec.id);
+        this.#svc.emit({
+          type: "task_failed",
+          runId: this.#run.id,
+          taskId: node.spec.id,
+          attempt: node.attempts,
+          error: node.lastError ??
+            { code: "TASK_EXECUTION_FAILED", message: reason, retryable: false },
+          abandoned: reason,
+          at,
+        });
       });
     } else {
       const reason = kind === "timeout" ? "run timed out" : "run cancelled";

@@ -247,6 +247,34 @@ Deno.test("retries follow the backoff on the injected clock and only for retryab
   assertEquals(t.get("fatal")!.state, "failed");
 });
 
+Deno.test("fail_fast abandons a pending retry and says so: which task stopped the run, the last error", async () => {
+  const clock = new FakeClock();
+  const { dispatcher, engine, events } = setup({ clock });
+  dispatcher.on("flaky", () => {
+    throw new GleitzeitError("PROVIDER_UNAVAILABLE", "down");
+  });
+  dispatcher.on("fatal", async () => {
+    await sleep(clock, 10);
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad code");
+  });
+  const retry: RetryPolicy = { ...NO_RETRY, maxAttempts: 3, backoff: "fixed", baseDelayMs: 1000 };
+  const running = engine.run(wf([
+    task("flaky", { method: "flaky", retry }),
+    task("fatal", { method: "fatal" }),
+  ]));
+  await clock.advance(10);
+  const out = await running;
+  const flaky = byId(out.tasks).get("flaky")!;
+  assertEquals([flaky.state, flaky.attempts], ["failed", 1]);
+  assertEquals(flaky.reason, "retry abandoned: run stopped after 'fatal' failed (fail_fast)");
+  assertEquals(flaky.error?.message, "down");
+  const ends = events.filter((e) => e.type === "task_failed" && e.taskId === "flaky");
+  assertEquals(ends.map((e) => (e as { abandoned?: string }).abandoned), [
+    undefined,
+    "retry abandoned: run stopped after 'fatal' failed (fail_fast)",
+  ]);
+});
+
 Deno.test("an attempt past its timeout is aborted with TASK_TIMEOUT and retried", async () => {
   const clock = new FakeClock();
   const { dispatcher, engine, store } = setup({ clock });
