@@ -263,6 +263,21 @@ function sandboxCause(
         'sandbox: {network: true}, or only some destinations with sandbox: {network: ["host:port"]}',
     };
   }
+  const grants = sandbox.grants ?? [];
+  if (
+    sandbox.mode === "bwrap" && sandbox.network === false && grants.length > 0 &&
+    NETWORK_FAILURES.test(type) && NO_NETWORK.test(message)
+  ) {
+    // (a granted destination that refuses shows as a reset connection, not as this)
+    const list = grants.slice(0, 5).map((g) => `${g.host}:${g.port}`).join(", ");
+    return {
+      noNetwork: true,
+      hint: `the task's sandbox reaches only its network grants (${list}${
+        grants.length > 5 ? ", ..." : ""
+      }): add the destination to sandbox: {network: [...]}, or grant the whole network with ` +
+        "sandbox: {network: true}",
+    };
+  }
   return undefined;
 }
 

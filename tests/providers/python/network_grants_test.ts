@@ -138,6 +138,17 @@ result = {"pong": pong, "refused": refused, "uid": os.getuid(), "eff": caps["Cap
     // The same provider's warm path is untouched by it.
     const warm = await provider.call("python/execute", { code: "result = 2" }, makeCtx());
     assert.equal((warm as { result: number }).result, 2);
+    // A destination outside the grants: the error names them and how to add one, and is not
+    // retried (it would be refused again)
+    const outside = await provider.call(
+      "python/execute",
+      { code: 'import socket\nsocket.create_connection(("127.0.0.1", 5432), timeout=2)' },
+      makeCtx({ sandbox: { task: { network: ["127.0.0.1:6379"] } } }),
+    ).then(() => undefined, (e) => e);
+    assert.ok(outside instanceof GleitzeitError, String(outside));
+    assert.match(outside.message, /ConnectionRefusedError/);
+    assert.match(outside.hint ?? "", /reaches only its network grants \(127\.0\.0\.1:6379\)/);
+    assert.equal(outside.retryable, false);
   } finally {
     await provider.close();
   }
