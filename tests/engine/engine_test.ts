@@ -76,6 +76,29 @@ function setup(options: { clock?: FakeClock; maxConcurrency?: number; store?: St
 
 const byId = <T extends { taskId: string }>(tasks: T[]) => new Map(tasks.map((t) => [t.taskId, t]));
 
+/** The stored run's state and owner, and its task `t`'s result. */
+async function assertStored(
+  store: Store,
+  runId: string,
+  stateAndOwner: [string, string],
+  result: unknown,
+): Promise<void> {
+  const stored = await store.getRun(runId);
+  assertEquals([stored?.state, stored?.owner], stateAndOwner);
+  assertEquals((await store.getRunTask(runId, "t"))?.result, result);
+}
+
+/** A dispatcher whose `work` answers `result` once `finish()` is called. */
+function heldWork(result: string): { dispatcher: FakeDispatcher; finish: () => void } {
+  let finish = () => {};
+  const held = new Promise<void>((r) => (finish = r));
+  const dispatcher = new FakeDispatcher().on("work", async () => {
+    await held;
+    return result;
+  });
+  return { dispatcher, finish };
+}
+
 Deno.test("dependencies run in order and typed results flow through references", async () => {
   const { dispatcher, engine } = setup();
   dispatcher.on("stats", () => ({ items: [3, 4], mean: 3.5, label: "x" }));
@@ -539,20 +562,13 @@ Deno.test("a resume held up after its claim, while another process took the run 
   assertEquals(lost.state, "interrupted");
   assert(lost.error?.message.includes("process B took it over"), lost.error?.message);
   assertEquals(a.dispatcher.calls.length, 0, "A started nothing");
-  const stored = await base.getRun(run.id);
-  assertEquals([stored?.state, stored?.owner], ["completed", "B"]);
-  assertEquals((await base.getRunTask(run.id, "t"))?.result, "B");
+  await assertStored(base, run.id, ["completed", "B"], "B");
 });
 
 Deno.test("an owner is judged by its own lease: a resumer with a shorter one does not take over its live run", async () => {
   const clock = new FakeClock();
   const store = new MemoryStore();
-  let finish = () => {};
-  const slow = new Promise<void>((r) => (finish = r));
-  const dispatcher = new FakeDispatcher().on("work", async () => {
-    await slow;
-    return "A";
-  });
+  const { dispatcher, finish } = heldWork("A");
   // A heartbeats every 2 s and promised a 20 s lease; B would call a 1 s silence dead
   const a = new Engine({
     dispatcher,
@@ -578,20 +594,13 @@ Deno.test("an owner is judged by its own lease: a resumer with a shorter one doe
   finish();
   const done = await first;
   assertEquals(done.state, "completed");
-  const stored = await store.getRun(run.id);
-  assertEquals([stored?.state, stored?.owner], ["completed", "A"]);
-  assertEquals((await store.getRunTask(run.id, "t"))?.result, "A");
+  await assertStored(store, run.id, ["completed", "A"], "A");
 });
 
 Deno.test("a write the store refuses (the run was taken over meanwhile) loses the run: nothing more is written or started", async () => {
   const clock = new FakeClock();
   const store = new MemoryStore();
-  let finish = () => {};
-  const slow = new Promise<void>((r) => (finish = r));
-  const dispatcher = new FakeDispatcher().on("work", async () => {
-    await slow;
-    return "A";
-  });
+  const { dispatcher, finish } = heldWork("A");
   const events: EngineEvent[] = [];
   const a = new Engine({
     dispatcher,
