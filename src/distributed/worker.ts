@@ -18,7 +18,7 @@
 
 import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
-import { defaultOwner, Engine } from "../engine/engine.ts";
+import { defaultOwner, Engine, type RecoveredAnswer } from "../engine/engine.ts";
 import type { EventListener } from "../engine/events.ts";
 import { HEARTBEAT_MS, localOwnerPid, ownerAlive, pidAlive } from "../engine/liveness.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
@@ -579,6 +579,8 @@ export class Worker {
         continueRun: true,
         // the worker that held its entry until its lease ran out (see #autoclaim)
         ...(holder !== undefined ? { ownerGone: holder } : {}),
+        // answers its previous coordinator got and never recorded are not run again
+        recover: (previous) => this.#recoverAnswers(runId, previous),
       });
       if (outcome.lost) {
         // another coordinator has it now (and its entry of the queue of runs): leave both
@@ -600,6 +602,29 @@ export class Worker {
       // is looked at again after the lease.
       this.#log(`run ${runId}: ${err.message}`);
     }
+  }
+
+  /**
+   * The successful answers to attempts of `runId` left unread on a previous coordinator's
+   * reply stream (it died, or was stopped and lost the run): results other workers finished.
+   */
+  async #recoverAnswers(runId: string, previous: string): Promise<RecoveredAnswer[]> {
+    const out: RecoveredAnswer[] = [];
+    const raw = await this.#store.command(["XRANGE", this.#keys.replies(previous), "-", "+"]);
+    for (const e of parseEntries(raw)) {
+      // d: `${runId}/${taskId}/${attempt}/${seq}` (see RemoteDispatcher)
+      const [run, taskId, attempt] = (e.fields.d ?? "").split("/");
+      if (run !== runId || e.fields.ok !== "1" || !taskId) continue;
+      try {
+        out.push({ taskId, attempt: Number(attempt), result: JSON.parse(e.fields.body ?? "null") });
+      } catch {
+        // not an answer of ours
+      }
+    }
+    if (out.length > 0) {
+      this.#log(`run ${runId}: ${out.length} answer(s) its previous coordinator never recorded`);
+    }
+    return out;
   }
 
   /** Acknowledges entries and removes them from `stream`, in one round trip. */

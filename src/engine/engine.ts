@@ -10,7 +10,8 @@ import { GleitzeitError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
 import { isTerminalRun } from "../core/states.ts";
 import type { Workflow } from "../core/workflow.ts";
-import type { RunRecord, Store, TaskRecord } from "../persistence/store.ts";
+import { applyFinish } from "../persistence/store_rules.ts";
+import type { RunRecord, Store, TaskFinish, TaskRecord } from "../persistence/store.ts";
 import type { EngineEvent, EventListener } from "./events.ts";
 import { Limiter } from "./limiter.ts";
 import { HEARTBEAT_MS, ownerAlive } from "./liveness.ts";
@@ -64,6 +65,20 @@ export interface ExecuteOptions {
    * owns is taken over at once, not after its lease.
    */
   ownerGone?: string;
+  /**
+   * Taking over from another owner: what attempts of the run its previous owner was answered
+   * but had not recorded (a worker's coordinator that died). Called once the run is this
+   * engine's; an attempt still `running` in the store with that number is recorded completed
+   * with the result instead of being run again.
+   */
+  recover?: (previousOwner: string) => Promise<RecoveredAnswer[]>;
+}
+
+/** A successful answer to one attempt, found where its previous owner would have read it. */
+export interface RecoveredAnswer {
+  taskId: string;
+  attempt: number;
+  result: unknown;
 }
 
 /** A string that identifies this process. */
@@ -195,6 +210,10 @@ export class Engine {
     const claimedAt = this.#clock.now();
     if (known === undefined) await this.#claim(run, options.ownerGone);
     const tasks = known ?? await this.store.listTasks({ runId });
+    const previous = run.owner;
+    if (options.recover && previous !== undefined && previous !== this.#owner) {
+      await this.#recover(runId, tasks, await options.recover(previous));
+    }
     const resumed = run.startedAt !== undefined || isTerminalRun(run.state);
     const execution = new RunExecution(
       {
@@ -216,6 +235,29 @@ export class Engine {
       options.continueRun === true,
       claimedAt,
     );
+  }
+
+  /** Records answers the previous owner got and never recorded (see ExecuteOptions.recover). */
+  async #recover(runId: string, tasks: TaskRecord[], answers: RecoveredAnswer[]): Promise<void> {
+    const at = this.#clock.now();
+    const finishes: TaskFinish[] = [];
+    for (const a of answers) {
+      const task = tasks.find((t) => t.taskId === a.taskId);
+      if (task?.state !== "running" || task.attempts !== a.attempt) continue;
+      const f: TaskFinish = {
+        runId,
+        taskId: a.taskId,
+        state: "completed",
+        at,
+        attempt: a.attempt,
+        result: a.result,
+        ifOwner: this.#owner,
+      };
+      finishes.push(f);
+    }
+    if (finishes.length === 0) return;
+    await this.store.finishTasks(finishes);
+    for (const f of finishes) applyFinish(tasks.find((t) => t.taskId === f.taskId)!, f);
   }
 
   /** Takes ownership of a stored run, or explains who has it. */

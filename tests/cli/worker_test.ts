@@ -608,3 +608,32 @@ Deno.test("a worker stopped (SIGSTOP) for longer than --give-up-after tries Redi
     ]);
     assertEquals(status, undefined, "the worker is still running");
   }));
+
+Deno.test("a coordinator killed after other workers answered: those answers are recorded at takeover, not run again", () =>
+  withCluster(async (c) => {
+    // The coordinator executes one attempt at a time; the helper, two.
+    const coordinator = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
+    const runId = await submitTasks(c, "answered", sleepTasks(["a", "b", "c"], 1.5));
+    await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
+    const helper = await readyWorker(c, "--concurrency", "2");
+    await waitFor(
+      "the helper to take two attempts",
+      () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
+    );
+    coordinator.child.kill("SIGKILL");
+    await coordinator.child.status;
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
+    const helped = helper.log.filter((l) => /executing \S+ attempt 1/.test(l) && l.includes(runId))
+      .map((l) => /\/(\w+) attempt/.exec(l)![1]!);
+    assertEquals(helped.length, 2, helper.log.join("\n"));
+    const tasks = report.tasks as { id: string; attempts: number }[];
+    for (const id of helped) {
+      assertEquals(tasks.find((t) => t.id === id)?.attempts, 1, `${id}: answered, not run again`);
+    }
+    assert(
+      logged(helper, "answer(s) its previous coordinator never recorded"),
+      helper.log.join("\n"),
+    );
+  }));

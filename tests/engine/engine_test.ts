@@ -631,3 +631,40 @@ Deno.test("a write the store refuses (the run was taken over meanwhile) loses th
   // nothing reported as done that the store never got: t started, then the run's end
   assertEquals(events.map((e) => e.type), ["run_started", "task_started", "run_finished"]);
 });
+
+Deno.test("taking over with answers the previous owner never recorded: those attempts are recorded, not run again", async () => {
+  const store = new MemoryStore();
+  const dispatcher = new FakeDispatcher().on("work", (_p, ctx) => `ran ${ctx.taskId}`);
+  const engine = new Engine({ dispatcher, store, owner: "B", heartbeatMs: 60_000 });
+  const run = await engine.createRun(
+    wf([
+      task("t", { method: "work" }),
+      task("u", { method: "work" }),
+      task("v", { method: "work", dependencies: ["t"], params: { x: "${t.result}" } }),
+    ]),
+    { state: "queued" },
+  );
+  // A owned it and started t and u, then died (its heartbeat long stale)
+  assertEquals(await store.claimRun(run.id, "A", 1, 0), true);
+  await store.startAttempt(run.id, "t", 1, 2, "A", "A");
+  await store.startAttempt(run.id, "u", 1, 2, "A", "A");
+  const asked: string[] = [];
+  const out = await engine.execute(run.id, {
+    continueRun: true,
+    recover: (previous) => {
+      asked.push(previous);
+      return Promise.resolve([
+        { taskId: "t", attempt: 1, result: { result: "A's t" } },
+        { taskId: "u", attempt: 7, result: "not this attempt" },
+      ]);
+    },
+  });
+  assertEquals(asked, ["A"]);
+  assertEquals(out.state, "completed", JSON.stringify(out.error));
+  const tasks = byId(out.tasks);
+  assertEquals([tasks.get("t")!.result, tasks.get("t")!.attempts], [{ result: "A's t" }, 1]);
+  assertEquals([tasks.get("u")!.result, tasks.get("u")!.attempts], ["ran u", 2]);
+  assertEquals(tasks.get("v")!.result, "ran v");
+  assertEquals(dispatcher.calls.map((c) => c.taskId).sort(), ["u", "v"]);
+  assertEquals(dispatcher.calls.find((c) => c.taskId === "v")!.params, { x: "A's t" });
+});

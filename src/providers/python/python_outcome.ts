@@ -272,9 +272,10 @@ function sandboxCause(
     const list = grants.slice(0, 5).map((g) => `${g.host}:${g.port}`).join(", ");
     return {
       noNetwork: true,
-      hint: `the task's sandbox reaches only its network grants (${list}${
-        grants.length > 5 ? ", ..." : ""
-      }): add the destination to sandbox: {network: [...]}, or grant the whole network with ` +
+      hint:
+        `the task's sandbox reaches only its network grants (${list}${
+          grants.length > 5 ? ", ..." : ""
+        }): add the destination to sandbox: {network: [...]}, or grant the whole network with ` +
         "sandbox: {network: true}",
     };
   }
