@@ -185,7 +185,13 @@ export class RunExecution {
           at: started,
           ifOwner: owner,
         };
-        if (rec.state === "running") f.attempt = rec.attempts;
+        if (rec.state === "running") {
+          f.attempt = rec.attempts;
+          // an attempt its owner left running ended, as far as anyone knows, with the owner's
+          // last sign of life (not now, when it is found)
+          const last = this.#run.heartbeatAt;
+          if (last !== undefined) f.at = Math.min(started, Math.max(last, rec.startedAt ?? last));
+        }
         stale.push(f);
       }
     }

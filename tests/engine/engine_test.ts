@@ -668,3 +668,23 @@ Deno.test("taking over with answers the previous owner never recorded: those att
   assertEquals(dispatcher.calls.map((c) => c.taskId).sort(), ["u", "v"]);
   assertEquals(dispatcher.calls.find((c) => c.taskId === "v")!.params, { x: "A's t" });
 });
+
+Deno.test("an attempt left running by a dead owner ends, on record, at the owner's last sign of life", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  const dispatcher = new FakeDispatcher();
+  const engine = new Engine({ dispatcher, store, clock, owner: "B", heartbeatMs: 2_000 });
+  const run = await engine.createRun(wf([task("t")]), { state: "queued" });
+  const t0 = clock.now();
+  assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  await store.startAttempt(run.id, "t", 1, t0 + 200, "A", "A");
+  await store.updateRun(run.id, { state: "running", heartbeatAt: t0 + 4_000 }, "A");
+  await clock.advance(60_000); // A died long ago
+  const out = await engine.execute(run.id);
+  assertEquals(out.state, "completed");
+  const attempts = await store.listAttempts(run.id, "t");
+  assertEquals(attempts.map((a) => [a.attempt, a.state, a.finishedAt]), [
+    [1, "cancelled", t0 + 4_000],
+    [2, "completed", t0 + 60_000],
+  ]);
+});
