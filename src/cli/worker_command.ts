@@ -86,7 +86,7 @@ async function workerCommand(
       err(c.red("stopping again: exiting now"));
       Deno.exit(130);
     }
-    log(`${name}: stopping; work in progress is left for other workers (after the lease)`);
+    log(`${name}: stopping; work in progress is left to the other workers`);
     stopping = w.stop();
   };
   const handlers = (["SIGINT", "SIGTERM"] as const).map((s) => [s, stop(s)] as const);

@@ -131,10 +131,16 @@ export class RemoteDispatcher implements Dispatcher {
   #loop: Promise<void>;
   #seq = 0;
 
-  /** `store` sends, `reader` (a connection of its own) blocks on the replies. */
-  constructor(store: RedisStore, reader: RedisStore, owner: string) {
+  readonly #giveUpMs: number;
+
+  /**
+   * `store` sends, `reader` (a connection of its own) blocks on the replies. Attempts in
+   * flight fail only once reading has failed for `giveUpMs` (three tries at least).
+   */
+  constructor(store: RedisStore, reader: RedisStore, owner: string, giveUpMs = 15_000) {
     this.#store = store;
     this.#reader = reader;
+    this.#giveUpMs = giveUpMs;
     this.#keys = queueKeys(store.prefix);
     this.#replyKey = this.#keys.replies(owner);
     this.#loop = this.#readReplies();
@@ -188,6 +194,10 @@ export class RemoteDispatcher implements Dispatcher {
   async #readReplies(): Promise<void> {
     // The stream is this process's own (the owner id carries a nonce): read it from the start.
     let last = "0-0";
+    // The answers wait in the stream: a failed read (a stall, this process stopped and its
+    // command timed out meanwhile) is tried again; only a Redis gone for good fails them.
+    let failingSince: number | undefined;
+    let failures = 0;
     while (!this.#closed) {
       let raw: unknown;
       try {
@@ -203,16 +213,22 @@ export class RemoteDispatcher implements Dispatcher {
         ]);
       } catch (e) {
         if (this.#closed) return;
-        // Redis is gone: every attempt in flight fails (retryable); the run stays resumable.
-        const err = e instanceof GleitzeitError ? e : new GleitzeitError(
-          "PERSISTENCE_UNAVAILABLE",
-          `reading task outcomes: ${(e as Error).message}`,
-        );
-        for (const p of this.#pending.values()) p.reject(err);
-        this.#pending.clear();
+        failingSince ??= Date.now();
+        failures++;
+        if (failures >= 3 && Date.now() - failingSince > this.#giveUpMs) {
+          // Redis is gone: every attempt in flight fails (retryable); the run stays resumable.
+          const err = e instanceof GleitzeitError ? e : new GleitzeitError(
+            "PERSISTENCE_UNAVAILABLE",
+            `reading task outcomes: ${(e as Error).message}`,
+          );
+          for (const p of this.#pending.values()) p.reject(err);
+          this.#pending.clear();
+        }
         await new Promise((r) => setTimeout(r, 500));
         continue;
       }
+      failingSince = undefined;
+      failures = 0;
       const entries = readReply(raw);
       for (const entry of entries) {
         last = entry.id;
@@ -238,7 +254,7 @@ export class RemoteDispatcher implements Dispatcher {
   /**
    * Stops reading. Attempts still waiting are left unsettled on purpose: the worker is going
    * away, and whatever it would record now (failures) would be wrong; the runs it coordinated
-   * are taken over by other workers after the lease.
+   * are taken over by other workers.
    */
   async close(): Promise<void> {
     this.#closed = true;

@@ -115,7 +115,12 @@ export class Worker {
       this.#store.sibling(),
     ]);
     this.#connections = [taskReader, runReader, replyReader];
-    this.#dispatcher = new RemoteDispatcher(this.#store, replyReader, this.owner);
+    this.#dispatcher = new RemoteDispatcher(
+      this.#store,
+      replyReader,
+      this.owner,
+      this.#giveUpMs,
+    );
     // Heartbeats as often as any engine's (every 2 s: `workflow list` calls a run whose owner
     // missed three `interrupted`), and well inside the lease; a run is taken over only once
     // its owner has been silent for the whole lease.
@@ -141,7 +146,8 @@ export class Worker {
 
   /**
    * Stops taking work and stops what runs here without acknowledging it: attempts are aborted
-   * and runs left as they are, for other workers to take over after the lease.
+   * and runs handed over (no owner), for other workers to take over at once (its lease key is
+   * deleted too).
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
@@ -616,7 +622,12 @@ export class Worker {
       const [run, taskId, attempt] = (e.fields.d ?? "").split("/");
       if (run !== runId || e.fields.ok !== "1" || !taskId) continue;
       try {
-        out.push({ taskId, attempt: Number(attempt), result: JSON.parse(e.fields.body ?? "null") });
+        out.push({
+          taskId,
+          attempt: Number(attempt),
+          result: JSON.parse(e.fields.body ?? "null"),
+          at: Number(e.id.split("-")[0]), // a stream id starts with the time it was added
+        });
       } catch {
         // not an answer of ours
       }

@@ -79,6 +79,8 @@ export interface RecoveredAnswer {
   taskId: string;
   attempt: number;
   result: unknown;
+  /** When it was given (ms since epoch), where known. */
+  at?: number;
 }
 
 /** A string that identifies this process. */
@@ -210,7 +212,8 @@ export class Engine {
     const claimedAt = this.#clock.now();
     if (known === undefined) await this.#claim(run, options.ownerGone);
     const tasks = known ?? await this.store.listTasks({ runId });
-    const previous = run.owner;
+    // (a coordinator that stopped cleanly cleared its ownership: it is the one gone)
+    const previous = run.owner ?? options.ownerGone;
     if (options.recover && previous !== undefined && previous !== this.#owner) {
       await this.#recover(runId, tasks, await options.recover(previous));
     }
@@ -244,11 +247,14 @@ export class Engine {
     for (const a of answers) {
       const task = tasks.find((t) => t.taskId === a.taskId);
       if (task?.state !== "running" || task.attempts !== a.attempt) continue;
+      // the first answer per attempt counts (an attempt run twice answers twice)
+      if (finishes.some((f) => f.taskId === a.taskId)) continue;
       const f: TaskFinish = {
         runId,
         taskId: a.taskId,
         state: "completed",
-        at,
+        // when it was answered, not now
+        at: Math.min(at, Math.max(a.at ?? at, task.startedAt ?? 0)),
         attempt: a.attempt,
         result: a.result,
         ifOwner: this.#owner,

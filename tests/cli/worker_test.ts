@@ -637,3 +637,44 @@ Deno.test("a coordinator killed after other workers answered: those answers are 
       helper.log.join("\n"),
     );
   }));
+
+Deno.test("a coordinator stopped (SIGSTOP) for a few seconds inside its lease goes on: its attempts' answers still count", () =>
+  withCluster(async (c) => {
+    const w = await readyWorker(c, "--lease", "30s", "--concurrency", "2");
+    const runId = await submitTasks(c, "paused", sleepTasks(["a", "b"], 6));
+    for (const id of ["a", "b"]) {
+      await waitLogged(w, `executing ${runId}/${id}`, `task ${id} to start`);
+    }
+    w.child.kill("SIGSTOP");
+    await new Promise((r) => setTimeout(r, 5_000)); // past the 3 s a Redis command may take
+    w.child.kill("SIGCONT");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", `${JSON.stringify(report)}\n${w.log.join("\n")}`);
+    assertEquals(resultsOf(report), { a: 1, b: 2 });
+    const tasks = report.tasks as { id: string; attempts: number }[];
+    assertEquals(tasks.map((t) => t.attempts), [1, 1]);
+  }));
+
+Deno.test("a coordinator stopped with SIGTERM after other workers answered: those answers are recorded too", () =>
+  withCluster(async (c) => {
+    const coordinator = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
+    const runId = await submitTasks(c, "handed", sleepTasks(["a", "b", "c"], 1.5));
+    await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
+    // it looks for work to take over every 10 s: the answers are in by then
+    const helper = await readyWorker(c, "--lease", "30s", "--concurrency", "2");
+    await waitFor(
+      "the helper to take two attempts",
+      () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
+    );
+    coordinator.child.kill("SIGTERM");
+    assertEquals((await coordinator.child.status).code, 0);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
+    const helped = helper.log.filter((l) => /executing \S+ attempt 1/.test(l) && l.includes(runId))
+      .map((l) => /\/(\w+) attempt/.exec(l)![1]!);
+    const tasks = report.tasks as { id: string; attempts: number }[];
+    for (const id of helped) {
+      assertEquals(tasks.find((t) => t.id === id)?.attempts, 1, `${id}: answered, not run again`);
+    }
+  }));

@@ -688,3 +688,35 @@ Deno.test("an attempt left running by a dead owner ends, on record, at the owner
     [2, "completed", t0 + 60_000],
   ]);
 });
+
+Deno.test("recovered answers: the first per attempt counts, recorded at the time it was given", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  const engine = new Engine({
+    dispatcher: new FakeDispatcher(),
+    store,
+    clock,
+    owner: "B",
+    heartbeatMs: 2_000,
+  });
+  const run = await engine.createRun(wf([task("t")]), { state: "queued" });
+  const t0 = clock.now();
+  assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  await store.startAttempt(run.id, "t", 1, t0 + 200, "A", "A");
+  await clock.advance(60_000);
+  const out = await engine.execute(run.id, {
+    continueRun: true,
+    recover: () =>
+      Promise.resolve([
+        { taskId: "t", attempt: 1, result: "first", at: t0 + 1_500 },
+        { taskId: "t", attempt: 1, result: "second", at: t0 + 1_700 },
+      ]),
+  });
+  const t = byId(out.tasks).get("t")!;
+  assertEquals([t.state, t.result, t.attempts, t.finishedAt], [
+    "completed",
+    "first",
+    1,
+    t0 + 1_500,
+  ]);
+});
