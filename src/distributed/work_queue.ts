@@ -125,7 +125,12 @@ export class RemoteDispatcher implements Dispatcher {
   readonly #replyKey: string;
   readonly #pending = new Map<
     string,
-    { resolve: (v: unknown) => void; reject: (e: unknown) => void }
+    {
+      resolve: (v: unknown) => void;
+      reject: (e: unknown) => void;
+      /** The attempt's entry in the tasks stream, once added. */
+      entry?: string;
+    }
   >();
   #closed = false;
   #loop: Promise<void>;
@@ -173,7 +178,7 @@ export class RemoteDispatcher implements Dispatcher {
     };
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await this.#store.command([
+      const entry = await this.#store.command([
         "XADD",
         this.#keys.tasks,
         "*",
@@ -184,6 +189,8 @@ export class RemoteDispatcher implements Dispatcher {
         "job",
         JSON.stringify(job),
       ]);
+      const waiting = this.#pending.get(dispatchId);
+      if (waiting) waiting.entry = String(entry);
       return await outcome;
     } finally {
       this.#pending.delete(dispatchId);
@@ -227,6 +234,7 @@ export class RemoteDispatcher implements Dispatcher {
         await new Promise((r) => setTimeout(r, 500));
         continue;
       }
+      if (failures > 0) await this.#checkEntries(raw);
       failingSince = undefined;
       failures = 0;
       const entries = readReply(raw);
@@ -250,7 +258,36 @@ export class RemoteDispatcher implements Dispatcher {
     }
   }
 
-  /** Stops reading; attempts still waiting are rejected. */
+  /**
+   * After reads failed (Redis restarted, say): attempts whose entry is gone from the tasks
+   * stream and that have no answer waiting will never get one (a Redis that lost its data
+   * lost them): they fail, retryable, instead of waiting for ever. An entry is removed in the
+   * same script that adds its answer, so an answer is there for any entry that is gone:
+   * `first` (this read's reply) and what follows it are read before the look.
+   */
+  async #checkEntries(first: unknown): Promise<void> {
+    const answered = new Set(readReply(first).map((e) => e.fields.d ?? ""));
+    try {
+      const more = await this.#reader.command(["XRANGE", this.#replyKey, "-", "+"]);
+      for (const e of parseEntries(more)) answered.add(e.fields.d ?? "");
+      for (const [id, p] of [...this.#pending]) {
+        if (p.entry === undefined || answered.has(id)) continue;
+        const found = await this.#reader.command(["XRANGE", this.#keys.tasks, p.entry, p.entry]);
+        if (Array.isArray(found) && found.length > 0) continue;
+        this.#pending.delete(id);
+        p.reject(
+          new GleitzeitError(
+            "PERSISTENCE_UNAVAILABLE",
+            "the attempt was lost with Redis's data (it restarted empty?)",
+            { retryable: true },
+          ),
+        );
+      }
+    } catch {
+      // Redis failing again: the next good read looks again
+    }
+  }
+
   /**
    * Stops reading. Attempts still waiting are left unsettled on purpose: the worker is going
    * away, and whatever it would record now (failures) would be wrong; the runs it coordinated

@@ -1,0 +1,75 @@
+/**
+ * RemoteDispatcher (src/distributed/work_queue.ts) against the real Redis: a coordinator's
+ * attempts in flight when reading its replies fails for a moment.
+ */
+
+import { assert, assertEquals } from "../assert.ts";
+import { GleitzeitError } from "../../src/core/errors.ts";
+import { ensureGroup, queueKeys, RemoteDispatcher } from "../../src/distributed/work_queue.ts";
+import { RedisStore } from "../../src/persistence/redis_store.ts";
+
+async function withDispatcher(
+  fn: (d: RemoteDispatcher, store: RedisStore, kill: () => Promise<void>) => Promise<void>,
+): Promise<void> {
+  const prefix = `gz-dispatch-test-${crypto.randomUUID().slice(0, 8)}:`;
+  const store = await RedisStore.connect({ prefix });
+  const reader = await store.sibling();
+  await ensureGroup(store, queueKeys(prefix).tasks);
+  const owner = `test:${Deno.pid}:${crypto.randomUUID().slice(0, 6)}`;
+  const d = new RemoteDispatcher(store, reader, owner, 1_000);
+  // the dispatcher's reply reader loses its connection: its read fails once, then it reconnects
+  const kill = async () => {
+    const mine = String(await reader.command(["CLIENT", "ID"]));
+    await store.command(["CLIENT", "KILL", "ID", mine]);
+  };
+  try {
+    await fn(d, store, kill);
+  } finally {
+    await d.close();
+    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
+    if (left.length > 0) await store.command(["DEL", ...left]);
+    await reader.close();
+    await store.close();
+  }
+}
+
+const ctx = () => ({
+  signal: new AbortController().signal,
+  runId: "run_t",
+  taskId: "t",
+  attempt: 1,
+});
+
+Deno.test("an attempt waits out a failed read of the replies and gets its answer", () =>
+  withDispatcher(async (d, store, kill) => {
+    const call = d.call("echo/v1", "echo", { x: 1 }, ctx());
+    await new Promise((r) => setTimeout(r, 200));
+    await kill();
+    await new Promise((r) => setTimeout(r, 300));
+    // the answer, as an executing worker sends it
+    const keys = queueKeys(store.prefix);
+    const entries = await store.command(["XRANGE", keys.tasks, "-", "+"]) as [string, string[]][];
+    assertEquals(entries.length, 1);
+    const fields = entries[0]![1];
+    const reply = fields[fields.indexOf("reply") + 1]!;
+    const d2 = fields[fields.indexOf("d") + 1]!;
+    await store.command(["XADD", reply, "*", "d", d2, "ok", "1", "body", '{"x":1}']);
+    assertEquals(await call, { x: 1 });
+  }));
+
+Deno.test("an attempt whose entry was lost while reads failed fails (retryable) instead of waiting for ever", () =>
+  withDispatcher(async (d, store, kill) => {
+    const call = d.call("echo/v1", "echo", { x: 1 }, ctx()).then(() => undefined, (e) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    const keys = queueKeys(store.prefix);
+    const entries = await store.command(["XRANGE", keys.tasks, "-", "+"]) as [string, string[]][];
+    await store.command(["XDEL", keys.tasks, entries[0]![0]]); // as a Redis that lost its data
+    await kill();
+    const e = await Promise.race([
+      call,
+      new Promise((r) => setTimeout(() => r("waiting"), 10_000)),
+    ]);
+    assert(e instanceof GleitzeitError, String(e));
+    assertEquals(e.code, "PERSISTENCE_UNAVAILABLE");
+    assertEquals(e.retryable, true);
+  }));
