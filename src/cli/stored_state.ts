@@ -322,7 +322,10 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
         state: "cancelled" as const,
         at: now,
         reason: "cancelled by user",
-        ...(t.state === "running" ? { attempt: t.attempts } : {}),
+        // (an attempt still running here died with its process, which is gone)
+        ...(t.state === "running"
+          ? { attempt: t.attempts, attemptState: "interrupted" as const }
+          : {}),
       })),
   );
   // and taken from its owner: one that only seemed gone (stopped, say) writes nothing more

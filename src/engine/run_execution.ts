@@ -187,6 +187,7 @@ export class RunExecution {
         };
         if (rec.state === "running") {
           f.attempt = rec.attempts;
+          f.attemptState = "interrupted"; // not cancelled: its process died with it
           // an attempt its owner left running ended, as far as anyone knows, with the owner's
           // last sign of life (not now, when it is found)
           const last = this.#run.heartbeatAt;

@@ -131,7 +131,7 @@ export class MemoryStore implements Store {
           a.attempt === f.attempt
         );
         if (att) {
-          att.state = attemptStateFor(f.state);
+          att.state = f.attemptState ?? attemptStateFor(f.state);
           att.finishedAt = f.at;
           if (f.error) att.error = clone(f.error);
         }

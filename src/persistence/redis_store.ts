@@ -474,7 +474,7 @@ export class RedisStore implements Store {
         f.state,
         String(f.at),
         f.attempt === undefined ? "" : String(f.attempt),
-        attemptStateFor(f.state),
+        f.attemptState ?? attemptStateFor(f.state),
         hasResult ? "1" : "0",
         hasResult && f.result !== undefined ? JSON.stringify(f.result) : "",
         f.error ? JSON.stringify(f.error) : "",

@@ -427,7 +427,7 @@ export class SqliteStore implements Store {
           hasResult && f.result !== undefined ? JSON.stringify(f.result) : null,
           json(f.error),
           f.reason ?? null,
-          attemptStateFor(f.state),
+          f.attemptState ?? attemptStateFor(f.state),
           f.attempt ?? null,
           f.runId,
           f.taskId,

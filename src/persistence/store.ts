@@ -71,7 +71,8 @@ export interface AttemptRecord {
   runId: string;
   taskId: string;
   attempt: number;
-  state: "running" | "completed" | "failed" | "cancelled";
+  /** `interrupted`: its process died with it running (found so at a resume or takeover). */
+  state: "running" | "completed" | "failed" | "cancelled" | "interrupted";
   startedAt: number;
   finishedAt?: number;
   owner?: string;
@@ -91,6 +92,8 @@ export interface TaskFinish {
   reason?: string;
   /** Written only while the run is this owner's (see {@link Store.updateRun}). */
   ifOwner?: string;
+  /** The ended attempt's state, where not the one `state` implies (see attemptStateFor). */
+  attemptState?: AttemptRecord["state"];
 }
 
 /** Changes to a run's own fields. */

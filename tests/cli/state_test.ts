@@ -134,6 +134,14 @@ async function killAndResume(env: Record<string, string>, dir: string): Promise<
     counts.set(line, (counts.get(line) ?? 0) + 1);
   }
   for (const id of doneBefore) assertEquals(counts.get(id), 1, `${id} ran again after resume`);
+  // what was running at the kill: its first attempt is stored as interrupted, not cancelled
+  const rerun = report.tasks.filter((t: { attempts: number }) => t.attempts > 1);
+  for (const t of rerun) {
+    const ts = JSON.parse(
+      (await gleitzeit(["--json", "task", "status", `${runId}/${t.id}`], { env })).stdout,
+    );
+    assertEquals(ts.attempt_history[0].state, "interrupted", JSON.stringify(ts.attempt_history));
+  }
   for (let i = 0; i < 8; i++) assert((counts.get(`t${i}`) ?? 0) >= 1, `t${i} never ran`);
 }
 
@@ -510,6 +518,14 @@ tasks:
     ).map((t: { id: string }) => t.id);
   assertEquals(await byState("interrupted"), ["b"]);
   assertEquals(await byState("running"), []);
+  // cancelled now: the attempt its process died with stays interrupted on record
+  const cancel = await gleitzeit(["workflow", "cancel", runId], { env });
+  assertEquals(cancel.code, 0, cancel.stderr);
+  const after = JSON.parse(
+    (await gleitzeit(["--json", "task", "status", `${runId}/b`], { env })).stdout,
+  );
+  assertEquals(after.state, "cancelled");
+  assertEquals(after.attempt_history.map((a: { state: string }) => a.state), ["interrupted"]);
 });
 
 async function exists(path: string): Promise<boolean> {

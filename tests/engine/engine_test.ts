@@ -684,7 +684,7 @@ Deno.test("an attempt left running by a dead owner ends, on record, at the owner
   assertEquals(out.state, "completed");
   const attempts = await store.listAttempts(run.id, "t");
   assertEquals(attempts.map((a) => [a.attempt, a.state, a.finishedAt]), [
-    [1, "cancelled", t0 + 4_000],
+    [1, "interrupted", t0 + 4_000],
     [2, "completed", t0 + 60_000],
   ]);
 });

@@ -508,6 +508,25 @@ export function storeContract(name: string, factory: StoreFactory): void {
     equal((await store.getRunTask(two.run.id, "a"))?.state, "running");
   });
 
+  test("an ended attempt may be given its own state (interrupted: its process died)", async ({ store }) => {
+    const { run, tasks } = fixture({ tasks: ["a"] });
+    await store.createRun(run, tasks);
+    await store.startAttempt(run.id, "a", 1, run.createdAt + 1);
+    await store.finishTasks([{
+      runId: run.id,
+      taskId: "a",
+      state: "queued",
+      at: run.createdAt + 2,
+      attempt: 1,
+      attemptState: "interrupted",
+    }]);
+    const attempts = await store.listAttempts(run.id, "a");
+    deepStrictEqual(attempts.map((x) => [x.attempt, x.state, x.finishedAt]), [
+      [1, "interrupted", run.createdAt + 2],
+    ]);
+    equal((await store.getRunTask(run.id, "a"))?.state, "queued");
+  });
+
   test("claimRun is atomic: of many simultaneous claimers exactly one wins", async (h) => {
     const { run, tasks } = fixture({ tasks: ["a"] });
     await h.store.createRun(run, tasks);
