@@ -423,15 +423,8 @@ Deno.test("listings and status on a machine with no database yet make none; resu
   assertStringIncludes(missing.stderr, "no run run_nope in the sqlite backend");
   assert(!await exists(db), "a read-only command made the database");
 
-  const file = await writeWorkflow(
-    dir,
-    "one.yaml",
-    "name: one\ntasks:\n  - {id: a, method: echo, protocol: echo/v1, params: {x: 1}}\n",
-  );
-  const run = await gleitzeit(["--json", "run", file], { env });
-  assertEquals(run.code, 0, run.stderr);
+  const runId = await runOneEcho(dir, env);
   assert(await exists(db), "run stores its run in the database");
-  const runId = JSON.parse(run.stdout).run_id;
   const again = await gleitzeit(["--json", "workflow", "resume", runId], { env });
   assertEquals(again.code, 0, again.stderr);
   assertStringIncludes(again.stderr, `run ${runId} already completed: nothing to resume`);
@@ -442,14 +435,7 @@ Deno.test("listings and status on a machine with no database yet make none; resu
 
 Deno.test("task list --workflow-id of a run that is not there says so (exit 2); of a run with no such task, no tasks", async () => {
   const { dir, env } = await scratch();
-  const file = await writeWorkflow(
-    dir,
-    "one.yaml",
-    "name: one\ntasks:\n  - {id: a, method: echo, protocol: echo/v1, params: {x: 1}}\n",
-  );
-  const run = await gleitzeit(["--json", "run", file], { env });
-  assertEquals(run.code, 0, run.stderr);
-  const runId = JSON.parse(run.stdout).run_id;
+  const runId = await runOneEcho(dir, env);
   const missing = await gleitzeit(["task", "list", "--workflow-id", "run_nope"], { env });
   assertEquals(missing.code, 2);
   assertStringIncludes(missing.stderr, "no run run_nope in the sqlite backend");
@@ -527,6 +513,18 @@ tasks:
   assertEquals(after.state, "cancelled");
   assertEquals(after.attempt_history.map((a: { state: string }) => a.state), ["interrupted"]);
 });
+
+/** Runs a one-task echo workflow (task `a`) to completion; its run id. */
+async function runOneEcho(dir: string, env: Record<string, string>): Promise<string> {
+  const file = await writeWorkflow(
+    dir,
+    "one.yaml",
+    "name: one\ntasks:\n  - {id: a, method: echo, protocol: echo/v1, params: {x: 1}}\n",
+  );
+  const run = await gleitzeit(["--json", "run", file], { env });
+  assertEquals(run.code, 0, run.stderr);
+  return JSON.parse(run.stdout).run_id;
+}
 
 async function exists(path: string): Promise<boolean> {
   try {
