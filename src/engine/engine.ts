@@ -242,28 +242,27 @@ export class Engine {
 
   /** Records answers the previous owner got and never recorded (see ExecuteOptions.recover). */
   async #recover(runId: string, tasks: TaskRecord[], answers: RecoveredAnswer[]): Promise<void> {
-    const at = this.#clock.now();
-    const finishes: TaskFinish[] = [];
+    const now = this.#clock.now();
+    const byId = new Map(tasks.map((t) => [t.taskId, t]));
+    const done = new Map<TaskRecord, TaskFinish>();
     for (const a of answers) {
-      const task = tasks.find((t) => t.taskId === a.taskId);
-      if (task?.state !== "running" || task.attempts !== a.attempt) continue;
+      const task = byId.get(a.taskId);
       // the first answer per attempt counts (an attempt run twice answers twice)
-      if (finishes.some((f) => f.taskId === a.taskId)) continue;
-      const f: TaskFinish = {
+      if (task?.state !== "running" || task.attempts !== a.attempt || done.has(task)) continue;
+      done.set(task, {
         runId,
         taskId: a.taskId,
         state: "completed",
         // when it was answered, not now
-        at: Math.min(at, Math.max(a.at ?? at, task.startedAt ?? 0)),
+        at: Math.min(now, Math.max(a.at ?? now, task.startedAt ?? 0)),
         attempt: a.attempt,
         result: a.result,
         ifOwner: this.#owner,
-      };
-      finishes.push(f);
+      });
     }
-    if (finishes.length === 0) return;
-    await this.store.finishTasks(finishes);
-    for (const f of finishes) applyFinish(tasks.find((t) => t.taskId === f.taskId)!, f);
+    if (done.size === 0) return;
+    await this.store.finishTasks([...done.values()]);
+    for (const [task, f] of done) applyFinish(task, f);
   }
 
   /** Takes ownership of a stored run, or explains who has it. */
