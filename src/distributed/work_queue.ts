@@ -75,6 +75,33 @@ export interface TaskJob {
 /** Replies are kept this long when nobody reads them (a coordinator that died). */
 export const REPLY_TTL_SECONDS = 3600;
 
+/**
+ * Consecutive failures of one kind of Redis call, and whether to give up: after `giveUpMs`
+ * counted from the first failure (not from the last success: a process that was itself
+ * stopped, SIGSTOP or a paused VM, tries again first), and three tries at least.
+ */
+export class FailureStreak {
+  #since: number | undefined;
+  #count = 0;
+
+  constructor(readonly giveUpMs: number) {}
+
+  /** One more failure; true when it is time to give up. */
+  failed(): boolean {
+    this.#since ??= Date.now();
+    this.#count++;
+    return this.#count >= 3 && Date.now() - this.#since > this.giveUpMs;
+  }
+
+  /** A success; true when it ends a streak of failures. */
+  succeeded(): boolean {
+    const ended = this.#count > 0;
+    this.#since = undefined;
+    this.#count = 0;
+    return ended;
+  }
+}
+
 /** Creates the consumer group of `stream` (and the stream) unless it exists. */
 export async function ensureGroup(store: RedisStore, stream: string): Promise<void> {
   try {
@@ -203,8 +230,7 @@ export class RemoteDispatcher implements Dispatcher {
     let last = "0-0";
     // The answers wait in the stream: a failed read (a stall, this process stopped and its
     // command timed out meanwhile) is tried again; only a Redis gone for good fails them.
-    let failingSince: number | undefined;
-    let failures = 0;
+    const streak = new FailureStreak(this.#giveUpMs);
     while (!this.#closed) {
       let raw: unknown;
       try {
@@ -220,9 +246,7 @@ export class RemoteDispatcher implements Dispatcher {
         ]);
       } catch (e) {
         if (this.#closed) return;
-        failingSince ??= Date.now();
-        failures++;
-        if (failures >= 3 && Date.now() - failingSince > this.#giveUpMs) {
+        if (streak.failed()) {
           // Redis is gone: every attempt in flight fails (retryable); the run stays resumable.
           const err = e instanceof GleitzeitError ? e : new GleitzeitError(
             "PERSISTENCE_UNAVAILABLE",
@@ -234,9 +258,7 @@ export class RemoteDispatcher implements Dispatcher {
         await new Promise((r) => setTimeout(r, 500));
         continue;
       }
-      if (failures > 0) await this.#checkEntries(raw);
-      failingSince = undefined;
-      failures = 0;
+      if (streak.succeeded()) await this.#checkEntries(raw);
       const entries = readReply(raw);
       for (const entry of entries) {
         last = entry.id;

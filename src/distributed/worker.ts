@@ -25,6 +25,7 @@ import type { RedisStore } from "../persistence/redis_store.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import {
   ensureGroup,
+  FailureStreak,
   GROUP,
   parseEntries,
   queueKeys,
@@ -213,11 +214,8 @@ export class Worker {
     free: () => number,
     start: (entry: StreamEntry) => void,
   ): Promise<void> {
-    // Each loop on its own (one stream may fail while another works). The silence counts from
-    // the first failed read, not from the last good one: a worker that was itself stopped
-    // (SIGSTOP, a VM or laptop pause) for longer than that tries Redis again first.
-    let failingSince: number | undefined;
-    let failures = 0;
+    // each loop on its own: one stream may fail while another works
+    const streak = new FailureStreak(this.#giveUpMs);
     while (!this.#stopped) {
       const count = free();
       if (count <= 0) {
@@ -251,9 +249,7 @@ export class Worker {
           continue;
         }
         this.#log(`error: reading ${what}: ${message}`);
-        failingSince ??= Date.now();
-        failures++;
-        if (failures >= 3 && Date.now() - failingSince > this.#giveUpMs) {
+        if (streak.failed()) {
           // The connection is gone for good (the client stops reconnecting): stop, so that
           // whatever supervises this process restarts it; held work goes to the others.
           this.failure = new GleitzeitError(
@@ -272,8 +268,7 @@ export class Worker {
         await sleep(1000);
         continue;
       }
-      failingSince = undefined;
-      failures = 0;
+      streak.succeeded();
       for (const entry of entries) start(entry);
     }
   }
