@@ -10,6 +10,7 @@ import { DURATION_PATTERN } from "../core/duration.ts";
 import { isGrantProblem, parseNetworkGrant } from "../core/network_grant.ts";
 import { isReservedSandboxPath } from "../core/sandbox_paths.ts";
 import { z } from "zod";
+import { closest } from "./suggest.ts";
 
 const DURATION_ERROR =
   'must be a duration such as "30s", "5m", "1h", "500ms" or a number of seconds';
@@ -52,9 +53,14 @@ const retryObject = z.strictObject({
 
 // `max_attempts` is required in the object form: without it a task runs once, so the rest
 // of the object (how to wait between attempts) would silently mean nothing. (A refinement,
-// not a required key: it stays quiet when the key is only misspelt, which is reported.)
+// not a required key: it stays quiet when an unknown key is that key misspelt, which is
+// reported with a suggestion; another misspelt key is reported beside it.)
 const retryObjectWithAttempts = retryObject.superRefine((value, ctx) => {
-  if (value.max_attempts === undefined && ctx.issues.length === 0) {
+  const misspelt = ctx.issues.some((issue) =>
+    issue.code === "unrecognized_keys" &&
+    issue.keys.some((key) => closest(key, Object.keys(retryObject.shape)) === "max_attempts")
+  );
+  if (value.max_attempts === undefined && !misspelt) {
     ctx.addIssue({
       code: "custom",
       path: ["max_attempts"],

@@ -237,6 +237,26 @@ Deno.test("retry: an object without max_attempts is an error (the task would run
   ok(/number of attempts.*runs once/.test(issues[0]!.message), issues[0]!.message);
 });
 
+Deno.test("retry: a misspelt key and the missing max_attempts are reported together", () => {
+  const issues = issuesOf(yaml(
+    "name: r",
+    "tasks:",
+    "  - {id: d, method: echo, retry: {backof: fixed}}",
+  ));
+  deepStrictEqual(issues.map((i) => i.path).sort(), [
+    "tasks[0].retry.backof",
+    "tasks[0].retry.max_attempts",
+  ]);
+  // max_attempts itself misspelt: only the misspelling, whose hint names the key
+  const typo = issuesOf(yaml(
+    "name: r",
+    "tasks:",
+    "  - {id: d, method: echo, retry: {max_attempt: 3}}",
+  ));
+  deepStrictEqual(typo.map((i) => i.path), ["tasks[0].retry.max_attempt"]);
+  ok(/max_attempts/.test(typo[0]!.hint ?? ""), JSON.stringify(typo[0]));
+});
+
 Deno.test("durations: seconds and unit strings, stored as milliseconds", () => {
   const wf = parseWorkflow(
     yaml(
