@@ -286,12 +286,11 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
   const now = Date.now();
   // what was asked is so already: safe to repeat (a script's cleanup step, say)
   if (run.state === "cancelled") return `run ${run.id} was already cancelled: nothing to do`;
-  if (run.state === "completed" || run.state === "failed") {
-    throw new GleitzeitError("USAGE_ERROR", `run ${run.id} already ${run.state}`, {
-      hint: run.state === "completed"
-        ? "nothing to cancel"
-        : `nothing is running; \`gleitzeit workflow resume ${run.id}\` would start it again`,
-    });
+  // ended on its own: nothing runs, which is what a cancel asks (its record stays as it is)
+  if (run.state === "completed") return `run ${run.id} already completed: nothing to cancel`;
+  if (run.state === "failed") {
+    return `run ${run.id} already failed: nothing to cancel (\`gleitzeit workflow resume ` +
+      `${run.id}\` would run its failed tasks again)`;
   }
   if (
     run.state === "running" && run.owner && ownerAlive(run, now) && store.backend === "redis" &&

@@ -409,7 +409,7 @@ Deno.test("task submit --depends-on waits for a task running elsewhere and uses 
   assertStringIncludes(blocked.stderr, "failed: nope");
 });
 
-Deno.test("listings and status on a machine with no database yet make none; resume of a completed run is exit 0", async () => {
+Deno.test("listings and status on a machine with no database yet make none; resume and cancel of a completed run are exit 0", async () => {
   const { dir, env } = await scratch();
   const db = env.GLEITZEIT_SQLITE_PATH!;
   for (const args of [["workflow", "list"], ["task", "list"], ["backend", "get-stats"]]) {
@@ -431,6 +431,11 @@ Deno.test("listings and status on a machine with no database yet make none; resu
   const status = JSON.parse(again.stdout);
   assertEquals(status.state, "completed");
   assertEquals(status.tasks.map((t: { state: string }) => t.state), ["completed"]);
+  // so does cancelling it: nothing runs, as asked, and the record stays completed
+  const cancel = await gleitzeit(["workflow", "cancel", runId], { env });
+  assertEquals(cancel.code, 0, cancel.stderr);
+  assertStringIncludes(cancel.stdout, `run ${runId} already completed: nothing to cancel`);
+  assertEquals((await statusOf(runId, env)).state, "completed");
 });
 
 Deno.test("task list --workflow-id of a run that is not there says so (exit 2); of a run with no such task, no tasks", async () => {
