@@ -197,3 +197,21 @@ export class WorkflowValidationError extends GleitzeitError {
     this.file = file;
   }
 }
+
+/**
+ * The answer for an attempt whose worker stopped answering (its lease ran out) while it
+ * executed it: the worker that takes the attempt's entry over sends this to the run's
+ * coordinator, which records the attempt as interrupted and starts another.
+ */
+export function workerLostError(worker: string, what: string): GleitzeitError {
+  return new GleitzeitError(
+    "LEASE_EXPIRED",
+    `worker ${worker} stopped while executing ${what} (its lease ran out)`,
+    { details: { worker, worker_lost: true } },
+  );
+}
+
+/** Whether `error` says the attempt's worker was lost (see {@link workerLostError}). */
+export function isWorkerLost(error: GleitzeitError): boolean {
+  return error.code === "LEASE_EXPIRED" && error.details.worker_lost === true;
+}

@@ -10,13 +10,14 @@
  *   (each worker is judged by its own lease, so a short one never takes over from a live
  *   worker with a longer one): a run is taken over (resumed: completed tasks keep their
  *   results, the others run again as new attempts) at once when that worker coordinated it,
- *   else once its owner's heartbeat is older than the owner's lease; a task attempt is executed
- *   again by the worker that takes it. The coordinator records the first outcome only.
+ *   else once its owner's heartbeat is older than the owner's lease; a task attempt's taker
+ *   tells the coordinator, which records the attempt as interrupted and starts another (see
+ *   MAX_WORKER_LOSSES). The coordinator records the first outcome per attempt only.
  *
  * @module
  */
 
-import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
+import { GleitzeitError, toGleitzeitError, workerLostError } from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
 import { defaultOwner, Engine, type RecoveredAnswer } from "../engine/engine.ts";
 import type { EventListener } from "../engine/events.ts";
@@ -360,8 +361,8 @@ export class Worker {
     }
     const free = this.#concurrency - this.#tasks.size;
     if (free > 0) {
-      for (const { entry } of await this.#autoclaim(this.#keys.tasks, free)) {
-        this.#startTask(entry, true);
+      for (const { entry, holder } of await this.#autoclaim(this.#keys.tasks, free)) {
+        this.#startTask(entry, true, holder);
       }
     }
   }
@@ -456,18 +457,19 @@ export class Worker {
     );
   }
 
-  #startTask(entry: StreamEntry, reclaimed: boolean): void {
+  /** `holder`: the worker that held the entry until its lease ran out (see #autoclaim). */
+  #startTask(entry: StreamEntry, reclaimed: boolean, holder?: string): void {
     if (this.#tasks.has(entry.id)) return;
     const running: Running = { entry, controller: new AbortController() };
     running.dispatchId = entry.fields.d;
     this.#tasks.set(entry.id, running);
-    this.#executeTask(running, reclaimed).finally(() => {
+    this.#executeTask(running, reclaimed, holder).finally(() => {
       this.#tasks.delete(entry.id);
       this.#wake();
     });
   }
 
-  async #executeTask(running: Running, reclaimed: boolean): Promise<void> {
+  async #executeTask(running: Running, reclaimed: boolean, holder?: string): Promise<void> {
     const { entry } = running;
     const { d: dispatchId, reply, job: jobText } = entry.fields;
     let job: TaskJob;
@@ -503,6 +505,17 @@ export class Worker {
       if (!cancelled) this.#log(`dropped ${what}: ${why}`);
       return;
     }
+    if (holder !== undefined && reply) {
+      // Its worker died (or stopped) with it: the coordinator records that attempt as
+      // interrupted and sends another, so what ran is on record attempt by attempt.
+      await this.#report(
+        running,
+        false,
+        workerLostError(holder, `${job.ctx.taskId} attempt ${job.ctx.attempt}`).toData(),
+      ).catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
+      this.#log(`${what} lost with worker ${holder}: its coordinator starts another attempt`);
+      return;
+    }
     this.#log(`${reclaimed ? "took over" : "executing"} ${what} (${job.method})`);
     const signal = running.controller!.signal;
     let ok = true;
@@ -523,31 +536,34 @@ export class Worker {
     }
     if (this.#stopped && signal.aborted) return; // left pending: another worker takes it over
     try {
-      if (reply) {
-        // the answer, and the entry acknowledged and removed: one round trip
-        await this.#store.command([
-          "EVAL",
-          REPORT,
-          "2",
-          reply,
-          this.#keys.tasks,
-          dispatchId ?? "",
-          ok ? "1" : "0",
-          JSON.stringify(body ?? null),
-          this.owner,
-          String(REPLY_TTL_SECONDS),
-          GROUP,
-          entry.id,
-        ]);
-      } else {
-        await this.#ack(this.#keys.tasks, entry.id);
-      }
+      await this.#report(running, ok, body);
       const code = (body as { code?: string } | undefined)?.code;
       const how = ok ? "completed" : code === "TASK_CANCELLED" ? "cancelled" : "failed";
       this.#log(`${how} ${what}${ok || how === "cancelled" ? "" : ` (${code})`}`);
     } catch (e) {
       this.#log(`error: reporting ${what}: ${(e as Error).message}`);
     }
+  }
+
+  /** An attempt's answer to its coordinator, its entry acknowledged and removed: one trip. */
+  async #report(running: Running, ok: boolean, body: unknown): Promise<void> {
+    const { entry } = running;
+    const { d: dispatchId, reply } = entry.fields;
+    if (!reply) return await this.#ack(this.#keys.tasks, entry.id);
+    await this.#store.command([
+      "EVAL",
+      REPORT,
+      "2",
+      reply,
+      this.#keys.tasks,
+      dispatchId ?? "",
+      ok ? "1" : "0",
+      JSON.stringify(body ?? null),
+      this.owner,
+      String(REPLY_TTL_SECONDS),
+      GROUP,
+      entry.id,
+    ]);
   }
 
   #startRun(entry: StreamEntry, reclaimed: boolean, holder?: string): void {

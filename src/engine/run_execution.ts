@@ -7,7 +7,7 @@
  */
 
 import type { Clock, Timer } from "../core/clock.ts";
-import { type ErrorData, GleitzeitError, toGleitzeitError } from "../core/errors.ts";
+import { type ErrorData, GleitzeitError, isWorkerLost, toGleitzeitError } from "../core/errors.ts";
 import { hasReference, substitute } from "../core/references.ts";
 import { retryDelayMs } from "../core/retry.ts";
 import type { RunState, TaskState } from "../core/states.ts";
@@ -66,8 +66,13 @@ interface Node {
   order: number;
   state: TaskState;
   attempts: number;
-  /** Attempts already made before this execution (resume keeps counting from here). */
+  /**
+   * Attempts that do not count against the retry budget: those made before this execution
+   * (resume keeps counting from here) and those whose worker was lost.
+   */
   attemptBase: number;
+  /** Attempts of this execution whose worker was lost (see MAX_WORKER_LOSSES). */
+  workerLosses: number;
   result?: unknown;
   hasResult: boolean;
   remaining: number;
@@ -78,6 +83,9 @@ interface Node {
 }
 
 type StopKind = "fail_fast" | "cancel" | "timeout" | "fatal" | "lost";
+
+/** Workers lost while executing one task, in one execution, before the task fails. */
+export const MAX_WORKER_LOSSES = 3;
 
 const cancelledError = () => new GleitzeitError("TASK_CANCELLED", "cancelled");
 
@@ -137,6 +145,7 @@ export class RunExecution {
         state: completed ? "completed" : "queued",
         attempts: rec.attempts,
         attemptBase: rec.attempts,
+        workerLosses: 0,
         hasResult: completed,
         remaining: 0,
         dependents: [],
@@ -497,6 +506,38 @@ export class RunExecution {
         },
       );
       return;
+    }
+    if (isWorkerLost(error) && !this.#stop) {
+      // Not the task's failure: its worker died (or stopped) while executing it. The attempt
+      // ends interrupted and another starts at once, outside the task's retry budget; but a
+      // task that keeps losing its workers (ending them, say) is not sent to one more.
+      node.workerLosses++;
+      if (node.workerLosses < MAX_WORKER_LOSSES) {
+        node.attemptBase++;
+        const lost = error.toData();
+        node.lastError = lost;
+        await this.#write(
+          node,
+          { state: "queued", attempt, at, error: lost, attemptState: "interrupted" },
+          () => {
+            node.state = "queued";
+            emit({ type: "task_failed", runId, taskId, attempt, error: lost, retryInMs: 0, at });
+            if (!this.#lost) this.#ready.push(node);
+          },
+        );
+        return;
+      }
+      error = new GleitzeitError(
+        "LEASE_EXPIRED",
+        `${error.message}; ${MAX_WORKER_LOSSES} workers were lost while executing it, so it ` +
+          `is not sent to another`,
+        {
+          retryable: false,
+          details: error.details,
+          hint: "see those workers' logs: a task that ends the process executing it (memory?) " +
+            "ends every worker it is sent to",
+        },
+      );
     }
     const data = error.toData();
     node.lastError = data;

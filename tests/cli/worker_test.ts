@@ -202,7 +202,7 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
     assertEquals((await w2!.child.status).code, 0);
   }));
 
-Deno.test("a worker killed mid-task loses nothing: its task is taken over after the lease", () =>
+Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted and another runs", () =>
   withCluster(async (c) => {
     // The coordinator executes one task at a time; the other worker takes the other task and
     // is the victim. Which of the two coordinates is up to Redis: the test asks the logs.
@@ -225,14 +225,38 @@ Deno.test("a worker killed mid-task loses nothing: its task is taken over after 
     const rescuer = startWorker(c, "--concurrency", "1");
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "completed", JSON.stringify(report));
-    const tasks = report.tasks as { id: string; attempts: number; state: string }[];
+    const tasks = report.tasks as {
+      id: string;
+      task_id: string;
+      attempts: number;
+      state: string;
+    }[];
     const task = tasks.find((t) => t.id === taskId)!;
     assertEquals(task.state, "completed");
-    assertEquals(task.attempts, 1, "the coordinator lives: the attempt it dispatched completes");
+    // on record as it happened: the first attempt died with its worker, a second one ran
+    // (the task runs once by default: a lost worker is not the task's failure)
+    assertEquals(task.attempts, 2, JSON.stringify(task));
+    const shown = await gleitzeit(["--json", "task", "status", task.task_id], {
+      env: c.env,
+      cwd: c.dir,
+    });
+    assertEquals(shown.code, 0, shown.stderr);
+    const history = JSON.parse(shown.stdout).attempt_history as {
+      attempt: number;
+      state: string;
+      error: { code: string; message: string } | null;
+    }[];
+    assertEquals(history.map((a) => [a.attempt, a.state]), [[1, "interrupted"], [2, "completed"]]);
+    assertEquals(history[0]!.error?.code, "LEASE_EXPIRED");
+    assertStringIncludes(history[0]!.error!.message, "stopped while executing");
+    const victimId = /lost with worker (\S+):/.exec(
+      [...rescuer.log, ...coordinator.log].find((l) => l.includes(`lost with worker`)) ?? "",
+    );
     assert(
-      logged(rescuer, `took over ${runId}/${taskId}`) ||
-        logged(coordinator, `took over ${runId}/${taskId}`),
-      `a live worker took the task over:\n${rescuer.log.join("\n")}\n${coordinator.log.join("\n")}`,
+      victimId !== null && history[0]!.error!.message.includes(victimId[1]!),
+      `a live worker reported the lost attempt:\n${rescuer.log.join("\n")}\n${
+        coordinator.log.join("\n")
+      }`,
     );
     const byId = resultsOf(await status(c, runId));
     assertEquals(byId.one, 1);

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertExists, assertRejects } from "../assert.ts";
 import { FakeClock, sleep } from "../../src/core/clock.ts";
-import { GleitzeitError } from "../../src/core/errors.ts";
+import { GleitzeitError, workerLostError } from "../../src/core/errors.ts";
 import { NO_RETRY, type RetryPolicy } from "../../src/core/retry.ts";
 import type { TaskSpec, Workflow } from "../../src/core/workflow.ts";
 import { Engine } from "../../src/engine/engine.ts";
@@ -268,6 +268,42 @@ Deno.test("retries follow the backoff on the injected clock and only for retryab
   assertEquals(t.get("flaky")!.attempts, 4);
   assertEquals(t.get("fatal")!.attempts, 1);
   assertEquals(t.get("fatal")!.state, "failed");
+});
+
+Deno.test("an attempt whose worker was lost ends interrupted, another starts at once outside the retry budget; the third loss fails the task", async () => {
+  const { dispatcher, engine, store, events } = setup();
+  let lost = 0;
+  dispatcher.on("once", (_p, ctx) => {
+    if (ctx.attempt === 1) throw workerLostError("w1", `once attempt ${ctx.attempt}`);
+    return "ran";
+  });
+  dispatcher.on("doomed", (_p, ctx) => {
+    lost++;
+    throw workerLostError(`w${lost}`, `doomed attempt ${ctx.attempt}`);
+  });
+  const retry: RetryPolicy = { ...NO_RETRY, maxAttempts: 2 };
+  const out = await engine.run(wf([
+    task("once", { method: "once" }), // NO_RETRY: one attempt of its own
+    task("doomed", { method: "doomed", retry }),
+  ], { onFailure: "continue" }));
+  const t = byId(out.tasks);
+  assertEquals([t.get("once")!.state, t.get("once")!.attempts], ["completed", 2]);
+  const once = await store.listAttempts(out.runId, "once");
+  assertEquals(once.map((a) => [a.attempt, a.state, a.error?.code]), [
+    [1, "interrupted", "LEASE_EXPIRED"],
+    [2, "completed", undefined],
+  ]);
+  // its own budget of 2 is not what ends it: the third lost worker is
+  assertEquals(lost, 3);
+  assertEquals(t.get("doomed")!.state, "failed");
+  const doomed = await store.listAttempts(out.runId, "doomed");
+  assertEquals(doomed.map((a) => a.state), ["interrupted", "interrupted", "failed"]);
+  const error = t.get("doomed")!.error!;
+  assertEquals([error.code, error.retryable], ["LEASE_EXPIRED", false]);
+  assert(/3 workers were lost/.test(error.message), error.message);
+  assert(error.hint?.includes("workers' logs"), error.hint);
+  const announced = events.filter((e) => e.type === "task_failed" && e.taskId === "once");
+  assertEquals(announced.map((e) => (e as { retryInMs?: number }).retryInMs), [0]);
 });
 
 Deno.test("fail_fast abandons a pending retry and says so: which task stopped the run, the last error", async () => {
