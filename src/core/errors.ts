@@ -201,13 +201,16 @@ export class WorkflowValidationError extends GleitzeitError {
 /**
  * The answer for an attempt whose worker stopped answering (its lease ran out) while it
  * executed it: the worker that takes the attempt's entry over sends this to the run's
- * coordinator, which records the attempt as interrupted and starts another.
+ * coordinator, which records the attempt as interrupted and starts another. A worker that is
+ * being stopped (`stopped`) sends it itself for what it was executing.
  */
-export function workerLostError(worker: string, what: string): GleitzeitError {
+export function workerLostError(worker: string, what: string, stopped = false): GleitzeitError {
   return new GleitzeitError(
     "LEASE_EXPIRED",
-    `worker ${worker} stopped while executing ${what} (its lease ran out)`,
-    { details: { worker, worker_lost: true } },
+    stopped
+      ? `worker ${worker} was stopped (SIGTERM) while executing ${what}`
+      : `worker ${worker} died while executing ${what} (its lease ran out)`,
+    { details: { worker, worker_lost: true, ...(stopped ? { stopped: true } : {}) } },
   );
 }
 

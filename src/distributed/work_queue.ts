@@ -17,7 +17,7 @@
  * @module
  */
 
-import { type ErrorData, GleitzeitError } from "../core/errors.ts";
+import { type ErrorData, GleitzeitError, isWorkerLost } from "../core/errors.ts";
 import type { Dispatcher } from "../engine/run_execution.ts";
 import type { CallContext } from "../providers/provider.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
@@ -133,6 +133,11 @@ export function parseEntries(raw: unknown): StreamEntry[] {
   return out;
 }
 
+/** Whether a reply stream's entry is an attempt's answer (not a notice that it began). */
+export function isAnswer(entry: StreamEntry): boolean {
+  return entry.fields.ok !== undefined;
+}
+
 /** Entries of one stream from an XREADGROUP or XREAD reply. */
 export function readReply(raw: unknown): StreamEntry[] {
   if (!Array.isArray(raw) || raw.length === 0) return [];
@@ -142,10 +147,12 @@ export function readReply(raw: unknown): StreamEntry[] {
 
 /**
  * The engine's dispatcher on a worker: each task attempt goes to the tasks stream, for any
- * worker to execute; the outcome comes back on this coordinator's reply stream. Aborting an
- * attempt (timeout, cancel) tells the executing worker to stop it.
+ * worker to execute; the outcome comes back on this coordinator's reply stream, after a
+ * notice that the attempt began (`began`, see Dispatcher.queues). Aborting an attempt
+ * (timeout, cancel) tells the executing worker to stop it.
  */
 export class RemoteDispatcher implements Dispatcher {
+  readonly queues = true;
   readonly #store: RedisStore;
   readonly #reader: RedisStore;
   readonly #keys: QueueKeys;
@@ -157,6 +164,8 @@ export class RemoteDispatcher implements Dispatcher {
       reject: (e: unknown) => void;
       /** The attempt's entry in the tasks stream, once added. */
       entry?: string;
+      /** Called once, when a worker begins it (or answers it: a notice can be lost). */
+      onBegin?: () => void;
     }
   >();
   #closed = false;
@@ -195,7 +204,7 @@ export class RemoteDispatcher implements Dispatcher {
     if (ctx.baseDir !== undefined) job.ctx.baseDir = ctx.baseDir;
     if (ctx.sandbox !== undefined) job.ctx.sandbox = ctx.sandbox;
     const outcome = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(dispatchId, { resolve, reject });
+      this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin });
     });
     const onAbort = () => {
       this.#pending.get(dispatchId)?.reject(ctx.signal.reason);
@@ -264,12 +273,33 @@ export class RemoteDispatcher implements Dispatcher {
         last = entry.id;
         const waiting = this.#pending.get(entry.fields.d ?? "");
         if (!waiting) continue; // answered already (a task run twice after a reclaim), or aborted
+        const begin = () => {
+          const onBegin = waiting.onBegin;
+          waiting.onBegin = undefined;
+          onBegin?.();
+        };
+        if (!isAnswer(entry)) {
+          if (entry.fields.began !== undefined) begin();
+          continue;
+        }
         this.#pending.delete(entry.fields.d!);
         try {
           const body = JSON.parse(entry.fields.body ?? "null");
-          if (entry.fields.ok === "1") waiting.resolve(body);
-          else waiting.reject(GleitzeitError.fromData(body as ErrorData));
+          if (entry.fields.ok === "1") {
+            begin();
+            waiting.resolve(body);
+          } else {
+            const error = GleitzeitError.fromData(body as ErrorData);
+            if (!isWorkerLost(error)) begin(); // (one lost before it began never did)
+            else {
+              // a worker only paused (SIGSTOP, a partition) stops it once it goes on
+              this.#store.command(["SET", this.#keys.cancel(entry.fields.d!), "1", "EX", "3600"])
+                .catch(() => {});
+            }
+            waiting.reject(error);
+          }
         } catch (e) {
+          begin();
           waiting.reject(e);
         }
       }
@@ -288,10 +318,10 @@ export class RemoteDispatcher implements Dispatcher {
    * `first` (this read's reply) and what follows it are read before the look.
    */
   async #checkEntries(first: unknown): Promise<void> {
-    const answered = new Set(readReply(first).map((e) => e.fields.d ?? ""));
+    const answered = new Set(readReply(first).filter(isAnswer).map((e) => e.fields.d ?? ""));
     try {
       const more = await this.#reader.command(["XRANGE", this.#replyKey, "-", "+"]);
-      for (const e of parseEntries(more)) answered.add(e.fields.d ?? "");
+      for (const e of parseEntries(more)) if (isAnswer(e)) answered.add(e.fields.d ?? "");
       for (const [id, p] of [...this.#pending]) {
         if (p.entry === undefined || answered.has(id)) continue;
         const found = await this.#reader.command(["XRANGE", this.#keys.tasks, p.entry, p.entry]);

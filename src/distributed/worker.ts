@@ -59,6 +59,8 @@ export interface WorkerOptions {
 interface Running {
   entry: StreamEntry;
   controller?: AbortController;
+  /** Settles once a task attempt has ended and been answered. */
+  done?: Promise<void>;
   dispatchId?: string;
   runId?: string;
 }
@@ -147,9 +149,9 @@ export class Worker {
   }
 
   /**
-   * Stops taking work and stops what runs here without acknowledging it: attempts are aborted
-   * and runs handed over (no owner), for other workers to take over at once (its lease key is
-   * deleted too).
+   * Stops taking work and stops what runs here: attempts are aborted and answered as stopped
+   * (their coordinators send them again), and runs handed over (no owner), for other workers
+   * to take over at once (its lease key is deleted too).
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
@@ -162,11 +164,15 @@ export class Worker {
     this.#stopped = true;
     this.#wake();
     for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
+    // what they were executing is answered as stopped, for their coordinators to send again
+    const answered = Promise.allSettled([...this.#tasks.values()].map((t) => t.done));
     await Promise.allSettled(this.#loops);
     await this.#dispatcher?.close();
     // Deregistering is a courtesy (the key expires after two leases): a Redis that does not
     // answer must not hold up a stop.
     const deregister = (async () => {
+      // (first: an entry answered is not taken over as a dead worker's)
+      await answered;
       // no owner: the next worker that looks takes each over (only while still this one's)
       await Promise.allSettled(
         coordinating.map((id) => this.#store.updateRun(id, { owner: undefined }, this.owner)),
@@ -463,7 +469,7 @@ export class Worker {
     const running: Running = { entry, controller: new AbortController() };
     running.dispatchId = entry.fields.d;
     this.#tasks.set(entry.id, running);
-    this.#executeTask(running, reclaimed, holder).finally(() => {
+    running.done = this.#executeTask(running, reclaimed, holder).finally(() => {
       this.#tasks.delete(entry.id);
       this.#wake();
     });
@@ -482,15 +488,23 @@ export class Worker {
     }
     const what = `${job.ctx.runId}/${job.ctx.taskId} attempt ${job.ctx.attempt}`;
     // Still wanted? The coordinator may have given up on it while it waited (cancel, timeout),
-    // the run may have ended, or have another coordinator now (this one died): one round trip.
+    // the run may have ended, or have another coordinator now (this one died). If so, the
+    // coordinator is told that it begins (it records the attempt, and its timeout counts,
+    // from then): one round trip.
+    const sentBy = reply?.slice(this.#keys.replies("").length);
+    const begins = reply !== undefined && holder === undefined;
     const [cancelled, [owner, state]] = await this.#store.command([
       "EVAL",
       STILL_WANTED,
-      "2",
+      "3",
       this.#keys.cancel(dispatchId ?? ""),
       `${this.#store.prefix}run:${job.ctx.runId}`,
+      reply ?? this.#keys.replies(this.owner),
+      begins ? dispatchId ?? "" : "",
+      this.owner,
+      sentBy ?? "",
+      String(REPLY_TTL_SECONDS),
     ]) as [number, [string | null, string | null]];
-    const sentBy = reply?.slice(this.#keys.replies("").length);
     const ended = state === "completed" || state === "failed" || state === "cancelled";
     const senderPid = localOwnerPid(sentBy); // a coordinator on this host: is it still there?
     const movedOn = owner !== null && sentBy !== undefined && owner !== sentBy;
@@ -534,7 +548,13 @@ export class Worker {
       ok = false;
       body = toGleitzeitError(e, "TASK_EXECUTION_FAILED").toData();
     }
-    if (this.#stopped && signal.aborted) return; // left pending: another worker takes it over
+    if (this.#stopped && signal.aborted) {
+      // this worker is being stopped: the coordinator starts the attempt again elsewhere, at
+      // once (should this answer not get out, another worker takes the entry over)
+      ok = false;
+      body = workerLostError(this.owner, `${job.ctx.taskId} attempt ${job.ctx.attempt}`, true)
+        .toData();
+    }
     try {
       await this.#report(running, ok, body);
       const code = (body as { code?: string } | undefined)?.code;
@@ -628,16 +648,21 @@ export class Worker {
   async #recoverAnswers(runId: string, previous: string): Promise<RecoveredAnswer[]> {
     const out: RecoveredAnswer[] = [];
     const raw = await this.#store.command(["XRANGE", this.#keys.replies(previous), "-", "+"]);
+    const began = new Map<string, number>();
+    // a stream id starts with the time it was added
+    const timeOf = (e: StreamEntry) => Number(e.id.split("-")[0]);
     for (const e of parseEntries(raw)) {
       // d: `${runId}/${taskId}/${attempt}/${seq}` (see RemoteDispatcher)
       const [run, taskId, attempt] = (e.fields.d ?? "").split("/");
+      if (e.fields.began !== undefined) began.set(e.fields.d ?? "", timeOf(e));
       if (run !== runId || e.fields.ok !== "1" || !taskId) continue;
       try {
         out.push({
           taskId,
           attempt: Number(attempt),
           result: JSON.parse(e.fields.body ?? "null"),
-          at: Number(e.id.split("-")[0]), // a stream id starts with the time it was added
+          at: timeOf(e),
+          ...(began.has(e.fields.d!) ? { began: began.get(e.fields.d!) } : {}),
         });
       } catch {
         // not an answer of ours
@@ -672,9 +697,19 @@ export class Worker {
   }
 }
 
-/** `[cancel flag exists, run owner, run state]` for an attempt about to start. */
-const STILL_WANTED =
-  "return {redis.call('EXISTS', KEYS[1]), redis.call('HMGET', KEYS[2], 'owner', 'state')}";
+/**
+ * `[cancel flag KEYS[1] exists, [owner, state] of run KEYS[2]]` for an attempt about to start;
+ * when it is still wanted and ARGV[1] is its dispatch id, a notice that worker ARGV[2] begins
+ * it goes to its coordinator ARGV[3]'s reply stream KEYS[3] (kept ARGV[4] s).
+ */
+const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1])\n" +
+  "local r = redis.call('HMGET', KEYS[2], 'owner', 'state')\n" +
+  "if ARGV[1] ~= '' and c == 0 and r[2] ~= 'completed' and r[2] ~= 'failed' and " +
+  "r[2] ~= 'cancelled' and (ARGV[3] == '' or not r[1] or r[1] == ARGV[3]) then\n" +
+  "  redis.call('XADD', KEYS[3], '*', 'd', ARGV[1], 'began', '1', 'worker', ARGV[2])\n" +
+  "  redis.call('EXPIRE', KEYS[3], ARGV[4])\n" +
+  "end\n" +
+  "return {c, r}";
 
 /** XACK + XDEL of ARGV[2..] in KEYS[1] (group ARGV[1]). */
 const ACK = "local ids = {unpack(ARGV, 2)}\n" +

@@ -10,7 +10,7 @@ import { GleitzeitError } from "../core/errors.ts";
 import { newId } from "../core/ids.ts";
 import { isTerminalRun } from "../core/states.ts";
 import type { Workflow } from "../core/workflow.ts";
-import { applyFinish } from "../persistence/store_rules.ts";
+import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { RunRecord, Store, TaskFinish, TaskRecord } from "../persistence/store.ts";
 import type { EngineEvent, EventListener } from "./events.ts";
 import { Limiter } from "./limiter.ts";
@@ -81,6 +81,8 @@ export interface RecoveredAnswer {
   result: unknown;
   /** When it was given (ms since epoch), where known. */
   at?: number;
+  /** When a worker said it began it (ms since epoch), where known. */
+  began?: number;
 }
 
 /** A string that identifies this process. */
@@ -248,7 +250,17 @@ export class Engine {
     for (const a of answers) {
       const task = byId.get(a.taskId);
       // the first answer per attempt counts (an attempt run twice answers twice)
-      if (task?.state !== "running" || task.attempts !== a.attempt || done.has(task)) continue;
+      if (!task || done.has(task)) continue;
+      if (
+        (task.state === "queued" || task.state === "retry_pending") &&
+        task.attempts === a.attempt - 1
+      ) {
+        // it began, and ended, before its coordinator recorded that it began
+        const began = Math.min(now, a.began ?? a.at ?? now);
+        await this.store.startAttempt(runId, a.taskId, a.attempt, began, this.#owner, this.#owner);
+        applyStart(task, a.attempt, began);
+      }
+      if (task.state !== "running" || task.attempts !== a.attempt) continue;
       done.set(task, {
         runId,
         taskId: a.taskId,

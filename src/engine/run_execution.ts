@@ -21,6 +21,12 @@ import { ReadyQueue } from "./ready_queue.ts";
 
 /** What the engine needs from the provider registry. */
 export interface Dispatcher {
+  /**
+   * True when attempts wait in a queue for an executor (workers): the dispatcher then calls
+   * `ctx.onBegin` when one begins, and the attempt is recorded as started, and its timeout
+   * counts, from then; meanwhile its task stays queued.
+   */
+  readonly queues?: boolean;
   call(
     protocol: string,
     method: string,
@@ -71,8 +77,8 @@ interface Node {
    * (resume keeps counting from here) and those whose worker was lost.
    */
   attemptBase: number;
-  /** Attempts of this execution whose worker was lost (see MAX_WORKER_LOSSES). */
-  workerLosses: number;
+  /** Workers that died executing this task in this execution (see MAX_WORKER_LOSSES). */
+  lostWorkers: string[];
   result?: unknown;
   hasResult: boolean;
   remaining: number;
@@ -145,7 +151,7 @@ export class RunExecution {
         state: completed ? "completed" : "queued",
         attempts: rec.attempts,
         attemptBase: rec.attempts,
-        workerLosses: 0,
+        lostWorkers: [],
         hasResult: completed,
         remaining: 0,
         dependents: [],
@@ -377,65 +383,66 @@ export class RunExecution {
   };
 
   async #attempt(node: Node): Promise<void> {
-    const { store, clock, dispatcher, emit, owner } = this.#svc;
+    const { clock, dispatcher, emit } = this.#svc;
     const runId = this.#run.id;
+    const taskId = node.spec.id;
     const attempt = ++node.attempts;
     node.state = "running";
-    const startedAt = clock.now();
-    let result: unknown;
-    let error: GleitzeitError | undefined;
-    try {
-      if (!await this.#stillOwned()) {
-        // another process has the run now: this task is not this execution's to start
-        this.#releaseSlot();
-        node.state = "queued";
-        node.attempts--;
-        this.#outstanding--;
-        this.#checkDone();
-        return;
-      }
-      await store.startAttempt(runId, node.spec.id, attempt, startedAt, owner, owner);
-      applyStart(node.record, attempt, startedAt);
-    } catch (e) {
+    // Attempts that wait for a free worker are recorded once one begins them (see
+    // Dispatcher.queues); the others before they are made.
+    const queued = dispatcher.queues === true;
+    let startedAt = clock.now();
+    if (!queued && !await this.#recordStart(node, attempt, startedAt)) {
       this.#releaseSlot();
-      if (this.#lostBy(e)) node.attempts--; // (never started: not this execution's)
-      else this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
-      node.state = "queued";
-      this.#outstanding--;
-      this.#checkDone();
+      this.#unstarted(node);
       return;
     }
-    emit({ type: "task_started", runId, taskId: node.spec.id, attempt, at: startedAt });
+    let result: unknown;
+    let error: GleitzeitError | undefined;
     let timer: Timer | undefined;
+    let ended = false;
+    let begun: Promise<boolean> | undefined;
+    const timeoutMs = node.spec.timeoutMs;
+    // An attempt with a timeout (or a queued one, which a failed start must stop) gets its
+    // own signal; the others share the run's, which only cancellation aborts (one
+    // AbortController per run instead of one per task).
+    const controller = timeoutMs !== undefined || queued ? new AbortController() : undefined;
+    node.controller = controller;
+    const startTimer = () => {
+      if (timeoutMs === undefined || ended) return;
+      timer = clock.setTimer(timeoutMs, () =>
+        controller!.abort(
+          new GleitzeitError(
+            "TASK_TIMEOUT",
+            `task '${taskId}' timed out after ${timeoutMs / 1000}s (attempt ${attempt})`,
+            { details: { timeoutMs, attempt } },
+          ),
+        ));
+    };
+    const begin = () => {
+      if (begun) return;
+      startedAt = clock.now();
+      begun = this.#recordStart(node, attempt, startedAt).then((ok) => {
+        if (ok) startTimer();
+        else controller!.abort(cancelledError()); // not this execution's, or no store
+        return ok;
+      });
+    };
+    if (!queued) startTimer();
     try {
       const params = hasReference(node.spec.params)
         ? substitute(node.spec.params, this.#lookup) as Record<string, unknown>
         : node.spec.params;
       if (this.#stop && this.#stop.kind !== "fail_fast") throw cancelledError();
-      // An attempt with a timeout gets its own signal; the others share the run's, which only
-      // cancellation aborts (one AbortController per run instead of one per task).
-      let signal = this.#runController.signal;
-      const timeoutMs = node.spec.timeoutMs;
-      if (timeoutMs !== undefined) {
-        const controller = new AbortController();
-        node.controller = controller;
-        signal = controller.signal;
-        timer = clock.setTimer(timeoutMs, () =>
-          controller.abort(
-            new GleitzeitError(
-              "TASK_TIMEOUT",
-              `task '${node.spec.id}' timed out after ${timeoutMs / 1000}s (attempt ${attempt})`,
-              { details: { timeoutMs, attempt } },
-            ),
-          ));
-      }
+      const signal = controller?.signal ?? this.#runController.signal;
       const ctx: CallContext = {
         signal,
         runId,
-        taskId: node.spec.id,
+        taskId,
         attempt,
-        onProgress: (chunk) => emit({ type: "task_progress", runId, taskId: node.spec.id, chunk }),
+        onProgress: (chunk) => emit({ type: "task_progress", runId, taskId, chunk }),
       };
+      if (queued) ctx.onBegin = begin;
       if (timeoutMs !== undefined) ctx.timeoutMs = timeoutMs;
       if (this.#run.workflow.baseDir !== undefined) ctx.baseDir = this.#run.workflow.baseDir;
       if (this.#run.workflow.sandbox !== undefined || node.spec.sandbox !== undefined) {
@@ -448,9 +455,28 @@ export class RunExecution {
     } catch (e) {
       error = toGleitzeitError(e, "TASK_EXECUTION_FAILED");
     } finally {
+      ended = true;
       timer?.cancel();
       node.controller = undefined;
       this.#releaseSlot();
+    }
+    if (queued) {
+      if (!begun && error && isWorkerLost(error)) {
+        // lost with a worker before it began: nothing ran, and it is sent again as it was
+        node.attempts--;
+        this.#requeue(node);
+        this.#outstanding--;
+        this.#pumpReady();
+        this.#checkDone();
+        return;
+      }
+      // ended without beginning (cancelled while it waited, say): on record, as an attempt
+      // that ended as it began
+      begin();
+      if (!await begun) {
+        this.#unstarted(node);
+        return;
+      }
     }
     const at = clock.now();
     if (!error) {
@@ -458,14 +484,7 @@ export class RunExecution {
         node.state = "completed";
         node.result = result;
         node.hasResult = true;
-        emit({
-          type: "task_completed",
-          runId,
-          taskId: node.spec.id,
-          attempt,
-          durationMs: at - startedAt,
-          at,
-        });
+        emit({ type: "task_completed", runId, taskId, attempt, durationMs: at - startedAt, at });
         this.#release(node);
       });
     } else {
@@ -473,6 +492,51 @@ export class RunExecution {
     }
     this.#outstanding--;
     this.#pumpReady();
+    this.#checkDone();
+  }
+
+  /** Records an attempt's start (and says so); false when it must not start after all. */
+  async #recordStart(node: Node, attempt: number, at: number): Promise<boolean> {
+    const { store, emit, owner } = this.#svc;
+    try {
+      // another process has the run now: this task is not this execution's to start
+      if (!await this.#stillOwned()) return false;
+      await store.startAttempt(this.#run.id, node.spec.id, attempt, at, owner, owner);
+      applyStart(node.record, attempt, at);
+    } catch (e) {
+      if (!this.#lostBy(e)) this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));
+      return false;
+    }
+    emit({ type: "task_started", runId: this.#run.id, taskId: node.spec.id, attempt, at });
+    return true;
+  }
+
+  /**
+   * A task that is to start again (its worker was lost): back in line, unless the run is
+   * stopping: then it is what a task that had not started is (see #stopRun).
+   */
+  #requeue(node: Node): void {
+    node.state = "queued";
+    const reason = this.#notStartedReason();
+    if (!this.#stop) this.#ready.push(node);
+    else if (reason !== undefined) this.#skip(node, reason);
+  }
+
+  /** Why tasks that have not started are skipped, when the run stops so (see #stopRun). */
+  #notStartedReason(): string | undefined {
+    const kind = this.#stop?.kind;
+    if (kind === "timeout") return "not started: run timed out";
+    if (kind === "fail_fast") {
+      return `not started: run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`;
+    }
+    return undefined; // cancelled runs keep their not-started tasks queued, for a resume
+  }
+
+  /** An attempt that was not started after all (never recorded): the task is as before. */
+  #unstarted(node: Node): void {
+    node.attempts--;
+    node.state = "queued";
+    this.#outstanding--;
     this.#checkDone();
   }
 
@@ -507,12 +571,13 @@ export class RunExecution {
       );
       return;
     }
-    if (isWorkerLost(error) && !this.#stop) {
-      // Not the task's failure: its worker died (or stopped) while executing it. The attempt
-      // ends interrupted and another starts at once, outside the task's retry budget; but a
-      // task that keeps losing its workers (ending them, say) is not sent to one more.
-      node.workerLosses++;
-      if (node.workerLosses < MAX_WORKER_LOSSES) {
+    if (isWorkerLost(error)) {
+      // Not the task's failure: its worker died, or was stopped, while executing it. The
+      // attempt ends interrupted and another starts at once, outside the task's retry budget;
+      // but a task that keeps killing its workers (ending the process, say) is not sent to
+      // one more. A worker stopped on purpose (SIGTERM: a restart) does not count.
+      if (error.details.stopped !== true) node.lostWorkers.push(String(error.details.worker));
+      if (node.lostWorkers.length < MAX_WORKER_LOSSES) {
         node.attemptBase++;
         const lost = error.toData();
         node.lastError = lost;
@@ -520,20 +585,21 @@ export class RunExecution {
           node,
           { state: "queued", attempt, at, error: lost, attemptState: "interrupted" },
           () => {
-            node.state = "queued";
-            emit({ type: "task_failed", runId, taskId, attempt, error: lost, retryInMs: 0, at });
-            if (!this.#lost) this.#ready.push(node);
+            if (!this.#stop) {
+              emit({ type: "task_failed", runId, taskId, attempt, error: lost, retryInMs: 0, at });
+            }
+            if (!this.#lost) this.#requeue(node);
           },
         );
         return;
       }
       error = new GleitzeitError(
         "LEASE_EXPIRED",
-        `${error.message}; ${MAX_WORKER_LOSSES} workers were lost while executing it, so it ` +
-          `is not sent to another`,
+        `${error.message}; ${MAX_WORKER_LOSSES} workers died while executing it ` +
+          `(${node.lostWorkers.join(", ")}), so it is not sent to another`,
         {
           retryable: false,
-          details: error.details,
+          details: { ...error.details, lost_workers: [...node.lostWorkers] },
           hint: "see those workers' logs: a task that ends the process executing it (memory?) " +
             "ends every worker it is sent to",
         },
@@ -685,10 +751,8 @@ export class RunExecution {
     this.#stop = error ? { kind, error } : { kind };
     // cancelled runs keep their not-started tasks queued, so that resume picks them up
     this.#ready.drain();
-    if (kind === "fail_fast" || kind === "timeout") {
-      const reason = kind === "timeout"
-        ? "not started: run timed out"
-        : `not started: run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`;
+    const reason = this.#notStartedReason();
+    if (reason !== undefined) {
       for (const node of this.#nodes.values()) {
         if (node.state === "queued") this.#skip(node, reason);
       }

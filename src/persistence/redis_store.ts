@@ -66,6 +66,9 @@ const SCRIPTS = {
   claim: CLAIM_RUN,
 } as const;
 const PAGE = 200;
+
+/** A command timer this late says the process itself was held up (see #guarded). */
+const STALLED_MS = 1000;
 /** Separates the parts of a task state index member (sorts below every other byte) and of a
  * `taskid` value. */
 const SEP = "\u0000";
@@ -255,13 +258,21 @@ export class RedisStore implements Store {
   #guarded<T>(fn: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#inFlight.add(reject);
-      const timer = setTimeout(() => {
-        // the socket is dead though the client thinks it ready (or the server stalled): drop
-        // it and open a new connection, so that what follows waits for that one instead
-        const dead = this.#client;
-        this.#connectionLost(dead, new Error(`no reply within ${this.#commandTimeoutMs} ms`));
-        this.#replace(dead);
-      }, this.#commandTimeoutMs);
+      let timer: ReturnType<typeof setTimeout>;
+      const arm = () => {
+        const due = performance.now() + this.#commandTimeoutMs;
+        timer = setTimeout(() => {
+          // Due long ago: this process was stopped (SIGSTOP, a paused VM) or its event loop
+          // held up, not Redis: the reply may be waiting unread. It gets the time again.
+          if (performance.now() - due > STALLED_MS) return arm();
+          // the socket is dead though the client thinks it ready (or the server stalled):
+          // drop it and open a new connection, so that what follows waits for that one
+          const dead = this.#client;
+          this.#connectionLost(dead, new Error(`no reply within ${this.#commandTimeoutMs} ms`));
+          this.#replace(dead);
+        }, this.#commandTimeoutMs);
+      };
+      arm();
       fn().then(resolve, reject).finally(() => {
         clearTimeout(timer);
         this.#inFlight.delete(reject);

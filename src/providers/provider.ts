@@ -40,6 +40,11 @@ export interface CallContext {
   sandbox?: { workflow?: unknown; task?: unknown };
   /** Streams partial output (LLM tokens) to whoever watches. */
   onProgress?: (chunk: string) => void;
+  /**
+   * Set by the engine when its dispatcher queues attempts ({@link Dispatcher.queues}): the
+   * dispatcher calls it once an executor begins the attempt (before its outcome).
+   */
+  onBegin?: () => void;
 }
 
 /** The result of a health probe. */

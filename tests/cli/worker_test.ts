@@ -248,7 +248,7 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
     }[];
     assertEquals(history.map((a) => [a.attempt, a.state]), [[1, "interrupted"], [2, "completed"]]);
     assertEquals(history[0]!.error?.code, "LEASE_EXPIRED");
-    assertStringIncludes(history[0]!.error!.message, "stopped while executing");
+    assertStringIncludes(history[0]!.error!.message, "died while executing");
     const victimId = /lost with worker (\S+):/.exec(
       [...rescuer.log, ...coordinator.log].find((l) => l.includes(`lost with worker`)) ?? "",
     );
@@ -261,6 +261,46 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
     const byId = resultsOf(await status(c, runId));
     assertEquals(byId.one, 1);
     assertEquals(byId.two, 2);
+  }));
+
+Deno.test("a worker stopped with SIGTERM mid-task answers its attempt as stopped: interrupted, and run again elsewhere at once", () =>
+  withCluster(async (c) => {
+    const workers = [
+      await readyWorker(c, "--concurrency", "1", "--lease", "30s"),
+      await readyWorker(c, "--concurrency", "1", "--lease", "30s"),
+    ];
+    const runId = await submitTasks(c, "pair", sleepTask("one", 3, 1) + sleepTask("two", 3, 2));
+    const coordinating = `coordinating run ${runId}`;
+    await waitFor(
+      "a worker to coordinate the run",
+      () => workers.some((w) => logged(w, coordinating)),
+    );
+    const [coordinator, stopped] = logged(workers[0]!, coordinating) ? workers : workers.reverse();
+    await waitLogged(stopped!, "executing ", "the other worker to start a task");
+    const taskId = /\/(\w+) attempt/.exec(stopped!.log.find((l) => l.includes("executing "))!)![1]!;
+    const at = Date.now();
+    stopped!.child.kill("SIGTERM");
+    assertEquals((await stopped!.child.status).code, 0);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    // not after the 30 s lease: the stopped worker said so itself
+    assert(Date.now() - at < 25_000, "sent again at once");
+    const task = (report.tasks as { id: string; task_id: string; attempts: number }[])
+      .find((t) => t.id === taskId)!;
+    assertEquals(task.attempts, 2, JSON.stringify(task));
+    const shown = await gleitzeit(["--json", "task", "status", task.task_id], {
+      env: c.env,
+      cwd: c.dir,
+    });
+    const history = JSON.parse(shown.stdout).attempt_history as {
+      state: string;
+      error: { message: string; details?: { stopped?: boolean } } | null;
+    }[];
+    assertEquals(history.map((a) => a.state), ["interrupted", "completed"]);
+    assertStringIncludes(history[0]!.error!.message, "was stopped (SIGTERM)");
+    assertEquals(history[0]!.error!.details?.stopped, true);
+    assert(!logged(coordinator!, "lost with worker"), coordinator!.log.join("\n"));
+    assertEquals(resultsOf(report), { one: 1, two: 2 });
   }));
 
 Deno.test("a coordinating worker killed mid-run: another machine's worker resumes the run", () =>
@@ -360,6 +400,38 @@ Deno.test("a task's timeout stops the attempt on the worker executing it, lease 
     );
     // (submitting and starting a cold sandbox count too: slow on a loaded machine)
     assert(Date.now() - started < 30_000, "stopped long before the 60 s lease");
+  }));
+
+Deno.test("a task waiting for a free worker is queued, not running, and its timeout counts from when a worker begins it", () =>
+  withCluster(async (c) => {
+    await readyWorker(c, "--concurrency", "1");
+    // one worker, one task at a time: the second waits for the first (longer than its own
+    // timeout would allow, counted from the dispatch)
+    const runId = await submitTasks(
+      c,
+      "inline",
+      ["first", "second"].map((id, i) =>
+        `  - id: ${id}\n    method: python/execute\n    timeout: 4\n` +
+        `    params: {code: "import time; time.sleep(2.5); result = ${i + 1}"}\n`
+      ).join(""),
+    );
+    type Task = { id: string; state: string; attempts: number; duration_ms: number | null };
+    let seen: Task[] = [];
+    await waitFor("one task to run while the other waits", async () => {
+      seen = (await status(c, runId)).tasks as Task[];
+      return seen.some((t) => t.state === "running");
+    });
+    assertEquals(seen.map((t) => t.state).sort(), ["queued", "running"], JSON.stringify(seen));
+    assertEquals(seen.find((t) => t.state === "queued")!.attempts, 0);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const tasks = report.tasks as Task[];
+    assertEquals(resultsOf(report), { first: 1, second: 2 });
+    for (const t of tasks) {
+      assertEquals(t.attempts, 1);
+      // its own 2.5 s, not the other's too
+      assert(t.duration_ms !== null && t.duration_ms < 4000, JSON.stringify(t));
+    }
   }));
 
 Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", () =>
@@ -531,6 +603,12 @@ Deno.test("a coordinator with a long lease killed on another machine: its run is
     for (const id of ["a", "b", "c"]) {
       await waitLogged(first, `executing ${runId}/${id}`, `task ${id} to start`);
     }
+    // and on record as begun (within milliseconds of the notices)
+    await waitFor(
+      "the attempts to be recorded",
+      async () =>
+        ((await status(c, runId)).tasks as { state: string }[]).every((t) => t.state === "running"),
+    );
     first.child.kill("SIGKILL");
     await first.child.status;
     const second = startWorker(c, "--concurrency", "4"); // --lease 1s

@@ -270,6 +270,97 @@ Deno.test("retries follow the backoff on the injected clock and only for retryab
   assertEquals(t.get("fatal")!.state, "failed");
 });
 
+/** A dispatcher that queues attempts (as for workers): `begin(taskId)` says one begins. */
+class QueuingDispatcher extends FakeDispatcher {
+  readonly queues = true;
+  readonly begins = new Map<string, () => void>();
+
+  override call(p: string, method: string, params: Record<string, unknown>, ctx: CallContext) {
+    if (ctx.onBegin) this.begins.set(ctx.taskId, ctx.onBegin);
+    return super.call(p, method, params, ctx);
+  }
+
+  begin(taskId: string): void {
+    this.begins.get(taskId)!();
+  }
+}
+
+Deno.test("queued attempts: recorded, and timed, from when a worker begins them; meanwhile the task is queued", async () => {
+  const clock = new FakeClock();
+  const t0 = clock.now();
+  const store = new MemoryStore();
+  const dispatcher = new QueuingDispatcher();
+  const events: EngineEvent[] = [];
+  const engine = new Engine({ dispatcher, store, clock, onEvent: (e) => events.push(e) });
+  let release = () => {};
+  dispatcher.on("work", () => new Promise((r) => (release = () => r("done"))));
+  dispatcher.on("slow", () => new Promise(() => {})); // never answers: its timeout ends it
+  const running = engine.run(wf([
+    task("w", { method: "work", timeoutMs: 1000 }),
+    task("s", { method: "slow", timeoutMs: 1000 }),
+  ], { onFailure: "continue" }));
+  await clock.advance(0);
+  const runId = (await store.listRuns({}))[0]!.id;
+  const state = async (t: string) => (await store.getRunTask(runId, t))!;
+  // dispatched, waiting for a worker: still queued, no attempt, no timeout running
+  assertEquals([(await state("w")).state, (await state("w")).attempts], ["queued", 0]);
+  assertEquals(await store.listAttempts(runId, "w"), []);
+  await clock.advance(5000); // far past the timeout: it has not begun
+  assertEquals((await state("s")).state, "queued");
+  dispatcher.begin("w");
+  dispatcher.begin("s");
+  await clock.advance(0);
+  assertEquals([(await state("w")).state, (await state("w")).startedAt], ["running", t0 + 5000]);
+  assertEquals(events.filter((e) => e.type === "task_started").length, 2);
+  await clock.advance(400);
+  release();
+  await clock.advance(600); // s: 1000 ms since it began
+  const out = await running;
+  const t = byId(out.tasks);
+  assertEquals([t.get("w")!.state, t.get("w")!.startedAt, t.get("w")!.finishedAt], [
+    "completed",
+    t0 + 5000,
+    t0 + 5400,
+  ]);
+  assertEquals([t.get("s")!.state, t.get("s")!.error?.code], ["failed", "TASK_TIMEOUT"]);
+  assertEquals(t.get("s")!.finishedAt, t0 + 6000);
+  const completed = events.find((e) => e.type === "task_completed");
+  assertEquals((completed as { durationMs: number }).durationMs, 400);
+});
+
+Deno.test("queued attempts: one that ends without a notice that it began is on record all the same; one lost before it began is sent again as it was", async () => {
+  const store = new MemoryStore();
+  const dispatcher = new QueuingDispatcher();
+  const engine = new Engine({ dispatcher, store });
+  let sent = 0;
+  dispatcher.on("quiet", () => "answered"); // the answer comes, the notice never did
+  dispatcher.on("lostEarly", (_p, ctx) => {
+    sent++;
+    if (sent === 1) throw workerLostError("w9", `lostEarly attempt ${ctx.attempt}`);
+    dispatcher.begin("lostEarly");
+    return "second try";
+  });
+  const out = await engine.run(wf([
+    task("quiet", { method: "quiet" }),
+    task("lostEarly", { method: "lostEarly" }),
+  ]));
+  assertEquals(out.state, "completed");
+  const t = byId(out.tasks);
+  assertEquals([t.get("quiet")!.attempts, t.get("quiet")!.result], [1, "answered"]);
+  assertEquals((await store.listAttempts(out.runId, "quiet")).map((a) => a.state), [
+    "completed",
+  ]);
+  assertEquals(sent, 2);
+  assertEquals(dispatcher.calls.filter((c) => c.taskId === "lostEarly").map((c) => c.attempt), [
+    1,
+    1,
+  ]);
+  assertEquals(
+    (await store.listAttempts(out.runId, "lostEarly")).map((a) => [a.attempt, a.state]),
+    [[1, "completed"]],
+  );
+});
+
 Deno.test("an attempt whose worker was lost ends interrupted, another starts at once outside the retry budget; the third loss fails the task", async () => {
   const { dispatcher, engine, store, events } = setup();
   let lost = 0;
@@ -300,10 +391,64 @@ Deno.test("an attempt whose worker was lost ends interrupted, another starts at 
   assertEquals(doomed.map((a) => a.state), ["interrupted", "interrupted", "failed"]);
   const error = t.get("doomed")!.error!;
   assertEquals([error.code, error.retryable], ["LEASE_EXPIRED", false]);
-  assert(/3 workers were lost/.test(error.message), error.message);
+  assert(/3 workers died while executing it \(w1, w2, w3\)/.test(error.message), error.message);
   assert(error.hint?.includes("workers' logs"), error.hint);
   const announced = events.filter((e) => e.type === "task_failed" && e.taskId === "once");
   assertEquals(announced.map((e) => (e as { retryInMs?: number }).retryInMs), [0]);
+});
+
+Deno.test("workers stopped on purpose (SIGTERM) do not count as lost: the task goes on being sent", async () => {
+  const { dispatcher, engine, store } = setup();
+  dispatcher.on("restarted", (_p, ctx) => {
+    if (ctx.attempt <= 4) throw workerLostError(`w${ctx.attempt}`, "restarted", true);
+    return "ran";
+  });
+  const out = await engine.run(wf([task("r", { method: "restarted" })]));
+  assertEquals(out.state, "completed");
+  assertEquals(
+    (await store.listAttempts(out.runId, "r")).map((a) => a.state),
+    ["interrupted", "interrupted", "interrupted", "interrupted", "completed"],
+  );
+});
+
+const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A MemoryStore whose writes of interrupted attempts take `ms` (a slow round trip). */
+class SlowInterruptStore extends MemoryStore {
+  constructor(readonly ms: number) {
+    super();
+  }
+  override async finishTasks(finishes: Parameters<MemoryStore["finishTasks"]>[0]) {
+    if (finishes.some((f) => f.attemptState === "interrupted")) await wait(this.ms);
+    return await super.finishTasks(finishes);
+  }
+}
+
+Deno.test("a lost worker while the run stops (fail_fast, or its timeout): the task ends as one not started, not queued, not failed", async () => {
+  for (const stop of ["fail_fast", "timeout", "after fail_fast"]) {
+    const store = new SlowInterruptStore(80);
+    const { dispatcher, engine } = setup({ store });
+    dispatcher.on("lost", async () => {
+      if (stop === "after fail_fast") await wait(40); // answered once the run has stopped
+      throw workerLostError("w1", "lost attempt 1");
+    });
+    dispatcher.on("boom", async () => {
+      if (stop !== "after fail_fast") await wait(30); // while the interrupted write goes on
+      throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad");
+    });
+    dispatcher.on("nap", () => wait(500));
+    const tasks = stop === "timeout"
+      ? [task("a", { method: "lost" }), task("n", { method: "nap" })]
+      : [task("a", { method: "lost" }), task("b", { method: "boom" })];
+    const out = await engine.run(wf(tasks, stop === "timeout" ? { timeoutMs: 40 } : {}));
+    assertEquals(out.state, "failed", stop);
+    const a = byId(out.tasks).get("a")!;
+    assertEquals(a.state, "skipped", `${stop}: ${JSON.stringify(a)}`);
+    assert(/not started: run (timed out|stopped after 'b' failed)/.test(a.reason ?? ""), a.reason);
+    assertEquals((await store.listAttempts(out.runId, "a")).map((x) => x.state), ["interrupted"]);
+    assertEquals((await store.getRunTask(out.runId, "a"))!.state, "skipped", stop);
+    if (stop !== "timeout") assert(!/\ba\b/.test(out.error?.message ?? ""), out.error?.message);
+  }
 });
 
 Deno.test("fail_fast abandons a pending retry and says so: which task stopped the run, the last error", async () => {
