@@ -487,6 +487,18 @@ export class Worker {
       return;
     }
     const what = `${job.ctx.runId}/${job.ctx.taskId} attempt ${job.ctx.attempt}`;
+    const unreported = this.#unreported.get(entry.id);
+    if (unreported) {
+      // executed (or found lost) here, its answer not sent (Redis failing): sent now, not
+      // executed again under the same attempt number
+      await this.#report(running, unreported.ok, unreported.body)
+        .then(() => {
+          this.#unreported.delete(entry.id);
+          this.#log(`answered ${what} (the answer could not be sent before)`);
+        })
+        .catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
+      return;
+    }
     // Still wanted? The coordinator may have given up on it while it waited (cancel, timeout),
     // the run may have ended, or have another coordinator now (this one died). If so, the
     // coordinator is told that it begins (it records the attempt, and its timeout counts,
@@ -522,11 +534,8 @@ export class Worker {
     if (holder !== undefined && reply) {
       // Its worker died (or stopped) with it: the coordinator records that attempt as
       // interrupted and sends another, so what ran is on record attempt by attempt.
-      await this.#report(
-        running,
-        false,
-        workerLostError(holder, `${job.ctx.taskId} attempt ${job.ctx.attempt}`).toData(),
-      ).catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
+      const lost = workerLostError(holder, `${job.ctx.taskId} attempt ${job.ctx.attempt}`);
+      await this.#reportOrKeep(running, false, lost.toData(), what);
       this.#log(`${what} lost with worker ${holder}: its coordinator starts another attempt`);
       return;
     }
@@ -555,13 +564,32 @@ export class Worker {
       body = workerLostError(this.owner, `${job.ctx.taskId} attempt ${job.ctx.attempt}`, true)
         .toData();
     }
+    if (!await this.#reportOrKeep(running, ok, body, what)) return;
+    const code = (body as { code?: string } | undefined)?.code;
+    const how = ok ? "completed" : code === "TASK_CANCELLED" ? "cancelled" : "failed";
+    this.#log(`${how} ${what}${ok || how === "cancelled" ? "" : ` (${code})`}`);
+  }
+
+  /**
+   * Answers of attempts whose entries stay this worker's because sending the answer failed:
+   * the next look at its own idle entries sends them (see #autoclaim), and a lost one is
+   * never executed again under the same number.
+   */
+  readonly #unreported = new Map<string, { ok: boolean; body: unknown }>();
+
+  /** #report, or the answer kept for later (see #unreported); true when it went out. */
+  async #reportOrKeep(running: Running, ok: boolean, body: unknown, what: string) {
     try {
       await this.#report(running, ok, body);
-      const code = (body as { code?: string } | undefined)?.code;
-      const how = ok ? "completed" : code === "TASK_CANCELLED" ? "cancelled" : "failed";
-      this.#log(`${how} ${what}${ok || how === "cancelled" ? "" : ` (${code})`}`);
+      return true;
     } catch (e) {
-      this.#log(`error: reporting ${what}: ${(e as Error).message}`);
+      this.#unreported.set(running.entry.id, { ok, body });
+      // (one taken by another worker meanwhile is never looked at here again: bounded)
+      if (this.#unreported.size > 10_000) {
+        this.#unreported.delete(this.#unreported.keys().next().value!);
+      }
+      this.#log(`error: reporting ${what}: ${(e as Error).message} (sent again later)`);
+      return false;
     }
   }
 
