@@ -367,8 +367,8 @@ export class Worker {
     }
     const free = this.#concurrency - this.#tasks.size;
     if (free > 0) {
-      for (const { entry, holder } of await this.#autoclaim(this.#keys.tasks, free)) {
-        this.#startTask(entry, true, holder);
+      for (const { entry, holder, lastSeen } of await this.#autoclaim(this.#keys.tasks, free)) {
+        this.#startTask(entry, true, holder, lastSeen);
       }
     }
   }
@@ -388,10 +388,11 @@ export class Worker {
   async #autoclaim(
     stream: string,
     count: number,
-  ): Promise<{ entry: StreamEntry; holder: string | undefined }[]> {
+  ): Promise<{ entry: StreamEntry; holder: string | undefined; lastSeen?: number }[]> {
     const floor = Math.min(this.#leaseMs, TAKEOVER_IDLE_MS);
     const ids: string[] = [];
     const holderOf = new Map<string, string>();
+    const seenAt = new Map<string, number>(); // when its gone holder last touched it
     const alive = new Map<string, boolean>([[this.owner, false]]);
     let start = this.#cursor.get(stream) ?? "-";
     for (let page = 0; page < AUTOCLAIM_PAGES && ids.length < count; page++) {
@@ -420,7 +421,10 @@ export class Worker {
         if (ids.length >= count || alive.get(String(holder))) continue;
         if (mine && Number(idle) < this.#leaseMs) continue;
         ids.push(String(id));
-        if (!mine) holderOf.set(String(id), String(holder));
+        if (!mine) {
+          holderOf.set(String(id), String(holder));
+          seenAt.set(String(id), Date.now() - Number(idle));
+        }
       }
       if (rows.length < AUTOCLAIM_PAGE) {
         start = "-"; // the end: the next look starts over
@@ -434,7 +438,11 @@ export class Worker {
     const claimed = parseEntries(
       await this.#store.command(["XCLAIM", stream, GROUP, this.owner, String(floor), ...ids]),
     );
-    return claimed.map((entry) => ({ entry, holder: holderOf.get(entry.id) }));
+    return claimed.map((entry) => ({
+      entry,
+      holder: holderOf.get(entry.id),
+      lastSeen: seenAt.get(entry.id),
+    }));
   }
 
   /**
@@ -464,18 +472,23 @@ export class Worker {
   }
 
   /** `holder`: the worker that held the entry until its lease ran out (see #autoclaim). */
-  #startTask(entry: StreamEntry, reclaimed: boolean, holder?: string): void {
+  #startTask(entry: StreamEntry, reclaimed: boolean, holder?: string, lastSeen?: number): void {
     if (this.#tasks.has(entry.id)) return;
     const running: Running = { entry, controller: new AbortController() };
     running.dispatchId = entry.fields.d;
     this.#tasks.set(entry.id, running);
-    running.done = this.#executeTask(running, reclaimed, holder).finally(() => {
+    running.done = this.#executeTask(running, reclaimed, holder, lastSeen).finally(() => {
       this.#tasks.delete(entry.id);
       this.#wake();
     });
   }
 
-  async #executeTask(running: Running, reclaimed: boolean, holder?: string): Promise<void> {
+  async #executeTask(
+    running: Running,
+    reclaimed: boolean,
+    holder?: string,
+    lastSeen?: number,
+  ): Promise<void> {
     const { entry } = running;
     const { d: dispatchId, reply, job: jobText } = entry.fields;
     let job: TaskJob;
@@ -535,6 +548,7 @@ export class Worker {
       // Its worker died (or stopped) with it: the coordinator records that attempt as
       // interrupted and sends another, so what ran is on record attempt by attempt.
       const lost = workerLostError(holder, `${job.ctx.taskId} attempt ${job.ctx.attempt}`);
+      if (lastSeen !== undefined) lost.details.last_seen = lastSeen;
       await this.#reportOrKeep(running, false, lost.toData(), what);
       this.#log(`${what} lost with worker ${holder}: its coordinator starts another attempt`);
       return;

@@ -203,6 +203,15 @@ export class RunExecution {
         if (rec.state === "running") {
           f.attempt = rec.attempts;
           f.attemptState = "interrupted"; // not cancelled: its process died with it
+          const who = this.#run.owner ? `process ${this.#run.owner}` : "the process running it";
+          f.error = {
+            code: "LEASE_EXPIRED",
+            message: `${who} stopped before this attempt ended (found when the run was ${
+              continueRun ? "taken over" : "resumed"
+            })`,
+            retryable: true,
+            details: { owner: this.#run.owner ?? null },
+          };
           // an attempt its owner left running ended, as far as anyone knows, with the owner's
           // last sign of life (not now, when it is found)
           const last = this.#run.heartbeatAt;
@@ -577,6 +586,9 @@ export class RunExecution {
       // but a task that keeps killing its workers (ending the process, say) is not sent to
       // one more. A worker stopped on purpose (SIGTERM: a restart) does not count.
       if (error.details.stopped !== true) node.lostWorkers.push(String(error.details.worker));
+      // it ended, as far as anyone knows, with its worker's last sign of life
+      const seen = error.details.last_seen;
+      if (typeof seen === "number") at = Math.min(at, Math.max(seen, node.record.startedAt ?? at));
       if (node.lostWorkers.length < MAX_WORKER_LOSSES) {
         node.attemptBase++;
         const lost = error.toData();

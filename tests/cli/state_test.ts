@@ -141,6 +141,7 @@ async function killAndResume(env: Record<string, string>, dir: string): Promise<
       (await gleitzeit(["--json", "task", "status", `${runId}/${t.id}`], { env })).stdout,
     );
     assertEquals(ts.attempt_history[0].state, "interrupted", JSON.stringify(ts.attempt_history));
+    assertStringIncludes(ts.attempt_history[0].error.message, "stopped before this attempt ended");
   }
   for (let i = 0; i < 8; i++) assert((counts.get(`t${i}`) ?? 0) >= 1, `t${i} never ran`);
 }

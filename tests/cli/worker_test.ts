@@ -220,6 +220,7 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
     await waitLogged(victim!, "executing ", "the victim to start a task");
     const taken = victim.log.find((l) => l.includes("executing "))!;
     const taskId = /\/(\w+) attempt/.exec(taken)![1]!;
+    const killedAt = Date.now();
     victim.child.kill("SIGKILL");
     await victim.child.status;
     const rescuer = startWorker(c, "--concurrency", "1");
@@ -244,11 +245,14 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
     const history = JSON.parse(shown.stdout).attempt_history as {
       attempt: number;
       state: string;
+      finished_at: string;
       error: { code: string; message: string } | null;
     }[];
     assertEquals(history.map((a) => [a.attempt, a.state]), [[1, "interrupted"], [2, "completed"]]);
     assertEquals(history[0]!.error?.code, "LEASE_EXPIRED");
     assertStringIncludes(history[0]!.error!.message, "died while executing");
+    // it ended with its worker's last sign of life, not when another worker found it
+    assert(Date.parse(history[0]!.finished_at) <= killedAt, JSON.stringify(history[0]));
     const victimId = /lost with worker (\S+):/.exec(
       [...rescuer.log, ...coordinator.log].find((l) => l.includes(`lost with worker`)) ?? "",
     );

@@ -868,6 +868,9 @@ Deno.test("an attempt left running by a dead owner ends, on record, at the owner
     [1, "interrupted", t0 + 4_000],
     [2, "completed", t0 + 60_000],
   ]);
+  // with why: the owner that stopped
+  assertEquals(attempts[0]!.error?.code, "LEASE_EXPIRED");
+  assert(/process A stopped before this attempt ended/.test(attempts[0]!.error!.message));
 });
 
 Deno.test("recovered answers: the first per attempt counts, recorded at the time it was given", async () => {
