@@ -1,6 +1,6 @@
 /** `gleitzeit run`, `workflow submit` and `task submit`: start runs and wait for them. @module */
 
-import { enqueueRun } from "../distributed/work_queue.ts";
+import { enqueueRun, listWorkers } from "../distributed/work_queue.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import { createApp, openConfiguredStore } from "../app.ts";
 import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
@@ -25,6 +25,7 @@ import {
 import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
 import { missingFiles } from "./workflow_commands.ts";
+import { noWorkers } from "./stored_state.ts";
 
 /** Options of the commands that start a run. */
 export interface SubmitOptions {
@@ -131,6 +132,9 @@ export async function submitWorkflow(
       // the report there is of the run as recorded: no results yet
       if (opts.outputFile) {
         await Deno.writeTextFile(opts.outputFile, JSON.stringify(detached, null, 2) + "\n");
+      }
+      if (queued && (await listWorkers(app.store as RedisStore)).length === 0) {
+        err(colors("stderr").yellow(`warning: ${noWorkers(app.store as RedisStore, run.id)}`));
       }
       if (json) {
         printJson(detached);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { requestRunCancel } from "../distributed/work_queue.ts";
+import { listWorkers, requestRunCancel } from "../distributed/work_queue.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { Command } from "@commander-js/extra-typings";
 import Table from "cli-table3";
@@ -86,11 +86,21 @@ export async function withStore<T>(
   }
 }
 
+/** `sqlite backend`, or `redis backend (prefix 'p:')`. */
+function where(store: Store): string {
+  return store.backend === "redis"
+    ? `redis backend (prefix '${(store as RedisStore).prefix}')`
+    : `${store.backend} backend`;
+}
+
 export async function mustRun(store: Store, id: string): Promise<RunRecord> {
   const run = await store.getRun(id);
   if (!run) {
-    throw new GleitzeitError("RUN_NOT_FOUND", `no run ${id} in the ${store.backend} backend`, {
-      hint: "list runs with `gleitzeit workflow list` (and check --backend)",
+    throw new GleitzeitError("RUN_NOT_FOUND", `no run ${id} in the ${where(store)}`, {
+      hint: store.backend === "redis"
+        ? "list runs with `gleitzeit workflow list` (and check --redis-url and --redis-prefix: " +
+          "each prefix has runs of its own)"
+        : "list runs with `gleitzeit workflow list` (and check --backend)",
     });
   }
   return run;
@@ -99,7 +109,7 @@ export async function mustRun(store: Store, id: string): Promise<RunRecord> {
 export async function mustTask(store: Store, id: string): Promise<TaskRecord> {
   const task = await findTask(store, id);
   if (!task) {
-    throw new GleitzeitError("TASK_NOT_FOUND", `no task ${id} in the ${store.backend} backend`, {
+    throw new GleitzeitError("TASK_NOT_FOUND", `no task ${id} in the ${where(store)}`, {
       hint: "task ids look like task_...; or use RUN_ID/TASK_ID; list with `gleitzeit task list`",
     });
   }
@@ -268,17 +278,28 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
     ...(run.error ? { error: run.error } : {}),
   });
   if (store.backend === "redis" && (state === "interrupted" || state === "queued")) {
-    // a run queued for workers (run --detach) is taken over by one on its own
-    out(c.dim(
-      `a run queued for workers (run --detach) is taken over by one on its own, once its ` +
-        `coordinator's lease runs out; to run it in this process instead: gleitzeit workflow ` +
-        `resume ${run.id}`,
-    ));
+    if ((await listWorkers(store as RedisStore)).length === 0) {
+      out(c.dim(noWorkers(store as RedisStore, run.id)));
+    } else {
+      // a run queued for workers (run --detach) is taken over by one on its own
+      out(c.dim(
+        `a run queued for workers (run --detach) is taken over by one on its own, once its ` +
+          `coordinator's lease runs out; to run it in this process instead: gleitzeit workflow ` +
+          `resume ${run.id}`,
+      ));
+    }
   } else if (state === "interrupted" || state === "cancelled" || state === "queued") {
     out(c.dim(`continue it with: gleitzeit workflow resume ${run.id}`));
   } else if (state === "failed") {
     out(c.dim(`run the failed and skipped tasks again with: gleitzeit workflow resume ${run.id}`));
   }
+}
+
+/** What to say of a run on Redis that no live worker can take. */
+export function noWorkers(store: RedisStore, runId: string): string {
+  return `no worker is running on ${store.url} with prefix '${store.prefix}': start one with ` +
+    `\`gleitzeit worker\` (same --redis-url and --redis-prefix), or run it in this process ` +
+    `with \`gleitzeit workflow resume ${runId}\``;
 }
 
 /** Cancels a run: signals its live owner on this host, or marks it cancelled in the store. */

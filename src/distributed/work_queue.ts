@@ -375,7 +375,12 @@ export async function listWorkers(
   const keys = queueKeys(store.prefix);
   const now = String(Date.now());
   await store.command(["ZREMRANGEBYSCORE", keys.workers, "-inf", now]);
-  const owners = await store.command(["ZRANGEBYSCORE", keys.workers, now, "+inf"]) as string[];
+  const listed = await store.command(["ZRANGEBYSCORE", keys.workers, now, "+inf"]) as string[];
+  // live: its lease key is there (a killed worker's goes after one lease, not two)
+  const leases = listed.length === 0
+    ? []
+    : await store.command(["MGET", ...listed.map((o) => keys.lease(o))]) as (string | null)[];
+  const owners = listed.filter((_, i) => leases[i] !== null);
   const out: { owner: string; since?: number; tasks?: number; runs?: number }[] = [];
   for (const owner of owners) {
     const text = await store.command(["GET", keys.worker(owner)]) as string | null;

@@ -249,6 +249,41 @@ Deno.test("--redis-prefix / GLEITZEIT_REDIS_PREFIX: runs live under the prefix t
   }
 });
 
+Deno.test("Redis with no worker running: run --detach warns, and status says how to get the run going", async () => {
+  const redis = await startPrivateRedis();
+  const { env } = await scratch();
+  const cli = (...args: string[]) =>
+    gleitzeit(
+      ["--backend", "redis", "--redis-url", redis.url, "--redis-prefix", "lone:", ...args],
+      {
+        env,
+      },
+    );
+  try {
+    const d = await cli("run", `${EXAMPLES}/typed_chain.yaml`, "--detach");
+    assertEquals(d.code, 0, d.stderr);
+    const runId = d.stdout.trim();
+    assertStringIncludes(
+      d.stderr,
+      `warning: no worker is running on ${redis.url} with prefix 'lone:'`,
+    );
+    const status = await cli("workflow", "status", runId);
+    assertEquals(status.code, 0, status.stderr);
+    assertStringIncludes(status.stdout, "no worker is running");
+    assertStringIncludes(status.stdout, `gleitzeit workflow resume ${runId}`);
+    // looked for under another prefix: the hint says where else to look
+    const elsewhere = await gleitzeit(
+      ["--backend", "redis", "--redis-url", redis.url, "workflow", "status", runId],
+      { env },
+    );
+    assertEquals(elsewhere.code, 2);
+    assertStringIncludes(elsewhere.stderr, "prefix 'gleitzeit:'");
+    assertStringIncludes(elsewhere.stderr, "--redis-prefix");
+  } finally {
+    await redis.kill();
+  }
+});
+
 Deno.test("an Ollama URL that is not http(s) is one clear error before anything runs", async () => {
   const { dir, env } = await scratch();
   const file = await writeWorkflow(

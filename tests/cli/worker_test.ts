@@ -245,14 +245,20 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
     const history = JSON.parse(shown.stdout).attempt_history as {
       attempt: number;
       state: string;
+      started_at: string;
       finished_at: string;
       error: { code: string; message: string } | null;
     }[];
     assertEquals(history.map((a) => [a.attempt, a.state]), [[1, "interrupted"], [2, "completed"]]);
     assertEquals(history[0]!.error?.code, "LEASE_EXPIRED");
     assertStringIncludes(history[0]!.error!.message, "died while executing");
-    // it ended with its worker's last sign of life, not when another worker found it
-    assert(Date.parse(history[0]!.finished_at) <= killedAt, JSON.stringify(history[0]));
+    // it ended with its worker's last sign of life (or as it began, when the coordinator heard
+    // of that only after the kill), not when another worker found it, a lease later
+    const ended = Date.parse(history[0]!.finished_at);
+    assert(
+      ended <= Math.max(killedAt, Date.parse(history[0]!.started_at)),
+      JSON.stringify(history[0]),
+    );
     const victimId = /lost with worker (\S+):/.exec(
       [...rescuer.log, ...coordinator.log].find((l) => l.includes(`lost with worker`)) ?? "",
     );
@@ -262,6 +268,10 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
         coordinator.log.join("\n")
       }`,
     );
+    // and `system status` no longer lists it among the live workers (its lease key is gone)
+    const sys = await gleitzeit(["--json", "system", "status"], { env: c.env, cwd: c.dir });
+    const live = (JSON.parse(sys.stdout).workers as { owner: string }[]).map((w) => w.owner);
+    assert(!live.includes(victimId![1]!) && live.length === 2, JSON.stringify(live));
     const byId = resultsOf(await status(c, runId));
     assertEquals(byId.one, 1);
     assertEquals(byId.two, 2);
