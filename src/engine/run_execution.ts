@@ -528,17 +528,27 @@ export class RunExecution {
     node.state = "queued";
     const reason = this.#notStartedReason();
     if (!this.#stop) this.#ready.push(node);
-    else if (reason !== undefined) this.#skip(node, reason);
+    else if (reason !== undefined) this.#endNotStarted(node, reason);
   }
 
-  /** Why tasks that have not started are skipped, when the run stops so (see #stopRun). */
+  /**
+   * Why tasks that have not started end, when the run stops (see #stopRun): skipped when it
+   * timed out or failed fast, cancelled when it was cancelled (either way a resume runs them);
+   * none when the run was lost or cannot be written.
+   */
   #notStartedReason(): string | undefined {
     const kind = this.#stop?.kind;
     if (kind === "timeout") return "not started: run timed out";
+    if (kind === "cancel") return "not started: run cancelled";
     if (kind === "fail_fast") {
       return `not started: run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`;
     }
-    return undefined; // cancelled runs keep their not-started tasks queued, for a resume
+    return undefined;
+  }
+
+  #endNotStarted(node: Node, reason: string): void {
+    if (this.#stop?.kind === "cancel") this.#end(node, "cancelled", reason);
+    else this.#end(node, "skipped", reason);
   }
 
   /** An attempt that was not started after all (never recorded): the task is as before. */
@@ -740,17 +750,22 @@ export class RunExecution {
   }
 
   #skip(node: Node, reason: string): void {
-    node.state = "skipped";
+    this.#end(node, "skipped", reason);
+  }
+
+  /** Ends a task that will not run (in this execution): skipped or cancelled, with why. */
+  #end(node: Node, state: "skipped" | "cancelled", reason: string): void {
+    node.state = state;
     this.#outstanding++;
     const at = this.#svc.clock.now();
-    void this.#write(node, { state: "skipped", at, reason }, () => {
-      this.#svc.emit({
-        type: "task_skipped",
-        runId: this.#run.id,
-        taskId: node.spec.id,
-        reason,
-        at,
-      });
+    void this.#write(node, { state, at, reason }, () => {
+      const { id: runId } = this.#run;
+      const taskId = node.spec.id;
+      this.#svc.emit(
+        state === "skipped"
+          ? { type: "task_skipped", runId, taskId, reason, at }
+          : { type: "task_cancelled", runId, taskId, reason, at },
+      );
     }).finally(() => {
       this.#outstanding--;
       this.#checkDone();
@@ -761,12 +776,11 @@ export class RunExecution {
     if (this.#stop && this.#stop.kind !== "fail_fast") return;
     if (this.#stop?.kind === "fail_fast" && kind === "fail_fast") return;
     this.#stop = error ? { kind, error } : { kind };
-    // cancelled runs keep their not-started tasks queued, so that resume picks them up
     this.#ready.drain();
     const reason = this.#notStartedReason();
     if (reason !== undefined) {
       for (const node of this.#nodes.values()) {
-        if (node.state === "queued") this.#skip(node, reason);
+        if (node.state === "queued") this.#endNotStarted(node, reason);
       }
     }
     if (kind !== "fail_fast") {

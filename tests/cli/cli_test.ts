@@ -287,6 +287,9 @@ tasks:
   assertEquals(status.code, 130, seen);
   assertStringIncludes(seen, "cancelling");
   assertMatch(stdout, /wait\s*│ cancelled/);
+  // the task that had not started ends cancelled too, saying so (not left queued)
+  assertMatch(stdout, /after\s*│ cancelled/);
+  assertStringIncludes(stdout, "not started: run cancelled");
   assertStringIncludes(seen, "resume with: gleitzeit workflow resume run_");
 });
 

@@ -534,7 +534,7 @@ Deno.test("a missing result path fails the task before the provider is called", 
   assertEquals(dispatcher.calls.filter((c) => c.method === "never").length, 0);
 });
 
-Deno.test("cancelling a run stops running tasks, keeps queued ones, and resume finishes it", async () => {
+Deno.test("cancelling a run stops running tasks, cancels those not started (saying so), and resume finishes it", async () => {
   const store = new MemoryStore();
   const first = setup({ store });
   let aRuns = 0;
@@ -567,7 +567,10 @@ Deno.test("cancelling a run stops running tasks, keeps queued ones, and resume f
   const t = byId(out.tasks);
   assertEquals(t.get("a")!.state, "completed");
   assertEquals(t.get("slow")!.state, "cancelled");
-  assertEquals(t.get("last")!.state, "queued");
+  assertEquals([t.get("last")!.state, t.get("last")!.reason], [
+    "cancelled",
+    "not started: run cancelled",
+  ]);
 
   const second = setup({ store });
   second.dispatcher.on("a", () => ++aRuns);
