@@ -470,8 +470,9 @@ export class RunExecution {
       this.#releaseSlot();
     }
     if (queued) {
-      if (!begun && error && isWorkerLost(error)) {
-        // lost with a worker before it began: nothing ran, and it is sent again as it was
+      if (!begun && error && (isWorkerLost(error) || this.#stop)) {
+        // lost with a worker, or the run stopping, before it began: nothing ran; it is sent
+        // again as it was, or ends as a task that did not start
         node.attempts--;
         this.#requeue(node);
         this.#outstanding--;

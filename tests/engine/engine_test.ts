@@ -361,6 +361,22 @@ Deno.test("queued attempts: one that ends without a notice that it began is on r
   );
 });
 
+Deno.test("queued attempts: cancelling the run while one waits for a worker ends its task as not started, with no attempt on record", async () => {
+  const store = new MemoryStore();
+  const dispatcher = new QueuingDispatcher();
+  const engine = new Engine({ dispatcher, store });
+  dispatcher.on("wait", () => new Promise(() => {})); // no worker ever begins it
+  const controller = new AbortController();
+  const running = engine.run(wf([task("w", { method: "wait" })]), { signal: controller.signal });
+  while (dispatcher.calls.length === 0) await new Promise((r) => setTimeout(r, 1));
+  controller.abort();
+  const out = await running;
+  assertEquals(out.state, "cancelled");
+  const w = byId(out.tasks).get("w")!;
+  assertEquals([w.state, w.reason, w.attempts], ["cancelled", "not started: run cancelled", 0]);
+  assertEquals(await store.listAttempts(out.runId, "w"), []);
+});
+
 Deno.test("an attempt whose worker was lost ends interrupted, another starts at once outside the retry budget; the third loss fails the task", async () => {
   const { dispatcher, engine, store, events } = setup();
   let lost = 0;
