@@ -94,13 +94,30 @@ async function workerCommand(
   try {
     // Said once the worker has joined: from then on it takes work (and rides out Redis restarts).
     const n = Number(opts.concurrency ?? config.maxConcurrentTasks);
-    await w.start(() =>
+    await w.start(() => {
       log(
         `worker ${w.owner} on ${store.url} (prefix ${store.prefix}): ${n} task${
           n === 1 ? "" : "s"
         } at once, lease ${leaseMs / 1000}s`,
-      )
-    );
+      );
+      // A provider this worker cannot use (an Ollama that is not there) fails every task of
+      // its protocol that this worker takes: said at once, not left to the runs to find.
+      void (async () => {
+        for (const stats of registry.stats()) {
+          const entries = await registry.health(stats.id).catch(() => []);
+          for (const { id, protocol, report } of entries) {
+            if (report.healthy) continue;
+            log(
+              `warning: provider ${id} (${protocol}) is unhealthy: ${
+                report.message ?? "no reason"
+              }` +
+                ` — ${protocol} tasks this worker takes fail until it recovers; see ` +
+                "`gleitzeit provider health` with this worker's settings",
+            );
+          }
+        }
+      })();
+    });
     await stopping;
     if (w.failure) throw w.failure;
   } finally {

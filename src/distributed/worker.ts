@@ -569,7 +569,11 @@ export class Worker {
       });
     } catch (e) {
       ok = false;
-      body = toGleitzeitError(e, "TASK_EXECUTION_FAILED").toData();
+      const error = toGleitzeitError(e, "TASK_EXECUTION_FAILED").toData();
+      // which worker: one with a provider the others have fine (its Ollama down, say) is found
+      error.details = { ...error.details, worker: this.owner };
+      if (OF_THIS_WORKER.has(error.code)) error.message += ` (on worker ${this.owner})`;
+      body = error;
     }
     if (this.#stopped && signal.aborted) {
       // this worker is being stopped: the coordinator starts the attempt again elsewhere, at
@@ -767,6 +771,16 @@ const REPORT = "redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'ok', ARGV[2], 'b
   "redis.call('EXPIRE', KEYS[1], ARGV[5])\n" +
   "redis.call('XACK', KEYS[2], ARGV[6], ARGV[7])\n" +
   "return redis.call('XDEL', KEYS[2], ARGV[7])";
+
+/** Failures that say more of the worker that had them than of the task. */
+const OF_THIS_WORKER = new Set<string>([
+  "PROVIDER_NOT_FOUND",
+  "PROVIDER_UNAVAILABLE",
+  "PROVIDER_UNHEALTHY",
+  "PROTOCOL_NOT_FOUND",
+  "SANDBOX_UNAVAILABLE",
+  "MODEL_NOT_FOUND",
+]);
 
 /** How often running attempts look for a cancellation (ms). */
 const CANCEL_CHECK_MS = 250;

@@ -448,6 +448,33 @@ Deno.test("a task waiting for a free worker is queued, not running, and its time
     }
   }));
 
+Deno.test("a worker whose Ollama is not there says so at start, and the tasks it fails name it", () =>
+  withCluster(async (c) => {
+    const dead = { ...c, env: { ...c.env, GLEITZEIT_OLLAMA_URL: "http://127.0.0.1:1" } };
+    const w = await readyWorker(dead);
+    await waitLogged(
+      w,
+      "warning: provider ollama@http://127.0.0.1:1 (llm/v1) is unhealthy",
+      "a warning",
+    );
+    const runId = await submitTasks(
+      c,
+      "ask",
+      "  - id: ask\n    method: llm/chat\n" +
+        '    params: {model: llama3.2, messages: [{role: user, content: "hi"}]}\n',
+    );
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "failed");
+    const ask =
+      (report.tasks as { error: { code: string; message: string; details: { worker: string } } }[])[
+        0
+      ]!;
+    assertEquals(ask.error.code, "PROVIDER_UNAVAILABLE");
+    const owner = /worker (\S+) on /.exec(w.log.find((l) => l.includes(" at once, lease "))!)![1]!;
+    assertStringIncludes(ask.error.message, `(on worker ${owner})`);
+    assertEquals(ask.error.details.worker, owner);
+  }));
+
 Deno.test("a run a live worker coordinates never lists as interrupted (long lease)", () =>
   withCluster(async (c) => {
     await readyWorker(c, "--lease", "60s");
