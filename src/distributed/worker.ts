@@ -119,6 +119,10 @@ export class Worker {
       this.#store.sibling(),
     ]);
     this.#connections = [taskReader, runReader, replyReader];
+    // their connections' ids, for a stop to end their blocking reads at once (CLIENT UNBLOCK)
+    this.#readerIds = await Promise.all(
+      this.#connections.map((c) => c.command(["CLIENT", "ID"]).then(String).catch(() => "")),
+    );
     this.#dispatcher = new RemoteDispatcher(
       this.#store,
       replyReader,
@@ -164,6 +168,11 @@ export class Worker {
     this.#stopped = true;
     this.#wake();
     for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
+    // the loops' blocking reads return now, not after their second (a reconnected reader has
+    // another id: it returns within its second as before)
+    await Promise.allSettled(
+      this.#readerIds.filter(Boolean).map((id) => this.#store.command(["CLIENT", "UNBLOCK", id])),
+    );
     // what they were executing is answered as stopped, for their coordinators to send again
     const answered = Promise.allSettled([...this.#tasks.values()].map((t) => t.done));
     await Promise.allSettled(this.#loops);
@@ -594,6 +603,9 @@ export class Worker {
    * never executed again under the same number.
    */
   readonly #unreported = new Map<string, { ok: boolean; body: unknown }>();
+
+  /** Redis client ids of the reading connections (see #stop). */
+  #readerIds: string[] = [];
 
   /** #report, or the answer kept for later (see #unreported); true when it went out. */
   async #reportOrKeep(running: Running, ok: boolean, body: unknown, what: string) {
