@@ -72,9 +72,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     // `gleitzeit run --help` lists --json, --sandbox, --ollama-url... too (they work there)
     .configureHelp({ showGlobalOptions: true })
     .exitOverride()
-    .configureOutput({
-      outputError: (str, write) => write(str),
-    });
+    .configureOutput({ outputError: (str, write) => write(`${oneLine(str)}\n`) });
 
   const run = submitOptions(
     program.command("run").description("run a workflow file and wait (the main job)")
@@ -177,7 +175,11 @@ export async function runCli(args: string[]): Promise<ExitCode> {
         : "see `gleitzeit --help` (or `gleitzeit COMMAND --help`)";
       err(colors("stderr").dim(`hint: ${hint}`));
       if (json) {
-        printJsonError({ code: "USAGE_ERROR", message: e.message.replace(/^error: /, ""), hint });
+        printJsonError({
+          code: "USAGE_ERROR",
+          message: oneLine(e.message).replace(/^error: /, ""),
+          hint,
+        });
       }
       return 2;
     }
@@ -185,6 +187,11 @@ export async function runCli(args: string[]): Promise<ExitCode> {
     if (json) printJsonError(errorJson(e));
     return code;
   }
+}
+
+/** Commander's message with its "(Did you mean run?)" on the same line. */
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\(Did you mean (.+)\?\)\s*$/, " (did you mean $1?)").trimEnd();
 }
 
 /** With --json, errors are also printed on stdout as `{"error": {...}}` for scripts. */

@@ -26,6 +26,7 @@ import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
 import { missingFiles } from "./workflow_commands.ts";
 import { noWorkers } from "./stored_state.ts";
+import { closest } from "../loader/suggest.ts";
 
 /** Options of the commands that start a run. */
 export interface SubmitOptions {
@@ -256,8 +257,12 @@ async function submitTask(
   if (!protocol) {
     const inferred = registry.inferProtocol(method);
     if ("error" in inferred) {
+      const known = registry.protocols().flatMap((p) => p.methods.map((m) => m.name));
+      const guess = closest(method, known);
       throw new GleitzeitError("USAGE_ERROR", inferred.error, {
-        hint: "give the protocol with --protocol, e.g. --protocol echo/v1",
+        hint: guess !== undefined
+          ? `did you mean ${guess}? (methods: gleitzeit provider list)`
+          : "give the protocol with --protocol, e.g. --protocol echo/v1",
       });
     }
     protocol = inferred.protocol;

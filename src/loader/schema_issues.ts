@@ -149,11 +149,18 @@ export function schemaIssues(
     const guess = typeof value === "string" && choices.length > 0
       ? closest(value, choices.map(String))
       : undefined;
+    // one item where a list goes (`dependencies: a`): YAML's list of one
+    const oneItem = issue.code === "invalid_type" && issue.expected === "array" &&
+      (typeof value === "string" || typeof value === "number");
     out.push({
       path: formatPath(path),
       message: message(issue, value),
       ...pos.of(path),
-      hint: guess !== undefined ? `did you mean '${guess}'?` : undefined,
+      hint: guess !== undefined
+        ? `did you mean '${guess}'?`
+        : oneItem
+        ? `a list of one: [${value}]`
+        : undefined,
     });
   };
   for (const issue of zodIssues) visit(issue, []);

@@ -302,6 +302,17 @@ Deno.test("errors are one line with a hint: missing file, unknown command, bad i
   const unknown = await gleitzeit(["wrkflow"], { env });
   assertEquals(unknown.code, 2);
   assertStringIncludes(unknown.stderr, "workflow");
+  // the suggestion on the error's own line: an error line and a hint line
+  const typo = await gleitzeit(["runn", "x.yaml"], { env });
+  assertEquals(typo.stderr.trim().split("\n"), [
+    "error: unknown command 'runn' (did you mean run?)",
+    "hint: see `gleitzeit --help` (or `gleitzeit COMMAND --help`)",
+  ]);
+  const method = await gleitzeit(["task", "submit", "python/exec", "--code", "result = 1"], {
+    env,
+  });
+  assertEquals(method.code, 2);
+  assertStringIncludes(method.stderr, "hint: did you mean python/execute?");
   // a command of a group, given without its group
   const config = await gleitzeit(["config"], { env });
   assertEquals(config.code, 2);

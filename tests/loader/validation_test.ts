@@ -256,6 +256,8 @@ Deno.test("wrong types and values are reported with readable messages", () => {
     "tasks[1]": "must be a mapping, got a string",
   });
   assertAt(issueAt(issues, "tasks[0].retry.backoff"), 10, 39);
+  // one item where a list goes: the hint writes the list
+  deepStrictEqual(issueAt(issues, "tasks[0].dependencies").hint, "a list of one: [a]");
 });
 
 Deno.test("missing name and tasks, empty files, non-mappings", () => {
