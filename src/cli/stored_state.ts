@@ -211,8 +211,8 @@ export async function listShownTasks(store: Store, opts: ListOptions): Promise<T
 
 /**
  * The runs of these tasks whose owner is gone (see {@link displayState}): their `running`
- * tasks and attempts are shown as `interrupted`. Only where a run's owner executes all its
- * tasks (not on Redis, whose workers execute tasks under leases of their own).
+ * tasks and attempts are shown as `interrupted`. On Redis, workers execute tasks under leases
+ * of their own, so only while no worker is live (none can be executing them).
  */
 export async function interruptedRuns(
   store: Store,
@@ -220,7 +220,10 @@ export async function interruptedRuns(
   now = Date.now(),
 ): Promise<Set<string>> {
   const gone = new Set<string>();
-  if (store.backend === "redis") return gone;
+  if (!tasks.some((t) => t.state === "running")) return gone;
+  if (store.backend === "redis" && (await listWorkers(store as RedisStore)).length > 0) {
+    return gone;
+  }
   for (const runId of new Set(tasks.filter((t) => t.state === "running").map((t) => t.runId))) {
     const run = await store.getRun(runId);
     if (run && displayState(run, now) === "interrupted") gone.add(runId);

@@ -328,8 +328,19 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
         '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(1.5); result = x + 1"\n      context: {x: "${quick.result}"}\n',
     );
     await waitLogged(first, `executing ${runId}/slow`, "the slow task to start");
+    const slowState = async () =>
+      ((await status(c, runId)).tasks as { id: string; state: string }[])
+        .find((t) => t.id === "slow")!.state;
+    // and on record as begun (within milliseconds of the notice)
+    await waitFor("the slow task to be recorded", async () => await slowState() === "running");
     first.child.kill("SIGKILL");
     await first.child.status;
+    // no worker is live: nothing can be executing it, and it shows so, like its run
+    await waitFor("the run to show interrupted", async () => {
+      const shown = await status(c, runId);
+      return shown.state === "interrupted";
+    });
+    assertEquals(await slowState(), "interrupted");
     const second = startWorker(c, "--concurrency", "2");
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "completed", JSON.stringify(report));
