@@ -57,6 +57,16 @@ async function workerCommand(
       hint: "use at least 100ms; the default is 30s",
     });
   }
+  if (leaseMs < 5000) {
+    // (allowed: tests and demos use short leases)
+    err(
+      colors("stderr").yellow(
+        `warning: a lease of ${leaseMs / 1000}s: a worker held up that long (a busy machine, a ` +
+          "long pause) has its work taken over by others and run again; 30s (the default) is " +
+          "safer outside tests",
+      ),
+    );
+  }
   // A worker outlives Redis restarts: it reconnects for as long as it runs (--give-up-after
   // decides when it stops instead).
   const store = await RedisStore.connect({

@@ -463,6 +463,7 @@ Deno.test("a worker whose Ollama is not there says so at start, and the tasks it
   withCluster(async (c) => {
     const dead = { ...c, env: { ...c.env, GLEITZEIT_OLLAMA_URL: "http://127.0.0.1:1" } };
     const w = await readyWorker(dead);
+    assert(logged(w, "warning: a lease of 1s: a worker held up that long"), w.log.join("\n"));
     await waitLogged(
       w,
       "warning: provider ollama@http://127.0.0.1:1 (llm/v1) is unhealthy",
