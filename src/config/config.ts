@@ -148,15 +148,19 @@ async function readConfigFile(path: string, explicit: boolean): Promise<FileConf
   if (!parsed.success) {
     // as the workflow loader reports a file's problems, the keys being the config file's
     const problems = schemaIssues(parsed.error.issues, raw, pos, configKeys)
+      .sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0))
       .map((p) => ({
         ...p,
         text: `${p.line}:${p.column}: ${p.path || "(top level)"}: ${p.message}`,
       }));
+    // the first one's hint is the hint; the others' go with them
     const more = problems.length > 1
-      ? ` (and ${problems.length - 1} more: ${problems.slice(1).map((p) => p.text).join("; ")})`
+      ? ` (and ${problems.length - 1} more: ${
+        problems.slice(1).map((p) => p.hint ? `${p.text}, ${p.hint}` : p.text).join("; ")
+      })`
       : "";
     throw new GleitzeitError("CONFIG_ERROR", `config file ${path}:${problems[0]!.text}${more}`, {
-      hint: problems.find((p) => p.hint)?.hint ??
+      hint: problems[0]!.hint ??
         "the README's Configuration section lists every key; " +
           "run `gleitzeit --config /dev/null system config` to see the defaults",
     });

@@ -648,7 +648,8 @@ Deno.test("a config file's mistakes: file:line:col, the key's path, a did-you-me
     [
       'persistence:\n  backend: redsi\n  redis_prefx: "a:"\n',
       ':2:12: persistence.backend: must be one of sqlite, redis, memory, none, got "redsi" ' +
-      "(and 1 more: 3:3: persistence.redis_prefx: unknown key 'redis_prefx')",
+      "(and 1 more: 3:3: persistence.redis_prefx: unknown key 'redis_prefx', " +
+      "did you mean 'redis_prefix'?)",
       "hint: did you mean 'redis'?",
     ],
     [
@@ -657,6 +658,13 @@ Deno.test("a config file's mistakes: file:line:col, the key's path, a did-you-me
       "did you mean 'persistence'?",
     ],
     ["engine: 5\n", ":1:9: engine: must be a mapping, got an integer", "Configuration section"],
+    [
+      // in the file's order, whichever zod found first
+      "persistance:\n  backend: sqlite\nengine:\n  max_concurent: 3\n",
+      ":1:1: persistance: unknown key 'persistance' (and 1 more: 4:3: engine.max_concurent: " +
+      "unknown key 'max_concurent', allowed keys: max_concurrent_tasks, health_interval)",
+      "hint: did you mean 'persistence'?",
+    ],
     [
       "persistence:\n  backend: [sqlite\n",
       ":3:1: Flow sequence in block collection must be sufficiently indented and end with a ]",
