@@ -165,7 +165,7 @@ export class RemoteDispatcher implements Dispatcher {
       /** The attempt's entry in the tasks stream, once added. */
       entry?: string;
       /** Called once, when a worker begins it (or answers it: a notice can be lost). */
-      onBegin?: () => void;
+      onBegin?: () => Promise<unknown> | void;
     }
   >();
   #closed = false;
@@ -207,8 +207,12 @@ export class RemoteDispatcher implements Dispatcher {
       this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin });
     });
     const onAbort = () => {
-      this.#pending.get(dispatchId)?.reject(ctx.signal.reason);
+      const reason = ctx.signal.reason;
+      this.#pending.get(dispatchId)?.reject(reason);
       this.#pending.delete(dispatchId);
+      // The executing worker stops it; but not when this coordinator lost the run (the
+      // engine aborts with LEASE_EXPIRED): the run's new coordinator may take its answer.
+      if (reason instanceof GleitzeitError && reason.code === "LEASE_EXPIRED") return;
       this.#store.command(["SET", this.#keys.cancel(dispatchId), "1", "EX", "3600"])
         .catch(() => {});
     };
@@ -269,6 +273,9 @@ export class RemoteDispatcher implements Dispatcher {
       }
       if (streak.succeeded()) await this.#checkEntries(raw);
       const entries = readReply(raw);
+      // starts being recorded: the stream keeps their notices until they are (should this
+      // process die first, the next coordinator finds them there)
+      const starts: Promise<unknown>[] = [];
       for (const entry of entries) {
         last = entry.id;
         const waiting = this.#pending.get(entry.fields.d ?? "");
@@ -276,7 +283,8 @@ export class RemoteDispatcher implements Dispatcher {
         const begin = () => {
           const onBegin = waiting.onBegin;
           waiting.onBegin = undefined;
-          onBegin?.();
+          const started = onBegin?.();
+          if (started) starts.push(started);
         };
         if (!isAnswer(entry)) {
           if (entry.fields.began !== undefined) begin();
@@ -304,6 +312,7 @@ export class RemoteDispatcher implements Dispatcher {
         }
       }
       if (entries.length > 0) {
+        await Promise.allSettled(starts);
         await this.#reader.command(["XTRIM", this.#replyKey, "MINID", entries.at(-1)!.id])
           .catch(() => {});
       }

@@ -163,11 +163,23 @@ export class Worker {
   }
 
   async #stop(): Promise<void> {
-    // the runs it coordinates: left to the others at once (below), not after its lease
+    // the runs it coordinates: left to the others at once, not after its lease
     const coordinating = [...this.#runs.values()].map((r) => r.runId!).filter(Boolean);
     this.#stopped = true;
     this.#wake();
-    for (const t of this.#tasks.values()) t.controller?.abort(shutdownError());
+    // First (bounded: a Redis that does not answer must not hold up a stop): with no owner,
+    // their engines here write and start nothing more (the store refuses it), and leave the
+    // attempts executing elsewhere to the next coordinator; the next worker that looks takes
+    // each over (only while still this one's).
+    let handing: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled(
+        coordinating.map((id) => this.#store.updateRun(id, { owner: undefined }, this.owner)),
+      ),
+      new Promise((r) => (handing = setTimeout(r, 500))),
+    ]);
+    clearTimeout(handing);
+    for (const t of this.#tasks.values()) t.controller?.abort(this.#stopReason);
     // the loops' blocking reads return now, not after their second (a reconnected reader has
     // another id: it returns within its second as before)
     await Promise.allSettled(
@@ -182,10 +194,6 @@ export class Worker {
     const deregister = (async () => {
       // (first: an entry answered is not taken over as a dead worker's)
       await answered;
-      // no owner: the next worker that looks takes each over (only while still this one's)
-      await Promise.allSettled(
-        coordinating.map((id) => this.#store.updateRun(id, { owner: undefined }, this.owner)),
-      );
       await this.#store.command([
         "DEL",
         this.#keys.worker(this.owner),
@@ -464,16 +472,30 @@ export class Worker {
     if (run.owner !== gone && ownerAlive(run, Date.now(), this.#leaseMs)) return;
     const prefix = `${runId}/`;
     const orphans: string[] = [];
+    const dispatches: string[] = [];
     let start = "-";
     for (;;) {
       const page = parseEntries(
         await this.#store.command(["XRANGE", this.#keys.tasks, start, "+", "COUNT", "500"]),
       );
-      for (const e of page) if (e.fields.d?.startsWith(prefix)) orphans.push(e.id);
+      for (const e of page) {
+        if (!e.fields.d?.startsWith(prefix)) continue;
+        orphans.push(e.id);
+        dispatches.push(e.fields.d);
+      }
       if (page.length < 500) break;
       start = `(${page.at(-1)!.id}`;
     }
     if (orphans.length === 0) return;
+    // one a worker already executes stops too: its answer would go to the dead coordinator
+    // (the attempt is on record as interrupted, see Engine recover)
+    await this.#store.command([
+      "EVAL",
+      CANCEL_ALL,
+      String(dispatches.length),
+      ...dispatches.map((d) => this.#keys.cancel(d)),
+      "3600",
+    ]);
     await this.#ack(this.#keys.tasks, ...orphans);
     this.#log(
       `dropped ${orphans.length} attempt(s) of run ${runId} queued by its dead coordinator`,
@@ -486,10 +508,16 @@ export class Worker {
     const running: Running = { entry, controller: new AbortController() };
     running.dispatchId = entry.fields.d;
     this.#tasks.set(entry.id, running);
-    running.done = this.#executeTask(running, reclaimed, holder, lastSeen).finally(() => {
-      this.#tasks.delete(entry.id);
-      this.#wake();
-    });
+    running.done = this.#executeTask(running, reclaimed, holder, lastSeen)
+      .catch((e) =>
+        // Redis failing for its first look (still wanted?): its entry stays this worker's, and
+        // is looked at again once idle for the lease (see #autoclaim)
+        this.#log(`error: task entry ${entry.id}: ${(e as Error).message} (tried again later)`)
+      )
+      .finally(() => {
+        this.#tasks.delete(entry.id);
+        this.#wake();
+      });
   }
 
   async #executeTask(
@@ -519,6 +547,16 @@ export class Worker {
           this.#log(`answered ${what} (the answer could not be sent before)`);
         })
         .catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
+      return;
+    }
+    if (this.#stopped && holder === undefined && reply) {
+      // read as this worker stops: not begun here; its coordinator sends it again at once
+      const stopped = workerLostError(
+        this.owner,
+        `${job.ctx.taskId} attempt ${job.ctx.attempt}`,
+        true,
+      );
+      await this.#reportOrKeep(running, false, stopped.toData(), what);
       return;
     }
     // Still wanted? The coordinator may have given up on it while it waited (cancel, timeout),
@@ -584,9 +622,10 @@ export class Worker {
       if (OF_THIS_WORKER.has(error.code)) error.message += ` (on worker ${this.owner})`;
       body = error;
     }
-    if (this.#stopped && signal.aborted) {
-      // this worker is being stopped: the coordinator starts the attempt again elsewhere, at
-      // once (should this answer not get out, another worker takes the entry over)
+    if (this.#stopped && !ok && signal.reason === this.#stopReason) {
+      // stopped by this worker's stop (not ended otherwise meanwhile): the coordinator starts
+      // the attempt again elsewhere, at once (should this answer not get out, another worker
+      // takes the entry over)
       ok = false;
       body = workerLostError(this.owner, `${job.ctx.taskId} attempt ${job.ctx.attempt}`, true)
         .toData();
@@ -603,6 +642,9 @@ export class Worker {
    * never executed again under the same number.
    */
   readonly #unreported = new Map<string, { ok: boolean; body: unknown }>();
+
+  /** Why a stop aborts the attempts executing here. */
+  readonly #stopReason = shutdownError();
 
   /** Redis client ids of the reading connections (see #stop). */
   #readerIds: string[] = [];
@@ -707,13 +749,16 @@ export class Worker {
     const out: RecoveredAnswer[] = [];
     const raw = await this.#store.command(["XRANGE", this.#keys.replies(previous), "-", "+"]);
     const began = new Map<string, number>();
+    const answered = new Set<string>();
     // a stream id starts with the time it was added
     const timeOf = (e: StreamEntry) => Number(e.id.split("-")[0]);
     for (const e of parseEntries(raw)) {
       // d: `${runId}/${taskId}/${attempt}/${seq}` (see RemoteDispatcher)
       const [run, taskId, attempt] = (e.fields.d ?? "").split("/");
-      if (e.fields.began !== undefined) began.set(e.fields.d ?? "", timeOf(e));
-      if (run !== runId || e.fields.ok !== "1" || !taskId) continue;
+      if (run !== runId || !taskId) continue;
+      if (e.fields.began !== undefined) began.set(e.fields.d!, timeOf(e));
+      if (e.fields.ok !== undefined) answered.add(e.fields.d!);
+      if (e.fields.ok !== "1") continue;
       try {
         out.push({
           taskId,
@@ -725,6 +770,13 @@ export class Worker {
       } catch {
         // not an answer of ours
       }
+    }
+    // begun, with no answer (yet): on record as begun, so that the takeover records how it
+    // ended (interrupted), and its next attempt gets the next number
+    for (const [d, at] of began) {
+      if (answered.has(d)) continue;
+      const [, taskId, attempt] = d.split("/");
+      out.push({ taskId: taskId!, attempt: Number(attempt), began: at, answered: false });
     }
     if (out.length > 0) {
       this.#log(`run ${runId}: ${out.length} answer(s) its previous coordinator never recorded`);
@@ -768,6 +820,9 @@ const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1])\n" +
   "  redis.call('EXPIRE', KEYS[3], ARGV[4])\n" +
   "end\n" +
   "return {c, r}";
+
+/** The cancel flags KEYS, set for ARGV[1] s. */
+const CANCEL_ALL = "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end";
 
 /** XACK + XDEL of ARGV[2..] in KEYS[1] (group ARGV[1]). */
 const ACK = "local ids = {unpack(ARGV, 2)}\n" +

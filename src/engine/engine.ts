@@ -78,7 +78,9 @@ export interface ExecuteOptions {
 export interface RecoveredAnswer {
   taskId: string;
   attempt: number;
-  result: unknown;
+  /** False for an attempt that began and was not answered: only its start is recorded. */
+  answered?: boolean;
+  result?: unknown;
   /** When it was given (ms since epoch), where known. */
   at?: number;
   /** When a worker said it began it (ms since epoch), where known. */
@@ -260,7 +262,9 @@ export class Engine {
         await this.store.startAttempt(runId, a.taskId, a.attempt, began, this.#owner, this.#owner);
         applyStart(task, a.attempt, began);
       }
-      if (task.state !== "running" || task.attempts !== a.attempt) continue;
+      if (task.state !== "running" || task.attempts !== a.attempt || a.answered === false) {
+        continue;
+      }
       done.set(task, {
         runId,
         taskId: a.taskId,

@@ -79,6 +79,8 @@ interface Node {
   attemptBase: number;
   /** Workers that died executing this task in this execution (see MAX_WORKER_LOSSES). */
   lostWorkers: string[];
+  /** Its attempt is waiting for a worker to begin it (see Dispatcher.queues). */
+  waiting?: boolean;
   result?: unknown;
   hasResult: boolean;
   remaining: number;
@@ -428,15 +430,18 @@ export class RunExecution {
           ),
         ));
     };
-    const begin = () => {
-      if (begun) return;
+    const begin = (): Promise<boolean> => {
+      if (begun) return begun;
+      node.waiting = false;
       startedAt = clock.now();
+      startTimer(); // from now, not from when the start is written
       begun = this.#recordStart(node, attempt, startedAt).then((ok) => {
-        if (ok) startTimer();
-        else controller!.abort(cancelledError()); // not this execution's, or no store
+        if (!ok) controller!.abort(cancelledError()); // not this execution's, or no store
         return ok;
       });
+      return begun;
     };
+    node.waiting = queued;
     if (!queued) startTimer();
     try {
       const params = hasReference(node.spec.params)
@@ -465,6 +470,7 @@ export class RunExecution {
       error = toGleitzeitError(e, "TASK_EXECUTION_FAILED");
     } finally {
       ended = true;
+      node.waiting = false;
       timer?.cancel();
       node.controller = undefined;
       this.#releaseSlot();
@@ -785,12 +791,21 @@ export class RunExecution {
       }
     }
     if (kind !== "fail_fast") {
+      // (lost: the run's new owner may still take the answers of attempts executing
+      // elsewhere, so they are left alone, not cancelled; see Dispatcher.queues)
       const reason = kind === "timeout"
         ? (error ?? new GleitzeitError("WORKFLOW_TIMEOUT", "run timed out"))
+        : kind === "lost"
+        ? new GleitzeitError("LEASE_EXPIRED", "the run is no longer this process's")
         : cancelledError();
       this.#runController.abort(reason);
       for (const node of this.#nodes.values()) {
         node.controller?.abort(reason);
+      }
+    } else {
+      // attempts still waiting for a worker have not started: they do not now
+      for (const node of this.#nodes.values()) {
+        if (node.waiting) node.controller?.abort(cancelledError());
       }
     }
     for (const node of this.#nodes.values()) {

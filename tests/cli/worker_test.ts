@@ -681,6 +681,34 @@ Deno.test("a coordinator with a long lease killed on another machine: its run is
     );
   }));
 
+Deno.test("a coordinator killed while another worker executes its attempt: on record as begun and interrupted, stopped, and run again under the next number", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
+    const runId = await submitTasks(c, "pair", sleepTask("a", 2, 1) + sleepTask("b", 8, 2));
+    await waitLogged(first, `executing ${runId}/a`, "a to start on the coordinator");
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    // b waited on the stream: this worker begins it, its notice going to the dead coordinator
+    const second = startWorker(c, "--concurrency", "3");
+    await waitLogged(second, `executing ${runId}/b attempt 1`, "b to start on the other worker");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1, b: 2 });
+    const b = (report.tasks as { id: string; task_id: string }[]).find((t) => t.id === "b")!;
+    const shown = await gleitzeit(["--json", "task", "status", b.task_id], {
+      env: c.env,
+      cwd: c.dir,
+    });
+    const history = JSON.parse(shown.stdout).attempt_history as {
+      attempt: number;
+      state: string;
+    }[];
+    assertEquals(history.map((x) => [x.attempt, x.state]), [[1, "interrupted"], [2, "completed"]]);
+    // the first one was told to stop at the takeover, not left to run on for nothing
+    await waitLogged(second, `cancelled ${runId}/b attempt 1`, "b's first attempt to stop");
+    assertEquals(second.log.filter((l) => l.includes(`executing ${runId}/b attempt 1`)).length, 1);
+  }));
+
 Deno.test("SIGTERM to a coordinator with a long lease: its run is left to the others at once", () =>
   withCluster(async (c) => {
     const first = await readyWorker(c, "@machine-b", "--lease", "30s", "--concurrency", "2");
@@ -785,7 +813,13 @@ Deno.test("a coordinator killed after other workers answered: those answers are 
     assertEquals(helped.length, 2, helper.log.join("\n"));
     const tasks = report.tasks as { id: string; attempts: number }[];
     for (const id of helped) {
-      assertEquals(tasks.find((t) => t.id === id)?.attempts, 1, `${id}: answered, not run again`);
+      assertEquals(
+        tasks.find((t) => t.id === id)?.attempts,
+        1,
+        `${id}: answered, not run again\n${coordinator.log.join("\n")}\n--\n${
+          helper.log.join("\n")
+        }`,
+      );
     }
     assert(
       logged(helper, "answer(s) its previous coordinator never recorded"),
@@ -830,6 +864,12 @@ Deno.test("a coordinator stopped with SIGTERM after other workers answered: thos
       .map((l) => /\/(\w+) attempt/.exec(l)![1]!);
     const tasks = report.tasks as { id: string; attempts: number }[];
     for (const id of helped) {
-      assertEquals(tasks.find((t) => t.id === id)?.attempts, 1, `${id}: answered, not run again`);
+      assertEquals(
+        tasks.find((t) => t.id === id)?.attempts,
+        1,
+        `${id}: answered, not run again\n${coordinator.log.join("\n")}\n--\n${
+          helper.log.join("\n")
+        }`,
+      );
     }
   }));

@@ -1,6 +1,6 @@
 /**
- * Worker (src/distributed/worker.ts) against the real Redis: an attempt whose answer could not
- * be sent is answered later, not executed again under the same attempt number.
+ * Worker (src/distributed/worker.ts) against the real Redis: what it answers for an attempt
+ * when Redis fails for a moment, and when it is stopped.
  */
 
 import { assert, assertEquals } from "../assert.ts";
@@ -20,15 +20,15 @@ class CountingEcho extends EchoProvider {
   }
 }
 
-/** `store`, whose first `n` answers (the worker's report script) fail as a dropped Redis would. */
-function failingReports(store: RedisStore, n: number): RedisStore {
+/** `store`, whose first `n` scripts containing `marker` fail as a dropped Redis would. */
+function failingScripts(store: RedisStore, marker: string, n: number): RedisStore {
   let left = n;
   return new Proxy(store, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target);
       if (prop === "command") {
         return (args: string[]) => {
-          if (args[0] === "EVAL" && String(args[1]).includes("'ok', ARGV[2]") && left > 0) {
+          if (args[0] === "EVAL" && String(args[1]).includes(marker) && left > 0) {
             left--;
             return Promise.reject(new Error("injected: the connection dropped"));
           }
@@ -38,6 +38,86 @@ function failingReports(store: RedisStore, n: number): RedisStore {
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
+}
+
+/** An echo provider whose `delay` answers after `seconds`, whatever its signal says. */
+class Stubborn extends EchoProvider {
+  override call(method: string, params: Record<string, unknown>, ctx: CallContext) {
+    if (method !== "delay") return super.call(method, params, ctx);
+    return new Promise((r) => setTimeout(() => r({ done: true }), Number(params.seconds) * 1000));
+  }
+}
+
+interface Harness {
+  store: RedisStore;
+  worker: Worker;
+  log: string[];
+  /** Puts an attempt on the tasks stream, as a coordinator does; returns its reply stream. */
+  dispatch(method: string, params: Record<string, unknown>): Promise<string>;
+  answers(reply: string): Promise<Record<string, string>[]>;
+}
+
+async function withWorker(
+  provider: EchoProvider,
+  wrap: (s: RedisStore) => RedisStore,
+  fn: (h: Harness) => Promise<void>,
+): Promise<void> {
+  const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
+  const store = await RedisStore.connect({ prefix });
+  const keys = queueKeys(prefix);
+  const registry = new ProviderRegistry({ healthIntervalMs: 0 });
+  registry.registerProtocol(ECHO_PROTOCOL);
+  registry.register(provider);
+  const log: string[] = [];
+  const worker = new Worker({
+    store: wrap(store),
+    registry,
+    concurrency: 1,
+    leaseMs: 1_000, // its own idle entries are looked at again after this
+    log: (line) => log.push(line),
+  });
+  const running = worker.start();
+  let seq = 0;
+  try {
+    await ensureGroup(store, keys.tasks);
+    await fn({
+      store,
+      worker,
+      log,
+      async dispatch(method, params) {
+        const reply = keys.replies("test-coordinator");
+        const job = {
+          protocol: "echo/v1",
+          method,
+          params,
+          ctx: { runId: "run_r", taskId: "t", attempt: 1 },
+        };
+        await store.command([
+          "XADD",
+          keys.tasks,
+          "*",
+          "d",
+          `run_r/t/1/${++seq}`,
+          "reply",
+          reply,
+          "job",
+          JSON.stringify(job),
+        ]);
+        return reply;
+      },
+      async answers(reply) {
+        return parseEntries(await store.command(["XRANGE", reply, "-", "+"]))
+          .filter((e) => e.fields.ok !== undefined).map((e) => e.fields);
+      },
+    });
+  } finally {
+    await worker.stop();
+    await running;
+    await registry.close();
+    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
+    if (left.length > 0) await store.command(["DEL", ...left]);
+    await store.close();
+  }
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000) {
@@ -50,64 +130,42 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000)
 }
 
 Deno.test("an answer that could not be sent is sent later; the attempt is not executed again", async () => {
-  const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
-  const store = await RedisStore.connect({ prefix });
-  const keys = queueKeys(prefix);
   const echo = new CountingEcho();
-  const registry = new ProviderRegistry({ healthIntervalMs: 0 });
-  registry.registerProtocol(ECHO_PROTOCOL);
-  registry.register(echo);
-  const log: string[] = [];
-  const worker = new Worker({
-    store: failingReports(store, 1),
-    registry,
-    concurrency: 1,
-    leaseMs: 1_000, // its own idle entries are looked at again after this
-    log: (line) => log.push(line),
-  });
-  const running = worker.start();
-  try {
-    await ensureGroup(store, keys.tasks);
-    const reply = keys.replies("test-coordinator");
-    const job = {
-      protocol: "echo/v1",
-      method: "echo",
-      params: { x: 1 },
-      ctx: { runId: "run_r", taskId: "t", attempt: 1 },
-    };
-    await store.command([
-      "XADD",
-      keys.tasks,
-      "*",
-      "d",
-      "run_r/t/1/1",
-      "reply",
-      reply,
-      "job",
-      JSON.stringify(job),
-    ]);
-    const answers = async () =>
-      parseEntries(await store.command(["XRANGE", reply, "-", "+"])).filter((e) =>
-        e.fields.ok !== undefined
-      );
-    await waitFor("the answer", async () => (await answers()).length > 0);
-    const [answer] = await answers();
-    assertEquals([answer!.fields.d, answer!.fields.ok, answer!.fields.body], [
-      "run_r/t/1/1",
-      "1",
-      '{"x":1}',
-    ]);
+  await withWorker(echo, (st) => failingScripts(st, "'ok', ARGV[2]", 1), async (h) => {
+    const reply = await h.dispatch("echo", { x: 1 });
+    await waitFor("the answer", async () => (await h.answers(reply)).length > 0);
+    const [answer] = await h.answers(reply);
+    assertEquals([answer!.d, answer!.ok, answer!.body], ["run_r/t/1/1", "1", '{"x":1}']);
     assertEquals(echo.calls, 1, "executed once");
-    assert(log.some((l) => l.includes("sent again later")), log.join("\n"));
-    assert(log.some((l) => l.includes("answered run_r/t attempt 1")), log.join("\n"));
-    const pending = await store.command(["XPENDING", keys.tasks, "workers"]) as unknown[];
+    assert(h.log.some((l) => l.includes("sent again later")), h.log.join("\n"));
+    assert(h.log.some((l) => l.includes("answered run_r/t attempt 1")), h.log.join("\n"));
+    const keys = queueKeys(h.store.prefix);
+    const pending = await h.store.command(["XPENDING", keys.tasks, "workers"]) as unknown[];
     assertEquals(pending[0], 0, "its entry is acknowledged");
-  } finally {
-    await worker.stop();
-    await running;
-    await registry.close();
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
-    await store.close();
-  }
+  });
+});
+
+Deno.test("Redis failing for an attempt's first look does not end the worker; the attempt runs once Redis answers", async () => {
+  const echo = new CountingEcho();
+  await withWorker(echo, (st) => failingScripts(st, "'began'", 1), async (h) => {
+    const reply = await h.dispatch("echo", { x: 2 });
+    // looked at again once idle for the worker's lease (1 s)
+    await waitFor("the answer", async () => (await h.answers(reply)).length > 0);
+    assertEquals((await h.answers(reply))[0]!.ok, "1");
+    assertEquals(echo.calls, 1);
+    assert(h.log.some((l) => l.includes("tried again later")), h.log.join("\n"));
+  });
+});
+
+Deno.test("a worker stopped while an attempt finishes anyway keeps its answer (not 'stopped')", async () => {
+  await withWorker(new Stubborn(), (st) => st, async (h) => {
+    const reply = await h.dispatch("delay", { seconds: 0.4 });
+    await waitFor(
+      "the attempt to start",
+      () => Promise.resolve(h.log.some((l) => l.includes("executing "))),
+    );
+    await h.worker.stop();
+    const [answer] = await h.answers(reply);
+    assertEquals([answer?.ok, answer?.body], ["1", '{"done":true}'], JSON.stringify(answer));
+  });
 });

@@ -377,6 +377,36 @@ Deno.test("queued attempts: cancelling the run while one waits for a worker ends
   assertEquals(await store.listAttempts(out.runId, "w"), []);
 });
 
+Deno.test("queued attempts: fail_fast withdraws one still waiting for a worker (it does not start after the failure)", async () => {
+  const store = new MemoryStore();
+  const dispatcher = new QueuingDispatcher();
+  const events: EngineEvent[] = [];
+  const engine = new Engine({ dispatcher, store, onEvent: (e) => events.push(e) });
+  let aborted = false;
+  dispatcher.on(
+    "wait",
+    (_p, ctx) =>
+      new Promise((_, reject) =>
+        ctx.signal.addEventListener("abort", () => {
+          aborted = true;
+          reject(ctx.signal.reason);
+        })
+      ),
+  );
+  dispatcher.on("boom", async () => {
+    dispatcher.begin("b");
+    await new Promise((r) => setTimeout(r, 5));
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad");
+  });
+  const out = await engine.run(wf([task("a", { method: "wait" }), task("b", { method: "boom" })]));
+  assertEquals(out.state, "failed");
+  assert(aborted, "its dispatch was withdrawn");
+  const a = byId(out.tasks).get("a")!;
+  assertEquals([a.state, a.attempts], ["skipped", 0]);
+  assertEquals(a.reason, "not started: run stopped after 'b' failed (fail_fast)");
+  assert(!events.some((e) => e.type === "task_started" && e.taskId === "a"));
+});
+
 Deno.test("an attempt whose worker was lost ends interrupted, another starts at once outside the retry budget; the third loss fails the task", async () => {
   const { dispatcher, engine, store, events } = setup();
   let lost = 0;
