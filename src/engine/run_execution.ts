@@ -486,8 +486,8 @@ export class RunExecution {
         this.#checkDone();
         return;
       }
-      // ended without beginning (cancelled while it waited, say): on record, as an attempt
-      // that ended as it began
+      // ended without beginning (it could not be sent, or Redis lost it): on record, as an
+      // attempt that ended as it began
       begin();
       if (!await begun) {
         this.#unstarted(node);
