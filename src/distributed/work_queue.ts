@@ -171,6 +171,11 @@ export class RemoteDispatcher implements Dispatcher {
   #closed = false;
   #loop: Promise<void>;
   #seq = 0;
+  /**
+   * Makes this dispatcher's dispatch ids its own: another coordinator of the same run (after a
+   * takeover) counts from 1 again, and an id's cancel flag must not reach its attempts.
+   */
+  readonly #nonce = crypto.randomUUID().slice(0, 8);
 
   readonly #giveUpMs: number;
 
@@ -193,7 +198,7 @@ export class RemoteDispatcher implements Dispatcher {
     params: Record<string, unknown>,
     ctx: CallContext,
   ): Promise<unknown> {
-    const dispatchId = `${ctx.runId}/${ctx.taskId}/${ctx.attempt}/${++this.#seq}`;
+    const dispatchId = `${ctx.runId}/${ctx.taskId}/${ctx.attempt}/${this.#nonce}.${++this.#seq}`;
     const job: TaskJob = {
       protocol,
       method,
