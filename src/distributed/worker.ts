@@ -382,11 +382,13 @@ export class Worker {
         this.#startRun(entry, true, holder);
       }
     }
-    const free = this.#concurrency - this.#tasks.size;
-    if (free > 0) {
-      for (const { entry, holder, lastSeen } of await this.#autoclaim(this.#keys.tasks, free)) {
-        this.#startTask(entry, true, holder, lastSeen);
-      }
+    // A dead worker's attempts are taken however busy this one is: they are only answered as
+    // lost (their coordinators send them again), not executed here. Its own idle ones run
+    // again, as slots allow.
+    const free = Math.max(0, this.#concurrency - this.#tasks.size);
+    const claimed = await this.#autoclaim(this.#keys.tasks, free + LOST_BATCH, free);
+    for (const { entry, holder, lastSeen } of claimed) {
+      this.#startTask(entry, true, holder, lastSeen);
     }
   }
 
@@ -405,6 +407,7 @@ export class Worker {
   async #autoclaim(
     stream: string,
     count: number,
+    ownCount = count,
   ): Promise<{ entry: StreamEntry; holder: string | undefined; lastSeen?: number }[]> {
     const floor = Math.min(this.#leaseMs, TAKEOVER_IDLE_MS);
     const ids: string[] = [];
@@ -412,6 +415,7 @@ export class Worker {
     const seenAt = new Map<string, number>(); // when its gone holder last touched it
     const alive = new Map<string, boolean>([[this.owner, false]]);
     let start = this.#cursor.get(stream) ?? "-";
+    let own = 0; // own idle entries taken (at most ownCount)
     for (let page = 0; page < AUTOCLAIM_PAGES && ids.length < count; page++) {
       const pending = await this.#store.command([
         "XPENDING",
@@ -436,7 +440,8 @@ export class Worker {
       for (const [id, holder, idle] of rows) {
         const mine = holder === this.owner;
         if (ids.length >= count || alive.get(String(holder))) continue;
-        if (mine && Number(idle) < this.#leaseMs) continue;
+        if (mine && (Number(idle) < this.#leaseMs || own >= ownCount)) continue;
+        if (mine) own++;
         ids.push(String(id));
         if (!mine) {
           holderOf.set(String(id), String(holder));
@@ -753,7 +758,7 @@ export class Worker {
     // a stream id starts with the time it was added
     const timeOf = (e: StreamEntry) => Number(e.id.split("-")[0]);
     for (const e of parseEntries(raw)) {
-      // d: `${runId}/${taskId}/${attempt}/${seq}` (see RemoteDispatcher)
+      // d: `${runId}/${taskId}/${attempt}/${nonce}.${seq}` (see RemoteDispatcher)
       const [run, taskId, attempt] = (e.fields.d ?? "").split("/");
       if (run !== runId || !taskId) continue;
       if (e.fields.began !== undefined) began.set(e.fields.d!, timeOf(e));
@@ -867,6 +872,9 @@ function sleep(ms: number): Promise<void> {
  * it (at most its own lease): the gone worker's lease key is what says it is gone.
  */
 const TAKEOVER_IDLE_MS = 1000;
+
+/** A dead worker's task entries taken (and answered as lost) per look, at most. */
+const LOST_BATCH = 100;
 
 /** Pending entries looked at per XPENDING page, and pages per look (see #autoclaim). */
 const AUTOCLAIM_PAGE = 100;

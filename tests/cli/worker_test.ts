@@ -277,6 +277,33 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
     assertEquals(byId.two, 2);
   }));
 
+Deno.test("a dead worker's attempt is answered as lost by a worker whose slots are all busy (no false timeout)", () =>
+  withCluster(async (c) => {
+    const workers = [
+      await readyWorker(c, "--concurrency", "1"),
+      await readyWorker(c, "--concurrency", "1"),
+    ];
+    const task = (id: string, value: number) =>
+      `  - id: ${id}\n    method: python/execute\n    timeout: 7\n` +
+      `    params: {code: "import time; time.sleep(5); result = ${value}"}\n`;
+    const runId = await submitTasks(c, "busy", task("one", 1) + task("two", 2));
+    const coordinating = `coordinating run ${runId}`;
+    await waitFor("a coordinator", () => workers.some((w) => logged(w, coordinating)));
+    const [busy, victim] = logged(workers[0]!, coordinating) ? workers : workers.reverse();
+    await waitLogged(victim!, "executing ", "the victim to start its task");
+    await waitLogged(busy!, "executing ", "the other worker to start its task");
+    victim!.child.kill("SIGKILL");
+    await victim!.child.status;
+    // the busy worker (its one slot taken) answers the dead worker's attempt as lost at once
+    await waitLogged(busy!, "lost with worker", "the lost attempt to be answered", 15_000);
+    const lostAt = busy!.log.findIndex((l) => l.includes("lost with worker"));
+    const ownDone = busy!.log.findIndex((l) => /completed \S+ attempt 1/.test(l));
+    assert(ownDone === -1 || lostAt < ownDone, busy!.log.join("\n"));
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { one: 1, two: 2 });
+  }));
+
 Deno.test("a worker stopped with SIGTERM mid-task answers its attempt as stopped: interrupted, and run again elsewhere at once", () =>
   withCluster(async (c) => {
     const workers = [
@@ -707,6 +734,31 @@ Deno.test("a coordinator killed while another worker executes its attempt: on re
     // the first one was told to stop at the takeover, not left to run on for nothing
     await waitLogged(second, `cancelled ${runId}/b attempt 1`, "b's first attempt to stop");
     assertEquals(second.log.filter((l) => l.includes(`executing ${runId}/b attempt 1`)).length, 1);
+  }));
+
+Deno.test("SIGTERM to the coordinator while tasks wait for workers: the next coordinator runs them", () =>
+  withCluster(async (c) => {
+    const workers = [
+      await readyWorker(c, "--concurrency", "2", "--lease", "6s"),
+      await readyWorker(c, "--concurrency", "2", "--lease", "6s"),
+    ];
+    const ids = Array.from({ length: 8 }, (_, i) => `t${i + 1}`);
+    const runId = await submitTasks(c, "wide", sleepTasks(ids, 2));
+    const coordinating = `coordinating run ${runId}`;
+    await waitFor("a coordinator", () => workers.some((w) => logged(w, coordinating)));
+    const coordinator = workers.find((w) => logged(w, coordinating))!;
+    await waitFor(
+      "four tasks to run",
+      async () =>
+        ((await status(c, runId)).tasks as { state: string }[])
+          .filter((t) => t.state === "running").length === 4,
+    );
+    coordinator.child.kill("SIGTERM");
+    assertEquals((await coordinator.child.status).code, 0);
+    await readyWorker(c, "--concurrency", "2", "--lease", "6s"); // restarted
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), Object.fromEntries(ids.map((id, i) => [id, i + 1])));
   }));
 
 Deno.test("SIGTERM to a coordinator with a long lease: its run is left to the others at once", () =>
