@@ -569,7 +569,11 @@ export class Worker {
     // coordinator is told that it begins (it records the attempt, and its timeout counts,
     // from then): one round trip.
     const sentBy = reply?.slice(this.#keys.replies("").length);
-    const begins = reply !== undefined && holder === undefined;
+    // a coordinator on this host: is it still there? (asked first: no notice that it began
+    // goes to one that is gone)
+    const senderPid = localOwnerPid(sentBy);
+    const senderGone = senderPid !== undefined && !pidAlive(senderPid);
+    const begins = reply !== undefined && holder === undefined && !senderGone;
     const [cancelled, [owner, state]] = await this.#store.command([
       "EVAL",
       STILL_WANTED,
@@ -583,9 +587,7 @@ export class Worker {
       String(REPLY_TTL_SECONDS),
     ]) as [number, [string | null, string | null]];
     const ended = state === "completed" || state === "failed" || state === "cancelled";
-    const senderPid = localOwnerPid(sentBy); // a coordinator on this host: is it still there?
     const movedOn = owner !== null && sentBy !== undefined && owner !== sentBy;
-    const senderGone = senderPid !== undefined && !pidAlive(senderPid);
     if (cancelled === 1 || ended || movedOn || senderGone) {
       await this.#ack(this.#keys.tasks, entry.id);
       const why = ended

@@ -35,10 +35,16 @@ export function pidAlive(pid: number): boolean {
   try {
     // Deno's types list only named signals; 0 is POSIX's existence check
     (Deno.kill as (pid: number, signal: number) => void)(pid, 0);
-    return true;
   } catch (e) {
     // EPERM: it exists but belongs to someone else
     return e instanceof Deno.errors.PermissionDenied;
+  }
+  // a killed process its parent has not reaped yet (a zombie) answers too: it is gone
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return true; // no /proc to ask (or not allowed): it answered
   }
 }
 

@@ -4,6 +4,7 @@ import { GleitzeitError, workerLostError } from "../../src/core/errors.ts";
 import { NO_RETRY, type RetryPolicy } from "../../src/core/retry.ts";
 import type { TaskSpec, Workflow } from "../../src/core/workflow.ts";
 import { Engine } from "../../src/engine/engine.ts";
+import { pidAlive } from "../../src/engine/liveness.ts";
 import type { EngineEvent } from "../../src/engine/events.ts";
 import type { Dispatcher } from "../../src/engine/run_execution.ts";
 import { MemoryStore } from "../../src/persistence/memory_store.ts";
@@ -952,4 +953,35 @@ Deno.test("recovered answers: the first per attempt counts, recorded at the time
     1,
     t0 + 1_500,
   ]);
+});
+
+Deno.test("pidAlive: a live process is, a killed one its parent has not reaped (a zombie) is not", async () => {
+  // a parent that forks a child, kills it, and does not reap it while it sleeps
+  const parent = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import os, signal, sys, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n" +
+      "print(os.getpid(), pid, flush=True)\nos.kill(pid, signal.SIGKILL)\ntime.sleep(30)\n",
+    ],
+    stdout: "piped",
+  }).spawn();
+  try {
+    const reader = parent.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) text += (await reader.read()).value ?? "";
+    const [self, child] = text.trim().split(" ").map(Number);
+    assert(pidAlive(self!), "the sleeping parent is alive");
+    let zombie = false;
+    for (let i = 0; i < 100 && !zombie; i++) {
+      zombie = Deno.readTextFileSync(`/proc/${child}/stat`).includes(") Z ");
+      if (!zombie) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert(zombie, "the killed child is a zombie");
+    assertEquals(pidAlive(child!), false);
+    reader.releaseLock();
+  } finally {
+    parent.kill("SIGKILL");
+    await parent.status;
+    await parent.stdout.cancel().catch(() => {});
+  }
 });
