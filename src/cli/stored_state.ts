@@ -316,13 +316,15 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
     return `run ${run.id} already failed: nothing to cancel (\`gleitzeit workflow resume ` +
       `${run.id}\` would run its failed tasks again)`;
   }
-  if (
-    run.state === "running" && run.owner && ownerAlive(run, now) && store.backend === "redis" &&
-    await requestRunCancel(store as RedisStore, run.id, run.owner, `${Deno.pid}`)
-  ) {
-    return `asked worker ${run.owner} to cancel run ${run.id}`;
+  // a worker that died: its heartbeat may still look fresh, its lease key is gone (an owner
+  // on this host that is gone is not alive: see ownerAlive)
+  let ownerGone = false;
+  if (run.state === "running" && run.owner && ownerAlive(run, now) && store.backend === "redis") {
+    const asked = await requestRunCancel(store as RedisStore, run.id, run.owner, `${Deno.pid}`);
+    if (asked === "asked") return `asked worker ${run.owner} to cancel run ${run.id}`;
+    ownerGone = asked === "gone";
   }
-  if (run.state === "running" && ownerAlive(run, now)) {
+  if (run.state === "running" && ownerAlive(run, now) && !ownerGone) {
     const pid = localOwnerPid(run.owner);
     if (pid === undefined) {
       throw new GleitzeitError(

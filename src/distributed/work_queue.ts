@@ -368,18 +368,28 @@ export class RemoteDispatcher implements Dispatcher {
 
 /**
  * Asks the worker that coordinates `runId` to cancel it, when `owner` is a live worker of this
- * store. False when the owner is not a worker (the caller handles it otherwise).
+ * store (its lease key is there): "asked". "gone" when the owner is a worker whose lease ran
+ * out (it died: nothing executes the run until another worker takes it over); "none" when the
+ * owner is not a worker (the caller handles it otherwise). The flag is set either way: a
+ * worker taking the run over meanwhile finds it first thing.
  */
 export async function requestRunCancel(
   store: RedisStore,
   runId: string,
   owner: string,
   by: string,
-): Promise<boolean> {
+): Promise<"asked" | "gone" | "none"> {
   const keys = queueKeys(store.prefix);
-  if (await store.command(["EXISTS", keys.worker(owner)]) !== 1) return false;
+  const [worker, lease] = await store.command([
+    "EVAL",
+    "return {redis.call('EXISTS', KEYS[1]), redis.call('EXISTS', KEYS[2])}",
+    "2",
+    keys.worker(owner),
+    keys.lease(owner),
+  ]) as [number, number];
+  if (worker !== 1 && lease !== 1) return "none";
   await store.command(["SET", keys.cancelRun(runId), by, "EX", "3600"]);
-  return true;
+  return lease === 1 ? "asked" : "gone";
 }
 
 /** The live workers of this store: owner and what each reported last. */

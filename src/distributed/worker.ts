@@ -342,7 +342,7 @@ export class Worker {
     [...tasks, ...runs].forEach((t, i) => {
       if (flags[i] && !t.controller?.signal.aborted) {
         if (t.runId) this.#log(`cancelling run ${t.runId} (asked by ${flags[i]})`);
-        t.controller?.abort(new GleitzeitError("TASK_CANCELLED", "cancelled by user"));
+        t.controller?.abort(cancelledByUser());
       }
     });
   }
@@ -577,10 +577,11 @@ export class Worker {
     const [cancelled, [owner, state]] = await this.#store.command([
       "EVAL",
       STILL_WANTED,
-      "3",
+      "4",
       this.#keys.cancel(dispatchId ?? ""),
       `${this.#store.prefix}run:${job.ctx.runId}`,
       reply ?? this.#keys.replies(this.owner),
+      this.#keys.cancelRun(job.ctx.runId),
       begins ? dispatchId ?? "" : "",
       this.owner,
       sentBy ?? "",
@@ -588,7 +589,7 @@ export class Worker {
     ]) as [number, [string | null, string | null]];
     const ended = state === "completed" || state === "failed" || state === "cancelled";
     const movedOn = owner !== null && sentBy !== undefined && owner !== sentBy;
-    if (cancelled === 1 || ended || movedOn || senderGone) {
+    if (cancelled > 0 || ended || movedOn || senderGone) {
       await this.#ack(this.#keys.tasks, entry.id);
       const why = ended
         ? "its run ended"
@@ -717,6 +718,10 @@ export class Worker {
         await this.#ack(this.#keys.runs, entry.id);
         return;
       }
+      // cancelled while nobody coordinated it (its coordinator died): stopped before anything
+      // starts again
+      const cancelledBy = await this.#store.command(["GET", this.#keys.cancelRun(runId)]);
+      if (cancelledBy !== null) running.controller!.abort(cancelledByUser());
       this.#log(`${reclaimed ? "taking over" : "coordinating"} run ${runId}`);
       const outcome = await this.#engine!.execute(runId, {
         signal: running.controller!.signal,
@@ -815,11 +820,12 @@ export class Worker {
 }
 
 /**
- * `[cancel flag KEYS[1] exists, [owner, state] of run KEYS[2]]` for an attempt about to start;
+ * `[cancel flags KEYS[1] (the attempt's) and KEYS[4] (its run's) set, [owner, state] of run
+ * KEYS[2]]` for an attempt about to start;
  * when it is still wanted and ARGV[1] is its dispatch id, a notice that worker ARGV[2] begins
  * it goes to its coordinator ARGV[3]'s reply stream KEYS[3] (kept ARGV[4] s).
  */
-const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1])\n" +
+const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1], KEYS[4])\n" +
   "local r = redis.call('HMGET', KEYS[2], 'owner', 'state')\n" +
   "if ARGV[1] ~= '' and c == 0 and r[2] ~= 'completed' and r[2] ~= 'failed' and " +
   "r[2] ~= 'cancelled' and (ARGV[3] == '' or not r[1] or r[1] == ARGV[3]) then\n" +
@@ -858,6 +864,11 @@ const OF_THIS_WORKER = new Set<string>([
 
 /** How often running attempts look for a cancellation (ms). */
 const CANCEL_CHECK_MS = 250;
+
+/** What `workflow cancel` aborts a run or attempt with. */
+function cancelledByUser(): GleitzeitError {
+  return new GleitzeitError("TASK_CANCELLED", "cancelled by user");
+}
 
 function shutdownError(): GleitzeitError {
   return new GleitzeitError("TASK_CANCELLED", "the worker is shutting down", {

@@ -430,6 +430,28 @@ Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
     await waitLogged(w, `cancelled ${runId}/nap attempt 1`, "the attempt to be logged cancelled");
   }));
 
+Deno.test("`workflow cancel` of a run whose coordinator just died: nothing of it starts again", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "@machine-b", "--lease", "4s", "--concurrency", "1");
+    const runId = await submitTasks(c, "two", sleepTask("a", 3, 1) + sleepTask("b", 3, 2));
+    await waitLogged(first, `executing ${runId}/a`, "a to start");
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    // within its lease: the cancel cannot tell it is dead, and leaves the word for its successor
+    const r = await gleitzeit(["workflow", "cancel", runId], { env: c.env, cwd: c.dir });
+    assertEquals(r.code, 0, r.stderr);
+    const second = startWorker(c, "--concurrency", "2");
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "cancelled", JSON.stringify(report));
+    await waitLogged(second, `taking over run ${runId}`, "the takeover");
+    assert(
+      !second.log.some((l) => l.includes(`executing ${runId}/`)),
+      `nothing started again:\n${second.log.join("\n")}`,
+    );
+    const tasks = report.tasks as { id: string; state: string }[];
+    assertEquals(tasks.map((t) => t.state), ["cancelled", "cancelled"], JSON.stringify(tasks));
+  }));
+
 Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", () =>
   withCluster(async (c) => {
     const w = await readyWorker(c, "--lease", "60s"); // the later --lease wins
