@@ -211,15 +211,28 @@ export class RemoteDispatcher implements Dispatcher {
     const outcome = new Promise<unknown>((resolve, reject) => {
       this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin });
     });
-    const onAbort = () => {
+    const onAbort = async () => {
       const reason = ctx.signal.reason;
-      this.#pending.get(dispatchId)?.reject(reason);
+      const waiting = this.#pending.get(dispatchId);
       this.#pending.delete(dispatchId);
       // The executing worker stops it; but not when this coordinator lost the run (the
       // engine aborts with LEASE_EXPIRED): the run's new coordinator may take its answer.
-      if (reason instanceof GleitzeitError && reason.code === "LEASE_EXPIRED") return;
-      this.#store.command(["SET", this.#keys.cancel(dispatchId), "1", "EX", "3600"])
-        .catch(() => {});
+      if (!(reason instanceof GleitzeitError && reason.code === "LEASE_EXPIRED")) {
+        try {
+          await this.#store.command(["SET", this.#keys.cancel(dispatchId), "1", "EX", "3600"]);
+          // Not begun as far as this process knows: from the flag on, no worker begins it,
+          // so a notice that one did is on the reply stream already (the still-wanted check
+          // is atomic): then it did start, and is on record so.
+          if (waiting?.onBegin && await this.#beganNotice(dispatchId)) {
+            const onBegin = waiting.onBegin;
+            waiting.onBegin = undefined;
+            await onBegin();
+          }
+        } catch {
+          // Redis failing: the attempt ends here all the same
+        }
+      }
+      waiting?.reject(reason);
     };
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     try {
@@ -241,6 +254,12 @@ export class RemoteDispatcher implements Dispatcher {
       this.#pending.delete(dispatchId);
       ctx.signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** Whether this coordinator's reply stream holds a notice that `dispatchId` began. */
+  async #beganNotice(dispatchId: string): Promise<boolean> {
+    const entries = parseEntries(await this.#store.command(["XRANGE", this.#replyKey, "-", "+"]));
+    return entries.some((e) => e.fields.d === dispatchId && e.fields.began !== undefined);
   }
 
   async #readReplies(): Promise<void> {

@@ -24,7 +24,8 @@ export interface Dispatcher {
   /**
    * True when attempts wait in a queue for an executor (workers): the dispatcher then calls
    * `ctx.onBegin` when one begins, and the attempt is recorded as started, and its timeout
-   * counts, from then; meanwhile its task stays queued.
+   * counts, from then; meanwhile its task stays queued. Such a dispatcher settles a call
+   * whose signal aborts by itself (after calling `onBegin` if it finds the attempt began).
    */
   readonly queues?: boolean;
   call(
@@ -462,10 +463,10 @@ export class RunExecution {
       if (this.#run.workflow.sandbox !== undefined || node.spec.sandbox !== undefined) {
         ctx.sandbox = { workflow: this.#run.workflow.sandbox, task: node.spec.sandbox };
       }
-      result = await raceAbort(
-        dispatcher.call(node.spec.protocol, node.spec.method, params, ctx),
-        signal,
-      );
+      const call = dispatcher.call(node.spec.protocol, node.spec.method, params, ctx);
+      // (a queueing dispatcher settles an aborted call itself, once it knows whether the
+      // attempt began: see Dispatcher.queues)
+      result = await (queued ? call : raceAbort(call, signal));
     } catch (e) {
       error = toGleitzeitError(e, "TASK_EXECUTION_FAILED");
     } finally {
@@ -582,11 +583,16 @@ export class RunExecution {
     const taskId = node.spec.id;
     const stopKind = this.#stop?.kind;
     if (
-      (stopKind === "cancel" || stopKind === "timeout" || stopKind === "fatal") &&
+      stopKind !== undefined && stopKind !== "lost" &&
       (error.code === "TASK_CANCELLED" || error.code === "WORKFLOW_TIMEOUT" ||
         error.code === "WORKFLOW_CANCELLED")
     ) {
-      const reason = stopKind === "timeout" ? "run timed out" : "run cancelled";
+      // (fail_fast: an attempt withdrawn as a worker began it)
+      const reason = stopKind === "timeout"
+        ? "run timed out"
+        : stopKind === "fail_fast"
+        ? `run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`
+        : "run cancelled";
       await this.#write(
         node,
         { state: "cancelled", attempt, at, reason, error: error.toData() },

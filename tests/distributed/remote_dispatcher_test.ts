@@ -73,3 +73,45 @@ Deno.test("an attempt whose entry was lost while reads failed fails (retryable) 
     assertEquals(e.code, "PERSISTENCE_UNAVAILABLE");
     assertEquals(e.retryable, true);
   }));
+
+Deno.test("an attempt withdrawn just as a worker began it (its notice not read yet) is on record as begun", () =>
+  withDispatcher(async (d, store) => {
+    // the reader is held up: the notice waits on the stream, unread
+    await d.close();
+    const controller = new AbortController();
+    let begun = 0;
+    const call = d.call("echo/v1", "echo", { x: 1 }, {
+      ...ctx(),
+      signal: controller.signal,
+      onBegin: () => {
+        begun++;
+      },
+    }).then(() => "answered", (e) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    const keys = queueKeys(store.prefix);
+    const entries = await store.command(["XRANGE", keys.tasks, "-", "+"]) as [string, string[]][];
+    const fields = entries[0]![1];
+    const reply = fields[fields.indexOf("reply") + 1]!;
+    const id = fields[fields.indexOf("d") + 1]!;
+    await store.command(["XADD", reply, "*", "d", id, "began", "1", "worker", "w"]);
+    controller.abort(new GleitzeitError("TASK_CANCELLED", "withdrawn"));
+    const e = await call;
+    assert(e instanceof GleitzeitError && e.code === "TASK_CANCELLED", String(e));
+    assertEquals(begun, 1, "found begun, once");
+    assertEquals(await store.command(["EXISTS", keys.cancel(id)]), 1, "and told to stop");
+    // one withdrawn before any worker began it: not begun
+    const other = new AbortController();
+    let otherBegun = 0;
+    const second = d.call("echo/v1", "echo", { x: 2 }, {
+      ...ctx(),
+      taskId: "u",
+      signal: other.signal,
+      onBegin: () => {
+        otherBegun++;
+      },
+    }).then(() => "answered", (err) => err);
+    await new Promise((r) => setTimeout(r, 100));
+    other.abort(new GleitzeitError("TASK_CANCELLED", "withdrawn"));
+    assert((await second) instanceof GleitzeitError);
+    assertEquals(otherBegun, 0);
+  }));

@@ -274,11 +274,23 @@ Deno.test("retries follow the backoff on the injected clock and only for retryab
 /** A dispatcher that queues attempts (as for workers): `begin(taskId)` says one begins. */
 class QueuingDispatcher extends FakeDispatcher {
   readonly queues = true;
-  readonly begins = new Map<string, () => void>();
+  readonly begins = new Map<string, () => unknown>();
+  /** Tasks a worker began whose notice is not read yet: an abort finds it (see work_queue). */
+  readonly unread = new Set<string>();
 
   override call(p: string, method: string, params: Record<string, unknown>, ctx: CallContext) {
     if (ctx.onBegin) this.begins.set(ctx.taskId, ctx.onBegin);
-    return super.call(p, method, params, ctx);
+    const answer = super.call(p, method, params, ctx);
+    // (such a dispatcher settles an aborted call itself: see Dispatcher.queues)
+    return new Promise((resolve, reject) => {
+      const onAbort = async () => {
+        if (this.unread.has(ctx.taskId)) await ctx.onBegin?.();
+        reject(ctx.signal.reason);
+      };
+      if (ctx.signal.aborted) return void onAbort();
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      answer.then(resolve, reject).finally(() => ctx.signal.removeEventListener("abort", onAbort));
+    });
   }
 
   begin(taskId: string): void {
@@ -399,13 +411,28 @@ Deno.test("queued attempts: fail_fast withdraws one still waiting for a worker (
     await new Promise((r) => setTimeout(r, 5));
     throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad");
   });
-  const out = await engine.run(wf([task("a", { method: "wait" }), task("b", { method: "boom" })]));
+  dispatcher.unread.add("c"); // began by a worker just as the run stopped
+  const out = await engine.run(
+    wf([
+      task("a", { method: "wait" }),
+      task("b", { method: "boom" }),
+      task("c", { method: "wait" }),
+    ]),
+  );
   assertEquals(out.state, "failed");
   assert(aborted, "its dispatch was withdrawn");
   const a = byId(out.tasks).get("a")!;
   assertEquals([a.state, a.attempts], ["skipped", 0]);
   assertEquals(a.reason, "not started: run stopped after 'b' failed (fail_fast)");
   assert(!events.some((e) => e.type === "task_started" && e.taskId === "a"));
+  // one found begun when withdrawn: on record as started, and cancelled (not failed)
+  const c = byId(out.tasks).get("c")!;
+  assertEquals([c.state, c.attempts, c.reason], [
+    "cancelled",
+    1,
+    "run stopped after 'b' failed (fail_fast)",
+  ]);
+  assert(!/\bc\b/.test(out.error?.message ?? ""), out.error?.message); // not a failed task
 });
 
 Deno.test("an attempt whose worker was lost ends interrupted, another starts at once outside the retry budget; the third loss fails the task", async () => {
