@@ -57,19 +57,22 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
             state: attemptState(a.state),
             started_at: iso(a.startedAt),
             finished_at: iso(a.finishedAt),
+            // the process that executed it (a worker, on Redis)
+            executor: a.owner ?? null,
             error: a.error ?? null,
           })),
         });
         return;
       }
       out(`${t.id}  ${t.runId}/${t.taskId}  ${t.method}  ${t.state}`);
-      const at = table(["attempt", "state", "started", "duration", "error"]);
+      const at = table(["attempt", "state", "started", "duration", "by", "error"]);
       for (const a of attempts) {
         at.push([
           String(a.attempt),
           attemptState(a.state),
           iso(a.startedAt) ?? "-",
           a.finishedAt !== undefined ? formatDuration(a.finishedAt - a.startedAt) : "-",
+          a.owner ?? "-",
           a.error ? preview(a.error.message, 50) : "",
         ]);
       }

@@ -165,7 +165,7 @@ export class RemoteDispatcher implements Dispatcher {
       /** The attempt's entry in the tasks stream, once added. */
       entry?: string;
       /** Called once, when a worker begins it (or answers it: a notice can be lost). */
-      onBegin?: () => Promise<unknown> | void;
+      onBegin?: (executor?: string) => Promise<unknown> | void;
     }
   >();
   #closed = false;
@@ -223,10 +223,11 @@ export class RemoteDispatcher implements Dispatcher {
           // Not begun as far as this process knows: from the flag on, no worker begins it,
           // so a notice that one did is on the reply stream already (the still-wanted check
           // is atomic): then it did start, and is on record so.
-          if (waiting?.onBegin && await this.#beganNotice(dispatchId)) {
-            const onBegin = waiting.onBegin;
-            waiting.onBegin = undefined;
-            await onBegin();
+          const executor = waiting?.onBegin ? await this.#beganNotice(dispatchId) : undefined;
+          if (executor !== undefined) {
+            const onBegin = waiting!.onBegin!;
+            waiting!.onBegin = undefined;
+            await onBegin(executor);
           }
         } catch {
           // Redis failing: the attempt ends here all the same
@@ -256,10 +257,11 @@ export class RemoteDispatcher implements Dispatcher {
     }
   }
 
-  /** Whether this coordinator's reply stream holds a notice that `dispatchId` began. */
-  async #beganNotice(dispatchId: string): Promise<boolean> {
+  /** The worker that began `dispatchId`, if this coordinator's reply stream says one did. */
+  async #beganNotice(dispatchId: string): Promise<string | undefined> {
     const entries = parseEntries(await this.#store.command(["XRANGE", this.#replyKey, "-", "+"]));
-    return entries.some((e) => e.fields.d === dispatchId && e.fields.began !== undefined);
+    return entries.find((e) => e.fields.d === dispatchId && e.fields.began !== undefined)
+      ?.fields.worker;
   }
 
   async #readReplies(): Promise<void> {
@@ -307,7 +309,7 @@ export class RemoteDispatcher implements Dispatcher {
         const begin = () => {
           const onBegin = waiting.onBegin;
           waiting.onBegin = undefined;
-          const started = onBegin?.();
+          const started = onBegin?.(entry.fields.worker);
           if (started) starts.push(started);
         };
         if (!isAnswer(entry)) {

@@ -760,7 +760,7 @@ export class Worker {
   async #recoverAnswers(runId: string, previous: string): Promise<RecoveredAnswer[]> {
     const out: RecoveredAnswer[] = [];
     const raw = await this.#store.command(["XRANGE", this.#keys.replies(previous), "-", "+"]);
-    const began = new Map<string, number>();
+    const began = new Map<string, { at: number; worker?: string }>();
     const answered = new Set<string>();
     // a stream id starts with the time it was added
     const timeOf = (e: StreamEntry) => Number(e.id.split("-")[0]);
@@ -768,7 +768,9 @@ export class Worker {
       // d: `${runId}/${taskId}/${attempt}/${nonce}.${seq}` (see RemoteDispatcher)
       const [run, taskId, attempt] = (e.fields.d ?? "").split("/");
       if (run !== runId || !taskId) continue;
-      if (e.fields.began !== undefined) began.set(e.fields.d!, timeOf(e));
+      if (e.fields.began !== undefined) {
+        began.set(e.fields.d!, { at: timeOf(e), worker: e.fields.worker });
+      }
       if (e.fields.ok !== undefined) answered.add(e.fields.d!);
       if (e.fields.ok !== "1") continue;
       try {
@@ -777,7 +779,8 @@ export class Worker {
           attempt: Number(attempt),
           result: JSON.parse(e.fields.body ?? "null"),
           at: timeOf(e),
-          ...(began.has(e.fields.d!) ? { began: began.get(e.fields.d!) } : {}),
+          ...(began.has(e.fields.d!) ? { began: began.get(e.fields.d!)!.at } : {}),
+          ...(e.fields.worker ? { executor: e.fields.worker } : {}),
         });
       } catch {
         // not an answer of ours
@@ -785,10 +788,16 @@ export class Worker {
     }
     // begun, with no answer (yet): on record as begun, so that the takeover records how it
     // ended (interrupted), and its next attempt gets the next number
-    for (const [d, at] of began) {
+    for (const [d, { at, worker }] of began) {
       if (answered.has(d)) continue;
       const [, taskId, attempt] = d.split("/");
-      out.push({ taskId: taskId!, attempt: Number(attempt), began: at, answered: false });
+      out.push({
+        taskId: taskId!,
+        attempt: Number(attempt),
+        began: at,
+        answered: false,
+        ...(worker ? { executor: worker } : {}),
+      });
     }
     if (out.length > 0) {
       this.#log(`run ${runId}: ${out.length} answer(s) its previous coordinator never recorded`);

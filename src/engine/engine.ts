@@ -85,6 +85,8 @@ export interface RecoveredAnswer {
   at?: number;
   /** When a worker said it began it (ms since epoch), where known. */
   began?: number;
+  /** The worker that executed it, where known. */
+  executor?: string;
 }
 
 /** A string that identifies this process. */
@@ -259,7 +261,14 @@ export class Engine {
       ) {
         // it began, and ended, before its coordinator recorded that it began
         const began = Math.min(now, a.began ?? a.at ?? now);
-        await this.store.startAttempt(runId, a.taskId, a.attempt, began, this.#owner, this.#owner);
+        await this.store.startAttempt(
+          runId,
+          a.taskId,
+          a.attempt,
+          began,
+          a.executor ?? this.#owner,
+          this.#owner,
+        );
         applyStart(task, a.attempt, began);
       }
       if (task.state !== "running" || task.attempts !== a.attempt || a.answered === false) {

@@ -431,12 +431,12 @@ export class RunExecution {
           ),
         ));
     };
-    const begin = (): Promise<boolean> => {
+    const begin = (executor?: string): Promise<boolean> => {
       if (begun) return begun;
       node.waiting = false;
       startedAt = clock.now();
       startTimer(); // from now, not from when the start is written
-      begun = this.#recordStart(node, attempt, startedAt).then((ok) => {
+      begun = this.#recordStart(node, attempt, startedAt, executor).then((ok) => {
         if (!ok) controller!.abort(cancelledError()); // not this execution's, or no store
         return ok;
       });
@@ -512,13 +512,21 @@ export class RunExecution {
     this.#checkDone();
   }
 
-  /** Records an attempt's start (and says so); false when it must not start after all. */
-  async #recordStart(node: Node, attempt: number, at: number): Promise<boolean> {
+  /**
+   * Records an attempt's start (and says so), as executed by `executor` (a worker) or this
+   * process; false when it must not start after all.
+   */
+  async #recordStart(
+    node: Node,
+    attempt: number,
+    at: number,
+    executor?: string,
+  ): Promise<boolean> {
     const { store, emit, owner } = this.#svc;
     try {
       // another process has the run now: this task is not this execution's to start
       if (!await this.#stillOwned()) return false;
-      await store.startAttempt(this.#run.id, node.spec.id, attempt, at, owner, owner);
+      await store.startAttempt(this.#run.id, node.spec.id, attempt, at, executor ?? owner, owner);
       applyStart(node.record, attempt, at);
     } catch (e) {
       if (!this.#lostBy(e)) this.#fatal(toGleitzeitError(e, "PERSISTENCE_ERROR"));

@@ -42,10 +42,10 @@ export interface CallContext {
   onProgress?: (chunk: string) => void;
   /**
    * Set by the engine when its dispatcher queues attempts ({@link Dispatcher.queues}): the
-   * dispatcher calls it once an executor begins the attempt (before its outcome); it settles
-   * once the start is on record.
+   * dispatcher calls it once an executor (a worker, named) begins the attempt (before its
+   * outcome); it settles once the start is on record.
    */
-  onBegin?: () => Promise<unknown> | void;
+  onBegin?: (executor?: string) => Promise<unknown> | void;
 }
 
 /** The result of a health probe. */

@@ -268,6 +268,14 @@ Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted 
         coordinator.log.join("\n")
       }`,
     );
+    // each attempt names the worker that executed it
+    const executors = (JSON.parse(shown.stdout).attempt_history as { executor: string }[])
+      .map((a) => a.executor);
+    assertEquals(executors[0], victimId![1]);
+    assert(
+      executors[1] !== victimId![1] && /^vm:|:/.test(executors[1] ?? ""),
+      JSON.stringify(executors),
+    );
     // and `system status` no longer lists it among the live workers (its lease key is gone)
     const sys = await gleitzeit(["--json", "system", "status"], { env: c.env, cwd: c.dir });
     const live = (JSON.parse(sys.stdout).workers as { owner: string }[]).map((w) => w.owner);
