@@ -339,26 +339,36 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
     return `asked process ${pid} to cancel run ${run.id}`;
   }
   const tasks = await store.listTasks({ runId: run.id });
-  await store.finishTasks(
-    tasks.filter((t) => t.state !== "completed" && t.state !== "failed" && t.state !== "skipped")
-      .map((t) => ({
-        runId: run.id,
-        taskId: t.taskId,
-        state: "cancelled" as const,
-        at: now,
-        reason: "cancelled by user",
-        // (an attempt still running here died with its process, which is gone)
-        ...(t.state === "running"
-          ? { attempt: t.attempts, attemptState: "interrupted" as const }
-          : {}),
-      })),
-  );
-  // and taken from its owner: one that only seemed gone (stopped, say) writes nothing more
-  await store.updateRun(run.id, {
-    state: "cancelled",
-    finishedAt: now,
-    owner: undefined,
-    error: { code: "WORKFLOW_CANCELLED", message: "cancelled by user", retryable: false },
-  });
+  // A dead worker's run: only while it is still that worker's (another one may be taking it
+  // over this moment: then it finds the cancel flag, set above, first thing).
+  const ifOwner = ownerGone ? run.owner : undefined;
+  try {
+    await store.finishTasks(
+      tasks.filter((t) => t.state !== "completed" && t.state !== "failed" && t.state !== "skipped")
+        .map((t) => ({
+          runId: run.id,
+          taskId: t.taskId,
+          state: "cancelled" as const,
+          at: now,
+          reason: "cancelled by user",
+          // (an attempt still running here died with its process, which is gone)
+          ...(t.state === "running"
+            ? { attempt: t.attempts, attemptState: "interrupted" as const }
+            : {}),
+          ...(ifOwner !== undefined ? { ifOwner } : {}),
+        })),
+    );
+    // and taken from its owner: one that only seemed gone (stopped, say) writes nothing more
+    await store.updateRun(run.id, {
+      state: "cancelled",
+      finishedAt: now,
+      owner: undefined,
+      error: { code: "WORKFLOW_CANCELLED", message: "cancelled by user", retryable: false },
+    }, ifOwner);
+  } catch (e) {
+    if (!(e instanceof GleitzeitError && e.code === "LEASE_EXPIRED" && ifOwner)) throw e;
+    const taker = (await store.getRun(run.id))?.owner;
+    return `asked worker ${taker ?? "that takes it over"} to cancel run ${run.id}`;
+  }
   return `cancelled run ${run.id}`;
 }

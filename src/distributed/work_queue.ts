@@ -176,6 +176,8 @@ export class RemoteDispatcher implements Dispatcher {
    * takeover) counts from 1 again, and an id's cancel flag must not reach its attempts.
    */
   readonly #nonce = crypto.randomUUID().slice(0, 8);
+  /** Attempts being aborted: the worker that began each, should its notice come meanwhile. */
+  readonly #aborting = new Map<string, string | undefined>();
 
   readonly #giveUpMs: number;
 
@@ -215,6 +217,7 @@ export class RemoteDispatcher implements Dispatcher {
       const reason = ctx.signal.reason;
       const waiting = this.#pending.get(dispatchId);
       this.#pending.delete(dispatchId);
+      this.#aborting.set(dispatchId, undefined);
       // The executing worker stops it; but not when this coordinator lost the run (the
       // engine aborts with LEASE_EXPIRED): the run's new coordinator may take its answer.
       if (!(reason instanceof GleitzeitError && reason.code === "LEASE_EXPIRED")) {
@@ -223,7 +226,9 @@ export class RemoteDispatcher implements Dispatcher {
           // Not begun as far as this process knows: from the flag on, no worker begins it,
           // so a notice that one did is on the reply stream already (the still-wanted check
           // is atomic): then it did start, and is on record so.
-          const executor = waiting?.onBegin ? await this.#beganNotice(dispatchId) : undefined;
+          const executor = waiting?.onBegin
+            ? this.#aborting.get(dispatchId) ?? await this.#beganNotice(dispatchId)
+            : undefined;
           if (executor !== undefined) {
             const onBegin = waiting!.onBegin!;
             waiting!.onBegin = undefined;
@@ -233,6 +238,7 @@ export class RemoteDispatcher implements Dispatcher {
           // Redis failing: the attempt ends here all the same
         }
       }
+      this.#aborting.delete(dispatchId);
       waiting?.reject(reason);
     };
     ctx.signal.addEventListener("abort", onAbort, { once: true });
@@ -305,7 +311,14 @@ export class RemoteDispatcher implements Dispatcher {
       for (const entry of entries) {
         last = entry.id;
         const waiting = this.#pending.get(entry.fields.d ?? "");
-        if (!waiting) continue; // answered already (a task run twice after a reclaim), or aborted
+        if (!waiting) {
+          // answered already (a task run twice after a reclaim), or aborted: a notice that one
+          // being aborted began is kept for its abort to find (the stream is trimmed below)
+          if (entry.fields.began !== undefined && this.#aborting.has(entry.fields.d ?? "")) {
+            this.#aborting.set(entry.fields.d!, entry.fields.worker ?? "");
+          }
+          continue;
+        }
         const begin = () => {
           const onBegin = waiting.onBegin;
           waiting.onBegin = undefined;

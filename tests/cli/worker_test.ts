@@ -460,6 +460,20 @@ Deno.test("`workflow cancel` of a run whose coordinator just died: nothing of it
     assertEquals(tasks.map((t) => t.state), ["cancelled", "cancelled"], JSON.stringify(tasks));
   }));
 
+Deno.test("`workflow cancel` of a run whose coordinator died a lease ago: cancelled at once", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "@machine-b", "--lease", "1s", "--concurrency", "1");
+    const runId = await submitTasks(c, "two", sleepTask("a", 3, 1) + sleepTask("b", 3, 2));
+    await waitLogged(first, `executing ${runId}/a`, "a to start");
+    first.child.kill("SIGKILL");
+    await first.child.status;
+    await new Promise((r) => setTimeout(r, 1500)); // its lease key is gone; its heartbeat is not old
+    const r = await gleitzeit(["workflow", "cancel", runId], { env: c.env, cwd: c.dir });
+    assertEquals(r.code, 0, r.stderr);
+    assertStringIncludes(r.stdout, `cancelled run ${runId}`);
+    assertEquals((await status(c, runId)).state, "cancelled");
+  }));
+
 Deno.test("a task's timeout stops the attempt on the worker executing it, lease or not", () =>
   withCluster(async (c) => {
     const w = await readyWorker(c, "--lease", "60s"); // the later --lease wins

@@ -115,3 +115,54 @@ Deno.test("an attempt withdrawn just as a worker began it (its notice not read y
     assert((await second) instanceof GleitzeitError);
     assertEquals(otherBegun, 0);
   }));
+
+Deno.test("a notice that an attempt began, read (and trimmed) while its abort sets the cancel flag, still puts it on record", async () => {
+  const prefix = `gz-dispatch-test-${crypto.randomUUID().slice(0, 8)}:`;
+  const store = await RedisStore.connect({ prefix });
+  const reader = await store.sibling();
+  await ensureGroup(store, queueKeys(prefix).tasks);
+  // setting a cancel flag takes a while (a slow Redis): the reader goes on meanwhile
+  const slow = new Proxy(store, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (prop === "command") {
+        return async (args: string[]) => {
+          if (args[0] === "SET" && String(args[1]).includes("cancel")) {
+            await new Promise((r) => setTimeout(r, 300));
+          }
+          return await target.command(args);
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const d = new RemoteDispatcher(slow, reader, `test:${Deno.pid}:x`, 1_000);
+  try {
+    const controller = new AbortController();
+    let begun = 0;
+    const call = d.call("echo/v1", "echo", {}, {
+      ...ctx(),
+      signal: controller.signal,
+      onBegin: () => {
+        begun++;
+      },
+    }).then(() => "answered", (e) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    const keys = queueKeys(prefix);
+    const entries = await store.command(["XRANGE", keys.tasks, "-", "+"]) as [string, string[]][];
+    const fields = entries[0]![1];
+    const reply = fields[fields.indexOf("reply") + 1]!;
+    const id = fields[fields.indexOf("d") + 1]!;
+    controller.abort(new GleitzeitError("TASK_CANCELLED", "withdrawn"));
+    await store.command(["XADD", reply, "*", "d", id, "began", "1", "worker", "w"]);
+    await store.command(["XADD", reply, "*", "d", "other", "ok", "1", "body", "1"]);
+    assert((await call) instanceof GleitzeitError);
+    assertEquals(begun, 1, "found begun");
+  } finally {
+    await d.close();
+    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
+    if (left.length > 0) await store.command(["DEL", ...left]);
+    await reader.close();
+    await store.close();
+  }
+});
