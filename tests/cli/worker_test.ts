@@ -808,7 +808,8 @@ Deno.test("SIGTERM to the coordinator while tasks wait for workers: the next coo
 Deno.test("SIGTERM to a coordinator with a long lease: its run is left to the others at once", () =>
   withCluster(async (c) => {
     const first = await readyWorker(c, "@machine-b", "--lease", "30s", "--concurrency", "2");
-    const runId = await submitTasks(c, "handover", sleepTasks(["a", "b"], 1));
+    // (long enough to be still running when the second worker is up, on a loaded machine)
+    const runId = await submitTasks(c, "handover", sleepTasks(["a", "b"], 4));
     await waitLogged(first, `coordinating run ${runId}`, "the run to be coordinated");
     const second = await readyWorker(c, "--concurrency", "2");
     first.child.kill("SIGTERM");
@@ -890,9 +891,14 @@ Deno.test("a worker stopped (SIGSTOP) for longer than --give-up-after tries Redi
 
 Deno.test("a coordinator killed after other workers answered: those answers are recorded at takeover, not run again", () =>
   withCluster(async (c) => {
-    // The coordinator executes one attempt at a time; the helper, two.
+    // The coordinator executes one attempt at a time (a, the first, long: it is the only worker
+    // then); the helper, the other two.
     const coordinator = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
-    const runId = await submitTasks(c, "answered", sleepTasks(["a", "b", "c"], 1.5));
+    const runId = await submitTasks(
+      c,
+      "answered",
+      sleepTask("a", 5, 1) + sleepTask("b", 1.5, 2) + sleepTask("c", 1.5, 3),
+    );
     await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
     const helper = await readyWorker(c, "--concurrency", "2");
     await waitFor(
