@@ -413,7 +413,7 @@ Deno.test("attempts queued by a coordinator that died are dropped, not executed 
 Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unharmed", () =>
   withCluster(async (c) => {
     const first = await readyWorker(c, "--concurrency", "2");
-    const runId = await submitTasks(c, "four", sleepTasks(["a", "b", "c", "d"], 1));
+    const runId = await submitTasks(c, "four", sleepTasks(["a", "b", "c", "d"], 3));
     await waitLogged(first, `coordinating run ${runId}`, "the run to be coordinated");
     const second = await readyWorker(c, "--concurrency", "2");
     first.child.kill("SIGTERM");
@@ -949,7 +949,12 @@ Deno.test("a coordinator stopped (SIGSTOP) for a few seconds inside its lease go
 Deno.test("a coordinator stopped with SIGTERM after other workers answered: those answers are recorded too", () =>
   withCluster(async (c) => {
     const coordinator = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
-    const runId = await submitTasks(c, "handed", sleepTasks(["a", "b", "c"], 1.5));
+    // a, the first, is the coordinator's (the only worker then), long; b and c the helper's
+    const runId = await submitTasks(
+      c,
+      "handed",
+      sleepTask("a", 5, 1) + sleepTask("b", 1.5, 2) + sleepTask("c", 1.5, 3),
+    );
     await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
     // it looks for work to take over every 10 s: the answers are in by then
     const helper = await readyWorker(c, "--lease", "30s", "--concurrency", "2");
