@@ -309,7 +309,7 @@ Deno.test("an Ollama URL that is not http(s) is one clear error before anything 
   }
 });
 
-Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again is a usage error", async () => {
+Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again does nothing (exit 0)", async () => {
   const { env } = await scratch();
   const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
     env,
