@@ -362,18 +362,26 @@ export class RemoteDispatcher implements Dispatcher {
    * After reads failed (Redis restarted, say): attempts whose entry is gone from the tasks
    * stream and that have no answer waiting will never get one (a Redis that lost its data
    * lost them): they fail, retryable, instead of waiting for ever. An entry is removed in the
-   * same script that adds its answer, so an answer is there for any entry that is gone:
-   * `first` (this read's reply) and what follows it are read before the look.
+   * same script that adds its answer, so an answer is there for any entry that is gone: the
+   * reply stream is read after the entries are seen gone.
    */
   async #checkEntries(first: unknown): Promise<void> {
     const answered = new Set(readReply(first).filter(isAnswer).map((e) => e.fields.d ?? ""));
     try {
-      const more = await this.#reader.command(["XRANGE", this.#replyKey, "-", "+"]);
-      for (const e of parseEntries(more)) if (isAnswer(e)) answered.add(e.fields.d ?? "");
-      for (const [id, p] of [...this.#pending]) {
+      const gone: string[] = [];
+      for (const [id, p] of this.#pending) {
         if (p.entry === undefined || answered.has(id)) continue;
         const found = await this.#reader.command(["XRANGE", this.#keys.tasks, p.entry, p.entry]);
-        if (Array.isArray(found) && found.length > 0) continue;
+        if (!Array.isArray(found) || found.length === 0) gone.push(id);
+      }
+      if (gone.length === 0) return;
+      // read after the entries were seen gone: an answer given meanwhile is there (its entry
+      // goes in the same script that adds it)
+      const more = await this.#reader.command(["XRANGE", this.#replyKey, "-", "+"]);
+      for (const e of parseEntries(more)) if (isAnswer(e)) answered.add(e.fields.d ?? "");
+      for (const id of gone) {
+        const p = this.#pending.get(id);
+        if (!p || answered.has(id)) continue;
         this.#pending.delete(id);
         p.reject(
           new GleitzeitError(
