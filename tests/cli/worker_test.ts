@@ -866,7 +866,8 @@ Deno.test("a dead worker's entries are taken over however many of a live worker'
         15_000,
       );
       assertEquals(await pendingOf("live"), 1100, "the live worker keeps its own");
-      assert(logged(w, "dropped a malformed task entry"), w.log.join("\n"));
+      // (each is looked at once taken: its log line follows the claim)
+      await waitLogged(w, "dropped a malformed task entry", "the entries to be looked at");
     } finally {
       await client.close();
     }
@@ -892,8 +893,9 @@ Deno.test("a worker stopped (SIGSTOP) for longer than --give-up-after tries Redi
 Deno.test("a coordinator killed after other workers answered: those answers are recorded at takeover, not run again", () =>
   withCluster(async (c) => {
     // The coordinator executes one attempt at a time (a, the first, long: it is the only worker
-    // then); the helper, the other two.
-    const coordinator = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
+    // then); the helper, the other two. Its lease leaves the helper's answers time to come in
+    // before the takeover, on a loaded machine too.
+    const coordinator = await readyWorker(c, "@machine-b", "--lease", "6s", "--concurrency", "1");
     const runId = await submitTasks(
       c,
       "answered",
