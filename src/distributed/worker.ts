@@ -541,7 +541,8 @@ export class Worker {
       await this.#ack(this.#keys.tasks, entry.id);
       return;
     }
-    const what = `${job.ctx.runId}/${job.ctx.taskId} attempt ${job.ctx.attempt}`;
+    const which = `${job.ctx.taskId} attempt ${job.ctx.attempt}`;
+    const what = `${job.ctx.runId}/${which}`;
     const unreported = this.#unreported.get(entry.id);
     if (unreported) {
       // executed (or found lost) here, its answer not sent (Redis failing): sent now, not
@@ -558,7 +559,7 @@ export class Worker {
       // read as this worker stops: not begun here; its coordinator sends it again at once
       const stopped = workerLostError(
         this.owner,
-        `${job.ctx.taskId} attempt ${job.ctx.attempt}`,
+        which,
         true,
       );
       await this.#reportOrKeep(running, false, stopped.toData(), what);
@@ -602,7 +603,7 @@ export class Worker {
     if (holder !== undefined && reply) {
       // Its worker died (or stopped) with it: the coordinator records that attempt as
       // interrupted and sends another, so what ran is on record attempt by attempt.
-      const lost = workerLostError(holder, `${job.ctx.taskId} attempt ${job.ctx.attempt}`);
+      const lost = workerLostError(holder, which);
       if (lastSeen !== undefined) lost.details.last_seen = lastSeen;
       await this.#reportOrKeep(running, false, lost.toData(), what);
       this.#log(`${what} lost with worker ${holder}: its coordinator starts another attempt`);
@@ -635,7 +636,7 @@ export class Worker {
       // the attempt again elsewhere, at once (should this answer not get out, another worker
       // takes the entry over)
       ok = false;
-      body = workerLostError(this.owner, `${job.ctx.taskId} attempt ${job.ctx.attempt}`, true)
+      body = workerLostError(this.owner, which, true)
         .toData();
     }
     if (!await this.#reportOrKeep(running, ok, body, what)) return;

@@ -890,41 +890,62 @@ Deno.test("a worker stopped (SIGSTOP) for longer than --give-up-after tries Redi
     assertEquals(status, undefined, "the worker is still running");
   }));
 
+/**
+ * A coordinator on another host executes a (long; it is the only worker when the run comes),
+ * a helper b and c; `stop` ends the coordinator once the helper has taken both. The helper's
+ * answers are recorded (at the takeover), not run again. Returns the helper.
+ */
+async function helperAnswersKept(
+  c: Cluster,
+  coordinatorLease: string,
+  helperArgs: string[],
+  stop: (coordinator: WorkerProcess) => Promise<void>,
+): Promise<WorkerProcess> {
+  const coordinator = await readyWorker(
+    c,
+    "@machine-b",
+    "--lease",
+    coordinatorLease,
+    "--concurrency",
+    "1",
+  );
+  const runId = await submitTasks(
+    c,
+    "answered",
+    sleepTask("a", 5, 1) + sleepTask("b", 1.5, 2) + sleepTask("c", 1.5, 3),
+  );
+  await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
+  const helper = await readyWorker(c, "--concurrency", "2", ...helperArgs);
+  await waitFor(
+    "the helper to take two attempts",
+    () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
+  );
+  await stop(coordinator);
+  const report = await waitRunEnd(c, runId);
+  assertEquals(report.state, "completed", JSON.stringify(report));
+  assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
+  const helped = helper.log.filter((l) => /executing \S+ attempt 1/.test(l) && l.includes(runId))
+    .map((l) => /\/(\w+) attempt/.exec(l)![1]!);
+  assertEquals(helped.length, 2, helper.log.join("\n"));
+  const tasks = report.tasks as { id: string; attempts: number }[];
+  for (const id of helped) {
+    assertEquals(
+      tasks.find((t) => t.id === id)?.attempts,
+      1,
+      `${id}: answered, not run again\n${coordinator.log.join("\n")}\n--\n${helper.log.join("\n")}`,
+    );
+  }
+  return helper;
+}
+
 Deno.test("a coordinator killed after other workers answered: those answers are recorded at takeover, not run again", () =>
   withCluster(async (c) => {
-    // The coordinator executes one attempt at a time (a, the first, long: it is the only worker
-    // then); the helper, the other two. Its lease leaves the helper's answers time to come in
-    // before the takeover, on a loaded machine too.
-    const coordinator = await readyWorker(c, "@machine-b", "--lease", "6s", "--concurrency", "1");
-    const runId = await submitTasks(
-      c,
-      "answered",
-      sleepTask("a", 5, 1) + sleepTask("b", 1.5, 2) + sleepTask("c", 1.5, 3),
-    );
-    await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
-    const helper = await readyWorker(c, "--concurrency", "2");
-    await waitFor(
-      "the helper to take two attempts",
-      () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
-    );
-    coordinator.child.kill("SIGKILL");
-    await coordinator.child.status;
-    const report = await waitRunEnd(c, runId);
-    assertEquals(report.state, "completed", JSON.stringify(report));
-    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
-    const helped = helper.log.filter((l) => /executing \S+ attempt 1/.test(l) && l.includes(runId))
-      .map((l) => /\/(\w+) attempt/.exec(l)![1]!);
-    assertEquals(helped.length, 2, helper.log.join("\n"));
-    const tasks = report.tasks as { id: string; attempts: number }[];
-    for (const id of helped) {
-      assertEquals(
-        tasks.find((t) => t.id === id)?.attempts,
-        1,
-        `${id}: answered, not run again\n${coordinator.log.join("\n")}\n--\n${
-          helper.log.join("\n")
-        }`,
-      );
-    }
+    // its lease leaves the helper's answers time to come in before the takeover, on a loaded
+    // machine too
+    const helper = await helperAnswersKept(c, "6s", [], async (coordinator) => {
+      coordinator.child.kill("SIGKILL");
+      await coordinator.child.status;
+    });
     assert(
       logged(helper, "answer(s) its previous coordinator never recorded"),
       helper.log.join("\n"),
@@ -950,35 +971,9 @@ Deno.test("a coordinator stopped (SIGSTOP) for a few seconds inside its lease go
 
 Deno.test("a coordinator stopped with SIGTERM after other workers answered: those answers are recorded too", () =>
   withCluster(async (c) => {
-    const coordinator = await readyWorker(c, "@machine-b", "--lease", "3s", "--concurrency", "1");
-    // a, the first, is the coordinator's (the only worker then), long; b and c the helper's
-    const runId = await submitTasks(
-      c,
-      "handed",
-      sleepTask("a", 5, 1) + sleepTask("b", 1.5, 2) + sleepTask("c", 1.5, 3),
-    );
-    await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
-    // it looks for work to take over every 10 s: the answers are in by then
-    const helper = await readyWorker(c, "--lease", "30s", "--concurrency", "2");
-    await waitFor(
-      "the helper to take two attempts",
-      () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
-    );
-    coordinator.child.kill("SIGTERM");
-    assertEquals((await coordinator.child.status).code, 0);
-    const report = await waitRunEnd(c, runId);
-    assertEquals(report.state, "completed", JSON.stringify(report));
-    assertEquals(resultsOf(report), { a: 1, b: 2, c: 3 });
-    const helped = helper.log.filter((l) => /executing \S+ attempt 1/.test(l) && l.includes(runId))
-      .map((l) => /\/(\w+) attempt/.exec(l)![1]!);
-    const tasks = report.tasks as { id: string; attempts: number }[];
-    for (const id of helped) {
-      assertEquals(
-        tasks.find((t) => t.id === id)?.attempts,
-        1,
-        `${id}: answered, not run again\n${coordinator.log.join("\n")}\n--\n${
-          helper.log.join("\n")
-        }`,
-      );
-    }
+    // the helper looks for work to take over every 10 s: the answers are in by then
+    await helperAnswersKept(c, "3s", ["--lease", "30s"], async (coordinator) => {
+      coordinator.child.kill("SIGTERM");
+      assertEquals((await coordinator.child.status).code, 0);
+    });
   }));
