@@ -56,6 +56,58 @@ result = {
   });
 }
 
+Deno.test("[bwrap] every task of a warm parent runs unprivileged in its own directory, with only its own descriptors", async () => {
+  // Spares wait as root and are set up partly by the forker that clones them (identity,
+  // directory, environment, SIGINT): each task, whichever forker's, must come out the same.
+  const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  try {
+    const seen = new Set<string>();
+    for (let i = 0; i < 7; i++) {
+      const r = await provider.call("python/execute", {
+        code: `
+import os, signal, time
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[fd] = os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        pass  # the listing's own
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+result = {
+    "ids": [list(os.getresuid()), list(os.getresgid()), os.getgroups()],
+    "caps": [status["CapEff"].strip(), status["CapPrm"].strip()],
+    "dirs": [os.environ["HOME"], os.environ["TMPDIR"], os.environ["PWD"]],
+    "cwd": os.getcwd(),
+    "fds": sorted(v for k, v in fds.items() if int(k) > 2),
+    "interrupted": interrupted,
+}
+`,
+      }, makeCtx()) as R;
+      const t = r.result;
+      assert.deepEqual(t.ids, [[65534, 65534, 65534], [65534, 65534, 65534], []], `task ${i}`);
+      assert.deepEqual(t.caps, ["0000000000000000", "0000000000000000"], `task ${i}`);
+      assert.deepEqual(t.dirs, [t.cwd, t.cwd, t.cwd], `task ${i}`);
+      assert.ok(!seen.has(t.cwd as string), `task ${i} has a directory of its own`);
+      seen.add(t.cwd as string);
+      // its result file and the pipe it says "done" on; nothing of the parent's or a forker's
+      const fds = t.fds as string[];
+      assert.equal(fds.length, 2, `task ${i}: ${fds}`);
+      assert.match(fds.find((f) => !f.startsWith("pipe:")) ?? "", /\.result$/, `task ${i}`);
+      assert.ok(fds.some((f) => f.startsWith("pipe:")), `task ${i}: ${fds}`);
+      assert.equal(t.interrupted, true, `task ${i}: SIGINT raises KeyboardInterrupt`);
+    }
+    assert.equal(provider.poolStats().bwrap.live, 1);
+  } finally {
+    await provider.close();
+  }
+});
+
 Deno.test("[bwrap] a task cannot see or touch the previous task's directory", async () => {
   const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   try {
