@@ -13,8 +13,8 @@
  * (the first runs on a spare made long before; the second on one made while the first ran),
  * and both, pool and fork trip, paced: each task 2 ms after the one before.
  *
- * The warm pool and its round-trip baselines run in turn, in blocks of 25, so that they see
- * the same machine. Also printed, to tell what the machine costs: the machine's CPU time per
+ * The warm pool and its round-trip baselines run in turn, in blocks of 25, and the two spawns
+ * and the cold task in blocks of 10, so that each ratio's two sides see the same machine. Also printed, to tell what the machine costs: the machine's CPU time per
  * task (all CPUs, from /proc/stat: what a fork-per-task design is bound by when the CPUs are
  * busy) for the fork baseline and the warm pool, and the first touch of a 4 KiB page in a
  * freshly forked child against the same in its parent (a hypervisor that shadows page tables
@@ -63,15 +63,6 @@ function machineBusyMs(): number {
   } catch {
     return NaN;
   }
-}
-
-/** `n` runs of `fn` after `warmup` unmeasured ones. */
-async function time(
-  n: number,
-  fn: () => Promise<unknown>,
-  warmup = 3,
-): Promise<Stats & { cpu_per_task_ms: number }> {
-  return (await interleaved(n, n, [fn], warmup))[0];
 }
 
 /**
@@ -143,12 +134,6 @@ const ctx = () => ({
   attempt: 1,
 });
 
-const rawSpawn = await time(
-  COLD,
-  () =>
-    new Deno.Command(py.executable, { args: ["-I", "-S", "-c", "pass"], stdout: "null" }).output(),
-);
-
 const scratch = await Deno.makeTempDir();
 const sandboxArgs = bwrapArgs(py, {
   taskDir: scratch,
@@ -157,16 +142,22 @@ const sandboxArgs = bwrapArgs(py, {
   read: [],
   write: [],
 });
-const bwrapSpawn = await time(COLD, () =>
-  new Deno.Command(bwrap, {
-    args: [...sandboxArgs, "--", py.executable, "-I", "-S", "-c", "pass"],
-    stdout: "null",
-  }).output());
-await Deno.remove(scratch, { recursive: true });
-
 const cold = new PythonProvider({ sandbox: "bwrap" });
-const coldTask = await time(COLD, () => cold.call("python/execute", { code: "result = 1" }, ctx()));
+// The three in turn, a block of each at a time, like the warm measures below: on this
+// shared, noisy machine, measured one after the other, they saw different loads (the ratio
+// moved between 0.97x and 1.28x from run to run).
+const [rawSpawn, bwrapSpawn, coldTask] = await interleaved(COLD, 10, [
+  () =>
+    new Deno.Command(py.executable, { args: ["-I", "-S", "-c", "pass"], stdout: "null" }).output(),
+  () =>
+    new Deno.Command(bwrap, {
+      args: [...sandboxArgs, "--", py.executable, "-I", "-S", "-c", "pass"],
+      stdout: "null",
+    }).output(),
+  () => cold.call("python/execute", { code: "result = 1" }, ctx()),
+], 3);
 await cold.close();
+await Deno.remove(scratch, { recursive: true });
 
 // A long-running Python that answers each JSON line; with "fork", it forks and reaps a child
 // per message first (the floor of a fork-per-task design).
