@@ -754,10 +754,23 @@ def _ipc_left():
 def _close_inherited():
     # Descriptors Gleitzeit itself inherited without close-on-exec (from a shell or a CI
     # harness) would otherwise reach every task: only stdin, stdout and stderr stay.
+    if sys.version_info >= (3, 10):
+        try:
+            os.closerange(3, 1 << 30)  # one close_range(2)
+        except OSError:
+            pass
+        return
+    # Before 3.10, closerange closes every number in turn: a billion calls. Those open only.
     try:
-        os.closerange(3, 1 << 30)
+        open_fds = [int(n) for n in os.listdir("/proc/self/fd")]
     except OSError:
-        pass
+        open_fds = range(3, 65536)
+    for fd in open_fds:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own, closed by now
 
 def _install_seccomp(ctypes, libc, prog):
     # The filter cold tasks get from bwrap (see seccomp.ts), on this parent: every child
@@ -1014,8 +1027,8 @@ def _pool():
     # Objects that exist now are never collected: a collection in a child would otherwise
     # touch (and copy) every page of the parent's heap.
     gc.collect()
-    gc.freeze()
     _plug_pools()
+    gc.freeze()  # the lists holding the filler too: a child's collection never walks them
     _start_forkers(inp, out, options)
     out.write('{"ready": true}\n')
     # A spare child is forked ahead of each job, and the next spare is forked while the job
