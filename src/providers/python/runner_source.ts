@@ -494,9 +494,8 @@ def _prepare(job, keep_root=False):
     # Pool mode: the output files live in a directory only root may enter, so they are
     # opened as root (a warm spare is root until its job comes; keep_root: it drops then);
     # the task reaches them through its descriptors only. A spare prepared ahead also
-    # enters its work directory as root:
-    # the provider hands it to the sandbox user only when the job is sent, so the task that
-    # runs meanwhile cannot plant anything in it.
+    # enters its work directory as root: the provider hands it to the sandbox user only
+    # when the job is sent, so the task that runs meanwhile cannot plant anything in it.
     root = pooled and os.getuid() == 0
     if not root:
         _drop_user(job)
