@@ -18,7 +18,8 @@
  * task (all CPUs, from /proc/stat: what a fork-per-task design is bound by when the CPUs are
  * busy) for the fork baseline and the warm pool, and the first touch of a 4 KiB page in a
  * freshly forked child against the same in its parent (a hypervisor that shadows page tables
- * makes the child's cost microseconds a page, and a Python child touches hundreds).
+ * makes the child's cost microseconds a page, and a Python child touches hundreds), and the
+ * share of CPU time the host gave others while the warm measures ran (steal).
  *
  * Run: deno run --allow-all bench/python_bench.ts [--cold N] [--warm N] [--bursts N] [--paced N] [--json]
  */
@@ -52,6 +53,17 @@ function stats(samples: number[]): Stats {
     p50: at(0.5),
     p99: at(0.99),
   };
+}
+
+/** [steal, all] CPU ticks of the whole machine so far (steal: time the host gave others). */
+function machineSteal(): [number, number] {
+  try {
+    const f = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1, 9)
+      .map(Number);
+    return [f[7], f.reduce((a, b) => a + b, 0)];
+  } catch {
+    return [NaN, NaN];
+  }
 }
 
 /** Busy CPU time of the whole machine so far, in ms (user, nice, system, irq, softirq). */
@@ -190,11 +202,18 @@ const warm = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
 await warm.prewarm();
 // The warm pool and its baselines in turn, a block of each at a time, so that all three see
 // the same machine (on a shared one, minutes apart can differ by a third).
+const stealBefore = machineSteal();
 const [rawRoundTrip, rawForkTrip, warmTask] = await interleaved(WARM, 25, [
   () => roundTrip(false, seq++),
   () => roundTrip(true, seq++),
   () => warm.call("python/execute", { code: "result = 1" }, ctx()),
 ]);
+const stealAfter = machineSteal();
+// The host's share taken from this guest meanwhile (printed with the results): one sign of a
+// busy host, where the pool, which needs about three times the fork trip's CPU per task,
+// loses more than the baseline does.
+const stealPercent = 100 * (stealAfter[0] - stealBefore[0]) /
+  Math.max(1, stealAfter[1] - stealBefore[1]);
 // Paced: each task 2 ms after the one before, for the pool and the fork trip alike, so that
 // what the pool does in the background for the next task (the next spare's clone and set-up,
 // the finished task's clean-up) has ended: one task's latency, where the back-to-back loop
@@ -251,6 +270,7 @@ const report = {
   warm_pool_second_task_of_burst_ms: burstTask,
   raw_fork_trip_second_of_burst_ms: rawBurstTask,
   first_page_touch_us: touch,
+  host_steal_percent_during_warm: stealPercent,
   ratios: {
     cold_vs_raw_spawn_plus_setup: coldTask.p50 / (rawSpawn.p50 + setup),
     warm_p50_vs_round_trip_plus_fork: warmTask.p50 / rawForkTrip.p50,
@@ -317,5 +337,9 @@ if (Deno.args.includes("--json")) {
   console.log(
     `first touch of a 4 KiB page: parent ${touch.parent_us.toFixed(2)} us, ` +
       `forked child ${touch.child_us.toFixed(2)} us`,
+  );
+  console.log(
+    `host steal during the warm measures: ${stealPercent.toFixed(1)}% of this machine's CPU ` +
+      "time (given to other guests)",
   );
 }
