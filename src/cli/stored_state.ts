@@ -218,10 +218,11 @@ export async function interruptedRuns(
   store: Store,
   tasks: TaskRecord[],
   now = Date.now(),
+  workersLive?: boolean,
 ): Promise<Set<string>> {
   const gone = new Set<string>();
   if (!tasks.some((t) => t.state === "running")) return gone;
-  if (store.backend === "redis" && (await listWorkers(store as RedisStore)).length > 0) {
+  if (store.backend === "redis" && (workersLive ?? await anyWorkerLive(store as RedisStore))) {
     return gone;
   }
   for (const runId of new Set(tasks.filter((t) => t.state === "running").map((t) => t.runId))) {
@@ -266,7 +267,12 @@ export function printTasks(tasks: TaskRecord[], json: boolean): void {
 export async function printRunStatus(store: Store, run: RunRecord, json: boolean): Promise<void> {
   const state = displayState(run);
   const tasks = await store.listTasks({ runId: run.id });
-  const shown = shownTasks(tasks, await interruptedRuns(store, tasks));
+  // asked of Redis once, for the tasks shown and the hint below alike
+  const workersLive = store.backend === "redis" &&
+      (state === "interrupted" || state === "queued" || tasks.some((t) => t.state === "running"))
+    ? await anyWorkerLive(store as RedisStore)
+    : undefined;
+  const shown = shownTasks(tasks, await interruptedRuns(store, tasks, Date.now(), workersLive));
   if (json) return printJson({ ...runJson(run), tasks: shown.map(taskJson) });
   const c = colors("stdout");
   out(`${c.bold(run.id)}  ${run.workflowName}  ${state}`);
@@ -281,7 +287,7 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
     ...(run.error ? { error: run.error } : {}),
   });
   if (store.backend === "redis" && (state === "interrupted" || state === "queued")) {
-    if ((await listWorkers(store as RedisStore)).length === 0) {
+    if (!workersLive) {
       out(c.dim(noWorkers(store as RedisStore, run.id)));
     } else {
       // a run queued for workers (run --detach) is taken over by one on its own
@@ -296,6 +302,11 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
   } else if (state === "failed") {
     out(c.dim(`run the failed and skipped tasks again with: gleitzeit workflow resume ${run.id}`));
   }
+}
+
+/** Whether a worker is live on this store (its URL and prefix). */
+async function anyWorkerLive(store: RedisStore): Promise<boolean> {
+  return (await listWorkers(store)).length > 0;
 }
 
 /** What to say of a run on Redis that no live worker can take. */
