@@ -557,11 +557,7 @@ export class Worker {
     }
     if (this.#stopped && holder === undefined && reply) {
       // read as this worker stops: not begun here; its coordinator sends it again at once
-      const stopped = workerLostError(
-        this.owner,
-        which,
-        true,
-      );
+      const stopped = workerLostError(this.owner, which, true);
       await this.#reportOrKeep(running, false, stopped.toData(), what);
       return;
     }
@@ -636,8 +632,7 @@ export class Worker {
       // the attempt again elsewhere, at once (should this answer not get out, another worker
       // takes the entry over)
       ok = false;
-      body = workerLostError(this.owner, which, true)
-        .toData();
+      body = workerLostError(this.owner, which, true).toData();
     }
     if (!await this.#reportOrKeep(running, ok, body, what)) return;
     const code = (body as { code?: string } | undefined)?.code;

@@ -556,10 +556,14 @@ export class RunExecution {
     const kind = this.#stop?.kind;
     if (kind === "timeout") return "not started: run timed out";
     if (kind === "cancel") return "not started: run cancelled";
-    if (kind === "fail_fast") {
-      return `not started: run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`;
-    }
+    if (kind === "fail_fast") return `not started: ${this.#failFastCause()}`;
     return undefined;
+  }
+
+  /** Why a fail_fast run stopped: `run stopped after 'a' failed (fail_fast)`. */
+  #failFastCause(): string {
+    const first = this.#failedTasks[0];
+    return `run stopped after ${first ? `'${first}' failed` : "a failure"} (fail_fast)`;
   }
 
   #endNotStarted(node: Node, reason: string): void {
@@ -599,7 +603,7 @@ export class RunExecution {
       const reason = stopKind === "timeout"
         ? "run timed out"
         : stopKind === "fail_fast"
-        ? `run stopped after '${this.#failedTasks[0]}' failed (fail_fast)`
+        ? this.#failFastCause()
         : "run cancelled";
       await this.#write(
         node,
@@ -706,10 +710,7 @@ export class RunExecution {
     const at = this.#svc.clock.now();
     const kind = this.#stop?.kind;
     if (kind === "fail_fast") {
-      const first = this.#failedTasks[0];
-      const reason = `retry abandoned: run stopped after ${
-        first ? `'${first}' failed` : "a failure"
-      } (fail_fast)`;
+      const reason = `retry abandoned: ${this.#failFastCause()}`;
       await this.#write(node, { state: "failed", at, reason }, () => {
         node.state = "failed";
         this.#failedTasks.push(node.spec.id);
