@@ -1028,6 +1028,8 @@ def _pool():
     gc.collect()
     _plug_pools()
     gc.freeze()  # the lists holding the filler too: a child's collection never walks them
+    global _own_user
+    _own_user = options.get("uid") is None  # before the forkers: their spares need it too
     _start_forkers(inp, out, options)
     out.write('{"ready": true}\n')
     # A spare child is forked ahead of each job, so neither fork nor exit is on a task's
@@ -1095,13 +1097,13 @@ def _pool():
         os.mkdir(path, 0o700)
         return path
 
-    global _own_user
-    _own_user = options.get("uid") is None
     spare = _prefork(inp, out, options, (), new_dir())
     ahead = None  # the spare after that one (forkers only): see above
     # Without a sandbox user apart from this pool's (not root), a task can signal the spare
     # and change this parent's limits or priority: then it is reported dirty (retired).
     own = _settings("self") if _own_user else None
+    global _own_settings
+    _own_settings = own
     outfd = out.fileno()
     mypid = os.getpid()
     while True:
@@ -1116,7 +1118,8 @@ def _pool():
         if not line.startswith(b'{"prepare"'):
             spare = _settle(spare, inp, out, options)  # before the job goes to it
         if _own_user and not line.startswith(b'{"prepare"'):
-            spare = _live_spare(spare, own, lambda: _prefork(inp, out, options, (), new_dir()))
+            spare = _live_spare(spare, own, lambda: _settle(
+                _prefork(inp, out, options, (), new_dir()), inp, out, options))
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
@@ -1209,6 +1212,8 @@ def _pool():
             # what even that left (a tree past PATH_MAX, say) would fill the tmpfs over
             # many tasks: the next status line says dirty, and the sandbox goes with it
             stale[0] = _exists(gone)
+        if _own_user:
+            _forkers_sound()  # the task has ended, and whatever it left (see _strays)
         if _forkers and not _forkers_off[0]:
             # The spare after the next, from its forker (a message: the clone is the
             # forker's work). Task cgroups go round three at a time: it goes into the one
@@ -1537,7 +1542,8 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     cgroup = _task_cgroup(options)
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
-    forker = _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir) if cgroup else None
+    forker = (_fork_in(cgroup, inp, out, options, job_r, done_w, task_dir)
+              if cgroup or _one_forker[0] else None)
     if forker is None:
         # In the spare, signals stay pending, not delivered, until the job comes: the parent
         # sees any a task sent (see _waiting) and replaces it instead of passing it a job.
@@ -1572,6 +1578,8 @@ def _settle(spare, inp, out, options):
     if spare[0] is not None:
         return spare
     try:
+        if _own_user and not _answering(spare[5]):
+            raise OSError("the forker is stopped or gone")
         pid = int(spare[5].recv(32))
         if pid > 0:
             spare[0], spare[3] = pid, os.pidfd_open(pid)
@@ -1584,8 +1592,31 @@ def _settle(spare, inp, out, options):
     os.close(spare[2])
     return _prefork(inp, out, options, (), spare[4])
 
-_forkers = {}  # task cgroup -> (pid, socket) of the process that makes its spares there
+def _answering(sock):
+    # Where tasks are the pool's own user, they can stop a forker (or kill it, or change its
+    # settings, which its spares would inherit): the answer is waited for only while the
+    # forker is plainly at work or waiting (see _waiting), looked at every 50 ms.
+    import select
+    pid = next((p for p, s in _forkers.values() if s is sock), None)
+    while pid is not None:
+        if select.select([sock], [], [], 0.05)[0]:
+            return True
+        if not _waiting(pid, _own_settings):
+            return False
+    return False
+
+def _forkers_sound():
+    # Own-user pools, once a task and all it started have ended: a forker it changed (see
+    # _answering) goes, and spares are forked from then on (a spare that forker made is
+    # checked before its job, see _live_spare). No task runs until the next job.
+    if _forkers and not all(_waiting(pid, _own_settings) for pid, _ in _forkers.values()):
+        _forkers_off[0] = True
+        _drop_forkers()
+
+_forkers = {}  # task cgroup (None: no cgroups) -> (pid, socket) of the process that makes spares
 _forkers_off = [False]  # one failed: spares are forked and moved (see _fork_in)
+_one_forker = [False]  # no task cgroups, one forker all the same (see _start_forkers)
+_own_settings = None  # an own-user pool's settings at its start (see _settings)
 _cgroup_extra = 0  # processes in a task's cgroup that are not the task's (its forker)
 
 def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
@@ -1595,7 +1626,8 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
     # RCU grace period (4-27 ms measured here) unless another move came within the last few
     # milliseconds: the second task of every burst waited for its spare. Returns the
     # forker's socket, which answers with the pid (see _settle); None where that cannot be
-    # done: the caller forks the spare and moves it.
+    # done: the caller forks the spare and moves it. (Without task cgroups, one forker
+    # makes every spare, cgroup None: see _start_forkers.)
     if _forkers_off[0] or not options.get("own_pid_ns"):
         return None  # (with no PID namespace of its own, the parent reaps what it forks)
     forker = _forkers.get(cgroup) or _start_forker(cgroup, inp, out, options)
@@ -1616,10 +1648,17 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
 def _start_forkers(inp, out, options):
     # All three at once, before the first job: their moves into the task cgroups then wait
     # for one grace period together, not for one each during the first tasks.
-    if not options.get("cgroup") or not options.get("own_pid_ns"):
+    if not options.get("own_pid_ns"):
         return
     if not hasattr(os, "pidfd_open"):
         return  # _pool_plain forks each task itself
+    if not options.get("cgroup"):
+        # No task cgroups (Gleitzeit is not root): one forker all the same, so that no
+        # spare shares this parent's pages while it works (a page it writes while a spare
+        # it forked lives is copied: ~150 per task here, measured, on every task's path).
+        _one_forker[0] = True
+        _start_forker(None, inp, out, options)
+        return
     for n in range(3):
         cgroup = _make_cgroup(options, n)
         if cgroup and cgroup not in _forkers and _start_forker(cgroup, inp, out, options) is None:
@@ -1690,11 +1729,12 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
     call = _clone_call()
     if _int_at(call[3]) != os.getpid():
         return  # glibc keeps its thread id elsewhere: the parent forks spares itself
-    _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
-    _join_cgroup(cgroup + "/cgroup.procs")
-    if not _in_cgroup:
-        return
-    _cgroup_extra = 1
+    if cgroup is not None:
+        _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
+        _join_cgroup(cgroup + "/cgroup.procs")
+        if not _in_cgroup:
+            return
+        _cgroup_extra = 1
     _socket = _socket_mod()
     # What every spare would otherwise set up or close itself, done here once for all the
     # spares this clones: a page a spare writes is copied again for each task (~3 us),
@@ -1717,8 +1757,9 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
         if len(fds) != 2:
             return
         job_r, done_w = fds
-        # The cgroup's default again (a task before may have asked for another limit).
-        _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
+        if cgroup is not None:
+            # The cgroup's default again (a task before may have asked for another limit).
+            _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
         task_dir = msg[1:].decode() or None
         if task_dir:
             # its directory, which the spare enters (as root) and the task gets as HOME,

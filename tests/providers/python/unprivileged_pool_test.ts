@@ -5,7 +5,7 @@
  * (setpriv) and checks that nothing one task leaves is seen by the next on the same parent.
  */
 
-import { assertEquals, assertMatch } from "../../assert.ts";
+import { assert, assertEquals, assertMatch } from "../../assert.ts";
 import { denoAsUnprivileged, requireRoot } from "../../unprivileged.ts";
 
 const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
@@ -182,6 +182,94 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     assertEquals(r.filler, "filled");
     assertEquals(r.ioAfterFiller, [0, 0, 0, 0, 0, 0], "emptied though their modes were 0");
     assertEquals([r.deep, r.afterDeep], ["deep", "ran"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * Without root, the process that clones the spares (the forker) is the tasks' user too: a task
+ * can stop it, kill it, signal it or change its limits and priority, which the spares it
+ * clones would inherit. None of that may hold up or change the tasks after it.
+ */
+const FORKER_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
+const SETTINGS = "import resource, os\\nresult = [resource.getrlimit(resource.RLIMIT_NOFILE), " +
+  "resource.getrlimit(resource.RLIMIT_STACK), os.getpriority(os.PRIO_PROCESS, 0)]";
+const OTHERS = \`
+import os, time
+def others():
+    return sorted(int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, os.getpid()))
+\`;
+const out = {};
+// Each attack on a pool of its own: one that found its forker changed stops using forkers.
+for (const attack of ["stop", "kill", "usr1", "nofile", "stack"]) {
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const run = async (code) => (await p.call("python/execute", { code, timeout: 10 }, ctx())).result;
+  const baseline = await run(SETTINGS);
+  // The forker and the next task's spare (the one after is asked for when this task ends).
+  const seen = await run(OTHERS + \`
+deadline = time.time() + 5
+while len(others()) < 2 and time.time() < deadline:
+    time.sleep(0.01)
+result = others()
+\`);
+  const t = performance.now();
+  await run(OTHERS + \`
+import signal, resource
+for pid in others():
+    try:
+        if "\${attack}" == "stop":
+            os.kill(pid, signal.SIGSTOP)
+        elif "\${attack}" == "kill":
+            os.kill(pid, signal.SIGKILL)
+        elif "\${attack}" == "usr1":
+            os.kill(pid, signal.SIGUSR1)
+        elif "\${attack}" == "nofile":
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (16, 16))
+        else:
+            resource.prlimit(pid, resource.RLIMIT_STACK, (65536, 65536))
+            os.setpriority(os.PRIO_PROCESS, pid, 19)
+    except ProcessLookupError:
+        pass  # a spare that was not waiting any more
+result = 1
+\`);
+  const after = [];
+  for (let i = 0; i < 3; i++) after.push(await run(SETTINGS));
+  out[attack] = { baseline, seen, after, ms: performance.now() - t };
+  await p.close();
+}
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or changes the process making spares does not reach the next", async () => {
+  requireRoot("the provider");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-forker-" });
+  try {
+    await Deno.chmod(dir, 0o777);
+    await Deno.writeTextFile(`${dir}/script.js`, FORKER_SCRIPT);
+    await Deno.chmod(`${dir}/script.js`, 0o644);
+    const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
+      cwd: dir,
+      env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
+    });
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, stderr);
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack"]);
+    for (
+      const [attack, { baseline, seen, after, ms }] of Object.entries(r) as [
+        string,
+        { baseline: unknown; seen: number[]; after: unknown[]; ms: number },
+      ][]
+    ) {
+      // Besides the parent (pid 1) and the task: the forker and the next task's spare.
+      assertEquals(seen.length, 2, `${attack}: processes in the sandbox: ${seen}`);
+      for (const settings of after) assertEquals(settings, baseline, attack);
+      // Not a timing assertion: a wait on a stopped forker would last until the timeout (10 s).
+      assert(ms < 9000, `${attack}: the tasks after it took ${ms} ms`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
