@@ -1099,7 +1099,7 @@ def _pool():
         os.mkdir(path, 0o700)
         return path
 
-    spare = _prefork(inp, out, options, (), new_dir())
+    spare = _prefork(inp, out, options, new_dir())
     ahead = None  # the spare after that one (forkers only): see above
     # Without a sandbox user apart from this pool's (not root), a task can signal the spare
     # and change this parent's limits or priority: then it is reported dirty (retired).
@@ -1121,7 +1121,7 @@ def _pool():
             spare = _settle(spare, inp, out, options)  # before the job goes to it
         if _own_user and not line.startswith(b'{"prepare"'):
             spare = _live_spare(spare, own, lambda: _settle(
-                _prefork(inp, out, options, (), new_dir()), inp, out, options))
+                _prefork(inp, out, options, new_dir()), inp, out, options))
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
@@ -1133,7 +1133,7 @@ def _pool():
             # This process is the one thing every task waits on twice (to pass its job on,
             # to report its end), and forking a spare is most of its work per task: it is
             # done here, while the task runs, not between a status line and the next job.
-            spare = _prefork(inp, out, options, (done_r, pidfd), new_dir())
+            spare = _prefork(inp, out, options, new_dir())
         while True:
             # Prepare lines for the next task may come while this one runs: pass them on.
             if b"\n" in buf[0] and buf[0].startswith(b'{"prepare"'):
@@ -1184,7 +1184,7 @@ def _pool():
                 os.close(fd)
             if spare[4]:
                 _purge(spare[4])
-            spare = _prefork(inp, out, options, (), new_dir())
+            spare = _prefork(inp, out, options, new_dir())
         dirty = (stale[0] or (ipc_check and _ipc_left())
                  or (_own_user and (_settings("self") != own
                                     or _planted(tmpfs, trash, task_dir, spare[4]))))
@@ -1220,8 +1220,7 @@ def _pool():
             # The spare after the next, from its forker (a message: the clone is the
             # forker's work). Task cgroups go round three at a time: it goes into the one
             # of the task before this, whose processes were gone before its status line.
-            ahead = _prefork(inp, out, options, tuple(fd for fd in spare[1:4] if fd is not None),
-                             new_dir())
+            ahead = _prefork(inp, out, options, new_dir())
     os.close(spare[1])
     if ahead is not None:
         os.close(ahead[1])
@@ -1309,10 +1308,11 @@ def _live_spare(spare, own, make):
         _purge(task_dir)
     return make()
 
-def _waiting(pid, own):
+def _waiting(pid, own, states=(b"S", b"R")):
     # Asleep or running, with no signal pending, not exiting (PF_EXITING), and with the
     # settings it was forked with: this parent's at its start (were they changed, it has
-    # reported itself dirty).
+    # reported itself dirty). A forker may also be in an uninterruptible wait (paging in,
+    # say), which no task can bring about.
     try:
         with open("/proc/%d/status" % pid, "rb") as f:
             status = dict(l.split(b":", 1) for l in f.read().splitlines() if b":" in l)
@@ -1321,7 +1321,7 @@ def _waiting(pid, own):
     except OSError:
         return False
     flags = int(stat[stat.rfind(b")") + 2:].split()[6])
-    return (status.get(b"State", b"").split()[:1] in ([b"S"], [b"R"])
+    return (status.get(b"State", b"").split()[:1] in [[x] for x in states]
             and int(status.get(b"SigPnd", b"1"), 16) == 0
             and int(status.get(b"ShdPnd", b"1"), 16) == 0
             and not flags & 0x4
@@ -1540,7 +1540,7 @@ def _cgroup_max(cgroup, job, options):
     except (OSError, ValueError, KeyError):
         _in_cgroup = False
 
-def _prefork(inp, out, options, inherited, task_dir=None):
+def _prefork(inp, out, options, task_dir=None):
     cgroup = _task_cgroup(options)
     job_r, job_w = os.pipe()
     done_r, done_w = os.pipe()
@@ -1555,8 +1555,7 @@ def _prefork(inp, out, options, inherited, task_dir=None):
         if pid != 0:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         if pid == 0:
-            for fd in (job_w, done_r) + tuple(inherited):
-                os.close(fd)
+            _close_parents_fds(inp, out, job_r, done_w)
             if cgroup:
                 # Now, while it waits, not when its job comes (see _fork_in).
                 try:
@@ -1569,8 +1568,24 @@ def _prefork(inp, out, options, inherited, task_dir=None):
     os.close(done_w)
     if forker is not None:
         # pid and pidfd once the forker has answered (see _settle)
-        return [None, job_w, done_r, None, task_dir, forker]
+        asked = [None, job_w, done_r, None, task_dir, forker]
+        _asked.setdefault(forker, []).append(asked)
+        return asked
     return [pid, job_w, done_r, os.pidfd_open(pid), task_dir, None]
+
+def _close_parents_fds(inp, out, job_r, done_w):
+    # A spare this parent forks itself keeps only what a forker's spare has (see _forker):
+    # not another spare's pipes or pidfd (one ahead, or the running task's), nor a forker's
+    # socket (forkers that failed, or a cgroup that has none), through which a task could
+    # pass a spare a job, or have a forker clone a root spare with descriptors of its own.
+    keep = {0, 1, 2, inp.fileno(), out.fileno(), job_r, done_w, _mqueue_fd, _shm_fd}
+    keep.update(_ipc_fds)
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) not in keep:
+            try:
+                os.close(int(name))
+            except OSError:
+                pass  # the listing's own
 
 def _settle(spare, inp, out, options):
     # A spare asked of a forker gets its pid here, when first needed: the forker clones
@@ -1579,12 +1594,21 @@ def _settle(spare, inp, out, options):
     # (a {"prepare"} line sent to the lost one is repeated by the job itself).
     if spare[0] is not None:
         return spare
+    sock = spare[5]
     try:
-        if _own_user and not _answering(spare[5]):
-            raise OSError("the forker is stopped or gone")
-        pid = int(spare[5].recv(32))
-        if pid > 0:
-            spare[0], spare[3] = pid, os.pidfd_open(pid)
+        # A forker answers in the order it was asked (its socket keeps message bounds and
+        # order): a spare asked for later (one replacing the next task's, see _live_spare)
+        # must not take the answer about one asked for before it (the spare after next).
+        queue = _asked.get(sock, [])
+        while any(a is spare for a in queue):
+            if _own_user and not _answering(sock):
+                raise OSError("the forker is stopped or gone")
+            pid = int(sock.recv(32))
+            asked = queue.pop(0)
+            if pid <= 0:
+                raise ValueError(pid)
+            asked[0], asked[3] = pid, os.pidfd_open(pid)
+        if spare[0] is not None:
             return spare
     except (OSError, ValueError):
         pass
@@ -1592,7 +1616,7 @@ def _settle(spare, inp, out, options):
     _drop_forkers()
     os.close(spare[1])
     os.close(spare[2])
-    return _prefork(inp, out, options, (), spare[4])
+    return _prefork(inp, out, options, spare[4])
 
 def _answering(sock):
     # Where tasks are the pool's own user, they can stop a forker (or kill it, or change its
@@ -1603,20 +1627,24 @@ def _answering(sock):
     while pid is not None:
         if select.select([sock], [], [], 0.05)[0]:
             return True
-        if not _waiting(pid, _own_settings):
+        if not _waiting(pid, _own_settings, _FORKER_STATES):
             return False
     return False
+
+_FORKER_STATES = (b"S", b"R", b"D")
 
 def _forkers_sound():
     # Own-user pools, once a task and all it started have ended: a forker it changed (see
     # _answering) goes, and spares are forked from then on (a spare that forker made is
     # checked before its job, see _live_spare). No task runs until the next job.
-    if _forkers and not all(_waiting(pid, _own_settings) for pid, _ in _forkers.values()):
+    if _forkers and not all(_waiting(pid, _own_settings, _FORKER_STATES)
+                            for pid, _ in _forkers.values()):
         _forkers_off[0] = True
         _drop_forkers()
 
 _forkers = {}  # task cgroup (None: no cgroups) -> (pid, socket) of the process that makes spares
 _forkers_off = [False]  # one failed: spares are forked and moved (see _fork_in)
+_asked = {}  # forker socket -> the spares asked of it and not yet answered, in order
 _one_forker = [False]  # no task cgroups, one forker all the same (see _start_forkers)
 _own_settings = None  # an own-user pool's settings at its start (see _settings)
 _cgroup_extra = 0  # processes in a task's cgroup that are not the task's (its forker)
@@ -1683,6 +1711,7 @@ def _drop_forkers(only=None):
         if only is not None and cgroup != only:
             continue
         del _forkers[cgroup]
+        _asked.pop(sock, None)  # those spares are forked afresh when needed (see _settle)
         sock.close()
         try:
             os.kill(pid, 9)

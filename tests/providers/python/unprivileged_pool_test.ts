@@ -274,3 +274,107 @@ Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or change
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * Review findings on the spares asked of one forker (without root): a spare replaced before
+ * its job (a task signalled it) must get its own pid, not the spare after it's; and a spare
+ * forked by the parent itself (once the forker is gone) must not hold the pipes of the spare
+ * after it, through which its task could pass that spare a job.
+ */
+const ORDER_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
+const OTHERS = \`
+import os, time
+def others():
+    return sorted(int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, os.getpid()))
+deadline = time.time() + 5
+while len(others()) < 2 and time.time() < deadline:
+    time.sleep(0.01)
+\`;
+const FDS = \`
+import os
+fds = []
+for n in os.listdir("/proc/self/fd"):
+    try:
+        if int(n) > 2:
+            fds.append(os.readlink("/proc/self/fd/" + n))
+    except OSError:
+        pass  # the listing's own
+result = sorted(fds)
+\`;
+const settle = () => new Promise((r) => setTimeout(r, 300)); // the spare after next is made
+const out = {};
+{
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const call = (code) => p.call("python/execute", { code, timeout: 10 }, ctx());
+  await call("result = 1");
+  // the next task's spare is the newest process (the forker is the oldest)
+  out.signalled = (await call(OTHERS + "import signal\\no = others()\\n" +
+    "os.kill(max(o), signal.SIGUSR1)\\nresult = o")).result;
+  await settle();
+  const t = performance.now();
+  out.exit = await call("import os\\nos._exit(3)").then(() => "no error", (e) => [e.code, e.message]);
+  out.exitMs = performance.now() - t;
+  out.after = (await call("result = 'ran'")).result;
+  await p.close();
+}
+{
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const call = (code) => p.call("python/execute", { code, timeout: 10 }, ctx());
+  out.before = (await call(FDS)).result;
+  const ns = (await call(OTHERS + "result = others()")).result; // the forker, the next spare
+  await settle();
+  // Both die from outside (the OOM killer, say): the parent forks the next spare itself.
+  out.killed = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\\d+$/.test(e.name)) continue;
+    try {
+      const status = Deno.readTextFileSync("/proc/" + e.name + "/status");
+      const nspid = /^NSpid:\\s+(\\d+)\\s+(\\d+)$/m.exec(status);
+      if (!/^Name:\\tpython3$/m.test(status) || !nspid || !ns.includes(Number(nspid[2]))) continue;
+      Deno.kill(Number(e.name), "SIGKILL");
+      out.killed.push(Number(nspid[2]));
+    } catch {
+      // gone meanwhile, or not ours
+    }
+  }
+  out.afterKill = (await call(FDS)).result;
+  out.last = (await call(FDS)).result;
+  await p.close();
+}
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, or forked by the parent, is the task's alone", async () => {
+  requireRoot("the provider");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-order-" });
+  try {
+    await Deno.chmod(dir, 0o777);
+    await Deno.writeTextFile(`${dir}/script.js`, ORDER_SCRIPT);
+    await Deno.chmod(`${dir}/script.js`, 0o644);
+    const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
+      cwd: dir,
+      env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
+    });
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, stderr);
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assertEquals(r.signalled.length, 2, `the forker and the next spare: ${r.signalled}`);
+    // Its own end, not a wait on a spare still waiting for its job (until the timeout).
+    assertEquals(r.exit[0], "TASK_EXECUTION_FAILED", JSON.stringify(r.exit));
+    assertMatch(r.exit[1], /code 3/);
+    assert(r.exitMs < 9000, `the task's end took ${r.exitMs} ms`);
+    assertEquals(r.after, "ran");
+    // Beyond 0-2: its result file and the pipe it says "done" on, before and after.
+    assertEquals(r.before.length, 2, JSON.stringify(r.before));
+    assertEquals(r.killed.length, 2, `killed: ${r.killed}`);
+    for (const fds of [r.afterKill, r.last]) {
+      assertEquals(fds.length, 2, JSON.stringify(fds));
+      assertMatch(fds[0], /\.result$/, JSON.stringify(fds));
+      assertMatch(fds[1], /^pipe:/, JSON.stringify(fds));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
