@@ -1315,33 +1315,37 @@ def _waiting(pid, own, states=(b"S", b"R")):
     # say), which no task can bring about.
     try:
         with open("/proc/%d/status" % pid, "rb") as f:
-            status = dict(l.split(b":", 1) for l in f.read().splitlines() if b":" in l)
+            raw = f.read()
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat = f.read()
     except OSError:
         return False
+    status = dict(l.split(b":", 1) for l in raw.splitlines() if b":" in l)
     flags = int(stat[stat.rfind(b")") + 2:].split()[6])
     return (status.get(b"State", b"").split()[:1] in [[x] for x in states]
             and int(status.get(b"SigPnd", b"1"), 16) == 0
             and int(status.get(b"ShdPnd", b"1"), 16) == 0
             and not flags & 0x4
-            and _settings(pid) == own)
+            and _settings(pid, stat, raw) == own)
 
-def _settings(pid):
+def _settings(pid, stat=None, status=None):
     # What a process of the same user can change in another with prlimit, setpriority,
     # sched_setscheduler, sched_setaffinity or ioprio_set: its limits, nice value,
     # scheduling policy, CPUs and I/O priority. A spare inherits the parent's; a task of
     # the pool's own user could change either (see _live_spare, and the parent's check
-    # before each status line).
+    # before each status line). stat, status: those files, when just read.
     try:
         with open("/proc/%s/limits" % pid, "rb") as f:
             limits = f.read()
-        with open("/proc/%s/stat" % pid, "rb") as f:
-            stat = f.read()
-        with open("/proc/%s/status" % pid, "rb") as f:
-            cpus = [l for l in f.read().splitlines() if l.startswith(b"Cpus_allowed:")]
+        if stat is None:
+            with open("/proc/%s/stat" % pid, "rb") as f:
+                stat = f.read()
+        if status is None:
+            with open("/proc/%s/status" % pid, "rb") as f:
+                status = f.read()
     except OSError:
         return None
+    cpus = [l for l in status.splitlines() if l.startswith(b"Cpus_allowed:")]
     rest = stat[stat.rfind(b")") + 2:].split()
     return limits, rest[16], rest[38], cpus, _ioprio(pid)
 
