@@ -238,7 +238,9 @@ export class WarmWorker {
     let lines = JSON.stringify(job) + "\n";
     if (next) lines += JSON.stringify({ prepare: { ...next.extra, ...next.paths } }) + "\n";
     this.prepared = next?.paths;
-    await this.#writer.write(new TextEncoder().encode(lines));
+    // Not awaited: the status line follows the write anyway, and a parent that is gone says
+    // so there, with how it ended (a failed write would only say "broken pipe").
+    this.#writer.write(new TextEncoder().encode(lines)).catch(() => {});
     while (true) {
       const msg = JSON.parse(await this.#next()) as { status?: number; dirty?: boolean };
       if (typeof msg.status === "number") return { status: msg.status, dirty: msg.dirty === true };
