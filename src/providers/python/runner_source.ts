@@ -345,6 +345,10 @@ def _apply_limits(job):
             if key == "nproc" and _in_cgroup:
                 continue  # the cgroup's pids.max, per task, instead of the user's count
             if key in names and value is not None:
+                if key == "nproc" and _own_user and _forker_made:
+                    # Tasks of the pool's own user: the count is that user's, the pool's
+                    # processes' too; the forker's place is the task's, as without one.
+                    value = int(value) + 1
                 # CPU: SIGXCPU at the soft limit (a clear cause), SIGKILL a second later.
                 hard = int(value) + 1 if key == "cpu" else int(value)
                 setrlimit(names[key], (int(value), hard))

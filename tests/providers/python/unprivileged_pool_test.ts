@@ -327,26 +327,68 @@ const out = {};
   await settle();
   // Both die from outside (the OOM killer, say): the parent forks the next spare itself.
   out.killed = [];
+  // Only this script's sandbox (another test's may run beside it, as the same user): the
+  // warm parent's children, below bwrap, below this process.
+  const ppid = (pid) => {
+    try {
+      return Number(/^PPid:\\s+(\\d+)$/m.exec(Deno.readTextFileSync("/proc/" + pid + "/status"))[1]);
+    } catch {
+      return -1;
+    }
+  };
   for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\\d+$/.test(e.name)) continue;
+    if (!/^\\d+$/.test(e.name) || ppid(ppid(ppid(e.name))) !== Deno.pid) continue;
     try {
       const status = Deno.readTextFileSync("/proc/" + e.name + "/status");
       const nspid = /^NSpid:\\s+(\\d+)\\s+(\\d+)$/m.exec(status);
-      if (!/^Name:\\tpython3$/m.test(status) || !nspid || !ns.includes(Number(nspid[2]))) continue;
+      if (!nspid || !ns.includes(Number(nspid[2]))) continue;
       Deno.kill(Number(e.name), "SIGKILL");
       out.killed.push(Number(nspid[2]));
     } catch {
-      // gone meanwhile, or not ours
+      // gone meanwhile
     }
   }
   out.afterKill = (await call(FDS)).result;
   out.last = (await call(FDS)).result;
   await p.close();
 }
+{
+  // max_processes counts the pool's own processes too (tasks are their user): the parent
+  // and the next task's spare, as before there was a forker, whose place is the task's.
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1, limits: { maxProcesses: 8 } });
+  const call = (code) => p.call("python/execute", { code, timeout: 20 }, ctx());
+  await call("result = 1"); // (the first task's next spare is made while it runs)
+  out.forks = [];
+  for (let i = 0; i < 3; i++) {
+    out.forks.push((await call(\`
+import os, time
+def others():
+    return [n for n in os.listdir("/proc") if n.isdigit() and int(n) != os.getpid()]
+deadline = time.time() + 5  # the spare after this task's is asked for as it starts
+while len(others()) < 3 and time.time() < deadline:
+    time.sleep(0.005)
+kids = []
+for i in range(20):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(5)
+        os._exit(0)
+    kids.append(pid)
+for k in kids:
+    os.kill(k, 9)
+    os.waitpid(k, 0)
+result = [len(others()), len(kids)]
+\`)).result);
+  }
+  await p.close();
+}
 console.log(JSON.stringify(out));
 `;
 
-Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, or forked by the parent, is the task's alone", async () => {
+Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, or forked by the parent, is the task's alone; the forker takes no place of max_processes", async () => {
   requireRoot("the provider");
   const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-order-" });
   try {
@@ -369,6 +411,9 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, o
     // Beyond 0-2: its result file and the pipe it says "done" on, before and after.
     assertEquals(r.before.length, 2, JSON.stringify(r.before));
     assertEquals(r.killed.length, 2, `killed: ${r.killed}`);
+    // [the pool's other processes (the parent, the forker, the next spare), forks it got]:
+    // 8 - the parent - the next spare - itself
+    assertEquals(r.forks, [[3, 5], [3, 5], [3, 5]]);
     for (const fds of [r.afterKill, r.last]) {
       assertEquals(fds.length, 2, JSON.stringify(fds));
       assertMatch(fds[0], /\.result$/, JSON.stringify(fds));
