@@ -302,24 +302,31 @@ export function readCapped(
     return { text: "", bytes: dropped, truncated: dropped > limit };
   }
   try {
-    const actual = file.statSync().size;
-    const want = Math.min(actual, limit);
-    const buf = new Uint8Array(want);
-    let at = 0;
-    while (at < want) {
-      const n = file.readSync(buf.subarray(at));
-      if (n === null) break;
-      at += n;
-    }
-    const bytes = actual + dropped;
-    return {
-      text: new TextDecoder().decode(buf.subarray(0, at)),
-      bytes,
-      truncated: bytes > limit,
-    };
+    return readCappedFrom(file, limit, dropped);
   } finally {
     file.close();
   }
+}
+
+/** {@link readCapped} of a file held open (from its start), whatever size it reports. */
+export function readCappedFrom(file: Deno.FsFile, limit: number, dropped = 0): CapturedOutput {
+  const actual = file.statSync().size;
+  const bytes = actual + dropped;
+  const head = actual === 0 ? new Uint8Array() : readHead(file, Math.min(actual, limit));
+  return { text: new TextDecoder().decode(head), bytes, truncated: bytes > limit };
+}
+
+/** Up to `want` bytes from the start of an open file. */
+function readHead(file: Deno.FsFile, want: number): Uint8Array {
+  file.seekSync(0, Deno.SeekMode.Start);
+  const buf = new Uint8Array(want);
+  let at = 0;
+  while (at < want) {
+    const n = file.readSync(buf.subarray(at));
+    if (n === null) break;
+    at += n;
+  }
+  return buf.subarray(0, at);
 }
 
 /**
@@ -352,27 +359,49 @@ export function readPayload(path: string): RunnerPayload | undefined {
   try {
     const info = Deno.lstatSync(path);
     if (!info.isFile) return undefined; // never through a FIFO or a link a task put there
-    if (info.size > MAX_RESULT_BYTES) {
-      const mib = (n: number) => `${Math.round((n / 1048576) * 10) / 10} MiB`;
-      return {
-        ok: false,
-        kind: "result_type",
-        type: "result",
-        message:
-          `the result is ${mib(info.size)} of JSON, more than the ${
-            mib(MAX_RESULT_BYTES)
-          } a task's result may be: write large data to a file (a declared \`write\` path) ` +
-          "and return its path",
-        execution_time_ms: 0,
-      };
-    }
+    if (info.size > MAX_RESULT_BYTES) return tooLarge(info.size);
     text = Deno.readTextFileSync(path);
   } catch {
     return undefined;
   }
+  return parsePayload(text);
+}
+
+/**
+ * {@link readPayload} of a result file held open (one only Gleitzeit and its task's own
+ * descriptor reach, so no look at what the path names first).
+ */
+export function readPayloadFrom(file: Deno.FsFile): RunnerPayload | undefined {
+  let text: string;
+  try {
+    const size = file.statSync().size;
+    if (size > MAX_RESULT_BYTES) return tooLarge(size);
+    text = new TextDecoder().decode(readHead(file, size));
+  } catch {
+    return undefined;
+  }
+  return parsePayload(text);
+}
+
+function parsePayload(text: string): RunnerPayload | undefined {
   try {
     return JSON.parse(text) as RunnerPayload;
   } catch {
     return undefined;
   }
+}
+
+function tooLarge(size: number): RunnerPayload {
+  const mib = (n: number) => `${Math.round((n / 1048576) * 10) / 10} MiB`;
+  return {
+    ok: false,
+    kind: "result_type",
+    type: "result",
+    message:
+      `the result is ${mib(size)} of JSON, more than the ${
+        mib(MAX_RESULT_BYTES)
+      } a task's result may be: write large data to a file (a declared \`write\` path) ` +
+      "and return its path",
+    execution_time_ms: 0,
+  };
 }

@@ -12,7 +12,7 @@ import { basename, dirname, isAbsolute, resolve } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
-import { BoundedCapture } from "./output_capture.ts";
+import { BoundedCapture, type CapturedOutput } from "./output_capture.ts";
 import { type GrantPlan, GrantProxy, MAX_GRANT_CONNECTIONS, planGrants } from "./network_grants.ts";
 import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
@@ -20,7 +20,10 @@ import {
   exitFromWaitStatus,
   type PythonResult,
   readCapped,
+  readCappedFrom,
   readPayload,
+  readPayloadFrom,
+  type RunnerPayload,
   toResult,
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
@@ -705,25 +708,50 @@ export class PythonProvider implements Provider {
       const running = worker.run(fullJob, this.#nextPaths(worker));
       const { status, dirty } = await Promise.race([running, guard.stopped]);
       healthy = !dirty;
-      const payload = readPayload(paths.result_path);
-      const stdout = readCapped(
-        paths.stdout_path,
-        this.#outputLimit,
-        payload?.stdout_dropped,
-        payload?.stdout_size,
-      );
-      const stderr = readCapped(
-        paths.stderr_path,
-        this.#outputLimit,
-        payload?.stderr_dropped,
-        payload?.stderr_size,
-      );
-      if (worker.ioDir) {
+      const own = [paths.result_path, paths.stdout_path, paths.stderr_path];
+      // As root, the output files are out of the sandbox user's reach but for its own task's
+      // descriptors: read and emptied through descriptors held open (see ioHandles).
+      let held: Map<string, Deno.FsFile> | undefined;
+      try {
+        held = dropsUser(policy.mode, py) ? worker.ioHandles() : undefined;
+      } catch {
+        healthy = false; // its files are gone: read what is there by path, and let it go
+      }
+      let payload: RunnerPayload | undefined;
+      let stdout: CapturedOutput;
+      let stderr: CapturedOutput;
+      if (held) {
+        const [result, out, err] = own.map((path) => held.get(path)!);
+        payload = readPayloadFrom(result);
+        stdout = readCappedFrom(out, this.#outputLimit, payload?.stdout_dropped);
+        stderr = readCappedFrom(err, this.#outputLimit, payload?.stderr_dropped);
+        for (const file of [result, out, err]) {
+          try {
+            if (file.statSync().size > 0) file.truncateSync(0);
+          } catch {
+            healthy = false; // cannot be emptied: the parent and its files go
+          }
+        }
+      } else {
+        payload = readPayload(paths.result_path);
+        stdout = readCapped(
+          paths.stdout_path,
+          this.#outputLimit,
+          payload?.stdout_dropped,
+          payload?.stdout_size,
+        );
+        stderr = readCapped(
+          paths.stderr_path,
+          this.#outputLimit,
+          payload?.stderr_dropped,
+          payload?.stderr_size,
+        );
+      }
+      if (worker.ioDir && !held) {
         // Memory, not disk: empty them now (the next task on this set truncates them anyway),
         // by their real sizes (the sizes in the result are the task's to write). Where tasks
         // are the pool's own user, they can reach the other set's files too.
-        const own = [paths.result_path, paths.stdout_path, paths.stderr_path];
-        for (const path of dropsUser(policy.mode, py) ? own : worker.ioFiles()) {
+        for (const path of worker.ioFiles()) {
           let info: Deno.FileInfo;
           try {
             info = Deno.lstatSync(path);

@@ -222,6 +222,22 @@ export class WarmWorker {
     return [0, 1].flatMap((set) => Object.values(ioSet(this.#io, set as 0 | 1)));
   }
 
+  #handles: Map<string, Deno.FsFile> | undefined;
+
+  /**
+   * The output files on the host's tmpfs, opened once and held (read and write) until the
+   * parent goes: reading and emptying them by descriptor saves the look-up, open and close
+   * of each every task. Only where the sandbox user cannot replace them (their directory is
+   * root's: Gleitzeit runs as root); undefined without an {@link ioDir}.
+   */
+  ioHandles(): Map<string, Deno.FsFile> | undefined {
+    if (!this.ioDir) return undefined;
+    this.#handles ??= new Map(
+      this.ioFiles().map((path) => [path, Deno.openSync(path, { read: true, write: true })]),
+    );
+    return this.#handles;
+  }
+
   /** Paths of the next task, already created and announced to the waiting child. */
   prepared: TaskPaths | undefined;
 
@@ -290,6 +306,8 @@ export class WarmWorker {
     }
     await this.#stderr;
     await this.#purging;
+    for (const file of this.#handles?.values() ?? []) file.close();
+    this.#handles = undefined;
     await this.#cleanup?.().catch(() => {});
     for (const dir of [this.poolDir, this.ioDir]) {
       if (!dir) continue;
