@@ -1563,7 +1563,11 @@ def _prefork(inp, out, options, task_dir=None):
         if pid != 0:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         if pid == 0:
-            _close_parents_fds(inp, out, job_r, done_w)
+            # Only what a forker's spare has (see _forker): not another spare's pipes or
+            # pidfd (the one ahead, or the running task's), nor a forker's socket (forkers
+            # that failed, or a cgroup that has none), through which a task could pass a
+            # spare a job, or have a forker clone a root spare with descriptors of its own.
+            _keep_only(inp.fileno(), out.fileno(), job_r, done_w)
             if cgroup:
                 # Now, while it waits, not when its job comes (see _fork_in).
                 try:
@@ -1581,13 +1585,12 @@ def _prefork(inp, out, options, task_dir=None):
         return asked
     return [pid, job_w, done_r, os.pidfd_open(pid), task_dir, None]
 
-def _close_parents_fds(inp, out, job_r, done_w):
-    # A spare this parent forks itself keeps only what a forker's spare has (see _forker):
-    # not another spare's pipes or pidfd (one ahead, or the running task's), nor a forker's
-    # socket (forkers that failed, or a cgroup that has none), through which a task could
-    # pass a spare a job, or have a forker clone a root spare with descriptors of its own.
-    keep = {0, 1, 2, inp.fileno(), out.fileno(), job_r, done_w, _mqueue_fd, _shm_fd}
+def _keep_only(*fds):
+    # Closes every descriptor but 0-2, the IPC-check ones (each spare closes them itself)
+    # and fds.
+    keep = {0, 1, 2, _mqueue_fd, _shm_fd}
     keep.update(_ipc_fds)
+    keep.update(fds)
     for name in os.listdir("/proc/self/fd"):
         if int(name) not in keep:
             try:
@@ -1757,14 +1760,7 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
     _forkers.clear()
     # Nothing of this parent's but what a forked spare has too: the spares it clones get
     # all of it (tasks must not reach another forker, or a task's pipes).
-    keep = {0, 1, 2, inp.fileno(), out.fileno(), sock.fileno(), _mqueue_fd, _shm_fd}
-    keep.update(_ipc_fds)
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) not in keep:
-            try:
-                os.close(int(name))
-            except OSError:
-                pass
+    _keep_only(inp.fileno(), out.fileno(), sock.fileno())
     call = _clone_call()
     if _int_at(call[3]) != os.getpid():
         return  # glibc keeps its thread id elsewhere: the parent forks spares itself

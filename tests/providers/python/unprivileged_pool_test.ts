@@ -141,12 +141,12 @@ await p.close();
 console.log(JSON.stringify(out));
 `;
 
-Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches the next", async () => {
-  requireRoot("the provider");
-  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-pool-" });
+/** Runs `script` with Deno as the unprivileged user; what it prints, parsed as JSON. */
+async function runUnprivileged(script: string, prefix: string) {
+  const dir = await Deno.makeTempDir({ prefix });
   try {
     await Deno.chmod(dir, 0o777);
-    await Deno.writeTextFile(`${dir}/script.js`, SCRIPT);
+    await Deno.writeTextFile(`${dir}/script.js`, script);
     await Deno.chmod(`${dir}/script.js`, 0o644);
     const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
       cwd: dir,
@@ -154,37 +154,42 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
     });
     const stderr = new TextDecoder().decode(out.stderr);
     assertEquals(out.code, 0, stderr);
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
-    assertEquals(new Set(r.plain).size, 1, `plain tasks ran on one parent: ${r.plain}`);
-    assertEquals(r.plant.uid, 65534);
-    const made = r.plant.made as Record<string, string>;
-    const [poolDir, tmpfsRoot, trash, ioDir] = Object.keys(made).slice(4);
-    // The sandbox's root, /tmp, /dev, the pool's directory and the output files' directory
-    // are read-only; the task tmpfs's root is the task user's (and is checked after each task).
-    for (const place of ["/tmp", "/", "/etc", "/dev", poolDir!, ioDir!]) {
-      assertEquals(made[place], "Read-only file system", place);
-    }
-    assertEquals(made[tmpfsRoot!], "written");
-    assertEquals(made[trash!], "written");
-    assertEquals(r.look, [], "the next task saw what the one before left");
-    assertEquals(r.tmp[0], "TASK_PARAMETER_ERROR");
-    assertMatch(r.tmp[1], /would give the task other tasks' files in \/tmp/);
-    assertEquals(r.below, "wrote");
-    assertEquals(r.link, "TASK_PARAMETER_ERROR");
-    assertEquals(r.spare, "replaced");
-    assertEquals(r.afterSpare, [], "the next task ran, in a fresh directory");
-    assertEquals(r.ioSizes, [0, 0, 0, 0, 0, 0], "output files hold nothing between tasks");
-    assertEquals(r.init, ["2"], "the sandbox's init runs with the seccomp filter");
-    assertEquals(r.sigint[0], "interrupted");
-    assertEquals(r.sameParent, r.sigint[1], "SIGINT ended the parent");
-    assertEquals(r.breaker, "broke");
-    assertEquals(r.after, Array(4).fill(["p\n", [[], []]]));
-    assertEquals(r.filler, "filled");
-    assertEquals(r.ioAfterFiller, [0, 0, 0, 0, 0, 0], "emptied though their modes were 0");
-    assertEquals([r.deep, r.afterDeep], ["deep", "ran"]);
+    return JSON.parse(new TextDecoder().decode(out.stdout));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches the next", async () => {
+  requireRoot("the provider");
+  const r = await runUnprivileged(SCRIPT, "gleitzeit-unpriv-pool-");
+  assertEquals(new Set(r.plain).size, 1, `plain tasks ran on one parent: ${r.plain}`);
+  assertEquals(r.plant.uid, 65534);
+  const made = r.plant.made as Record<string, string>;
+  const [poolDir, tmpfsRoot, trash, ioDir] = Object.keys(made).slice(4);
+  // The sandbox's root, /tmp, /dev, the pool's directory and the output files' directory
+  // are read-only; the task tmpfs's root is the task user's (and is checked after each task).
+  for (const place of ["/tmp", "/", "/etc", "/dev", poolDir!, ioDir!]) {
+    assertEquals(made[place], "Read-only file system", place);
+  }
+  assertEquals(made[tmpfsRoot!], "written");
+  assertEquals(made[trash!], "written");
+  assertEquals(r.look, [], "the next task saw what the one before left");
+  assertEquals(r.tmp[0], "TASK_PARAMETER_ERROR");
+  assertMatch(r.tmp[1], /would give the task other tasks' files in \/tmp/);
+  assertEquals(r.below, "wrote");
+  assertEquals(r.link, "TASK_PARAMETER_ERROR");
+  assertEquals(r.spare, "replaced");
+  assertEquals(r.afterSpare, [], "the next task ran, in a fresh directory");
+  assertEquals(r.ioSizes, [0, 0, 0, 0, 0, 0], "output files hold nothing between tasks");
+  assertEquals(r.init, ["2"], "the sandbox's init runs with the seccomp filter");
+  assertEquals(r.sigint[0], "interrupted");
+  assertEquals(r.sameParent, r.sigint[1], "SIGINT ended the parent");
+  assertEquals(r.breaker, "broke");
+  assertEquals(r.after, Array(4).fill(["p\n", [[], []]]));
+  assertEquals(r.filler, "filled");
+  assertEquals(r.ioAfterFiller, [0, 0, 0, 0, 0, 0], "emptied though their modes were 0");
+  assertEquals([r.deep, r.afterDeep], ["deep", "ran"]);
 });
 
 /**
@@ -245,33 +250,19 @@ console.log(JSON.stringify(out));
 
 Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or changes the process making spares does not reach the next", async () => {
   requireRoot("the provider");
-  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-forker-" });
-  try {
-    await Deno.chmod(dir, 0o777);
-    await Deno.writeTextFile(`${dir}/script.js`, FORKER_SCRIPT);
-    await Deno.chmod(`${dir}/script.js`, 0o644);
-    const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
-      cwd: dir,
-      env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
-    });
-    const stderr = new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 0, stderr);
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
-    assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack"]);
-    for (
-      const [attack, { baseline, seen, after, ms }] of Object.entries(r) as [
-        string,
-        { baseline: unknown; seen: number[]; after: unknown[]; ms: number },
-      ][]
-    ) {
-      // Besides the parent (pid 1) and the task: the forker and the next task's spare.
-      assertEquals(seen.length, 2, `${attack}: processes in the sandbox: ${seen}`);
-      for (const settings of after) assertEquals(settings, baseline, attack);
-      // Not a timing assertion: a wait on a stopped forker would last until the timeout (10 s).
-      assert(ms < 9000, `${attack}: the tasks after it took ${ms} ms`);
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  const r = await runUnprivileged(FORKER_SCRIPT, "gleitzeit-unpriv-forker-");
+  assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack"]);
+  for (
+    const [attack, { baseline, seen, after, ms }] of Object.entries(r) as [
+      string,
+      { baseline: unknown; seen: number[]; after: unknown[]; ms: number },
+    ][]
+  ) {
+    // Besides the parent (pid 1) and the task: the forker and the next task's spare.
+    assertEquals(seen.length, 2, `${attack}: processes in the sandbox: ${seen}`);
+    for (const settings of after) assertEquals(settings, baseline, attack);
+    // Not a timing assertion: a wait on a stopped forker would last until the timeout (10 s).
+    assert(ms < 9000, `${attack}: the tasks after it took ${ms} ms`);
   }
 });
 
@@ -390,36 +381,22 @@ console.log(JSON.stringify(out));
 
 Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, or forked by the parent, is the task's alone; the forker takes no place of max_processes", async () => {
   requireRoot("the provider");
-  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-order-" });
-  try {
-    await Deno.chmod(dir, 0o777);
-    await Deno.writeTextFile(`${dir}/script.js`, ORDER_SCRIPT);
-    await Deno.chmod(`${dir}/script.js`, 0o644);
-    const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
-      cwd: dir,
-      env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
-    });
-    const stderr = new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 0, stderr);
-    const r = JSON.parse(new TextDecoder().decode(out.stdout));
-    assertEquals(r.signalled.length, 2, `the forker and the next spare: ${r.signalled}`);
-    // Its own end, not a wait on a spare still waiting for its job (until the timeout).
-    assertEquals(r.exit[0], "TASK_EXECUTION_FAILED", JSON.stringify(r.exit));
-    assertMatch(r.exit[1], /code 3/);
-    assert(r.exitMs < 9000, `the task's end took ${r.exitMs} ms`);
-    assertEquals(r.after, "ran");
-    // Beyond 0-2: its result file and the pipe it says "done" on, before and after.
-    assertEquals(r.before.length, 2, JSON.stringify(r.before));
-    assertEquals(r.killed.length, 2, `killed: ${r.killed}`);
-    // [the pool's other processes (the parent, the forker, the next spare), forks it got]:
-    // 8 - the parent - the next spare - itself
-    assertEquals(r.forks, [[3, 5], [3, 5], [3, 5]]);
-    for (const fds of [r.afterKill, r.last]) {
-      assertEquals(fds.length, 2, JSON.stringify(fds));
-      assertMatch(fds[0], /\.result$/, JSON.stringify(fds));
-      assertMatch(fds[1], /^pipe:/, JSON.stringify(fds));
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+  const r = await runUnprivileged(ORDER_SCRIPT, "gleitzeit-unpriv-order-");
+  assertEquals(r.signalled.length, 2, `the forker and the next spare: ${r.signalled}`);
+  // Its own end, not a wait on a spare still waiting for its job (until the timeout).
+  assertEquals(r.exit[0], "TASK_EXECUTION_FAILED", JSON.stringify(r.exit));
+  assertMatch(r.exit[1], /code 3/);
+  assert(r.exitMs < 9000, `the task's end took ${r.exitMs} ms`);
+  assertEquals(r.after, "ran");
+  // Beyond 0-2: its result file and the pipe it says "done" on, before and after.
+  assertEquals(r.before.length, 2, JSON.stringify(r.before));
+  assertEquals(r.killed.length, 2, `killed: ${r.killed}`);
+  // [the pool's other processes (the parent, the forker, the next spare), forks it got]:
+  // 8 - the parent - the next spare - itself
+  assertEquals(r.forks, [[3, 5], [3, 5], [3, 5]]);
+  for (const fds of [r.afterKill, r.last]) {
+    assertEquals(fds.length, 2, JSON.stringify(fds));
+    assertMatch(fds[0], /\.result$/, JSON.stringify(fds));
+    assertMatch(fds[1], /^pipe:/, JSON.stringify(fds));
   }
 });
