@@ -1619,11 +1619,13 @@ def _settle(spare, inp, out, options):
             if pid <= 0:
                 raise ValueError(pid)
             asked[0], asked[3] = pid, os.pidfd_open(pid)
+            _forker_failures[0] = 0
         if spare[0] is not None:
             return spare
     except (OSError, ValueError):
         pass
     _forkers_off[0] = True
+    _forker_failures[0] += 1
     _drop_forkers()
     os.close(spare[1])
     os.close(spare[2])
@@ -1646,15 +1648,21 @@ _FORKER_STATES = (b"S", b"R", b"D")
 
 def _forkers_sound():
     # Own-user pools, once a task and all it started have ended: a forker it changed (see
-    # _answering) goes, and spares are forked from then on (a spare that forker made is
-    # checked before its job, see _live_spare). No task runs until the next job.
+    # _answering) goes, and a new one is made, from this parent, when the next spare is
+    # needed (a spare the old one made is checked before its job, see _live_spare). No task
+    # runs until the next job. (Tasks of root pools cannot reach forkers: one that failed
+    # there failed by itself, and forkers stay given up.)
     if _forkers and not all(_waiting(pid, _own_settings, _FORKER_STATES)
                             for pid, _ in _forkers.values()):
-        _forkers_off[0] = True
         _drop_forkers()
+    # Given up while the task ran (it stopped the forker before it answered, say: see
+    # _settle): made again, unless forkers keep failing here by themselves.
+    if _forker_failures[0] < 3:
+        _forkers_off[0] = False
 
 _forkers = {}  # task cgroup (None: no cgroups) -> (pid, socket) of the process that makes spares
 _forkers_off = [False]  # one failed: spares are forked and moved (see _fork_in)
+_forker_failures = [0]  # forkers that failed since one last answered
 _asked = {}  # forker socket -> the spares asked of it and not yet answered, in order
 _one_forker = [False]  # no task cgroups, one forker all the same (see _start_forkers)
 _own_settings = None  # an own-user pool's settings at its start (see _settings)
@@ -1683,6 +1691,7 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
     # Given up: this one goes now, the others once the running task has ended (see the
     # pool's loop): its cgroup's pids.max counts its forker until then.
     _forkers_off[0] = True
+    _forker_failures[0] += 1
     _drop_forkers(cgroup)
     return None
 

@@ -242,7 +242,15 @@ result = 1
 \`);
   const after = [];
   for (let i = 0; i < 3; i++) after.push(await run(SETTINGS));
-  out[attack] = { baseline, seen, after, ms: performance.now() - t };
+  const ms = performance.now() - t;
+  // a forker again (a new one, where the task had touched it), and the next spare
+  const again = await run(OTHERS + \`
+deadline = time.time() + 5
+while len(others()) < 2 and time.time() < deadline:
+    time.sleep(0.01)
+result = others()
+\`);
+  out[attack] = { baseline, seen, after, ms, again };
   await p.close();
 }
 console.log(JSON.stringify(out));
@@ -253,9 +261,9 @@ Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or change
   const r = await runUnprivileged(FORKER_SCRIPT, "gleitzeit-unpriv-forker-");
   assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack"]);
   for (
-    const [attack, { baseline, seen, after, ms }] of Object.entries(r) as [
+    const [attack, { baseline, seen, after, ms, again }] of Object.entries(r) as [
       string,
-      { baseline: unknown; seen: number[]; after: unknown[]; ms: number },
+      { baseline: unknown; seen: number[]; after: unknown[]; ms: number; again: number[] },
     ][]
   ) {
     // Besides the parent (pid 1) and the task: the forker and the next task's spare.
@@ -263,6 +271,7 @@ Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or change
     for (const settings of after) assertEquals(settings, baseline, attack);
     // Not a timing assertion: a wait on a stopped forker would last until the timeout (10 s).
     assert(ms < 9000, `${attack}: the tasks after it took ${ms} ms`);
+    assertEquals(again.length, 2, `${attack}: processes in the sandbox later: ${again}`);
   }
 });
 
