@@ -345,10 +345,10 @@ def _apply_limits(job):
             if key == "nproc" and _in_cgroup:
                 continue  # the cgroup's pids.max, per task, instead of the user's count
             if key in names and value is not None:
-                if key == "nproc" and _own_user and _forker_made:
+                if key == "nproc" and _own_user:
                     # Tasks of the pool's own user: the count is that user's, the pool's
                     # processes' too; the forker's place is the task's, as without one.
-                    value = int(value) + 1
+                    value = int(value) + int(job.get("pool_extra") or 0)
                 # CPU: SIGXCPU at the soft limit (a clear cause), SIGKILL a second later.
                 hard = int(value) + 1 if key == "cpu" else int(value)
                 setrlimit(names[key], (int(value), hard))
@@ -1126,6 +1126,11 @@ def _pool():
         if _own_user and not line.startswith(b'{"prepare"'):
             spare = _live_spare(spare, own, lambda: _settle(
                 _prefork(inp, out, options, new_dir()), inp, out, options))
+            if line.endswith(b"}\n"):
+                # The forker, when there is one while the task runs (none is made meanwhile,
+                # see _fork_in): its place in the count, which is the task's user's, is the
+                # task's (see _apply_limits). Last, so that it is what the job says.
+                line = line[:-2] + b', "pool_extra": %d}\n' % len(_forkers)
         forward(spare, line)
         if line.startswith(b'{"prepare"'):
             continue
@@ -1219,7 +1224,7 @@ def _pool():
             # many tasks: the next status line says dirty, and the sandbox goes with it
             stale[0] = _exists(gone)
         if _own_user:
-            _forkers_sound()  # the task has ended, and whatever it left (see _strays)
+            _forkers_sound(inp, out, options)  # the task has ended, and what it left
         if _forkers and not _forkers_off[0]:
             # The spare after the next, from its forker (a message: the clone is the
             # forker's work). Task cgroups go round three at a time: it goes into the one
@@ -1646,7 +1651,7 @@ def _answering(sock):
 
 _FORKER_STATES = (b"S", b"R", b"D")
 
-def _forkers_sound():
+def _forkers_sound(inp, out, options):
     # Own-user pools, once a task and all it started have ended: a forker it changed (see
     # _answering) goes, and a new one is made, from this parent, when the next spare is
     # needed (a spare the old one made is checked before its job, see _live_spare). No task
@@ -1656,9 +1661,11 @@ def _forkers_sound():
                             for pid, _ in _forkers.values()):
         _drop_forkers()
     # Given up while the task ran (it stopped the forker before it answered, say: see
-    # _settle): made again, unless forkers keep failing here by themselves.
+    # _settle): made again now, unless three in a row have failed (whoever made them).
     if _forker_failures[0] < 3:
         _forkers_off[0] = False
+        if _one_forker[0] and not _forkers and _start_forker(None, inp, out, options) is None:
+            _forker_failures[0] = 3  # cannot be made here at all
 
 _forkers = {}  # task cgroup (None: no cgroups) -> (pid, socket) of the process that makes spares
 _forkers_off = [False]  # one failed: spares are forked and moved (see _fork_in)
@@ -1679,7 +1686,12 @@ def _fork_in(cgroup, inp, out, options, job_r, done_w, task_dir):
     # makes every spare, cgroup None: see _start_forkers.)
     if _forkers_off[0] or not options.get("own_pid_ns"):
         return None  # (with no PID namespace of its own, the parent reaps what it forks)
-    forker = _forkers.get(cgroup) or _start_forker(cgroup, inp, out, options)
+    forker = _forkers.get(cgroup)
+    if forker is None and _own_user:
+        # Made again only between tasks (see _forkers_sound): one started while a task runs
+        # would take a place of that task's process count, which is its user's.
+        return None
+    forker = forker or _start_forker(cgroup, inp, out, options)
     if forker is not None:
         sock = _socket_mod()
         try:

@@ -232,9 +232,18 @@ export class WarmWorker {
    */
   ioHandles(): Map<string, Deno.FsFile> | undefined {
     if (!this.ioDir) return undefined;
-    this.#handles ??= new Map(
-      this.ioFiles().map((path) => [path, Deno.openSync(path, { read: true, write: true })]),
-    );
+    if (!this.#handles) {
+      const opened = new Map<string, Deno.FsFile>();
+      try {
+        for (const path of this.ioFiles()) {
+          opened.set(path, Deno.openSync(path, { read: true, write: true }));
+        }
+      } catch (e) {
+        for (const file of opened.values()) file.close();
+        throw e;
+      }
+      this.#handles = opened;
+    }
     return this.#handles;
   }
 
