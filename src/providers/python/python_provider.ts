@@ -727,7 +727,7 @@ export class PythonProvider implements Provider {
         stderr = readCappedFrom(err, this.#outputLimit, payload?.stderr_dropped);
         for (const file of [result, out, err]) {
           try {
-            if (file.statSync().size > 0) file.truncateSync(0);
+            file.truncateSync(0); // (an empty one costs the kernel next to nothing)
           } catch {
             healthy = false; // cannot be emptied: the parent and its files go
           }
@@ -746,12 +746,10 @@ export class PythonProvider implements Provider {
           payload?.stderr_dropped,
           payload?.stderr_size,
         );
-      }
-      if (worker.ioDir && !held) {
-        // Memory, not disk: empty them now (the next task on this set truncates them anyway),
-        // by their real sizes (the sizes in the result are the task's to write). Where tasks
-        // are the pool's own user, they can reach the other set's files too.
-        for (const path of worker.ioFiles()) {
+        // Memory, not disk: empty them now (the next task on this set truncates them
+        // anyway), by their real sizes (the sizes in the result are the task's to write).
+        // Where tasks are the pool's own user, they can reach the other set's files too.
+        for (const path of worker.ioDir ? worker.ioFiles() : []) {
           let info: Deno.FileInfo;
           try {
             info = Deno.lstatSync(path);

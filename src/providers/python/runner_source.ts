@@ -503,10 +503,6 @@ def _prepare(job, keep_root=False):
     root = pooled and os.getuid() == 0
     if not root:
         _drop_user(job)
-    euid, egid = os.geteuid(), os.getegid()
-    if root and euid != 0:
-        os.setresuid(0, 0, 0)
-        os.setresgid(0, 0, 0)
     entered = True
     try:
         os.chdir(job["work_dir"])
@@ -518,10 +514,7 @@ def _prepare(job, keep_root=False):
     if pooled:
         path = job["result_path"]
         _result_fd = (path, _open_io(path))
-    if root and euid != 0:
-        os.setresgid(0, egid, 0)
-        os.setresuid(0, euid, 0)
-    if root and euid == 0 and not keep_root:
+    if root and not keep_root:
         _drop_user(job)  # a child forked per job (no spare): drop now
     if not entered:
         os.chdir(job["work_dir"])
@@ -766,12 +759,20 @@ def _close_inherited():
             pass
         return
     # Before 3.10, closerange closes every number in turn: a billion calls. Those open only.
+    _keep_only()
+
+def _keep_only(*fds):
+    # Closes every descriptor but 0-2, the IPC-check ones (each spare closes them itself)
+    # and fds.
+    keep = {0, 1, 2, _mqueue_fd, _shm_fd}
+    keep.update(_ipc_fds)
+    keep.update(fds)
     try:
         open_fds = [int(n) for n in os.listdir("/proc/self/fd")]
     except OSError:
-        open_fds = range(3, 65536)
+        open_fds = range(3, 65536)  # no /proc: every likely number
     for fd in open_fds:
-        if fd > 2:
+        if fd not in keep:
             try:
                 os.close(fd)
             except OSError:
@@ -1121,9 +1122,10 @@ def _pool():
             continue
         if not line.strip():
             continue
-        if not line.startswith(b'{"prepare"'):
+        prepare = line.startswith(b'{"prepare"')
+        if not prepare:
             spare = _settle(spare, inp, out, options)  # before the job goes to it
-        if _own_user and not line.startswith(b'{"prepare"'):
+        if _own_user and not prepare:
             spare = _live_spare(spare, own, lambda: _settle(
                 _prefork(inp, out, options, new_dir()), inp, out, options))
             if line.endswith(b"}\n"):
@@ -1132,7 +1134,7 @@ def _pool():
                 # task's (see _apply_limits). Last, so that it is what the job says.
                 line = line[:-2] + b', "pool_extra": %d}\n' % len(_forkers)
         forward(spare, line)
-        if line.startswith(b'{"prepare"'):
+        if prepare:
             continue
         pid, job_w, done_r, pidfd, task_dir = spare[:5]
         os.close(job_w)
@@ -1331,7 +1333,7 @@ def _waiting(pid, own, states=(b"S", b"R")):
         return False
     status = dict(l.split(b":", 1) for l in raw.splitlines() if b":" in l)
     flags = int(stat[stat.rfind(b")") + 2:].split()[6])
-    return (status.get(b"State", b"").split()[:1] in [[x] for x in states]
+    return (status.get(b"State", b"").strip()[:1] in states
             and int(status.get(b"SigPnd", b"1"), 16) == 0
             and int(status.get(b"ShdPnd", b"1"), 16) == 0
             and not flags & 0x4
@@ -1590,19 +1592,6 @@ def _prefork(inp, out, options, task_dir=None):
         return asked
     return [pid, job_w, done_r, os.pidfd_open(pid), task_dir, None]
 
-def _keep_only(*fds):
-    # Closes every descriptor but 0-2, the IPC-check ones (each spare closes them itself)
-    # and fds.
-    keep = {0, 1, 2, _mqueue_fd, _shm_fd}
-    keep.update(_ipc_fds)
-    keep.update(fds)
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) not in keep:
-            try:
-                os.close(int(name))
-            except OSError:
-                pass  # the listing's own
-
 def _settle(spare, inp, out, options):
     # A spare asked of a forker gets its pid here, when first needed: the forker clones
     # while this parent goes on (to the running task's end, usually). Should the forker
@@ -1653,9 +1642,9 @@ _FORKER_STATES = (b"S", b"R", b"D")
 
 def _forkers_sound(inp, out, options):
     # Own-user pools, once a task and all it started have ended: a forker it changed (see
-    # _answering) goes, and a new one is made, from this parent, when the next spare is
-    # needed (a spare the old one made is checked before its job, see _live_spare). No task
-    # runs until the next job. (Tasks of root pools cannot reach forkers: one that failed
+    # _answering) goes, and a new one is made here, from this parent, before the next job
+    # (a spare the old one made is checked before its job, see _live_spare). No task runs
+    # until the next job. (Tasks of root pools cannot reach forkers: one that failed
     # there failed by itself, and forkers stay given up.)
     if _forkers and not all(_waiting(pid, _own_settings, _FORKER_STATES)
                             for pid, _ in _forkers.values()):

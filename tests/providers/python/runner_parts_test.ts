@@ -33,6 +33,7 @@ Deno.test("closing inherited descriptors as before Python 3.10 leaves only 0, 1 
   const code = `
 import sys, json
 import posix as os
+_ipc_fds, _mqueue_fd, _shm_fd = [], None, None  # the runner's, none yet at its start
 ${part("def _close_inherited():", "def _install_seccomp(")}
 opened = [os.open("/dev/null", os.O_RDONLY) for _ in range(5)]
 os.dup2(opened[0], 1000)
