@@ -200,10 +200,18 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
 const FORKER_SCRIPT = `
 const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
 const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
-const SETTINGS = "import resource, os\\nresult = [resource.getrlimit(resource.RLIMIT_NOFILE), " +
-  "resource.getrlimit(resource.RLIMIT_STACK), os.getpriority(os.PRIO_PROCESS, 0)]";
+// (and the EEVDF slice, which sched_setattr sets on another process of the same user without
+// privilege, as sched_runtime; sched_getattr reports the default one where none was set)
+const SETTINGS = \`
+import resource, os, ctypes
+attr = ctypes.create_string_buffer(56)
+ctypes.CDLL(None).syscall({"x86_64": 315, "aarch64": 275}[os.uname().machine], 0, attr, 56, 0)
+result = [resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_STACK),
+          os.getpriority(os.PRIO_PROCESS, 0), int.from_bytes(attr.raw[24:32], "little")]
+\`;
 const OTHERS = \`
 import os, time
+SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
 def others():
     return sorted(int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in (1, os.getpid()))
 \`;
@@ -216,7 +224,7 @@ result = others()
 \`;
 const out = {};
 // Each attack on a pool of its own: one that found its forker changed stops using forkers.
-for (const attack of ["stop", "kill", "usr1", "nofile", "stack"]) {
+for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice"]) {
   const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   const run = async (code) => (await p.call("python/execute", { code, timeout: 10 }, ctx())).result;
   const baseline = await run(SETTINGS);
@@ -234,9 +242,15 @@ for pid in others():
             os.kill(pid, signal.SIGUSR1)
         elif "\${attack}" == "nofile":
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (16, 16))
-        else:
+        elif "\${attack}" == "stack":
             resource.prlimit(pid, resource.RLIMIT_STACK, (65536, 65536))
             os.setpriority(os.PRIO_PROCESS, pid, 19)
+        else:  # a 50 ms slice (SCHED_OTHER, nice 0, sched_runtime)
+            import ctypes
+            attr = ctypes.create_string_buffer((48).to_bytes(4, "little") + bytes(20) +
+                                               (50000000).to_bytes(8, "little") + bytes(16))
+            if ctypes.CDLL(None).syscall(SCHED_SETATTR[os.uname().machine], pid, attr, 0) != 0:
+                raise SystemExit("sched_setattr failed")
     except ProcessLookupError:
         pass  # a spare that was not waiting any more
 result = 1
@@ -255,7 +269,7 @@ console.log(JSON.stringify(out));
 Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or changes the process making spares does not reach the next", async () => {
   requireRoot("the provider");
   const r = await runUnprivileged(FORKER_SCRIPT, "gleitzeit-unpriv-forker-");
-  assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack"]);
+  assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack", "slice"]);
   for (
     const [attack, { baseline, seen, after, ms, again }] of Object.entries(r) as [
       string,
