@@ -1111,8 +1111,13 @@ def _pool():
     if _own_user:
         import resource
         global _RLIMITS
-        _RLIMITS = tuple(sorted({getattr(resource, n) for n in dir(resource)
-                                 if n.startswith("RLIMIT_")}))
+        # every limit the kernel has, those the module names not (RLIMIT_LOCKS) too
+        for r in range(64):
+            try:
+                resource.prlimit(0, r)
+            except (ValueError, OSError):
+                break
+            _RLIMITS += (r,)
         _sched_attr[0] = ctypes.create_string_buffer(56)
     own = _settings("self") if _own_user else None
     global _own_settings
@@ -1380,7 +1385,7 @@ def _settings(pid):
         return None
     return limits, nice, policy, cpus, _ioprio(pid), _sched_attrs(p)
 
-_RLIMITS = ()  # every RLIMIT_* of the resource module (set by a warm parent)
+_RLIMITS = ()  # every resource limit's number (set by a warm parent without root)
 _IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(os.uname().machine)
 _SCHED_GETATTR = {"x86_64": 315, "aarch64": 275}.get(os.uname().machine)
 

@@ -207,7 +207,8 @@ import resource, os, ctypes
 attr = ctypes.create_string_buffer(56)
 ctypes.CDLL(None).syscall({"x86_64": 315, "aarch64": 275}[os.uname().machine], 0, attr, 56, 0)
 result = [resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_STACK),
-          os.getpriority(os.PRIO_PROCESS, 0), int.from_bytes(attr.raw[24:32], "little")]
+          os.getpriority(os.PRIO_PROCESS, 0), int.from_bytes(attr.raw[24:32], "little"),
+          resource.getrlimit(10)]  # RLIMIT_LOCKS, which the module does not name
 \`;
 const OTHERS = \`
 import os, time
@@ -224,7 +225,7 @@ result = others()
 \`;
 const out = {};
 // Each attack on a pool of its own: one that found its forker changed stops using forkers.
-for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice"]) {
+for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks"]) {
   const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   const run = async (code) => (await p.call("python/execute", { code, timeout: 10 }, ctx())).result;
   const baseline = await run(SETTINGS);
@@ -242,10 +243,12 @@ for pid in others():
             os.kill(pid, signal.SIGUSR1)
         elif "\${attack}" == "nofile":
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (16, 16))
+        elif "\${attack}" == "locks":
+            resource.prlimit(pid, 10, (1, 1))
         elif "\${attack}" == "stack":
             resource.prlimit(pid, resource.RLIMIT_STACK, (65536, 65536))
             os.setpriority(os.PRIO_PROCESS, pid, 19)
-        else:  # a 50 ms slice (SCHED_OTHER, nice 0, sched_runtime)
+        elif "\${attack}" == "slice":  # 50 ms (SCHED_OTHER, nice 0, sched_runtime)
             import ctypes
             attr = ctypes.create_string_buffer((48).to_bytes(4, "little") + bytes(20) +
                                                (50000000).to_bytes(8, "little") + bytes(16))
@@ -269,7 +272,7 @@ console.log(JSON.stringify(out));
 Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or changes the process making spares does not reach the next", async () => {
   requireRoot("the provider");
   const r = await runUnprivileged(FORKER_SCRIPT, "gleitzeit-unpriv-forker-");
-  assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack", "slice"]);
+  assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks"]);
   for (
     const [attack, { baseline, seen, after, ms, again }] of Object.entries(r) as [
       string,
