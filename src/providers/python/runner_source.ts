@@ -1120,6 +1120,10 @@ def _pool():
             _RLIMITS += (r,)
         _sched_attr[0] = ctypes.create_string_buffer(56)
     own = _settings("self") if _own_user else None
+    # Where they cannot all be read (an outer seccomp profile denying one of the calls, say,
+    # or an architecture not named above), a task's changes to the spare, the forker or this
+    # parent could not be seen: each parent then runs one task and is retired (dirty).
+    single_use = _own_user and (own is None or len(_RLIMITS) < 16)
     global _own_settings
     _own_settings = own
     outfd = out.fileno()
@@ -1207,7 +1211,7 @@ def _pool():
             if spare[4]:
                 _purge(spare[4])
             spare = _prefork(inp, out, options, new_dir())
-        dirty = (stale[0] or (ipc_check and _ipc_left())
+        dirty = (single_use or stale[0] or (ipc_check and _ipc_left())
                  or (_own_user and (_settings("self") != own
                                     or _planted(tmpfs, trash, task_dir, spare[4]))))
         # Raw write of the status line (the file object's layers touch more of the heap).
@@ -1348,7 +1352,7 @@ def _waiting(pid, own, states=(b"S", b"R")):
     return (state[:1] in states
             and all(p and int(p, 16) == 0 for p in pending)
             and not flags & 0x4
-            and _settings(pid) == own)
+            and _settings(pid, status) == own)
 
 def _read_proc(path):
     fd = os.open(path, os.O_RDONLY)
@@ -1367,27 +1371,39 @@ def _status_field(status, key):
 
 _sched_attr = [None]  # a buffer for sched_getattr (see _settings)
 
-def _settings(pid):
+def _settings(pid, status=None):
     # What a process of the same user can change in another with prlimit, setpriority,
     # sched_setscheduler or sched_setattr (policy, nice, EEVDF slice), sched_setaffinity or
     # ioprio_set: its limits, nice value, scheduling attributes, CPUs and I/O priority. A
     # spare inherits the parent's; a task of the pool's own user could change either (see
-    # _live_spare, and the parent's check before each status line). By system calls: reading
-    # /proc/PID/limits, stat and status for the same took five times as long.
+    # _live_spare, and the parent's check before each status line). By system calls where
+    # they tell all (reading /proc/PID/limits and stat for the same took five times as long);
+    # the CPUs from the status file (status: that file, when just read), whose mask has the
+    # CPUs that are offline too (sched_getaffinity leaves them out). None where any of it
+    # cannot be read (a pool that cannot read its own does not start: see _pool).
     p = 0 if pid == "self" else int(pid)
     try:
         import resource
         limits = [resource.prlimit(p, r) for r in _RLIMITS]
         nice = os.getpriority(os.PRIO_PROCESS, p)
         policy = os.sched_getscheduler(p)
-        cpus = os.sched_getaffinity(p)
+        if status is None:
+            status = _read_proc("/proc/%s/status" % pid)
     except OSError:
         return None
-    return limits, nice, policy, cpus, _ioprio(pid), _sched_attrs(p)
+    cpus = _status_field(status, b"Cpus_allowed:")
+    ioprio = _ioprio(pid)
+    attrs = _sched_attrs(p)
+    if not cpus or ioprio is None or ioprio < 0 or attrs is None:
+        return None
+    return limits, nice, policy, cpus, ioprio, attrs
 
 _RLIMITS = ()  # every resource limit's number (set by a warm parent without root)
-_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(os.uname().machine)
-_SCHED_GETATTR = {"x86_64": 315, "aarch64": 275}.get(os.uname().machine)
+# (aarch64, riscv64 and loongarch64 number them as the kernel's generic table does)
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31, "riscv64": 31,
+               "loongarch64": 31}.get(os.uname().machine)
+_SCHED_GETATTR = {"x86_64": 315, "aarch64": 275, "riscv64": 275,
+                  "loongarch64": 275}.get(os.uname().machine)
 
 def _ioprio(pid):
     # ioprio_get(IOPRIO_WHO_PROCESS, pid): a process of the same user can lower it too.

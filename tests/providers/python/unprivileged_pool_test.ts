@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../../assert.ts";
-import { denoAsUnprivileged, requireRoot } from "../../unprivileged.ts";
+import { denoAsUnprivileged, requireRoot, UNPRIVILEGED_UID } from "../../unprivileged.ts";
 
 const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
 
@@ -424,5 +424,75 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, o
     assertEquals(fds.length, 2, JSON.stringify(fds));
     assertMatch(fds[0], /\.result$/, JSON.stringify(fds));
     assertMatch(fds[1], /^pipe:/, JSON.stringify(fds));
+  }
+});
+
+/**
+ * Where the calls that read a process's settings fail (here: an outer seccomp filter, as a
+ * container's could be, makes sched_getattr fail), a task's changes to the spare, the forker
+ * or its parent could not be seen: each warm parent then runs one task and is retired. Tasks
+ * still run; none shares a parent.
+ */
+const DENY_SCHED_GETATTR = `
+import ctypes, os, struct, sys
+arch, nr = {"x86_64": (0xc000003e, 315), "aarch64": (0xc00000b7, 275)}[os.uname().machine]
+insns = [(0x20, 0, 0, 4), (0x15, 0, 3, arch), (0x20, 0, 0, 0), (0x15, 0, 1, nr),
+         (0x06, 0, 0, 0x00050000 | 38), (0x06, 0, 0, 0x7fff0000)]  # ENOSYS, else allow
+prog = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in insns))
+fprog = struct.pack("HxxxxxxP", len(insns), ctypes.addressof(prog))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) != 0:
+    raise SystemExit("seccomp: errno %d" % ctypes.get_errno())
+os.execv(sys.argv[1], sys.argv[1:])
+`;
+
+const PARENTS_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
+const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+const parents = [];
+for (let i = 0; i < 4; i++) {
+  // the warm parent's directory (each parent has its own)
+  parents.push((await p.call("python/execute", {
+    code: "import os\\nresult = os.path.dirname(os.path.dirname(os.getcwd()))",
+  }, ctx())).result);
+}
+await p.close();
+console.log(JSON.stringify(parents));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] where a process's settings cannot be read, each warm parent runs one task", async () => {
+  requireRoot("the provider");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-single-" });
+  try {
+    await Deno.chmod(dir, 0o777);
+    await Deno.writeTextFile(`${dir}/script.js`, PARENTS_SCRIPT);
+    await Deno.writeTextFile(`${dir}/deny.py`, DENY_SCHED_GETATTR);
+    for (const f of ["script.js", "deny.py"]) await Deno.chmod(`${dir}/${f}`, 0o644);
+    const env = { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" };
+    const run = async (filtered: boolean) => {
+      const out = await new Deno.Command("setpriv", {
+        args: [
+          `--reuid=${UNPRIVILEGED_UID}`,
+          `--regid=${UNPRIVILEGED_UID}`,
+          "--clear-groups",
+          ...(filtered ? ["/usr/bin/python3", `${dir}/deny.py`] : []),
+          Deno.execPath(),
+          "run",
+          "-A",
+          `${dir}/script.js`,
+        ],
+        cwd: dir,
+        clearEnv: true,
+        env,
+        stdin: "null",
+      }).output();
+      assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+      return JSON.parse(new TextDecoder().decode(out.stdout)) as string[];
+    };
+    assertEquals(new Set(await run(false)).size, 1, "without the filter: one parent for all");
+    assertEquals(new Set(await run(true)).size, 4, "with it: a parent per task");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
