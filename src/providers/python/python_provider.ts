@@ -405,6 +405,9 @@ export class PythonProvider implements Provider {
       const fullJob = {
         ...job,
         ...this.#jobExtras(policy, py),
+        // The module path of a normal start (site-packages, a venv's), as a warm parent gets
+        // it: the runner starts with -S (see PythonInterpreter.path).
+        sys_path: py.path,
         work_dir: runWorkDir,
         result_path: bwrap ? SANDBOX_RESULT : resultPath,
         // Outside bubblewrap the runner is this process's child: it checks that it still is

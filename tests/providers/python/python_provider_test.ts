@@ -121,6 +121,59 @@ Deno.test("missing bubblewrap: SANDBOX_UNAVAILABLE saying how to install it", as
   await provider.close();
 });
 
+Deno.test("[bwrap] a venv's packages import in every kind of task: warm, cold (a script, a grant), and without bubblewrap", async () => {
+  // A venv with a module of its own in its site-packages, readable by the sandbox user.
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-venv-" });
+  try {
+    await Deno.chmod(dir, 0o755);
+    const base = await resolvePython("python3");
+    const made = await new Deno.Command(base.executable, {
+      args: ["-m", "venv", "--without-pip", `${dir}/venv`],
+    }).output();
+    assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+    const python = `${dir}/venv/bin/python`;
+    const site = new TextDecoder().decode(
+      (await new Deno.Command(python, {
+        args: ["-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+      }).output()).stdout,
+    ).trim();
+    assert.ok(site.startsWith(`${dir}/venv/`), site);
+    await Deno.writeTextFile(`${site}/gz_venv_probe.py`, "VALUE = 'from the venv'\n");
+    await Deno.writeTextFile(
+      `${dir}/task.py`,
+      "import gz_venv_probe\nresult = gz_venv_probe.VALUE\n",
+    );
+    for (const f of [`${site}/gz_venv_probe.py`, `${dir}/task.py`]) await Deno.chmod(f, 0o644);
+    const code = "import gz_venv_probe\nresult = gz_venv_probe.VALUE";
+    for (const sandbox of ["bwrap", "basic"] as const) {
+      for (const poolSize of [0, 1]) {
+        const provider = new PythonProvider({ python, sandbox, poolSize });
+        const ctx = () => makeCtx({ baseDir: dir });
+        const runs = {
+          execute: await provider.call("python/execute", { code }, ctx()),
+          // a grant makes the task a cold one, pool or not
+          granted: await provider.call(
+            "python/execute",
+            { code },
+            makeCtx({ baseDir: dir, sandbox: { task: { read: ["task.py"] } } }),
+          ),
+          script: await provider.call("python/script", { script: "task.py" }, ctx()),
+        };
+        for (const [kind, r] of Object.entries(runs)) {
+          assert.equal(
+            (r as { result: string }).result,
+            "from the venv",
+            `${sandbox}, pool ${poolSize}: ${kind}`,
+          );
+        }
+        await provider.close();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("sandbox declarations are validated", async () => {
   const provider = new PythonProvider({ sandbox: "none" });
   const bad = [
