@@ -384,11 +384,44 @@ export function readPayloadFrom(file: Deno.FsFile): RunnerPayload | undefined {
 }
 
 function parsePayload(text: string): RunnerPayload | undefined {
+  let payload: RunnerPayload;
   try {
-    return JSON.parse(text) as RunnerPayload;
+    payload = JSON.parse(text) as RunnerPayload;
   } catch {
     return undefined;
   }
+  const lost = payload.ok ? inexactInteger(text) : undefined;
+  if (lost === undefined) return payload;
+  return {
+    ok: false,
+    kind: "result_type",
+    type: "int",
+    message: `the result holds an integer a JSON number cannot keep exactly: ${
+      lost.length > 40 ? `${lost.slice(0, 40)}... (${lost.replace("-", "").length} digits)` : lost
+    } (JSON numbers are doubles: exact up to 2**53): return it as a string, str(n)`,
+    execution_time_ms: payload.execution_time_ms,
+  };
+}
+
+/**
+ * The first integer in `text` (JSON) that a double does not hold exactly, as written (Python
+ * writes an int whole, such as a 64-bit id; JSON.parse would round it silently), if any.
+ */
+function inexactInteger(text: string): string | undefined {
+  if (!/\d{16}/.test(text)) return undefined; // (2**53 has 16 digits)
+  let found: string | undefined;
+  JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
+    const source = context?.source;
+    if (
+      found === undefined && typeof value === "number" && !Number.isSafeInteger(value) &&
+      source !== undefined && /^-?\d+$/.test(source) &&
+      (!Number.isFinite(value) || BigInt(source) !== BigInt(value))
+    ) {
+      found = source;
+    }
+    return value;
+  });
+  return found;
 }
 
 function tooLarge(size: number): RunnerPayload {

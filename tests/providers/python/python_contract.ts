@@ -218,6 +218,35 @@ export function pythonContract(variant: string, make: Make): void {
     assert.match(e.message, /float/);
   });
 
+  test("an integer a JSON number would round fails with TASK_RESULT_ERROR; those it keeps pass", async (p) => {
+    // 2**53 and 2**63 are doubles exactly; strings and floats of any size are what they are
+    const kept = await run(
+      p,
+      "result = [2**53, -2**53, 2**63, '9223372036854775809', 1.5e300, 12345678901234.5]",
+    );
+    assert.deepEqual(kept.result, [
+      2 ** 53,
+      -(2 ** 53),
+      2 ** 63,
+      "9223372036854775809",
+      1.5e300,
+      12345678901234.5,
+    ]);
+    for (
+      const [code, shown] of [
+        ["result = {'id': 2**63 + 1}", "9223372036854775809"],
+        ["result = [1, -(2**53 + 1)]", "-9007199254740993"],
+        ["result = 10**400", "(401 digits)"],
+      ]
+    ) {
+      const e = await failure(p, { code });
+      assert.equal(e.code, "TASK_RESULT_ERROR", code);
+      assert.equal(e.details.type, "int");
+      assert.ok(e.message.includes(shown), e.message);
+      assert.match(e.message, /str\(n\)/);
+    }
+  });
+
   test("sys.exit(0) succeeds, a non-zero exit fails", async (p) => {
     assert.equal((await run(p, "result = 5\nimport sys\nsys.exit(0)")).result, 5);
     const e = await failure(p, { code: "import sys\nsys.exit(4)" });
