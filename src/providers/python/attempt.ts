@@ -18,16 +18,26 @@ export interface AttemptGuard {
   dispose(): void;
 }
 
+/** A task's own timeout, and the setting it comes from (named when it fires). */
+export interface AttemptTimeout {
+  seconds: number;
+  /** Where to raise it, e.g. "the sandbox's timeout (sandbox: {timeout: N})". */
+  setting: string;
+}
+
 /**
  * Calls `kill` once, on the first of: `signal` aborts (rejecting with its reason, a
- * GleitzeitError as the engine sends it, or TASK_CANCELLED), `timeoutSeconds` pass
- * (TASK_TIMEOUT), or the provider closes (a function added to `closers`).
+ * GleitzeitError as the engine sends it, or TASK_CANCELLED), `timeout` passes
+ * (TASK_TIMEOUT), or the provider closes (a function added to `closers`). A timeout, the
+ * task's own or the engine's, gets what the task had printed by then (`output`: the tails
+ * of its stdout and stderr), the likeliest clue to where it was.
  */
 export function guardAttempt(
   signal: AbortSignal,
-  timeoutSeconds: number | undefined,
+  timeout: AttemptTimeout | undefined,
   kill: () => void,
   closers: Set<() => void>,
+  output?: () => { output: string; stderr: string },
 ): AttemptGuard {
   const { promise: stopped, reject: stop } = Promise.withResolvers<never>();
   stopped.catch(() => {});
@@ -35,6 +45,17 @@ export function guardAttempt(
   const fire = (reason: unknown) => {
     if (killed) return;
     killed = true;
+    if (output && reason instanceof GleitzeitError && reason.code === "TASK_TIMEOUT") {
+      try {
+        // before the kill: synchronously, so the engine records its error with it too
+        const printed = output();
+        for (const [key, text] of Object.entries(printed)) {
+          if (text && reason.details[key] === undefined) reason.details[key] = text;
+        }
+      } catch {
+        // nothing to add
+      }
+    }
     kill();
     stop(reason);
   };
@@ -44,15 +65,18 @@ export function guardAttempt(
     fire(new GleitzeitError("TASK_CANCELLED", "the Python provider was closed"));
   closers.add(onClose);
   let cancelTimer: (() => void) | undefined;
-  if (timeoutSeconds !== undefined) {
+  if (timeout !== undefined) {
     cancelTimer = setLongTimeout(() =>
       fire(
         new GleitzeitError(
           "TASK_TIMEOUT",
-          `Python task exceeded its timeout of ${timeoutSeconds}s`,
-          { details: { timeout_seconds: timeoutSeconds } },
+          `Python task exceeded its timeout of ${timeout.seconds}s`,
+          {
+            details: { timeout_seconds: timeout.seconds, limit: "timeout" },
+            hint: `set by ${timeout.setting}: raise it there`,
+          },
         ),
-      ), timeoutSeconds * 1000);
+      ), timeout.seconds * 1000);
   }
   if (signal.aborted) onAbort();
   return {

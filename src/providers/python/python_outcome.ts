@@ -94,7 +94,8 @@ export function exitFromStatus(status: Deno.CommandStatus, viaBwrap: boolean): P
   return { code: status.code, signal: null };
 }
 
-function tail(text: string): string {
+/** The end of a task's output, as error details hold it. */
+export function outputTail(text: string): string {
   return text.length > DETAIL_TAIL ? text.slice(-DETAIL_TAIL) : text;
 }
 
@@ -110,18 +111,23 @@ export function toResult(
   stderr: CapturedOutput,
   limits?: SandboxLimits & Partial<Pick<SandboxPolicy, "mode" | "network" | "grants">>,
 ): PythonResult {
-  const io = { output: tail(stdout.text), stderr: tail(stderr.text) };
+  const io = { output: outputTail(stdout.text), stderr: outputTail(stderr.text) };
   if (payload === undefined) {
     let how = exit.signal
       ? `was killed by signal ${exit.signal}`
       : `exited with code ${exit.code} without producing a result`;
     let limit: string | undefined;
+    let hint: string | undefined;
     if (limits && exit.signal === "SIGXCPU") {
       how = `exceeded its CPU limit of ${limits.cpuSeconds} s (SIGXCPU)`;
       limit = "cpu_seconds";
+      hint = `the task may use ${limits.cpuSeconds} s of CPU; raise it with sandbox: ` +
+        `{cpu_seconds: N}`;
     } else if (limits && exit.signal === "SIGXFSZ") {
       how = `exceeded its file size limit of ${limits.fileSizeMb} MiB (SIGXFSZ)`;
       limit = "file_size_mb";
+      hint = `the task may write files of up to ${limits.fileSizeMb} MiB; raise it with ` +
+        `sandbox: {file_size_mb: N}`;
     }
     const last = stderr.text.trim().split("\n").at(-1) ?? "";
     throw new GleitzeitError(
@@ -134,6 +140,7 @@ export function toResult(
           ...(limit ? { limit } : {}),
           ...io,
         },
+        ...(hint ? { hint } : {}),
       },
     );
   }

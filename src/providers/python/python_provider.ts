@@ -18,6 +18,7 @@ import { killGroup, killProcessTree } from "./process_tree.ts";
 import {
   exitFromStatus,
   exitFromWaitStatus,
+  outputTail,
   type PythonResult,
   readCapped,
   readCappedFrom,
@@ -55,6 +56,7 @@ import {
 } from "./warm_pool.ts";
 import {
   type AttemptGuard,
+  type AttemptTimeout,
   childEnv,
   guardAttempt,
   removeDir,
@@ -203,9 +205,15 @@ export class PythonProvider implements Provider {
     // the shorter of the call's own `timeout` and the sandbox's (the task's `timeout`, which
     // the engine enforces, applies besides)
     const own = typeof params.timeout === "number" ? params.timeout : undefined;
-    const timeout = own !== undefined && policy.timeoutSeconds !== undefined
-      ? Math.min(own, policy.timeoutSeconds)
-      : own ?? policy.timeoutSeconds;
+    const timeout: AttemptTimeout | undefined =
+      own !== undefined && (policy.timeoutSeconds === undefined || own <= policy.timeoutSeconds)
+        ? { seconds: own, setting: "the call's `timeout` parameter (params: {timeout: N})" }
+        : policy.timeoutSeconds !== undefined
+        ? {
+          seconds: policy.timeoutSeconds,
+          setting: "the sandbox's `timeout` (sandbox: {timeout: N}, the workflow's or the task's)",
+        }
+        : undefined;
     const py = await this.interpreter();
     const bwrap = policy.mode === "bwrap" ? await this.#bwrap(py) : undefined;
     if (bwrap) {
@@ -323,8 +331,13 @@ export class PythonProvider implements Provider {
   }
 
   /** Wires abort, the task's own timeout and provider close to `kill`. */
-  #guard(ctx: CallContext, timeoutSeconds: number | undefined, kill: () => void): AttemptGuard {
-    return guardAttempt(ctx.signal, timeoutSeconds, kill, this.#running);
+  #guard(
+    ctx: CallContext,
+    timeout: AttemptTimeout | undefined,
+    kill: () => void,
+    output: () => { output: string; stderr: string },
+  ): AttemptGuard {
+    return guardAttempt(ctx.signal, timeout, kill, this.#running, output);
   }
 
   #background(work: () => Promise<void>): void {
@@ -337,7 +350,7 @@ export class PythonProvider implements Provider {
     bwrap: string | undefined,
     job: Job,
     policy: SandboxPolicy,
-    timeoutSeconds: number | undefined,
+    timeout: AttemptTimeout | undefined,
     ctx: CallContext,
   ): Promise<PythonResult> {
     const code = await runnerBytecode(py);
@@ -515,8 +528,9 @@ export class PythonProvider implements Provider {
     const err = new BoundedCapture(child.stderr, this.#outputLimit);
     const guard = this.#guard(
       ctx,
-      timeoutSeconds,
+      timeout,
       () => this.#background(() => killProcessTree(child.pid, { python: py.executable })),
+      () => ({ output: outputTail(out.result().text), stderr: outputTail(err.result().text) }),
     );
     try {
       const status = await Promise.race([child.status, guard.stopped]);
@@ -687,12 +701,20 @@ export class PythonProvider implements Provider {
     worker: WarmWorker,
     job: Job,
     policy: SandboxPolicy,
-    timeoutSeconds: number | undefined,
+    timeout: AttemptTimeout | undefined,
     ctx: CallContext,
   ): Promise<PythonResult> {
-    const guard = this.#guard(ctx, timeoutSeconds, () => this.#background(() => worker.kill()));
-    let healthy = false;
     let paths = worker.prepared;
+    const guard = this.#guard(ctx, timeout, () => this.#background(() => worker.kill()), () => {
+      // what the task had written to its output files by then (by path: read only)
+      const [out, err] = paths
+        ? [paths.stdout_path, paths.stderr_path].map((path) =>
+          outputTail(readCapped(path, this.#outputLimit).text)
+        )
+        : ["", ""];
+      return { output: out!, stderr: err! };
+    });
+    let healthy = false;
     try {
       paths ??= worker.taskPaths();
       // Only now the sandbox user's: the previous task has ended (on the tmpfs, the warm

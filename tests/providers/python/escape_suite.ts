@@ -254,9 +254,10 @@ while True:
     check: (o) => {
       const err = expectError(o, "TASK_EXECUTION_FAILED");
       if (err) return err;
-      return /CPU limit/.test(o.error!.message)
+      if (!/CPU limit/.test(o.error!.message)) return `not the CPU limit: ${o.error!.message}`;
+      return /sandbox: \{cpu_seconds: N\}/.test(o.error!.hint ?? "")
         ? undefined
-        : `not the CPU limit: ${o.error!.message}`;
+        : `no hint naming cpu_seconds: ${o.error!.hint}`;
     },
   },
   {

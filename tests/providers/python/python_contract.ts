@@ -320,19 +320,43 @@ export function pythonContract(variant: string, make: Make): void {
     await assertAllDead(pids, 3000); // the killer is a process of its own: slow on a loaded machine
   });
 
-  test("the shorter of the `timeout` param and the sandbox's timeout applies", async (p) => {
+  // what it printed before it hung: the likeliest clue to where it was
+  const PRINTS_THEN_HANGS = "import sys, time\nprint('progress 1', flush=True)\n" +
+    "sys.stderr.write('warning 1\\n')\nsys.stderr.flush()\ntime.sleep(60)";
+
+  test("the shorter of the `timeout` param and the sandbox's timeout applies, is named, and keeps the output", async (p) => {
     const call = (timeout: number, sandbox: number) =>
       p.call(
         "python/execute",
-        { code: "import time\ntime.sleep(60)", timeout },
+        { code: PRINTS_THEN_HANGS, timeout },
         makeCtx({ sandbox: { task: { timeout: sandbox } } }),
       ).then(() => undefined, (e) => e);
-    for (const [own, sandbox] of [[30, 1], [1, 30]]) {
-      const e = await call(own!, sandbox!);
+    for (
+      const [own, sandbox, setting] of [
+        // (3 s: time for a cold sandbox to start and print on a loaded machine)
+        [30, 3, /sandbox: \{timeout: N\}/],
+        [3, 30, /params: \{timeout: N\}/],
+      ] as const
+    ) {
+      const e = await call(own, sandbox);
       assert.ok(e instanceof GleitzeitError);
       assert.equal(e.code, "TASK_TIMEOUT");
-      assert.match(e.message, /timeout of 1s/);
+      assert.match(e.message, /timeout of 3s/);
+      assert.match(e.hint ?? "", setting);
+      assert.match(String(e.details.output), /progress 1/);
+      assert.match(String(e.details.stderr), /warning 1/);
     }
+  });
+
+  test("the engine's timeout (its abort reason) gets the task's output too", async (p) => {
+    const ctx = makeCtx();
+    const reason = new GleitzeitError("TASK_TIMEOUT", "task 't' timed out after 3s");
+    const call = p.call("python/execute", { code: PRINTS_THEN_HANGS }, ctx);
+    setTimeout(() => ctx.controller.abort(reason), 3000);
+    const e = await call.then(() => undefined, (x) => x);
+    assert.equal(e, reason);
+    assert.match(String(reason.details.output), /progress 1/);
+    assert.match(String(reason.details.stderr), /warning 1/);
   });
 
   test("cancellation rejects with TASK_CANCELLED, whatever the abort reason", async (p) => {
