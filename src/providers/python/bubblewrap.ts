@@ -30,11 +30,23 @@ export const BWRAP_INSTALL_HINT =
 
 const BWRAP_CANDIDATES = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"];
 
-/** Finds the bwrap executable (an explicit path wins), or fails with how to install it. */
+/**
+ * Finds the bwrap executable: an explicit path wins; else the system's usual places, then
+ * PATH (bubblewrap from Nix, or in ~/.local/bin); or fails with how to install it.
+ */
 export function findBwrap(explicit?: string): string {
-  for (const path of explicit ? [explicit] : BWRAP_CANDIDATES) {
+  let path = "";
+  try {
+    path = Deno.env.get("PATH") ?? "";
+  } catch {
+    // not permitted to read it: the usual places only
+  }
+  const onPath = path.split(":")
+    .filter((dir) => dir.startsWith("/"))
+    .map((dir) => `${dir.replace(/\/+$/, "")}/bwrap`);
+  for (const candidate of explicit ? [explicit] : [...BWRAP_CANDIDATES, ...onPath]) {
     try {
-      if (Deno.statSync(path).isFile) return path;
+      if (Deno.statSync(candidate).isFile) return candidate;
     } catch {
       // Try the next one.
     }
@@ -42,7 +54,7 @@ export function findBwrap(explicit?: string): string {
   throw new GleitzeitError(
     "SANDBOX_UNAVAILABLE",
     `the Python sandbox needs bubblewrap, which was not found (${
-      explicit ?? BWRAP_CANDIDATES.join(", ")
+      explicit ?? `${BWRAP_CANDIDATES.join(", ")} or on PATH`
     })`,
     { hint: BWRAP_INSTALL_HINT },
   );

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import { resolvePython } from "../../../src/providers/python/python_interpreter.ts";
+import { findBwrap } from "../../../src/providers/python/bubblewrap.ts";
 import { assertAllDead, makeCtx, waitForPids } from "./helpers.ts";
 import { pythonContract } from "./python_contract.ts";
 import { WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
@@ -169,6 +170,55 @@ Deno.test("[bwrap] a venv's packages import in every kind of task: warm, cold (a
         await provider.close();
       }
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("[bwrap] bubblewrap is found on PATH where the usual places have none", async () => {
+  // In a mount namespace of its own (root: as the tests run), /usr/bin/bwrap is hidden behind
+  // /dev/null; a copy in a directory on PATH is what the CLI, with its scoped permissions,
+  // then runs a sandboxed task with.
+  const real = findBwrap();
+  assert.equal(real, "/usr/bin/bwrap", "the test hides /usr/bin/bwrap: it must be the one used");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-bwrap-path-" });
+  try {
+    await Deno.mkdir(`${dir}/bin`);
+    await Deno.copyFile(real, `${dir}/bin/bwrap`);
+    await Deno.chmod(`${dir}/bin/bwrap`, 0o755);
+    await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");
+    await Deno.writeTextFile(
+      `${dir}/wf.yaml`,
+      "name: found\ntasks:\n  - id: t\n    method: python/execute\n" +
+        '    params: {code: "import os\\nresult = os.getuid()"}\n',
+    );
+    const gleitzeit = new URL("../../../gleitzeit", import.meta.url).pathname;
+    const run = (path: string) =>
+      new Deno.Command("unshare", {
+        args: [
+          "-m",
+          "sh",
+          "-c",
+          `mount --bind /dev/null /usr/bin/bwrap && exec "${gleitzeit}" --json run "${dir}/wf.yaml"`,
+        ],
+        env: {
+          PATH: path,
+          NO_COLOR: "1",
+          GLEITZEIT_CONFIG: `${dir}/config.yaml`,
+          GLEITZEIT_SQLITE_PATH: `${dir}/db.sqlite`,
+        },
+        cwd: dir,
+      }).output();
+    const found = await run(`${dir}/bin:${Deno.env.get("PATH")}`);
+    const text = new TextDecoder().decode(found.stdout) + new TextDecoder().decode(found.stderr);
+    assert.equal(found.code, 0, text);
+    assert.match(text, /65534/);
+    // without it on PATH: the install hint
+    const missing = await run(Deno.env.get("PATH")!);
+    const said = new TextDecoder().decode(missing.stdout) +
+      new TextDecoder().decode(missing.stderr);
+    assert.notEqual(missing.code, 0, said);
+    assert.match(said, /bubblewrap, which was not found \(.*or on PATH\)/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
