@@ -4,9 +4,9 @@ import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { createApp } from "../app.ts";
 import { configFromFlags, interruptSignal } from "./context.ts";
-import { err, out, printJson } from "./output.ts";
+import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
-import { exitCodeOf, outcomeJson } from "./run_commands.ts";
+import { exitCodeOf, outcomeJson, sandboxWarnings } from "./run_commands.ts";
 import {
   cancelRun,
   globalsOf,
@@ -60,6 +60,17 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
         await printRunStatus(app.store, stored, json);
         setExit(0);
         return;
+      }
+      // as `run` says it: a resumed run executes its Python tasks here too
+      for (
+        const warning of sandboxWarnings(
+          stored.workflow,
+          config.sandbox,
+          config.sources.sandbox,
+          config.configPath,
+        )
+      ) {
+        err(colors("stderr").yellow(`warning: ${warning}`));
       }
       const { signal, dispose } = interruptSignal(json);
       try {

@@ -561,6 +561,13 @@ Deno.test("a weaker sandbox is a warning naming who chose it: flag, config file,
     const strong = await gleitzeit(["run", plain, "--sandbox", "bwrap"], { env });
     assertEquals(strong.code, 0, strong.stderr);
     assert(!strong.stderr.includes("warning"), strong.stderr);
+    // a run recorded with --detach and executed by `workflow resume` says it there
+    const detached = await gleitzeit(["run", declared, "--detach"], { env });
+    assertEquals(detached.code, 0, detached.stderr);
+    const runId = detached.stdout.trim().split("\n")[0]!;
+    const resumed = await gleitzeit(["workflow", "resume", runId], { env });
+    assertEquals(resumed.code, 0, resumed.stderr);
+    assertStringIncludes(resumed.stderr, "sandbox 'basic' (chosen by the workflow)");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
