@@ -55,6 +55,7 @@ export async function createRegistry(
         new PythonProvider({
           ...(config.python !== undefined ? { python: config.python } : {}),
           sandbox: config.sandbox,
+          minSandbox: config.minSandbox,
           // one warm sandboxed worker per task slot; idle ones are reaped
           poolSize: config.maxConcurrentTasks,
         }),

@@ -33,6 +33,11 @@ export interface ResolvedConfig {
   healthIntervalMs: number;
   python?: string;
   sandbox: SandboxMode;
+  /**
+   * The weakest sandbox a task may choose (`python.min_sandbox`, GLEITZEIT_MIN_SANDBOX): a
+   * workflow or task asking for less fails with SANDBOX_UNAVAILABLE. Default: none (any).
+   */
+  minSandbox: SandboxMode;
   logLevel: string;
   /** The config file read, if any. */
   configPath?: string;
@@ -79,6 +84,7 @@ const fileSchema = z.strictObject({
   python: z.strictObject({
     executable: z.string().optional(),
     sandbox: sandboxSchema.optional(),
+    min_sandbox: sandboxSchema.optional(),
   }).optional(),
   log_level: z.enum(["debug", "info", "warn", "error"]).optional(),
   providers: z.array(z.unknown()).optional(),
@@ -202,6 +208,11 @@ function normaliseBackend(name: string, value: string): Backend {
     );
   }
   return parsed.data === "none" ? "memory" : parsed.data;
+}
+
+/** none < basic < bwrap. */
+function sandboxStrength(mode: SandboxMode): number {
+  return ["none", "basic", "bwrap"].indexOf(mode);
 }
 
 function normaliseSandbox(name: string, value: string): SandboxMode {
@@ -334,6 +345,14 @@ export async function resolveConfig(
       (v) => normaliseSandbox("sandbox", v),
       flags.sandbox === undefined ? undefined : normaliseSandbox("--sandbox", flags.sandbox),
     ),
+    minSandbox: pick(
+      "minSandbox",
+      "none" as SandboxMode,
+      file?.python?.min_sandbox,
+      "GLEITZEIT_MIN_SANDBOX",
+      (v) => normaliseSandbox("GLEITZEIT_MIN_SANDBOX", v),
+      undefined,
+    ),
     logLevel: pick(
       "logLevel",
       "info",
@@ -362,6 +381,14 @@ export async function resolveConfig(
     flags.python,
   );
   if (python !== undefined) config.python = expandHome(python, env);
+  if (sandboxStrength(config.sandbox) < sandboxStrength(config.minSandbox)) {
+    throw new GleitzeitError(
+      "CONFIG_ERROR",
+      `the Python sandbox '${config.sandbox}' is weaker than the least allowed, ` +
+        `'${config.minSandbox}' (python.min_sandbox or GLEITZEIT_MIN_SANDBOX)`,
+      { hint: `choose --sandbox ${config.minSandbox}, or lower the least allowed` },
+    );
+  }
   config.sqlitePath = expandHome(config.sqlitePath, env);
   if (file !== undefined) config.configPath = configPath;
   return config;

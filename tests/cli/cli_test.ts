@@ -573,6 +573,48 @@ Deno.test("a weaker sandbox is a warning naming who chose it: flag, config file,
   }
 });
 
+Deno.test("python.min_sandbox: a workflow or task asking for a weaker sandbox fails, with a hint", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const wf = await writeWorkflow(
+      dir,
+      "weak.yaml",
+      "name: w\ntasks:\n" +
+        "  - {id: strong, method: python/execute, params: {code: 'result = 1'}}\n" +
+        "  - {id: weak, method: python/execute, sandbox: none, params: {code: 'result = 2'}}\n",
+    );
+    await Deno.writeTextFile(`${dir}/config.yaml`, "python:\n  min_sandbox: bwrap\n");
+    const r = await gleitzeit(["--json", "run", wf], { env });
+    assertEquals(r.code, 3, r.stderr); // SANDBOX_UNAVAILABLE's exit code
+    type Task = {
+      id: string;
+      state: string;
+      error: { code: string; message: string; hint: string };
+    };
+    const task = (out: string, id: string) =>
+      (JSON.parse(out).tasks as Task[]).find((t) => t.id === id)!;
+    assertEquals(task(r.stdout, "strong").state, "completed");
+    const weak = task(r.stdout, "weak");
+    assertEquals(weak.state, "failed");
+    assertEquals(weak.error.code, "SANDBOX_UNAVAILABLE");
+    assertStringIncludes(weak.error.message, "weaker than this Gleitzeit allows");
+    assertStringIncludes(weak.error.hint, "sandbox: none");
+    // the environment sets it too; a default mode below it is a configuration error
+    await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");
+    const viaEnv = await gleitzeit(["--json", "run", wf], {
+      env: { ...env, GLEITZEIT_MIN_SANDBOX: "basic" },
+    });
+    assertEquals(task(viaEnv.stdout, "weak").error.code, "SANDBOX_UNAVAILABLE");
+    const below = await gleitzeit(["run", wf, "--sandbox", "none"], {
+      env: { ...env, GLEITZEIT_MIN_SANDBOX: "bwrap" },
+    });
+    assertEquals(below.code, 2, below.stderr);
+    assertStringIncludes(below.stderr, "weaker than the least allowed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("--detach needs a backend that keeps the run", async () => {
   const { dir, env } = await scratch();
   try {

@@ -39,6 +39,7 @@ import {
   type PathIdentity,
   resolveSandboxPolicy,
   rlimitsOf,
+  SANDBOX_MODES,
   type SandboxLimits,
   type SandboxMode,
   type SandboxPolicy,
@@ -82,6 +83,11 @@ export interface PythonProviderOptions {
    * (rlimits only) or `none`. Workflows and tasks override it through `ctx.sandbox`.
    */
   sandbox?: SandboxMode;
+  /**
+   * The weakest mode a workflow or task may choose (default `none`: any); one asking for
+   * less fails with SANDBOX_UNAVAILABLE.
+   */
+  minSandbox?: SandboxMode;
   /** Default resource limits (each may be raised or lowered by a `sandbox:` declaration). */
   limits?: Partial<SandboxLimits>;
   /** Warm parents kept per sandbox mode (the engine's concurrency); 0 (default) = cold only. */
@@ -137,6 +143,7 @@ export class PythonProvider implements Provider {
   readonly #bwrapReady = new Map<string, Promise<string>>();
   /** Background clean-ups of aborted attempts; `close()` waits for them. */
   readonly #pending = new Set<Promise<void>>();
+  readonly #minMode: SandboxMode;
   /** Whether pool directories left by dead processes were removed (once per provider). */
   #swept = false;
   /** Kill functions of running attempts, for `close()`. */
@@ -148,6 +155,7 @@ export class PythonProvider implements Provider {
     this.#outputLimit = options.outputLimitBytes ?? DEFAULT_OUTPUT_LIMIT;
     this.#tempDir = options.tempDir;
     this.#mode = options.sandbox ?? "bwrap";
+    this.#minMode = options.minSandbox ?? "none";
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#poolSize = options.poolSize ?? 0;
     this.#poolIdleMs = options.poolIdleMs;
@@ -201,6 +209,18 @@ export class PythonProvider implements Provider {
       ctx.sandbox,
       ctx.baseDir ?? Deno.cwd(),
     );
+    if (SANDBOX_MODES.indexOf(policy.mode) > SANDBOX_MODES.indexOf(this.#minMode)) {
+      throw new GleitzeitError(
+        "SANDBOX_UNAVAILABLE",
+        `the task asks for sandbox '${policy.mode}', weaker than this Gleitzeit allows ` +
+          `('${this.#minMode}' at least: python.min_sandbox or GLEITZEIT_MIN_SANDBOX)`,
+        {
+          hint: `drop the workflow's or task's \`sandbox: ${policy.mode}\`` +
+            (this.#minMode === "bwrap" ? " (grant paths or network instead)" : ""),
+          details: { mode: policy.mode, min_sandbox: this.#minMode },
+        },
+      );
+    }
     if (job.script) policy.read.push(dirname(job.script));
     // the shorter of the call's own `timeout` and the sandbox's (the task's `timeout`, which
     // the engine enforces, applies besides)
