@@ -1067,12 +1067,20 @@ def _pool():
         buf[0] = data[nl + 1:]
         return data[:nl + 1]
 
+    parts = []  # the chunks of a long line so far, none with a newline: joined at its end
+
     def fill():
-        data = os.read(infd, 65536)
-        if data:
-            buf[0] += data
-        else:
+        data = os.read(infd, (1 << 20) if parts else 65536)
+        if not data:
             eof[0] = True
+        elif b"\n" not in data:
+            parts.append(data)  # (added to the buffer chunk by chunk: quadratic in its size)
+        else:
+            if parts:
+                parts.append(data)
+                data = b"".join(parts)
+                del parts[:]
+            buf[0] += data
 
     def forward(spare, line):
         try:
@@ -1932,12 +1940,20 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
         # Raw reads (no file object): a fresh child pays a page fault for every page
         # of the parent's heap it writes to, and creating objects writes to some.
         pending = b""
+        parts = []  # a long line's chunks so far (a big context): joined once, at its end
         while True:
             nl = pending.find(b"\n")
             if nl < 0:
-                data = os.read(job_r, 65536)
+                data = os.read(job_r, (1 << 20) if parts else 65536)
                 if not data:
                     return None
+                if b"\n" not in data:
+                    parts.append(data)
+                    continue
+                if parts:
+                    parts.append(data)
+                    data = b"".join(parts)
+                    parts = []
                 pending += data
                 continue
             line, pending = pending[:nl], pending[nl + 1:]

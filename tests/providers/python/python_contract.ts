@@ -73,6 +73,17 @@ export function pythonContract(variant: string, make: Make): void {
     assert.deepEqual(r.result, { sum: 42, names: ["X", "Y"] });
   });
 
+  test("a context of megabytes arrives whole, and the task after it runs too", async (p) => {
+    // (a warm job line this long comes in many reads, in the parent and in the spare)
+    const data = "ab".repeat(3 << 20) + '\u00e9\n"end';
+    const r = await run(p, "result = [len(data), data[:4], data[-6:], more]", {
+      data,
+      more: [1, "two"],
+    });
+    assert.deepEqual(r.result, [data.length, "abab", data.slice(-6), [1, "two"]]);
+    assert.equal((await run(p, "result = 'next'")).result, "next");
+  });
+
   test("stdout and stderr are captured; printing cannot corrupt the result", async (p) => {
     const r = await run(
       p,
