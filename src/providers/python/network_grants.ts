@@ -113,6 +113,8 @@ export class GrantProxy {
   /** Connections from inside the sandbox being served. */
   #inside = 0;
   #serving: Promise<void>;
+  /** Granted destinations that could not be reached, and why (the first few). */
+  readonly failures: string[] = [];
 
   private constructor(path: string, listener: Deno.Listener, grants: readonly NetworkGrant[]) {
     this.path = path;
@@ -161,7 +163,10 @@ export class GrantProxy {
       if (!grant) return;
       try {
         outside = await Deno.connect({ hostname: grant.host, port: grant.port });
-      } catch {
+      } catch (e) {
+        // the task sees a reset connection; its error, should it fail, says why
+        const why = `${grant.host}:${grant.port}: ${connectError(e)}`;
+        if (this.failures.length < 5 && !this.failures.includes(why)) this.failures.push(why);
         await inside.write(new Uint8Array([0x30])).catch(() => 0);
         return;
       }
@@ -190,6 +195,17 @@ export class GrantProxy {
     this.#conns.clear();
     await this.#serving;
   }
+}
+
+/** Why a connection to a granted destination failed, in a few words. */
+function connectError(e: unknown): string {
+  if (e instanceof Deno.errors.ConnectionRefused) return "connection refused";
+  if (e instanceof Deno.errors.TimedOut) return "timed out";
+  const message = e instanceof Error ? e.message : String(e);
+  if (/lookup|resolve|name or service|no address/i.test(message)) {
+    return "the name does not resolve";
+  }
+  return message.split("\n")[0]!.slice(0, 200);
 }
 
 /** Reads `<digits>\n` byte by byte (nothing past the newline belongs to the header). */

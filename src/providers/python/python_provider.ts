@@ -566,7 +566,11 @@ export class PythonProvider implements Provider {
       // Off the task's path: removing even a small directory tree costs ~0.4 ms on a disk.
       this.#background(() => removeDir(base));
       const limits = policy.mode === "none" ? undefined : policy;
-      return toResult(payload, exitFromStatus(status, bwrap !== undefined), stdout, stderr, limits);
+      try {
+        return toResult(payload, exitFromStatus(status, bwrap !== undefined), stdout, stderr, limits);
+      } catch (e) {
+        throw withUnreachable(e, proxy?.failures ?? []);
+      }
     } catch (e) {
       if (guard.killed) {
         this.#background(async () => {
@@ -824,6 +828,21 @@ export class PythonProvider implements Provider {
       }
     }
   }
+}
+
+/**
+ * A failed task's error, with the granted destinations that could not be reached while it
+ * ran (the task saw a reset connection: this says why).
+ */
+function withUnreachable(e: unknown, failures: readonly string[]): unknown {
+  if (!(e instanceof GleitzeitError) || failures.length === 0) return e;
+  const said = `a granted destination could not be reached: ${failures.join("; ")}`;
+  return new GleitzeitError(e.code, e.message, {
+    details: { ...e.details, unreachable: [...failures] },
+    hint: e.hint ? `${said}; ${e.hint}` : said,
+    retryable: e.retryable,
+    ...(e.cause === undefined ? {} : { cause: e.cause }),
+  });
 }
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {

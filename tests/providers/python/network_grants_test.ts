@@ -223,6 +223,42 @@ result = outcome
   }
 });
 
+Deno.test("[bwrap] a task failing on a granted destination that refuses or does not resolve: its error says which and why", async () => {
+  const provider = new PythonProvider({ sandbox: "bwrap" });
+  // Port 1 has no server outside; the .invalid top-level domain never resolves.
+  const code = `
+import socket
+for host, port in (("127.0.0.1", 1), ("gleitzeit-test.invalid", 80)):
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+        s.sendall(b"hello")
+        s.recv(10)
+    except OSError:
+        pass
+socket.create_connection(("127.0.0.1", 1), timeout=5).recv(10)
+`;
+  try {
+    const e = await provider.call(
+      "python/execute",
+      { code },
+      makeCtx({
+        sandbox: { task: { network: ["127.0.0.1:1", "gleitzeit-test.invalid:80"] } },
+      }),
+    ).then(() => undefined, (x) => x);
+    assert.ok(e instanceof GleitzeitError, String(e));
+    assert.deepEqual(e.details.unreachable, [
+      "127.0.0.1:1: connection refused",
+      "gleitzeit-test.invalid:80: the name does not resolve",
+    ]);
+    assert.match(
+      e.hint ?? "",
+      /a granted destination could not be reached: 127\.0\.0\.1:1: connection refused; gleitzeit-test\.invalid:80: the name does not resolve/,
+    );
+  } finally {
+    await provider.close();
+  }
+});
+
 Deno.test("[bwrap] the sandbox user can read /etc's shared files (CA certificates for HTTPS)", async () => {
   for (const poolSize of [0, 1]) {
     const provider = new PythonProvider({ sandbox: "bwrap", poolSize });
