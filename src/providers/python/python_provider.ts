@@ -567,7 +567,13 @@ export class PythonProvider implements Provider {
       this.#background(() => removeDir(base));
       const limits = policy.mode === "none" ? undefined : policy;
       try {
-        return toResult(payload, exitFromStatus(status, bwrap !== undefined), stdout, stderr, limits);
+        return toResult(
+          payload,
+          exitFromStatus(status, bwrap !== undefined),
+          stdout,
+          stderr,
+          limits,
+        );
       } catch (e) {
         throw withUnreachable(e, proxy?.failures ?? []);
       }
