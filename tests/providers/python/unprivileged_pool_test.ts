@@ -107,6 +107,20 @@ for name in os.listdir(d):
 result = "replaced"
 \`);
 out.afterSpare = await call("import os\\nresult = os.listdir('.')");
+// A task that leaves a file in the next task's directory, and opens it up: the next task's
+// directory is made afresh, empty and its own.
+out.plantNext = await call(\`
+import os, time
+head, n = os.getcwd().rsplit("/w", 1)
+nxt = "%s/w%d" % (head, int(n) + 1)
+deadline = time.time() + 10  # the parent makes it once this task has its job
+while not os.path.isdir(nxt) and time.time() < deadline:
+    time.sleep(0.005)
+open(nxt + "/planted", "w").write("left by the task before")
+os.chmod(nxt, 0o777)
+result = "planted"
+\`);
+out.afterPlant = await call("import os\\nresult = [os.listdir('.'), oct(os.stat('.').st_mode & 0o777)]");
 const ioDir = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
 out.ioSizes = [...Deno.readDirSync("/dev/shm/" + ioDir.name)].map((e) => Deno.statSync("/dev/shm/" + ioDir.name + "/" + e.name).size);
 // A tree deeper than PATH_MAX in the next task's directory: the next task still runs.
@@ -181,6 +195,8 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
   assertEquals(r.link, "TASK_PARAMETER_ERROR");
   assertEquals(r.spare, "replaced");
   assertEquals(r.afterSpare, [], "the next task ran, in a fresh directory");
+  assertEquals(r.plantNext, "planted");
+  assertEquals(r.afterPlant, [[], "0o700"], "the next task's directory, made afresh");
   assertEquals(r.ioSizes, [0, 0, 0, 0, 0, 0], "output files hold nothing between tasks");
   assertEquals(r.init, ["2"], "the sandbox's init runs with the seccomp filter");
   assertEquals(r.sigint[0], "interrupted");
