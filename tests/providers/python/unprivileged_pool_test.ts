@@ -23,6 +23,15 @@ const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "
 const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
 const call = async (code) => (await p.call("python/execute", { code }, ctx())).result;
 const out = {};
+// The next task's directory (nxt), once the parent has made it (once this task has its job).
+const NEXT_DIR = \`
+import os, time
+head, n = os.getcwd().rsplit("/w", 1)
+nxt = "%s/w%d" % (head, int(n) + 1)
+deadline = time.time() + 10
+while not os.path.isdir(nxt) and time.time() < deadline:
+    time.sleep(0.005)
+\`;
 // Plain tasks reuse their parent (nothing they do counts as left behind).
 out.plain = [];
 for (let i = 0; i < 3; i++) {
@@ -89,14 +98,7 @@ for (let i = 0; i < 4; i++) {
 }
 // A task that replaces the next task's directory with a file, and fills the other set's
 // output files: the next task runs, and nothing is left in the output files on the host.
-out.spare = await call(\`
-import os, time
-here = os.getcwd()
-head, n = here.rsplit("/w", 1)
-nxt = "%s/w%d" % (head, int(n) + 1)
-deadline = time.time() + 10  # the parent makes it once this task has its job
-while not os.path.isdir(nxt) and time.time() < deadline:
-    time.sleep(0.005)
+out.spare = await call(NEXT_DIR + \`
 os.rmdir(nxt)
 open(nxt, "w").write("not a directory")
 d, mine = os.readlink("/proc/self/fd/1").rsplit("/", 1)
@@ -109,13 +111,7 @@ result = "replaced"
 out.afterSpare = await call("import os\\nresult = os.listdir('.')");
 // A task that leaves a file in the next task's directory, and opens it up: the next task's
 // directory is made afresh, empty and its own.
-out.plantNext = await call(\`
-import os, time
-head, n = os.getcwd().rsplit("/w", 1)
-nxt = "%s/w%d" % (head, int(n) + 1)
-deadline = time.time() + 10  # the parent makes it once this task has its job
-while not os.path.isdir(nxt) and time.time() < deadline:
-    time.sleep(0.005)
+out.plantNext = await call(NEXT_DIR + \`
 open(nxt + "/planted", "w").write("left by the task before")
 os.chmod(nxt, 0o777)
 result = "planted"
@@ -124,13 +120,7 @@ out.afterPlant = await call("import os\\nresult = [os.listdir('.'), oct(os.stat(
 const ioDir = [...Deno.readDirSync("/dev/shm")].find((e) => e.name.startsWith("gleitzeit-io-" + Deno.pid + "-"));
 out.ioSizes = [...Deno.readDirSync("/dev/shm/" + ioDir.name)].map((e) => Deno.statSync("/dev/shm/" + ioDir.name + "/" + e.name).size);
 // A tree deeper than PATH_MAX in the next task's directory: the next task still runs.
-out.deep = await call(\`
-import os, time
-head, n = os.getcwd().rsplit("/w", 1)
-nxt = "%s/w%d" % (head, int(n) + 1)
-deadline = time.time() + 10  # the parent makes it once this task has its job
-while not os.path.isdir(nxt) and time.time() < deadline:
-    time.sleep(0.005)
+out.deep = await call(NEXT_DIR + \`
 os.chdir(nxt)
 for i in range(30):
     os.mkdir("d" * 250)
