@@ -7,7 +7,7 @@ import { loadWorkflowFile, workflowJsonSchema } from "../loader/load_workflow.ts
 import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import { colors, err, out, printJson } from "./output.ts";
-import { isAbsolute, resolve } from "node:path";
+import { declaredPath } from "../providers/python/sandbox_policy.ts";
 
 /** `workflow validate FILE`: every problem at once, exit 2 when there is any. */
 export async function validateCommand(file: string, globals: GlobalOptions): Promise<ExitCode> {
@@ -53,7 +53,7 @@ export async function missingFiles(wf: Workflow): Promise<string[]> {
   const base = wf.baseDir ?? Deno.cwd();
   const found = async (path: string) => {
     try {
-      await Deno.stat(isAbsolute(path) ? path : resolve(base, path));
+      await Deno.stat(declaredPath(path, base));
       return true;
     } catch (e) {
       return !(e instanceof Deno.errors.NotFound); // (not ours to look at: not "missing")

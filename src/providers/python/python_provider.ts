@@ -8,7 +8,7 @@
  * @module
  */
 
-import { basename, dirname, isAbsolute, resolve } from "node:path";
+import { basename, dirname, isAbsolute } from "node:path";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
@@ -37,6 +37,7 @@ import {
   DEFAULT_LIMITS,
   isPlainPolicy,
   type PathIdentity,
+  declaredPath,
   resolveSandboxPolicy,
   rlimitsOf,
   SANDBOX_MODES,
@@ -316,7 +317,7 @@ export class PythonProvider implements Provider {
     if (typeof script !== "string" || script === "") {
       throw new GleitzeitError("TASK_PARAMETER_ERROR", "python/script needs `script` (a path)");
     }
-    const path = isAbsolute(script) ? script : resolve(ctx.baseDir ?? Deno.cwd(), script);
+    const path = declaredPath(script, ctx.baseDir ?? Deno.cwd());
     let problem: string | undefined;
     try {
       if (!(await Deno.stat(path)).isFile) problem = "is not a file";
@@ -331,7 +332,9 @@ export class PythonProvider implements Provider {
         `python/script: the script ${script} ${problem}` + (script === path ? "" : ` (${path})`),
         {
           details: { script, path },
-          hint: (isAbsolute(script) ? "" : "a script's path is relative to the workflow file; ") +
+          hint: (isAbsolute(script) || script.startsWith("~")
+            ? ""
+            : "a script's path is relative to the workflow file (~/ is your home); ") +
             "`gleitzeit workflow validate` warns of missing scripts",
         },
       );

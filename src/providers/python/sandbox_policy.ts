@@ -88,7 +88,24 @@ function paths(value: unknown, key: string, where: string, baseDir: string): str
   if (!Array.isArray(value) || value.some((p) => typeof p !== "string" || p === "")) {
     throw bad(`${key} must be a list of paths`, where);
   }
-  return (value as string[]).map((p) => (isAbsolute(p) ? resolve(p) : resolve(baseDir, p)));
+  return (value as string[]).map((p) => declaredPath(p, baseDir));
+}
+
+/**
+ * A declared path as the sandbox takes it: `~` and `~/...` in the home directory (HOME), a
+ * relative one from the workflow file's directory (`baseDir`).
+ */
+export function declaredPath(path: string, baseDir: string): string {
+  if (path === "~" || path.startsWith("~/")) {
+    let home: string | undefined;
+    try {
+      home = Deno.env.get("HOME");
+    } catch {
+      // not permitted to read it: taken as a name like any other
+    }
+    if (home) return resolve(home + path.slice(1));
+  }
+  return isAbsolute(path) ? resolve(path) : resolve(baseDir, path);
 }
 
 /** Applies one `sandbox:` declaration (string or object) on top of `policy`. */

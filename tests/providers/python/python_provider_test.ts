@@ -9,6 +9,11 @@ import { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import { resolvePython } from "../../../src/providers/python/python_interpreter.ts";
 import { findBwrap } from "../../../src/providers/python/bubblewrap.ts";
+import {
+  declaredPath,
+  DEFAULT_LIMITS,
+  resolveSandboxPolicy,
+} from "../../../src/providers/python/sandbox_policy.ts";
 import { assertAllDead, makeCtx, waitForPids } from "./helpers.ts";
 import { pythonContract } from "./python_contract.ts";
 import { WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
@@ -222,6 +227,21 @@ Deno.test("[bwrap] bubblewrap is found on PATH where the usual places have none"
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("declared paths and scripts: ~/ is the home directory, others are relative to the workflow file", () => {
+  const home = Deno.env.get("HOME")!;
+  assert.equal(declaredPath("~/data/in.csv", "/wf"), `${home}/data/in.csv`);
+  assert.equal(declaredPath("~", "/wf"), home);
+  assert.equal(declaredPath("~other/x", "/wf"), "/wf/~other/x"); // (no other users' homes)
+  assert.equal(declaredPath("data/../out", "/wf"), "/wf/out");
+  assert.equal(declaredPath("/abs//x", "/wf"), "/abs/x");
+  const policy = resolveSandboxPolicy(
+    { mode: "bwrap", limits: DEFAULT_LIMITS },
+    { task: { read: ["~/in"], write: ["out"] } },
+    "/wf",
+  );
+  assert.deepEqual([policy.read, policy.write], [[`${home}/in`], ["/wf/out"]]);
 });
 
 Deno.test("sandbox declarations are validated", async () => {
