@@ -34,10 +34,10 @@ import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgrou
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
   checkDeclaredPaths,
+  declaredPath,
   DEFAULT_LIMITS,
   isPlainPolicy,
   type PathIdentity,
-  declaredPath,
   resolveSandboxPolicy,
   rlimitsOf,
   SANDBOX_MODES,
