@@ -34,6 +34,7 @@ const LOCAL = [
   "typed_chain.yaml",
   "fan_out_fan_in.yaml",
   "retry_and_timeout.yaml",
+  "python_script.yaml",
 ];
 
 const EXPECTED: Record<string, (r: Record<string, unknown>) => void> = {
@@ -44,7 +45,19 @@ const EXPECTED: Record<string, (r: Record<string, unknown>) => void> = {
   "fan_out_fan_in.yaml": (r) =>
     assertEquals((r.total as { result: unknown }).result, { sum: 2470, count: 20 }),
   "retry_and_timeout.yaml": (r) => assertEquals(Object.keys(r), ["after"]),
+  "python_script.yaml": (r) =>
+    assertEquals(
+      (r.report as { result: unknown }).result,
+      "12 words, most common: the, fox, quick",
+    ),
 };
+
+Deno.test("example python_script.yaml runs in the default sandbox (its read grant and script)", async () => {
+  const { env } = await scratch();
+  const r = await gleitzeit(["--json", "run", `${EXAMPLES}python_script.yaml`], { env });
+  assertEquals(r.code, 0, r.stderr);
+  EXPECTED["python_script.yaml"]!(JSON.parse(r.stdout).results);
+});
 
 for (const name of LOCAL) {
   Deno.test(`example ${name} runs`, async () => {
