@@ -32,6 +32,20 @@ const byPosition = (a: Issue, b: Issue) =>
   (a.line ?? Infinity) - (b.line ?? Infinity) || (a.column ?? 0) - (b.column ?? 0);
 
 /**
+ * Where a YAML error is best shown: an unclosed quote where it opens (the parser reports it
+ * at the end of the text, past the last line), anything else where the parser says.
+ */
+function errorOffset(e: { code: string; message: string; pos: [number, number] }, text: string) {
+  const quote = e.code === "MISSING_CHAR" ? /closing (["'])quote/.exec(e.message)?.[1] : undefined;
+  if (quote === undefined) return e.pos[0];
+  let at = text.lastIndexOf(quote, e.pos[0] - 1);
+  // (inside double quotes, \" does not close them; inside single quotes, '' does not)
+  while (at > 0 && quote === '"' && text[at - 1] === "\\") at = text.lastIndexOf(quote, at - 2);
+  while (at > 0 && quote === "'" && text[at - 1] === "'") at = text.lastIndexOf(quote, at - 2);
+  return at >= 0 ? at : e.pos[0];
+}
+
+/**
  * Parses and validates a workflow given as YAML or JSON text. `file` names it in messages.
  * Throws {@link WorkflowValidationError} listing every problem, sorted by position.
  */
@@ -50,7 +64,7 @@ export function parseWorkflow(
   if (doc.errors.length > 0) {
     // Those of the first line with any: one slip (an unquoted `: ` in a value) makes the
     // parser stumble on every line after it, and those follow-on errors only bury the cause.
-    const all = doc.errors.map((e) => ({ e, at: pos.ofOffset(e.pos[0]) }));
+    const all = doc.errors.map((e) => ({ e, at: pos.ofOffset(errorOffset(e, text)) }));
     const first = all.filter(({ at }) => at.line === all[0]!.at.line);
     const more = all.length - first.length;
     throw new WorkflowValidationError(

@@ -289,6 +289,20 @@ Deno.test("YAML syntax errors report their own line:column", () => {
   const dupKey = issuesOf("name: a\nname: b\ntasks: []\n");
   assertAt(dupKey[0]!, 2, 1);
   ok(/unique/i.test(dupKey[0]!.message), dupKey[0]!.message);
+  // an unclosed quote where it opens, not past the last line (where the parser finds out)
+  for (const [quote, inside] of [['"', 'a \\"b\\" c'], ["'", "it''s"]]) {
+    const unclosed = issuesOf(yaml(
+      "name: q",
+      "tasks:",
+      "  - id: a",
+      "    method: echo",
+      `    params: {message: ${quote}${inside} never closed}`,
+      "  - id: b",
+      "    method: echo",
+    ));
+    assertAt(unclosed[0]!, 5, 23); // the opening quote
+    ok(/Missing closing/.test(unclosed[0]!.message), unclosed[0]!.message);
+  }
   const tabs = issuesOf("name: t\ntasks:\n\t- id: a\n");
   equal(tabs[0]!.line, 3);
   // one slip, not the dozens of errors the parser stumbles into after it
