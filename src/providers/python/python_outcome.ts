@@ -412,23 +412,23 @@ function parsePayload(text: string): RunnerPayload | undefined {
 
 /**
  * The first integer in `text` (JSON) that a double does not hold exactly, as written (Python
- * writes an int whole, such as a 64-bit id; JSON.parse would round it silently), if any.
+ * writes an int whole, such as a 64-bit id; JSON.parse would round it silently), if any. One
+ * linear scan (no second parse: a result may be megabytes, or nested thousands deep), which
+ * steps over strings and leaves out fractions and exponents.
  */
 function inexactInteger(text: string): string | undefined {
   if (!/\d{16}/.test(text)) return undefined; // (2**53 has 16 digits)
-  let found: string | undefined;
-  JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
-    const source = context?.source;
-    if (
-      found === undefined && typeof value === "number" && !Number.isSafeInteger(value) &&
-      source !== undefined && /^-?\d+$/.test(source) &&
-      (!Number.isFinite(value) || BigInt(source) !== BigInt(value))
-    ) {
-      found = source;
+  try {
+    for (const m of text.matchAll(/"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])(-?\d{16,})(?![\d.eE])/g)) {
+      const digits = m[1];
+      if (digits === undefined) continue; // a string
+      const value = Number(digits);
+      if (!Number.isFinite(value) || BigInt(digits) !== BigInt(value)) return digits;
     }
-    return value;
-  });
-  return found;
+  } catch {
+    // (not JSON the runner writes: the parse before has judged it)
+  }
+  return undefined;
 }
 
 function tooLarge(size: number): RunnerPayload {

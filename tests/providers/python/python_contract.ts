@@ -243,6 +243,15 @@ export function pythonContract(variant: string, make: Make): void {
       1.5e300,
       12345678901234.5,
     ]);
+    // digits in strings are strings, however deep
+    const deep = await run(
+      p,
+      "import sys\nsys.setrecursionlimit(100000)\nx = '1234567890123456789'\n" +
+        "for i in range(5000):\n    x = [x]\nresult = x",
+    );
+    let inner: unknown = deep.result;
+    for (let i = 0; i < 5000; i++) inner = (inner as unknown[])[0];
+    assert.equal(inner, "1234567890123456789");
     for (
       const [code, shown] of [
         ["result = {'id': 2**63 + 1}", "9223372036854775809"],
