@@ -1493,40 +1493,79 @@ def _purge(path):
     # and where tasks are the pool's own user, their owner does after making each directory
     # its own to read and change again (a task may have taken the permissions away). The
     # path itself may have been replaced too (a file, or a link, which is not followed).
+    # Relative to a descriptor of one directory at a time, going back up through "..": a
+    # tree deeper than PATH_MAX goes too (by path, its depths could not be reached, and a
+    # task's files left there would be there for the next). Nothing of a task runs while
+    # this does, so nothing moves meanwhile. Each directory is read once.
     try:
         if os.lstat(path).st_mode & 0o170000 != 0o040000:
             os.unlink(path)
             return
     except OSError:
         return
-    dirs = []
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        dirs.append(d)
-        if _own_user:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    if _own_user:
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+    try:
+        cur = os.open(path, flags)
+    except OSError:
+        return
+    todo = [_purge_files(cur)]  # per level entered: its directories not yet removed
+    names = []  # the directories entered below path, outermost first
+    try:
+        while True:
+            if todo[-1]:
+                name = todo[-1].pop()
+                if _own_user:
+                    try:
+                        os.chmod(name, 0o700, dir_fd=cur)  # a directory: nothing to follow
+                    except OSError:
+                        pass
+                try:
+                    below = os.open(name, flags, dir_fd=cur)
+                except OSError:
+                    continue  # left: its parent will not go either (see the callers)
+                os.close(cur)
+                cur = below
+                names.append(name)
+                todo.append(_purge_files(cur))
+                continue
+            todo.pop()
+            if not names:
+                break
+            up = os.open("..", flags, dir_fd=cur)
+            os.close(cur)
+            cur = up
             try:
-                os.chmod(d, 0o700)
+                os.rmdir(names.pop(), dir_fd=cur)
             except OSError:
                 pass
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
+    finally:
+        os.close(cur)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+def _purge_files(fd):
+    # Removes what is not a directory in the directory open as fd; returns its directories.
+    dirs = []
+    try:
+        with os.scandir(fd) as it:
             for e in it:
                 try:
                     if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
+                        dirs.append(e.name)
                     else:
-                        os.unlink(e.path)
+                        os.unlink(e.name, dir_fd=fd)
                 except OSError:
                     pass
-    for d in reversed(dirs):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
+    except OSError:
+        pass
+    return dirs
 
 def _pool_plain(inp, out, ipc_check, options):
     tmpfs = options.get("work_tmpfs")

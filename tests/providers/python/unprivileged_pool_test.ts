@@ -128,6 +128,41 @@ for i in range(30):
 result = "deep"
 \`);
 out.afterDeep = await call("result = 'ran'");
+// Files at the bottom of trees deeper than PATH_MAX, in the next task's directory and in its
+// own (which goes to the trash): the next task finds none of them, looking everywhere it can.
+out.deepSecret = await call(NEXT_DIR + \`
+for base in (nxt, os.getcwd()):
+    os.chdir(base)
+    for i in range(20):
+        os.mkdir("d" * 250)
+        os.chdir("d" * 250)
+    open("secret", "w").write("left by the task before")
+result = "planted"
+\`);
+out.foundSecrets = await call(\`
+import os
+def walk(fd, found):
+    for e in os.scandir(fd):
+        if e.is_dir(follow_symlinks=False):
+            try:
+                os.chmod(e.name, 0o700, dir_fd=fd)
+                sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                continue
+            walk(sub, found)
+            os.close(sub)
+        elif e.name == "secret":
+            found.append(e.name)
+root = os.path.dirname(os.getcwd())
+for d in (root, root + "/.trash"):
+    try:
+        os.chmod(d, 0o700)  # the task tmpfs's root and trash: the task user's too
+    except OSError:
+        pass
+found = []
+walk(os.open(root, os.O_RDONLY | os.O_DIRECTORY), found)
+result = found
+\`);
 // Declared paths may not cover where Gleitzeit keeps other tasks' files; below them, they may.
 const declared = (write) => ({ ...ctx(), sandbox: { task: { write } } });
 out.tmp = await p.call("python/execute", { code: "result = 1" }, declared(["/tmp"]))
@@ -196,6 +231,7 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
   assertEquals(r.filler, "filled");
   assertEquals(r.ioAfterFiller, [0, 0, 0, 0, 0, 0], "emptied though their modes were 0");
   assertEquals([r.deep, r.afterDeep], ["deep", "ran"]);
+  assertEquals([r.deepSecret, r.foundSecrets], ["planted", []], "what a task left below PATH_MAX");
 });
 
 /**
