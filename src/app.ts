@@ -56,6 +56,7 @@ export async function createRegistry(
           ...(config.python !== undefined ? { python: config.python } : {}),
           sandbox: config.sandbox,
           minSandbox: config.minSandbox,
+          allowGrants: config.allowGrants,
           // one warm sandboxed worker per task slot; idle ones are reaped
           poolSize: config.maxConcurrentTasks,
         }),

@@ -38,6 +38,11 @@ export interface ResolvedConfig {
    * workflow or task asking for less fails with SANDBOX_UNAVAILABLE. Default: none (any).
    */
   minSandbox: SandboxMode;
+  /**
+   * Whether workflows and tasks may grant paths or network (`read`, `write`, `network`;
+   * `python.allow_grants`, GLEITZEIT_ALLOW_GRANTS). Default true.
+   */
+  allowGrants: boolean;
   logLevel: string;
   /** The config file read, if any. */
   configPath?: string;
@@ -85,6 +90,7 @@ const fileSchema = z.strictObject({
     executable: z.string().optional(),
     sandbox: sandboxSchema.optional(),
     min_sandbox: sandboxSchema.optional(),
+    allow_grants: z.boolean().optional(),
   }).optional(),
   log_level: z.enum(["debug", "info", "warn", "error"]).optional(),
   providers: z.array(z.unknown()).optional(),
@@ -351,6 +357,21 @@ export async function resolveConfig(
       file?.python?.min_sandbox,
       "GLEITZEIT_MIN_SANDBOX",
       (v) => normaliseSandbox("GLEITZEIT_MIN_SANDBOX", v),
+      undefined,
+    ),
+    allowGrants: pick(
+      "allowGrants",
+      true,
+      file?.python?.allow_grants,
+      "GLEITZEIT_ALLOW_GRANTS",
+      (v) => {
+        if (!["true", "false", "1", "0"].includes(v)) {
+          throw new GleitzeitError("CONFIG_ERROR", `GLEITZEIT_ALLOW_GRANTS: not a boolean '${v}'`, {
+            hint: "true or false",
+          });
+        }
+        return v === "true" || v === "1";
+      },
       undefined,
     ),
     logLevel: pick(

@@ -615,6 +615,46 @@ Deno.test("python.min_sandbox: a workflow or task asking for a weaker sandbox fa
   }
 });
 
+Deno.test("python.allow_grants: false refuses read, write and network grants; plain tasks and scripts run", async () => {
+  const { dir, env } = await scratch();
+  try {
+    await Deno.mkdir(`${dir}/data`);
+    await Deno.writeTextFile(`${dir}/s.py`, "result = 3\n");
+    await Deno.chmod(dir, 0o755); // the script, for the sandbox user
+    await Deno.chmod(`${dir}/s.py`, 0o644);
+    const wf = await writeWorkflow(
+      dir,
+      "grants.yaml",
+      "name: g\ntasks:\n" +
+        "  - {id: plain, method: python/execute, params: {code: 'result = 1'}}\n" +
+        "  - {id: script, method: python/script, params: {script: s.py}}\n" +
+        "  - {id: reads, method: python/execute, sandbox: {read: [data/]}, params: {code: 'result = 2'}}\n" +
+        "  - {id: net, method: python/execute, sandbox: {network: true}, params: {code: 'result = 4'}}\n",
+    );
+    await Deno.writeTextFile(`${dir}/config.yaml`, "python:\n  allow_grants: false\n");
+    const r = await gleitzeit(["--json", "run", wf], { env });
+    const tasks = JSON.parse(r.stdout).tasks as {
+      id: string;
+      state: string;
+      error: { code: string; message: string };
+    }[];
+    const state = Object.fromEntries(tasks.map((t) => [t.id, t.error?.code ?? t.state]));
+    assertEquals(state, {
+      plain: "completed",
+      script: "completed",
+      reads: "SANDBOX_UNAVAILABLE",
+      net: "SANDBOX_UNAVAILABLE",
+    });
+    assertStringIncludes(tasks.find((t) => t.id === "reads")!.error.message, "allow_grants");
+    // allowed by default
+    await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");
+    const open = await gleitzeit(["--json", "run", wf], { env });
+    assertEquals(open.code, 0, open.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("--detach needs a backend that keeps the run", async () => {
   const { dir, env } = await scratch();
   try {

@@ -89,6 +89,11 @@ export interface PythonProviderOptions {
    * less fails with SANDBOX_UNAVAILABLE.
    */
   minSandbox?: SandboxMode;
+  /**
+   * Whether workflows and tasks may grant paths or network (`read`, `write`, `network`);
+   * default true. A task that does while it may not fails with SANDBOX_UNAVAILABLE.
+   */
+  allowGrants?: boolean;
   /** Default resource limits (each may be raised or lowered by a `sandbox:` declaration). */
   limits?: Partial<SandboxLimits>;
   /** Warm parents kept per sandbox mode (the engine's concurrency); 0 (default) = cold only. */
@@ -145,6 +150,7 @@ export class PythonProvider implements Provider {
   /** Background clean-ups of aborted attempts; `close()` waits for them. */
   readonly #pending = new Set<Promise<void>>();
   readonly #minMode: SandboxMode;
+  readonly #allowGrants: boolean;
   /** Whether pool directories left by dead processes were removed (once per provider). */
   #swept = false;
   /** Kill functions of running attempts, for `close()`. */
@@ -157,6 +163,7 @@ export class PythonProvider implements Provider {
     this.#tempDir = options.tempDir;
     this.#mode = options.sandbox ?? "bwrap";
     this.#minMode = options.minSandbox ?? "none";
+    this.#allowGrants = options.allowGrants ?? true;
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#poolSize = options.poolSize ?? 0;
     this.#poolIdleMs = options.poolIdleMs;
@@ -219,6 +226,18 @@ export class PythonProvider implements Provider {
           hint: `drop the workflow's or task's \`sandbox: ${policy.mode}\`` +
             (this.#minMode === "bwrap" ? " (grant paths or network instead)" : ""),
           details: { mode: policy.mode, min_sandbox: this.#minMode },
+        },
+      );
+    }
+    if (!this.#allowGrants && !isPlainPolicy(policy)) {
+      throw new GleitzeitError(
+        "SANDBOX_UNAVAILABLE",
+        "the task grants itself paths or network (sandbox read, write or network), which this " +
+          "Gleitzeit does not allow (python.allow_grants: false, or GLEITZEIT_ALLOW_GRANTS)",
+        {
+          hint: "drop the workflow's or task's `read`, `write` and `network`: tasks see only " +
+            "their work directory, and pass data through their context and results",
+          details: { read: policy.read, write: policy.write, network: policy.network },
         },
       );
     }
