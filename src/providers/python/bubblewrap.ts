@@ -46,7 +46,8 @@ export function findBwrap(explicit?: string): string {
     .map((dir) => `${dir.replace(/\/+$/, "")}/bwrap`);
   for (const candidate of explicit ? [explicit] : [...BWRAP_CANDIDATES, ...onPath]) {
     try {
-      if (Deno.statSync(candidate).isFile) return candidate;
+      const info = Deno.statSync(candidate);
+      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return candidate; // executable
     } catch {
       // Try the next one.
     }

@@ -609,7 +609,8 @@ export class PythonProvider implements Provider {
       } else {
         await release();
       }
-      throw e;
+      // (a task timed out waiting on a granted destination, say: why it could not be reached)
+      throw guard.killed ? withUnreachable(e, proxy?.failures ?? []) : e;
     } finally {
       guard.dispose();
     }

@@ -254,6 +254,19 @@ socket.create_connection(("127.0.0.1", 1), timeout=5).recv(10)
       e.hint ?? "",
       /a granted destination could not be reached: 127\.0\.0\.1:1: connection refused; gleitzeit-test\.invalid:80: the name does not resolve/,
     );
+    // the same where the task then hangs until its timeout
+    const hung = await provider.call(
+      "python/execute",
+      {
+        code: "import socket, time\ntry:\n    socket.create_connection(('127.0.0.1', 1), " +
+          "timeout=5).recv(10)\nexcept OSError:\n    pass\ntime.sleep(60)",
+        timeout: 3,
+      },
+      makeCtx({ sandbox: { task: { network: ["127.0.0.1:1"] } } }),
+    ).then(() => undefined, (x) => x);
+    assert.ok(hung instanceof GleitzeitError, String(hung));
+    assert.equal(hung.code, "TASK_TIMEOUT");
+    assert.deepEqual(hung.details.unreachable, ["127.0.0.1:1: connection refused"]);
   } finally {
     await provider.close();
   }

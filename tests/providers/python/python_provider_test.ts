@@ -191,6 +191,9 @@ Deno.test("[bwrap] bubblewrap is found on PATH where the usual places have none"
     await Deno.mkdir(`${dir}/bin`);
     await Deno.copyFile(real, `${dir}/bin/bwrap`);
     await Deno.chmod(`${dir}/bin/bwrap`, 0o755);
+    // a bwrap that is not executable, earlier on PATH, is passed over
+    await Deno.mkdir(`${dir}/noexec`);
+    await Deno.writeTextFile(`${dir}/noexec/bwrap`, "not a program\n");
     await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");
     await Deno.writeTextFile(
       `${dir}/wf.yaml`,
@@ -214,7 +217,7 @@ Deno.test("[bwrap] bubblewrap is found on PATH where the usual places have none"
         },
         cwd: dir,
       }).output();
-    const found = await run(`${dir}/bin:${Deno.env.get("PATH")}`);
+    const found = await run(`${dir}/noexec:${dir}/bin:${Deno.env.get("PATH")}`);
     const text = new TextDecoder().decode(found.stdout) + new TextDecoder().decode(found.stderr);
     assert.equal(found.code, 0, text);
     assert.match(text, /65534/);
