@@ -1513,9 +1513,10 @@ def _purge(path):
         cur = os.open(path, flags)
     except OSError:
         return
-    todo = [_purge_files(cur)]  # per level entered: its directories not yet removed
-    names = []  # the directories entered below path, outermost first
     try:
+        dev = os.fstat(cur).st_dev
+        todo = [_purge_files(cur)]  # per level entered: its directories not yet removed
+        names = []  # the directories entered below path, outermost first
         while True:
             if todo[-1]:
                 name = todo[-1].pop()
@@ -1528,6 +1529,9 @@ def _purge(path):
                     below = os.open(name, flags, dir_fd=cur)
                 except OSError:
                     continue  # left: its parent will not go either (see the callers)
+                if os.fstat(below).st_dev != dev:
+                    os.close(below)  # another file system mounted there: not entered
+                    continue
                 os.close(cur)
                 cur = below
                 names.append(name)
@@ -1543,6 +1547,8 @@ def _purge(path):
                 os.rmdir(names.pop(), dir_fd=cur)
             except OSError:
                 pass
+    except OSError:
+        pass  # what is left stays: the callers look (a stale directory retires the parent)
     finally:
         os.close(cur)
     try:

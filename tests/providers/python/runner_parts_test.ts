@@ -69,3 +69,70 @@ print(json.dumps({"classes": len(before), "before": sum(before.values()),
   assert.ok(r.filled > 0, "objects made to fill free blocks");
   assert.ok(r.after < r.before, `free blocks before ${r.before}, after ${r.after}`);
 });
+
+Deno.test("removing a task's tree: deeper than PATH_MAX, locked directories, links not followed, mounts not entered", async () => {
+  if (Deno.uid() !== 0) throw new Error("this test needs root (it bind-mounts a directory)");
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-purge-" });
+  try {
+    const code = `
+import json
+import posix as os
+_own_user = False
+${part("def _purge(path):", "def _pool_plain(")}
+base = ${JSON.stringify(dir)}
+os.mkdir(base + "/outside")
+open(base + "/outside/keep", "w").write("x")
+tree = base + "/tree"
+os.mkdir(tree)
+os.chdir(tree)
+for i in range(30):  # 7500 characters of path below tree: past PATH_MAX
+    os.mkdir("d" * 250)
+    os.chdir("d" * 250)
+    open("f", "w").write("x")
+os.symlink(base + "/outside", "link")
+os.mkdir("locked")
+open("locked/f", "w").write("x")
+os.chmod("locked", 0)
+os.mkdir("m")
+pid = os.fork()
+if pid == 0:  # a file system mounted at the bottom (relative: the whole path is too long)
+    os.execv("/bin/mount", ["mount", "-t", "tmpfs", "none", "m"])
+os.waitpid(pid, 0)
+open("m/keep", "w").write("x")
+m = os.open("m", os.O_RDONLY | os.O_DIRECTORY)
+os.chdir(base)
+_purge(tree)
+left = []  # what is left below tree, level by level (by descriptors: past PATH_MAX)
+fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+while True:
+    names = sorted(os.listdir(fd))
+    left.append(names)
+    if names != ["d" * 250]:
+        break
+    below = os.open(names[0], os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = below
+print(json.dumps([sorted(os.listdir(base)), os.listdir(base + "/outside"), os.listdir(m),
+                  len(left), left[-1]]))
+`;
+    const py = (await resolvePython("python3")).executable;
+    const out = await new Deno.Command("unshare", {
+      args: ["-m", "--propagation", "private", py, "-I", "-S", "-c", code],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const [entries, outside, mounted, levels, bottom] = JSON.parse(
+      new TextDecoder().decode(out.stdout).trim(),
+    );
+    // the tree stays only for the mount point in it (not entered, so not emptied; a bind
+    // mount of the same file system would be: tasks cannot mount anything)
+    assert.deepEqual(entries, ["outside", "tree"]);
+    assert.deepEqual(outside, ["keep"], "the link out was not followed");
+    assert.deepEqual(mounted, ["keep"], "the mounted file system was not entered");
+    // all the rest went, down to the bottom: the chain to the mount point, and it alone
+    assert.deepEqual([levels, bottom], [31, ["m"]]);
+  } finally {
+    await new Deno.Command("rm", { args: ["-rf", dir] }).output();
+  }
+});
