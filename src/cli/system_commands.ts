@@ -26,6 +26,8 @@ const CONFIG_KEYS: [string, string, string?, string?, number?][] = [
   ["healthIntervalMs", "engine.health_interval", undefined, undefined, 1000],
   ["python", "python.executable", "GLEITZEIT_PYTHON", "--python"],
   ["sandbox", "python.sandbox", undefined, "--sandbox"],
+  ["minSandbox", "python.min_sandbox", "GLEITZEIT_MIN_SANDBOX"],
+  ["allowGrants", "python.allow_grants", "GLEITZEIT_ALLOW_GRANTS"],
   ["logLevel", "log_level", "GLEITZEIT_LOG_LEVEL"],
 ];
 

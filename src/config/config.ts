@@ -40,7 +40,8 @@ export interface ResolvedConfig {
   minSandbox: SandboxMode;
   /**
    * Whether workflows and tasks may grant paths or network (`read`, `write`, `network`;
-   * `python.allow_grants`, GLEITZEIT_ALLOW_GRANTS). Default true.
+   * `python.allow_grants`, GLEITZEIT_ALLOW_GRANTS). Default true. False makes `minSandbox`
+   * bwrap (basic and none reach everything a grant could give).
    */
   allowGrants: boolean;
   logLevel: string;
@@ -402,11 +403,17 @@ export async function resolveConfig(
     flags.python,
   );
   if (python !== undefined) config.python = expandHome(python, env);
+  if (!config.allowGrants && config.minSandbox !== "bwrap") {
+    // basic and none reach everything a grant could give (the host's files and network)
+    config.minSandbox = "bwrap";
+    sources.minSandbox = sources.allowGrants ?? "default";
+  }
   if (sandboxStrength(config.sandbox) < sandboxStrength(config.minSandbox)) {
     throw new GleitzeitError(
       "CONFIG_ERROR",
       `the Python sandbox '${config.sandbox}' is weaker than the least allowed, ` +
-        `'${config.minSandbox}' (python.min_sandbox or GLEITZEIT_MIN_SANDBOX)`,
+        `'${config.minSandbox}' (python.min_sandbox or GLEITZEIT_MIN_SANDBOX; python.allow_grants: ` +
+        "false makes it bwrap)",
       { hint: `choose --sandbox ${config.minSandbox}, or lower the least allowed` },
     );
   }

@@ -6,6 +6,7 @@ import {
   ROOT,
   scratch,
   spawnGleitzeit,
+  tempDir,
   writeWorkflow,
 } from "./helpers.ts";
 
@@ -622,6 +623,10 @@ Deno.test("python.allow_grants: false refuses read, write and network grants; pl
     await Deno.writeTextFile(`${dir}/s.py`, "result = 3\n");
     await Deno.chmod(dir, 0o755); // the script, for the sandbox user
     await Deno.chmod(`${dir}/s.py`, 0o644);
+    const outside = await tempDir("gleitzeit-outside-");
+    await Deno.writeTextFile(`${outside}/o.py`, "result = 6\n");
+    await Deno.chmod(outside, 0o755);
+    await Deno.chmod(`${outside}/o.py`, 0o644);
     const wf = await writeWorkflow(
       dir,
       "grants.yaml",
@@ -629,7 +634,11 @@ Deno.test("python.allow_grants: false refuses read, write and network grants; pl
         "  - {id: plain, method: python/execute, params: {code: 'result = 1'}}\n" +
         "  - {id: script, method: python/script, params: {script: s.py}}\n" +
         "  - {id: reads, method: python/execute, sandbox: {read: [data/]}, params: {code: 'result = 2'}}\n" +
-        "  - {id: net, method: python/execute, sandbox: {network: true}, params: {code: 'result = 4'}}\n",
+        "  - {id: net, method: python/execute, sandbox: {network: true}, params: {code: 'result = 4'}}\n" +
+        // basic and none reach what a grant would give: refused too
+        "  - {id: basic, method: python/execute, sandbox: basic, params: {code: 'result = 5'}}\n" +
+        // a script elsewhere would make its own directory readable
+        `  - {id: elsewhere, method: python/script, params: {script: ${outside}/o.py}}\n`,
     );
     await Deno.writeTextFile(`${dir}/config.yaml`, "python:\n  allow_grants: false\n");
     const r = await gleitzeit(["--json", "run", wf], { env });
@@ -644,7 +653,19 @@ Deno.test("python.allow_grants: false refuses read, write and network grants; pl
       script: "completed",
       reads: "SANDBOX_UNAVAILABLE",
       net: "SANDBOX_UNAVAILABLE",
+      basic: "SANDBOX_UNAVAILABLE",
+      elsewhere: "SANDBOX_UNAVAILABLE",
     });
+    // and `system config` shows both settings, and where they came from
+    const cfg = await gleitzeit(["--json", "system", "config"], { env });
+    const values = JSON.parse(cfg.stdout).values as {
+      key: string;
+      value: unknown;
+      source: string;
+    }[];
+    const shown = Object.fromEntries(values.map((v) => [v.key, [v.value, v.source]]));
+    assertEquals(shown["python.allow_grants"], [false, "file"]);
+    assertEquals(shown["python.min_sandbox"], ["bwrap", "file"]);
     assertStringIncludes(tasks.find((t) => t.id === "reads")!.error.message, "allow_grants");
     // allowed by default
     await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");

@@ -241,7 +241,12 @@ export class PythonProvider implements Provider {
         },
       );
     }
-    if (job.script) policy.read.push(dirname(job.script));
+    if (job.script) {
+      // its directory is readable in the sandbox: where grants are refused, only one beside
+      // the workflow file (the script could otherwise be anywhere, /tmp say, and grant that)
+      if (!this.#allowGrants) scriptInside(job.script, ctx.baseDir ?? Deno.cwd());
+      policy.read.push(dirname(job.script));
+    }
     // the shorter of the call's own `timeout` and the sandbox's (the task's `timeout`, which
     // the engine enforces, applies besides)
     const own = typeof params.timeout === "number" ? params.timeout : undefined;
@@ -857,6 +862,26 @@ export class PythonProvider implements Provider {
       }
     }
   }
+}
+
+/** Fails unless `script` (real path) is in `baseDir` (real path) or below it. */
+function scriptInside(script: string, baseDir: string): void {
+  let real = script;
+  let base = baseDir;
+  try {
+    real = Deno.realPathSync(script);
+    base = Deno.realPathSync(baseDir);
+  } catch {
+    // checked to exist already; gone meanwhile: judged by the names as given
+  }
+  if (real.startsWith(base.endsWith("/") ? base : `${base}/`)) return;
+  throw new GleitzeitError(
+    "SANDBOX_UNAVAILABLE",
+    `the script ${script} is not beside the workflow file (in ${baseDir} or below), which ` +
+      "this Gleitzeit requires: it does not allow grants (python.allow_grants: false), and a " +
+      "script's directory is readable to its task",
+    { hint: "put the script beside the workflow file", details: { script: real, base } },
+  );
 }
 
 /**
