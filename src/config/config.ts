@@ -8,6 +8,7 @@
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GleitzeitError } from "../core/errors.ts";
+import { inHome } from "../core/home.ts";
 import { Positions } from "../loader/positions.ts";
 import { schemaIssues } from "../loader/schema_issues.ts";
 
@@ -120,7 +121,7 @@ export function expandHome(path: string, env: EnvReader = defaultEnv): string {
       hint: "give an absolute path",
     });
   }
-  return home + path.slice(1);
+  return inHome(path, home);
 }
 
 /** `~/.gleitzeit`, or a relative `.gleitzeit` when HOME is unknown. */

@@ -9,6 +9,7 @@
 import { dirname, isAbsolute, relative, resolve, sep } from "node:path";
 import { DURATION_PATTERN, durationMs } from "../../core/duration.ts";
 import { GleitzeitError } from "../../core/errors.ts";
+import { inHome } from "../../core/home.ts";
 import { isReservedSandboxPath } from "../../core/sandbox_paths.ts";
 import { type NetworkGrant, parseGrant } from "./network_grants.ts";
 
@@ -96,16 +97,14 @@ function paths(value: unknown, key: string, where: string, baseDir: string): str
  * relative one from the workflow file's directory (`baseDir`).
  */
 export function declaredPath(path: string, baseDir: string): string {
-  if (path === "~" || path.startsWith("~/")) {
-    let home: string | undefined;
-    try {
-      home = Deno.env.get("HOME");
-    } catch {
-      // not permitted to read it: taken as a name like any other
-    }
-    if (home) return resolve(home + path.slice(1));
+  let home: string | undefined;
+  try {
+    home = Deno.env.get("HOME");
+  } catch {
+    // not permitted to read it: `~` is taken as a name like any other
   }
-  return isAbsolute(path) ? resolve(path) : resolve(baseDir, path);
+  const expanded = inHome(path, home);
+  return isAbsolute(expanded) ? resolve(expanded) : resolve(baseDir, expanded);
 }
 
 /** Applies one `sandbox:` declaration (string or object) on top of `policy`. */
