@@ -593,17 +593,7 @@ export class PythonProvider implements Provider {
       // Off the task's path: removing even a small directory tree costs ~0.4 ms on a disk.
       this.#background(() => removeDir(base));
       const limits = policy.mode === "none" ? undefined : policy;
-      try {
-        return toResult(
-          payload,
-          exitFromStatus(status, bwrap !== undefined),
-          stdout,
-          stderr,
-          limits,
-        );
-      } catch (e) {
-        throw withUnreachable(e, proxy?.failures ?? []);
-      }
+      return toResult(payload, exitFromStatus(status, bwrap !== undefined), stdout, stderr, limits);
     } catch (e) {
       if (guard.killed) {
         this.#background(async () => {
@@ -614,8 +604,8 @@ export class PythonProvider implements Provider {
       } else {
         await release();
       }
-      // (a task timed out waiting on a granted destination, say: why it could not be reached)
-      throw guard.killed ? withUnreachable(e, proxy?.failures ?? []) : e;
+      // a failed or timed-out task that met a granted destination it could not reach: why
+      throw withUnreachable(e, proxy?.failures ?? []);
     } finally {
       guard.dispose();
     }

@@ -1067,19 +1067,13 @@ def _pool():
         buf[0] = data[nl + 1:]
         return data[:nl + 1]
 
-    parts = []  # the chunks of a long line so far, none with a newline: joined at its end
+    parts = []  # a long line's chunks so far (see _read_lines)
 
     def fill():
-        data = os.read(infd, (1 << 20) if parts else 65536)
-        if not data:
+        data = _read_lines(infd, parts)
+        if data == b"":
             eof[0] = True
-        elif b"\n" not in data:
-            parts.append(data)  # (added to the buffer chunk by chunk: quadratic in its size)
-        else:
-            if parts:
-                parts.append(data)
-                data = b"".join(parts)
-                del parts[:]
+        elif data:
             buf[0] += data
 
     def forward(spare, line):
@@ -1277,6 +1271,23 @@ def _pool():
     os.close(spare[1])
     if ahead is not None:
         os.close(ahead[1])
+
+def _read_lines(fd, parts):
+    # One read of a line-based pipe, as bytes ending with a whole line to add to a buffer;
+    # b"" at its end; None while a long line (a big context) is still coming: its chunks are
+    # kept in parts and joined once, at its end (added to a buffer read by read, they cost
+    # time quadratic in its size).
+    data = os.read(fd, (1 << 20) if parts else 65536)
+    if not data:
+        return b""
+    if b"\n" not in data:
+        parts.append(data)
+        return None
+    if parts:
+        parts.append(data)
+        data = b"".join(parts)
+        del parts[:]
+    return data
 
 def _planted(tmpfs, trash, *dirs):
     # Where tasks are the pool's own user, the task tmpfs's root, its trash and the sandbox's
@@ -2004,21 +2015,15 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
         # Raw reads (no file object): a fresh child pays a page fault for every page
         # of the parent's heap it writes to, and creating objects writes to some.
         pending = b""
-        parts = []  # a long line's chunks so far (a big context): joined once, at its end
+        parts = []  # a long line's chunks so far (see _read_lines)
         while True:
             nl = pending.find(b"\n")
             if nl < 0:
-                data = os.read(job_r, (1 << 20) if parts else 65536)
-                if not data:
+                data = _read_lines(job_r, parts)
+                if data == b"":
                     return None
-                if b"\n" not in data:
-                    parts.append(data)
-                    continue
-                if parts:
-                    parts.append(data)
-                    data = b"".join(parts)
-                    parts = []
-                pending += data
+                if data:
+                    pending += data
                 continue
             line, pending = pending[:nl], pending[nl + 1:]
             msg = _loads(line.decode("utf-8"))
