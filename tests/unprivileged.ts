@@ -13,16 +13,20 @@ export function requireRoot(what: string): void {
   }
 }
 
-/** `deno run ARGS` as UNPRIVILEGED_UID (setpriv), with only `env` in its environment. */
+/**
+ * `deno run ARGS` as UNPRIVILEGED_UID (setpriv), with only `env` in its environment; `via`:
+ * a command that runs it (execs its arguments), such as one that installs a seccomp filter.
+ */
 export function denoAsUnprivileged(
   args: string[],
-  options: { cwd: string; env: Record<string, string> },
+  options: { cwd: string; env: Record<string, string>; via?: string[] },
 ): Promise<Deno.CommandOutput> {
   return new Deno.Command("setpriv", {
     args: [
       `--reuid=${UNPRIVILEGED_UID}`,
       `--regid=${UNPRIVILEGED_UID}`,
       "--clear-groups",
+      ...(options.via ?? []),
       Deno.execPath(),
       "run",
       ...args,

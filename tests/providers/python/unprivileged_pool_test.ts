@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals, assertMatch } from "../../assert.ts";
-import { denoAsUnprivileged, requireRoot, UNPRIVILEGED_UID } from "../../unprivileged.ts";
+import { denoAsUnprivileged, requireRoot } from "../../unprivileged.ts";
 
 const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
 
@@ -513,22 +513,11 @@ Deno.test("[bwrap, unprivileged orchestrator] where a process's settings cannot 
     for (const f of ["script.js", "deny.py"]) await Deno.chmod(`${dir}/${f}`, 0o644);
     const env = { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" };
     const run = async (filtered: boolean) => {
-      const out = await new Deno.Command("setpriv", {
-        args: [
-          `--reuid=${UNPRIVILEGED_UID}`,
-          `--regid=${UNPRIVILEGED_UID}`,
-          "--clear-groups",
-          ...(filtered ? ["/usr/bin/python3", `${dir}/deny.py`] : []),
-          Deno.execPath(),
-          "run",
-          "-A",
-          `${dir}/script.js`,
-        ],
+      const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
         cwd: dir,
-        clearEnv: true,
         env,
-        stdin: "null",
-      }).output();
+        via: filtered ? ["/usr/bin/python3", `${dir}/deny.py`] : [],
+      });
       assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
       return JSON.parse(new TextDecoder().decode(out.stdout)) as string[];
     };
