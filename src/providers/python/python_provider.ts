@@ -49,6 +49,7 @@ import {
 import {
   ioBinds,
   makeIoDir,
+  NotRun,
   type TaskPaths,
   WarmPool,
   type WarmSpawn,
@@ -274,8 +275,17 @@ export class PythonProvider implements Provider {
     throwIfAborted(ctx.signal);
     if (this.#poolSize > 0 && isPlainPolicy(policy) && job.kind === "execute") {
       const pool = this.#pool(policy.mode, py, bwrap);
-      const worker = await pool.acquire();
-      if (worker) return await this.#runWarm(py, pool, worker, job, policy, timeout, ctx);
+      // A parent the task before left dirty does not run the job (NotRun): another does.
+      for (let tries = 0; tries < 3; tries++) {
+        const worker = await pool.acquire();
+        if (!worker) break;
+        try {
+          return await this.#runWarm(py, pool, worker, job, policy, timeout, ctx);
+        } catch (e) {
+          if (!(e instanceof NotRun)) throw e;
+        }
+        throwIfAborted(ctx.signal);
+      }
     }
     return await this.#runCold(py, bwrap, job, policy, timeout, ctx);
   }

@@ -16,7 +16,11 @@
  * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
  * past `output_limit` are counted, not written). The parent answers each job with one line
  * once the child is done: `{"status": <waitpid status>, "dirty": <do not reuse this parent>}`
- * (the task left IPC objects, or changed this parent's limits or priority).
+ * (the task left IPC objects, or changed this parent's limits or priority). A child that
+ * said it was done, its result written, is answered at once with `{"status": 0, "early":
+ * true}`; the parent then cleans up after it before it reads the next job (which may come
+ * meanwhile), and where the task left it dirty it says `{"ready": true, "dirty": true}`
+ * instead and ends, that next job unread.
  *
  * Job fields: `kind` ("execute" | "script"), `code` | `script` + `args`, `context`,
  * `work_dir`, `result_path`, `stdout_path`/`stderr_path` (pool mode), `subreaper` (become a
@@ -1194,6 +1198,14 @@ def _pool():
                     kill(pid, 9)
                 except OSError:
                     pass
+            # Its result and output are written (the child flushed them before saying so):
+            # the provider reads them now, while this parent makes sure below that nothing
+            # the task started runs on, and cleans up after it; the next job, which the
+            # provider may send meanwhile, is read only after that. A process the task left
+            # could still write to its own output files until then, as it could have before
+            # the end; it cannot reach the next task's (see _strays; the status of a task
+            # that did not say it was done still comes after all that).
+            os.write(outfd, b'{"status": 0, "early": true}\n')
         else:
             try:
                 _, status = os.waitpid(pid, 0)
@@ -1222,8 +1234,10 @@ def _pool():
         dirty = (single_use or stale[0] or (ipc_check and _ipc_left())
                  or (_own_user and (_settings("self") != own
                                     or _planted(tmpfs, trash, task_dir, spare[4]))))
-        # Raw write of the status line (the file object's layers touch more of the heap).
-        os.write(outfd, b'{"status": %d, "dirty": %s}\n' % (status, b"true" if dirty else b"false"))
+        if not said_done:
+            # Raw write of the status line (the file object's layers touch more of the heap).
+            os.write(outfd, b'{"status": %d, "dirty": %s}\n'
+                     % (status, b"true" if dirty else b"false"))
         # Then, before the next job (read only after this): the task's process has ended,
         # so a system call it had under way (one making an IPC object, say) has too;
         # whatever it made is removed, and its directory goes (each task has the whole
@@ -1268,6 +1282,12 @@ def _pool():
                 fresh = spare
             except OSError:
                 pass  # what the task left there would not go: the spare takes another name
+        if said_done and (dirty or stale[0]):
+            # The end of a task reported early (see above) left this sandbox dirty: it takes
+            # no more jobs. The one the provider may have sent already is not read (the
+            # provider sends it to another parent).
+            os.write(outfd, b'{"ready": true, "dirty": true}\n')
+            break
     os.close(spare[1])
     if ahead is not None:
         os.close(ahead[1])

@@ -110,6 +110,18 @@ export interface WarmStatus {
   dirty: boolean;
 }
 
+/**
+ * A job that never reached a child: the parent it was sent to, while that parent cleaned up
+ * after the task before, found that task had left it dirty (or ended). Safe to send again
+ * to another parent.
+ */
+export class NotRun extends Error {
+  constructor() {
+    super("the warm Python worker was left unusable by the task before; the job did not run");
+    this.name = "NotRun";
+  }
+}
+
 /** One warm parent process. */
 export class WarmWorker {
   readonly poolDir: string;
@@ -267,8 +279,17 @@ export class WarmWorker {
     // so there, with how it ended (a failed write would only say "broken pipe").
     this.#writer.write(new TextEncoder().encode(lines)).catch(() => {});
     while (true) {
-      const msg = JSON.parse(await this.#next()) as { status?: number; dirty?: boolean };
-      if (typeof msg.status === "number") return { status: msg.status, dirty: msg.dirty === true };
+      const msg = JSON.parse(await this.#next()) as {
+        status?: number;
+        dirty?: boolean;
+        ready?: boolean;
+      };
+      // The task before was reported as soon as it said it was done ("early"), and the
+      // parent then found it had left the sandbox dirty: it went without reading this job.
+      if (msg.ready === true && msg.dirty === true) throw new NotRun();
+      if (typeof msg.status === "number") {
+        return { status: msg.status, dirty: msg.dirty === true };
+      }
     }
   }
 
@@ -492,8 +513,11 @@ export class WarmPool {
     while (this.#idle.length > 0) {
       const worker = this.#idle.pop()!;
       // Its idle timer stays armed: when it fires on a busy worker, it just goes away.
+      // (Usually settled at once; else its clean-up after the last task is waited for.)
+      // (Possibly still cleaning up after its last task: the job is sent all the same, see
+      // WarmWorker.run.)
       if (!worker.dead) return worker;
-      this.#forget(worker);
+      void this.discard(worker);
     }
     if (this.#closed || this.#all.size + this.#starting >= this.#size) return undefined;
     return await this.#start();

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
-import { WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
+import { NotRun, WarmWorker, WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
 import { makeCtx } from "./helpers.ts";
 
 type R = { result: Record<string, unknown> };
@@ -793,4 +793,45 @@ result = 1
       }
     }
   });
+});
+
+Deno.test("a job sent while its parent cleans up after a task reported early does not run there if that task left it dirty", async () => {
+  // A stand-in parent speaking the pool's protocol: each job's end is reported early; the
+  // job marked "dirty" leaves it dirty, which it says before it goes, and reads no more.
+  const poolDir = await Deno.makeTempDir();
+  const fake = `
+import json, os, sys
+os.write(1, b'{"ready": true}\\n')
+for line in sys.stdin:
+    job = json.loads(line)
+    if "prepare" in job:
+        continue
+    with open(${JSON.stringify(poolDir)} + "/ran", "a") as f:
+        f.write(job["name"] + "\\n")
+    os.write(1, b'{"status": 0, "early": true}\\n')
+    if job.get("dirty"):
+        os.write(1, b'{"ready": true, "dirty": true}\\n')
+        break
+`;
+  const worker = new WarmWorker({
+    command: "python3",
+    args: ["-c", fake],
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin" },
+    poolDir,
+    python: "python3",
+  });
+  try {
+    await worker.ready();
+    assert.deepEqual(await worker.run({ name: "first" }), { status: 0, dirty: false });
+    assert.deepEqual(await worker.run({ name: "second", dirty: true }), {
+      status: 0,
+      dirty: false,
+    });
+    await assert.rejects(() => worker.run({ name: "third" }), NotRun);
+    await worker.exited;
+    const ran = await Deno.readTextFile(`${poolDir}/ran`);
+    assert.equal(ran, "first\nsecond\n", "the job sent after the dirty task never ran");
+  } finally {
+    await worker.destroy();
+  }
 });
