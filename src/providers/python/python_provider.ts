@@ -737,6 +737,7 @@ export class PythonProvider implements Provider {
       poolDir,
       python: py.executable,
       workTmpfs: true,
+      sandboxInit: true,
       ioDir,
       stdinPrefix: code,
       ...(cgroup ? { cleanup: async () => void await cgroups!.remove(cgroup!) } : {}),

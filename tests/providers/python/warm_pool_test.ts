@@ -326,6 +326,55 @@ Deno.test("[bwrap] idle warm parents are reaped", async () => {
   }
 });
 
+Deno.test("[bwrap] an idle parent let go ends with everything in its sandbox", async () => {
+  // Reaped and replaced parents are not killed (a walk of /proc that holds up Deno's event
+  // loop): their stdin is closed, and they end by themselves, their sandbox with them.
+  const provider = new PythonProvider({
+    sandbox: "bwrap",
+    poolSize: 1,
+    poolIdleMs: 200,
+    poolMaxTasks: 2,
+  });
+  const ns = async () =>
+    (await provider.call("python/execute", {
+      code: "import os\nresult = os.readlink('/proc/self/ns/pid')",
+    }, makeCtx()) as { result: string }).result;
+  const inNamespace = (pidNs: string) => {
+    const found: number[] = [];
+    for (const entry of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(entry.name)) continue;
+      try {
+        if (Deno.readLinkSync(`/proc/${entry.name}/ns/pid`) === pidNs) {
+          found.push(Number(entry.name));
+        }
+      } catch {
+        // gone, or not ours to look at
+      }
+    }
+    return found;
+  };
+  try {
+    const first = await ns(); // its forkers and spares wait in there meanwhile
+    assert.ok(inNamespace(first).length > 1, "the parent and its spares, seen from outside");
+    await ns(); // its share: replaced
+    const until = Date.now() + 10_000;
+    while (inNamespace(first).length > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(inNamespace(first), [], "nothing of the replaced parent's sandbox is left");
+    const second = await ns();
+    assert.notEqual(second, first);
+    const gone = Date.now() + 10_000; // idle for 200 ms: reaped
+    while (inNamespace(second).length > 0 && Date.now() < gone) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(inNamespace(second), [], "nothing of the reaped parent's sandbox is left");
+    assert.equal(provider.poolStats().bwrap.live, 0);
+  } finally {
+    await provider.close();
+  }
+});
+
 Deno.test("[bwrap] an aborted task takes its parent down; the pool replaces it", async () => {
   const provider = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   try {
