@@ -101,7 +101,7 @@ export interface PythonProviderOptions {
   poolSize?: number;
   /** Idle warm parents are killed after this long; default 60 s. */
   poolIdleMs?: number;
-  /** Tasks a warm parent serves before a fresh one takes its place; default 1000. */
+  /** Tasks a warm parent serves before a fresh one takes its place; default 10000. */
   poolMaxTasks?: number;
   /** Path of `bwrap`; default: looked up in /usr/bin, /usr/local/bin, /bin. */
   bwrapPath?: string;
