@@ -385,13 +385,24 @@ async function waitForDependencies(
   }
 }
 
-function modeOf(declared: unknown): string | undefined {
+export function modeOf(declared: unknown): string | undefined {
   if (typeof declared === "string") return declared;
   if (declared !== null && typeof declared === "object") {
     const mode = (declared as { mode?: unknown }).mode;
     return typeof mode === "string" ? mode : undefined;
   }
   return undefined;
+}
+
+/** Who chose the configured sandbox mode, in words. */
+export function configSource(configuredBy?: string, configPath?: string): string {
+  return configuredBy === "flag"
+    ? "--sandbox"
+    : configuredBy === "env"
+    ? "the environment"
+    : configPath !== undefined
+    ? `python.sandbox in ${configPath}`
+    : "the configuration";
 }
 
 /** Python tasks that will run with less isolation than bubblewrap, and who chose that. */
@@ -408,15 +419,7 @@ export function sandboxWarnings(
   const base = wfMode ?? configured;
   const weaker = python.filter((t) => (modeOf(t.sandbox) ?? base) !== "bwrap");
   if (weaker.length === 0) return out;
-  const source = wfMode !== undefined
-    ? "the workflow"
-    : configuredBy === "flag"
-    ? "--sandbox"
-    : configuredBy === "env"
-    ? "the environment"
-    : configPath !== undefined
-    ? `python.sandbox in ${configPath}`
-    : "the configuration";
+  const source = wfMode !== undefined ? "the workflow" : configSource(configuredBy, configPath);
   // one line per mode and who chose it
   const groups = new Map<string, { mode: string; by: string; ids: string[] }>();
   for (const t of weaker) {

@@ -6,6 +6,7 @@ import { Worker } from "../distributed/worker.ts";
 import { RedisStore } from "../persistence/redis_store.ts";
 import { configFromFlags, type GlobalOptions, parseSeconds, setupRegistry } from "./context.ts";
 import { colors, err, printJson } from "./output.ts";
+import { configSource, modeOf } from "./run_commands.ts";
 
 /** Options of `gleitzeit worker`. */
 export interface WorkerCommandOptions {
@@ -89,6 +90,20 @@ async function workerCommand(
     leaseMs,
     giveUpMs: Math.round(parseSeconds(opts.giveUpAfter ?? "15s") * 1000),
     log,
+    // As `run` warns before a run, each Python attempt with a weaker sandbox says so.
+    remark: ({ protocol, sandbox }) => {
+      if (protocol !== "python/v1") return undefined;
+      const task = modeOf(sandbox?.task);
+      const workflow = modeOf(sandbox?.workflow);
+      const mode = task ?? workflow ?? config.sandbox;
+      if (mode === "bwrap") return undefined;
+      const by = task !== undefined
+        ? "the task"
+        : workflow !== undefined
+        ? "the workflow"
+        : `this worker's ${configSource(config.sources.sandbox, config.configPath)}`;
+      return `warning: sandbox '${mode}' (chosen by ${by}): weaker isolation than bubblewrap`;
+    },
   });
   let stopping: Promise<void> | undefined;
   const stop = (name: string) => () => {
@@ -110,6 +125,13 @@ async function workerCommand(
           n === 1 ? "" : "s"
         } at once, lease ${leaseMs / 1000}s`,
       );
+      if (config.sandbox !== "bwrap") {
+        log(
+          `warning: Python tasks run with sandbox '${config.sandbox}' (chosen by ${
+            configSource(config.sources.sandbox, config.configPath)
+          }) unless their workflow chooses another: weaker isolation than bubblewrap`,
+        );
+      }
       // A provider this worker cannot use (an Ollama that is not there) fails every task of
       // its protocol that this worker takes: said at once, not left to the runs to find.
       void (async () => {

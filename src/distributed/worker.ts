@@ -54,6 +54,13 @@ export interface WorkerOptions {
   onEvent?: EventListener;
   /** One line per thing the worker does (taken, finished, reclaimed). */
   log?: (line: string) => void;
+  /**
+   * A remark on an attempt it is about to execute, added to its "executing" line (the CLI
+   * names a Python sandbox weaker than bubblewrap there).
+   */
+  remark?: (job: { protocol: string; sandbox?: { workflow?: unknown; task?: unknown } }) =>
+    | string
+    | undefined;
 }
 
 interface Running {
@@ -75,6 +82,7 @@ export class Worker {
   readonly #leaseMs: number;
   readonly #keys;
   readonly #log: (line: string) => void;
+  readonly #remark: WorkerOptions["remark"];
   readonly #onEvent?: EventListener;
   #engine?: Engine;
   #dispatcher?: RemoteDispatcher;
@@ -102,6 +110,7 @@ export class Worker {
     this.owner = options.owner ?? defaultOwner();
     this.#keys = queueKeys(options.store.prefix);
     this.#log = options.log ?? (() => {});
+    this.#remark = options.remark;
     this.#onEvent = options.onEvent;
   }
 
@@ -605,7 +614,12 @@ export class Worker {
       this.#log(`${what} lost with worker ${holder}: its coordinator starts another attempt`);
       return;
     }
-    this.#log(`${reclaimed ? "took over" : "executing"} ${what} (${job.method})`);
+    const remark = this.#remark?.({ protocol: job.protocol, sandbox: job.ctx.sandbox });
+    this.#log(
+      `${reclaimed ? "took over" : "executing"} ${what} (${job.method})${
+        remark ? `: ${remark}` : ""
+      }`,
+    );
     const signal = running.controller!.signal;
     let ok = true;
     let body: unknown;

@@ -202,6 +202,37 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
     assertEquals((await w2!.child.status).code, 0);
   }));
 
+Deno.test("a worker says when Python tasks run with a weaker sandbox than bubblewrap: at start, and on each such attempt", () =>
+  withCluster(async (c) => {
+    const w = await readyWorker(c, "--sandbox", "none", "--concurrency", "1");
+    assert(
+      logged(w, "warning: Python tasks run with sandbox 'none' (chosen by --sandbox)"),
+      w.log.join("\n"),
+    );
+    const runId = await submitTasks(
+      c,
+      "weaker",
+      '  - id: plain\n    method: python/execute\n    params: {code: "result = 1"}\n' +
+        '  - id: own\n    method: python/execute\n    params: {code: "result = 2"}\n' +
+        "    sandbox: basic\n" +
+        '  - id: boxed\n    method: python/execute\n    params: {code: "result = 3"}\n' +
+        "    sandbox: bwrap\n",
+    );
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const executing = (id: string) => w.log.find((l) => l.includes(`executing ${runId}/${id}`));
+    assertStringIncludes(
+      executing("plain") ?? "",
+      "warning: sandbox 'none' (chosen by this worker's --sandbox): weaker isolation",
+    );
+    assertStringIncludes(
+      executing("own") ?? "",
+      "warning: sandbox 'basic' (chosen by the task): weaker isolation",
+    );
+    assert(executing("boxed") !== undefined, w.log.join("\n"));
+    assert(!executing("boxed")!.includes("warning"), executing("boxed"));
+  }));
+
 Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted and another runs", () =>
   withCluster(async (c) => {
     // The coordinator executes one task at a time; the other worker takes the other task and
