@@ -53,19 +53,24 @@ export async function waitForTasks(
       await onWaiting?.([...records.values()].filter((t) => !isTerminalTask(t.state)));
       announced = true;
     }
-    await new Promise<void>((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      const timer = setTimeout(() => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      }, POLL_MS);
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+    await pause(POLL_MS, signal);
   }
+}
+
+/** Resolves after `ms`; rejects with the signal's reason once it aborts. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** A stored task by its id (`task_...`) or as `RUN_ID/TASK_ID`. */

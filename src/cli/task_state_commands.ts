@@ -3,6 +3,10 @@
 import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { GleitzeitError } from "../core/errors.ts";
+import { isTerminalTask } from "../core/states.ts";
+import type { Store, TaskRecord } from "../persistence/store.ts";
+import { interruptSignal } from "./context.ts";
+import { pause } from "./task_dependencies.ts";
 import { formatDuration, out, preview, printJson } from "./output.ts";
 import { taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
@@ -22,6 +26,30 @@ import {
   table,
   withStore,
 } from "./stored_state.ts";
+
+/** How often `task result --wait` reads the store (another process does the work). */
+const POLL_MS = 250;
+
+/**
+ * Task `t` once it has ended. Stops with TASK_RESULT_ERROR where its run is interrupted (the
+ * process that ran it is gone, and no worker takes it over): nothing would end it.
+ */
+async function waitForEnd(store: Store, t: TaskRecord, signal: AbortSignal): Promise<TaskRecord> {
+  for (;;) {
+    const now = await store.getTask(t.id) ?? t;
+    if (isTerminalTask(now.state)) return now;
+    // (a pending task of a run whose owner is gone is as stuck as a running one)
+    if ((await interruptedRuns(store, [{ ...now, state: "running" }])).has(now.runId)) {
+      throw new GleitzeitError(
+        "TASK_RESULT_ERROR",
+        `task ${t.id} has no result: its run ${now.runId} was interrupted (the process running ` +
+          "it is gone)",
+        { hint: `resume the run: \`gleitzeit workflow resume ${now.runId}\`` },
+      );
+    }
+    await pause(POLL_MS, signal);
+  }
+}
 
 /** Lines of a failed task's stdout and stderr that `task status` shows (the last ones). */
 const OUTPUT_LINES = 20;
@@ -102,11 +130,29 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
   });
   const tResult = task.command("result").description("a task's result as JSON").argument(
     "<task-id>",
+  ).option(
+    "--wait",
+    "wait until the task has ended (Ctrl-C stops the waiting, not the task)",
   );
-  tResult.action(async (id) => {
+  tResult.action(async (id, opts) => {
     let code: ExitCode = 0;
     await withStore(globalsOf(tResult), async (store) => {
-      const t = await mustTask(store, id);
+      let t = await mustTask(store, id);
+      if (opts.wait && !isTerminalTask(t.state)) {
+        const { signal, dispose } = interruptSignal(true);
+        try {
+          t = await waitForEnd(store, t, signal);
+        } catch (e) {
+          if (!signal.aborted) throw e;
+          throw new GleitzeitError(
+            "INTERRUPTED",
+            `stopped waiting for task ${id} (it is ${t.state}, and goes on)`,
+            { hint: `its result later: \`gleitzeit task result ${id}\`` },
+          );
+        } finally {
+          dispose();
+        }
+      }
       if (t.state !== "completed") {
         throw new GleitzeitError(
           "TASK_RESULT_ERROR",
@@ -118,7 +164,11 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
               : `is ${t.state}`
           }`,
           {
-            hint: t.error ? t.error.message : `see \`gleitzeit task status ${id}\``,
+            hint: t.error
+              ? t.error.message
+              : isTerminalTask(t.state)
+              ? `see \`gleitzeit task status ${id}\``
+              : `wait for it: \`gleitzeit task result ${id} --wait\``,
           },
         );
       }

@@ -695,3 +695,55 @@ Deno.test("a stopped run cancelled meanwhile: once continued, it stays cancelled
 async function statusOf(runId: string, env: Record<string, string>) {
   return JSON.parse((await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout);
 }
+
+Deno.test("task result --wait waits for a task another process runs; without it, an unfinished task says how to wait; an interrupted run stops the wait", async () => {
+  const { dir, env } = await scratch();
+  try {
+    const submit = (code: string) =>
+      gleitzeit([
+        "--json",
+        "task",
+        "submit",
+        "python/execute",
+        "--code",
+        code,
+        "--detach",
+      ], { env });
+    const d = await submit("import time; time.sleep(1); result = 7");
+    assertEquals(d.code, 0, d.stderr);
+    const { run_id: runId, task_id: taskId } = JSON.parse(d.stdout);
+    const early = await gleitzeit(["task", "result", taskId], { env });
+    assertEquals(early.code, 1, early.stderr);
+    assertStringIncludes(early.stderr, `task ${taskId} has no result: it is queued`);
+    assertStringIncludes(early.stderr, `gleitzeit task result ${taskId} --wait`);
+    const waiting = spawnGleitzeit(["task", "result", taskId, "--wait"], { env });
+    const resume = await gleitzeit(["workflow", "resume", runId, "--sandbox", "basic"], { env });
+    assertEquals(resume.code, 0, resume.stderr);
+    const waited = await waiting.output();
+    const text = new TextDecoder();
+    assertEquals(waited.code, 0, text.decode(waited.stderr));
+    assertEquals(JSON.parse(text.decode(waited.stdout)).result, 7);
+
+    // Its run's process killed mid-task: nothing would end it, and the wait says so.
+    const s = await submit("import time; time.sleep(30); result = 8");
+    const stuck = JSON.parse(s.stdout);
+    const runner = spawnGleitzeit(["workflow", "resume", stuck.run_id, "--sandbox", "basic"], {
+      env,
+    });
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const st = await gleitzeit(["--json", "task", "status", stuck.task_id], { env });
+      if (JSON.parse(st.stdout).state === "running") break;
+      assert(Date.now() < until, "the task never started");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    runner.kill("SIGKILL");
+    await runner.output();
+    const gone = await gleitzeit(["task", "result", stuck.task_id, "--wait"], { env });
+    assertEquals(gone.code, 1, gone.stderr);
+    assertStringIncludes(gone.stderr, `its run ${stuck.run_id} was interrupted`);
+    assertStringIncludes(gone.stderr, `gleitzeit workflow resume ${stuck.run_id}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
