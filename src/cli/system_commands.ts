@@ -97,11 +97,26 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
           })`,
         );
         out(`protocols: ${protocols.join(", ")}`);
-        out(`concurrency: ${config.maxConcurrentTasks} tasks; python sandbox: ${config.sandbox}`);
+        out(
+          `concurrency here (run, resume): ${
+            n(config.maxConcurrentTasks, "task")
+          } at once; python sandbox: ${config.sandbox}`,
+        );
         if (app.store.backend === "redis") {
-          out(`workers: ${report.workers.length}`);
+          const slots = report.workers.reduce((sum, w) => sum + (w.concurrency ?? 0), 0);
+          out(
+            `workers: ${report.workers.length}${
+              slots > 0 ? ` (${n(slots, "task")} at once in all)` : ""
+            }`,
+          );
           for (const w of report.workers) {
-            out(`  ${w.owner}: ${n(w.tasks, "task")}, ${n(w.runs, "run")}`);
+            const of = (now: number | undefined, most: number | undefined, what: string) =>
+              most === undefined ? n(now, what) : `${now ?? 0} of ${n(most, what)}`;
+            out(
+              `  ${w.owner}: ${of(w.tasks, w.concurrency, "task")}, ${
+                of(w.runs, w.max_runs, "run")
+              }`,
+            );
           }
         }
       }

@@ -435,9 +435,21 @@ export async function requestRunCancel(
 }
 
 /** The live workers of this store: owner and what each reported last. */
+/** A live worker as it registered itself: what it runs now, and at most. */
+export interface WorkerInfo {
+  owner: string;
+  since?: number;
+  /** Task attempts executing, and runs coordinated, now. */
+  tasks?: number;
+  runs?: number;
+  /** Task attempts and runs it takes at once (absent from workers older than this field). */
+  concurrency?: number;
+  max_runs?: number;
+}
+
 export async function listWorkers(
   store: RedisStore,
-): Promise<{ owner: string; since?: number; tasks?: number; runs?: number }[]> {
+): Promise<WorkerInfo[]> {
   const keys = queueKeys(store.prefix);
   const now = String(Date.now());
   await store.command(["ZREMRANGEBYSCORE", keys.workers, "-inf", now]);
@@ -447,7 +459,7 @@ export async function listWorkers(
     ? []
     : await store.command(["MGET", ...listed.map((o) => keys.lease(o))]) as (string | null)[];
   const owners = listed.filter((_, i) => leases[i] !== null);
-  const out: { owner: string; since?: number; tasks?: number; runs?: number }[] = [];
+  const out: WorkerInfo[] = [];
   for (const owner of owners) {
     const text = await store.command(["GET", keys.worker(owner)]) as string | null;
     if (text !== null) out.push({ owner, ...JSON.parse(text) });

@@ -368,7 +368,14 @@ export class Worker {
     await this.#store.command([
       "SET",
       this.#keys.worker(this.owner),
-      JSON.stringify({ since: this.#since, tasks: this.#tasks.size, runs: this.#runs.size }),
+      JSON.stringify({
+        since: this.#since,
+        tasks: this.#tasks.size,
+        runs: this.#runs.size,
+        // what it takes at once (`system status` adds them up)
+        concurrency: this.#concurrency,
+        max_runs: this.#maxRuns,
+      }),
       "EX",
       ttl,
     ]);

@@ -187,6 +187,10 @@ Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops the
     const sys = await gleitzeit(["--json", "system", "status"], { env: c.env, cwd: c.dir });
     assertEquals(sys.code, 0, sys.stderr);
     assertEquals(JSON.parse(sys.stdout).workers.length, 2, sys.stdout);
+    for (const w of JSON.parse(sys.stdout).workers) assertEquals(w.concurrency, 1, sys.stdout);
+    const human = await gleitzeit(["system", "status"], { env: c.env, cwd: c.dir });
+    assertStringIncludes(human.stdout, "workers: 2 (2 tasks at once in all)");
+    assertStringIncludes(human.stdout, ": 0 of 1 task, 0 of 16 runs");
     const runId = await submit(c, file);
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "completed", JSON.stringify(report));
