@@ -103,6 +103,8 @@ export interface PythonProviderOptions {
   poolIdleMs?: number;
   /** Tasks a warm parent serves before a fresh one takes its place; default 10000. */
   poolMaxTasks?: number;
+  /** How long an idle warm parent let go may take to end before it is killed; default 5 s. */
+  poolRetireMs?: number;
   /** Path of `bwrap`; default: looked up in /usr/bin, /usr/local/bin, /bin. */
   bwrapPath?: string;
 }
@@ -145,6 +147,7 @@ export class PythonProvider implements Provider {
   readonly #poolSize: number;
   readonly #poolIdleMs: number | undefined;
   readonly #poolMaxTasks: number | undefined;
+  readonly #poolRetireMs: number | undefined;
   readonly #bwrapPath: string | undefined;
   readonly #pools = new Map<SandboxMode, WarmPool>();
   readonly #bwrapReady = new Map<string, Promise<string>>();
@@ -169,6 +172,7 @@ export class PythonProvider implements Provider {
     this.#poolSize = options.poolSize ?? 0;
     this.#poolIdleMs = options.poolIdleMs;
     this.#poolMaxTasks = options.poolMaxTasks;
+    this.#poolRetireMs = options.poolRetireMs;
     this.#bwrapPath = options.bwrapPath;
   }
 
@@ -628,6 +632,7 @@ export class PythonProvider implements Provider {
         size: this.#poolSize,
         idleMs: this.#poolIdleMs,
         maxTasksPerWorker: this.#poolMaxTasks,
+        retireMs: this.#poolRetireMs,
         spawn: () => this.#warmSpawn(mode, py, bwrap),
       });
       this.#pools.set(mode, pool);

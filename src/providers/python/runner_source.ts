@@ -1213,81 +1213,95 @@ def _pool():
                 status = 9  # reaped already: it was killed
             if not own_ns:
                 _reap_descendants(exclude=(spare[0],))
-        os.close(done_r)
-        os.close(pidfd)
-        # Processes the task left (a task can report its end early, or start processes that
-        # outlive it) go first: they could still make IPC objects or files. Usually there
-        # are none: the killed task cannot start more, so one look at /proc (this sandbox's
-        # PID namespace) tells. Before the status line: should they not go, this parent ends
-        # and only this task fails.
-        spare = _settle(spare, inp, out, options)
-        if _forkers_off[0] and _forkers:
-            _drop_forkers()  # given up while the task ran (see _fork_in)
-        if own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids()):
-            _kill_leftovers(mypid)
-            _drop_forkers()  # killed too; made again as needed
-            for fd in spare[1:4]:
-                os.close(fd)
-            if spare[4]:
-                _purge(spare[4])
-            spare = _prefork(inp, out, options, new_dir())
-        dirty = (single_use or stale[0] or (ipc_check and _ipc_left())
-                 or (_own_user and (_settings("self") != own
-                                    or _planted(tmpfs, trash, task_dir, spare[4]))))
-        if not said_done:
-            # Raw write of the status line (the file object's layers touch more of the heap).
-            os.write(outfd, b'{"status": %d, "dirty": %s}\n'
-                     % (status, b"true" if dirty else b"false"))
-        # Then, before the next job (read only after this): the task's process has ended,
-        # so a system call it had under way (one making an IPC object, say) has too;
-        # whatever it made is removed, and its directory goes (each task has the whole
-        # tmpfs).
-        gone = None
-        if task_dir:
-            gone = "%s/%d" % (trash, serial[0])
-            try:
-                os.rename(task_dir, gone)
-            except OSError:
-                gone = None
-                _purge(task_dir)
-        if said_done:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        if ipc_check and _ipc_left() and not _clear_ipc():
-            raise SystemExit("gleitzeit runner: cannot remove the IPC objects a task left")
-        if gone and not _rmdir(gone):
-            _purge(gone)
-            # what even that left (a tree past PATH_MAX, say) would fill the tmpfs over
-            # many tasks: the next status line says dirty, and the sandbox goes with it
-            stale[0] = _exists(gone)
-        if _own_user:
-            _forkers_sound(inp, out, options)  # the task has ended, and what it left
-        if _forkers and not _forkers_off[0]:
-            # The spare after the next, from its forker (a message: the clone is the
-            # forker's work). Task cgroups go round three at a time: it goes into the one
-            # of the task before this, whose processes were gone before its status line.
-            ahead = _prefork(inp, out, options, new_dir())
-        if _own_user and own_ns and spare[4]:
-            # The next task's directory, made while this task ran (and its user's, as this
-            # task was), made afresh now that nothing of a task runs (in its own PID
-            # namespace, the pool's processes are all there is): here, not in the spare once
-            # its job has come, which cost the job ~0.1 ms. Once its forker has cloned it
-            # (which enters it), so that the clone does not meet it half gone.
+        reported = said_done  # this task's end is out (early, or by the status line below)
+        try:
+            os.close(done_r)
+            os.close(pidfd)
+            # Processes the task left (a task can report its end early, or start processes that
+            # outlive it) go first: they could still make IPC objects or files. Usually there
+            # are none: the killed task cannot start more, so one look at /proc (this sandbox's
+            # PID namespace) tells. Before the status line: should they not go, this parent ends
+            # and only this task fails (one whose end was reported early: see below).
             spare = _settle(spare, inp, out, options)
-            _purge(spare[4])
+            if _forkers_off[0] and _forkers:
+                _drop_forkers()  # given up while the task ran (see _fork_in)
+            if own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids()):
+                _kill_leftovers(mypid)
+                _drop_forkers()  # killed too; made again as needed
+                for fd in spare[1:4]:
+                    os.close(fd)
+                if spare[4]:
+                    _purge(spare[4])
+                spare = _prefork(inp, out, options, new_dir())
+            dirty = (single_use or stale[0] or (ipc_check and _ipc_left())
+                     or (_own_user and (_settings("self") != own
+                                        or _planted(tmpfs, trash, task_dir, spare[4]))))
+            if not said_done:
+                # Raw write of the status line (the file object's layers touch more of the heap).
+                os.write(outfd, b'{"status": %d, "dirty": %s}\n'
+                         % (status, b"true" if dirty else b"false"))
+            reported = True
+            # Then, before the next job (read only after this): the task's process has ended,
+            # so a system call it had under way (one making an IPC object, say) has too;
+            # whatever it made is removed, and its directory goes (each task has the whole
+            # tmpfs).
+            gone = None
+            if task_dir:
+                gone = "%s/%d" % (trash, serial[0])
+                try:
+                    os.rename(task_dir, gone)
+                except OSError:
+                    gone = None
+                    _purge(task_dir)
+            if said_done:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            if ipc_check and _ipc_left() and not _clear_ipc():
+                raise SystemExit("gleitzeit runner: cannot remove the IPC objects a task left")
+            if gone and not _rmdir(gone):
+                _purge(gone)
+                # what even that left (a tree past PATH_MAX, say) would fill the tmpfs over
+                # many tasks: the next status line says dirty, and the sandbox goes with it
+                stale[0] = _exists(gone)
+            if _own_user:
+                _forkers_sound(inp, out, options)  # the task has ended, and what it left
+            if _forkers and not _forkers_off[0]:
+                # The spare after the next, from its forker (a message: the clone is the
+                # forker's work). Task cgroups go round three at a time: it goes into the one
+                # of the task before this, whose processes were gone before its status line.
+                ahead = _prefork(inp, out, options, new_dir())
+            if _own_user and own_ns and spare[4]:
+                # The next task's directory, made while this task ran (and its user's, as this
+                # task was), made afresh now that nothing of a task runs (in its own PID
+                # namespace, the pool's processes are all there is): here, not in the spare once
+                # its job has come, which cost the job ~0.1 ms. Once its forker has cloned it
+                # (which enters it), so that the clone does not meet it half gone.
+                spare = _settle(spare, inp, out, options)
+                _purge(spare[4])
+                try:
+                    os.mkdir(spare[4], 0o700)
+                    fresh = spare
+                except OSError:
+                    pass  # what the task left there would not go: the spare takes another name
+            if said_done and (dirty or stale[0]):
+                # The end of a task reported early (see above) left this sandbox dirty: it takes
+                # no more jobs. The one the provider may have sent already is not read (the
+                # provider sends it to another parent).
+                os.write(outfd, b'{"ready": true, "dirty": true}\n')
+                break
+        except BaseException:
+            if not reported:
+                raise  # its end is not out: it fails with this parent, as it would have
+            # Its end is out: whatever this clean-up met (a limit the task set on this
+            # parent, a process that would not stop), the next job, which the provider may
+            # have sent already, must not fail for it. This parent is dirty and goes, that
+            # job unread (the provider sends it to another).
             try:
-                os.mkdir(spare[4], 0o700)
-                fresh = spare
-            except OSError:
-                pass  # what the task left there would not go: the spare takes another name
-        if said_done and (dirty or stale[0]):
-            # The end of a task reported early (see above) left this sandbox dirty: it takes
-            # no more jobs. The one the provider may have sent already is not read (the
-            # provider sends it to another parent).
-            os.write(outfd, b'{"ready": true, "dirty": true}\n')
-            break
+                os.write(outfd, b'{"ready": true, "dirty": true}\n')
+            finally:
+                os._exit(1)
     os.close(spare[1])
     if ahead is not None:
         os.close(ahead[1])

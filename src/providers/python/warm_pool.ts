@@ -329,18 +329,18 @@ export class WarmWorker {
     }
   }
 
-  /** Closes the parent's stdin; true once it has ended (within RETIRE_MS). */
+  /** How long it may take to end once its stdin is closed (see {@link destroy}). */
+  retireMs = RETIRE_MS;
+
+  /** Closes the parent's stdin; true once it has ended (within {@link retireMs}). */
   async #ended(): Promise<boolean> {
     if (this.#dead) return true;
-    try {
-      await this.#writer.close();
-    } catch {
-      // Pipe already closed.
-    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), RETIRE_MS);
+      timer = setTimeout(() => resolve(false), this.retireMs);
     });
+    // (not awaited: a write still under way to a parent that reads no more would hold it up)
+    this.#writer.close().catch(() => {});
     try {
       return await Promise.race([this.exited.then(() => true, () => true), late]);
     } finally {
@@ -360,7 +360,7 @@ export class WarmWorker {
    * its stdin is closed instead: it ends by itself once it has cleaned up after that task,
    * and its sandbox with it. Killing walks /proc, which holds up Deno's event loop (13-19 ms
    * measured with tasks running) and so the tasks of other parents; it is still the way
-   * if the parent has not ended within {@link RETIRE_MS}.
+   * if the parent has not ended within {@link retireMs}.
    */
   async destroy(idle = false): Promise<void> {
     clearTimeout(this.idleTimer);
@@ -510,6 +510,8 @@ export interface WarmPoolOptions {
    * 4x as long); a parent's memory stays the same from task to task (measured over 8000).
    */
   maxTasksPerWorker?: number;
+  /** How long an idle parent let go may take to end before it is killed; default RETIRE_MS. */
+  retireMs?: number;
   /** Prepares the spawn of one parent (creates its pool directory). */
   spawn: () => Promise<WarmSpawn>;
 }
@@ -519,6 +521,7 @@ export class WarmPool {
   readonly #size: number;
   readonly #idleMs: number;
   readonly #maxTasks: number;
+  readonly #retireMs: number;
   readonly #spawn: () => Promise<WarmSpawn>;
   readonly #idle: WarmWorker[] = [];
   readonly #all = new Set<WarmWorker>();
@@ -531,6 +534,7 @@ export class WarmPool {
     this.#size = Math.max(0, Math.floor(options.size));
     this.#idleMs = options.idleMs ?? 60_000;
     this.#maxTasks = options.maxTasksPerWorker ?? 10_000;
+    this.#retireMs = options.retireMs ?? RETIRE_MS;
     this.#spawn = options.spawn;
   }
 
@@ -582,6 +586,7 @@ export class WarmPool {
     try {
       const spawn = await this.#spawn();
       worker = new WarmWorker(spawn);
+      worker.retireMs = this.#retireMs;
       this.#all.add(worker);
       await worker.ready();
       return worker;

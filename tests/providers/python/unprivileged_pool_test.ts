@@ -527,3 +527,28 @@ Deno.test("[bwrap, unprivileged orchestrator] where a process's settings cannot 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+const CRIPPLE_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
+const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+const call = (code) => p.call("python/execute", { code }, ctx())
+  .then((r) => r.result, (e) => "failed: " + e.message);
+const out = {};
+// After a pause (the parent makes the next spare as a task starts): the parent (the
+// sandbox's init) then has 4 descriptors at most, and its clean-up after this task, whose end
+// is reported at once, fails.
+out.attack = await call("import resource, time\\ntime.sleep(0.3)\\n" +
+  "resource.prlimit(1, resource.RLIMIT_NOFILE, (4, 4))\\nresult = 'attacked'");
+out.next = [];
+for (let i = 0; i < 3; i++) out.next.push(await call("result = 'innocent'"));
+await p.close();
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] a task that breaks its parent's clean-up after its end was reported does not fail the next job", async () => {
+  requireRoot("the provider");
+  const r = await runUnprivileged(CRIPPLE_SCRIPT, "gleitzeit-unpriv-cripple-");
+  assertEquals(r.attack, "attacked");
+  assertEquals(r.next, ["innocent", "innocent", "innocent"]);
+});

@@ -328,12 +328,14 @@ Deno.test("[bwrap] idle warm parents are reaped", async () => {
 
 Deno.test("[bwrap] an idle parent let go ends with everything in its sandbox", async () => {
   // Reaped and replaced parents are not killed (a walk of /proc that holds up Deno's event
-  // loop): their stdin is closed, and they end by themselves, their sandbox with them.
+  // loop): their stdin is closed, and they end by themselves, their sandbox with them. (The
+  // kill that would follow comes only after a minute here: the waits below are 10 s.)
   const provider = new PythonProvider({
     sandbox: "bwrap",
     poolSize: 1,
     poolIdleMs: 200,
     poolMaxTasks: 2,
+    poolRetireMs: 60_000,
   });
   const ns = async () =>
     (await provider.call("python/execute", {
@@ -813,6 +815,38 @@ result = 1
       }
     }
   });
+});
+
+Deno.test("[basic] a task that leaves its parent dirty after its end was reported: the next job, sent meanwhile, runs once, on another parent", async () => {
+  // basic mode: tasks run as the pool's own user, and may set the parent's limits (a changed
+  // limit makes it dirty; see the unprivileged tests for one that breaks its clean-up).
+  const dir = await Deno.makeTempDir();
+  try {
+    await withPool("basic", async (run) => {
+      // (after a pause: the parent makes the next spare as the task starts, which with the
+      // limit already set would fail the attacking task itself, as it may)
+      const attack = await run(`
+import os, resource, time
+time.sleep(0.3)
+resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (4, 4))
+result = "attacked"
+`);
+      assert.equal(attack.result, "attacked");
+      for (const n of [1, 2, 3]) {
+        const next = await run(`
+import os
+with open(${JSON.stringify(`${dir}/ran`)}, "a") as f:
+    f.write("%d %d\\n" % (${n}, os.getppid()))
+result = "innocent"
+`);
+        assert.equal(next.result, "innocent");
+      }
+      const ran = (await Deno.readTextFile(`${dir}/ran`)).trim().split("\n");
+      assert.deepEqual(ran.map((l) => l.split(" ")[0]), ["1", "2", "3"], "each job ran once");
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 const NEXT_SETTINGS = `
