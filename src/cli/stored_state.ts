@@ -305,7 +305,7 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
 }
 
 /** Whether a worker is live on this store (its URL and prefix). */
-async function anyWorkerLive(store: RedisStore): Promise<boolean> {
+export async function anyWorkerLive(store: RedisStore): Promise<boolean> {
   return (await listWorkers(store)).length > 0;
 }
 

@@ -86,8 +86,18 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
         // `gleitzeit worker` processes sharing this Redis (none on other backends)
         workers: app.store.backend === "redis" ? await listWorkers(app.store as RedisStore) : [],
       };
-      if (globals.json) printJson(report);
-      else {
+      // What they take at once in all (max_concurrent_tasks above is this shell's: run,
+      // resume); workers older than the field do not say.
+      const slots = report.workers.reduce((sum, w) => sum + (w.concurrency ?? 0), 0);
+      const unknown = report.workers.filter((w) => w.concurrency === undefined).length;
+      if (globals.json) {
+        printJson({
+          ...report,
+          ...(app.store.backend === "redis"
+            ? { worker_task_slots: slots, workers_without_slots: unknown }
+            : {}),
+        });
+      } else {
         const n = (count: number | undefined, what: string) =>
           `${count ?? 0} ${what}${count === 1 ? "" : "s"}`;
         out(`gleitzeit ${report.version}`);
@@ -103,10 +113,13 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
           } at once; python sandbox: ${config.sandbox}`,
         );
         if (app.store.backend === "redis") {
-          const slots = report.workers.reduce((sum, w) => sum + (w.concurrency ?? 0), 0);
           out(
             `workers: ${report.workers.length}${
-              slots > 0 ? ` (${n(slots, "task")} at once in all)` : ""
+              slots > 0
+                ? ` (${n(slots, "task")} at once in all${
+                  unknown > 0 ? `, not counting ${n(unknown, "older worker")}` : ""
+                })`
+                : ""
             }`,
           );
           for (const w of report.workers) {

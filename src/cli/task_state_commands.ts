@@ -5,12 +5,15 @@ import type { ExitCode } from "../core/errors.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { isTerminalTask } from "../core/states.ts";
 import type { Store, TaskRecord } from "../persistence/store.ts";
+import type { RedisStore } from "../persistence/redis_store.ts";
+import { displayState } from "../engine/liveness.ts";
 import { interruptSignal } from "./context.ts";
 import { pause } from "./task_dependencies.ts";
-import { formatDuration, out, preview, printJson } from "./output.ts";
+import { colors, err, formatDuration, out, preview, printJson } from "./output.ts";
 import { taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
 import {
+  anyWorkerLive,
   cancelRun,
   globalsOf,
   interruptedRuns,
@@ -20,6 +23,7 @@ import {
   listShownTasks,
   mustRun,
   mustTask,
+  noWorkers,
   printTasks,
   shownState,
   shownTasks,
@@ -30,22 +34,64 @@ import {
 /** How often `task result --wait` reads the store (another process does the work). */
 const POLL_MS = 250;
 
+/** Why nothing executes task `t`'s run now, or undefined. */
+async function stuck(store: Store, t: TaskRecord): Promise<"interrupted" | "queued" | undefined> {
+  const run = await store.getRun(t.runId);
+  if (!run) return undefined;
+  const state = displayState(run);
+  if (state === "interrupted") return "interrupted";
+  // queued: on SQLite, for `workflow resume`; on Redis, for a worker (if there is one)
+  if (
+    state === "queued" && (store.backend !== "redis" || !await anyWorkerLive(store as RedisStore))
+  ) {
+    return "queued";
+  }
+  return undefined;
+}
+
 /**
- * Task `t` once it has ended. Stops with TASK_RESULT_ERROR where its run is interrupted (the
- * process that ran it is gone, and no worker takes it over): nothing would end it.
+ * Task `t` (as the user named it: `id`) once it has ended. Where its run's process is gone
+ * and no worker can take it over (SQLite: there are none), it stops with TASK_RESULT_ERROR:
+ * nothing would end the task. Otherwise it waits, and says once what would end a run that
+ * nothing executes now (`workflow resume`, or a worker).
  */
-async function waitForEnd(store: Store, t: TaskRecord, signal: AbortSignal): Promise<TaskRecord> {
+async function waitForEnd(
+  store: Store,
+  id: string,
+  t: TaskRecord,
+  signal: AbortSignal,
+  seen: (latest: TaskRecord) => void,
+  quiet: boolean,
+): Promise<TaskRecord> {
+  let told = false;
   for (;;) {
     const now = await store.getTask(t.id) ?? t;
+    seen(now);
     if (isTerminalTask(now.state)) return now;
-    // (a pending task of a run whose owner is gone is as stuck as a running one)
-    if ((await interruptedRuns(store, [{ ...now, state: "running" }])).has(now.runId)) {
+    const why = await stuck(store, now);
+    if (why === "interrupted" && store.backend !== "redis") {
       throw new GleitzeitError(
         "TASK_RESULT_ERROR",
-        `task ${t.id} has no result: its run ${now.runId} was interrupted (the process running ` +
+        `task ${id} has no result: its run ${now.runId} was interrupted (the process running ` +
           "it is gone)",
         { hint: `resume the run: \`gleitzeit workflow resume ${now.runId}\`` },
       );
+    }
+    if (why && !told && !quiet) {
+      told = true;
+      const c = colors("stderr");
+      err(c.dim(
+        store.backend !== "redis"
+          ? `nothing executes run ${now.runId} (queued): start it with \`gleitzeit workflow ` +
+            `resume ${now.runId}\``
+          : !await anyWorkerLive(store as RedisStore)
+          ? `nothing executes run ${now.runId} (${why}): ${
+            noWorkers(store as RedisStore, now.runId)
+          }`
+          : `run ${now.runId}'s coordinator is gone: a worker takes a run queued for workers ` +
+            "(run --detach) over once its lease runs out; one started by `gleitzeit run` " +
+            `is not: resume it with \`gleitzeit workflow resume ${now.runId}\``,
+      ));
     }
     await pause(POLL_MS, signal);
   }
@@ -140,13 +186,21 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
       let t = await mustTask(store, id);
       if (opts.wait && !isTerminalTask(t.state)) {
         const { signal, dispose } = interruptSignal(true);
+        let latest = t;
         try {
-          t = await waitForEnd(store, t, signal);
+          t = await waitForEnd(
+            store,
+            id,
+            t,
+            signal,
+            (r) => (latest = r),
+            globalsOf(tResult).json === true,
+          );
         } catch (e) {
           if (!signal.aborted) throw e;
           throw new GleitzeitError(
             "INTERRUPTED",
-            `stopped waiting for task ${id} (it is ${t.state}, and goes on)`,
+            `stopped waiting for task ${id}, which is ${latest.state} (only the waiting stopped)`,
             { hint: `its result later: \`gleitzeit task result ${id}\`` },
           );
         } finally {
@@ -154,18 +208,25 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
         }
       }
       if (t.state !== "completed") {
+        // (a task of a run whose process is gone: see interruptedRuns)
+        const gone = !isTerminalTask(t.state) &&
+          (await interruptedRuns(store, [{ ...t, state: "running" }])).has(t.runId);
         throw new GleitzeitError(
           "TASK_RESULT_ERROR",
-          `task ${id} has no result: it ${
-            t.state === "failed"
-              ? "failed"
+          `task ${id} has no result: ${
+            gone
+              ? `its run ${t.runId} was interrupted (the process running it is gone)`
+              : t.state === "failed"
+              ? "it failed"
               : t.state === "skipped" || t.state === "cancelled"
-              ? `was ${t.state}`
-              : `is ${t.state}`
+              ? `it was ${t.state}`
+              : `it is ${t.state}`
           }`,
           {
             hint: t.error
               ? t.error.message
+              : gone
+              ? `resume the run: \`gleitzeit workflow resume ${t.runId}\``
               : isTerminalTask(t.state)
               ? `see \`gleitzeit task status ${id}\``
               : `wait for it: \`gleitzeit task result ${id} --wait\``,

@@ -7,6 +7,13 @@ import { RedisStore } from "../persistence/redis_store.ts";
 import { configFromFlags, type GlobalOptions, parseSeconds, setupRegistry } from "./context.ts";
 import { colors, err, printJson } from "./output.ts";
 import { configSource, modeOf } from "./run_commands.ts";
+import { SANDBOX_MODES } from "../providers/python/sandbox_policy.ts";
+
+/** Whether sandbox `mode` is weaker than `least` (unknown modes are not). */
+function weaker(mode: string, least: string): boolean {
+  const rank = (m: string) => SANDBOX_MODES.indexOf(m as (typeof SANDBOX_MODES)[number]);
+  return rank(mode) >= 0 && rank(least) >= 0 && rank(mode) > rank(least);
+}
 
 /** Options of `gleitzeit worker`. */
 export interface WorkerCommandOptions {
@@ -96,7 +103,8 @@ async function workerCommand(
       const task = modeOf(sandbox?.task);
       const workflow = modeOf(sandbox?.workflow);
       const mode = task ?? workflow ?? config.sandbox;
-      if (mode === "bwrap") return undefined;
+      // (one weaker than python.min_sandbox does not run: its error says so)
+      if (mode === "bwrap" || weaker(mode, config.minSandbox)) return undefined;
       const by = task !== undefined
         ? "the task"
         : workflow !== undefined
@@ -129,7 +137,7 @@ async function workerCommand(
         log(
           `warning: Python tasks run with sandbox '${config.sandbox}' (chosen by ${
             configSource(config.sources.sandbox, config.configPath)
-          }) unless their workflow chooses another: weaker isolation than bubblewrap`,
+          }) unless their workflow or task chooses another: weaker isolation than bubblewrap`,
         );
       }
       // A provider this worker cannot use (an Ollama that is not there) fails every task of

@@ -434,7 +434,6 @@ export async function requestRunCancel(
   return lease === 1 ? "asked" : "gone";
 }
 
-/** The live workers of this store: owner and what each reported last. */
 /** A live worker as it registered itself: what it runs now, and at most. */
 export interface WorkerInfo {
   owner: string;
@@ -447,6 +446,7 @@ export interface WorkerInfo {
   max_runs?: number;
 }
 
+/** The live workers of this store: owner and what each reported last. */
 export async function listWorkers(
   store: RedisStore,
 ): Promise<WorkerInfo[]> {

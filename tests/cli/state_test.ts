@@ -723,6 +723,11 @@ Deno.test("task result --wait waits for a task another process runs; without it,
     const text = new TextDecoder();
     assertEquals(waited.code, 0, text.decode(waited.stderr));
     assertEquals(JSON.parse(text.decode(waited.stdout)).result, 7);
+    // (queued, and nothing ran it until the resume: the wait said what would)
+    assertStringIncludes(
+      text.decode(waited.stderr),
+      `nothing executes run ${runId} (queued): start it with \`gleitzeit workflow resume ${runId}\``,
+    );
 
     // Its run's process killed mid-task: nothing would end it, and the wait says so.
     const s = await submit("import time; time.sleep(30); result = 8");
@@ -739,10 +744,12 @@ Deno.test("task result --wait waits for a task another process runs; without it,
     }
     runner.kill("SIGKILL");
     await runner.output();
-    const gone = await gleitzeit(["task", "result", stuck.task_id, "--wait"], { env });
-    assertEquals(gone.code, 1, gone.stderr);
-    assertStringIncludes(gone.stderr, `its run ${stuck.run_id} was interrupted`);
-    assertStringIncludes(gone.stderr, `gleitzeit workflow resume ${stuck.run_id}`);
+    for (const wait of [["--wait"], []]) {
+      const gone = await gleitzeit(["task", "result", stuck.task_id, ...wait], { env });
+      assertEquals(gone.code, 1, gone.stderr);
+      assertStringIncludes(gone.stderr, `its run ${stuck.run_id} was interrupted`);
+      assertStringIncludes(gone.stderr, `gleitzeit workflow resume ${stuck.run_id}`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
-import { gleitzeit, ROOT, scratch, writeWorkflow } from "./helpers.ts";
+import { gleitzeit, ROOT, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
 
 interface Cluster {
   dir: string;
@@ -235,6 +235,37 @@ Deno.test("a worker says when Python tasks run with a weaker sandbox than bubble
     );
     assert(executing("boxed") !== undefined, w.log.join("\n"));
     assert(!executing("boxed")!.includes("warning"), executing("boxed"));
+  }));
+
+Deno.test("task result --wait on a run workers execute outlasts the worker's stop: a worker started later ends it", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "--concurrency", "1", "--lease", "30s");
+    const d = await gleitzeit([
+      "--json",
+      "task",
+      "submit",
+      "python/execute",
+      "--code",
+      "import time; time.sleep(1.5); result = 5",
+      "--detach",
+    ], { env: c.env, cwd: c.dir });
+    assertEquals(d.code, 0, d.stderr);
+    const { run_id: runId, task_id: taskId } = JSON.parse(d.stdout);
+    const waiting = spawnGleitzeit(["task", "result", taskId, "--wait"], {
+      env: c.env,
+      cwd: c.dir,
+    });
+    await waitLogged(first, "executing ", "the worker to start the task");
+    first.child.kill("SIGTERM");
+    assertEquals((await first.child.status).code, 0);
+    // the run is nobody's now, for a moment: the wait goes on, and says what would end it
+    await new Promise((r) => setTimeout(r, 1500));
+    await readyWorker(c, "--concurrency", "1", "--lease", "30s");
+    const waited = await waiting.output();
+    const text = new TextDecoder();
+    assertEquals(waited.code, 0, text.decode(waited.stderr));
+    assertEquals(JSON.parse(text.decode(waited.stdout)).result, 5);
+    assertStringIncludes(text.decode(waited.stderr), `run ${runId}`);
   }));
 
 Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted and another runs", () =>
