@@ -1285,6 +1285,14 @@ def _pool():
                     fresh = spare
                 except OSError:
                     pass  # what the task left there would not go: the spare takes another name
+                if fresh is spare:
+                    # Nothing of a task runs now: the spare may set up the next task's
+                    # output files and enter its directory ahead of the job, off its path.
+                    # (A spare gone meanwhile is found before its job: see _live_spare.)
+                    try:
+                        os.write(spare[1], b'{"go": true}\n')
+                    except OSError:
+                        pass
             if said_done and (dirty or stale[0]):
                 # The end of a task reported early (see above) left this sandbox dirty: it takes
                 # no more jobs. The one the provider may have sent already is not read (the
@@ -2050,6 +2058,7 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
         # of the parent's heap it writes to, and creating objects writes to some.
         pending = b""
         parts = []  # a long line's chunks so far (see _read_lines)
+        ahead = [None]  # {"prepare"} paths kept for the {"go"} line (own-user pools)
         while True:
             nl = pending.find(b"\n")
             if nl < 0:
@@ -2063,11 +2072,20 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
             msg = _loads(line.decode("utf-8"))
             if "prepare" in msg:
                 # Ahead of the job, unless tasks are this pool's own user: the running
-                # one could still reach what is set up now (see _open_io).
+                # one could still reach what is set up now (see _open_io). Those are set
+                # up once the parent says the task before and all it left have gone (a
+                # {"go"} line; with the job, where none came).
+                if task_dir:
+                    msg["prepare"]["work_dir"] = task_dir
                 if not _own_user:
-                    if task_dir:
-                        msg["prepare"]["work_dir"] = task_dir
                     _prepare(msg["prepare"], keep_root=True)
+                else:
+                    ahead[0] = msg["prepare"]
+                continue
+            if "go" in msg:
+                if ahead[0] is not None:
+                    _prepare(ahead[0], keep_root=True)
+                    ahead[0] = None
                 continue
             # The parent passes a job on only once the task before has ended and what it
             # left is gone.
