@@ -12,7 +12,9 @@
  * warm parent. It imports and warms up once, then serves one job per stdin line, each in a
  * fresh forked child (no state survives from one task to the next). A spare child is always
  * forked ahead; a `{"prepare": paths}` line (sent with the job before) lets it set up the
- * next task's directory and output files before the job arrives.
+ * next task's directory and output files before the job arrives (where tasks are the pool's
+ * own user, once the parent sends it `{"go": true}`: the task before has ended, and all it
+ * left is gone).
  * Children write stdout/stderr to files (`stdout_path`, `stderr_path`; Python-level writes
  * past `output_limit` are counted, not written). The parent answers each job with one line
  * once the child is done: `{"status": <waitpid status>, "dirty": <do not reuse this parent>}`
