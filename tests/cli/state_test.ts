@@ -717,17 +717,31 @@ Deno.test("task result --wait waits for a task another process runs; without it,
     assertStringIncludes(early.stderr, `task ${taskId} has no result: it is queued`);
     assertStringIncludes(early.stderr, `gleitzeit task result ${taskId} --wait`);
     const waiting = spawnGleitzeit(["task", "result", taskId, "--wait"], { env });
+    // Queued, and nothing runs it: the wait says what would (then the resume runs it).
+    const said = `nothing executes run ${runId} (queued): start it with \`gleitzeit workflow ` +
+      `resume ${runId}\``;
+    let stderr = "";
+    const lines = waiting.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    while (!stderr.includes(said)) {
+      const { value, done } = await lines.read();
+      assert(!done, `the wait ended without saying what would run it: ${stderr}`);
+      stderr += value;
+    }
     const resume = await gleitzeit(["workflow", "resume", runId, "--sandbox", "basic"], { env });
     assertEquals(resume.code, 0, resume.stderr);
-    const waited = await waiting.output();
-    const text = new TextDecoder();
-    assertEquals(waited.code, 0, text.decode(waited.stderr));
-    assertEquals(JSON.parse(text.decode(waited.stdout)).result, 7);
-    // (queued, and nothing ran it until the resume: the wait said what would)
-    assertStringIncludes(
-      text.decode(waited.stderr),
-      `nothing executes run ${runId} (queued): start it with \`gleitzeit workflow resume ${runId}\``,
-    );
+    const [status, stdout] = await Promise.all([
+      waiting.status,
+      new Response(waiting.stdout).text(),
+      (async () => {
+        for (;;) {
+          const { value, done } = await lines.read();
+          if (done) return;
+          stderr += value;
+        }
+      })(),
+    ]);
+    assertEquals(status.code, 0, stderr);
+    assertEquals(JSON.parse(stdout).result, 7);
 
     // Its run's process killed mid-task: nothing would end it, and the wait says so.
     const s = await submit("import time; time.sleep(30); result = 8");
