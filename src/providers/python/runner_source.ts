@@ -519,6 +519,12 @@ def _prepare(job, keep_root=False):
     streams = _capture(job) if pooled else None
     if pooled:
         path = job["result_path"]
+        if _result_fd is not None:
+            # prepared before for other paths: the task keeps no descriptor of those
+            try:
+                os.close(_result_fd[1])
+            except OSError:
+                pass
         _result_fd = (path, _open_io(path))
     if root and not keep_root:
         _drop_user(job)  # a child forked per job (no spare): drop now
