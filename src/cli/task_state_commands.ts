@@ -60,13 +60,11 @@ async function waitForEnd(
   id: string,
   t: TaskRecord,
   signal: AbortSignal,
-  seen: (latest: TaskRecord) => void,
   quiet: boolean,
 ): Promise<TaskRecord> {
   let told = false;
   for (;;) {
     const now = await store.getTask(t.id) ?? t;
-    seen(now);
     if (isTerminalTask(now.state)) return now;
     const why = await stuck(store, now);
     if (why === "interrupted" && store.backend !== "redis") {
@@ -186,21 +184,14 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
       let t = await mustTask(store, id);
       if (opts.wait && !isTerminalTask(t.state)) {
         const { signal, dispose } = interruptSignal(true);
-        let latest = t;
         try {
-          t = await waitForEnd(
-            store,
-            id,
-            t,
-            signal,
-            (r) => (latest = r),
-            globalsOf(tResult).json === true,
-          );
+          t = await waitForEnd(store, id, t, signal, globalsOf(tResult).json === true);
         } catch (e) {
           if (!signal.aborted) throw e;
+          const now = await store.getTask(t.id) ?? t;
           throw new GleitzeitError(
             "INTERRUPTED",
-            `stopped waiting for task ${id}, which is ${latest.state} (only the waiting stopped)`,
+            `stopped waiting for task ${id}, which is ${now.state} (only the waiting stopped)`,
             { hint: `its result later: \`gleitzeit task result ${id}\`` },
           );
         } finally {

@@ -7,13 +7,7 @@ import { RedisStore } from "../persistence/redis_store.ts";
 import { configFromFlags, type GlobalOptions, parseSeconds, setupRegistry } from "./context.ts";
 import { colors, err, printJson } from "./output.ts";
 import { configSource, modeOf } from "./run_commands.ts";
-import { SANDBOX_MODES } from "../providers/python/sandbox_policy.ts";
-
-/** Whether sandbox `mode` is weaker than `least` (unknown modes are not). */
-function weaker(mode: string, least: string): boolean {
-  const rank = (m: string) => SANDBOX_MODES.indexOf(m as (typeof SANDBOX_MODES)[number]);
-  return rank(mode) >= 0 && rank(least) >= 0 && rank(mode) > rank(least);
-}
+import { weakerSandbox } from "../providers/python/sandbox_policy.ts";
 
 /** Options of `gleitzeit worker`. */
 export interface WorkerCommandOptions {
@@ -104,7 +98,7 @@ async function workerCommand(
       const workflow = modeOf(sandbox?.workflow);
       const mode = task ?? workflow ?? config.sandbox;
       // (one weaker than python.min_sandbox does not run: its error says so)
-      if (mode === "bwrap" || weaker(mode, config.minSandbox)) return undefined;
+      if (mode === "bwrap" || weakerSandbox(mode, config.minSandbox)) return undefined;
       const by = task !== undefined
         ? "the task"
         : workflow !== undefined

@@ -40,10 +40,10 @@ import {
   type PathIdentity,
   resolveSandboxPolicy,
   rlimitsOf,
-  SANDBOX_MODES,
   type SandboxLimits,
   type SandboxMode,
   type SandboxPolicy,
+  weakerSandbox,
   workDirLinks,
 } from "./sandbox_policy.ts";
 import {
@@ -222,7 +222,7 @@ export class PythonProvider implements Provider {
       ctx.sandbox,
       ctx.baseDir ?? Deno.cwd(),
     );
-    if (SANDBOX_MODES.indexOf(policy.mode) > SANDBOX_MODES.indexOf(this.#minMode)) {
+    if (weakerSandbox(policy.mode, this.#minMode)) {
       throw new GleitzeitError(
         "SANDBOX_UNAVAILABLE",
         `the task asks for sandbox '${policy.mode}', weaker than this Gleitzeit allows ` +

@@ -2066,7 +2066,7 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
         # of the parent's heap it writes to, and creating objects writes to some.
         pending = b""
         parts = []  # a long line's chunks so far (see _read_lines)
-        ahead = [None]  # {"prepare"} paths kept for the {"go"} line (own-user pools)
+        kept = None  # {"prepare"} paths kept for the {"go"} line (own-user pools)
         while True:
             nl = pending.find(b"\n")
             if nl < 0:
@@ -2088,12 +2088,12 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
                 if not _own_user:
                     _prepare(msg["prepare"], keep_root=True)
                 else:
-                    ahead[0] = msg["prepare"]
+                    kept = msg["prepare"]
                 continue
             if "go" in msg:
-                if ahead[0] is not None:
-                    _prepare(ahead[0], keep_root=True)
-                    ahead[0] = None
+                if kept is not None:
+                    _prepare(kept, keep_root=True)
+                    kept = None
                 continue
             # The parent passes a job on only once the task before has ended and what it
             # left is gone.

@@ -19,6 +19,12 @@ export type SandboxMode = "bwrap" | "basic" | "none";
 /** The modes, strongest first. */
 export const SANDBOX_MODES: readonly SandboxMode[] = ["bwrap", "basic", "none"];
 
+/** Whether `mode` is weaker than `least` (a name that is no mode is neither). */
+export function weakerSandbox(mode: string, least: string): boolean {
+  const rank = (m: string) => SANDBOX_MODES.indexOf(m as SandboxMode);
+  return rank(mode) >= 0 && rank(least) >= 0 && rank(mode) > rank(least);
+}
+
 /** Resource limits applied to every task process (rlimits). */
 export interface SandboxLimits {
   /** Address space in MiB (RLIMIT_AS). */

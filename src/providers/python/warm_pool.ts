@@ -138,6 +138,7 @@ export class WarmWorker {
   readonly #python: string;
   readonly #cleanup: (() => Promise<void>) | undefined;
   readonly #sandboxInit: boolean;
+  readonly #retireMs: number;
   /** See {@link WarmSpawn.workTmpfs}. */
   readonly workTmpfs: boolean;
   /** Output files on a host tmpfs (see {@link makeIoDir}), emptied after each task. */
@@ -162,7 +163,9 @@ export class WarmWorker {
   #stderr: Promise<string>;
   readonly exited: Promise<Deno.CommandStatus>;
 
-  constructor(spawn: WarmSpawn) {
+  /** `retireMs`: how long it may take to end once its stdin is closed (see destroy()). */
+  constructor(spawn: WarmSpawn, retireMs = RETIRE_MS) {
+    this.#retireMs = retireMs;
     this.poolDir = spawn.poolDir;
     this.#python = spawn.python;
     this.#cleanup = spawn.cleanup;
@@ -329,15 +332,12 @@ export class WarmWorker {
     }
   }
 
-  /** How long it may take to end once its stdin is closed (see {@link destroy}). */
-  retireMs = RETIRE_MS;
-
-  /** Closes the parent's stdin; true once it has ended (within {@link retireMs}). */
+  /** Closes the parent's stdin; true once it has ended (within its retire time). */
   async #ended(): Promise<boolean> {
     if (this.#dead) return true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), this.retireMs);
+      timer = setTimeout(() => resolve(false), this.#retireMs);
     });
     // (not awaited: a write still under way to a parent that reads no more would hold it up)
     this.#writer.close().catch(() => {});
@@ -360,7 +360,7 @@ export class WarmWorker {
    * its stdin is closed instead: it ends by itself once it has cleaned up after that task,
    * and its sandbox with it. Killing walks /proc, which holds up Deno's event loop (13-19 ms
    * measured with tasks running) and so the tasks of other parents; it is still the way
-   * if the parent has not ended within {@link retireMs}.
+   * if the parent has not ended within `retireMs` (see the constructor).
    */
   async destroy(idle = false): Promise<void> {
     clearTimeout(this.idleTimer);
@@ -556,7 +556,6 @@ export class WarmPool {
     while (this.#idle.length > 0) {
       const worker = this.#idle.pop()!;
       // Its idle timer stays armed: when it fires on a busy worker, it just goes away.
-      // (Usually settled at once; else its clean-up after the last task is waited for.)
       // (Possibly still cleaning up after its last task: the job is sent all the same, see
       // WarmWorker.run.)
       if (!worker.dead) return worker;
@@ -585,8 +584,7 @@ export class WarmPool {
     let worker: WarmWorker | undefined;
     try {
       const spawn = await this.#spawn();
-      worker = new WarmWorker(spawn);
-      worker.retireMs = this.#retireMs;
+      worker = new WarmWorker(spawn, this.#retireMs);
       this.#all.add(worker);
       await worker.ready();
       return worker;
