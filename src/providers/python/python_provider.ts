@@ -689,7 +689,7 @@ export class PythonProvider implements Provider {
       return {
         command: runner[0],
         args: runner.slice(1),
-        env: childEnv(py, poolDir),
+        env: poolEnv(py, poolDir),
         poolDir,
         python: py.executable,
         ioDir: makeIoDir(),
@@ -738,7 +738,7 @@ export class PythonProvider implements Provider {
     return {
       command: bwrap,
       args,
-      env: childEnv(py, poolDir),
+      env: poolEnv(py, poolDir),
       poolDir,
       python: py.executable,
       workTmpfs: true,
@@ -903,6 +903,15 @@ function withUnreachable(e: unknown, failures: readonly string[]): unknown {
     retryable: e.retryable,
     ...(e.cause === undefined ? {} : { cause: e.cause }),
   });
+}
+
+/**
+ * A warm parent's environment: a task's own, plus LD_BIND_NOW, so that the dynamic linker
+ * resolves every library function once, in the parent, not again in each forked child that
+ * first calls it (the runner takes it out of the tasks' environment at its start).
+ */
+function poolEnv(py: PythonInterpreter, home: string): Record<string, string> {
+  return { ...childEnv(py, home), LD_BIND_NOW: "1" };
 }
 
 function dropsUser(mode: SandboxMode, py: PythonInterpreter): boolean {
