@@ -214,6 +214,20 @@ export function pythonContract(variant: string, make: Make): void {
     assert.equal(pwd, cwd);
   });
 
+  test("a task's environment has nothing of how its pool was started (LD_BIND_NOW)", async (p) => {
+    // os.environ, and the C environment that the task's own processes get
+    const r = await run(
+      p,
+      "import os, subprocess\nenv = subprocess.run(['env'], capture_output=True, text=True)" +
+        "\nresult = [sorted(os.environ), sorted(l.split('=', 1)[0] for l in env.stdout.splitlines())]",
+    );
+    const [python, processes] = r.result as string[][];
+    assert.ok(python.includes("PATH") && processes.includes("PATH"), JSON.stringify(r.result));
+    for (const names of [python, processes]) {
+      assert.deepEqual(names.filter((n) => n.startsWith("LD_")), [], JSON.stringify(r.result));
+    }
+  });
+
   test("a non-serialisable result fails with TASK_RESULT_ERROR naming the type", async (p) => {
     let e = await failure(p, { code: "result = {'s': {1, 2}}" });
     assert.equal(e.code, "TASK_RESULT_ERROR");
