@@ -1157,6 +1157,7 @@ def _pool():
     outfd = out.fileno()
     mypid = os.getpid()
     fresh = None  # the spare whose directory was made afresh after the task before ended
+    vetted = None  # own-user pools: the spare found untouched once the task before had ended
     while True:
         line = take_line()
         if line is None:
@@ -1171,8 +1172,11 @@ def _pool():
             spare = _settle(spare, inp, out, options)  # before the job goes to it
         if _own_user and not prepare:
             before = spare
-            spare = _live_spare(spare, own, lambda: _settle(
-                _prefork(inp, out, options, new_dir()), inp, out, options))
+            # Looked at after the task before (see below), when nothing of a task ran since:
+            # then only whether it is still there (its set-up could have failed meanwhile).
+            if spare is not vetted or select.select([spare[3]], [], [], 0)[0]:
+                spare = _live_spare(spare, own, lambda: _settle(
+                    _prefork(inp, out, options, new_dir()), inp, out, options))
             # its directory made since the task before ended (or a new spare's, made now)
             made = spare is not before or fresh is spare
             fresh = None
@@ -1289,6 +1293,11 @@ def _pool():
                 stale[0] = _exists(gone)
             if _own_user:
                 _forkers_sound(inp, out, options)  # the task has ended, and what it left
+                # and the next task's spare, which it could have reached: looked at now, not
+                # once the job has come (nothing of a task runs until then)
+                spare = _live_spare(_settle(spare, inp, out, options), own, lambda: _settle(
+                    _prefork(inp, out, options, new_dir()), inp, out, options))
+                vetted = spare
             if _forkers and not _forkers_off[0]:
                 # The spare after the next, from its forker (a message: the clone is the
                 # forker's work). Task cgroups go round three at a time: it goes into the one
