@@ -1691,7 +1691,8 @@ def _child(inp, out, get_job, done_w=None):
         os.close(inp.fileno())
         os.close(out.fileno())
         os.setsid()
-        _subreaper()
+        if not _init_reaps:
+            _subreaper()  # (where the pool's parent is init, what a task leaves goes there)
         job = get_job()
         if job is None:
             os._exit(0)
@@ -2076,11 +2077,12 @@ def _clone_sibling(call):
 
 def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
     # A spare child: waits for its job, runs it and exits (never returns).
-    if not _forker_made:
-        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-    mq = tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None)
-    for fd in tuple(close) + tuple(_ipc_fds) + mq:
+    for fd in close:
         os.close(fd)
+    if not _forker_made:  # (a forker did this once for all the spares it clones)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        for fd in tuple(_ipc_fds) + tuple(fd for fd in (_mqueue_fd, _shm_fd) if fd is not None):
+            os.close(fd)
     uid, gid = options.get("uid"), options.get("gid", options.get("uid"))
     def get_job():
         # Lines: optionally {"prepare": {paths}} (sent ahead, so the directory and
