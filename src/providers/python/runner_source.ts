@@ -485,22 +485,21 @@ def _size(fd):
         return -1
 
 # A warm parent that is its PID namespace's init: it ends whatever a task left itself, after
-# the task (see the pool's loop: the task's process group goes with it at once, the rest on
-# one look at /proc), so its children skip their own search for descendants (an exception
-# and ~10 copied pages on every task's path when there are none).
+# the task (see the pool's loop: the task's process group is killed with it at its end, and
+# reaped here; anything else found in /proc ends with everything but this parent), so its
+# children skip their own search for descendants (an exception and ~10 copied pages on
+# every task's path when there are none).
 _init_reaps = False
 _prepared = None
+_ENV_DIR_KEYS = (b"HOME", b"TMPDIR", b"PWD")  # what a task's directory is (see _prepare)
 _env_ready = [None]  # the work directory HOME, TMPDIR and PWD name already (a forker set them)
 _forker_made = False  # this process is a forker, or a spare it cloned (see _forker)
 
 def _setenv(key, value):
-    real = sys.modules.get("os")
-    if real is not None:
-        real.environ[key] = value
-    else:
-        # os.environ, once imported, wraps this very dict
-        os.putenv(key, value)
-        os.environ[key.encode()] = value.encode("utf-8", "surrogateescape")
+    # What os.environ[key] = value does (os.environ wraps this very dict), without its layers.
+    value = value.encode("utf-8", "surrogateescape")
+    os.putenv(key, value)
+    os.environ[key] = value
 
 def _prepare(job, keep_root=False):
     """Identity, directory and output files: everything before the code itself."""
@@ -536,9 +535,8 @@ def _prepare(job, keep_root=False):
     if not entered:
         os.chdir(job["work_dir"])
     if _env_ready[0] != job["work_dir"]:
-        _setenv("HOME", job["work_dir"])
-        _setenv("TMPDIR", job["work_dir"])
-        _setenv("PWD", job["work_dir"])
+        for key in _ENV_DIR_KEYS:
+            _setenv(key, job["work_dir"])
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
 
 def _run_job(job):
@@ -1121,14 +1119,22 @@ def _pool():
         os.mkdir(trash, 0o700)
         # and the sandbox's /dev/shm (POSIX shared memory), which tasks share in turn
         _cap_inodes((tmpfs, "/dev/shm"), options.get("work_inodes"))
-    serial = [0]
+    serial = [0]  # task directories named so far
+    trashed = [0]  # and moved to the trash
+    # Names whose directories went to the trash, taken again: a spare's directory is also
+    # its HOME, TMPDIR and PWD, which its forker sets, and the C library keeps every value
+    # it was ever given (a forker grew by ~0.3 KiB a task, which every clone copies).
+    free_names = []
     stale = [False]  # a finished task's directory could not be removed
 
     def new_dir():
         if not tmpfs:
             return None
-        serial[0] += 1
-        path = "%s/w%d" % (tmpfs, serial[0])
+        if free_names:
+            path = free_names.pop()
+        else:
+            serial[0] += 1
+            path = "%s/w%d" % (tmpfs, serial[0])
         os.mkdir(path, 0o700)
         return path
 
@@ -1172,8 +1178,9 @@ def _pool():
             spare = _settle(spare, inp, out, options)  # before the job goes to it
         if _own_user and not prepare:
             before = spare
-            # Looked at after the task before (see below), when nothing of a task ran since:
-            # then only whether it is still there (its set-up could have failed meanwhile).
+            # Looked at after the task before (see below), in a PID namespace of this parent's,
+            # where nothing of a task ran since: then only whether it is still there (its
+            # set-up could have failed meanwhile).
             if spare is not vetted or select.select([spare[3]], [], [], 0)[0]:
                 spare = _live_spare(spare, own, lambda: _settle(
                     _prefork(inp, out, options, new_dir()), inp, out, options))
@@ -1246,12 +1253,15 @@ def _pool():
             # Processes the task left (a task can report its end early, or start processes that
             # outlive it) go first: they could still make IPC objects or files. Usually there
             # are none: the killed task cannot start more, so one look at /proc (this sandbox's
-            # PID namespace) tells. Before the status line: should they not go, this parent ends
-            # and only this task fails (one whose end was reported early: see below).
+            # PID namespace) tells. Those of its process group, killed with it, end by
+            # themselves (and are reaped here, its init); any other ends with everything but
+            # this parent. Before the status line: should they not go, this parent ends and
+            # only this task fails (one whose end was reported early: see below).
             spare = _settle(spare, inp, out, options)
             if _forkers_off[0] and _forkers:
                 _drop_forkers()  # given up while the task ran (see _fork_in)
-            if own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids()):
+            left = own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids())
+            if left and not _ending(left):
                 _kill_leftovers(mypid)
                 _drop_forkers()  # killed too; made again as needed
                 for fd in spare[1:4]:
@@ -1273,9 +1283,11 @@ def _pool():
             # tmpfs).
             gone = None
             if task_dir:
-                gone = "%s/%d" % (trash, serial[0])
+                trashed[0] += 1
+                gone = "%s/%d" % (trash, trashed[0])
                 try:
                     os.rename(task_dir, gone)
+                    free_names.append(task_dir)
                 except OSError:
                     gone = None
                     _purge(task_dir)
@@ -1293,8 +1305,10 @@ def _pool():
                 stale[0] = _exists(gone)
             if _own_user:
                 _forkers_sound(inp, out, options)  # the task has ended, and what it left
+            if _own_user and own_ns:
                 # and the next task's spare, which it could have reached: looked at now, not
-                # once the job has come (nothing of a task runs until then)
+                # once the job has come (in this PID namespace nothing of a task runs until
+                # then; without one, a process a task left may, and the job's look stays)
                 spare = _live_spare(_settle(spare, inp, out, options), own, lambda: _settle(
                     _prefork(inp, out, options, new_dir()), inp, out, options))
                 vetted = spare
@@ -1380,11 +1394,44 @@ def _planted(tmpfs, trash, *dirs):
         return True
 
 def _strays(known):
-    # Any process in this sandbox's PID namespace but the known ones.
+    # The processes in this sandbox's PID namespace but the known ones (a list: true if any).
     try:
-        return any(n.isdigit() and int(n) not in known for n in os.listdir("/proc"))
+        return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in known]
     except OSError:
-        return True
+        return [0]
+
+def _ending(pids, wait=2.0):
+    # Whether the processes a task left are all on their way out (killed, exiting, or dead
+    # and waiting to be reaped: here, once their parent has gone) and gone within "wait"
+    # seconds (as long as _kill_leftovers would wait for them); False at once for one that
+    # is not (nothing has killed it).
+    deadline = time.monotonic() + wait
+    pids = set(pids)
+    while pids:
+        for p in list(pids):
+            if p <= 0:
+                return False  # (/proc could not be read)
+            try:
+                if os.waitpid(p, os.WNOHANG)[0] == p:
+                    pids.discard(p)
+                    continue
+            except ChildProcessError:
+                pass  # not this parent's child (yet): its own parent is on its way out
+            except OSError:
+                return False
+            try:
+                stat = _read_proc("/proc/%d/stat" % p)
+            except OSError:
+                pids.discard(p)  # gone
+                continue
+            rest = stat[stat.rfind(b")") + 2:].split()
+            if rest[0] != b"Z" and not int(rest[6]) & 0x4:  # a zombie, or PF_EXITING
+                return False
+        if pids:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0002)
+    return True
 
 def _exists(path):
     try:
@@ -1423,9 +1470,10 @@ def _kill_leftovers(mypid):
 
 def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task
-    # before has ended by now (and what it left), so nothing can signal it any more: a
-    # spare that is not plainly waiting (a signal pending, stopped, on its way out, gone)
-    # is killed and replaced; the next task's paths then come with its job.
+    # before has ended by now (and, in the parent's PID namespace, what it left), so nothing
+    # of it can signal it any more (without one, at the job: as late as can be): a spare
+    # that is not plainly waiting (a signal pending, stopped, on its way out, gone) is
+    # killed and replaced; the next task's paths then come with its job.
     import select
     pid, job_w, done_r, pidfd, task_dir = spare[:5]
     if not select.select([pidfd], [], [], 0)[0] and _waiting(pid, own):
@@ -1982,7 +2030,7 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
     # all of it (tasks must not reach another forker, or a task's pipes).
     _keep_only(inp.fileno(), out.fileno(), sock.fileno())
     call = _clone_call()
-    if _int_at(call[3]) != os.getpid():
+    if _int_at(call[5]) != os.getpid():
         return  # glibc keeps its thread id elsewhere: the parent forks spares itself
     if cgroup is not None:
         _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
@@ -2001,27 +2049,33 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
     del _ipc_fds[:]
     _mqueue_fd = _shm_fd = None
     _forker_made = True
+    # (Every page this loop writes is copied, or at least faulted, again after each clone:
+    # it makes as few objects as it can, and the same ones each time.)
+    rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)
+    space = _socket.CMSG_SPACE(8)
+    pids_max = (cgroup + "/pids.max", str(options["nproc"] + 1)) if cgroup is not None else None
+    environ, putenv, keys = os.environ, os.putenv, _ENV_DIR_KEYS
     while True:
-        msg, anc, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(8))
+        msg, anc, _, _ = sock.recvmsg(4096, space)
         if not msg:
             return  # the parent closed it
-        fds = [int.from_bytes(data[i:i + 4], sys.byteorder)
-               for level, kind, data in anc
-               if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-               for i in range(0, len(data) - 3, 4)]
-        if len(fds) != 2:
+        if len(anc) != 1 or anc[0][:2] != rights or len(anc[0][2]) != 8:
             return
-        job_r, done_w = fds
-        if cgroup is not None:
+        data = anc[0][2]
+        job_r = int.from_bytes(data[:4], sys.byteorder)
+        done_w = int.from_bytes(data[4:], sys.byteorder)
+        if pids_max is not None:
             # The cgroup's default again (a task before may have asked for another limit).
-            _write_file(cgroup + "/pids.max", str(options["nproc"] + 1))
-        task_dir = msg[1:].decode() or None
+            _write_file(*pids_max)
+        raw_dir = msg[1:]
+        task_dir = raw_dir.decode() if raw_dir else None
         if task_dir:
             # its directory, which the spare enters (as root) and the task gets as HOME,
             # TMPDIR and PWD (see _prepare)
-            os.chdir(task_dir)
-            for key in ("HOME", "TMPDIR", "PWD"):
-                _setenv(key, task_dir)
+            os.chdir(raw_dir)
+            for key in keys:
+                putenv(key, raw_dir)
+                environ[key] = raw_dir
             _env_ready[0] = task_dir
         pid = _clone_sibling(call)
         if pid == 0:
@@ -2048,15 +2102,19 @@ def _clone_call():
             nr, tls_first = _CLONE_NR[os.uname().machine]
             libc = ctypes.PyDLL(None)  # keeps the GIL across the call, as os.fork does
             syscall = libc.syscall
-            syscall.restype = ctypes.c_long
-            syscall.argtypes = [ctypes.c_long] * 6
+            syscall.restype = ctypes.c_long  # (its arguments: made once, see below)
             libc.pthread_self.restype = ctypes.c_ulong
             # Where glibc keeps the thread's id (its fork() has the kernel write it there).
             offset = (ctypes.c_uint32 * 3).in_dll(libc, "_thread_db_pthread_tid")[2]
             ctid = libc.pthread_self() + offset
             api = ctypes.pythonapi
-            _clone[0] = (syscall, nr, tls_first, ctid, api.PyOS_BeforeFork,
-                         api.PyOS_AfterFork_Child, api.PyOS_AfterFork_Parent)
+            # clone(CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD) with
+            # glibc's thread id field, as glibc's fork() does; C longs made once, so that a
+            # call makes no objects for them
+            flags = 0x00008000 | 0x01000000 | 0x00200000 | 17
+            args = (nr, flags, 0, 0, 0, ctid) if tls_first else (nr, flags, 0, 0, ctid, 0)
+            _clone[0] = (syscall, tuple(ctypes.c_long(a) for a in args), api.PyOS_BeforeFork,
+                         api.PyOS_AfterFork_Child, api.PyOS_AfterFork_Parent, ctid)
         except Exception:
             _clone[0] = False
     return _clone[0] or None
@@ -2065,10 +2123,9 @@ def _clone_sibling(call):
     # os.fork(), but the child is this process's sibling: clone(CLONE_PARENT |
     # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD) with glibc's thread id field, as
     # glibc's fork() does, and Python's own before and after fork steps around it.
-    syscall, nr, tls_first, ctid, before, after_child, after_parent = call
-    flags = 0x00008000 | 0x01000000 | 0x00200000 | 17
+    syscall, args, before, after_child, after_parent = call[:5]
     before()
-    pid = syscall(nr, flags, 0, 0, 0, ctid) if tls_first else syscall(nr, flags, 0, 0, ctid, 0)
+    pid = syscall(*args)
     if pid == 0:
         after_child()
     else:

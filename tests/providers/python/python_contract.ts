@@ -214,7 +214,7 @@ export function pythonContract(variant: string, make: Make): void {
     assert.equal(pwd, cwd);
   });
 
-  test("a task's environment has nothing of how its pool was started (LD_BIND_NOW)", async (p) => {
+  test("a task's os.environ and its processes' environment have nothing of how its pool started", async (p) => {
     // os.environ, and the C environment that the task's own processes get
     const r = await run(
       p,

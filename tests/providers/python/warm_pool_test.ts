@@ -84,6 +84,8 @@ result = {
     "caps": [status["CapEff"].strip(), status["CapPrm"].strip()],
     "dirs": [os.environ["HOME"], os.environ["TMPDIR"], os.environ["PWD"]],
     "cwd": os.getcwd(),
+    "dir": "%d:%d" % (os.stat(".").st_dev, os.stat(".").st_ino),
+    "empty": os.listdir(".") == [],
     "fds": sorted(v for k, v in fds.items() if int(k) > 2),
     "interrupted": interrupted,
 }
@@ -93,8 +95,9 @@ result = {
       assert.deepEqual(t.ids, [[65534, 65534, 65534], [65534, 65534, 65534], []], `task ${i}`);
       assert.deepEqual(t.caps, ["0000000000000000", "0000000000000000"], `task ${i}`);
       assert.deepEqual(t.dirs, [t.cwd, t.cwd, t.cwd], `task ${i}`);
-      assert.ok(!seen.has(t.cwd as string), `task ${i} has a directory of its own`);
-      seen.add(t.cwd as string);
+      // (names are taken again once the directory before went: the directory is new)
+      assert.ok(!seen.has(t.dir as string) && t.empty, `task ${i} has a directory of its own`);
+      seen.add(t.dir as string);
       // its result file and the pipe it says "done" on; nothing of the parent's or a forker's
       const fds = t.fds as string[];
       assert.equal(fds.length, 2, `task ${i}: ${fds}`);
@@ -812,6 +815,104 @@ result = 1
 `);
       for (let i = 0; i < 2; i++) {
         assert.deepEqual((await run(NEXT_SETTINGS, 10)).result, baseline.result, attack);
+      }
+    }
+  });
+});
+
+Deno.test("[basic] a process a task left that changes the spare after the task's end does not reach the next", async () => {
+  // Without a PID namespace the parent cannot tell what a task left: the spare is looked at
+  // when its job comes, after whatever such a process did meanwhile.
+  await withPool("basic", async (run) => {
+    const baseline = await run(NEXT_SETTINGS);
+    const first = await run(
+      `
+import os, time, resource
+pool = os.getppid()
+if os.fork() == 0:
+    os.setsid()
+    time.sleep(0.7)
+    for n in os.listdir("/proc"):
+        if n.isdigit() and int(n) != os.getpid():
+            try:
+                ppid = [l for l in open("/proc/%s/status" % n) if l.startswith("PPid:")]
+                if int(ppid[0].split()[1]) == pool:
+                    resource.prlimit(int(n), resource.RLIMIT_NOFILE, (12, 12))
+                    os.setpriority(os.PRIO_PROCESS, int(n), 19)
+            except (OSError, IndexError):
+                pass
+    time.sleep(2)
+    os._exit(0)
+time.sleep(0.1)
+${SAY_DONE_EARLY}
+time.sleep(30)
+`,
+      10,
+    ).catch((e) => e);
+    assert.ok(first instanceof GleitzeitError, "no result: the task failed");
+    await new Promise((r) => setTimeout(r, 1500));
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual((await run(NEXT_SETTINGS, 10)).result, baseline.result);
+    }
+  });
+});
+
+/** Python: the pids of root's processes in the sandbox (the parent, forkers, spares). */
+const ROOT_PIDS = `
+import os
+def uid(n):
+    try:
+        return [l for l in open("/proc/%s/status" % n) if l.startswith("Uid:")][0].split()[1]
+    except (OSError, IndexError):
+        return None
+result = sorted(int(n) for n in os.listdir("/proc") if n.isdigit() and uid(n) == "0")
+`;
+
+Deno.test("[bwrap] processes a task leaves at its end are gone before the next; those of its own group cost the pool nothing", async () => {
+  await withPool("bwrap", async (run) => {
+    // the parent and the processes that make spares: root's, in each of three tasks (a
+    // spare waits for two at most)
+    const seen: number[][] = [];
+    for (let i = 0; i < 3; i++) seen.push((await run(ROOT_PIDS)).result as unknown as number[]);
+    const lasting = seen[0]!.filter((pid) => seen.every((pids) => pids.includes(pid)));
+    assert.ok(lasting.includes(1) && lasting.length >= 2, JSON.stringify(seen));
+    const leave = {
+      group: `subprocess.Popen(["sleep", "30"])`,
+      session: `subprocess.Popen(["sleep", "30"], start_new_session=True)`,
+      daemon: `
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(30)
+    os._exit(0)
+os.wait()`,
+    };
+    for (const [how, code] of Object.entries(leave)) {
+      for (let i = 0; i < 3; i++) {
+        const left = await run(`import os, subprocess, time\n${code}\nresult = 1`);
+        assert.equal(left.result, 1, how);
+        const next = await run(`
+import os
+me = os.getpid()
+def status(n):
+    try:
+        return {l.split(":")[0]: l.split()[1] for l in open("/proc/%s/status" % n)
+                if l.startswith(("Uid:", "State:"))}
+    except (OSError, IndexError):
+        return {}
+result = {"others": [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) != me
+                     and status(n).get("Uid") not in (None, "0")],
+          "root": sorted(int(n) for n in os.listdir("/proc") if n.isdigit()
+                         and status(n).get("Uid") == "0")}
+`);
+        const seen = next.result as unknown as { others: number[]; root: number[] };
+        assert.deepEqual(seen.others, [], `${how}: the next task saw what the one before left`);
+        if (how === "group") {
+          // ended with the task and reaped: the parent goes on with the same processes
+          for (const pid of lasting) {
+            assert.ok(seen.root.includes(pid), `${how}: ${pid} was replaced (${seen.root})`);
+          }
+        }
       }
     }
   });
