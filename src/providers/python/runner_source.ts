@@ -1179,9 +1179,10 @@ def _pool():
         if _own_user and not prepare:
             before = spare
             # Looked at after the task before (see below), in a PID namespace of this parent's,
-            # where nothing of a task ran since: then only whether it is still there (its
-            # set-up could have failed meanwhile).
-            if spare is not vetted or select.select([spare[3]], [], [], 0)[0]:
+            # where nothing of a task ran since: then only whether it is still there and not on
+            # its way out (its set-up could have failed meanwhile, or something outside the
+            # sandbox killed it: the OOM killer, say).
+            if spare is not vetted or not _still(spare):
                 spare = _live_spare(spare, own, lambda: _settle(
                     _prefork(inp, out, options, new_dir()), inp, out, options))
             # its directory made since the task before ended (or a new spare's, made now)
@@ -1260,8 +1261,8 @@ def _pool():
             spare = _settle(spare, inp, out, options)
             if _forkers_off[0] and _forkers:
                 _drop_forkers()  # given up while the task ran (see _fork_in)
-            left = own_ns and _strays({1, mypid, pid, spare[0]} | _forker_pids())
-            if left and not _ending(left):
+            known = {1, mypid, pid, spare[0]} | _forker_pids()
+            if own_ns and _strays(known) and not (said_done and _ending(known, pid)):
                 _kill_leftovers(mypid)
                 _drop_forkers()  # killed too; made again as needed
                 for fd in spare[1:4]:
@@ -1400,20 +1401,22 @@ def _strays(known):
     except OSError:
         return [0]
 
-def _ending(pids, wait=2.0):
-    # Whether the processes a task left are all on their way out (killed, exiting, or dead
-    # and waiting to be reaped: here, once their parent has gone) and gone within "wait"
-    # seconds (as long as _kill_leftovers would wait for them); False at once for one that
-    # is not (nothing has killed it).
+def _ending(known, group, wait=2.0):
+    # Whether the processes a task left are all of its process group (killed with it) and
+    # gone within "wait" seconds (as long as _kill_leftovers would wait for them): each on its
+    # way out (killed, exiting, or dead and waiting to be reaped: here, once its parent has
+    # gone), and /proc looked at again once they are gone. False at once for one of another
+    # group or session, or one not on its way out: nothing killed it, and it may fork.
     deadline = time.monotonic() + wait
-    pids = set(pids)
-    while pids:
-        for p in list(pids):
+    while True:
+        left = _strays(known)
+        if not left:
+            return True
+        for p in left:
             if p <= 0:
                 return False  # (/proc could not be read)
             try:
                 if os.waitpid(p, os.WNOHANG)[0] == p:
-                    pids.discard(p)
                     continue
             except ChildProcessError:
                 pass  # not this parent's child (yet): its own parent is on its way out
@@ -1422,16 +1425,18 @@ def _ending(pids, wait=2.0):
             try:
                 stat = _read_proc("/proc/%d/stat" % p)
             except OSError:
-                pids.discard(p)  # gone
-                continue
+                continue  # gone
             rest = stat[stat.rfind(b")") + 2:].split()
-            if rest[0] != b"Z" and not int(rest[6]) & 0x4:  # a zombie, or PF_EXITING
+            if int(rest[2]) != group:
                 return False
-        if pids:
-            if time.monotonic() > deadline:
+            # a zombie, PF_EXITING, or SIGKILL pending (killed, not yet run since): of its
+            # first thread (its others, killed with it, cannot fork either, and it is gone
+            # from /proc only once they are too)
+            if rest[0] != b"Z" and not int(rest[6]) & 0x4 and not _killed(p):
                 return False
-            time.sleep(0.0002)
-    return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0002)
 
 def _exists(path):
     try:
@@ -1467,6 +1472,28 @@ def _kill_leftovers(mypid):
         if time.monotonic() > deadline:
             raise SystemExit("gleitzeit runner: a task left processes that would not stop")
         time.sleep(0.0005)
+
+def _killed(pid):
+    # SIGKILL pending (for the thread, or the whole process).
+    try:
+        status = _read_proc("/proc/%d/status" % pid)
+    except OSError:
+        return True  # gone
+    pending = (_status_field(status, b"SigPnd:"), _status_field(status, b"ShdPnd:"))
+    return any(p and int(p, 16) & 0x100 for p in pending)
+
+def _still(spare):
+    # A spare neither gone nor on its way out (asleep or running, not PF_EXITING, no SIGKILL
+    # pending).
+    import select
+    if select.select([spare[3]], [], [], 0)[0]:
+        return False
+    try:
+        stat = _read_proc("/proc/%d/stat" % spare[0])
+    except OSError:
+        return False
+    rest = stat[stat.rfind(b")") + 2:].split()
+    return rest[0] in (b"S", b"R") and not int(rest[6]) & 0x4 and not _killed(spare[0])
 
 def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task
