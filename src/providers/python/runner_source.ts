@@ -1484,7 +1484,8 @@ def _killed(pid):
 
 def _still(spare):
     # A spare neither gone nor on its way out (asleep or running, not PF_EXITING, no SIGKILL
-    # pending).
+    # pending: in the status file, whose shared set still has it once the spare has taken it
+    # and before it is PF_EXITING, where stat's "signal" field has not, measured).
     import select
     if select.select([spare[3]], [], [], 0)[0]:
         return False
