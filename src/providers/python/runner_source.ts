@@ -485,10 +485,10 @@ def _size(fd):
         return -1
 
 # A warm parent that is its PID namespace's init: it ends whatever a task left itself, after
-# the task (see the pool's loop: the task's process group is killed with it at its end, and
-# reaped here; anything else found in /proc ends with everything but this parent), so its
-# children skip their own search for descendants (an exception and ~10 copied pages on
-# every task's path when there are none).
+# the task (see the pool's loop: the process group of a task that reports its end is killed
+# with it, and reaped here; anything else found in /proc ends with everything but this
+# parent), so its children skip their own search for descendants (an exception and ~10
+# copied pages on every task's path when there are none).
 _init_reaps = False
 _prepared = None
 _ENV_DIR_KEYS = (b"HOME", b"TMPDIR", b"PWD")  # what a task's directory is (see _prepare)
@@ -1254,10 +1254,12 @@ def _pool():
             # Processes the task left (a task can report its end early, or start processes that
             # outlive it) go first: they could still make IPC objects or files. Usually there
             # are none: the killed task cannot start more, so one look at /proc (this sandbox's
-            # PID namespace) tells. Those of its process group, killed with it, end by
-            # themselves (and are reaped here, its init); any other ends with everything but
-            # this parent. Before the status line: should they not go, this parent ends and
-            # only this task fails (one whose end was reported early: see below).
+            # PID namespace) tells. Where the task reported its end, those of its process
+            # group, killed with it, end by themselves (and are reaped here, its init: see
+            # _ending); any other, or any a task left that ended otherwise, ends with
+            # everything but this parent. Before the status line: should they not go, this
+            # parent ends and only this task fails (one whose end was reported early: see
+            # below).
             spare = _settle(spare, inp, out, options)
             if _forkers_off[0] and _forkers:
                 _drop_forkers()  # given up while the task ran (see _fork_in)
@@ -1402,16 +1404,22 @@ def _strays(known):
         return [0]
 
 def _ending(known, group, wait=2.0):
-    # Whether the processes a task left are all of its process group (killed with it) and
-    # gone within "wait" seconds (as long as _kill_leftovers would wait for them): each on its
-    # way out (killed, exiting, or dead and waiting to be reaped: here, once its parent has
-    # gone), and /proc looked at again once they are gone. False at once for one of another
-    # group or session, or one not on its way out: nothing killed it, and it may fork.
+    # Whether the processes a task that reported its end left are all of its process group
+    # and gone within "wait" seconds (as long as _kill_leftovers would wait for them): the
+    # group is killed again on each look (a process of the task's session may have joined it
+    # since: the group's id is the task's, which stays taken until the task is reaped, after
+    # this), each member must be on its way out (killed, exiting, or dead and waiting to be
+    # reaped: here, once its parent has gone), and /proc is looked at again until they are
+    # gone. False at once for a process of another group: nothing killed it, and it may fork.
     deadline = time.monotonic() + wait
     while True:
         left = _strays(known)
         if not left:
             return True
+        try:
+            os.killpg(group, 9)
+        except OSError:
+            pass  # (no one in it any more)
         for p in left:
             if p <= 0:
                 return False  # (/proc could not be read)
@@ -1430,8 +1438,8 @@ def _ending(known, group, wait=2.0):
             if int(rest[2]) != group:
                 return False
             # a zombie, PF_EXITING, or SIGKILL pending (killed, not yet run since): of its
-            # first thread (its others, killed with it, cannot fork either, and it is gone
-            # from /proc only once they are too)
+            # first thread (all of its threads were killed with it, and it is gone from /proc
+            # only once they are too)
             if rest[0] != b"Z" and not int(rest[6]) & 0x4 and not _killed(p):
                 return False
         if time.monotonic() > deadline:
@@ -1473,19 +1481,20 @@ def _kill_leftovers(mypid):
             raise SystemExit("gleitzeit runner: a task left processes that would not stop")
         time.sleep(0.0005)
 
-def _killed(pid):
-    # SIGKILL pending (for the thread, or the whole process).
+def _killed(pid, signals=0x100):
+    # SIGKILL (or any of "signals") pending, for the thread or the whole process.
     try:
         status = _read_proc("/proc/%d/status" % pid)
     except OSError:
         return True  # gone
     pending = (_status_field(status, b"SigPnd:"), _status_field(status, b"ShdPnd:"))
-    return any(p and int(p, 16) & 0x100 for p in pending)
+    return any(p and int(p, 16) & signals for p in pending)
 
 def _still(spare):
-    # A spare neither gone nor on its way out (asleep or running, not PF_EXITING, no SIGKILL
-    # pending: in the status file, whose shared set still has it once the spare has taken it
-    # and before it is PF_EXITING, where stat's "signal" field has not, measured).
+    # A spare neither gone nor on its way out (asleep or running, not PF_EXITING) and with no
+    # signal pending (SIGKILL: in the status file, whose shared set still has it once the
+    # spare has taken it and before it is PF_EXITING, where stat's "signal" field has not,
+    # measured; any other would reach the job, once it unblocks them).
     import select
     if select.select([spare[3]], [], [], 0)[0]:
         return False
@@ -1494,7 +1503,7 @@ def _still(spare):
     except OSError:
         return False
     rest = stat[stat.rfind(b")") + 2:].split()
-    return rest[0] in (b"S", b"R") and not int(rest[6]) & 0x4 and not _killed(spare[0])
+    return rest[0] in (b"S", b"R") and not int(rest[6]) & 0x4 and not _killed(spare[0], ~0)
 
 def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task

@@ -23,14 +23,19 @@ const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "
 const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
 const call = async (code) => (await p.call("python/execute", { code }, ctx())).result;
 const out = {};
-// The next task's directory (nxt), once the parent has made it (once this task has its job).
+// The next task's directory (nxt), once the parent has made it (once this task has its job):
+// the other one on the task tmpfs (names are taken again once their directory went).
 const NEXT_DIR = \`
 import os, time
-head, n = os.getcwd().rsplit("/w", 1)
-nxt = "%s/w%d" % (head, int(n) + 1)
+head, mine = os.getcwd().rsplit("/", 1)
+nxt = None
 deadline = time.time() + 10
-while not os.path.isdir(nxt) and time.time() < deadline:
-    time.sleep(0.005)
+while nxt is None and time.time() < deadline:
+    others = [n for n in os.listdir(head) if n.startswith("w") and n != mine]
+    if others:
+        nxt = "%s/%s" % (head, others[0])
+    else:
+        time.sleep(0.005)
 \`;
 // Plain tasks reuse their parent (nothing they do counts as left behind).
 out.plain = [];

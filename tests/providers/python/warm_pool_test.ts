@@ -142,6 +142,16 @@ result = seen
 `,
     }, makeCtx()) as { result: unknown[] };
     assert.deepEqual(second.result, []);
+    // A directory's name is taken again once the directory went: a new, empty one.
+    const later: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await provider.call("python/execute", {
+        code: "import os\nresult = [os.getcwd(), os.listdir('.')]",
+      }, makeCtx()) as { result: [string, string[]] };
+      assert.deepEqual(r.result[1], [], `task ${i + 3} in ${r.result[0]}`);
+      later.push(r.result[0]);
+    }
+    assert.ok(later.includes(first.result), `the name came back: ${later}`);
   } finally {
     await provider.close();
   }
@@ -879,6 +889,32 @@ Deno.test("[bwrap] processes a task leaves at its end are gone before the next; 
     const leave = {
       group: `subprocess.Popen(["sleep", "30"])`,
       session: `subprocess.Popen(["sleep", "30"], start_new_session=True)`,
+      "another group": `subprocess.Popen(["sleep", "30"], process_group=0)`,
+      // a group of its own that joins the task's once that was killed, and runs on in a
+      // thread while its first thread has ended
+      rejoined: `
+import ctypes, threading
+me = os.getpid()
+member = subprocess.Popen(["sleep", "30"])
+if os.fork() == 0:
+    os.setpgid(0, 0)
+    def spin():
+        while True:
+            time.sleep(0.001)
+    while True:
+        try:
+            if open("/proc/%d/stat" % member.pid).read().rsplit(")", 1)[1].split()[0] in "ZX":
+                break
+        except OSError:
+            break
+    try:
+        os.setpgid(0, me)
+    except OSError:
+        pass
+    threading.Thread(target=spin).start()
+    ctypes.CDLL(None).syscall(60, 0)
+    os._exit(0)
+time.sleep(0.05)`,
       daemon: `
 if os.fork() == 0:
     os.setsid()
