@@ -1490,6 +1490,15 @@ def _killed(pid, signals=0x100):
     pending = (_status_field(status, b"SigPnd:"), _status_field(status, b"ShdPnd:"))
     return any(p and int(p, 16) & signals for p in pending)
 
+def _running(pid, states=(b"S", b"R")):
+    # Neither gone nor stopped nor on its way out (PF_EXITING).
+    try:
+        stat = _read_proc("/proc/%d/stat" % pid)
+    except OSError:
+        return False
+    rest = stat[stat.rfind(b")") + 2:].split()
+    return rest[0] in states and not int(rest[6]) & 0x4
+
 def _still(spare):
     # A spare neither gone nor on its way out (asleep or running, not PF_EXITING) and with no
     # signal pending (SIGKILL: in the status file, whose shared set still has it once the
@@ -1498,12 +1507,7 @@ def _still(spare):
     import select
     if select.select([spare[3]], [], [], 0)[0]:
         return False
-    try:
-        stat = _read_proc("/proc/%d/stat" % spare[0])
-    except OSError:
-        return False
-    rest = stat[stat.rfind(b")") + 2:].split()
-    return rest[0] in (b"S", b"R") and not int(rest[6]) & 0x4 and not _killed(spare[0], ~0)
+    return _running(spare[0]) and not _killed(spare[0], ~0)
 
 def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task
@@ -1515,6 +1519,12 @@ def _live_spare(spare, own, make):
     pid, job_w, done_r, pidfd, task_dir = spare[:5]
     if not select.select([pidfd], [], [], 0)[0] and _waiting(pid, own):
         return spare
+    for cgroup, (_, sock) in list(_forkers.items()):
+        if sock is spare[5]:
+            # Made by this forker, which may be what was changed: it goes too (and the next
+            # spare is forked by this parent, whose own settings are looked at after each
+            # task, until a forker is made again after a task: see _forkers_sound).
+            _drop_forkers(cgroup)
     try:
         os.kill(pid, 9)
     except OSError:
@@ -1936,13 +1946,14 @@ def _answering(sock):
 _FORKER_STATES = (b"S", b"R", b"D")
 
 def _forkers_sound(inp, out, options):
-    # Own-user pools, once a task and all it started have ended: a forker it changed (see
-    # _answering) goes, and a new one is made here, from this parent, before the next job
-    # (a spare the old one made is checked before its job, see _live_spare). No task runs
-    # until the next job. (Tasks of root pools cannot reach forkers: one that failed
-    # there failed by itself, and forkers stay given up.)
-    if _forkers and not all(_waiting(pid, _own_settings, _FORKER_STATES)
-                            for pid, _ in _forkers.values()):
+    # Own-user pools, once a task and all it started have ended: a forker the task stopped or
+    # killed goes, and a new one is made here, from this parent, before the next job. Its
+    # settings (limits, priority, CPUs: what its spares inherit) are not looked at here: each
+    # spare's are, before its job (see _live_spare), and a spare found changed takes its
+    # forker with it, its replacement forked by this parent. No task runs until the next job.
+    # (Tasks of root pools cannot reach forkers: one that failed there failed by itself, and
+    # forkers stay given up.)
+    if _forkers and not all(_running(pid, _FORKER_STATES) for pid, _ in _forkers.values()):
         _drop_forkers()
     # Given up while the task ran (it stopped the forker before it answered, say: see
     # _settle): made again now, unless three in a row have failed (whoever made them).
