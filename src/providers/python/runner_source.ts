@@ -1519,12 +1519,15 @@ def _live_spare(spare, own, make):
     pid, job_w, done_r, pidfd, task_dir = spare[:5]
     if not select.select([pidfd], [], [], 0)[0] and _waiting(pid, own):
         return spare
-    for cgroup, (_, sock) in list(_forkers.items()):
-        if sock is spare[5]:
-            # Made by this forker, which may be what was changed: it goes too (and the next
-            # spare is forked by this parent, whose own settings are looked at after each
-            # task, until a forker is made again after a task: see _forkers_sound).
-            _drop_forkers(cgroup)
+    if (spare[5] is not None and not select.select([pidfd], [], [], 0)[0]
+            and _settings(pid) != own):
+        for cgroup, (_, sock) in list(_forkers.items()):
+            if sock is spare[5]:
+                # Its settings changed, and it was made by this forker, which may be what was
+                # changed: it goes too (and the next spare is forked by this parent, whose own
+                # settings are looked at after each task, until a forker is made again after
+                # a task: see _forkers_sound). A spare gone or signalled says nothing of it.
+                _drop_forkers(cgroup)
     try:
         os.kill(pid, 9)
     except OSError:
