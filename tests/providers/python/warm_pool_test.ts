@@ -1055,3 +1055,40 @@ for line in sys.stdin:
     await worker.destroy();
   }
 });
+
+/** Anonymous memory (KiB), by pid, of the processes started with HOME=`home` (one pool's). */
+function poolProcesses(home: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      // the environment it was started with (a forker's later HOME values are not there)
+      const env = Deno.readTextFileSync(`/proc/${e.name}/environ`).split("\0");
+      if (!env.includes(`HOME=${home}`)) continue;
+      const rollup = Deno.readTextFileSync(`/proc/${e.name}/smaps_rollup`);
+      out.set(Number(e.name), Number(/^Anonymous:\s+(\d+) kB$/m.exec(rollup)![1]));
+    } catch {
+      // gone meanwhile (a spare), or no memory of its own (bubblewrap's zombie, a kernel thread)
+    }
+  }
+  return out;
+}
+
+Deno.test("[bwrap] a warm parent and the processes that make its spares do not grow task by task", async () => {
+  // (Each forker sets the next spare's directory as HOME, TMPDIR and PWD, and the C library
+  // keeps every value it was ever given: task directory names are taken again.)
+  await withPool("bwrap", async (run) => {
+    const cwd = (await run("import os\nresult = os.getcwd()")).result as unknown as string;
+    const home = cwd.slice(0, cwd.lastIndexOf("/t/")); // the pool's directory
+    for (let i = 0; i < 100; i++) await run("result = 1");
+    const before = poolProcesses(home);
+    for (let i = 0; i < 3000; i++) await run("result = 1");
+    const after = poolProcesses(home);
+    const lasting = [...before.keys()].filter((pid) => after.has(pid));
+    assert.ok(lasting.length >= 2, `the parent and a forker: ${[...before.keys()]}`);
+    for (const pid of lasting) {
+      const grew = after.get(pid)! - before.get(pid)!;
+      assert.ok(grew < 48, `pid ${pid} grew by ${grew} KiB over 3000 tasks`);
+    }
+  });
+});
