@@ -496,8 +496,8 @@ _env_ready = [None]  # the work directory HOME, TMPDIR and PWD name already (a f
 _forker_made = False  # this process is a forker, or a spare it cloned (see _forker)
 
 def _setenv(key, value):
-    # What os.environ[key] = value does (os.environ wraps this very dict), without its layers.
-    value = value.encode("utf-8", "surrogateescape")
+    # What os.environ[key] = value does (os.environ wraps this very dict), without its
+    # layers: key and value are bytes.
     os.putenv(key, value)
     os.environ[key] = value
 
@@ -535,8 +535,9 @@ def _prepare(job, keep_root=False):
     if not entered:
         os.chdir(job["work_dir"])
     if _env_ready[0] != job["work_dir"]:
+        value = job["work_dir"].encode("utf-8", "surrogateescape")
         for key in _ENV_DIR_KEYS:
-            _setenv(key, job["work_dir"])
+            _setenv(key, value)
     _prepared = (job.get("work_dir"), job.get("stdout_path"), streams)
 
 def _run_job(job):
@@ -1264,7 +1265,8 @@ def _pool():
             if _forkers_off[0] and _forkers:
                 _drop_forkers()  # given up while the task ran (see _fork_in)
             known = {1, mypid, pid, spare[0]} | _forker_pids()
-            if own_ns and _strays(known) and not (said_done and _ending(known, pid)):
+            left = own_ns and _strays(known)
+            if left and not (said_done and _ending(known, pid, left)):
                 _kill_leftovers(mypid)
                 _drop_forkers()  # killed too; made again as needed
                 for fd in spare[1:4]:
@@ -1397,13 +1399,14 @@ def _planted(tmpfs, trash, *dirs):
         return True
 
 def _strays(known):
-    # The processes in this sandbox's PID namespace but the known ones (a list: true if any).
+    # The processes in this sandbox's PID namespace but the known ones (a list: true if any;
+    # [0] where /proc cannot be read).
     try:
         return [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) not in known]
     except OSError:
         return [0]
 
-def _ending(known, group, wait=2.0):
+def _ending(known, group, left, wait=2.0):
     # Whether the processes a task that reported its end left are all of its process group
     # and gone within "wait" seconds (as long as _kill_leftovers would wait for them): the
     # group is killed again on each look (a process of the task's session may have joined it
@@ -1412,10 +1415,7 @@ def _ending(known, group, wait=2.0):
     # reaped: here, once its parent has gone), and /proc is looked at again until they are
     # gone. False at once for a process of another group: nothing killed it, and it may fork.
     deadline = time.monotonic() + wait
-    while True:
-        left = _strays(known)
-        if not left:
-            return True
+    while left:
         try:
             os.killpg(group, 9)
         except OSError:
@@ -1445,6 +1445,8 @@ def _ending(known, group, wait=2.0):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.0002)
+        left = _strays(known)
+    return True
 
 def _exists(path):
     try:
@@ -1481,14 +1483,19 @@ def _kill_leftovers(mypid):
             raise SystemExit("gleitzeit runner: a task left processes that would not stop")
         time.sleep(0.0005)
 
+def _pending(status):
+    # The signals pending, for the thread or the whole process, in a /proc status file (None
+    # where it does not say).
+    fields = (_status_field(status, b"SigPnd:"), _status_field(status, b"ShdPnd:"))
+    return int(fields[0], 16) | int(fields[1], 16) if all(fields) else None
+
 def _killed(pid, signals=0x100):
-    # SIGKILL (or any of "signals") pending, for the thread or the whole process.
+    # SIGKILL (or any of "signals") pending.
     try:
         status = _read_proc("/proc/%d/status" % pid)
     except OSError:
         return True  # gone
-    pending = (_status_field(status, b"SigPnd:"), _status_field(status, b"ShdPnd:"))
-    return any(p and int(p, 16) & signals for p in pending)
+    return bool((_pending(status) or 0) & signals)
 
 def _running(pid, states=(b"S", b"R")):
     # Neither gone nor stopped nor on its way out (PF_EXITING).
@@ -1517,10 +1524,10 @@ def _live_spare(spare, own, make):
     # killed and replaced; the next task's paths then come with its job.
     import select
     pid, job_w, done_r, pidfd, task_dir = spare[:5]
-    if not select.select([pidfd], [], [], 0)[0] and _waiting(pid, own):
+    gone = bool(select.select([pidfd], [], [], 0)[0])
+    if not gone and _waiting(pid, own):
         return spare
-    if (spare[5] is not None and not select.select([pidfd], [], [], 0)[0]
-            and _settings(pid) != own):
+    if spare[5] is not None and not gone and _settings(pid) != own:
         for cgroup, (_, sock) in list(_forkers.items()):
             if sock is spare[5]:
                 # Its settings changed, and it was made by this forker, which may be what was
@@ -1552,16 +1559,9 @@ def _waiting(pid, own, states=(b"S", b"R")):
     # as much.)
     try:
         status = _read_proc("/proc/%d/status" % pid)
-        stat = _read_proc("/proc/%d/stat" % pid)
     except OSError:
         return False
-    state = _status_field(status, b"State:")
-    pending = (_status_field(status, b"SigPnd:"), _status_field(status, b"ShdPnd:"))
-    flags = int(stat[stat.rfind(b")") + 2:].split()[6])
-    return (state[:1] in states
-            and all(p and int(p, 16) == 0 for p in pending)
-            and not flags & 0x4
-            and _settings(pid, status) == own)
+    return _running(pid, states) and _pending(status) == 0 and _settings(pid, status) == own
 
 def _read_proc(path):
     fd = os.open(path, os.O_RDONLY)
@@ -2105,7 +2105,6 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
     rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)
     space = _socket.CMSG_SPACE(8)
     pids_max = (cgroup + "/pids.max", str(options["nproc"] + 1)) if cgroup is not None else None
-    environ, putenv, keys = os.environ, os.putenv, _ENV_DIR_KEYS
     while True:
         msg, anc, _, _ = sock.recvmsg(4096, space)
         if not msg:
@@ -2124,9 +2123,8 @@ def _forker(sock, other, cgroup, inp, out, options, mask):
             # its directory, which the spare enters (as root) and the task gets as HOME,
             # TMPDIR and PWD (see _prepare)
             os.chdir(raw_dir)
-            for key in keys:
-                putenv(key, raw_dir)
-                environ[key] = raw_dir
+            for key in _ENV_DIR_KEYS:
+                _setenv(key, raw_dir)
             _env_ready[0] = task_dir
         pid = _clone_sibling(call)
         if pid == 0:
