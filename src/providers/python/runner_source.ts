@@ -1060,8 +1060,12 @@ def _pool():
     gc.collect()
     _plug_pools()
     gc.freeze()  # the lists holding the filler too: a child's collection never walks them
-    global _own_user
+    global _own_user, _watch_settings
     _own_user = options.get("uid") is None  # before the forkers: their spares need it too
+    # Without the seccomp filter (see seccomp.ts: no task changes another process's limits,
+    # priority, scheduling, CPUs or I/O priority), a task of the pool's own user could change
+    # this parent's, a forker's or the next spare's: then they are read around each task.
+    _watch_settings = _own_user and not options.get("seccomp")
     _start_forkers(inp, out, options)
     out.write('{"ready": true}\n')
     # A spare child is forked ahead of each job, so neither fork nor exit is on a task's
@@ -1141,9 +1145,10 @@ def _pool():
 
     spare = _prefork(inp, out, options, new_dir())
     ahead = None  # the spare after that one (forkers only): see above
-    # Without a sandbox user apart from this pool's (not root), a task can signal the spare
-    # and change this parent's limits or priority: then it is reported dirty (retired).
-    if _own_user:
+    # Without a sandbox user apart from this pool's (not root), a task can signal the spare,
+    # and without the seccomp filter change this parent's limits or priority: then it is
+    # reported dirty (retired).
+    if _watch_settings:
         import resource
         global _RLIMITS
         # every limit the kernel has, those the module names not (RLIMIT_LOCKS) too
@@ -1154,11 +1159,11 @@ def _pool():
                 break
             _RLIMITS += (r,)
         _sched_attr[0] = ctypes.create_string_buffer(56)
-    own = _settings("self") if _own_user else None
+    own = _settings("self") if _watch_settings else None
     # Where they cannot all be read (an outer seccomp profile denying one of the calls, say,
     # or an architecture not named above), a task's changes to the spare, the forker or this
     # parent could not be seen: each parent then runs one task and is retired (dirty).
-    single_use = _own_user and (own is None or len(_RLIMITS) < 16)
+    single_use = _watch_settings and (own is None or len(_RLIMITS) < 16)
     global _own_settings
     _own_settings = own
     outfd = out.fileno()
@@ -1275,7 +1280,7 @@ def _pool():
                     _purge(spare[4])
                 spare = _prefork(inp, out, options, new_dir())
             dirty = (single_use or stale[0] or (ipc_check and _ipc_left())
-                     or (_own_user and (_settings("self") != own
+                     or (_own_user and (_changed("self", own)
                                         or _planted(tmpfs, trash, task_dir, spare[4]))))
             if not said_done:
                 # Raw write of the status line (the file object's layers touch more of the heap).
@@ -1527,7 +1532,7 @@ def _live_spare(spare, own, make):
     gone = bool(select.select([pidfd], [], [], 0)[0])
     if not gone and _waiting(pid, own):
         return spare
-    if spare[5] is not None and not gone and _settings(pid) != own:
+    if spare[5] is not None and not gone and _changed(pid, own):
         for cgroup, (_, sock) in list(_forkers.items()):
             if sock is spare[5]:
                 # Its settings changed, and it was made by this forker, which may be what was
@@ -1551,9 +1556,9 @@ def _live_spare(spare, own, make):
     return make()
 
 def _waiting(pid, own, states=(b"S", b"R")):
-    # Asleep or running, with no signal pending, not exiting (PF_EXITING), and with the
-    # settings it was forked with: this parent's at its start (were they changed, it has
-    # reported itself dirty). A forker may also be in an uninterruptible wait (paging in,
+    # Asleep or running, with no signal pending, not exiting (PF_EXITING), and (where a task
+    # could change them: see _changed) with the settings it was forked with: this parent's at
+    # its start (were they changed, it has reported itself dirty). A forker may also be in an uninterruptible wait (paging in,
     # say), which no task can bring about. (Raw reads and a look for the three lines: this
     # runs around every task, and file objects and a dict of all ~55 lines cost 2-3 times
     # as much.)
@@ -1561,7 +1566,7 @@ def _waiting(pid, own, states=(b"S", b"R")):
         status = _read_proc("/proc/%d/status" % pid)
     except OSError:
         return False
-    return _running(pid, states) and _pending(status) == 0 and _settings(pid, status) == own
+    return _running(pid, states) and _pending(status) == 0 and not _changed(pid, own, status)
 
 def _read_proc(path):
     fd = os.open(path, os.O_RDONLY)
@@ -1579,13 +1584,20 @@ def _status_field(status, key):
     return status[at + 1 + len(key):end if end > 0 else len(status)].strip()
 
 _sched_attr = [None]  # a buffer for sched_getattr (see _settings)
+_watch_settings = False  # own-user pools without the seccomp filter (see _pool)
+
+def _changed(pid, own, status=None):
+    # A process's settings differ from "own" (this parent's at its start), where a task could
+    # have changed them (see _pool); else none could have.
+    return _watch_settings and _settings(pid, status) != own
 
 def _settings(pid, status=None):
     # What a process of the same user can change in another with prlimit, setpriority,
     # sched_setscheduler or sched_setattr (policy, nice, EEVDF slice), sched_setaffinity or
     # ioprio_set: its limits, nice value, scheduling attributes, CPUs and I/O priority. A
-    # spare inherits the parent's; a task of the pool's own user could change either (see
-    # _live_spare, and the parent's check before each status line). By system calls where
+    # spare inherits the parent's; a task of the pool's own user could change either where
+    # the seccomp filter is not there to refuse it (see _changed: _live_spare, and the
+    # parent's check before each status line). By system calls where
     # they tell all (reading /proc/PID/limits and stat for the same took five times as long);
     # the CPUs from the status file (status: that file, when just read), whose mask has the
     # CPUs that are offline too (sched_getaffinity leaves them out). None where any of it
@@ -1934,8 +1946,8 @@ def _settle(spare, inp, out, options):
     return _prefork(inp, out, options, spare[4])
 
 def _answering(sock):
-    # Where tasks are the pool's own user, they can stop a forker (or kill it, or change its
-    # settings, which its spares would inherit): the answer is waited for only while the
+    # Where tasks are the pool's own user, they can stop a forker (or kill it, or, without
+    # the seccomp filter, change its settings, which its spares would inherit): the answer is waited for only while the
     # forker is plainly at work or waiting (see _waiting), looked at every 50 ms.
     import select
     pid = next((p for p, s in _forkers.values() if s is sock), None)

@@ -18,33 +18,85 @@
  * - a new user namespace (`clone` or `unshare` with CLONE_NEWUSER) fails with EPERM: in one,
  *   a task could mount a tmpfs of its own, past the caps on the sandbox's (and every other
  *   namespace needs a capability the task does not have). `clone3`, whose flags a filter
- *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`.
+ *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`;
+ * - changing another process's limits, priority, scheduling, CPUs or I/O priority fails with
+ *   EPERM: `prlimit64` with a new limit, `sched_setparam`, `sched_setscheduler`,
+ *   `sched_setaffinity` and `sched_setattr` for any pid but 0 (the caller), `setpriority`
+ *   and `ioprio_set` for any target but the caller (0) or its process group (0). Reading
+ *   them stays allowed. Without root, tasks are the warm pool's own user, and the kernel would
+ *   let a task change the spare that runs the next task, or the pool's parent; with this
+ *   rule the parent need not read every setting of both around each task (~0.1 ms). The cost:
+ *   a task's call naming its own pid or a thread's id (`os.sched_setaffinity(os.getpid(),
+ *   ...)`, `pthread_setaffinity_np`) fails too; pid 0 works.
  *
- * Classic BPF over `struct seccomp_data` (nr at offset 0, arch at 4, the first argument's
- * low 32 bits at 16), for the native ABI and the 32-bit one a process can also use (i386
- * through `int 0x80` on x86_64, AArch32 on aarch64); any other ABI gets EPERM for every call.
- * Hosts other than x86_64 and aarch64 get no filter. bwrap loads it for cold tasks
- * (`--seccomp`); a warm parent installs it on itself, and its children inherit it.
+ * Classic BPF over `struct seccomp_data` (nr at offset 0, arch at 4, argument i's low 32
+ * bits at 16 + 8i and high 32 bits at 20 + 8i, little-endian), for the native ABI and the
+ * 32-bit one a process can also use (i386 through `int 0x80` on x86_64, AArch32 on
+ * aarch64); any other ABI gets EPERM for every call. Hosts other than x86_64 and aarch64 get
+ * no filter. bwrap loads it for cold tasks (`--seccomp`); a warm parent installs it on
+ * itself, and its children inherit it.
  *
  * @module
  */
 
-/** One ABI's numbers: [audit arch, [add_key, request_key, keyctl], fallocate, [clone,
- * unshare], [memfd_create, shmget, semget, msgget (, i386's ipc multiplexer)]]. io_uring's
- * calls and clone3 have the same numbers in all of them. */
-type Abi = [number, number[], number, number[], number[]];
+/** One ABI's system call numbers. io_uring's calls and clone3 have the same numbers in all. */
+interface Abi {
+  audit: number;
+  keyring: number[]; // add_key, request_key, keyctl
+  fallocate: number;
+  newUser: number[]; // clone, unshare
+  unlimited: number[]; // memfd_create, shmget, semget, msgget (, i386's ipc multiplexer)
+  selfOnly: number[]; // sched_setparam, sched_setscheduler, sched_setaffinity, sched_setattr
+  prlimit: number; // prlimit64
+  setpriority: number;
+  ioprioSet: number;
+}
 
 /** Per Deno.build.arch, each ABI a process there can use (x86_64 also runs i386 code
  * through int 0x80; aarch64 runs AArch32). */
 const ABIS: Record<string, Abi[]> = {
-  x86_64: [
-    [0xc000003e, [248, 249, 250], 285, [56, 272], [319, 29, 64, 68]],
-    [0x40000003, [286, 287, 288], 324, [120, 310], [356, 395, 393, 399, 117]],
-  ],
-  aarch64: [
-    [0xc00000b7, [217, 218, 219], 47, [220, 97], [279, 194, 190, 186]],
-    [0x40000028, [309, 310, 311], 352, [120, 337], [385, 307, 299, 303]],
-  ],
+  x86_64: [{
+    audit: 0xc000003e,
+    keyring: [248, 249, 250],
+    fallocate: 285,
+    newUser: [56, 272],
+    unlimited: [319, 29, 64, 68],
+    selfOnly: [142, 144, 203, 314],
+    prlimit: 302,
+    setpriority: 141,
+    ioprioSet: 251,
+  }, {
+    audit: 0x40000003,
+    keyring: [286, 287, 288],
+    fallocate: 324,
+    newUser: [120, 310],
+    unlimited: [356, 395, 393, 399, 117],
+    selfOnly: [154, 156, 241, 351],
+    prlimit: 340,
+    setpriority: 97,
+    ioprioSet: 289,
+  }],
+  aarch64: [{
+    audit: 0xc00000b7,
+    keyring: [217, 218, 219],
+    fallocate: 47,
+    newUser: [220, 97],
+    unlimited: [279, 194, 190, 186],
+    selfOnly: [118, 119, 122, 274],
+    prlimit: 261,
+    setpriority: 140,
+    ioprioSet: 30,
+  }, {
+    audit: 0x40000028,
+    keyring: [309, 310, 311],
+    fallocate: 352,
+    newUser: [120, 337],
+    unlimited: [385, 307, 299, 303],
+    selfOnly: [154, 156, 241, 380],
+    prlimit: 369,
+    setpriority: 97,
+    ioprioSet: 314,
+  }],
 };
 const IO_URING = [425, 426, 427]; // io_uring_setup, io_uring_enter, io_uring_register
 const CLONE3 = 435;
@@ -62,64 +114,131 @@ const EOPNOTSUPP = 95;
 const CLONE_NEWUSER = 0x10000000;
 /** x86_64's x32 ABI marks its system call numbers with this bit: the same calls. */
 const X32_BIT = 0x40000000;
+const PRIO_PROCESS = 0;
+const PRIO_PGRP = 1;
+const IOPRIO_WHO_PROCESS = 1;
+const IOPRIO_WHO_PGRP = 2;
 
-/** The returns every block jumps to, at the end of the program (EPERM first: an unknown
- * ABI falls through to it). */
-const RETURNS = [EPERM, EOPNOTSUPP, ENOSYS];
+/** Offsets in struct seccomp_data. */
+const NR = 0;
+const ARCH = 4;
+const arg = (i: number, high = false) => 16 + 8 * i + (high ? 4 : 0);
 
-type Insn = [number, number, number, number];
-/** An instruction whose jump-if-true goes to a return (by errno) or the argument check. */
-type Draft = { insn: Insn; to?: number | "newUser" };
+/** A jump target: a label of the program, or the next instruction (undefined). */
+type Target = string | undefined;
+/** One instruction: [code, jump-if-true, jump-if-false, k], with labels for the jumps. */
+type Insn = [number, Target, Target, number];
+
+/** A tiny assembler: instructions and labels, jumps resolved once all are in place. */
+class Program {
+  readonly insns: Insn[] = [];
+  readonly labels = new Map<string, number>();
+  label(name: string): void {
+    if (this.labels.has(name)) throw new Error(`seccomp: label ${name} twice`);
+    this.labels.set(name, this.insns.length);
+  }
+  load(offset: number): void {
+    this.insns.push([LD_W_ABS, undefined, undefined, offset]);
+  }
+  and(k: number): void {
+    this.insns.push([AND_K, undefined, undefined, k]);
+  }
+  /** if A == k goto yes else goto no (undefined: the next instruction). */
+  jeq(k: number, yes: Target, no?: Target): void {
+    this.insns.push([JEQ_K, yes, no, k]);
+  }
+  /** if A & k goto yes else goto no. */
+  jset(k: number, yes: Target, no?: Target): void {
+    this.insns.push([JSET_K, yes, no, k]);
+  }
+  ret(k: number): void {
+    this.insns.push([RET_K, undefined, undefined, k]);
+  }
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.insns.length * 8);
+    const view = new DataView(out.buffer);
+    const offset = (at: number, to: Target) => {
+      if (to === undefined) return 0;
+      const target = this.labels.get(to);
+      if (target === undefined) throw new Error(`seccomp: no label ${to}`);
+      const jump = target - at - 1;
+      if (jump < 0 || jump > 255) throw new Error(`seccomp: jump to ${to} out of range`);
+      return jump;
+    };
+    this.insns.forEach(([code, jt, jf, k], i) => {
+      view.setUint16(i * 8, code, true);
+      view.setUint8(i * 8 + 2, offset(i, jt));
+      view.setUint8(i * 8 + 3, offset(i, jf));
+      view.setUint32(i * 8 + 4, k >>> 0, true);
+    });
+    return out;
+  }
+}
 
 /** The filter program (8 bytes per instruction), or undefined on other architectures. */
 export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | undefined {
   const abis = ABIS[arch];
   if (!abis) return undefined;
-  const blocks = abis.map(([audit, keyring, fallocate, newUser, unlimited]) => {
-    const body: Draft[] = [
-      { insn: [LD_W_ABS, 0, 0, 0] }, // nr
-      { insn: [AND_K, 0, 0, ~X32_BIT >>> 0] },
-    ];
-    const rule = (nr: number, to: number | "newUser") => body.push({ insn: [JEQ_K, 0, 0, nr], to });
-    keyring.forEach((nr) => rule(nr, EPERM));
-    rule(fallocate, EOPNOTSUPP);
-    IO_URING.forEach((nr) => rule(nr, EPERM));
-    rule(CLONE3, ENOSYS);
-    unlimited.forEach((nr) => rule(nr, ENOSYS));
-    newUser.forEach((nr) => rule(nr, "newUser"));
-    body.push({ insn: [RET_K, 0, 0, RET_ALLOW] });
-    // clone/unshare: EPERM with CLONE_NEWUSER in the first argument, else allowed
-    const check = body.length;
-    body.push({ insn: [LD_W_ABS, 0, 0, 16] });
-    body.push({ insn: [JSET_K, 0, 0, CLONE_NEWUSER], to: EPERM });
-    body.push({ insn: [RET_K, 0, 0, RET_ALLOW] });
-    return { audit, body, check };
+  const p = new Program();
+  const fail = (errno: number) => `errno${errno}`;
+  abis.forEach((abi, n) => {
+    const at = (name: string) => `${name}${n}`;
+    p.label(at("abi"));
+    p.load(ARCH);
+    p.jeq(abi.audit, undefined, n + 1 < abis.length ? `abi${n + 1}` : fail(EPERM));
+    p.load(NR);
+    p.and(~X32_BIT >>> 0);
+    const rule = (nrs: number[], to: string) => nrs.forEach((nr) => p.jeq(nr, to));
+    rule(abi.keyring, fail(EPERM));
+    rule([abi.fallocate], fail(EOPNOTSUPP));
+    rule(IO_URING, fail(EPERM));
+    rule([CLONE3], fail(ENOSYS));
+    rule(abi.unlimited, fail(ENOSYS));
+    rule(abi.newUser, at("newUser"));
+    rule(abi.selfOnly, at("selfOnly"));
+    rule([abi.prlimit], at("prlimit"));
+    rule([abi.setpriority], at("setpriority"));
+    rule([abi.ioprioSet], at("ioprioSet"));
+    p.ret(RET_ALLOW);
+    // clone, unshare: EPERM with CLONE_NEWUSER in the first argument
+    p.label(at("newUser"));
+    p.load(arg(0));
+    p.jset(CLONE_NEWUSER, fail(EPERM), "allow");
+    // the sched_set* calls: the caller only (pid 0)
+    p.label(at("selfOnly"));
+    p.load(arg(0));
+    p.jeq(0, "allow", fail(EPERM));
+    // prlimit64(pid, resource, new, old): a new limit for the caller only; any may be read
+    p.label(at("prlimit"));
+    p.load(arg(0));
+    p.jeq(0, "allow");
+    p.load(arg(2));
+    p.jeq(0, undefined, fail(EPERM));
+    p.load(arg(2, true));
+    p.jeq(0, "allow", fail(EPERM));
+    // setpriority(which, who, nice) and ioprio_set(which, who, ioprio): the caller or its
+    // process group (who 0); not a user's processes, nor another's by id
+    for (
+      const [name, self, group] of [["setpriority", PRIO_PROCESS, PRIO_PGRP], [
+        "ioprioSet",
+        IOPRIO_WHO_PROCESS,
+        IOPRIO_WHO_PGRP,
+      ]] as const
+    ) {
+      p.label(at(name));
+      p.load(arg(1));
+      p.jeq(0, undefined, fail(EPERM));
+      p.load(arg(0));
+      p.jeq(self, "allow");
+      p.jeq(group, "allow", fail(EPERM));
+    }
   });
-  // Layout: [ld arch] then for each ABI [jeq arch, jf -> next block][body...], then the
-  // returns.
-  const prog: Insn[] = [[LD_W_ABS, 0, 0, 4]]; // arch
-  const returnsAt = 1 + blocks.reduce((n, b) => n + 1 + b.body.length, 0);
-  for (const { audit, body, check } of blocks) {
-    prog.push([JEQ_K, 0, body.length, audit]);
-    const start = prog.length;
-    body.forEach(({ insn, to }, i) => {
-      if (to !== undefined) {
-        const target = to === "newUser" ? start + check : returnsAt + RETURNS.indexOf(to);
-        insn[1] = target - (start + i) - 1;
-        if (insn[1] < 0 || insn[1] > 255) throw new Error("seccomp: jump out of range");
-      }
-      prog.push(insn);
-    });
+  // the returns (an unknown ABI gets EPERM)
+  p.label("allow");
+  p.ret(RET_ALLOW);
+  for (const errno of [EPERM, EOPNOTSUPP, ENOSYS]) {
+    p.label(fail(errno));
+    p.ret(RET_ERRNO | errno);
   }
-  for (const errno of RETURNS) prog.push([RET_K, 0, 0, RET_ERRNO | errno]);
-  if (prog.length !== returnsAt + RETURNS.length) throw new Error("seccomp: bad program layout");
-  const out = new Uint8Array(prog.length * 8);
-  const view = new DataView(out.buffer);
-  prog.forEach(([code, jt, jf, k], i) => {
-    view.setUint16(i * 8, code, true);
-    view.setUint8(i * 8 + 2, jt);
-    view.setUint8(i * 8 + 3, jf);
-    view.setUint32(i * 8 + 4, k, true);
-  });
-  return out;
+  return p.bytes();
 }

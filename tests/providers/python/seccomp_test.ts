@@ -1,0 +1,214 @@
+/**
+ * The sandbox's seccomp filter, run on a small classic-BPF interpreter over made-up system
+ * calls, for every ABI of both architectures (the kernel here runs only x86_64's and i386's;
+ * the escape suite checks those for real).
+ */
+
+import { assertEquals } from "../../assert.ts";
+import { sandboxFilter } from "../../../src/providers/python/seccomp.ts";
+
+const ALLOW = "allow";
+const errno = (e: number) => `errno ${e}`;
+const EPERM = errno(1);
+const ENOSYS = errno(38);
+const EOPNOTSUPP = errno(95);
+
+/** Runs the program on struct seccomp_data (nr, arch, args as [low, high] 32-bit words). */
+function run(prog: Uint8Array, nr: number, arch: number, args: [number, number][] = []): string {
+  const view = new DataView(prog.buffer, prog.byteOffset, prog.byteLength);
+  const data = new DataView(new ArrayBuffer(64));
+  data.setUint32(0, nr, true);
+  data.setUint32(4, arch, true);
+  args.forEach(([low, high], i) => {
+    data.setUint32(16 + 8 * i, low >>> 0, true);
+    data.setUint32(20 + 8 * i, high >>> 0, true);
+  });
+  let a = 0;
+  for (let pc = 0, steps = 0; pc < prog.length / 8 && steps < 1000; pc++, steps++) {
+    const code = view.getUint16(pc * 8, true);
+    const jt = view.getUint8(pc * 8 + 2);
+    const jf = view.getUint8(pc * 8 + 3);
+    const k = view.getUint32(pc * 8 + 4, true);
+    switch (code) {
+      case 0x20: // ld [k]
+        a = data.getUint32(k, true);
+        break;
+      case 0x54: // and #k
+        a = (a & k) >>> 0;
+        break;
+      case 0x15: // jeq #k
+        pc += a === k ? jt : jf;
+        break;
+      case 0x45: // jset #k
+        pc += (a & k) !== 0 ? jt : jf;
+        break;
+      case 0x06: // ret #k
+        if (k === 0x7fff0000) return ALLOW;
+        if ((k & 0xffff0000) === 0x00050000) return errno(k & 0xffff);
+        return `ret ${k.toString(16)}`;
+      default:
+        return `bad instruction ${code.toString(16)}`;
+    }
+  }
+  return "ran off the end";
+}
+
+/** [arch, audit, {call: nr}] for each ABI. */
+const ABIS: [string, number, Record<string, number>][] = [
+  ["x86_64", 0xc000003e, {
+    read: 0,
+    keyctl: 250,
+    fallocate: 285,
+    clone: 56,
+    unshare: 272,
+    memfd: 319,
+    prlimit: 302,
+    setpriority: 141,
+    ioprio: 251,
+    setparam: 142,
+    setscheduler: 144,
+    setaffinity: 203,
+    setattr: 314,
+    getpriority: 140,
+  }],
+  ["x86_64", 0x40000003, {
+    read: 3,
+    keyctl: 288,
+    fallocate: 324,
+    clone: 120,
+    unshare: 310,
+    memfd: 356,
+    prlimit: 340,
+    setpriority: 97,
+    ioprio: 289,
+    setparam: 154,
+    setscheduler: 156,
+    setaffinity: 241,
+    setattr: 351,
+    getpriority: 96,
+  }],
+  ["aarch64", 0xc00000b7, {
+    read: 63,
+    keyctl: 219,
+    fallocate: 47,
+    clone: 220,
+    unshare: 97,
+    memfd: 279,
+    prlimit: 261,
+    setpriority: 140,
+    ioprio: 30,
+    setparam: 118,
+    setscheduler: 119,
+    setaffinity: 122,
+    setattr: 274,
+    getpriority: 141,
+  }],
+  ["aarch64", 0x40000028, {
+    read: 3,
+    keyctl: 311,
+    fallocate: 352,
+    clone: 120,
+    unshare: 337,
+    memfd: 385,
+    prlimit: 369,
+    setpriority: 97,
+    ioprio: 314,
+    setparam: 154,
+    setscheduler: 156,
+    setaffinity: 241,
+    setattr: 380,
+    getpriority: 96,
+  }],
+];
+
+for (const [arch, audit, nr] of ABIS) {
+  Deno.test(`seccomp filter (${arch}, ABI ${audit.toString(16)}): what it refuses and what it lets through`, () => {
+    const prog = sandboxFilter(arch)!;
+    const call = (n: number, ...args: [number, number][]) => run(prog, n, audit, args);
+    const other: [number, number] = [1234, 0];
+    const self: [number, number] = [0, 0];
+    const ptr: [number, number] = [0x1000, 0];
+    const highPtr: [number, number] = [0, 0x7fff];
+    const none: [number, number] = [0, 0];
+    const got = {
+      read: call(nr.read!),
+      getpriority: call(nr.getpriority!, [2, 0], other),
+      keyctl: call(nr.keyctl!),
+      fallocate: call(nr.fallocate!),
+      ioUring: call(425),
+      clone3: call(435),
+      memfd: call(nr.memfd!),
+      cloneNewUser: call(nr.clone!, [0x10000000 | 17, 0]),
+      clone: call(nr.clone!, [0x01200011, 0]),
+      unshareNewUser: call(nr.unshare!, [0x10000000, 0]),
+      unshare: call(nr.unshare!, [0x00020000, 0]),
+      // the sched_set* calls: pid 0 only
+      ...Object.fromEntries(
+        ["setparam", "setscheduler", "setaffinity", "setattr"].flatMap((c) => [
+          [`${c}Self`, call(nr[c]!, self)],
+          [`${c}Other`, call(nr[c]!, other)],
+          [`${c}HighBitsOnly`, call(nr[c]!, [0, 1])], // the kernel reads a pid_t: pid 0
+        ]),
+      ),
+      prlimitSelfSet: call(nr.prlimit!, self, [7, 0], ptr, none),
+      prlimitOtherRead: call(nr.prlimit!, other, [7, 0], none, ptr),
+      prlimitOtherSet: call(nr.prlimit!, other, [7, 0], ptr, none),
+      prlimitOtherSetHigh: call(nr.prlimit!, other, [7, 0], highPtr, none),
+      // setpriority(which, who): PRIO_PROCESS 0, PRIO_PGRP 1, PRIO_USER 2
+      prioSelf: call(nr.setpriority!, [0, 0], none, [19, 0]),
+      prioGroup: call(nr.setpriority!, [1, 0], none, [19, 0]),
+      prioOther: call(nr.setpriority!, [0, 0], other, [19, 0]),
+      prioOtherGroup: call(nr.setpriority!, [1, 0], other, [19, 0]),
+      prioUser: call(nr.setpriority!, [2, 0], none, [19, 0]),
+      prioUserById: call(nr.setpriority!, [2, 0], [65534, 0], [19, 0]),
+      // ioprio_set(which, who): IOPRIO_WHO_PROCESS 1, _PGRP 2, _USER 3
+      ioprioSelf: call(nr.ioprio!, [1, 0], none, [0x6000, 0]),
+      ioprioGroup: call(nr.ioprio!, [2, 0], none, [0x6000, 0]),
+      ioprioOther: call(nr.ioprio!, [1, 0], other, [0x6000, 0]),
+      ioprioUser: call(nr.ioprio!, [3, 0], none, [0x6000, 0]),
+    };
+    assertEquals(got, {
+      read: ALLOW,
+      getpriority: ALLOW,
+      keyctl: EPERM,
+      fallocate: EOPNOTSUPP,
+      ioUring: EPERM,
+      clone3: ENOSYS,
+      memfd: ENOSYS,
+      cloneNewUser: EPERM,
+      clone: ALLOW,
+      unshareNewUser: EPERM,
+      unshare: ALLOW,
+      ...Object.fromEntries(
+        ["setparam", "setscheduler", "setaffinity", "setattr"].flatMap((c) => [
+          [`${c}Self`, ALLOW],
+          [`${c}Other`, EPERM],
+          [`${c}HighBitsOnly`, ALLOW],
+        ]),
+      ),
+      prlimitSelfSet: ALLOW,
+      prlimitOtherRead: ALLOW,
+      prlimitOtherSet: EPERM,
+      prlimitOtherSetHigh: EPERM,
+      prioSelf: ALLOW,
+      prioGroup: ALLOW,
+      prioOther: EPERM,
+      prioOtherGroup: EPERM,
+      prioUser: EPERM,
+      prioUserById: EPERM,
+      ioprioSelf: ALLOW,
+      ioprioGroup: ALLOW,
+      ioprioOther: EPERM,
+      ioprioUser: EPERM,
+    });
+  });
+}
+
+Deno.test("seccomp filter: an ABI not named is refused every call; x32's numbers are x86_64's", () => {
+  const prog = sandboxFilter("x86_64")!;
+  assertEquals(run(prog, 0, 0xc00000b7), EPERM, "aarch64's audit arch on x86_64");
+  assertEquals(run(prog, 250 | 0x40000000, 0xc000003e), EPERM, "keyctl through x32");
+  assertEquals(run(prog, 203 | 0x40000000, 0xc000003e, [[1234, 0]]), EPERM, "x32 affinity");
+  assertEquals(run(prog, 1 | 0x40000000, 0xc000003e), ALLOW, "write through x32");
+  assertEquals(sandboxFilter("riscv64"), undefined);
+});
