@@ -1060,12 +1060,8 @@ def _pool():
     gc.collect()
     _plug_pools()
     gc.freeze()  # the lists holding the filler too: a child's collection never walks them
-    global _own_user, _watch_settings
+    global _own_user
     _own_user = options.get("uid") is None  # before the forkers: their spares need it too
-    # Without the seccomp filter (see seccomp.ts: no task changes another process's limits,
-    # priority, scheduling, CPUs or I/O priority), a task of the pool's own user could change
-    # this parent's, a forker's or the next spare's: then they are read around each task.
-    _watch_settings = _own_user and not options.get("seccomp")
     _start_forkers(inp, out, options)
     out.write('{"ready": true}\n')
     # A spare child is forked ahead of each job, so neither fork nor exit is on a task's
@@ -1106,12 +1102,17 @@ def _pool():
             buf[0] += data
 
     def forward(spare, line):
+        # The bytes of line written (all, unless the spare has ended).
+        sent = 0
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(spare[1], view):]
+                n = os.write(spare[1], view)
+                sent += n
+                view = view[n:]
         except OSError:
             pass
+        return sent
 
     # Bubblewrap mounts a size-capped tmpfs for the task directories (work_tmpfs): each
     # spare gets a fresh one there, made by this parent (root's, mode 0700, until the job
@@ -1145,10 +1146,9 @@ def _pool():
 
     spare = _prefork(inp, out, options, new_dir())
     ahead = None  # the spare after that one (forkers only): see above
-    # Without a sandbox user apart from this pool's (not root), a task can signal the spare,
-    # and without the seccomp filter change this parent's limits or priority: then it is
-    # reported dirty (retired).
-    if _watch_settings:
+    # Without a sandbox user apart from this pool's (not root), a task can signal the spare
+    # and change this parent's limits or priority: then it is reported dirty (retired).
+    if _own_user:
         import resource
         global _RLIMITS
         # every limit the kernel has, those the module names not (RLIMIT_LOCKS) too
@@ -1159,17 +1159,18 @@ def _pool():
                 break
             _RLIMITS += (r,)
         _sched_attr[0] = ctypes.create_string_buffer(56)
-    own = _settings("self") if _watch_settings else None
+    own = _settings("self") if _own_user else None
     # Where they cannot all be read (an outer seccomp profile denying one of the calls, say,
     # or an architecture not named above), a task's changes to the spare, the forker or this
     # parent could not be seen: each parent then runs one task and is retired (dirty).
-    single_use = _watch_settings and (own is None or len(_RLIMITS) < 16)
+    single_use = _own_user and (own is None or len(_RLIMITS) < 16)
     global _own_settings
     _own_settings = own
     outfd = out.fileno()
     mypid = os.getpid()
     fresh = None  # the spare whose directory was made afresh after the task before ended
     vetted = None  # own-user pools: the spare found untouched once the task before had ended
+    lost = 0  # jobs in a row whose spare ended before it read them (see below)
     while True:
         line = take_line()
         if line is None:
@@ -1180,17 +1181,21 @@ def _pool():
         if not line.strip():
             continue
         prepare = line.startswith(b'{"prepare"')
+        job = line
         if not prepare:
             spare = _settle(spare, inp, out, options)  # before the job goes to it
-        if _own_user and not prepare:
             before = spare
-            # Looked at after the task before (see below), in a PID namespace of this parent's,
-            # where nothing of a task ran since: then only whether it is still there and not on
-            # its way out (its set-up could have failed meanwhile, or something outside the
-            # sandbox killed it: the OOM killer, say).
-            if spare is not vetted or not _still(spare):
+            # Own-user pools look at the spare after the task before (see below), in a PID
+            # namespace of this parent's, where nothing of a task ran since (without one, or
+            # for a spare made since, now). Here only whether it has ended or is on its way
+            # out (something outside the sandbox killed it, the OOM killer say, or its set-up
+            # failed): one that ends after this, before it has read its job, is replaced then
+            # (see "lost" below). (Root pools look at its pidfd only: one killed meanwhile
+            # could still read its job, and its task fail, as it could once it had begun.)
+            if (_own_user and (spare is not vetted or _idle(spare[0]) is None)) or _gone(spare):
                 spare = _live_spare(spare, own, lambda: _settle(
                     _prefork(inp, out, options, new_dir()), inp, out, options))
+        if _own_user and not prepare:
             # its directory made since the task before ended (or a new spare's, made now)
             made = spare is not before or fresh is spare
             fresh = None
@@ -1200,11 +1205,10 @@ def _pool():
                 # task's (see _apply_limits). Last, so that it is what the job says.
                 line = line[:-2] + b', "pool_extra": %d%s}\n' % (
                     len(_forkers), b', "fresh_dir": true' if made and own_ns else b"")
-        forward(spare, line)
+        sent = forward(spare, line)
         if prepare:
             continue
         pid, job_w, done_r, pidfd, task_dir = spare[:5]
-        os.close(job_w)
         if ahead is not None:
             spare, ahead = ahead, None
         else:
@@ -1229,6 +1233,26 @@ def _pool():
                 continue
             break
         said_done = done_r in ready and os.read(done_r, 1) == b"d"
+        if not said_done and lost < 3 and (not sent or _unread(job_w) >= sent):
+            # The spare ended before it read any of its job (its pipe holds it still, or was
+            # closed before any of it was written): killed from outside the sandbox (the OOM
+            # killer, say), or its set-up failed. Nothing of the task ran: the job goes to the
+            # next spare, as if it had just come.
+            lost += 1
+            for fd in (job_w, done_r, pidfd):
+                os.close(fd)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            if task_dir:
+                _purge(task_dir)
+                free_names.append(task_dir)
+            vetted = None
+            buf[0] = job + buf[0]
+            continue
+        lost = 0
+        os.close(job_w)
         if said_done:
             status = 0
             # The task's own code can write to the done pipe too: nothing of it may run on
@@ -1279,8 +1303,10 @@ def _pool():
                 if spare[4]:
                     _purge(spare[4])
                 spare = _prefork(inp, out, options, new_dir())
-            dirty = (single_use or stale[0] or (ipc_check and _ipc_left())
-                     or (_own_user and (_changed("self", own)
+            # IPC objects the task left: once it is reaped (where it said it was done, below)
+            ipc = ipc_check and not said_done and _ipc_left()
+            dirty = (single_use or stale[0] or ipc
+                     or (_own_user and (_settings("self") != own
                                         or _planted(tmpfs, trash, task_dir, spare[4]))))
             if not said_done:
                 # Raw write of the status line (the file object's layers touch more of the heap).
@@ -1306,7 +1332,9 @@ def _pool():
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            if ipc_check and _ipc_left() and not _clear_ipc():
+            if said_done and ipc_check and _ipc_left():
+                ipc = dirty = True
+            if ipc and not _clear_ipc():
                 raise SystemExit("gleitzeit runner: cannot remove the IPC objects a task left")
             if gone and not _rmdir(gone):
                 _purge(gone)
@@ -1334,7 +1362,7 @@ def _pool():
                 # its job has come, which cost the job ~0.1 ms. Once its forker has cloned it
                 # (which enters it), so that the clone does not meet it half gone.
                 spare = _settle(spare, inp, out, options)
-                _purge(spare[4])
+                _rmdir(spare[4]) or _purge(spare[4])  # (empty, usually: one system call)
                 try:
                     os.mkdir(spare[4], 0o700)
                     fresh = spare
@@ -1502,24 +1530,18 @@ def _killed(pid, signals=0x100):
         return True  # gone
     return bool((_pending(status) or 0) & signals)
 
-def _running(pid, states=(b"S", b"R")):
-    # Neither gone nor stopped nor on its way out (PF_EXITING).
-    try:
-        stat = _read_proc("/proc/%d/stat" % pid)
-    except OSError:
-        return False
-    rest = stat[stat.rfind(b")") + 2:].split()
-    return rest[0] in states and not int(rest[6]) & 0x4
-
-def _still(spare):
-    # A spare neither gone nor on its way out (asleep or running, not PF_EXITING) and with no
-    # signal pending (SIGKILL: in the status file, whose shared set still has it once the
-    # spare has taken it and before it is PF_EXITING, where stat's "signal" field has not,
-    # measured; any other would reach the job, once it unblocks them).
+def _gone(spare):
+    # A spare that has ended (its pidfd is readable once it has).
     import select
-    if select.select([spare[3]], [], [], 0)[0]:
-        return False
-    return _running(spare[0]) and not _killed(spare[0], ~0)
+    return bool(select.select([spare[3]], [], [], 0)[0])
+
+def _unread(fd):
+    # The bytes written to a pipe (by its write end, fd) and not yet read (FIONREAD), or -1.
+    if _libc is None:
+        return -1
+    import ctypes
+    n = ctypes.c_int(0)
+    return n.value if _libc.ioctl(fd, 0x541B, ctypes.byref(n)) == 0 else -1
 
 def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task
@@ -1532,7 +1554,7 @@ def _live_spare(spare, own, make):
     gone = bool(select.select([pidfd], [], [], 0)[0])
     if not gone and _waiting(pid, own):
         return spare
-    if spare[5] is not None and not gone and _changed(pid, own):
+    if spare[5] is not None and not gone and _settings(pid) != own:
         for cgroup, (_, sock) in list(_forkers.items()):
             if sock is spare[5]:
                 # Its settings changed, and it was made by this forker, which may be what was
@@ -1555,18 +1577,29 @@ def _live_spare(spare, own, make):
         _purge(task_dir)
     return make()
 
-def _waiting(pid, own, states=(b"S", b"R")):
-    # Asleep or running, with no signal pending, not exiting (PF_EXITING), and (where a task
-    # could change them: see _changed) with the settings it was forked with: this parent's at
-    # its start (were they changed, it has reported itself dirty). A forker may also be in an uninterruptible wait (paging in,
-    # say), which no task can bring about. (Raw reads and a look for the three lines: this
-    # runs around every task, and file objects and a dict of all ~55 lines cost 2-3 times
-    # as much.)
+def _idle(pid, states=(b"S", b"R")):
+    # Asleep or running (not stopped, not dead) with no signal pending (a SIGKILL stays in
+    # the shared set once taken, and a SIGSTOP shows there before it stops it): its status
+    # file, for more looks; else None. A process that exits of itself is not told from one at
+    # work: a spare's job that it did not read goes to the next spare (see "lost" in the
+    # pool's loop), and a forker's socket ends. (One raw read, and a look for the lines: this
+    # runs around every task; file objects and a dict of all ~55 lines cost 2-3 times as
+    # much, and /proc/PID/stat as well ~40% more.)
     try:
         status = _read_proc("/proc/%d/status" % pid)
     except OSError:
-        return False
-    return _running(pid, states) and _pending(status) == 0 and not _changed(pid, own, status)
+        return None
+    if _status_field(status, b"State:")[:1] in states and _pending(status) == 0:
+        return status
+    return None
+
+def _waiting(pid, own, states=(b"S", b"R")):
+    # Idle (see _idle), and with the settings it was forked with (in own-user pools: see
+    # _settings): this parent's at its start (were they changed, it has reported itself
+    # dirty). A forker may also be in an uninterruptible wait (paging in, say), which no task
+    # can bring about.
+    status = _idle(pid, states)
+    return status is not None and _settings(pid, status) == own
 
 def _read_proc(path):
     fd = os.open(path, os.O_RDONLY)
@@ -1584,20 +1617,13 @@ def _status_field(status, key):
     return status[at + 1 + len(key):end if end > 0 else len(status)].strip()
 
 _sched_attr = [None]  # a buffer for sched_getattr (see _settings)
-_watch_settings = False  # own-user pools without the seccomp filter (see _pool)
-
-def _changed(pid, own, status=None):
-    # A process's settings differ from "own" (this parent's at its start), where a task could
-    # have changed them (see _pool); else none could have.
-    return _watch_settings and _settings(pid, status) != own
 
 def _settings(pid, status=None):
     # What a process of the same user can change in another with prlimit, setpriority,
     # sched_setscheduler or sched_setattr (policy, nice, EEVDF slice), sched_setaffinity or
     # ioprio_set: its limits, nice value, scheduling attributes, CPUs and I/O priority. A
-    # spare inherits the parent's; a task of the pool's own user could change either where
-    # the seccomp filter is not there to refuse it (see _changed: _live_spare, and the
-    # parent's check before each status line). By system calls where
+    # spare inherits the parent's; a task of the pool's own user could change either (see
+    # _live_spare, and the parent's check before each status line). By system calls where
     # they tell all (reading /proc/PID/limits and stat for the same took five times as long);
     # the CPUs from the status file (status: that file, when just read), whose mask has the
     # CPUs that are offline too (sched_getaffinity leaves them out). None where any of it
@@ -1946,8 +1972,8 @@ def _settle(spare, inp, out, options):
     return _prefork(inp, out, options, spare[4])
 
 def _answering(sock):
-    # Where tasks are the pool's own user, they can stop a forker (or kill it, or, without
-    # the seccomp filter, change its settings, which its spares would inherit): the answer is waited for only while the
+    # Where tasks are the pool's own user, they can stop a forker (or kill it, or change its
+    # settings, which its spares would inherit): the answer is waited for only while the
     # forker is plainly at work or waiting (see _waiting), looked at every 50 ms.
     import select
     pid = next((p for p, s in _forkers.values() if s is sock), None)
@@ -1968,7 +1994,7 @@ def _forkers_sound(inp, out, options):
     # forker with it, its replacement forked by this parent. No task runs until the next job.
     # (Tasks of root pools cannot reach forkers: one that failed there failed by itself, and
     # forkers stay given up.)
-    if _forkers and not all(_running(pid, _FORKER_STATES) for pid, _ in _forkers.values()):
+    if _forkers and not all(_idle(pid, _FORKER_STATES) for pid, _ in _forkers.values()):
         _drop_forkers()
     # Given up while the task ran (it stopped the forker before it answered, say: see
     # _settle): made again now, unless three in a row have failed (whoever made them).
@@ -2246,7 +2272,7 @@ def _spare(inp, out, options, cgroup, job_r, done_w, task_dir, mask, close=()):
                 if _own_user and not msg.get("fresh_dir"):
                     # made while the task before ran, as its user: made afresh now (unless
                     # the parent did, once that task had ended: see the pool's loop)
-                    _purge(work)
+                    _rmdir(work) or _purge(work)
                     try:
                         os.mkdir(work, 0o700)
                     except OSError:

@@ -18,19 +18,16 @@
  * - a new user namespace (`clone` or `unshare` with CLONE_NEWUSER) fails with EPERM: in one,
  *   a task could mount a tmpfs of its own, past the caps on the sandbox's (and every other
  *   namespace needs a capability the task does not have). `clone3`, whose flags a filter
- *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`;
- * - changing another process's limits, priority, scheduling, CPUs or I/O priority fails with
- *   EPERM: `prlimit64` with a new limit, `sched_setparam`, `sched_setscheduler`,
- *   `sched_setaffinity` and `sched_setattr` for any pid but 0 (the caller), `setpriority`
- *   and `ioprio_set` for any target but the caller (0) or its process group (0). Reading
- *   them stays allowed. Without root, tasks are the warm pool's own user, and the kernel would
- *   let a task change the spare that runs the next task, or the pool's parent; with this
- *   rule the parent need not read every setting of both around each task (~0.1 ms). The cost:
- *   a task's call naming its own pid or a thread's id (`os.sched_setaffinity(os.getpid(),
- *   ...)`, `pthread_setaffinity_np`) fails too; pid 0 works.
+ *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`.
+ *
+ * (Changing another process's limits, priority, scheduling, CPUs or I/O priority is not
+ * refused here: a filter cannot tell a task's own threads and children from other processes,
+ * and refusing them all breaks common code: OpenMP runtimes binding threads, psutil naming
+ * its own pid. Where tasks are the warm pool's own user, the pool reads those settings
+ * instead: see the runner's _settings.)
  *
  * Classic BPF over `struct seccomp_data` (nr at offset 0, arch at 4, argument i's low 32
- * bits at 16 + 8i and high 32 bits at 20 + 8i, little-endian), for the native ABI and the
+ * bits at 16 + 8i, little-endian), for the native ABI and the
  * 32-bit one a process can also use (i386 through `int 0x80` on x86_64, AArch32 on
  * aarch64); any other ABI gets EPERM for every call. Hosts other than x86_64 and aarch64 get
  * no filter. bwrap loads it for cold tasks (`--seccomp`); a warm parent installs it on
@@ -46,10 +43,6 @@ interface Abi {
   fallocate: number;
   newUser: number[]; // clone, unshare
   unlimited: number[]; // memfd_create, shmget, semget, msgget (, i386's ipc multiplexer)
-  selfOnly: number[]; // sched_setparam, sched_setscheduler, sched_setaffinity, sched_setattr
-  prlimit: number; // prlimit64
-  setpriority: number;
-  ioprioSet: number;
 }
 
 /** Per Deno.build.arch, each ABI a process there can use (x86_64 also runs i386 code
@@ -61,20 +54,12 @@ const ABIS: Record<string, Abi[]> = {
     fallocate: 285,
     newUser: [56, 272],
     unlimited: [319, 29, 64, 68],
-    selfOnly: [142, 144, 203, 314],
-    prlimit: 302,
-    setpriority: 141,
-    ioprioSet: 251,
   }, {
     audit: 0x40000003,
     keyring: [286, 287, 288],
     fallocate: 324,
     newUser: [120, 310],
     unlimited: [356, 395, 393, 399, 117],
-    selfOnly: [154, 156, 241, 351],
-    prlimit: 340,
-    setpriority: 97,
-    ioprioSet: 289,
   }],
   aarch64: [{
     audit: 0xc00000b7,
@@ -82,20 +67,12 @@ const ABIS: Record<string, Abi[]> = {
     fallocate: 47,
     newUser: [220, 97],
     unlimited: [279, 194, 190, 186],
-    selfOnly: [118, 119, 122, 274],
-    prlimit: 261,
-    setpriority: 140,
-    ioprioSet: 30,
   }, {
     audit: 0x40000028,
     keyring: [309, 310, 311],
     fallocate: 352,
     newUser: [120, 337],
     unlimited: [385, 307, 299, 303],
-    selfOnly: [154, 156, 241, 380],
-    prlimit: 369,
-    setpriority: 97,
-    ioprioSet: 314,
   }],
 };
 const IO_URING = [425, 426, 427]; // io_uring_setup, io_uring_enter, io_uring_register
@@ -114,15 +91,11 @@ const EOPNOTSUPP = 95;
 const CLONE_NEWUSER = 0x10000000;
 /** x86_64's x32 ABI marks its system call numbers with this bit: the same calls. */
 const X32_BIT = 0x40000000;
-const PRIO_PROCESS = 0;
-const PRIO_PGRP = 1;
-const IOPRIO_WHO_PROCESS = 1;
-const IOPRIO_WHO_PGRP = 2;
 
 /** Offsets in struct seccomp_data. */
 const NR = 0;
 const ARCH = 4;
-const arg = (i: number, high = false) => 16 + 8 * i + (high ? 4 : 0);
+const arg = (i: number) => 16 + 8 * i;
 
 /** A jump target: a label of the program, or the next instruction (undefined). */
 type Target = string | undefined;
@@ -195,43 +168,11 @@ export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | unde
     rule([CLONE3], fail(ENOSYS));
     rule(abi.unlimited, fail(ENOSYS));
     rule(abi.newUser, at("newUser"));
-    rule(abi.selfOnly, at("selfOnly"));
-    rule([abi.prlimit], at("prlimit"));
-    rule([abi.setpriority], at("setpriority"));
-    rule([abi.ioprioSet], at("ioprioSet"));
     p.ret(RET_ALLOW);
     // clone, unshare: EPERM with CLONE_NEWUSER in the first argument
     p.label(at("newUser"));
     p.load(arg(0));
     p.jset(CLONE_NEWUSER, fail(EPERM), "allow");
-    // the sched_set* calls: the caller only (pid 0)
-    p.label(at("selfOnly"));
-    p.load(arg(0));
-    p.jeq(0, "allow", fail(EPERM));
-    // prlimit64(pid, resource, new, old): a new limit for the caller only; any may be read
-    p.label(at("prlimit"));
-    p.load(arg(0));
-    p.jeq(0, "allow");
-    p.load(arg(2));
-    p.jeq(0, undefined, fail(EPERM));
-    p.load(arg(2, true));
-    p.jeq(0, "allow", fail(EPERM));
-    // setpriority(which, who, nice) and ioprio_set(which, who, ioprio): the caller or its
-    // process group (who 0); not a user's processes, nor another's by id
-    for (
-      const [name, self, group] of [["setpriority", PRIO_PROCESS, PRIO_PGRP], [
-        "ioprioSet",
-        IOPRIO_WHO_PROCESS,
-        IOPRIO_WHO_PGRP,
-      ]] as const
-    ) {
-      p.label(at(name));
-      p.load(arg(1));
-      p.jeq(0, undefined, fail(EPERM));
-      p.load(arg(0));
-      p.jeq(self, "allow");
-      p.jeq(group, "allow", fail(EPERM));
-    }
   });
   // the returns (an unknown ABI gets EPERM)
   p.label("allow");

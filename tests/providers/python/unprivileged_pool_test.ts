@@ -241,8 +241,8 @@ Deno.test("[bwrap, unprivileged orchestrator] nothing a warm task leaves reaches
 
 /**
  * Without root, the process that clones the spares (the forker) is the tasks' user too: a task
- * can stop it, kill it or signal it, and but for the seccomp filter, which refuses it, change
- * its limits and priority, which the spares it clones would inherit. None of that may hold up
+ * can stop it, kill it, signal it or change its limits and priority, which the spares it
+ * clones would inherit; and so the next spare and the warm parent. None of that may hold up
  * or change the tasks after it.
  */
 const FORKER_SCRIPT = `
@@ -279,10 +279,9 @@ for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks
   const baseline = await run(SETTINGS);
   const seen = await run(POOL);
   const t = performance.now();
-  const outcomes = await run(OTHERS + \`
+  await run(OTHERS + \`
 import signal, resource
-outcomes = set()
-for pid in others():
+for pid in others() + [1]:  # the forker, the next spare, and the parent (the sandbox's init)
     try:
         if "\${attack}" == "stop":
             os.kill(pid, signal.SIGSTOP)
@@ -302,20 +301,17 @@ for pid in others():
             attr = ctypes.create_string_buffer((48).to_bytes(4, "little") + bytes(20) +
                                                (50000000).to_bytes(8, "little") + bytes(16))
             if ctypes.CDLL(None).syscall(SCHED_SETATTR[os.uname().machine], pid, attr, 0) != 0:
-                raise PermissionError("sched_setattr failed")
-        outcomes.add("done")
+                raise SystemExit("sched_setattr failed")
     except ProcessLookupError:
         pass  # a spare that was not waiting any more
-    except PermissionError:
-        outcomes.add("refused")  # the seccomp filter: no task changes another process
-result = sorted(outcomes)
+result = 1
 \`);
   const after = [];
   for (let i = 0; i < 3; i++) after.push(await run(SETTINGS));
   const ms = performance.now() - t;
   // a forker again (a new one, where the task had touched it), and the next spare
   const again = await run(POOL);
-  out[attack] = { baseline, seen, outcomes, after, ms, again };
+  out[attack] = { baseline, seen, after, ms, again };
   await p.close();
 }
 console.log(JSON.stringify(out));
@@ -326,23 +322,13 @@ Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or change
   const r = await runUnprivileged(FORKER_SCRIPT, "gleitzeit-unpriv-forker-");
   assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks"]);
   for (
-    const [attack, { baseline, seen, outcomes, after, ms, again }] of Object.entries(r) as [
+    const [attack, { baseline, seen, after, ms, again }] of Object.entries(r) as [
       string,
-      {
-        baseline: unknown;
-        seen: number[];
-        outcomes: string[];
-        after: unknown[];
-        ms: number;
-        again: number[];
-      },
+      { baseline: unknown; seen: number[]; after: unknown[]; ms: number; again: number[] },
     ][]
   ) {
     // Besides the parent (pid 1) and the task: the forker and the next task's spare.
     assertEquals(seen.length, 2, `${attack}: processes in the sandbox: ${seen}`);
-    // Signals reach them; changes to their settings are refused (the seccomp filter).
-    const signal = ["stop", "kill", "usr1"].includes(attack);
-    assertEquals(outcomes, [signal ? "done" : "refused"], attack);
     for (const settings of after) assertEquals(settings, baseline, attack);
     // Not a timing assertion: a wait on a stopped forker would last until the timeout (10 s).
     assert(ms < 9000, `${attack}: the tasks after it took ${ms} ms`);
@@ -379,6 +365,14 @@ for n in os.listdir("/proc/self/fd"):
 result = sorted(fds)
 \`;
 const settle = () => new Promise((r) => setTimeout(r, 300)); // the spare after next is made
+// A process's parent (outside), or -1 once it is gone.
+const ppidOf = (pid) => {
+  try {
+    return Number(/^PPid:\\s+(\\d+)$/m.exec(Deno.readTextFileSync("/proc/" + pid + "/status"))[1]);
+  } catch {
+    return -1;
+  }
+};
 const out = {};
 {
   const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
@@ -404,15 +398,8 @@ const out = {};
   out.killed = [];
   // Only this script's sandbox (another test's may run beside it, as the same user): the
   // warm parent's children, below bwrap, below this process.
-  const ppid = (pid) => {
-    try {
-      return Number(/^PPid:\\s+(\\d+)$/m.exec(Deno.readTextFileSync("/proc/" + pid + "/status"))[1]);
-    } catch {
-      return -1;
-    }
-  };
   for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\\d+$/.test(e.name) || ppid(ppid(ppid(e.name))) !== Deno.pid) continue;
+    if (!/^\\d+$/.test(e.name) || ppidOf(ppidOf(ppidOf(e.name))) !== Deno.pid) continue;
     try {
       const status = Deno.readTextFileSync("/proc/" + e.name + "/status");
       const nspid = /^NSpid:\\s+(\\d+)\\s+(\\d+)$/m.exec(status);
@@ -425,6 +412,52 @@ const out = {};
   }
   out.afterKill = (await call(FDS)).result;
   out.last = (await call(FDS)).result;
+  await p.close();
+}
+{
+  // A spare stopped from outside after the parent looked at it, then killed once its job
+  // is sent (the OOM killer's work, say): another spare runs the job.
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
+  const call = (code) => p.call("python/execute", { code, timeout: 10 }, ctx());
+  await call("result = 1");
+  // the newest process but this task: the next task's spare
+  const next = (await call(\`
+import os, time
+me = os.getpid()
+deadline = time.time() + 5
+newer = []
+while not newer and time.time() < deadline:
+    newer = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) > me]
+    time.sleep(0.005)
+result = max(newer)
+\`)).result;
+  await settle();
+  let outside;
+  for (const e of Deno.readDirSync("/proc")) {
+    try {
+      const nspid = /^NSpid:\\s+(\\d+)\\s+(\\d+)$/m.exec(Deno.readTextFileSync("/proc/" + e.name + "/status"));
+      if (nspid && Number(nspid[2]) === next && ppidOf(ppidOf(ppidOf(e.name))) === Deno.pid) {
+        outside = Number(e.name);
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  Deno.kill(outside, "SIGSTOP");
+  // stopped before the job comes (one woken by the signal could still read it first)
+  while (!/^State:\\s+T/m.test(Deno.readTextFileSync("/proc/" + outside + "/status"))) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const job = call("import os\\nresult = os.getpid()");
+  await settle();
+  try {
+    Deno.kill(outside, "SIGKILL");
+  } catch {
+    // found stopped when the job came, and replaced then (see warm_pool_test.ts for a
+    // root pool, which does not look, and so meets it ending after the job was sent)
+  }
+  out.lost = [next, await job.then((r) => r.result, (e) => e.message)];
+  out.afterLost = (await call("result = 'after'")).result;
   await p.close();
 }
 {
@@ -467,7 +500,7 @@ result = [len(others()), len(kids)]
 console.log(JSON.stringify(out));
 `;
 
-Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, or forked by the parent, is the task's alone; the forker takes no place of max_processes", async () => {
+Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, or forked by the parent, is the task's alone; a job whose spare was stopped and killed from outside runs on another; the forker takes no place of max_processes", async () => {
   requireRoot("the provider");
   const r = await runUnprivileged(ORDER_SCRIPT, "gleitzeit-unpriv-order-");
   assertEquals(r.signalled.length, 2, `the forker and the next spare: ${r.signalled}`);
@@ -482,6 +515,9 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, o
   // [the pool's other processes (the parent, the forker, the next spare), forks it got]:
   // 8 - the parent - the next spare - itself
   assertEquals(r.forks, Array(10).fill([3, 5]));
+  assertEquals(typeof r.lost[1], "number", `the job failed: ${r.lost[1]}`);
+  assert(r.lost[1] !== r.lost[0], "it ran on the spare that was killed");
+  assertEquals(r.afterLost, "after");
   for (const fds of [r.afterKill, r.last]) {
     assertEquals(fds.length, 2, JSON.stringify(fds));
     assertMatch(fds[0], /\.result$/, JSON.stringify(fds));
@@ -490,12 +526,10 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare replaced before its job, o
 });
 
 /**
- * Without the sandbox's seccomp filter (basic mode), a task of the pool's own user can change
- * the spare's, the forker's or its parent's settings, and they are read around each task.
- * Where those reads fail (here: an outer seccomp filter, as a container's could be, makes
- * sched_getattr fail), such changes could not be seen: each warm parent then runs one task
- * and is retired. Tasks still run; none shares a parent. In bubblewrap, whose filter refuses
- * the changes, nothing needs reading: one parent runs them all.
+ * Where the calls that read a process's settings fail (here: an outer seccomp filter, as a
+ * container's could be, makes sched_getattr fail), a task's changes to the spare, the forker
+ * or its parent could not be seen: each warm parent then runs one task and is retired. Tasks
+ * still run; none shares a parent.
  */
 const DENY_SCHED_GETATTR = `
 import ctypes, os, struct, sys
@@ -513,18 +547,19 @@ os.execv(sys.argv[1], sys.argv[1:])
 const PARENTS_SCRIPT = `
 const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
 const ctx = () => ({ signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1 });
-const p = new PythonProvider({ sandbox: Deno.args[0], poolSize: 1 });
+const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
 const parents = [];
 for (let i = 0; i < 4; i++) {
   // the warm parent's directory (each parent has its own)
-  parents.push((await p.call("python/execute", { code: "import os\\nresult = os.getppid()" }, ctx()))
-    .result);
+  parents.push((await p.call("python/execute", {
+    code: "import os\\nresult = os.path.dirname(os.path.dirname(os.getcwd()))",
+  }, ctx())).result);
 }
 await p.close();
 console.log(JSON.stringify(parents));
 `;
 
-Deno.test("[basic and bwrap, unprivileged orchestrator] where a process's settings could be changed and cannot be read, each warm parent runs one task", async () => {
+Deno.test("[bwrap, unprivileged orchestrator] where a process's settings cannot be read, each warm parent runs one task", async () => {
   requireRoot("the provider");
   const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-single-" });
   try {
@@ -533,18 +568,17 @@ Deno.test("[basic and bwrap, unprivileged orchestrator] where a process's settin
     await Deno.writeTextFile(`${dir}/deny.py`, DENY_SCHED_GETATTR);
     for (const f of ["script.js", "deny.py"]) await Deno.chmod(`${dir}/${f}`, 0o644);
     const env = { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" };
-    const run = async (mode: string, filtered: boolean) => {
-      const out = await denoAsUnprivileged(["-A", `${dir}/script.js`, mode], {
+    const run = async (filtered: boolean) => {
+      const out = await denoAsUnprivileged(["-A", `${dir}/script.js`], {
         cwd: dir,
         env,
         via: filtered ? ["/usr/bin/python3", `${dir}/deny.py`] : [],
       });
       assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-      return JSON.parse(new TextDecoder().decode(out.stdout)) as number[];
+      return JSON.parse(new TextDecoder().decode(out.stdout)) as string[];
     };
-    assertEquals(new Set(await run("basic", false)).size, 1, "basic: one parent for all");
-    assertEquals(new Set(await run("basic", true)).size, 4, "basic, reads failing: one per task");
-    assertEquals(new Set(await run("bwrap", true)).size, 1, "bwrap, reads failing: one for all");
+    assertEquals(new Set(await run(false)).size, 1, "without the filter: one parent for all");
+    assertEquals(new Set(await run(true)).size, 4, "with it: a parent per task");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -557,24 +591,20 @@ const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
 const call = (code) => p.call("python/execute", { code }, ctx())
   .then((r) => r.result, (e) => "failed: " + e.message);
 const out = {};
-// After a pause (the parent makes the next spare as a task starts): with 4 descriptors at
-// most, the parent (the sandbox's init) would fail its clean-up after this task. The seccomp
-// filter refuses the change.
+// After a pause (the parent makes the next spare as a task starts): the parent (the
+// sandbox's init) then has 4 descriptors at most, and its clean-up after this task, whose end
+// is reported at once, fails.
 out.attack = await call("import resource, time\\ntime.sleep(0.3)\\n" +
   "resource.prlimit(1, resource.RLIMIT_NOFILE, (4, 4))\\nresult = 'attacked'");
 out.next = [];
-const parent = "import os\\nresult = ['innocent', os.path.dirname(os.path.dirname(os.getcwd()))]";
-for (let i = 0; i < 3; i++) out.next.push(await call(parent));
+for (let i = 0; i < 3; i++) out.next.push(await call("result = 'innocent'"));
 await p.close();
 console.log(JSON.stringify(out));
 `;
 
-Deno.test("[bwrap, unprivileged orchestrator] a task cannot change its parent's limits; the next jobs run on that parent", async () => {
-  // (basic mode, without the filter: see warm_pool_test.ts for a task that leaves its parent
-  // dirty after its end was reported)
+Deno.test("[bwrap, unprivileged orchestrator] a task that breaks its parent's clean-up after its end was reported does not fail the next job", async () => {
   requireRoot("the provider");
   const r = await runUnprivileged(CRIPPLE_SCRIPT, "gleitzeit-unpriv-cripple-");
-  assertMatch(r.attack, /^failed: .*PermissionError.*Operation not permitted/);
-  assertEquals(r.next.map((n: string[]) => n[0]), ["innocent", "innocent", "innocent"]);
-  assertEquals(new Set(r.next.map((n: string[]) => n[1])).size, 1, "one parent");
+  assertEquals(r.attack, "attacked");
+  assertEquals(r.next, ["innocent", "innocent", "innocent"]);
 });

@@ -1092,3 +1092,62 @@ Deno.test("[bwrap] a warm parent and the processes that make its spares do not g
     }
   });
 });
+
+/** Python: [this task's pid, the next task's spare's] in the sandbox's PID namespace: the
+ * newest process but this task (the spare after it is asked for only once this task ends). */
+const NEXT_SPARE = `
+import os, time
+me = os.getpid()
+deadline = time.time() + 5
+newer = []
+while not newer and time.time() < deadline:
+    newer = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) > me]
+    time.sleep(0.005)
+result = [me, max(newer)]
+`;
+
+/** The pid, outside, of this process's sandboxed process `nsPid` (pid in its sandbox). */
+function hostPid(nsPid: number): number {
+  const status = (pid: number | string) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${pid}/status`);
+    } catch {
+      return "";
+    }
+  };
+  const ppid = (pid: number | string) => Number(/^PPid:\s+(\d+)$/m.exec(status(pid))?.[1] ?? -1);
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const ns = /^NSpid:\s+(\d+)\s+(\d+)$/m.exec(status(e.name));
+    if (!ns || Number(ns[2]) !== nsPid) continue;
+    let up = Number(e.name);
+    for (let i = 0; i < 4 && up > 1; i++) {
+      up = ppid(up);
+      if (up === Deno.pid) return Number(e.name);
+    }
+  }
+  throw new Error(`no process ${nsPid} in this process's sandboxes`);
+}
+
+Deno.test("[bwrap] a job whose spare ends before reading it (killed from outside) runs on the next spare", async () => {
+  await withPool("bwrap", async (run) => {
+    await run("result = 1");
+    const [, next] = (await run(NEXT_SPARE)).result as unknown as number[];
+    await new Promise((r) => setTimeout(r, 300)); // the pool is done with the task before
+    const outside = hostPid(next);
+    // Stopped (it will not read its job), then killed once the job is in its pipe: the OOM
+    // killer's work, say, or a spare whose set-up failed, after the parent looked at it.
+    Deno.kill(outside, "SIGSTOP");
+    // stopped before the job comes (one woken by the signal could still read it first)
+    while (!/^State:\s+T/m.test(Deno.readTextFileSync(`/proc/${outside}/status`))) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const job = run("import os\nresult = os.getpid()", 10);
+    await new Promise((r) => setTimeout(r, 300));
+    Deno.kill(outside, "SIGKILL");
+    const ran = await job;
+    assert.equal(typeof ran.result, "number");
+    assert.notEqual(ran.result, next, "it ran on the spare that was killed");
+    assert.equal((await run("result = 'after'")).result, "after");
+  });
+});
