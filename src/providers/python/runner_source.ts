@@ -1548,34 +1548,40 @@ def _live_spare(spare, own, make):
     # before has ended by now (and, in the parent's PID namespace, what it left), so nothing
     # of it can signal it any more (without one, at the job: as late as can be): a spare
     # that is not plainly waiting (a signal pending, stopped, on its way out, gone) is
-    # killed and replaced; the next task's paths then come with its job.
+    # killed and replaced; the next task's paths then come with its job. Its replacement is
+    # looked at too: a forker that task changed (and whose spare it signalled, say) would
+    # have cloned it with the forker's settings. (Root pools: only a spare gone, replaced.)
     import select
-    pid, job_w, done_r, pidfd, task_dir = spare[:5]
-    gone = bool(select.select([pidfd], [], [], 0)[0])
-    if not gone and _waiting(pid, own):
-        return spare
-    if spare[5] is not None and not gone and _settings(pid) != own:
-        for cgroup, (_, sock) in list(_forkers.items()):
-            if sock is spare[5]:
-                # Its settings changed, and it was made by this forker, which may be what was
-                # changed: it goes too (and the next spare is forked by this parent, whose own
-                # settings are looked at after each task, until a forker is made again after
-                # a task: see _forkers_sound). A spare gone or signalled says nothing of it.
-                _drop_forkers(cgroup)
-    try:
-        os.kill(pid, 9)
-    except OSError:
-        pass
-    select.select([pidfd], [], [])
-    for fd in (job_w, done_r, pidfd):
-        os.close(fd)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-    if task_dir:
-        _purge(task_dir)
-    return make()
+    for tries in range(4):
+        pid, job_w, done_r, pidfd, task_dir = spare[:5]
+        gone = bool(select.select([pidfd], [], [], 0)[0])
+        if not gone and (not _own_user or _waiting(pid, own)):
+            return spare
+        if tries == 3:
+            raise SystemExit("gleitzeit runner: no spare that is not changed or stopped")
+        if _own_user and spare[5] is not None and not gone and _settings(pid) != own:
+            for cgroup, (_, sock) in list(_forkers.items()):
+                if sock is spare[5]:
+                    # Its settings changed, and it was made by this forker, which may be what
+                    # was changed: it goes too (and the next spare is forked by this parent,
+                    # whose own settings are looked at after each task, until a forker is made
+                    # again after a task: see _forkers_sound). A spare gone or signalled says
+                    # nothing of it.
+                    _drop_forkers(cgroup)
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        select.select([pidfd], [], [])
+        for fd in (job_w, done_r, pidfd):
+            os.close(fd)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        if task_dir:
+            _purge(task_dir)
+        spare = make()
 
 def _idle(pid, states=(b"S", b"R")):
     # Asleep or running (not stopped, not dead) with no signal pending (a SIGKILL stays in

@@ -273,7 +273,7 @@ result = others()
 \`;
 const out = {};
 // Each attack on a pool of its own: one that found its forker changed stops using forkers.
-for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks"]) {
+for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks", "mixed"]) {
   const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   const run = async (code) => (await p.call("python/execute", { code, timeout: 10 }, ctx())).result;
   const baseline = await run(SETTINGS);
@@ -281,9 +281,18 @@ for (const attack of ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks
   const t = performance.now();
   await run(OTHERS + \`
 import signal, resource
+forker = min(others())
 for pid in others() + [1]:  # the forker, the next spare, and the parent (the sandbox's init)
     try:
-        if "\${attack}" == "stop":
+        if "\${attack}" == "mixed":
+            # the forker changed, the next spare signalled: that spare's replacement, should
+            # the forker clone it, has the forker's settings
+            if pid == forker:
+                resource.prlimit(pid, resource.RLIMIT_NOFILE, (32, 32))
+                os.setpriority(os.PRIO_PROCESS, pid, 19)
+            elif pid != 1:
+                os.kill(pid, signal.SIGUSR1)
+        elif "\${attack}" == "stop":
             os.kill(pid, signal.SIGSTOP)
         elif "\${attack}" == "kill":
             os.kill(pid, signal.SIGKILL)
@@ -320,7 +329,16 @@ console.log(JSON.stringify(out));
 Deno.test("[bwrap, unprivileged orchestrator] a task that stops, kills or changes the process making spares does not reach the next", async () => {
   requireRoot("the provider");
   const r = await runUnprivileged(FORKER_SCRIPT, "gleitzeit-unpriv-forker-");
-  assertEquals(Object.keys(r), ["stop", "kill", "usr1", "nofile", "stack", "slice", "locks"]);
+  assertEquals(Object.keys(r), [
+    "stop",
+    "kill",
+    "usr1",
+    "nofile",
+    "stack",
+    "slice",
+    "locks",
+    "mixed",
+  ]);
   for (
     const [attack, { baseline, seen, after, ms, again }] of Object.entries(r) as [
       string,
