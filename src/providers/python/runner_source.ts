@@ -1149,21 +1149,12 @@ def _pool():
     # Without a sandbox user apart from this pool's (not root), a task can signal the spare
     # and change this parent's limits or priority: then it is reported dirty (retired).
     if _own_user:
-        import resource
-        global _RLIMITS
-        # every limit the kernel has, those the module names not (RLIMIT_LOCKS) too
-        for r in range(64):
-            try:
-                resource.prlimit(0, r)
-            except (ValueError, OSError):
-                break
-            _RLIMITS += (r,)
         _sched_attr[0] = ctypes.create_string_buffer(56)
-    own = _settings("self") if _own_user else None
+    own = _settings(os.getpid()) if _own_user else None
     # Where they cannot all be read (an outer seccomp profile denying one of the calls, say,
     # or an architecture not named above), a task's changes to the spare, the forker or this
     # parent could not be seen: each parent then runs one task and is retired (dirty).
-    single_use = _own_user and (own is None or len(_RLIMITS) < 16)
+    single_use = _own_user and own is None
     global _own_settings
     _own_settings = own
     outfd = out.fileno()
@@ -1241,6 +1232,7 @@ def _pool():
             lost += 1
             for fd in (job_w, done_r, pidfd):
                 os.close(fd)
+            _forget(pid)
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
@@ -1281,6 +1273,7 @@ def _pool():
         try:
             os.close(done_r)
             os.close(pidfd)
+            _forget(pid)
             # Processes the task left (a task can report its end early, or start processes that
             # outlive it) go first: they could still make IPC objects or files. Usually there
             # are none: the killed task cannot start more, so one look at /proc (this sandbox's
@@ -1303,11 +1296,14 @@ def _pool():
                 if spare[4]:
                     _purge(spare[4])
                 spare = _prefork(inp, out, options, new_dir())
-            # IPC objects the task left: once it is reaped (where it said it was done, below)
+            # What the task left or changed: IPC objects; without a sandbox user apart from
+            # this pool's, this parent's settings and the task tmpfs's root. Once it is reaped
+            # (where it said it was done, below: a system call it had under way when it was
+            # killed ends first).
             ipc = ipc_check and not said_done and _ipc_left()
             dirty = (single_use or stale[0] or ipc
-                     or (_own_user and (_settings("self") != own
-                                        or _planted(tmpfs, trash, task_dir, spare[4]))))
+                     or (not said_done and _own_user and (
+                         _settings(mypid) != own or _planted(tmpfs, trash, task_dir, spare[4]))))
             if not said_done:
                 # Raw write of the status line (the file object's layers touch more of the heap).
                 os.write(outfd, b'{"status": %d, "dirty": %s}\n'
@@ -1332,8 +1328,8 @@ def _pool():
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            if said_done and ipc_check and _ipc_left():
-                ipc = dirty = True
+                if ipc_check and _ipc_left():
+                    ipc = dirty = True
             if ipc and not _clear_ipc():
                 raise SystemExit("gleitzeit runner: cannot remove the IPC objects a task left")
             if gone and not _rmdir(gone):
@@ -1341,6 +1337,9 @@ def _pool():
                 # what even that left (a tree past PATH_MAX, say) would fill the tmpfs over
                 # many tasks: the next status line says dirty, and the sandbox goes with it
                 stale[0] = _exists(gone)
+            if said_done and _own_user and (_settings(mypid) != own
+                                            or _planted(tmpfs, trash, task_dir, spare[4])):
+                dirty = True
             if _own_user:
                 _forkers_sound(inp, out, options)  # the task has ended, and what it left
             if _own_user and own_ns:
@@ -1503,6 +1502,9 @@ def _kill_leftovers(mypid):
     # come back here), until they are gone; if they are not, this parent ends, and its
     # sandbox with everything in it.
     os.kill(-1, 9)
+    for pid in list(_proc_fds):
+        if pid != mypid:
+            _forget(pid)
     deadline = time.monotonic() + 2.0
     while True:
         try:
@@ -1579,6 +1581,7 @@ def _live_spare(spare, own, make):
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+        _forget(pid)
         if task_dir:
             _purge(task_dir)
         spare = make()
@@ -1588,11 +1591,11 @@ def _idle(pid, states=(b"S", b"R")):
     # the shared set once taken, and a SIGSTOP shows there before it stops it): its status
     # file, for more looks; else None. A process that exits of itself is not told from one at
     # work: a spare's job that it did not read goes to the next spare (see "lost" in the
-    # pool's loop), and a forker's socket ends. (One raw read, and a look for the lines: this
-    # runs around every task; file objects and a dict of all ~55 lines cost 2-3 times as
-    # much, and /proc/PID/stat as well ~40% more.)
+    # pool's loop), and a forker's socket ends. (One reread of a file kept open, and a look
+    # for the lines: this runs around every task; file objects and a dict of all ~55 lines
+    # cost 2-3 times as much, and /proc/PID/stat as well ~40% more.)
     try:
-        status = _read_proc("/proc/%d/status" % pid)
+        status = _proc(pid, "status")
     except OSError:
         return None
     if _status_field(status, b"State:")[:1] in states and _pending(status) == 0:
@@ -1629,29 +1632,49 @@ def _settings(pid, status=None):
     # sched_setscheduler or sched_setattr (policy, nice, EEVDF slice), sched_setaffinity or
     # ioprio_set: its limits, nice value, scheduling attributes, CPUs and I/O priority. A
     # spare inherits the parent's; a task of the pool's own user could change either (see
-    # _live_spare, and the parent's check before each status line). By system calls where
-    # they tell all (reading /proc/PID/limits and stat for the same took five times as long);
-    # the CPUs from the status file (status: that file, when just read), whose mask has the
-    # CPUs that are offline too (sched_getaffinity leaves them out). None where any of it
-    # cannot be read (a pool that cannot read its own does not start: see _pool).
-    p = 0 if pid == "self" else int(pid)
+    # _live_spare, and the parent's check before each status line). Every limit, those the
+    # resource module names not (RLIMIT_LOCKS) too, as /proc/PID/limits puts them (compared
+    # as text: one reread of a file kept open, a third of 16 prlimit calls); the CPUs from the
+    # status file (status: that file, when just read), whose mask has the CPUs that are
+    # offline too (sched_getaffinity leaves them out); the rest by system calls. None where
+    # any of it cannot be read (a pool that cannot read its own runs one task: see _pool).
     try:
-        import resource
-        limits = [resource.prlimit(p, r) for r in _RLIMITS]
-        nice = os.getpriority(os.PRIO_PROCESS, p)
-        policy = os.sched_getscheduler(p)
+        limits = _proc(pid, "limits")
+        nice = os.getpriority(os.PRIO_PROCESS, pid)
+        policy = os.sched_getscheduler(pid)
         if status is None:
-            status = _read_proc("/proc/%s/status" % pid)
+            status = _proc(pid, "status")
     except OSError:
         return None
     cpus = _status_field(status, b"Cpus_allowed:")
     ioprio = _ioprio(pid)
-    attrs = _sched_attrs(p)
-    if not cpus or ioprio is None or ioprio < 0 or attrs is None:
+    attrs = _sched_attrs(pid)
+    if limits.count(b"\n") < 17 or not cpus or ioprio is None or ioprio < 0 or attrs is None:
         return None
     return limits, nice, policy, cpus, ioprio, attrs
 
-_RLIMITS = ()  # every resource limit's number (set by a warm parent without root)
+_proc_fds = {}  # pid -> {file name: descriptor}: /proc files of the pool's processes, kept open
+
+def _proc(pid, name):
+    # /proc/PID/NAME, reread through a descriptor kept open until _forget(pid): opening it
+    # costs as much again as the read (~10 us each here), and this runs around every task. A
+    # descriptor stays the process's it was opened for: once that has gone, reads fail.
+    fds = _proc_fds.get(pid)
+    if fds is None:
+        if len(_proc_fds) > 16:  # (one missed by _forget: open afresh)
+            for other in list(_proc_fds):
+                _forget(other)
+        fds = _proc_fds[pid] = {}
+    fd = fds.get(name)
+    if fd is None:
+        fd = fds[name] = os.open("/proc/%d/%s" % (pid, name), os.O_RDONLY | os.O_CLOEXEC)
+    return os.pread(fd, 16384, 0)  # a /proc file is made whole by each read from its start
+
+def _forget(pid):
+    # The /proc descriptors of a process that has gone (or is going).
+    for fd in _proc_fds.pop(pid, {}).values():
+        os.close(fd)
+
 # (aarch64, riscv64 and loongarch64 number them as the kernel's generic table does)
 _IOPRIO_GET = {"x86_64": 252, "aarch64": 31, "riscv64": 31,
                "loongarch64": 31}.get(os.uname().machine)
@@ -1662,7 +1685,7 @@ def _ioprio(pid):
     # ioprio_get(IOPRIO_WHO_PROCESS, pid): a process of the same user can lower it too.
     if _libc is None or _IOPRIO_GET is None:
         return None
-    return _libc.syscall(_IOPRIO_GET, 1, 0 if pid == "self" else int(pid))
+    return _libc.syscall(_IOPRIO_GET, 1, pid)
 
 def _sched_attrs(pid):
     # sched_getattr(pid): all of struct sched_attr (the slice, which sched_setattr sets
@@ -2095,6 +2118,7 @@ def _drop_forkers(only=None):
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
+        _forget(pid)
 
 def _start_forker(cgroup, inp, out, options):
     if _clone_call() is None:
