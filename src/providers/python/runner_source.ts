@@ -1184,8 +1184,14 @@ def _pool():
             # (see "lost" below). (Root pools look at its pidfd only: one killed meanwhile
             # could still read its job, and its task fail, as it could once it had begun.)
             if (_own_user and (spare is not vetted or _idle(spare[0]) is None)) or _gone(spare):
-                spare = _live_spare(spare, own, lambda: _settle(
-                    _prefork(inp, out, options, new_dir()), inp, out, options))
+                try:
+                    spare = _live_spare(spare, own, lambda: _settle(
+                        _prefork(inp, out, options, new_dir()), inp, out, options))
+                except _NoSpare:
+                    # Something keeps ending or changing them: this parent runs no more jobs,
+                    # and not this one (the provider sends it to another parent).
+                    os.write(outfd, b'{"ready": true, "dirty": true}\n')
+                    break
         if _own_user and not prepare:
             # its directory made since the task before ended (or a new spare's, made now)
             made = spare is not before or fresh is spare
@@ -1239,7 +1245,8 @@ def _pool():
                 pass
             if task_dir:
                 _purge(task_dir)
-                free_names.append(task_dir)
+                if not _exists(task_dir):
+                    free_names.append(task_dir)
             vetted = None
             buf[0] = job + buf[0]
             continue
@@ -1545,6 +1552,9 @@ def _unread(fd):
     n = ctypes.c_int(0)
     return n.value if _libc.ioctl(fd, 0x541B, ctypes.byref(n)) == 0 else -1
 
+class _NoSpare(Exception):
+    """Four spares in a row were not plainly waiting (killed, stopped or changed meanwhile)."""
+
 def _live_spare(spare, own, make):
     # A task of the pool's own user can signal the spare waiting for the next job. The task
     # before has ended by now (and, in the parent's PID namespace, what it left), so nothing
@@ -1560,7 +1570,7 @@ def _live_spare(spare, own, make):
         if not gone and (not _own_user or _waiting(pid, own)):
             return spare
         if tries == 3:
-            raise SystemExit("gleitzeit runner: no spare that is not changed or stopped")
+            raise _NoSpare()
         if _own_user and spare[5] is not None and not gone and _settings(pid) != own:
             for cgroup, (_, sock) in list(_forkers.items()):
                 if sock is spare[5]:
@@ -1570,11 +1580,14 @@ def _live_spare(spare, own, make):
                     # again after a task: see _forkers_sound). A spare gone or signalled says
                     # nothing of it.
                     _drop_forkers(cgroup)
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
-        select.select([pidfd], [], [])
+        if not gone:
+            # by its pidfd: without a PID namespace, a number reaped meanwhile (a process the
+            # task left, ours to reap, can end it) may be another process's by now
+            try:
+                _signal.pidfd_send_signal(pidfd, 9)
+            except OSError:
+                pass
+            select.select([pidfd], [], [])
         for fd in (job_w, done_r, pidfd):
             os.close(fd)
         try:
