@@ -7,6 +7,7 @@
 
 import { assert, assertEquals, assertMatch } from "../../assert.ts";
 import { denoAsUnprivileged, requireRoot } from "../../unprivileged.ts";
+import { NEXT_SPARE } from "./helpers.ts";
 
 const PROVIDER = new URL("../../../src/providers/python/python_provider.ts", import.meta.url).href;
 
@@ -438,17 +439,7 @@ const out = {};
   const p = new PythonProvider({ sandbox: "bwrap", poolSize: 1 });
   const call = (code) => p.call("python/execute", { code, timeout: 10 }, ctx());
   await call("result = 1");
-  // the newest process but this task: the next task's spare
-  const next = (await call(\`
-import os, time
-me = os.getpid()
-deadline = time.time() + 5
-newer = []
-while not newer and time.time() < deadline:
-    newer = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) > me]
-    time.sleep(0.005)
-result = max(newer)
-\`)).result;
+  const next = (await call(${JSON.stringify(NEXT_SPARE)})).result[1]; // the next task's spare
   await settle();
   let outside;
   for (const e of Deno.readDirSync("/proc")) {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { GleitzeitError } from "../../../src/core/errors.ts";
 import { PythonProvider } from "../../../src/providers/python/python_provider.ts";
 import { NotRun, WarmWorker, WORK_TMPFS_INODES } from "../../../src/providers/python/warm_pool.ts";
-import { makeCtx } from "./helpers.ts";
+import { makeCtx, NEXT_SPARE } from "./helpers.ts";
 
 type R = { result: Record<string, unknown> };
 
@@ -1092,19 +1092,6 @@ Deno.test("[bwrap] a warm parent and the processes that make its spares do not g
     }
   });
 });
-
-/** Python: [this task's pid, the next task's spare's] in the sandbox's PID namespace: the
- * newest process but this task (the spare after it is asked for only once this task ends). */
-const NEXT_SPARE = `
-import os, time
-me = os.getpid()
-deadline = time.time() + 5
-newer = []
-while not newer and time.time() < deadline:
-    newer = [int(n) for n in os.listdir("/proc") if n.isdigit() and int(n) > me]
-    time.sleep(0.005)
-result = [me, max(newer)]
-`;
 
 /** The pid, outside, of this process's sandboxed process `nsPid` (pid in its sandbox). */
 function hostPid(nsPid: number): number {
