@@ -1150,7 +1150,8 @@ def _pool():
     # and change this parent's limits or priority: then it is reported dirty (retired).
     if _own_user:
         _sched_attr[0] = ctypes.create_string_buffer(56)
-    own = _settings(os.getpid()) if _own_user else None
+    mypid = os.getpid()
+    own = _settings(mypid) if _own_user else None
     # Where they cannot all be read (an outer seccomp profile denying one of the calls, say,
     # or an architecture not named above), a task's changes to the spare, the forker or this
     # parent could not be seen: each parent then runs one task and is retired (dirty).
@@ -1158,7 +1159,6 @@ def _pool():
     global _own_settings
     _own_settings = own
     outfd = out.fileno()
-    mypid = os.getpid()
     fresh = None  # the spare whose directory was made afresh after the task before ended
     vetted = None  # own-user pools: the spare found untouched once the task before had ended
     lost = 0  # jobs in a row whose spare ended before it read them (see below)
@@ -1205,7 +1205,8 @@ def _pool():
         sent = forward(spare, line)
         if prepare:
             continue
-        pid, job_w, done_r, pidfd, task_dir = spare[:5]
+        running = spare
+        pid, job_w, done_r, pidfd, task_dir = running[:5]
         if ahead is not None:
             spare, ahead = ahead, None
         else:
@@ -1236,17 +1237,8 @@ def _pool():
             # killer, say), or its set-up failed. Nothing of the task ran: the job goes to the
             # next spare, as if it had just come.
             lost += 1
-            for fd in (job_w, done_r, pidfd):
-                os.close(fd)
-            _forget(pid)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            if task_dir:
-                _purge(task_dir)
-                if not _exists(task_dir):
-                    free_names.append(task_dir)
+            if _end_spare(running):
+                free_names.append(task_dir)
             vetted = None
             buf[0] = job + buf[0]
             continue
@@ -1565,8 +1557,8 @@ def _live_spare(spare, own, make):
     # have cloned it with the forker's settings. (Root pools: only a spare gone, replaced.)
     import select
     for tries in range(4):
-        pid, job_w, done_r, pidfd, task_dir = spare[:5]
-        gone = bool(select.select([pidfd], [], [], 0)[0])
+        pid, pidfd = spare[0], spare[3]
+        gone = _gone(spare)
         if not gone and (not _own_user or _waiting(pid, own)):
             return spare
         if tries == 3:
@@ -1588,16 +1580,24 @@ def _live_spare(spare, own, make):
             except OSError:
                 pass
             select.select([pidfd], [], [])
-        for fd in (job_w, done_r, pidfd):
-            os.close(fd)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        _forget(pid)
-        if task_dir:
-            _purge(task_dir)
+        _end_spare(spare)
         spare = make()
+
+def _end_spare(spare):
+    # A spare that has ended (or been killed) and run no job: its descriptors closed, it
+    # reaped, its directory removed. Whether that directory is gone (its name free again).
+    pid, job_w, done_r, pidfd, task_dir = spare[:5]
+    for fd in (job_w, done_r, pidfd):
+        os.close(fd)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    _forget(pid)
+    if not task_dir:
+        return False
+    _purge(task_dir)
+    return not _exists(task_dir)
 
 def _idle(pid, states=(b"S", b"R")):
     # Asleep or running (not stopped, not dead) with no signal pending (a SIGKILL stays in
