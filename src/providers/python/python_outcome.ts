@@ -397,7 +397,22 @@ function parsePayload(text: string): RunnerPayload | undefined {
   } catch {
     return undefined;
   }
-  const lost = payload.ok ? inexactInteger(text) : undefined;
+  if (!payload.ok) return payload;
+  const twice = duplicateKey(text);
+  if (twice !== undefined) {
+    return {
+      ok: false,
+      kind: "result_type",
+      type: "dict",
+      message:
+        `the result has a dict with two keys that are both ${
+          JSON.stringify(twice.length > 40 ? `${twice.slice(0, 40)}...` : twice)
+        } in JSON (JSON keys are strings: 1 and "1", or True and "true", become one key, and ` +
+        "one value would be lost): make its keys distinct, e.g. all str",
+      execution_time_ms: payload.execution_time_ms,
+    };
+  }
+  const lost = inexactInteger(text);
   if (lost === undefined) return payload;
   return {
     ok: false,
@@ -411,10 +426,11 @@ function parsePayload(text: string): RunnerPayload | undefined {
 }
 
 /**
- * The first integer in `text` (JSON) that a double does not hold exactly, as written (Python
- * writes an int whole, such as a 64-bit id; JSON.parse would round it silently), if any. One
- * linear scan (no second parse: a result may be megabytes, or nested thousands deep), which
- * steps over strings and leaves out fractions and exponents.
+ * The first integer in `text` (JSON) beyond 2**53 either way, as written (Python writes an int
+ * whole, such as a 64-bit id; JSON.parse would round it silently, and even one a double holds
+ * exactly, such as 2**60, is written out again rounded to 17 digits when the result is passed
+ * on or stored), if any. One linear scan (no second parse: a result may be megabytes, or nested
+ * thousands deep), which steps over strings and leaves out fractions and exponents.
  */
 function inexactInteger(text: string): string | undefined {
   if (!/\d{16}/.test(text)) return undefined; // (2**53 has 16 digits)
@@ -422,11 +438,62 @@ function inexactInteger(text: string): string | undefined {
     for (const m of text.matchAll(/"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])(-?\d{16,})(?![\d.eE])/g)) {
       const digits = m[1];
       if (digits === undefined) continue; // a string
-      const value = Number(digits);
-      if (!Number.isFinite(value) || BigInt(digits) !== BigInt(value)) return digits;
+      const value = BigInt(digits);
+      if (value > EXACT || value < -EXACT) return digits;
     }
   } catch {
     // (not JSON the runner writes: the parse before has judged it)
+  }
+  return undefined;
+}
+
+/** 2**53: JSON numbers are doubles, which hold every integer up to it exactly. */
+const EXACT = 2n ** 53n;
+
+/**
+ * The first key that appears twice in one object of `text` (JSON the runner wrote), if any.
+ * Python writes a dict's keys as strings, so 1 and "1" (or True and "true", None and "null")
+ * become one key twice, and JSON.parse would keep the last value silently. Only a key such
+ * a conversion writes (a number, true, false, null, NaN, Infinity) can be one of a pair: the
+ * object-by-object scan runs only where one is found.
+ */
+function duplicateKey(text: string): string | undefined {
+  if (!/"(?:-?\d[\d.eE+-]*|true|false|null|NaN|-?Infinity)": /.test(text)) return undefined;
+  const objects: (Set<string> | undefined)[] = []; // the open objects' keys (undefined: an array)
+  let keyNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // a string: a key where one is due
+      let j = i + 1;
+      let escaped = false;
+      for (let d = text.charCodeAt(j); d !== 0x22; d = text.charCodeAt(j)) {
+        if (Number.isNaN(d)) return undefined; // (not JSON: the parse before judged it)
+        if (d === 0x5c) {
+          escaped = true;
+          j++;
+        }
+        j++;
+      }
+      const keys = objects[objects.length - 1];
+      if (keyNext && keys !== undefined) {
+        const key = escaped ? JSON.parse(text.slice(i, j + 1)) as string : text.slice(i + 1, j);
+        if (keys.has(key)) return key;
+        keys.add(key);
+        keyNext = false;
+      }
+      i = j;
+    } else if (c === 0x7b) { // {
+      objects.push(new Set());
+      keyNext = true;
+    } else if (c === 0x5b) { // [
+      objects.push(undefined);
+      keyNext = false;
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      objects.pop();
+      keyNext = false;
+    } else if (c === 0x2c) { // ,
+      keyNext = objects[objects.length - 1] !== undefined;
+    }
   }
   return undefined;
 }
