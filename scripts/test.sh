@@ -45,6 +45,11 @@ fi
 
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(tests/)
+files="$(find "${args[@]}" -name '*_test.ts' 2>/dev/null | wc -l)"
+say "deno test over ${args[*]}: $files test files (the whole suite takes ~5 minutes on 2 CPUs);" \
+  "Redis at 127.0.0.1:6379 is $(redis_up && echo up || echo down); the LLM tests start the Ollama" \
+  "test server (../shared/ollama-test-server) on 127.0.0.1:${GLEITZEIT_TEST_OLLAMA_PORT:-11435}" \
+  "(GLEITZEIT_TEST_OLLAMA_PORT to change), left running for the next run"
 log="$(mktemp)"
 "$DENO" test --allow-all --no-prompt --parallel "${args[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -12,8 +12,11 @@ import type { CallContext } from "../../../src/providers/provider.ts";
 
 const SERVER_DIR = new URL("../../../../shared/ollama-test-server/", import.meta.url).pathname;
 
-/** The port every test file shares (the server's default). */
-export const SHARED_PORT = 11435;
+/**
+ * The port every test file shares: the server's default, 11435, or GLEITZEIT_TEST_OLLAMA_PORT
+ * (where another program holds 11435). The server stays up after the run, for the next one.
+ */
+export const SHARED_PORT = Number(Deno.env.get("GLEITZEIT_TEST_OLLAMA_PORT") || 11435);
 
 /** Starts (or finds running) the test server on `port`; resolves with its URL. */
 export async function startTestServer(port = SHARED_PORT): Promise<string> {
