@@ -155,6 +155,9 @@ export async function runCli(args: string[]): Promise<ExitCode> {
   try {
     if (args.length === 0) {
       program.outputHelp();
+      // (every non-zero exit says why, on stderr)
+      err(`${colors("stderr").red("error:")} no command given: see the commands above`);
+      if (json) printJsonError({ code: "USAGE_ERROR", message: "no command given", hint: null });
       return 2;
     }
     await program.parseAsync(args, { from: "user" });
