@@ -276,3 +276,29 @@ Deno.test("the README's quick start: task result RUN_ID/TASK_NAME gives the task
   assertEquals(result.code, 0, result.stderr);
   assertEquals(JSON.parse(result.stdout), { n: 42 });
 });
+
+Deno.test("a run with a task failed for an unavailable provider exits 3, even beside a task's own failure", async () => {
+  const { dir, env } = await scratch();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const file = await writeWorkflow(
+    dir,
+    "w.yaml",
+    `name: w
+on_failure: continue
+tasks:
+  - {id: own, method: error, protocol: echo/v1, params: {message: "its own failure"}}
+  - {id: llm, method: llm/generate, params: {model: x, prompt: hi}}
+`,
+  );
+  const r = await gleitzeit(["--ollama-url", `http://127.0.0.1:${port}`, "--json", "run", file], {
+    env,
+  });
+  assertEquals(r.code, 3, r.stderr);
+  const tasks = JSON.parse(r.stdout).tasks as { id: string; error: { code: string } }[];
+  assertEquals(tasks.map((t) => [t.id, t.error.code]), [
+    ["own", "TASK_EXECUTION_FAILED"],
+    ["llm", "PROVIDER_UNAVAILABLE"],
+  ]);
+});
