@@ -1,6 +1,12 @@
 /** The command tree. `runCli` returns the exit code; only main.ts exits. @module */
 
-import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import {
+  Command,
+  CommanderError,
+  Help,
+  InvalidArgumentError,
+  Option,
+} from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { collect, type GlobalOptions } from "./context.ts";
 import { errorJson, reportError } from "./errors.ts";
@@ -44,6 +50,42 @@ function submitOptions<C extends Command<[string], Record<string, never>>>(cmd: 
     .option("-q, --quiet", "no progress lines");
 }
 
+/**
+ * Help with the command's own options and commands first. A subcommand's help then lists the
+ * global options it takes; a group's (`task --help`), whose commands take them, only names them
+ * in one line.
+ */
+function formatHelp(cmd: Command, helper: Help): string {
+  const showGlobal = helper.showGlobalOptions;
+  helper.showGlobalOptions = false;
+  let text: string;
+  try {
+    text = Help.prototype.formatHelp.call(helper, cmd, helper);
+  } finally {
+    helper.showGlobalOptions = showGlobal;
+  }
+  const globals = cmd.parent ? helper.visibleGlobalOptions(cmd) : [];
+  if (!showGlobal || globals.length === 0) return text;
+  if (cmd.commands.length > 0) {
+    const names = globals.map((o) => o.long ?? o.short)
+      .filter((n) => n !== undefined && n !== "--version");
+    const line = `Global Options: ${names.join(", ")} (see \`gleitzeit --help\`)`;
+    return `${text.trimEnd()}\n\n${helper.boxWrap(line, helper.helpWidth ?? 80)}\n`;
+  }
+  const width = helper.padWidth(cmd, helper);
+  const items = globals.map((o) =>
+    helper.formatItem(
+      helper.styleOptionTerm(helper.optionTerm(o)),
+      width,
+      helper.styleOptionDescription(helper.optionDescription(o)),
+      helper,
+    )
+  );
+  return `${text.trimEnd()}\n\n${
+    helper.formatItemList("Global Options:", items, helper).join("\n")
+  }\n`;
+}
+
 /** Builds the program; `setExit` receives each action's exit code. */
 export function buildProgram(setExit: (code: ExitCode) => void): Command {
   const program = new Command()
@@ -69,8 +111,9 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     .option("--json", "machine-readable output")
     .option("--debug", "stack traces on errors")
     .showSuggestionAfterError(true)
-    // `gleitzeit run --help` lists --json, --sandbox, --ollama-url... too (they work there)
-    .configureHelp({ showGlobalOptions: true })
+    // `gleitzeit run --help` lists --json, --sandbox, --ollama-url... too (they work there),
+    // after its own options; a group (`task --help`) lists its commands, then one line for them
+    .configureHelp({ showGlobalOptions: true, formatHelp })
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(`${oneLine(str)}\n`) });
 
@@ -155,6 +198,9 @@ export async function runCli(args: string[]): Promise<ExitCode> {
   try {
     if (args.length === 0) {
       program.outputHelp();
+      // (every non-zero exit says why, on stderr)
+      err(`${colors("stderr").red("error:")} no command given: see the commands above`);
+      if (json) printJsonError({ code: "USAGE_ERROR", message: "no command given", hint: null });
       return 2;
     }
     await program.parseAsync(args, { from: "user" });

@@ -2,8 +2,8 @@
 
 import type { Command } from "@commander-js/extra-typings";
 import Table from "cli-table3";
-import type { ExitCode } from "../core/errors.ts";
-import type { HealthEntry } from "../providers/registry.ts";
+import { type ExitCode, GleitzeitError } from "../core/errors.ts";
+import type { HealthEntry, ProviderStats } from "../providers/registry.ts";
 import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
 import { colors, err, formatDuration, out, preview, printJson, term } from "./output.ts";
 
@@ -63,18 +63,19 @@ export function registerProviderCommands(
     }
   });
 
-  const health = provider.command("health").description("probe providers now (all, or one by id)")
+  const health = provider.command("health").description(
+    "probe providers now: all, or those of an id, id prefix, name (ollama) or protocol (llm/v1)",
+  )
     .argument("[id]");
   health.action(async (id) => {
     const globals = health.optsWithGlobals() as GlobalOptions;
     const registry = await setupRegistry(await configFromFlags(globals));
     try {
-      let entries: HealthEntry[];
-      if (id !== undefined) entries = await registry.health(id);
-      else {
-        entries = [];
-        for (const s of registry.stats()) entries.push(...await registry.health(s.id));
-      }
+      const ids = id === undefined
+        ? registry.stats().map((s) => s.id)
+        : providersMatching(id, registry.stats());
+      const entries: HealthEntry[] = [];
+      for (const one of ids) entries.push(...await registry.health(one));
       const allHealthy = entries.every((e) => e.report.healthy);
       if (globals.json) printJson(entries);
       else {
@@ -95,24 +96,50 @@ export function registerProviderCommands(
           ]);
         }
         out(t.toString());
-        const c2 = colors("stderr");
-        for (const e of entries.filter((x) => !x.report.healthy)) {
-          if (e.report.details?.status === "not_started") continue;
-          const [what, hint] = (e.report.message ?? "no answer").split(" — ");
-          err(`${c2.red("error:")} provider ${e.id} is unhealthy: ${what}`);
-          err(
-            c2.dim(
-              `hint: ${
-                hint ??
-                  "check how it is declared: `gleitzeit system config`, `gleitzeit provider list`"
-              }`,
-            ),
-          );
-        }
+      }
+      // why the exit is 3, on stderr (also with --json, whose stdout is the report)
+      const c2 = colors("stderr");
+      for (const e of entries.filter((x) => !x.report.healthy)) {
+        const [what, hint] = (e.report.message ?? "no answer").split(" — ");
+        err(`${c2.red("error:")} provider ${e.id} is unhealthy: ${what}`);
+        err(
+          c2.dim(
+            `hint: ${
+              hint ??
+                "check how it is declared: `gleitzeit system config`, `gleitzeit provider list`"
+            }`,
+          ),
+        );
       }
       setExit(allHealthy ? 0 : 3);
     } finally {
       await registry.close();
     }
   });
+}
+
+/**
+ * The ids of the providers `provider health WHAT` means: the one with that id; those of that
+ * protocol (`llm/v1`); those of that name (`ollama` for `ollama@http://...`); or the one whose
+ * id starts with it. Anything else, or a prefix of several, is a usage error naming the ids.
+ */
+export function providersMatching(what: string, providers: ProviderStats[]): string[] {
+  const ids = providers.map((p) => p.id);
+  if (ids.includes(what)) return [what];
+  const ofProtocol = providers.filter((p) => p.protocol === what).map((p) => p.id);
+  if (ofProtocol.length > 0) return ofProtocol;
+  const named = ids.filter((id) => id.split("@")[0] === what);
+  if (named.length > 0) return named;
+  const prefixed = ids.filter((id) => id.startsWith(what));
+  if (prefixed.length === 1) return prefixed;
+  const known = `${ids.join(", ") || "none"}; protocols: ${
+    [...new Set(providers.map((p) => p.protocol))].join(", ") || "none"
+  }`;
+  throw new GleitzeitError(
+    "PROVIDER_NOT_FOUND",
+    prefixed.length > 1
+      ? `'${what}' could be any of the providers ${prefixed.join(", ")}: give more of the id`
+      : `no provider or protocol '${what}' (providers: ${known})`,
+    { hint: "`gleitzeit provider list` shows each provider's id and protocol" },
+  );
 }

@@ -1,13 +1,41 @@
 /** Human rendering of engine events and run summaries. @module */
 
 import Table from "cli-table3";
+import { ERROR_CODES, type ErrorData } from "../core/errors.ts";
 import type { EngineEvent } from "../engine/events.ts";
+import { RETRYABLE_EXCEPTIONS } from "../providers/python/python_outcome.ts";
 import type { RunOutcome } from "../engine/engine.ts";
 import type { TaskRecord } from "../persistence/store.ts";
 import { colors, err, errRaw, formatDuration, out, preview, term } from "./output.ts";
 
 /** Above this many tasks, per-task lines give way to counts. */
 const DETAIL_LIMIT = 200;
+
+/**
+ * Why a task that failed for good had no further attempt although its `retry` allows
+ * `maxAttempts`, or undefined. The engine retries an error only when it is retryable (the
+ * error's flag, from its code or the provider); a retryable one that ended the task used up its
+ * attempts (or the run stopped), which the attempt count shows.
+ */
+export function notRetried(error: ErrorData, maxAttempts: number): string | undefined {
+  if (maxAttempts <= 1 || error.retryable) return undefined;
+  const allows = `not retried (retry allows ${maxAttempts} attempts)`;
+  const type = error.details?.exception_type;
+  if (error.code === "TASK_EXECUTION_FAILED" && typeof type === "string" && type !== "") {
+    if (RETRYABLE_EXCEPTIONS.has(type)) {
+      return `${allows}: a ${type} in a sandbox without network would be refused again`;
+    }
+    return `${allows}: a Python exception (${type}) is the task's own failure; only those ` +
+      'that mean "try again later" (ConnectionError and its subclasses, TimeoutError, ' +
+      "BrokenPipeError, urllib's URLError) are retried (see Execution in the README)";
+  }
+  if (ERROR_CODES[error.code]?.retryable) {
+    return `${allows}: the provider marked this ${error.code} as not retryable`;
+  }
+  return `${allows}: ${error.code} is not a retryable error; only timeouts, unavailable or ` +
+    "overloaded providers and errors a provider marks retryable are retried (see Execution " +
+    "in the README)";
+}
 
 /** Renders progress on stderr as events arrive. */
 export class ProgressRenderer {
@@ -21,20 +49,31 @@ export class ProgressRenderer {
   #lastStatus = 0;
   readonly #c = colors("stderr");
 
-  constructor(readonly options: { streamTokens?: boolean; quiet?: boolean } = {}) {}
+  /**
+   * `quiet`: no progress lines; but with `announce` too, the line that names a new run still
+   * comes at its start (`-q`: a run killed before its summary can still be resumed by id).
+   * `maxAttempts`: a task's `retry` attempts, to say why a failure was not retried.
+   */
+  constructor(
+    readonly options: {
+      streamTokens?: boolean;
+      quiet?: boolean;
+      announce?: boolean;
+      maxAttempts?: (taskId: string) => number | undefined;
+    } = {},
+  ) {}
 
   readonly handle = (e: EngineEvent): void => {
-    if (this.options.quiet) return;
+    if (this.options.quiet) {
+      if (e.type === "run_started" && this.options.announce && !e.resumed) this.#announce(e);
+      return;
+    }
     const c = this.#c;
     switch (e.type) {
       case "run_started":
         this.#total = e.tasks;
         this.#detail = e.tasks <= DETAIL_LIMIT;
-        err(
-          `${c.cyan("▶")} ${e.resumed ? "resuming" : "run"} ${c.bold(e.runId)}  ${e.workflow}  ${
-            c.dim(`(${e.tasks} task${e.tasks === 1 ? "" : "s"})`)
-          }`,
-        );
+        this.#announce(e);
         break;
       case "task_started":
         this.#running++;
@@ -84,6 +123,8 @@ export class ProgressRenderer {
           this.#done++;
           this.#failed++;
           err(`  ${c.red("✗")} ${e.taskId}: ${e.error.message} ${c.dim(`(${e.error.code})`)}`);
+          const why = notRetried(e.error, this.options.maxAttempts?.(e.taskId) ?? 1);
+          if (why) err(c.dim(`    ${why}`));
           if (e.error.hint) err(c.dim(`    hint: ${e.error.hint}`));
         }
         break;
@@ -110,6 +151,15 @@ export class ProgressRenderer {
       }
     }
   };
+
+  #announce(e: Extract<EngineEvent, { type: "run_started" }>): void {
+    const c = this.#c;
+    err(
+      `${c.cyan("▶")} ${e.resumed ? "resuming" : "run"} ${c.bold(e.runId)}  ${e.workflow}  ${
+        c.dim(`(${e.tasks} task${e.tasks === 1 ? "" : "s"})`)
+      }`,
+    );
+  }
 
   #endStream(): void {
     if (this.#streamed) {
@@ -183,7 +233,12 @@ export function printSummary(outcome: RunOutcome): void {
   for (const t of hints) out(c.dim(`hint (${t.taskId}): ${t.error!.hint}`));
   const parts = [...counts.entries()].map(([s, n]) => `${n} ${s}`).join(", ");
   const ended = ["completed", "failed", "cancelled", "interrupted"].includes(outcome.state);
-  const mark = outcome.state === "completed" ? c.green("✓") : ended ? c.red("✗") : c.cyan("▶");
+  // a run that completed with failed tasks (continue_on_failure): not the all-good mark
+  const mark = outcome.state === "completed"
+    ? counts.has("failed") ? c.yellow("⚠") : c.green("✓")
+    : ended
+    ? c.red("✗")
+    : c.cyan("▶");
   // a run still going has no duration yet: how long it has been going so far
   // a continued run: this execution's time, and since the run first started (which is what
   // `workflow status` shows)

@@ -105,7 +105,13 @@ export async function submitWorkflow(
   const inputs = parseInputs(opts.params, opts.param ?? []);
   if (opts.outputFile) await checkWritable(opts.outputFile);
   const json = globals.json === true;
-  const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true, streamTokens });
+  const renderer = new ProgressRenderer({
+    quiet: json || opts.quiet === true,
+    // -q: the run's id all the same, at its start (on stderr; --json's stdout stays the report)
+    announce: !json,
+    streamTokens,
+    maxAttempts: (id) => workflow.tasks.find((t) => t.id === id)?.retry.maxAttempts,
+  });
   const app = await createApp(config, { onEvent: renderer.handle, registry });
   try {
     if (opts.detach) {

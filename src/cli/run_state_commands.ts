@@ -2,6 +2,7 @@
 
 import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
+import type { Workflow } from "../core/workflow.ts";
 import { createApp } from "../app.ts";
 import { configFromFlags, interruptSignal } from "./context.ts";
 import { colors, err, out, printJson } from "./output.ts";
@@ -50,10 +51,15 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
     const globals = globalsOf(wResume);
     const config = await configFromFlags(globals);
     const json = globals.json === true;
-    const renderer = new ProgressRenderer({ quiet: json || opts.quiet === true });
+    let tasks: Workflow["tasks"] = [];
+    const renderer = new ProgressRenderer({
+      quiet: json || opts.quiet === true,
+      maxAttempts: (taskId) => tasks.find((t) => t.id === taskId)?.retry.maxAttempts,
+    });
     const app = await createApp(config, { onEvent: renderer.handle });
     try {
       const stored = await mustRun(app.store, id);
+      tasks = stored.workflow.tasks;
       if (stored.state === "completed") {
         // Nothing to do, and nothing wrong: resume is safe to repeat (a CI step, say).
         err(`run ${id} already completed: nothing to resume`);

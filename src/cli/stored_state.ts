@@ -275,8 +275,8 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
   const shown = shownTasks(tasks, await interruptedRuns(store, tasks, Date.now(), workersLive));
   if (json) return printJson({ ...runJson(run), tasks: shown.map(taskJson) });
   const c = colors("stdout");
+  // (the run's error is said once, under the closing line of the summary)
   out(`${c.bold(run.id)}  ${run.workflowName}  ${state}`);
-  if (run.error) out(c.dim(`  ${run.error.message}`));
   printSummary({
     runId: run.id,
     state,

@@ -10,7 +10,7 @@ import { displayState } from "../engine/liveness.ts";
 import { interruptSignal } from "./context.ts";
 import { pause } from "./task_dependencies.ts";
 import { colors, err, formatDuration, out, preview, printJson } from "./output.ts";
-import { taskDetail } from "./render.ts";
+import { notRetried, taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
 import {
   anyWorkerLive,
@@ -149,12 +149,23 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
         ]);
       }
       if (attempts.length > 0) out(at.toString());
-      // A Python task's traceback, whole, and the end of what it printed; else the result or
-      // error in short
+      // The table cuts errors to fit: an earlier attempt's whole message below it (the last
+      // one's follows as the task's error)
+      for (const a of attempts) {
+        const message = a.error?.message;
+        if (message === undefined || message === t.error?.message) continue;
+        if (preview(message, 50) !== message) out(`attempt ${a.attempt}: ${message}`);
+      }
+      // A Python task's traceback, whole, and the end of what it printed; else the error whole,
+      // or the result in short
       const details = (t.error?.details ?? {}) as Record<string, unknown>;
       const traceback = details.traceback;
       const detail = typeof traceback === "string" && traceback.trim() !== ""
         ? traceback.trimEnd()
+        : t.error
+        ? `error (${t.error.code}): ${
+          t.reason && t.state === "failed" ? `${t.reason}; last error: ` : ""
+        }${t.error.message}`
         : taskDetail(t, 100);
       for (const stream of ["output", "stderr"] as const) {
         const text = details[stream];
@@ -168,6 +179,11 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
         out(lines.slice(-OUTPUT_LINES).map((l) => `  ${l}`).join("\n"));
       }
       if (detail) out(detail);
+      if (t.state === "failed" && t.error) {
+        const spec = (await store.getRun(t.runId))?.workflow.tasks.find((s) => s.id === t.taskId);
+        const why = notRetried(t.error, spec?.retry.maxAttempts ?? 1);
+        if (why) out(why);
+      }
       if (t.error?.hint) out(`hint: ${t.error.hint}`);
     });
     setExit(0);

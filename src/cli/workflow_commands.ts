@@ -36,6 +36,13 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
   } catch (e) {
     if (globals.json && e instanceof WorkflowValidationError) {
       printJson({ valid: false, file, issues: e.issues });
+      // why the exit is 2, on stderr too (stdout is the report)
+      const n = e.issues.length;
+      err(
+        `${colors("stderr").red("error:")} invalid workflow: ${n} problem${
+          n === 1 ? "" : "s"
+        } in ${file}`,
+      );
       return 2;
     }
     throw e;

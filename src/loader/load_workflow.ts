@@ -6,7 +6,7 @@
  */
 
 import { dirname, resolve } from "node:path";
-import { LineCounter, parseDocument } from "yaml";
+import { type Document, LineCounter, parseDocument, visit } from "yaml";
 import { GleitzeitError, type Issue, WorkflowValidationError } from "../core/errors.ts";
 import type { TaskSpec, Workflow } from "../core/workflow.ts";
 import { durationMs } from "../core/duration.ts";
@@ -46,6 +46,33 @@ function errorOffset(e: { code: string; message: string; pos: [number, number] }
 }
 
 /**
+ * A flow map or sequence that the parser found unclosed (`{a: 1` and a new line): where it
+ * opens. The parser reports it on the line after it, where it found out; the `{` or `[` that
+ * lacks its end is the mistake (the innermost such one before the error).
+ */
+function unclosedFlow(
+  doc: Document,
+  e: { message: string; pos: [number, number] },
+  text: string,
+): { offset: number; opener: string } | undefined {
+  const closer = /end with an? ([}\]])\s*$/.exec(e.message)?.[1];
+  if (closer === undefined) return undefined;
+  let found: number | undefined;
+  visit(doc, {
+    Collection(_key, node) {
+      const range = node.range;
+      // (one opened on the error's own line: the parser's place is as good)
+      if (!node.flow || !range || text.lastIndexOf("\n", e.pos[0] - 1) < range[0]) return;
+      const token = node.srcToken;
+      const closed = token?.type === "flow-collection" &&
+        token.end.some((t) => t.type === "flow-map-end" || t.type === "flow-seq-end");
+      if (!closed && (found === undefined || range[0] > found)) found = range[0];
+    },
+  });
+  return found === undefined ? undefined : { offset: found, opener: closer === "}" ? "{" : "[" };
+}
+
+/**
  * Parses and validates a workflow given as YAML or JSON text. `file` names it in messages.
  * Throws {@link WorkflowValidationError} listing every problem, sorted by position.
  */
@@ -57,28 +84,35 @@ export function parseWorkflow(
 ): Workflow {
   const lines = new LineCounter();
   // merge: YAML's `<<: *anchor`, with anchors kept under top-level `x-` keys (see below)
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, merge: true });
+  // (source tokens: whether a flow collection has its closing bracket, for syntax errors)
+  const doc = parseDocument(text, {
+    lineCounter: lines,
+    prettyErrors: false,
+    merge: true,
+    keepSourceTokens: true,
+  });
   const pos = new Positions(doc, lines, text);
   // a .json file is judged as JSON first (YAML's words for a missing comma would mislead)
   if (/\.json$/i.test(file)) strictJson(text, file, pos);
   if (doc.errors.length > 0) {
-    // Those of the first line with any: one slip (an unquoted `: ` in a value) makes the
-    // parser stumble on every line after it, and those follow-on errors only bury the cause.
-    const all = doc.errors.map((e) => ({ e, at: pos.ofOffset(errorOffset(e, text)) }));
-    const first = all.filter(({ at }) => at.line === all[0]!.at.line);
-    const more = all.length - first.length;
-    throw new WorkflowValidationError(
-      file,
-      first.map(({ e, at }, i) => ({
-        path: "",
-        message: e.message,
-        ...at,
-        hint: "YAML syntax: check indentation, quotes and `key: value` colons around this line" +
-          (more > 0 && i === first.length - 1
-            ? ` (${more} more error${more === 1 ? "" : "s"} below it may follow from it)`
-            : ""),
-      })),
-    );
+    // The parser's first error only: one slip (an unquoted `: ` in a value, a missing `}`)
+    // makes it stumble on the lines after it, and those follow-on errors only bury the cause.
+    const e = doc.errors[0]!;
+    const unclosed = unclosedFlow(doc, e, text);
+    const more = doc.errors.length - 1;
+    throw new WorkflowValidationError(file, [{
+      path: "",
+      message: unclosed === undefined
+        ? e.message
+        : `${e.message} (this ${unclosed.opener} is not closed before line ${
+          pos.ofOffset(e.pos[0]).line
+        })`,
+      ...pos.ofOffset(unclosed?.offset ?? errorOffset(e, text)),
+      hint: "YAML syntax: check indentation, quotes and `key: value` colons around this line" +
+        (more > 0
+          ? ` (${more} later error${more === 1 ? " follows" : "s follow"} from it, not shown)`
+          : ""),
+    }]);
   }
   const data: unknown = withoutExtensions(doc.toJS({ maxAliasCount: 1000 }));
   if (data === null || data === undefined) {

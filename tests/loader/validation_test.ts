@@ -315,8 +315,31 @@ Deno.test("YAML syntax errors report their own line:column", () => {
     "  - {id: b, method: echo}",
     "  - {id: c, method: echo}",
   ));
-  ok(slip.every((i) => i.line === 5), JSON.stringify(slip));
-  ok(/more errors? below it may follow from it/.test(slip.at(-1)!.hint ?? ""));
+  equal(slip.length, 1, JSON.stringify(slip));
+  assertAt(slip[0]!, 5, 29);
+  ok(/\d+ later errors? follows? from it, not shown/.test(slip[0]!.hint ?? ""), slip[0]!.hint);
+  // a `{` left open: where it opens, not the next line (where the parser found out), and
+  // none of the errors the parser stumbles into after it
+  for (
+    const [value, opener] of [['{message: "x"', "{"], ['{message: "x", n: {a: 1}', "{"], [
+      "[1, 2",
+      "[",
+    ]]
+  ) {
+    const open = issuesOf(yaml(
+      "name: y",
+      "tasks:",
+      "  - id: a",
+      "    method: echo",
+      `    params: ${value}`,
+      "  - id: b",
+      "    method: echo",
+      "    params: {message: y}",
+    ));
+    equal(open.length, 1, JSON.stringify(open));
+    assertAt(open[0]!, 5, 13);
+    ok(open[0]!.message.endsWith(`(this ${opener} is not closed before line 6)`), open[0]!.message);
+  }
 });
 
 Deno.test("sandbox validation", () => {
