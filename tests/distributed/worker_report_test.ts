@@ -79,7 +79,7 @@ async function withWorker(
   const running = worker.start();
   let seq = 0;
   try {
-    await ensureGroup(store, keys.tasks);
+    await ensureGroup(store, keys.tasks("echo/v1"));
     await fn({
       store,
       worker,
@@ -94,7 +94,7 @@ async function withWorker(
         };
         await store.command([
           "XADD",
-          keys.tasks,
+          keys.tasks("echo/v1"),
           "*",
           "d",
           `run_r/t/1/${++seq}`,
@@ -140,7 +140,11 @@ Deno.test("an answer that could not be sent is sent later; the attempt is not ex
     assert(h.log.some((l) => l.includes("sent again later")), h.log.join("\n"));
     assert(h.log.some((l) => l.includes("answered run_r/t attempt 1")), h.log.join("\n"));
     const keys = queueKeys(h.store.prefix);
-    const pending = await h.store.command(["XPENDING", keys.tasks, "workers"]) as unknown[];
+    const pending = await h.store.command([
+      "XPENDING",
+      keys.tasks("echo/v1"),
+      "workers",
+    ]) as unknown[];
     assertEquals(pending[0], 0, "its entry is acknowledged");
   });
 });
