@@ -646,10 +646,14 @@ export async function listWorkers(
     ? []
     : await store.command(["MGET", ...listed.map((o) => keys.lease(o))]) as (string | null)[];
   const owners = listed.filter((_, i) => leases[i] !== null);
+  // one round trip (coordinators look every second while attempts wait: see RemoteDispatcher)
+  const texts = owners.length === 0
+    ? []
+    : await store.command(["MGET", ...owners.map((o) => keys.worker(o))]) as (string | null)[];
   const out: WorkerInfo[] = [];
-  for (const owner of owners) {
-    const text = await store.command(["GET", keys.worker(owner)]) as string | null;
-    if (text !== null) out.push({ owner, ...JSON.parse(text) });
-  }
+  owners.forEach((owner, i) => {
+    const text = texts[i];
+    if (text !== null && text !== undefined) out.push({ owner, ...JSON.parse(text) });
+  });
   return out;
 }
