@@ -283,7 +283,9 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
       c,
       "chain",
       sleepTask("quick", 0, 1) +
-        '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(1.5); result = x + 1"\n      context: {x: "${quick.result}"}\n',
+        // (long enough to be seen running by `workflow status`, which takes seconds on a
+        // loaded machine)
+        '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(6); result = x + 1"\n      context: {x: "${quick.result}"}\n',
     );
     await waitLogged(first, `executing ${runId}/slow`, "the slow task to start");
     const slowState = async () =>
