@@ -402,11 +402,14 @@ export class Worker {
 
   /**
    * Asks each provider for its health (starting it: a worker would start it for its first
-   * task anyway), bounded by the registry's probe timeout; warns of each that is unhealthy.
+   * task anyway), all at once, each bounded by the registry's probe timeout; warns of each
+   * that is unhealthy.
    */
   async #probeProviders(): Promise<void> {
-    for (const stats of this.#registry.stats()) {
-      const entries = await this.#registry.health(stats.id).catch(() => []);
+    const probed = await Promise.all(
+      this.#registry.stats().map((stats) => this.#registry.health(stats.id).catch(() => [])),
+    );
+    for (const entries of probed) {
       for (const { id, protocol, report } of entries) {
         if (report.healthy) continue;
         this.#log(
