@@ -105,6 +105,11 @@ export interface PythonProviderOptions {
   poolMaxTasks?: number;
   /** How long an idle warm parent let go may take to end before it is killed; default 5 s. */
   poolRetireMs?: number;
+  /**
+   * Spares take the pages a task's child writes ahead of their job (MADV_POPULATE_WRITE, the
+   * pages measured once per forker; bubblewrap pools run by root): default true.
+   */
+  poolPopulate?: boolean;
   /** Path of `bwrap`; default: looked up in /usr/bin, /usr/local/bin, /bin. */
   bwrapPath?: string;
 }
@@ -148,6 +153,7 @@ export class PythonProvider implements Provider {
   readonly #poolIdleMs: number | undefined;
   readonly #poolMaxTasks: number | undefined;
   readonly #poolRetireMs: number | undefined;
+  readonly #poolPopulate: boolean;
   readonly #bwrapPath: string | undefined;
   readonly #pools = new Map<SandboxMode, WarmPool>();
   readonly #bwrapReady = new Map<string, Promise<string>>();
@@ -173,6 +179,7 @@ export class PythonProvider implements Provider {
     this.#poolIdleMs = options.poolIdleMs;
     this.#poolMaxTasks = options.poolMaxTasks;
     this.#poolRetireMs = options.poolRetireMs;
+    this.#poolPopulate = options.poolPopulate ?? true;
     this.#bwrapPath = options.bwrapPath;
   }
 
@@ -683,6 +690,7 @@ export class PythonProvider implements Provider {
         ...(filter
           ? { seccomp: Array.from(filter, (b) => b.toString(16).padStart(2, "0")).join("") }
           : {}),
+        ...(this.#poolPopulate ? {} : { populate: false }),
       }),
     ];
     if (mode !== "bwrap" || !bwrap) {
