@@ -953,7 +953,7 @@ _HOT_MAX = 2048  # pages: a bound on the list, whatever the calibration found
 _CALIB_JOB = {"kind": "execute", "code": "result = {'value': [1, 2.5, 'x', None, True]}",
               "subreaper": True}
 
-def _calibrate(inp, out, options, cgroup):
+def _calibrate(inp, out, options, cgroup, mask):
     # In the first forker, before the warm parent says it is ready (no task runs yet: none
     # can reach the calibration child, which runs as the sandbox user): the report, b"" where
     # none was made. Later forkers and the warm parent's own spares take the list from it.
@@ -961,10 +961,7 @@ def _calibrate(inp, out, options, cgroup):
     tmpfs = options.get("work_tmpfs")
     if not tmpfs or _libc is None or _own_user or options.get("populate") is False:
         return b""  # spares fault their pages in as they write them
-    vp, size = _ctypes_mod().c_void_p, _ctypes_mod().c_size_t
-    mad = _libc.madvise
-    mad.argtypes = [vp, size, _ctypes_mod().c_int]
-    mad.restype = _ctypes_mod().c_int
+    mad = _libc.madvise  # (its argument types: see _pool)
     page = id(_plugs) & ~4095  # a page of this heap: populating one of its own is a no-op
     if mad(page, 4096, 23) != 0:
         return b""  # not this kernel (before 5.14), or a seccomp profile refusing it
@@ -980,8 +977,8 @@ def _calibrate(inp, out, options, cgroup):
             job["uid"] = options["uid"]
             job["gid"] = options.get("gid", options["uid"])
         lines = (_dumps({"prepare": dict(paths, output_limit=job["output_limit"])}) + "\n"
-                 + ('{"go": true}\n' if _own_user else "") + _dumps(job) + "\n").encode()
-        data = _calibration_run(inp, out, options, cgroup, work, lines)
+                 + _dumps(job) + "\n").encode()
+        data = _calibration_run(inp, out, options, cgroup, mask, work, lines)
     finally:
         _purge(d)
     _hot = _hot_ranges(data)
@@ -1003,27 +1000,29 @@ def _hot_ranges(data):
         ranges.append((at, n * 4096))
     return tuple(ranges)
 
-def _ctypes_mod():
-    import ctypes
-    return ctypes
-
-def _calibration_run(inp, out, options, cgroup, work, lines):
-    # The calibration child (see above): what it reported, b"" where it could not.
-    job_r, job_w = os.pipe()
-    done_r, done_w = os.pipe()
-    rep_r, rep_w = os.pipe()
-    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-    pid = os.fork()
+def _calibration_run(inp, out, options, cgroup, mask, work, lines):
+    # The calibration child (see above): what it reported within 4 s in all (the warm parent
+    # waits 10 s for this forker), b"" where it could not. It runs with the signal mask the
+    # spares' jobs run with (this forker's own blocks them all).
+    fds = []
+    try:
+        for _ in range(3):
+            fds.extend(os.pipe())
+        job_r, job_w, done_r, done_w, rep_r, rep_w = fds
+        pid = os.fork()
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        return b""
     if pid == 0:
         global _calib
         try:
             _keep_only(inp.fileno(), out.fileno(), job_r, done_w, rep_w)
-            _prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: its own /proc files are its user's
+            # opened now, as root: still read once it has become the sandbox user
             _calib = (os.open("/proc/self/pagemap", os.O_RDONLY), rep_w)
             _spare(inp, out, options, cgroup, job_r, done_w, work, mask)
         finally:
             os._exit(70)
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
     for fd in (job_r, done_w, rep_w):
         os.close(fd)
     chunks = []
@@ -1032,7 +1031,12 @@ def _calibration_run(inp, out, options, cgroup, work, lines):
         os.close(job_w)
         job_w = None
         import select
-        while select.select([rep_r], [], [], 5.0)[0]:
+        deadline = time.monotonic() + 4.0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([rep_r], [], [], left)[0]:
+                chunks = []  # (cut short: not the whole list)
+                break
             chunk = os.read(rep_r, 65536)
             if not chunk:
                 break
@@ -1175,6 +1179,9 @@ def _pool():
     global _prctl, _libc
     libc = _libc = ctypes.CDLL(None, use_errno=True)
     _prctl = libc.prctl
+    # (addresses: 64-bit; without argument types ctypes would pass 32 bits of them)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise.restype = ctypes.c_int
     try:
         _huge_code(ctypes, libc)
     except Exception:
@@ -2358,7 +2365,7 @@ def _forker(sock, other, cgroup, inp, out, options, mask, calibrate=False):
     # it makes as few objects as it can, and the same ones each time.)
     if calibrate:
         try:
-            report = _calibrate(inp, out, options, cgroup)
+            report = _calibrate(inp, out, options, cgroup, mask)
         except Exception:
             report = b""  # spares fault their pages in as they write them
         sock.send(b"H" + report)
