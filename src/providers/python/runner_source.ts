@@ -943,8 +943,9 @@ def _huge_chunks(ctypes, libc, maps, path, fd, chunks, huge):
 # task of Gleitzeit's own through a spare's whole path (job, files, user, code, result) and
 # lists the pages it then holds alone (/proc/self/pagemap: present, mapped by it only).
 # Nothing of a user's task goes into the list, and each spare populates its own memory,
-# which holds the same bytes after. Root pools only: where tasks are the pool's own user,
-# forkers are made again whenever a task has reached one, and each would measure anew.
+# which holds the same bytes after. Root pools only, for now: where tasks are the pool's own
+# user, a spare takes its job in one more step (the {"go"} line), which the calibration does
+# not send yet.
 # Measured there (2-CPU PVM guest, root): ~120 fewer faults in a task's child; a paced
 # task's median 26-29% lower; back to back 3% less CPU, as fast.
 _hot = ()  # (address, bytes) ranges each spare populates at its start
