@@ -26,8 +26,8 @@ export function notRetried(error: ErrorData, maxAttempts: number): string | unde
       return `${allows}: a ${type} in a sandbox without network would be refused again`;
     }
     return `${allows}: a Python exception (${type}) is the task's own failure; only those ` +
-      'that mean "try again later" (ConnectionError and its subclasses, TimeoutError, ' +
-      "BrokenPipeError, urllib's URLError) are retried (see Execution in the README)";
+      `that mean "try again later" (${[...RETRYABLE_EXCEPTIONS].join(", ")}) are retried ` +
+      "(see Execution in the README)";
   }
   if (ERROR_CODES[error.code]?.retryable) {
     return `${allows}: the provider marked this ${error.code} as not retryable`;

@@ -34,9 +34,9 @@ tasks:
   const r = await gleitzeit(["run", file, "--sandbox", "none"], { env });
   assertEquals(r.code, 1, r.stderr);
   const own = "not retried (retry allows 3 attempts): a Python exception (ValueError) is the " +
-    'task\'s own failure; only those that mean "try again later" (ConnectionError and its ' +
-    "subclasses, TimeoutError, BrokenPipeError, urllib's URLError) are retried (see Execution " +
-    "in the README)";
+    'task\'s own failure; only those that mean "try again later" (TimeoutError, ConnectionError, ' +
+    "ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError, " +
+    "socket.timeout, urllib.error.URLError) are retried (see Execution in the README)";
   assertMatch(r.stderr, /✗ own: ValueError: bad \(TASK_EXECUTION_FAILED\)\n {4}not retried/);
   assertStringIncludes(r.stderr, own);
   // an error the provider marked not retryable
