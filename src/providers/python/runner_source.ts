@@ -938,16 +938,17 @@ def _huge_chunks(ctypes, libc, maps, path, fd, chunks, huge):
 # state it shares with its forker: ~2 ms, most of a task's time there. The kernel makes the
 # same private copies for ~8 us a page when asked ahead (madvise MADV_POPULATE_WRITE, Linux
 # 5.14): a spare asks for the pages a task's child writes as soon as it exists, while it waits
-# for its job, off the job's path. Which pages: measured once by each forker, before it takes
-# requests, with a calibration child forked where its spares are cloned from, which runs a
-# task of Gleitzeit's own through a spare's whole path (job, files, user, code, result) and
-# lists the pages it then holds alone (/proc/self/pagemap: present, mapped by it only).
+# for its job, off the job's path. Which pages: measured once per warm parent, by its first
+# forker before the parent says it is ready, with a calibration child forked where spares are
+# cloned from, which runs a task of Gleitzeit's own through a spare's whole path (job, files,
+# user, code, result) and lists the pages it then holds alone (/proc/self/pagemap: present,
+# mapped by it only); the other forkers and the parent's own spares take the list from it.
 # Nothing of a user's task goes into the list, and each spare populates its own memory,
 # which holds the same bytes after. Root pools only, for now: where tasks are the pool's own
 # user, a spare takes its job in one more step (the {"go"} line), which the calibration does
 # not send yet.
 # Measured there (2-CPU PVM guest, root): ~120 fewer faults in a task's child; a paced
-# task's median 26-29% lower; back to back 3% less CPU, as fast.
+# task's median 24-27% lower; back to back 3-5% less CPU, 4% faster.
 _hot = ()  # (address, bytes) ranges each spare populates at its start
 _calib = None  # in the calibration child: (pagemap fd, report pipe)
 _HOT_MAX = 2048  # pages: a bound on the list, whatever the calibration found
@@ -955,12 +956,12 @@ _CALIB_JOB = {"kind": "execute", "code": "result = {'value': [1, 2.5, 'x', None,
               "subreaper": True}
 
 def _calibrate(inp, out, options, cgroup, mask):
-    # In the first forker, before the warm parent says it is ready (no task runs yet: none
-    # can reach the calibration child, which runs as the sandbox user): the report, b"" where
-    # none was made. Later forkers and the warm parent's own spares take the list from it.
+    # In the first forker of a root pool (see _start_forkers), before the warm parent says it
+    # is ready (no task runs yet: none can reach the calibration child, which runs as the
+    # sandbox user): the report, b"" where none was made.
     global _hot
     tmpfs = options.get("work_tmpfs")
-    if not tmpfs or _libc is None or _own_user or options.get("populate") is False:
+    if not tmpfs or _libc is None:
         return b""  # spares fault their pages in as they write them
     mad = _libc.madvise  # (its argument types: see _pool)
     page = id(_plugs) & ~4095  # a page of this heap: populating one of its own is a no-op
