@@ -50,6 +50,7 @@ import {
   ioBinds,
   makeIoDir,
   NotRun,
+  type PagesAhead,
   type TaskPaths,
   WarmPool,
   type WarmSpawn,
@@ -106,10 +107,12 @@ export interface PythonProviderOptions {
   /** How long an idle warm parent let go may take to end before it is killed; default 5 s. */
   poolRetireMs?: number;
   /**
-   * Spares take the pages a task's child writes ahead of their job (MADV_POPULATE_WRITE, the
-   * pages measured once per forker; bubblewrap pools run by root): default true.
+   * Spares take the pages a task's child writes ahead of their job (MADV_POPULATE_WRITE;
+   * bubblewrap pools run by root): true (default) where each warm parent's calibration finds
+   * that this costs less CPU than the page faults it saves, "always" wherever it can be done,
+   * false never.
    */
-  poolPopulate?: boolean;
+  poolPopulate?: boolean | "always";
   /** Path of `bwrap`; default: looked up in /usr/bin, /usr/local/bin, /bin. */
   bwrapPath?: string;
 }
@@ -153,7 +156,7 @@ export class PythonProvider implements Provider {
   readonly #poolIdleMs: number | undefined;
   readonly #poolMaxTasks: number | undefined;
   readonly #poolRetireMs: number | undefined;
-  readonly #poolPopulate: boolean;
+  readonly #poolPopulate: boolean | "always";
   readonly #bwrapPath: string | undefined;
   readonly #pools = new Map<SandboxMode, WarmPool>();
   readonly #bwrapReady = new Map<string, Promise<string>>();
@@ -183,10 +186,16 @@ export class PythonProvider implements Provider {
     this.#bwrapPath = options.bwrapPath;
   }
 
-  /** Warm parents per sandbox mode: alive (busy or idle) and idle. */
-  poolStats(): Record<string, { live: number; idle: number }> {
-    const stats: Record<string, { live: number; idle: number }> = {};
-    for (const [mode, pool] of this.#pools) stats[mode] = { live: pool.live, idle: pool.idle };
+  /**
+   * Warm parents per sandbox mode: alive (busy or idle) and idle, and the latest one's measure
+   * of pages taken ahead (where it made one: see `poolPopulate`).
+   */
+  poolStats(): Record<string, { live: number; idle: number; pagesAhead?: PagesAhead }> {
+    const stats: Record<string, { live: number; idle: number; pagesAhead?: PagesAhead }> = {};
+    for (const [mode, pool] of this.#pools) {
+      stats[mode] = { live: pool.live, idle: pool.idle };
+      if (pool.pagesAhead) stats[mode].pagesAhead = pool.pagesAhead;
+    }
     return stats;
   }
 
@@ -690,7 +699,7 @@ export class PythonProvider implements Provider {
         ...(filter
           ? { seccomp: Array.from(filter, (b) => b.toString(16).padStart(2, "0")).join("") }
           : {}),
-        ...(this.#poolPopulate ? {} : { populate: false }),
+        ...(this.#poolPopulate === true ? {} : { populate: this.#poolPopulate }),
       }),
     ];
     if (mode !== "bwrap" || !bwrap) {

@@ -969,22 +969,47 @@ def _calibrate(inp, out, options, cgroup, mask):
         return b""  # not this kernel (before 5.14), or a seccomp profile refusing it
     d = "%s/.calib%d" % (tmpfs, os.getpid())
     os.mkdir(d, 0o700)
+    deadline = time.monotonic() + 4.0  # for all the runs below
     try:
-        work = d + "/w"
-        os.mkdir(work, 0o700)
-        paths = {"work_dir": work, "stdout_path": d + "/o", "stderr_path": d + "/e",
-                 "result_path": d + "/r"}
-        job = dict(_CALIB_JOB, output_limit=options.get("output_limit") or 1048576, **paths)
-        if options.get("uid") is not None:
-            job["uid"] = options["uid"]
-            job["gid"] = options.get("gid", options["uid"])
-        lines = (_dumps({"prepare": dict(paths, output_limit=job["output_limit"])}) + "\n"
-                 + _dumps(job) + "\n").encode()
-        data = _calibration_run(inp, out, options, cgroup, mask, work, lines)
+        def run(n, report):
+            # one calibration child in a directory of its own: (its report, its CPU time)
+            base = "%s/%d" % (d, n)
+            work = base + "w"
+            os.mkdir(work, 0o700)
+            paths = {"work_dir": work, "stdout_path": base + "o", "stderr_path": base + "e",
+                     "result_path": base + "r"}
+            job = dict(_CALIB_JOB, output_limit=options.get("output_limit") or 1048576, **paths)
+            if options.get("uid") is not None:
+                job["uid"] = options["uid"]
+                job["gid"] = options.get("gid", options["uid"])
+            lines = (_dumps({"prepare": dict(paths, output_limit=job["output_limit"])}) + "\n"
+                     + _dumps(job) + "\n").encode()
+            return _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline,
+                                    report)
+        data = run(0, True)[0]
+        _hot = _hot_ranges(data)
+        if _hot and options.get("populate") != "always":
+            # Whether it pays here: the same task's child without the list and with it (its
+            # whole CPU time, from its fork to its exit: the pages taken ahead, the faults it
+            # still takes, its exit, which frees more pages), in turn, the least of each.
+            # Where taking a page ahead costs about what its fault would (a host whose page
+            # faults are cheap), the pages listed but not written make it a loss.
+            hot, without, ahead = _hot, [], []
+            for n in range(1, 5):
+                _hot = hot if n % 2 == 0 else ()
+                (ahead if _hot else without).append(run(n, False)[1])
+            _hot = ()
+            if None not in without + ahead:
+                _calib_cpu[:] = [min(without), min(ahead)]
+                if _calib_cpu[1] < _calib_cpu[0]:
+                    _hot = hot
     finally:
         _purge(d)
-    _hot = _hot_ranges(data)
-    return b"\n".join(data.split(b"\n")[:_HOT_MAX])  # (one message to the warm parent)
+    # (one message to the warm parent)
+    costs = b"C %d %d\n" % tuple(_calib_cpu) if None not in _calib_cpu else b""
+    return costs + (b"\n".join(data.split(b"\n")[:_HOT_MAX]) if _hot else b"")
+
+_calib_cpu = [None, None]  # a calibration child's least CPU time in ns, without and with
 
 def _hot_ranges(data):
     # "address count" lines (see _report_pages) as (address, bytes) ranges, at most _HOT_MAX
@@ -1002,10 +1027,11 @@ def _hot_ranges(data):
         ranges.append((at, n * 4096))
     return tuple(ranges)
 
-def _calibration_run(inp, out, options, cgroup, mask, work, lines):
-    # The calibration child (see above): what it reported within 4 s in all (the warm parent
-    # waits 10 s for this forker), b"" where it could not. It runs with the signal mask the
-    # spares' jobs run with (this forker's own blocks them all).
+def _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline, report=True):
+    # A calibration child (see above): what it reported by the deadline (b"" where it could
+    # not, or where report is False) and its CPU time in ns (None where it did not end by
+    # itself). It runs with the signal mask the spares' jobs run with (this forker's own
+    # blocks them all).
     fds = []
     try:
         for _ in range(3):
@@ -1015,25 +1041,27 @@ def _calibration_run(inp, out, options, cgroup, mask, work, lines):
     except OSError:
         for fd in fds:
             os.close(fd)
-        return b""
+        return b"", None
     if pid == 0:
         global _calib
         try:
             _keep_only(inp.fileno(), out.fileno(), job_r, done_w, rep_w)
-            # opened now, as root: still read once it has become the sandbox user
-            _calib = (os.open("/proc/self/pagemap", os.O_RDONLY), rep_w)
+            if report:
+                # opened now, as root: still read once it has become the sandbox user
+                _calib = (os.open("/proc/self/pagemap", os.O_RDONLY), rep_w)
             _spare(inp, out, options, cgroup, job_r, done_w, work, mask)
         finally:
             os._exit(70)
     for fd in (job_r, done_w, rep_w):
         os.close(fd)
     chunks = []
+    cpu = None
+    ended = False  # its end of the report pipe closed: by its report, or by its exit
     try:
         os.write(job_w, lines)
         os.close(job_w)
         job_w = None
         import select
-        deadline = time.monotonic() + 4.0
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([rep_r], [], [], left)[0]:
@@ -1041,18 +1069,24 @@ def _calibration_run(inp, out, options, cgroup, mask, work, lines):
                 break
             chunk = os.read(rep_r, 65536)
             if not chunk:
+                ended = True
                 break
             chunks.append(chunk)
     finally:
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
-        os.waitpid(pid, 0)
+        # (Without a report, the pipe closed as it exited: its "done" is there, or never.)
+        whole = ended and not report and os.read(done_r, 1) == b"d"
+        if not whole:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        status, usage = os.wait4(pid, 0)[1:]
+        if whole and status == 0:
+            cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
         for fd in (job_w, done_r, rep_r):
             if fd is not None:
                 os.close(fd)
-    return b"".join(chunks)
+    return b"".join(chunks), cpu
 
 def _report_pages(pm, fd):
     # In the calibration child, its job done: the pages of its private writable mappings it
@@ -1219,7 +1253,12 @@ def _pool():
     global _own_user
     _own_user = options.get("uid") is None  # before the forkers: their spares need it too
     _start_forkers(inp, out, options)
-    out.write('{"ready": true}\n')
+    if None in _calib_cpu:
+        out.write('{"ready": true}\n')
+    else:
+        # what the calibration measured (see _calibrate), for the provider's pool stats
+        out.write('{"ready": true, "pages_ahead": {"cpu_ns_without": %d, "cpu_ns_with": %d, '
+                  '"taken": %s}}\n' % (_calib_cpu[0], _calib_cpu[1], "true" if _hot else "false"))
     # A spare child is forked ahead of each job, so neither fork nor exit is on a task's
     # path. Where forkers clone the spares (see _fork_in), two are ahead: the one after the
     # next is asked for as soon as a task has ended and is cleaned up, so its clone and
@@ -2284,7 +2323,13 @@ def _take_hot(cgroup, sock):
     if not data.startswith(b"H"):
         _drop_forkers(cgroup)
         return
-    _hot = _hot_ranges(data[1:])
+    data = data[1:]
+    if data.startswith(b"C "):
+        costs, _, data = data.partition(b"\n")
+        f = costs.split()
+        if len(f) == 3 and f[1].isdigit() and f[2].isdigit():
+            _calib_cpu[:] = [int(f[1]), int(f[2])]
+    _hot = _hot_ranges(data)
 
 def _socket_mod():
     import _socket  # the C module only: socket.py would grow every fork's parent
