@@ -18,8 +18,9 @@
  * task (all CPUs, from /proc/stat: what a fork-per-task design is bound by when the CPUs are
  * busy) for the fork baseline and the warm pool, and the first touch of a 4 KiB page in a
  * freshly forked child against the same in its parent (a hypervisor that shadows page tables
- * makes the child's cost microseconds a page, and a Python child touches hundreds), and the
- * share of CPU time the host gave others while the warm measures ran (steal).
+ * makes the child's cost microseconds a page, and a Python child touches hundreds) and the
+ * child's first write to it (the page's copy), the share of CPU time the host gave others
+ * while the warm measures ran (steal), and whether the pool's spares take pages ahead.
  *
  * Run: deno run --allow-all bench/python_bench.ts [--cold N] [--warm N] [--bursts N] [--paced N] [--json]
  */
@@ -107,7 +108,9 @@ async function interleaved(
 }
 
 /** Microseconds per first read of a 4 KiB page in the parent and in a freshly forked child. */
-async function firstTouch(python: string): Promise<{ parent_us: number; child_us: number }> {
+async function firstTouch(
+  python: string,
+): Promise<{ parent_us: number; child_us: number; child_write_us: number }> {
   const probe = `
 import mmap, os, time
 n = 4096
@@ -120,21 +123,29 @@ def touch():
     for i in range(0, n * 4096, 4096):
         s += m[i]
     return (time.perf_counter() - t) / n * 1e6
+p = mmap.mmap(-1, n * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, n * 4096, 4096):
+    p[i] = 1
+def write():
+    t = time.perf_counter()
+    for i in range(0, n * 4096, 4096):
+        p[i] = 2
+    return (time.perf_counter() - t) / n * 1e6
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:
-    os.write(w, b"%f" % touch())
+    os.write(w, b"%f %f" % (touch(), write()))
     os._exit(0)
 os.close(w)
-child = float(os.read(r, 64))
+child, child_write = (float(x) for x in os.read(r, 64).split())
 os.waitpid(pid, 0)
-print(touch(), child)
+print(touch(), child, child_write)
 `;
   const out = await new Deno.Command(python, { args: ["-I", "-S", "-c", probe] }).output();
-  const [parent_us, child_us] = new TextDecoder().decode(out.stdout).trim().split(/\s+/).map(
-    Number,
-  );
-  return { parent_us, child_us };
+  const [parent_us, child_us, child_write_us] = new TextDecoder().decode(out.stdout).trim().split(
+    /\s+/,
+  ).map(Number);
+  return { parent_us, child_us, child_write_us };
 }
 
 const py = await resolvePython("python3");
@@ -209,6 +220,8 @@ const [rawRoundTrip, rawForkTrip, warmTask] = await interleaved(WARM, 25, [
   () => warm.call("python/execute", { code: "result = 1" }, ctx()),
 ]);
 const stealAfter = machineSteal();
+// Whether its spares take pages ahead (see the README): the warm parent's own measure.
+const pagesAhead = warm.poolStats().bwrap?.pagesAhead;
 // The host's share taken from this guest meanwhile (printed with the results): one sign of a
 // busy host, where the pool, which needs about three times the fork trip's CPU per task,
 // loses more than the baseline does.
@@ -270,6 +283,7 @@ const report = {
   warm_pool_second_task_of_burst_ms: burstTask,
   raw_fork_trip_second_of_burst_ms: rawBurstTask,
   first_page_touch_us: touch,
+  pages_ahead: pagesAhead ?? null,
   host_steal_percent_during_warm: stealPercent,
   ratios: {
     cold_vs_raw_spawn_plus_setup: coldTask.p50 / (rawSpawn.p50 + setup),
@@ -336,7 +350,15 @@ if (Deno.args.includes("--json")) {
   );
   console.log(
     `first touch of a 4 KiB page: parent ${touch.parent_us.toFixed(2)} us, ` +
-      `forked child ${touch.child_us.toFixed(2)} us`,
+      `forked child ${touch.child_us.toFixed(2)} us; its first write (a copy) ` +
+      `${touch.child_write_us.toFixed(2)} us`,
+  );
+  console.log(
+    pagesAhead
+      ? `pages taken ahead: ${pagesAhead.taken ? "yes" : "no"} (a calibration child's CPU ` +
+        `${(pagesAhead.cpu_ns_without / 1e6).toFixed(2)} ms without, ` +
+        `${(pagesAhead.cpu_ns_with / 1e6).toFixed(2)} ms with)`
+      : "pages taken ahead: not measured (not root, or not available here)",
   );
   console.log(
     `host steal during the warm measures: ${stealPercent.toFixed(1)}% of this machine's CPU ` +
