@@ -957,8 +957,10 @@ _CALIB_JOB = {"kind": "execute", "code": "result = {'value': [1, 2.5, 'x', None,
 
 def _calibrate(inp, out, options, cgroup, mask):
     # In the first forker of a root pool (see _start_forkers), before the warm parent says it
-    # is ready (no task runs yet: none can reach the calibration child, which runs as the
-    # sandbox user): the report, b"" where none was made.
+    # is ready (no task runs yet: none can reach the calibration children, which run as the
+    # sandbox user): the message for the warm parent, b"C without with\n" where the two
+    # were measured (see below), then the list where it is taken; sets _hot to that list.
+    # An exception leaves _hot as it was: empty.
     global _hot
     tmpfs = options.get("work_tmpfs")
     if not tmpfs or _libc is None:
@@ -969,9 +971,8 @@ def _calibrate(inp, out, options, cgroup, mask):
         return b""  # not this kernel (before 5.14), or a seccomp profile refusing it
     d = "%s/.calib%d" % (tmpfs, os.getpid())
     os.mkdir(d, 0o700)
-    deadline = time.monotonic() + 4.0  # for all the runs below
     try:
-        def run(n, report):
+        def run(n, deadline, report):
             # one calibration child in a directory of its own: (its report, its CPU time)
             base = "%s/%d" % (d, n)
             work = base + "w"
@@ -984,32 +985,45 @@ def _calibrate(inp, out, options, cgroup, mask):
                 job["gid"] = options.get("gid", options["uid"])
             lines = (_dumps({"prepare": dict(paths, output_limit=job["output_limit"])}) + "\n"
                      + _dumps(job) + "\n").encode()
-            return _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline,
-                                    report)
-        data = run(0, True)[0]
-        _hot = _hot_ranges(data)
-        if _hot and options.get("populate") != "always":
+            data, cpu = _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline,
+                                         report)
+            if cpu is not None:
+                try:
+                    ok = _read_file(paths["result_path"]).startswith('{"ok": true')
+                except OSError:
+                    ok = False
+                if not ok:
+                    cpu = None  # (it ended, but its task did not come out as it should)
+            return data, cpu
+        data = run(0, time.monotonic() + 4.0, True)[0]
+        hot = _hot_ranges(data)
+        costs = b""
+        if hot and options.get("populate") != "always":
             # Whether it pays here: the same task's child without the list and with it (its
             # whole CPU time, from its fork to its exit: the pages taken ahead, the faults it
-            # still takes, its exit, which frees more pages), in turn, the least of each.
-            # Where taking a page ahead costs about what its fault would (a host whose page
-            # faults are cheap), the pages listed but not written make it a loss.
-            hot, without, ahead = _hot, [], []
-            for n in range(1, 5):
-                _hot = hot if n % 2 == 0 else ()
-                (ahead if _hot else without).append(run(n, False)[1])
-            _hot = ()
-            if None not in without + ahead:
-                _calib_cpu[:] = [min(without), min(ahead)]
-                if _calib_cpu[1] < _calib_cpu[0]:
-                    _hot = hot
+            # still takes, its exit, which frees more pages), in turn, the least of each, by
+            # a deadline of their own (the warm parent waits 10 s for this forker). Where
+            # taking a page ahead costs about what its fault would (a host whose page faults
+            # are cheap), the pages listed but not written make it a loss. Where a run fails,
+            # nothing is taken.
+            deadline = time.monotonic() + 4.0
+            without, ahead = [], []
+            try:
+                for n in range(1, 5):
+                    _hot = hot if n % 2 == 0 else ()  # (what the child inherits)
+                    (ahead if _hot else without).append(run(n, deadline, False)[1])
+            finally:
+                _hot = ()
+            if None in without + ahead:
+                hot = ()
+            else:
+                costs = b"C %d %d\n" % (min(without), min(ahead))
+                if min(ahead) >= min(without):
+                    hot = ()
     finally:
         _purge(d)
-    # (one message to the warm parent)
-    costs = b"C %d %d\n" % tuple(_calib_cpu) if None not in _calib_cpu else b""
-    return costs + (b"\n".join(data.split(b"\n")[:_HOT_MAX]) if _hot else b"")
-
-_calib_cpu = [None, None]  # a calibration child's least CPU time in ns, without and with
+    _hot = hot
+    return costs + b"\n".join(data.split(b"\n")[:_HOT_MAX]) if hot else costs
 
 def _hot_ranges(data):
     # "address count" lines (see _report_pages) as (address, bytes) ranges, at most _HOT_MAX
@@ -1026,6 +1040,8 @@ def _hot_ranges(data):
         pages += n
         ranges.append((at, n * 4096))
     return tuple(ranges)
+
+_calib_cpu = [None, None]  # a calibration child's least CPU time in ns, without and with
 
 def _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline, report=True):
     # A calibration child (see above): what it reported by the deadline (b"" where it could
@@ -1082,7 +1098,7 @@ def _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline, rep
                 pass
         status, usage = os.wait4(pid, 0)[1:]
         if whole and status == 0:
-            cpu = int((usage.ru_utime + usage.ru_stime) * 1e9)
+            cpu = round((usage.ru_utime + usage.ru_stime) * 1e6) * 1000  # (microseconds)
         for fd in (job_w, done_r, rep_r):
             if fd is not None:
                 os.close(fd)
@@ -2310,8 +2326,9 @@ def _start_forkers(inp, out, options):
                 _take_hot(cgroup, forker[1])
 
 def _take_hot(cgroup, sock):
-    # The first forker's calibration report (see _calibrate): the list each spare made from
-    # here on populates. A forker that does not report within 10 s goes (made again as needed).
+    # The first forker's calibration report (see _calibrate): what it measured, and the list
+    # each spare made from here on populates (none where it is not taken). A forker that does
+    # not report within 10 s goes (made again as needed).
     global _hot
     import select
     data = b""
@@ -2380,7 +2397,7 @@ def _start_forker(cgroup, inp, out, options, calibrate=False):
     return _forkers[cgroup]
 
 def _forker(sock, other, cgroup, inp, out, options, mask, calibrate=False):
-    global _cgroup_extra, _forker_made, _mqueue_fd, _shm_fd
+    global _cgroup_extra, _forker_made, _mqueue_fd, _shm_fd, _hot
     other.close()
     for _, s in _forkers.values():
         s.close()
@@ -2415,6 +2432,7 @@ def _forker(sock, other, cgroup, inp, out, options, mask, calibrate=False):
             report = _calibrate(inp, out, options, cgroup, mask)
         except Exception:
             report = b""  # spares fault their pages in as they write them
+            _hot = ()
         sock.send(b"H" + report)
     rights = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS)
     space = _socket.CMSG_SPACE(8)

@@ -120,11 +120,6 @@ export interface WarmStatus {
 }
 
 /**
- * A job that never reached a child: the parent it was sent to, while that parent cleaned up
- * after the task before, found that task had left it dirty (or ended). Safe to send again
- * to another parent.
- */
-/**
  * A warm parent's measure, before it says ready, of whether its spares should take ahead the
  * pages a task's child writes (root pools; see the runner's `_calibrate`): the least CPU time
  * of a calibration child without the pages taken ahead and with them, and whether they are
@@ -136,6 +131,11 @@ export interface PagesAhead {
   taken: boolean;
 }
 
+/**
+ * A job that never reached a child: the parent it was sent to, while that parent cleaned up
+ * after the task before, found that task had left it dirty (or ended). Safe to send again
+ * to another parent.
+ */
 export class NotRun extends Error {
   constructor() {
     super("the warm Python worker was left unusable by the task before; the job did not run");
@@ -554,7 +554,7 @@ export class WarmPool {
     this.#spawn = options.spawn;
   }
 
-  /** The latest parent's measure of pages taken ahead, where one made it. */
+  /** The latest parent's measure of pages taken ahead (undefined where it made none). */
   pagesAhead?: PagesAhead;
 
   /** Parents alive (busy or idle). */
@@ -606,7 +606,7 @@ export class WarmPool {
       worker = new WarmWorker(spawn, this.#retireMs);
       this.#all.add(worker);
       await worker.ready();
-      this.pagesAhead = worker.pagesAhead ?? this.pagesAhead;
+      this.pagesAhead = worker.pagesAhead;
       return worker;
     } catch (e) {
       if (worker) await this.discard(worker);
