@@ -125,10 +125,12 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
           for (const w of report.workers) {
             const of = (now: number | undefined, most: number | undefined, what: string) =>
               most === undefined ? n(now, what) : `${now ?? 0} of ${n(most, what)}`;
+            // protocols it takes no tasks of until a provider recovers
+            const sick = w.unhealthy?.length ? `; unhealthy: ${w.unhealthy.join(", ")}` : "";
             out(
               `  ${w.owner}: ${of(w.tasks, w.concurrency, "task")}, ${
                 of(w.runs, w.max_runs, "run")
-              }`,
+              }${sick}`,
             );
           }
         }

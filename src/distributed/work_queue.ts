@@ -3,11 +3,17 @@
  *
  *   <prefix>queue:runs    runs to coordinate (`--detach` adds them); a worker that takes one
  *                         executes it with the engine, whose tasks go to the stream below
- *   <prefix>queue:tasks   task attempts to execute: protocol, method, resolved params, context
+ *   <prefix>queue:tasks:<protocol>  task attempts of one protocol to execute: method, resolved
+ *                         params, context; a worker reads the streams of the protocols it has
+ *                         a healthy provider of (see ProviderRegistry.protocolHealth)
+ *   <prefix>queue:tasks   the one tasks stream of older versions: still read (and taken over
+ *                         from) by every worker, so that attempts queued there are not lost
+ *   <prefix>queue:task-streams  set of the protocols that have a stream above
  *   <prefix>replies:<owner>  outcomes, read by the coordinator that dispatched them
  *   <prefix>cancel:<dispatch id>  set when the coordinator aborts an attempt
  *   <prefix>cancel-run:<run id>   set by `workflow cancel` for the worker coordinating the run
- *   <prefix>workers:<owner>       present while that worker lives (expires after 2 leases)
+ *   <prefix>workers:<owner>       present while that worker lives (expires after 2 leases), with
+ *                                 the protocols it takes tasks of now (`protocols`)
  *
  * An entry stays pending (XPENDING) until the worker that read it is done and acknowledges it.
  * A working worker touches its pending entries (XCLAIM ... JUSTID resets their idle time) every
@@ -28,7 +34,12 @@ export const GROUP = "workers";
 /** Stream and key names under one prefix. */
 export interface QueueKeys {
   runs: string;
-  tasks: string;
+  /** The stream of the task attempts of `protocol`. */
+  tasks(protocol: string): string;
+  /** The single tasks stream of older versions (drained, never added to). */
+  legacyTasks: string;
+  /** Set of the protocols whose stream exists (for looking at all of them). */
+  taskStreams: string;
   replies(owner: string): string;
   cancel(dispatchId: string): string;
   cancelRun(runId: string): string;
@@ -48,7 +59,9 @@ export interface QueueKeys {
 export function queueKeys(prefix: string): QueueKeys {
   return {
     runs: `${prefix}queue:runs`,
-    tasks: `${prefix}queue:tasks`,
+    tasks: (protocol) => `${prefix}queue:tasks:${protocol}`,
+    legacyTasks: `${prefix}queue:tasks`,
+    taskStreams: `${prefix}queue:task-streams`,
     replies: (owner) => `${prefix}replies:${owner}`,
     cancel: (id) => `${prefix}cancel:${id}`,
     cancelRun: (id) => `${prefix}cancel-run:${id}`,
@@ -58,10 +71,11 @@ export function queueKeys(prefix: string): QueueKeys {
   };
 }
 
-/** One stream entry: its id and fields. */
+/** One stream entry: its id and fields (and its stream, when read from several). */
 export interface StreamEntry {
   id: string;
   fields: Record<string, string>;
+  stream?: string;
 }
 
 /** A task attempt as it travels to a worker: the call, and its context without the signal. */
@@ -138,6 +152,25 @@ export function isAnswer(entry: StreamEntry): boolean {
   return entry.fields.ok !== undefined;
 }
 
+/** Entries of every stream of an XREADGROUP or XREAD reply, each with its stream. */
+export function readStreams(raw: unknown): StreamEntry[] {
+  if (!Array.isArray(raw)) return [];
+  const out: StreamEntry[] = [];
+  for (const item of raw) {
+    if (!Array.isArray(item)) continue;
+    const stream = String(item[0]);
+    for (const entry of parseEntries(item[1])) out.push({ ...entry, stream });
+  }
+  return out;
+}
+
+/** Every tasks stream of this store: the protocols' streams, and the older single one. */
+export async function allTaskStreams(store: RedisStore): Promise<string[]> {
+  const keys = queueKeys(store.prefix);
+  const protocols = await store.command(["SMEMBERS", keys.taskStreams]) as string[];
+  return [keys.legacyTasks, ...protocols.sort().map((p) => keys.tasks(p))];
+}
+
 /** Entries of one stream from an XREADGROUP or XREAD reply. */
 export function readReply(raw: unknown): StreamEntry[] {
   if (!Array.isArray(raw) || raw.length === 0) return [];
@@ -145,11 +178,30 @@ export function readReply(raw: unknown): StreamEntry[] {
   return parseEntries(first?.[1]);
 }
 
+/** Options of a {@link RemoteDispatcher}. */
+export interface RemoteDispatcherOptions {
+  /** Reading replies failing this long (ms, three tries at least) fails the attempts. */
+  giveUpMs?: number;
+  /**
+   * An attempt that no live worker can take (none has a healthy provider of its protocol)
+   * for this long (ms) is withdrawn and fails, retryable (PROVIDER_UNHEALTHY when a worker
+   * has an unhealthy one, else PROVIDER_UNAVAILABLE). Default {@link UNSERVED_MS}.
+   */
+  unservedMs?: number;
+}
+
+/** Default of {@link RemoteDispatcherOptions.unservedMs}: 60 s. */
+export const UNSERVED_MS = 60_000;
+
+/** How often the live workers' protocols are looked at while attempts wait (ms, at most). */
+const SERVED_CHECK_MS = 1000;
+
 /**
- * The engine's dispatcher on a worker: each task attempt goes to the tasks stream, for any
- * worker to execute; the outcome comes back on this coordinator's reply stream, after a
- * notice that the attempt began (`began`, see Dispatcher.queues). Aborting an attempt
- * (timeout, cancel) tells the executing worker to stop it.
+ * The engine's dispatcher on a worker: each task attempt goes to its protocol's tasks stream,
+ * for any worker that serves the protocol to execute; the outcome comes back on this
+ * coordinator's reply stream, after a notice that the attempt began (`began`, see
+ * Dispatcher.queues). Aborting an attempt (timeout, cancel) tells the executing worker to
+ * stop it. An attempt no live worker can take for `unservedMs` is withdrawn and fails.
  */
 export class RemoteDispatcher implements Dispatcher {
   readonly queues = true;
@@ -164,6 +216,13 @@ export class RemoteDispatcher implements Dispatcher {
       reject: (e: unknown) => void;
       /** The attempt's entry in the tasks stream, once added. */
       entry?: string;
+      protocol: string;
+      /** Its protocol's tasks stream. */
+      stream: string;
+      /** A worker began it (or answered it), or took its entry: it is not withdrawn. */
+      taken?: boolean;
+      /** Since when no live worker has served its protocol (ms). */
+      unservedSince?: number;
       /** Called once, when a worker begins it (or answers it: a notice can be lost). */
       onBegin?: (executor?: string) => Promise<unknown> | void;
     }
@@ -180,18 +239,29 @@ export class RemoteDispatcher implements Dispatcher {
   readonly #aborting = new Map<string, string | undefined>();
 
   readonly #giveUpMs: number;
+  readonly #unservedMs: number;
+  #watch: Promise<void>;
+  #wakeWatch?: () => void;
 
   /**
    * `store` sends, `reader` (a connection of its own) blocks on the replies. Attempts in
-   * flight fail only once reading has failed for `giveUpMs` (three tries at least).
+   * flight fail only once reading has failed for `giveUpMs` (three tries at least; default
+   * 15 s).
    */
-  constructor(store: RedisStore, reader: RedisStore, owner: string, giveUpMs = 15_000) {
+  constructor(
+    store: RedisStore,
+    reader: RedisStore,
+    owner: string,
+    options: RemoteDispatcherOptions = {},
+  ) {
     this.#store = store;
     this.#reader = reader;
-    this.#giveUpMs = giveUpMs;
+    this.#giveUpMs = options.giveUpMs ?? 15_000;
+    this.#unservedMs = options.unservedMs ?? UNSERVED_MS;
     this.#keys = queueKeys(store.prefix);
     this.#replyKey = this.#keys.replies(owner);
     this.#loop = this.#readReplies();
+    this.#watch = this.#watchServed();
   }
 
   async call(
@@ -210,8 +280,9 @@ export class RemoteDispatcher implements Dispatcher {
     if (ctx.timeoutMs !== undefined) job.ctx.timeoutMs = ctx.timeoutMs;
     if (ctx.baseDir !== undefined) job.ctx.baseDir = ctx.baseDir;
     if (ctx.sandbox !== undefined) job.ctx.sandbox = ctx.sandbox;
+    const stream = this.#keys.tasks(protocol);
     const outcome = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin });
+      this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin, protocol, stream });
     });
     const onAbort = async () => {
       const reason = ctx.signal.reason;
@@ -233,6 +304,17 @@ export class RemoteDispatcher implements Dispatcher {
             const onBegin = waiting!.onBegin!;
             waiting!.onBegin = undefined;
             await onBegin(executor);
+          } else if (waiting?.entry !== undefined) {
+            // not begun: out of its stream unless a worker read it (which then drops it), so
+            // that a stream no worker reads now does not keep it
+            await this.#store.command([
+              "EVAL",
+              WITHDRAW,
+              "1",
+              waiting.stream,
+              GROUP,
+              waiting.entry,
+            ]);
           }
         } catch {
           // Redis failing: the attempt ends here all the same
@@ -244,14 +326,14 @@ export class RemoteDispatcher implements Dispatcher {
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     try {
       const entry = await this.#store.command([
-        "XADD",
-        this.#keys.tasks,
-        "*",
-        "d",
+        "EVAL",
+        DISPATCH,
+        "2",
+        stream,
+        this.#keys.taskStreams,
+        protocol,
         dispatchId,
-        "reply",
         this.#replyKey,
-        "job",
         JSON.stringify(job),
       ]);
       const waiting = this.#pending.get(dispatchId);
@@ -320,6 +402,7 @@ export class RemoteDispatcher implements Dispatcher {
           continue;
         }
         const begin = () => {
+          waiting.taken = true;
           const onBegin = waiting.onBegin;
           waiting.onBegin = undefined;
           const started = onBegin?.(entry.fields.worker);
@@ -358,6 +441,61 @@ export class RemoteDispatcher implements Dispatcher {
     }
   }
 
+  /** Looks at the attempts waiting for a worker every second (or quarter of `unservedMs`). */
+  async #watchServed(): Promise<void> {
+    const every = Math.min(SERVED_CHECK_MS, Math.max(50, this.#unservedMs / 4));
+    while (!this.#closed) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, every);
+        this.#wakeWatch = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (this.#closed) return;
+      await this.#checkServed().catch(() => {}); // (Redis failing: looked at next time)
+    }
+  }
+
+  /**
+   * Attempts that wait for a worker while no live worker serves their protocol (none has a
+   * healthy provider of it: see Worker): once that has lasted `unservedMs`, each is withdrawn
+   * from its stream, unless a worker took it meanwhile, and fails, retryable (the task's
+   * `retry` decides, as for any provider failure), instead of waiting for ever.
+   */
+  async #checkServed(): Promise<void> {
+    const waiting = [...this.#pending].filter(([, p]) => !p.taken && p.entry !== undefined);
+    if (waiting.length === 0) return;
+    const workers = await listWorkers(this.#store);
+    const served = new Set(workers.flatMap((w) => w.protocols ?? []));
+    const now = Date.now();
+    for (const [id, p] of waiting) {
+      if (served.has(p.protocol)) {
+        p.unservedSince = undefined;
+        continue;
+      }
+      p.unservedSince ??= now;
+      if (now - p.unservedSince < this.#unservedMs) continue;
+      // atomic: a worker reads it before (it is then that worker's) or never
+      const withdrawn = await this.#store.command([
+        "EVAL",
+        WITHDRAW,
+        "1",
+        p.stream,
+        GROUP,
+        p.entry!,
+      ]);
+      if (this.#pending.get(id) !== p) continue; // answered or aborted meanwhile
+      if (withdrawn !== 1) {
+        // a worker has it (it begins or answers it), or it was answered already
+        p.taken = true;
+        continue;
+      }
+      this.#pending.delete(id);
+      p.reject(unservedError(p.protocol, workers, now - p.unservedSince));
+    }
+  }
+
   /**
    * After reads failed (Redis restarted, say): attempts whose entry is gone from the tasks
    * stream and that have no answer waiting will never get one (a Redis that lost its data
@@ -371,7 +509,7 @@ export class RemoteDispatcher implements Dispatcher {
       const gone: string[] = [];
       for (const [id, p] of this.#pending) {
         if (p.entry === undefined || answered.has(id)) continue;
-        const found = await this.#reader.command(["XRANGE", this.#keys.tasks, p.entry, p.entry]);
+        const found = await this.#reader.command(["XRANGE", p.stream, p.entry, p.entry]);
         if (!Array.isArray(found) || found.length === 0) gone.push(id);
       }
       if (gone.length === 0) return;
@@ -403,10 +541,52 @@ export class RemoteDispatcher implements Dispatcher {
    */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#loop;
+    this.#wakeWatch?.();
+    await Promise.all([this.#loop, this.#watch]);
     this.#pending.clear();
   }
 }
+
+/**
+ * The error of an attempt that no live worker could take for `waitedMs`: PROVIDER_UNHEALTHY
+ * when some worker has a provider of `protocol` that is unhealthy, else PROVIDER_UNAVAILABLE.
+ */
+function unservedError(protocol: string, workers: WorkerInfo[], waitedMs: number): GleitzeitError {
+  const sick = workers.filter((w) => w.unhealthy?.includes(protocol)).map((w) => w.owner);
+  const waited = `${Math.round(waitedMs / 100) / 10}s`;
+  const hint = `start a worker with a healthy provider of ${protocol}, or fix the workers' ` +
+    `(\`gleitzeit provider health\` with their settings says what is wrong); a task with ` +
+    "`retry` tries again";
+  const details = { protocol, waited_ms: Math.round(waitedMs), unhealthy_on: sick };
+  return sick.length > 0
+    ? new GleitzeitError(
+      "PROVIDER_UNHEALTHY",
+      `no worker can take ${protocol} tasks: its provider is unhealthy on ${
+        sick.length === 1 ? `worker ${sick[0]}` : `workers ${sick.join(", ")}`
+      } and no other live worker serves it (waited ${waited})`,
+      { hint, details, retryable: true },
+    )
+    : new GleitzeitError(
+      "PROVIDER_UNAVAILABLE",
+      `no live worker serves ${protocol} (waited ${waited} for one)`,
+      { hint, details, retryable: true },
+    );
+}
+
+/**
+ * An attempt's entry ARGV[3] of ARGV[1]'s stream KEYS[1], with `d` ARGV[2], `reply` ARGV[3],
+ * `job` ARGV[4], its protocol ARGV[1] added to the set KEYS[2] of protocols with a stream.
+ */
+const DISPATCH = "redis.call('SADD', KEYS[2], ARGV[1])\n" +
+  "return redis.call('XADD', KEYS[1], '*', 'd', ARGV[2], 'reply', ARGV[3], 'job', ARGV[4])";
+
+/**
+ * Removes entry ARGV[2] from stream KEYS[1] unless a worker of group ARGV[1] read it (it is
+ * pending); 1 when removed. (No group yet: no worker ever read the stream.)
+ */
+const WITHDRAW = "local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n" +
+  "if type(p) == 'table' and p.err == nil and #p > 0 then return 0 end\n" +
+  "return redis.call('XDEL', KEYS[1], ARGV[2])";
 
 /**
  * Asks the worker that coordinates `runId` to cancel it, when `owner` is a live worker of this
@@ -444,6 +624,13 @@ export interface WorkerInfo {
   /** Task attempts and runs it takes at once (absent from workers older than this field). */
   concurrency?: number;
   max_runs?: number;
+  /**
+   * Protocols it takes tasks of now (a healthy provider), and those whose providers it has
+   * are all unhealthy (absent from workers older than these fields: they read only the
+   * older single tasks stream).
+   */
+  protocols?: string[];
+  unhealthy?: string[];
 }
 
 /** The live workers of this store: owner and what each reported last. */
@@ -459,10 +646,14 @@ export async function listWorkers(
     ? []
     : await store.command(["MGET", ...listed.map((o) => keys.lease(o))]) as (string | null)[];
   const owners = listed.filter((_, i) => leases[i] !== null);
+  // one round trip (coordinators look every second while attempts wait: see RemoteDispatcher)
+  const texts = owners.length === 0
+    ? []
+    : await store.command(["MGET", ...owners.map((o) => keys.worker(o))]) as (string | null)[];
   const out: WorkerInfo[] = [];
-  for (const owner of owners) {
-    const text = await store.command(["GET", keys.worker(owner)]) as string | null;
-    if (text !== null) out.push({ owner, ...JSON.parse(text) });
-  }
+  owners.forEach((owner, i) => {
+    const text = texts[i];
+    if (text !== null && text !== undefined) out.push({ owner, ...JSON.parse(text) });
+  });
   return out;
 }

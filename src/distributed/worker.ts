@@ -25,12 +25,13 @@ import { HEARTBEAT_MS, localOwnerPid, ownerAlive, pidAlive } from "../engine/liv
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import {
+  allTaskStreams,
   ensureGroup,
   FailureStreak,
   GROUP,
   parseEntries,
   queueKeys,
-  readReply,
+  readStreams,
   RemoteDispatcher,
   REPLY_TTL_SECONDS,
   type StreamEntry,
@@ -49,6 +50,11 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Redis failing this long (ms) stops the worker, with {@link Worker.failure}. Default 15 000. */
   giveUpMs?: number;
+  /**
+   * An attempt of a run coordinated here that no live worker can take (no healthy provider of
+   * its protocol) fails after this long (ms). Default 60 000 (see RemoteDispatcherOptions).
+   */
+  unservedMs?: number;
   /** Identity (consumer name, run owner). Default `host:pid:nonce`. */
   owner?: string;
   onEvent?: EventListener;
@@ -65,6 +71,8 @@ export interface WorkerOptions {
 
 interface Running {
   entry: StreamEntry;
+  /** The stream its entry is in. */
+  stream: string;
   controller?: AbortController;
   /** Settles once a task attempt has ended and been answered. */
   done?: Promise<void>;
@@ -99,6 +107,14 @@ export class Worker {
   #registered = "";
   #loops: Promise<void>[] = [];
   #waiters = new Set<() => void>();
+  readonly #unservedMs: number | undefined;
+  /**
+   * The protocols this worker takes tasks of (a healthy provider), and those it has only
+   * unhealthy providers of: as registered, and as read (see #taskLoop).
+   */
+  #health: { healthy: string[]; unhealthy: string[] } = { healthy: [], unhealthy: [] };
+  /** Streams whose consumer group this worker made sure of. */
+  readonly #joined = new Set<string>();
 
   constructor(options: WorkerOptions) {
     this.#store = options.store;
@@ -107,6 +123,7 @@ export class Worker {
     this.#maxRuns = Math.max(1, options.maxRuns ?? 16);
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#giveUpMs = options.giveUpMs ?? 15_000;
+    this.#unservedMs = options.unservedMs;
     this.owner = options.owner ?? defaultOwner();
     this.#keys = queueKeys(options.store.prefix);
     this.#log = options.log ?? (() => {});
@@ -120,7 +137,10 @@ export class Worker {
    */
   async start(onReady?: () => void): Promise<void> {
     await ensureGroup(this.#store, this.#keys.runs);
-    await ensureGroup(this.#store, this.#keys.tasks);
+    await ensureGroup(this.#store, this.#keys.legacyTasks);
+    // which protocols it takes tasks of is known before it takes any
+    await this.#probeProviders();
+    this.#health = this.#registry.protocolHealth();
     await this.#register();
     const [taskReader, runReader, replyReader] = await Promise.all([
       this.#store.sibling(),
@@ -132,12 +152,10 @@ export class Worker {
     this.#readerIds = await Promise.all(
       this.#connections.map((c) => c.command(["CLIENT", "ID"]).then(String).catch(() => "")),
     );
-    this.#dispatcher = new RemoteDispatcher(
-      this.#store,
-      replyReader,
-      this.owner,
-      this.#giveUpMs,
-    );
+    this.#dispatcher = new RemoteDispatcher(this.#store, replyReader, this.owner, {
+      giveUpMs: this.#giveUpMs,
+      ...(this.#unservedMs !== undefined ? { unservedMs: this.#unservedMs } : {}),
+    });
     // Heartbeats as often as any engine's (every 2 s: `workflow list` calls a run whose owner
     // missed three `interrupted`), and well inside the lease; a run is taken over only once
     // its owner has been silent for the whole lease.
@@ -217,11 +235,15 @@ export class Worker {
     await Promise.all(this.#connections.map((c) => c.close().catch(() => {})));
   }
 
-  /** New task attempts, as many as there are free slots. */
+  /**
+   * New task attempts, as many as there are free slots: of the protocols this worker has a
+   * healthy provider of now (their streams), and from the older single stream. A change of
+   * health ends a blocking read at once (see #checkHealth).
+   */
   #taskLoop(reader: RedisStore): Promise<void> {
     return this.#readLoop(
       reader,
-      this.#keys.tasks,
+      () => [this.#keys.legacyTasks, ...this.#health.healthy.map((p) => this.#keys.tasks(p))],
       "tasks",
       () => this.#concurrency - this.#tasks.size,
       (entry) => this.#startTask(entry, false),
@@ -232,17 +254,20 @@ export class Worker {
   #runLoop(reader: RedisStore): Promise<void> {
     return this.#readLoop(
       reader,
-      this.#keys.runs,
+      () => [this.#keys.runs],
       "runs",
       () => Math.min(1, this.#maxRuns - this.#runs.size),
       (entry) => this.#startRun(entry, false),
     );
   }
 
-  /** Reads `stream` for this consumer (blocking 1 s at a time) while `free()` allows. */
+  /**
+   * Reads the `streams()` of now for this consumer (blocking 1 s at a time) while `free()`
+   * allows.
+   */
   async #readLoop(
     reader: RedisStore,
-    stream: string,
+    streams: () => string[],
     what: string,
     free: () => number,
     start: (entry: StreamEntry) => void,
@@ -256,8 +281,14 @@ export class Worker {
         continue;
       }
       let entries: StreamEntry[];
+      const names = streams();
       try {
-        entries = readReply(
+        for (const stream of names) {
+          if (this.#joined.has(stream)) continue;
+          await ensureGroup(this.#store, stream);
+          this.#joined.add(stream);
+        }
+        entries = readStreams(
           await reader.command([
             "XREADGROUP",
             "GROUP",
@@ -268,8 +299,8 @@ export class Worker {
             "BLOCK",
             "1000",
             "STREAMS",
-            stream,
-            ">",
+            ...names,
+            ...names.map(() => ">"),
           ]),
         );
       } catch (e) {
@@ -278,7 +309,10 @@ export class Worker {
         if (message.includes("NOGROUP")) {
           // Redis lost its data (restarted without persistence, flushed): join again
           this.#log(`the ${what} stream lost its consumer group: creating it again`);
-          await ensureGroup(this.#store, stream).catch(() => {});
+          for (const stream of names) {
+            this.#joined.delete(stream);
+            await ensureGroup(this.#store, stream).catch(() => {});
+          }
           continue;
         }
         this.#log(`error: reading ${what}: ${message}`);
@@ -319,18 +353,78 @@ export class Worker {
       if (this.#stopped) return;
       try {
         await this.#checkCancels();
+        const changed = this.#checkHealth();
         const load = `${this.#tasks.size}/${this.#runs.size}`;
-        if (load !== this.#registered) await this.#register(); // `system status` stays current
+        // `system status` stays current; coordinators see at once what it takes
+        if (changed || load !== this.#registered) await this.#register();
+        if (changed) await this.#unblockTaskReader();
         if (Date.now() - upkeep < every) continue;
         upkeep = Date.now();
-        await this.#touch(this.#keys.tasks, [...this.#tasks.keys()]);
-        await this.#touch(this.#keys.runs, [...this.#runs.keys()]);
+        const byStream = new Map<string, string[]>();
+        for (const t of this.#tasks.values()) {
+          byStream.set(t.stream, [...byStream.get(t.stream) ?? [], t.entry.id]);
+        }
+        for (const [stream, ids] of byStream) await this.#touch(stream, ids);
+        await this.#touch(this.#keys.runs, [...this.#runs.values()].map((r) => r.entry.id));
         await this.#register();
         await this.#reclaim();
       } catch (e) {
         if (!this.#stopped) this.#log(`error: lease upkeep: ${(e as Error).message}`);
       }
     }
+  }
+
+  /**
+   * Whether the protocols this worker can take tasks of changed since last looked at (the
+   * registry probes its providers, unhealthy ones every few seconds until they recover);
+   * says so in the log.
+   */
+  #checkHealth(): boolean {
+    const now = this.#registry.protocolHealth();
+    const was = this.#health;
+    if (
+      now.healthy.join() === was.healthy.join() && now.unhealthy.join() === was.unhealthy.join()
+    ) {
+      return false;
+    }
+    this.#health = now;
+    const gained = now.healthy.filter((p) => !was.healthy.includes(p));
+    const lost = now.unhealthy.filter((p) => !was.unhealthy.includes(p));
+    if (gained.length > 0) this.#log(`taking ${gained.join(", ")} tasks (a healthy provider)`);
+    if (lost.length > 0) {
+      this.#log(
+        `not taking ${lost.join(", ")} tasks until a provider of it recovers (unhealthy): ` +
+          "they go to other workers",
+      );
+    }
+    return true;
+  }
+
+  /**
+   * Asks each provider for its health (starting it: a worker would start it for its first
+   * task anyway), all at once, each bounded by the registry's probe timeout; warns of each
+   * that is unhealthy.
+   */
+  async #probeProviders(): Promise<void> {
+    const probed = await Promise.all(
+      this.#registry.stats().map((stats) => this.#registry.health(stats.id).catch(() => [])),
+    );
+    for (const entries of probed) {
+      for (const { id, protocol, report } of entries) {
+        if (report.healthy) continue;
+        this.#log(
+          `warning: provider ${id} (${protocol}) is unhealthy: ${report.message ?? "no reason"}` +
+            ` — this worker takes no ${protocol} tasks until it recovers; see ` +
+            "`gleitzeit provider health` with this worker's settings",
+        );
+      }
+    }
+  }
+
+  /** Ends the task reader's blocking read, so that it reads the streams of now. */
+  async #unblockTaskReader(): Promise<void> {
+    const id = this.#readerIds[0];
+    if (id) await this.#store.command(["CLIENT", "UNBLOCK", id]).catch(() => {});
   }
 
   async #touch(stream: string, ids: string[]): Promise<void> {
@@ -375,6 +469,9 @@ export class Worker {
         // what it takes at once (`system status` adds them up)
         concurrency: this.#concurrency,
         max_runs: this.#maxRuns,
+        // what it takes tasks of now (coordinators fail attempts nobody can take)
+        protocols: this.#health.healthy,
+        unhealthy: this.#health.unhealthy,
       }),
       "EX",
       ttl,
@@ -398,13 +495,25 @@ export class Worker {
         this.#startRun(entry, true, holder);
       }
     }
-    // A dead worker's attempts are taken however busy this one is: they are only answered as
-    // lost (their coordinators send them again), not executed here. Its own idle ones run
-    // again, as slots allow.
-    const free = Math.max(0, this.#concurrency - this.#tasks.size);
-    const claimed = await this.#autoclaim(this.#keys.tasks, free + LOST_BATCH, free);
-    for (const { entry, holder, lastSeen } of claimed) {
-      this.#startTask(entry, true, holder, lastSeen);
+    // A dead worker's attempts are taken however busy this one is, from every protocol's
+    // stream: they are only answered as lost (their coordinators send them again), not
+    // executed here. Its own idle ones run again, as slots allow, from the streams it reads.
+    let free = Math.max(0, this.#concurrency - this.#tasks.size);
+    let budget = free + LOST_BATCH;
+    // (its own idle ones from any stream: one of a protocol it no longer takes is executed or
+    // answered here all the same, not left pending for ever)
+    const streams = new Set([
+      ...await allTaskStreams(this.#store),
+      ...this.#health.healthy.map((p) => this.#keys.tasks(p)),
+    ]);
+    for (const stream of streams) {
+      if (budget <= 0) break;
+      const claimed = await this.#autoclaim(stream, budget, Math.max(0, free));
+      budget -= claimed.length;
+      for (const { entry, holder, lastSeen } of claimed) {
+        if (holder === undefined) free--;
+        this.#startTask({ ...entry, stream }, true, holder, lastSeen);
+      }
     }
   }
 
@@ -492,22 +601,24 @@ export class Worker {
     if (!run || run.owner === this.owner) return;
     if (run.owner !== gone && ownerAlive(run, Date.now(), this.#leaseMs)) return;
     const prefix = `${runId}/`;
-    const orphans: string[] = [];
+    const orphans = new Map<string, string[]>(); // by stream
     const dispatches: string[] = [];
-    let start = "-";
-    for (;;) {
-      const page = parseEntries(
-        await this.#store.command(["XRANGE", this.#keys.tasks, start, "+", "COUNT", "500"]),
-      );
-      for (const e of page) {
-        if (!e.fields.d?.startsWith(prefix)) continue;
-        orphans.push(e.id);
-        dispatches.push(e.fields.d);
+    for (const stream of await allTaskStreams(this.#store)) {
+      let start = "-";
+      for (;;) {
+        const page = parseEntries(
+          await this.#store.command(["XRANGE", stream, start, "+", "COUNT", "500"]),
+        );
+        for (const e of page) {
+          if (!e.fields.d?.startsWith(prefix)) continue;
+          orphans.set(stream, [...orphans.get(stream) ?? [], e.id]);
+          dispatches.push(e.fields.d);
+        }
+        if (page.length < 500) break;
+        start = `(${page.at(-1)!.id}`;
       }
-      if (page.length < 500) break;
-      start = `(${page.at(-1)!.id}`;
     }
-    if (orphans.length === 0) return;
+    if (dispatches.length === 0) return;
     // one a worker already executes stops too: its answer would go to the dead coordinator
     // (the attempt is on record as interrupted, see Engine recover)
     await this.#store.command([
@@ -517,18 +628,20 @@ export class Worker {
       ...dispatches.map((d) => this.#keys.cancel(d)),
       "3600",
     ]);
-    await this.#ack(this.#keys.tasks, ...orphans);
+    for (const [stream, ids] of orphans) await this.#ack(stream, ...ids);
     this.#log(
-      `dropped ${orphans.length} attempt(s) of run ${runId} queued by its dead coordinator`,
+      `dropped ${dispatches.length} attempt(s) of run ${runId} queued by its dead coordinator`,
     );
   }
 
   /** `holder`: the worker that held the entry until its lease ran out (see #autoclaim). */
   #startTask(entry: StreamEntry, reclaimed: boolean, holder?: string, lastSeen?: number): void {
-    if (this.#tasks.has(entry.id)) return;
-    const running: Running = { entry, controller: new AbortController() };
+    const key = taskKey(entry);
+    if (this.#tasks.has(key)) return;
+    const stream = entry.stream ?? this.#keys.legacyTasks;
+    const running: Running = { entry, stream, controller: new AbortController() };
     running.dispatchId = entry.fields.d;
-    this.#tasks.set(entry.id, running);
+    this.#tasks.set(key, running);
     running.done = this.#executeTask(running, reclaimed, holder, lastSeen)
       .catch((e) =>
         // Redis failing for its first look (still wanted?): its entry stays this worker's, and
@@ -536,7 +649,7 @@ export class Worker {
         this.#log(`error: task entry ${entry.id}: ${(e as Error).message} (tried again later)`)
       )
       .finally(() => {
-        this.#tasks.delete(entry.id);
+        this.#tasks.delete(key);
         this.#wake();
       });
   }
@@ -554,18 +667,18 @@ export class Worker {
       job = JSON.parse(jobText ?? "");
     } catch {
       this.#log(`dropped a malformed task entry ${entry.id}`);
-      await this.#ack(this.#keys.tasks, entry.id);
+      await this.#ack(running.stream, entry.id);
       return;
     }
     const which = `${job.ctx.taskId} attempt ${job.ctx.attempt}`;
     const what = `${job.ctx.runId}/${which}`;
-    const unreported = this.#unreported.get(entry.id);
+    const unreported = this.#unreported.get(taskKey(entry));
     if (unreported) {
       // executed (or found lost) here, its answer not sent (Redis failing): sent now, not
       // executed again under the same attempt number
       await this.#report(running, unreported.ok, unreported.body)
         .then(() => {
-          this.#unreported.delete(entry.id);
+          this.#unreported.delete(taskKey(entry));
           this.#log(`answered ${what} (the answer could not be sent before)`);
         })
         .catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
@@ -603,7 +716,7 @@ export class Worker {
     const ended = state === "completed" || state === "failed" || state === "cancelled";
     const movedOn = owner !== null && sentBy !== undefined && owner !== sentBy;
     if (cancelled > 0 || ended || movedOn || senderGone) {
-      await this.#ack(this.#keys.tasks, entry.id);
+      await this.#ack(running.stream, entry.id);
       const why = ended
         ? "its run ended"
         : movedOn
@@ -680,7 +793,7 @@ export class Worker {
       await this.#report(running, ok, body);
       return true;
     } catch (e) {
-      this.#unreported.set(running.entry.id, { ok, body });
+      this.#unreported.set(taskKey(running.entry), { ok, body });
       // (one taken by another worker meanwhile is never looked at here again: bounded)
       if (this.#unreported.size > 10_000) {
         this.#unreported.delete(this.#unreported.keys().next().value!);
@@ -694,13 +807,13 @@ export class Worker {
   async #report(running: Running, ok: boolean, body: unknown): Promise<void> {
     const { entry } = running;
     const { d: dispatchId, reply } = entry.fields;
-    if (!reply) return await this.#ack(this.#keys.tasks, entry.id);
+    if (!reply) return await this.#ack(running.stream, entry.id);
     await this.#store.command([
       "EVAL",
       REPORT,
       "2",
       reply,
-      this.#keys.tasks,
+      running.stream,
       dispatchId ?? "",
       ok ? "1" : "0",
       JSON.stringify(body ?? null),
@@ -715,6 +828,7 @@ export class Worker {
     if (this.#runs.has(entry.id)) return;
     const running: Running = {
       entry,
+      stream: this.#keys.runs,
       controller: new AbortController(),
       runId: entry.fields.run ?? "",
     };
@@ -887,6 +1001,11 @@ const OF_THIS_WORKER = new Set<string>([
   "SANDBOX_UNAVAILABLE",
   "MODEL_NOT_FOUND",
 ]);
+
+/** Where a task entry is known by: its stream and id (ids of two streams may be the same). */
+function taskKey(entry: StreamEntry): string {
+  return `${entry.stream ?? ""} ${entry.id}`;
+}
 
 /** How often running attempts look for a cancellation (ms). */
 const CANCEL_CHECK_MS = 250;

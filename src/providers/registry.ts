@@ -199,6 +199,31 @@ export class ProviderRegistry {
     return this.#aliases.get(protocol) ?? protocol;
   }
 
+  /**
+   * The concrete protocols (aliases included, families such as `mcp/*` not) this registry
+   * routes calls of now, by health: `healthy` when a provider of it is healthy or its
+   * providers are not started yet (they start on the first call, whose outcome then says),
+   * `unhealthy` when every provider of it is (the registry re-probes those until they
+   * recover). A worker takes tasks of its healthy protocols only.
+   */
+  protocolHealth(): { healthy: string[]; unhealthy: string[] } {
+    const healthy = new Set<string>();
+    const unhealthy = new Set<string>();
+    for (const [protocol, slots] of this.#slots) {
+      if (slots.length === 0) continue;
+      (slots.some((s) => s.healthy) ? healthy : unhealthy).add(protocol);
+    }
+    for (const protocol of this.#factories.keys()) {
+      if (protocol.endsWith("/*") || (this.#slots.get(protocol)?.length ?? 0) > 0) continue;
+      healthy.add(protocol);
+    }
+    for (const [alias, target] of this.#aliases) {
+      if (healthy.has(target)) healthy.add(alias);
+      else if (unhealthy.has(target)) unhealthy.add(alias);
+    }
+    return { healthy: [...healthy].sort(), unhealthy: [...unhealthy].sort() };
+  }
+
   /** Every declared protocol. */
   protocols(): ProtocolSpec[] {
     return [...this.#specs.values()];

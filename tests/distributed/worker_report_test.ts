@@ -8,8 +8,8 @@ import { ensureGroup, parseEntries, queueKeys } from "../../src/distributed/work
 import { Worker } from "../../src/distributed/worker.ts";
 import { RedisStore } from "../../src/persistence/redis_store.ts";
 import { ECHO_PROTOCOL, EchoProvider } from "../../src/providers/echo/echo_provider.ts";
-import { ProviderRegistry } from "../../src/providers/registry.ts";
-import type { CallContext } from "../../src/providers/provider.ts";
+import { ProviderRegistry, type RegistryOptions } from "../../src/providers/registry.ts";
+import type { CallContext, HealthReport } from "../../src/providers/provider.ts";
 
 /** An echo provider that counts its calls. */
 class CountingEcho extends EchoProvider {
@@ -48,12 +48,23 @@ class Stubborn extends EchoProvider {
   }
 }
 
+/** A counting echo provider whose health the test sets. */
+class Flaky extends CountingEcho {
+  healthy = true;
+  health(): Promise<HealthReport> {
+    return Promise.resolve({ healthy: this.healthy, message: "flaky" });
+  }
+}
+
 interface Harness {
   store: RedisStore;
   worker: Worker;
   log: string[];
-  /** Puts an attempt on the tasks stream, as a coordinator does; returns its reply stream. */
-  dispatch(method: string, params: Record<string, unknown>): Promise<string>;
+  /**
+   * Puts an attempt on the echo/v1 tasks stream (or `stream`), as a coordinator does; returns
+   * its reply stream.
+   */
+  dispatch(method: string, params: Record<string, unknown>, stream?: string): Promise<string>;
   answers(reply: string): Promise<Record<string, string>[]>;
 }
 
@@ -61,11 +72,12 @@ async function withWorker(
   provider: EchoProvider,
   wrap: (s: RedisStore) => RedisStore,
   fn: (h: Harness) => Promise<void>,
+  registryOptions: RegistryOptions = { healthIntervalMs: 0 },
 ): Promise<void> {
   const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
   const store = await RedisStore.connect({ prefix });
   const keys = queueKeys(prefix);
-  const registry = new ProviderRegistry({ healthIntervalMs: 0 });
+  const registry = new ProviderRegistry(registryOptions);
   registry.registerProtocol(ECHO_PROTOCOL);
   registry.register(provider);
   const log: string[] = [];
@@ -79,12 +91,12 @@ async function withWorker(
   const running = worker.start();
   let seq = 0;
   try {
-    await ensureGroup(store, keys.tasks);
+    await ensureGroup(store, keys.tasks("echo/v1"));
     await fn({
       store,
       worker,
       log,
-      async dispatch(method, params) {
+      async dispatch(method, params, stream = keys.tasks("echo/v1")) {
         const reply = keys.replies("test-coordinator");
         const job = {
           protocol: "echo/v1",
@@ -94,7 +106,7 @@ async function withWorker(
         };
         await store.command([
           "XADD",
-          keys.tasks,
+          stream,
           "*",
           "d",
           `run_r/t/1/${++seq}`,
@@ -140,7 +152,11 @@ Deno.test("an answer that could not be sent is sent later; the attempt is not ex
     assert(h.log.some((l) => l.includes("sent again later")), h.log.join("\n"));
     assert(h.log.some((l) => l.includes("answered run_r/t attempt 1")), h.log.join("\n"));
     const keys = queueKeys(h.store.prefix);
-    const pending = await h.store.command(["XPENDING", keys.tasks, "workers"]) as unknown[];
+    const pending = await h.store.command([
+      "XPENDING",
+      keys.tasks("echo/v1"),
+      "workers",
+    ]) as unknown[];
     assertEquals(pending[0], 0, "its entry is acknowledged");
   });
 });
@@ -168,4 +184,50 @@ Deno.test("a worker stopped while an attempt finishes anyway keeps its answer (n
     const [answer] = await h.answers(reply);
     assertEquals([answer?.ok, answer?.body], ["1", '{"done":true}'], JSON.stringify(answer));
   });
+});
+
+Deno.test("an attempt left in the older single tasks stream (an upgrade) is executed and answered", async () => {
+  const echo = new CountingEcho();
+  await withWorker(echo, (st) => st, async (h) => {
+    const keys = queueKeys(h.store.prefix);
+    const reply = await h.dispatch("echo", { old: true }, keys.legacyTasks);
+    await waitFor("the answer", async () => (await h.answers(reply)).length > 0);
+    const [answer] = await h.answers(reply);
+    assertEquals([answer!.ok, answer!.body], ["1", '{"old":true}']);
+    assertEquals(echo.calls, 1);
+    assertEquals(await h.store.command(["XLEN", keys.legacyTasks]), 0, "drained");
+  });
+});
+
+Deno.test("a worker takes no attempts of a protocol while its provider is unhealthy, and takes them again once it recovers", async () => {
+  const echo = new Flaky();
+  await withWorker(echo, (st) => st, async (h) => {
+    const keys = queueKeys(h.store.prefix);
+    const registered = async () =>
+      JSON.parse(String(await h.store.command(["GET", keys.worker(h.worker.owner)])));
+    await waitFor(
+      "the worker to register",
+      async () => (await registered())?.protocols.includes("echo/v1") === true,
+    );
+    // the worker is idle, blocked reading the echo/v1 stream, when its provider turns unhealthy
+    echo.healthy = false;
+    await waitFor(
+      "the worker to say it takes no echo/v1 tasks",
+      async () => (await registered()).unhealthy.includes("echo/v1"),
+      10_000,
+    );
+    assert(!(await registered()).protocols.includes("echo/v1"));
+    assert(h.log.some((l) => l.includes("not taking echo/v1 tasks")), h.log.join("\n"));
+    const reply = await h.dispatch("echo", { x: 3 });
+    await new Promise((r) => setTimeout(r, 2000));
+    assertEquals(await h.answers(reply), [], "not taken while unhealthy");
+    assertEquals(echo.calls, 0);
+    const pending = await h.store.command(["XPENDING", keys.tasks("echo/v1"), "workers"]);
+    assertEquals((pending as unknown[])[0], 0, "not even read");
+    echo.healthy = true;
+    await waitFor("the answer", async () => (await h.answers(reply)).length > 0, 10_000);
+    assertEquals((await h.answers(reply))[0]!.ok, "1");
+    assertEquals(echo.calls, 1);
+    assert(h.log.some((l) => l.includes("taking echo/v1 tasks")), h.log.join("\n"));
+  }, { healthIntervalMs: 100, unhealthyIntervalMs: 100 });
 });
