@@ -335,6 +335,7 @@ export class RemoteDispatcher implements Dispatcher {
         dispatchId,
         this.#replyKey,
         JSON.stringify(job),
+        GROUP,
       ]);
       const waiting = this.#pending.get(dispatchId);
       if (waiting) waiting.entry = String(entry);
@@ -574,10 +575,18 @@ function unservedError(protocol: string, workers: WorkerInfo[], waitedMs: number
 }
 
 /**
- * An attempt's entry ARGV[3] of ARGV[1]'s stream KEYS[1], with `d` ARGV[2], `reply` ARGV[3],
- * `job` ARGV[4], its protocol ARGV[1] added to the set KEYS[2] of protocols with a stream.
+ * An attempt's entry of ARGV[1]'s stream KEYS[1], with `d` ARGV[2], `reply` ARGV[3], `job`
+ * ARGV[4], its protocol ARGV[1] added to the set KEYS[2] of protocols with a stream. The
+ * stream gets its consumer group (ARGV[5]) in the same step: a stream listed there always has
+ * one, so that every worker can look at its pending entries (XPENDING fails on a stream
+ * without a group) before any worker has read it.
  */
 const DISPATCH = "redis.call('SADD', KEYS[2], ARGV[1])\n" +
+  "if redis.call('EXISTS', KEYS[1]) == 0 then\n" +
+  "  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0', 'MKSTREAM')\n" +
+  "else\n" +
+  "  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0')\n" +
+  "end\n" +
   "return redis.call('XADD', KEYS[1], '*', 'd', ARGV[2], 'reply', ARGV[3], 'job', ARGV[4])";
 
 /**

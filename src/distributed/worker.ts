@@ -69,6 +69,13 @@ export interface WorkerOptions {
     | undefined;
 }
 
+/** An entry taken by #autoclaim, with the worker that held it (none: this one's own). */
+interface Claimed {
+  entry: StreamEntry;
+  holder: string | undefined;
+  lastSeen?: number;
+}
+
 interface Running {
   entry: StreamEntry;
   /** The stream its entry is in. */
@@ -508,7 +515,16 @@ export class Worker {
     ]);
     for (const stream of streams) {
       if (budget <= 0) break;
-      const claimed = await this.#autoclaim(stream, budget, Math.max(0, free));
+      let claimed: Claimed[];
+      try {
+        claimed = await this.#autoclaim(stream, budget, Math.max(0, free));
+      } catch (e) {
+        // One stream failing (no group: made by a coordinator of an earlier version, or its
+        // group lost) must not keep the others' dead entries from being taken over.
+        if (!String((e as Error).message).includes("NOGROUP")) throw e;
+        await ensureGroup(this.#store, stream);
+        continue;
+      }
       budget -= claimed.length;
       for (const { entry, holder, lastSeen } of claimed) {
         if (holder === undefined) free--;
@@ -533,7 +549,7 @@ export class Worker {
     stream: string,
     count: number,
     ownCount = count,
-  ): Promise<{ entry: StreamEntry; holder: string | undefined; lastSeen?: number }[]> {
+  ): Promise<Claimed[]> {
     const floor = Math.min(this.#leaseMs, TAKEOVER_IDLE_MS);
     const ids: string[] = [];
     const holderOf = new Map<string, string>();

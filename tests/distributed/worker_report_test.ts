@@ -73,6 +73,7 @@ async function withWorker(
   wrap: (s: RedisStore) => RedisStore,
   fn: (h: Harness) => Promise<void>,
   registryOptions: RegistryOptions = { healthIntervalMs: 0 },
+  options: { concurrency?: number; before?: (store: RedisStore) => Promise<void> } = {},
 ): Promise<void> {
   const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
   const store = await RedisStore.connect({ prefix });
@@ -81,10 +82,11 @@ async function withWorker(
   registry.registerProtocol(ECHO_PROTOCOL);
   registry.register(provider);
   const log: string[] = [];
+  await options.before?.(store);
   const worker = new Worker({
     store: wrap(store),
     registry,
-    concurrency: 1,
+    concurrency: options.concurrency ?? 1,
     leaseMs: 1_000, // its own idle entries are looked at again after this
     log: (line) => log.push(line),
   });
@@ -230,4 +232,104 @@ Deno.test("a worker takes no attempts of a protocol while its provider is unheal
     assertEquals(echo.calls, 1);
     assert(h.log.some((l) => l.includes("taking echo/v1 tasks")), h.log.join("\n"));
   }, { healthIntervalMs: 100, unhealthyIntervalMs: 100 });
+});
+
+/** An echo provider that records the most `delay` calls it ran at once. */
+class Overlap extends CountingEcho {
+  now = 0;
+  most = 0;
+  override async call(method: string, params: Record<string, unknown>, ctx: CallContext) {
+    this.now++;
+    this.most = Math.max(this.most, this.now);
+    try {
+      return await super.call(method, params, ctx);
+    } finally {
+      this.now--;
+    }
+  }
+}
+
+/** Puts an echo attempt on `stream` as a coordinator would; returns its reply stream. */
+async function addAttempt(
+  store: RedisStore,
+  stream: string,
+  d: string,
+  method: string,
+  params: Record<string, unknown>,
+): Promise<string> {
+  const reply = queueKeys(store.prefix).replies("test-coordinator");
+  const job = {
+    protocol: "echo/v1",
+    method,
+    params,
+    ctx: { runId: "run_r", taskId: d, attempt: 1 },
+  };
+  await store.command(["XADD", stream, "*", "d", d, "reply", reply, "job", JSON.stringify(job)]);
+  return reply;
+}
+
+Deno.test("a dead worker's attempt is taken over although another protocol's stream has no consumer group", async () => {
+  const echo = new CountingEcho();
+  await withWorker(echo, (st) => st, async (h) => {
+    const keys = queueKeys(h.store.prefix);
+    // echo/v1: an attempt a worker read and then died with (no lease key of it)
+    await ensureGroup(h.store, keys.tasks("echo/v1"));
+    const reply = await addAttempt(h.store, keys.tasks("echo/v1"), "run_r/lost/1/1", "echo", {});
+    await h.store.command([
+      "XREADGROUP",
+      "GROUP",
+      "workers",
+      "dead-worker",
+      "COUNT",
+      "1",
+      "STREAMS",
+      keys.tasks("echo/v1"),
+      ">",
+    ]);
+    // a stream no worker has read yet, listed among the protocols' streams, without a group
+    // (sorted before echo/v1, so that looking at it comes first)
+    await h.store.command(["XADD", keys.tasks("a/v1"), "*", "d", "x", "job", "{}"]);
+    await h.store.command(["SADD", keys.taskStreams, "a/v1"]);
+    await waitFor("the lost attempt's answer", async () => (await h.answers(reply)).length > 0);
+    const [answer] = await h.answers(reply);
+    assertEquals(answer!.ok, "0");
+    assertEquals(JSON.parse(answer!.body!).code, "LEASE_EXPIRED", answer!.body);
+    assertEquals(echo.calls, 0, "answered as lost, not executed");
+    assert(!h.log.some((l) => l.includes("NOGROUP")), h.log.join("\n"));
+  });
+});
+
+Deno.test("a worker reading several streams never executes more attempts than its concurrency", async () => {
+  const echo = new Overlap();
+  const replies: string[] = [];
+  await withWorker(
+    echo,
+    (st) => st,
+    async (h) => {
+      await waitFor("every answer", async () => {
+        const all = await Promise.all([...new Set(replies)].map((r) => h.answers(r)));
+        return all.flat().length === 6;
+      }, 30_000);
+      assertEquals(echo.calls, 6);
+      assertEquals(echo.most, 2, "two at a time, not more");
+    },
+    undefined,
+    {
+      concurrency: 2,
+      // waiting before the worker starts: in the older single stream and in echo/v1's
+      before: async (store) => {
+        const keys = queueKeys(store.prefix);
+        for (const stream of [keys.legacyTasks, keys.tasks("echo/v1")]) {
+          await ensureGroup(store, stream);
+          for (let i = 0; i < 3; i++) {
+            replies.push(
+              await addAttempt(store, stream, `run_r/${stream}${i}/1/1`, "delay", {
+                seconds: 0.5,
+              }),
+            );
+          }
+        }
+      },
+    },
+  );
 });
