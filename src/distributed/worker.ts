@@ -120,8 +120,6 @@ export class Worker {
    * unhealthy providers of: as registered, and as read (see #taskLoop).
    */
   #health: { healthy: string[]; unhealthy: string[] } = { healthy: [], unhealthy: [] };
-  /** Streams whose consumer group this worker made sure of. */
-  readonly #joined = new Set<string>();
 
   constructor(options: WorkerOptions) {
     this.#store = options.store;
@@ -243,58 +241,92 @@ export class Worker {
   }
 
   /**
-   * New task attempts, as many as there are free slots: of the protocols this worker has a
-   * healthy provider of now (their streams), and from the older single stream. A change of
-   * health ends a blocking read at once (see #checkHealth).
+   * New task attempts, never more than the free slots: of the protocols (routes) this worker
+   * has a healthy provider of now (their streams), and from the older single stream.
+   *
+   * XREADGROUP's COUNT applies to each stream it reads, so one read of several streams could
+   * hand this worker up to COUNT entries per stream. Instead, a script takes entries stream
+   * after stream (starting at another one each time, so a busy stream does not starve the
+   * rest) until the free slots are used; when there is nothing, the worker waits with a plain
+   * XREAD (which takes nothing) for an entry past what each stream's group has handed out. A
+   * change of health ends that wait at once (see #checkHealth).
    */
-  #taskLoop(reader: RedisStore): Promise<void> {
-    return this.#readLoop(
-      reader,
-      () => [this.#keys.legacyTasks, ...this.#health.healthy.map((p) => this.#keys.tasks(p))],
-      "tasks",
-      () => this.#concurrency - this.#tasks.size,
-      (entry) => this.#startTask(entry, false),
-    );
-  }
-
-  /** New runs, one at a time, while fewer than --max-runs are coordinated here. */
-  #runLoop(reader: RedisStore): Promise<void> {
-    return this.#readLoop(
-      reader,
-      () => [this.#keys.runs],
-      "runs",
-      () => Math.min(1, this.#maxRuns - this.#runs.size),
-      (entry) => this.#startRun(entry, false),
-    );
-  }
-
-  /**
-   * Reads the `streams()` of now for this consumer (blocking 1 s at a time) while `free()`
-   * allows.
-   */
-  async #readLoop(
-    reader: RedisStore,
-    streams: () => string[],
-    what: string,
-    free: () => number,
-    start: (entry: StreamEntry) => void,
-  ): Promise<void> {
-    // each loop on its own: one stream may fail while another works
+  async #taskLoop(reader: RedisStore): Promise<void> {
     const streak = new FailureStreak(this.#giveUpMs);
+    let turn = 0;
     while (!this.#stopped) {
-      const count = free();
+      const count = this.#freeSlots();
       if (count <= 0) {
         await this.#sleepUntilWoken(1000);
         continue;
       }
-      let entries: StreamEntry[];
-      const names = streams();
+      const names = [
+        this.#keys.legacyTasks,
+        ...this.#health.healthy.map((p) => this.#keys.tasks(p)),
+      ];
+      const first = turn++ % names.length;
+      const order = [...names.slice(first), ...names.slice(0, first)];
+      let entries: StreamEntry[] = [];
       try {
-        for (const stream of names) {
-          if (this.#joined.has(stream)) continue;
-          await ensureGroup(this.#store, stream);
-          this.#joined.add(stream);
+        // (the slots are promised to this take only: #reclaim does not give them to its own
+        // idle entries meanwhile; they are free again while it waits below)
+        this.#reserved += count;
+        let took: number, body: unknown;
+        try {
+          [took, body] = await this.#store.command([
+            "EVAL",
+            TAKE,
+            String(order.length),
+            ...order,
+            GROUP,
+            this.owner,
+            String(count),
+          ]) as [number, unknown];
+          if (took === 1) {
+            entries = readStreams(body);
+            for (const entry of entries) this.#startTask(entry, false);
+          }
+        } finally {
+          this.#reserved -= count;
         }
+        if (took !== 1) {
+          const ids = (body as unknown[]).map(String);
+          await reader.command(["XREAD", "BLOCK", "1000", "STREAMS", ...order, ...ids]);
+        }
+      } catch (e) {
+        if (this.#stopped) return;
+        if (this.#readFailed(streak, "tasks", (e as Error).message)) return;
+        await sleep(1000);
+        continue;
+      }
+      streak.succeeded();
+      if (entries.length > count) {
+        // cannot happen (the script counts); said, should it ever
+        this.#log(`error: took ${entries.length} task entries for ${count} free slot(s)`);
+      }
+    }
+  }
+
+  /** Task slots free now: neither executing nor promised to a read in progress. */
+  #freeSlots(): number {
+    return this.#concurrency - this.#tasks.size - this.#reserved;
+  }
+
+  /** Slots a task read in progress may fill (see #taskLoop). */
+  #reserved = 0;
+
+  /** New runs, one at a time, while fewer than --max-runs are coordinated here. */
+  async #runLoop(reader: RedisStore): Promise<void> {
+    // each loop on its own: one stream may fail while another works
+    const streak = new FailureStreak(this.#giveUpMs);
+    const stream = this.#keys.runs;
+    while (!this.#stopped) {
+      if (this.#runs.size >= this.#maxRuns) {
+        await this.#sleepUntilWoken(1000);
+        continue;
+      }
+      let entries: StreamEntry[];
+      try {
         entries = readStreams(
           await reader.command([
             "XREADGROUP",
@@ -302,12 +334,12 @@ export class Worker {
             GROUP,
             this.owner,
             "COUNT",
-            String(count),
+            "1",
             "BLOCK",
             "1000",
             "STREAMS",
-            ...names,
-            ...names.map(() => ">"),
+            stream,
+            ">",
           ]),
         );
       } catch (e) {
@@ -315,36 +347,39 @@ export class Worker {
         const message = (e as Error).message;
         if (message.includes("NOGROUP")) {
           // Redis lost its data (restarted without persistence, flushed): join again
-          this.#log(`the ${what} stream lost its consumer group: creating it again`);
-          for (const stream of names) {
-            this.#joined.delete(stream);
-            await ensureGroup(this.#store, stream).catch(() => {});
-          }
+          this.#log(`the runs stream lost its consumer group: creating it again`);
+          await ensureGroup(this.#store, stream).catch(() => {});
           continue;
         }
-        this.#log(`error: reading ${what}: ${message}`);
-        if (streak.failed()) {
-          // The connection is gone for good (the client stops reconnecting): stop, so that
-          // whatever supervises this process restarts it; held work goes to the others.
-          this.failure = new GleitzeitError(
-            "PERSISTENCE_UNAVAILABLE",
-            `Redis at ${this.#store.url} has not answered for ${
-              Math.round(this.#giveUpMs / 1000)
-            }s: the worker stopped`,
-            {
-              hint: "check that Redis is up, then start the worker again (run it under a " +
-                "supervisor that restarts it, e.g. systemd Restart=always)",
-            },
-          );
-          void this.stop();
-          return;
-        }
+        if (this.#readFailed(streak, "runs", message)) return;
         await sleep(1000);
         continue;
       }
       streak.succeeded();
-      for (const entry of entries) start(entry);
+      for (const entry of entries) this.#startRun(entry, false);
     }
+  }
+
+  /**
+   * A failed read of `what`, logged; true when Redis has failed for long enough that the
+   * worker stops (the connection is gone for good: whatever supervises this process restarts
+   * it; held work goes to the others).
+   */
+  #readFailed(streak: FailureStreak, what: string, message: string): boolean {
+    this.#log(`error: reading ${what}: ${message}`);
+    if (!streak.failed()) return false;
+    this.failure = new GleitzeitError(
+      "PERSISTENCE_UNAVAILABLE",
+      `Redis at ${this.#store.url} has not answered for ${
+        Math.round(this.#giveUpMs / 1000)
+      }s: the worker stopped`,
+      {
+        hint: "check that Redis is up, then start the worker again (run it under a " +
+          "supervisor that restarts it, e.g. systemd Restart=always)",
+      },
+    );
+    void this.stop();
+    return true;
   }
 
   /**
@@ -505,7 +540,7 @@ export class Worker {
     // A dead worker's attempts are taken however busy this one is, from every protocol's
     // stream: they are only answered as lost (their coordinators send them again), not
     // executed here. Its own idle ones run again, as slots allow, from the streams it reads.
-    let free = Math.max(0, this.#concurrency - this.#tasks.size);
+    let free = Math.max(0, this.#freeSlots());
     let budget = free + LOST_BATCH;
     // (its own idle ones from any stream: one of a protocol it no longer takes is executed or
     // answered here all the same, not left pending for ever)
@@ -989,6 +1024,43 @@ const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1], KEYS[4])\n" +
   "  redis.call('EXPIRE', KEYS[3], ARGV[4])\n" +
   "end\n" +
   "return {c, r}";
+
+/**
+ * Takes up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1] from the streams KEYS,
+ * in order, in all (not per stream, as one XREADGROUP of several streams would): `{1, reply}`
+ * with an XREADGROUP-shaped reply. With none, `{0, ids}`: each stream's last id its group has
+ * handed out, for an XREAD that waits for anything past them. A stream without the group (not
+ * made yet, or Redis lost it) gets it.
+ */
+const TAKE = "local left = tonumber(ARGV[3])\n" +
+  "local out = {}\n" +
+  "for _, s in ipairs(KEYS) do\n" +
+  "  if left <= 0 then break end\n" +
+  "  local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, '>'}\n" +
+  "  local r = redis.pcall(unpack(args))\n" +
+  "  if type(r) == 'table' and r.err then\n" +
+  "    redis.pcall('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n" +
+  "    r = redis.call(unpack(args))\n" +
+  "  end\n" +
+  "  if r and r[1] then\n" +
+  "    left = left - #r[1][2]\n" +
+  "    out[#out + 1] = r[1]\n" +
+  "  end\n" +
+  "end\n" +
+  "if #out > 0 then return {1, out} end\n" +
+  "local ids = {}\n" +
+  "for i, s in ipairs(KEYS) do\n" +
+  "  ids[i] = '0-0'\n" +
+  "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', s)) do\n" +
+  "    local name, last\n" +
+  "    for j = 1, #g, 2 do\n" +
+  "      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then " +
+  "last = g[j + 1] end\n" +
+  "    end\n" +
+  "    if name == ARGV[1] then ids[i] = last end\n" +
+  "  end\n" +
+  "end\n" +
+  "return {0, ids}";
 
 /** The cancel flags KEYS, set for ARGV[1] s. */
 const CANCEL_ALL = "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end";
