@@ -306,10 +306,22 @@ Deno.test("a worker reading several streams never executes more attempts than it
     echo,
     (st) => st,
     async (h) => {
+      const keys = queueKeys(h.store.prefix);
+      let held = 0; // the most entries of both streams pending for it at one moment
       await waitFor("every answer", async () => {
+        const [a, b] = await h.store.command([
+          "EVAL",
+          "return {redis.call('XPENDING', KEYS[1], 'workers')[1], " +
+          "redis.call('XPENDING', KEYS[2], 'workers')[1]}",
+          "2",
+          keys.legacyTasks,
+          keys.tasks("echo/v1"),
+        ]) as [number, number];
+        held = Math.max(held, a + b);
         const all = await Promise.all([...new Set(replies)].map((r) => h.answers(r)));
         return all.flat().length === 6;
       }, 30_000);
+      assert(held <= 2, `held ${held} entries at once`);
       assertEquals(echo.calls, 6);
       assertEquals(echo.most, 2, "two at a time, not more");
     },
