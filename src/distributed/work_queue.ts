@@ -310,8 +310,9 @@ export class RemoteDispatcher implements Dispatcher {
             await this.#store.command([
               "EVAL",
               WITHDRAW,
-              "1",
+              "2",
               waiting.stream,
+              this.#keys.cancel(dispatchId),
               GROUP,
               waiting.entry,
             ]);
@@ -477,12 +478,15 @@ export class RemoteDispatcher implements Dispatcher {
       }
       p.unservedSince ??= now;
       if (now - p.unservedSince < this.#unservedMs) continue;
-      // atomic: a worker reads it before (it is then that worker's) or never
+      // atomic: a worker reads it before (it is then that worker's) or never; and said again
+      // the same when tried again (a reply lost on the way throws here, and the next look
+      // tries again: it must not then take the missing entry for one a worker has)
       const withdrawn = await this.#store.command([
         "EVAL",
         WITHDRAW,
-        "1",
+        "2",
         p.stream,
+        this.#keys.cancel(id),
         GROUP,
         p.entry!,
       ]);
@@ -590,12 +594,19 @@ const DISPATCH = "redis.call('SADD', KEYS[2], ARGV[1])\n" +
   "return redis.call('XADD', KEYS[1], '*', 'd', ARGV[2], 'reply', ARGV[3], 'job', ARGV[4])";
 
 /**
- * Removes entry ARGV[2] from stream KEYS[1] unless a worker of group ARGV[1] read it (it is
- * pending); 1 when removed. (No group yet: no worker ever read the stream.)
+ * Withdraws entry ARGV[2] of stream KEYS[1] unless a worker of group ARGV[1] read it (it is
+ * pending): removes it and leaves the attempt's cancel flag KEYS[2] set to `withdrawn`, so
+ * that doing it again (its reply was lost) says the same. 1: withdrawn (now or before); 0: a
+ * worker has it; 2: gone otherwise (answered, or dropped). (No group: no worker read it.)
  */
 const WITHDRAW = "local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n" +
   "if type(p) == 'table' and p.err == nil and #p > 0 then return 0 end\n" +
-  "return redis.call('XDEL', KEYS[1], ARGV[2])";
+  "if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 or redis.call('GET', KEYS[2]) == 'withdrawn' " +
+  "then\n" +
+  "  redis.call('SET', KEYS[2], 'withdrawn', 'EX', 3600)\n" +
+  "  return 1\n" +
+  "end\n" +
+  "return 2";
 
 /**
  * Asks the worker that coordinates `runId` to cancel it, when `owner` is a live worker of this

@@ -246,3 +246,38 @@ Deno.test("an attempt no live worker serves is withdrawn after the wait and fail
     undefined,
     { unservedMs: 500 },
   ));
+
+/** `store`, whose first `n` scripts containing `marker` run but whose replies are lost. */
+function lostReplies(store: RedisStore, marker: string, n: number): RedisStore {
+  let left = n;
+  return new Proxy(store, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (prop === "command") {
+        return async (args: string[]) => {
+          const result = await target.command(args);
+          if (args[0] === "EVAL" && String(args[1]).includes(marker) && left > 0) {
+            left--;
+            throw new Error("injected: the connection dropped before the reply");
+          }
+          return result;
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("an attempt whose withdrawal ran but whose reply was lost fails all the same (not waiting for ever)", () =>
+  withDispatcher(
+    async (d, store) => {
+      const keys = queueKeys(store.prefix);
+      const nobody = d.call("nosuch/v1", "m", {}, ctx()).then((v) => v, (e) => e);
+      const e = await within(nobody, 15_000);
+      assert(e instanceof GleitzeitError, `still ${String(e)}`);
+      assertEquals([e.code, e.retryable], ["PROVIDER_UNAVAILABLE", true]);
+      assertEquals(await store.command(["XLEN", keys.tasks("nosuch/v1")]), 0, "withdrawn");
+    },
+    (s) => lostReplies(s, "XPENDING", 1),
+    { unservedMs: 300 },
+  ));
