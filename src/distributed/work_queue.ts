@@ -188,6 +188,11 @@ export interface RemoteDispatcherOptions {
    * has an unhealthy one, else PROVIDER_UNAVAILABLE). Default {@link UNSERVED_MS}.
    */
   unservedMs?: number;
+  /**
+   * Which tasks stream an attempt goes to: its protocol, or a part of it that only some
+   * workers serve (see ProviderRegistry.routeOf). Default: its protocol.
+   */
+  routeOf?: (protocol: string, ctx: CallContext) => string;
 }
 
 /** Default of {@link RemoteDispatcherOptions.unservedMs}: 60 s. */
@@ -240,6 +245,7 @@ export class RemoteDispatcher implements Dispatcher {
 
   readonly #giveUpMs: number;
   readonly #unservedMs: number;
+  readonly #routeOf: (protocol: string, ctx: CallContext) => string;
   #watch: Promise<void>;
   #wakeWatch?: () => void;
 
@@ -258,6 +264,7 @@ export class RemoteDispatcher implements Dispatcher {
     this.#reader = reader;
     this.#giveUpMs = options.giveUpMs ?? 15_000;
     this.#unservedMs = options.unservedMs ?? UNSERVED_MS;
+    this.#routeOf = options.routeOf ?? ((protocol) => protocol);
     this.#keys = queueKeys(store.prefix);
     this.#replyKey = this.#keys.replies(owner);
     this.#loop = this.#readReplies();
@@ -280,9 +287,17 @@ export class RemoteDispatcher implements Dispatcher {
     if (ctx.timeoutMs !== undefined) job.ctx.timeoutMs = ctx.timeoutMs;
     if (ctx.baseDir !== undefined) job.ctx.baseDir = ctx.baseDir;
     if (ctx.sandbox !== undefined) job.ctx.sandbox = ctx.sandbox;
-    const stream = this.#keys.tasks(protocol);
+    // (its route: a part of the protocol that only some workers serve, python/v1#basic)
+    const route = this.#routeOf(protocol, ctx);
+    const stream = this.#keys.tasks(route);
     const outcome = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin, protocol, stream });
+      this.#pending.set(dispatchId, {
+        resolve,
+        reject,
+        onBegin: ctx.onBegin,
+        protocol: route,
+        stream,
+      });
     });
     const onAbort = async () => {
       const reason = ctx.signal.reason;
@@ -332,7 +347,7 @@ export class RemoteDispatcher implements Dispatcher {
         "2",
         stream,
         this.#keys.taskStreams,
-        protocol,
+        route,
         dispatchId,
         this.#replyKey,
         JSON.stringify(job),
@@ -554,28 +569,48 @@ export class RemoteDispatcher implements Dispatcher {
 
 /**
  * The error of an attempt that no live worker could take for `waitedMs`: PROVIDER_UNHEALTHY
- * when some worker has a provider of `protocol` that is unhealthy, else PROVIDER_UNAVAILABLE.
+ * when some worker has a provider of `route` that is unhealthy (with the reason the first one
+ * gave), else PROVIDER_UNAVAILABLE. One line, and a hint.
  */
-function unservedError(protocol: string, workers: WorkerInfo[], waitedMs: number): GleitzeitError {
-  const sick = workers.filter((w) => w.unhealthy?.includes(protocol)).map((w) => w.owner);
+function unservedError(route: string, workers: WorkerInfo[], waitedMs: number): GleitzeitError {
+  const sick = workers.filter((w) => w.unhealthy?.includes(route));
   const waited = `${Math.round(waitedMs / 100) / 10}s`;
-  const hint = `start a worker with a healthy provider of ${protocol}, or fix the workers' ` +
+  const [protocol, part] = route.split("#");
+  // python/v1#basic: "python/v1 tasks (sandbox basic)"
+  const tasks = part === undefined ? `${protocol} tasks` : `${protocol} tasks (sandbox ${part})`;
+  const serve = part === undefined ? protocol : `${protocol} in sandbox ${part}`;
+  const hint = `start a worker with a healthy provider of ${serve}, or fix the workers' ` +
     `(\`gleitzeit provider health\` with their settings says what is wrong); a task with ` +
     "`retry` tries again";
-  const details = { protocol, waited_ms: Math.round(waitedMs), unhealthy_on: sick };
-  return sick.length > 0
-    ? new GleitzeitError(
-      "PROVIDER_UNHEALTHY",
-      `no worker can take ${protocol} tasks: its provider is unhealthy on ${
-        sick.length === 1 ? `worker ${sick[0]}` : `workers ${sick.join(", ")}`
-      } and no other live worker serves it (waited ${waited})`,
-      { hint, details, retryable: true },
-    )
-    : new GleitzeitError(
+  const details = {
+    protocol,
+    ...(part !== undefined ? { route } : {}),
+    waited_ms: Math.round(waitedMs),
+    unhealthy_on: sick.map((w) => w.owner),
+  };
+  if (sick.length === 0) {
+    return new GleitzeitError(
       "PROVIDER_UNAVAILABLE",
-      `no live worker serves ${protocol} (waited ${waited} for one)`,
+      `no live worker serves ${tasks} (waited ${waited} for one)`,
       { hint, details, retryable: true },
     );
+  }
+  const owners = sick.map((w) => w.owner);
+  const reason = sick.map((w) => w.reasons?.[route]).find((r) => r !== undefined);
+  const why = reason === undefined ? "" : `: ${oneLine(reason)}`;
+  return new GleitzeitError(
+    "PROVIDER_UNHEALTHY",
+    `no worker can take ${tasks}: its provider is unhealthy on ${
+      owners.length === 1 ? `worker ${owners[0]}` : `workers ${owners.join(", ")}`
+    } and no other live worker serves it (waited ${waited})${why}`,
+    { hint, details, retryable: true },
+  );
+}
+
+/** The first line of `text`, at most 200 characters. */
+function oneLine(text: string): string {
+  const line = text.split("\n")[0]!.trim();
+  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
 }
 
 /**
@@ -651,6 +686,8 @@ export interface WorkerInfo {
    */
   protocols?: string[];
   unhealthy?: string[];
+  /** Why, for each unhealthy one: what its provider said (its last probe or failed call). */
+  reasons?: Record<string, string>;
 }
 
 /** The live workers of this store: owner and what each reported last. */

@@ -119,7 +119,11 @@ export class Worker {
    * The protocols this worker takes tasks of (a healthy provider), and those it has only
    * unhealthy providers of: as registered, and as read (see #taskLoop).
    */
-  #health: { healthy: string[]; unhealthy: string[] } = { healthy: [], unhealthy: [] };
+  #health: ReturnType<ProviderRegistry["protocolHealth"]> = {
+    healthy: [],
+    unhealthy: [],
+    reasons: {},
+  };
 
   constructor(options: WorkerOptions) {
     this.#store = options.store;
@@ -160,6 +164,8 @@ export class Worker {
     this.#dispatcher = new RemoteDispatcher(this.#store, replyReader, this.owner, {
       giveUpMs: this.#giveUpMs,
       ...(this.#unservedMs !== undefined ? { unservedMs: this.#unservedMs } : {}),
+      // (which stream each attempt goes to: a part of its protocol only some workers serve)
+      routeOf: (protocol, ctx) => this.#registry.routeOf(protocol, ctx),
     });
     // Heartbeats as often as any engine's (every 2 s: `workflow list` calls a run whose owner
     // missed three `interrupted`), and well inside the lease; a run is taken over only once
@@ -514,6 +520,7 @@ export class Worker {
         // what it takes tasks of now (coordinators fail attempts nobody can take)
         protocols: this.#health.healthy,
         unhealthy: this.#health.unhealthy,
+        reasons: this.#health.reasons,
       }),
       "EX",
       ttl,

@@ -200,28 +200,63 @@ export class ProviderRegistry {
   }
 
   /**
-   * The concrete protocols (aliases included, families such as `mcp/*` not) this registry
-   * routes calls of now, by health: `healthy` when a provider of it is healthy or its
-   * providers are not started yet (they start on the first call, whose outcome then says),
-   * `unhealthy` when every provider of it is (the registry re-probes those until they
-   * recover). A worker takes tasks of its healthy protocols only.
+   * Where a call goes by what it needs: its protocol, or `protocol#part` when the protocol has
+   * parts that a provider may serve while others fail ({@link ProtocolSpec.routes}: a Python
+   * task asking for `sandbox: basic` is `python/v1#basic`).
    */
-  protocolHealth(): { healthy: string[]; unhealthy: string[] } {
+  routeOf(protocol: string, ctx: Pick<CallContext, "sandbox">): string {
+    const route = this.protocol(protocol)?.routes?.of(ctx);
+    return route === undefined ? protocol : `${protocol}#${route}`;
+  }
+
+  /**
+   * The concrete protocols (aliases included, families such as `mcp/*` not) and their parts
+   * (see {@link routeOf}) this registry serves now, by health: `healthy` when a provider of it
+   * is healthy (for a part: serves that part) or its providers are not started yet (they start
+   * on the first call, whose outcome then says), `unhealthy` when every provider of it is (the
+   * registry re-probes those until they recover), with the `reasons` its providers gave. A
+   * worker takes tasks of its healthy ones only.
+   */
+  protocolHealth(): { healthy: string[]; unhealthy: string[]; reasons: Record<string, string> } {
     const healthy = new Set<string>();
     const unhealthy = new Set<string>();
-    for (const [protocol, slots] of this.#slots) {
-      if (slots.length === 0) continue;
-      (slots.some((s) => s.healthy) ? healthy : unhealthy).add(protocol);
-    }
-    for (const protocol of this.#factories.keys()) {
-      if (protocol.endsWith("/*") || (this.#slots.get(protocol)?.length ?? 0) > 0) continue;
-      healthy.add(protocol);
+    const reasons: Record<string, string> = {};
+    const put = (route: string, ok: boolean, reason: string | undefined): void => {
+      if (ok) {
+        healthy.add(route);
+        return;
+      }
+      unhealthy.add(route);
+      if (reason !== undefined) reasons[route] ??= reason;
+    };
+    const concrete = new Set([
+      ...[...this.#slots].filter(([, slots]) => slots.length > 0).map(([p]) => p),
+      ...[...this.#factories.keys()].filter((p) => !p.endsWith("/*")),
+    ]);
+    for (const protocol of concrete) {
+      const slots = this.#slots.get(protocol) ?? [];
+      const parts = this.protocol(protocol)?.routes?.names ?? [];
+      if (slots.length === 0) {
+        put(protocol, true, undefined);
+        for (const part of parts) put(`${protocol}#${part}`, true, undefined);
+        continue;
+      }
+      const reason = slots.find((s) => !s.healthy)?.lastHealth?.message ?? "no reason given";
+      put(protocol, slots.some((s) => s.healthy), reason);
+      for (const part of parts) {
+        const serves = (s: Slot) => s.lastHealth?.routes?.[part] ?? s.healthy;
+        put(`${protocol}#${part}`, slots.some(serves), reason);
+      }
     }
     for (const [alias, target] of this.#aliases) {
-      if (healthy.has(target)) healthy.add(alias);
-      else if (unhealthy.has(target)) unhealthy.add(alias);
+      for (const route of [...healthy, ...unhealthy]) {
+        if (route !== target && !route.startsWith(`${target}#`)) continue;
+        const as = alias + route.slice(target.length);
+        if (healthy.has(route)) healthy.add(as);
+        else put(as, false, reasons[route]);
+      }
     }
-    return { healthy: [...healthy].sort(), unhealthy: [...unhealthy].sort() };
+    return { healthy: [...healthy].sort(), unhealthy: [...unhealthy].sort(), reasons };
   }
 
   /** Every declared protocol. */

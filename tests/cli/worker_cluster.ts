@@ -33,12 +33,16 @@ export async function cluster(): Promise<Cluster> {
 
 /**
  * Starts `gleitzeit worker` and collects its log lines (stderr). With `host`, in a UTS
- * namespace of that host name: another machine as far as run owners go (no pid checks).
+ * namespace of that host name: another machine as far as run owners go (no pid checks). With
+ * NO_BWRAP first, in a mount namespace where bubblewrap is not there (a machine without it).
  */
 export function startWorker(c: Cluster, ...args: string[]): WorkerProcess {
+  const noBwrap = args[0] === NO_BWRAP ? args.shift() !== undefined : false;
   const host = args[0]?.startsWith("@") ? args.shift()!.slice(1) : undefined;
   const command = host
     ? ["unshare", "--uts", "sh", "-c", `hostname ${host} && exec "$@"`, "sh", `${ROOT}/gleitzeit`]
+    : noBwrap
+    ? ["unshare", "--mount", "sh", "-c", `${HIDE_BWRAP} && exec "$@"`, "sh", `${ROOT}/gleitzeit`]
     : [`${ROOT}/gleitzeit`];
   const child = new Deno.Command(command[0]!, {
     args: [...command.slice(1), "worker", "--lease", "1s", ...args],
@@ -64,6 +68,14 @@ export function startWorker(c: Cluster, ...args: string[]): WorkerProcess {
   c.workers.push(w);
   return w;
 }
+
+/** startWorker's first argument for a worker on a machine without bubblewrap (needs root). */
+export const NO_BWRAP = "--test-no-bwrap";
+
+/** Hides every bwrap Gleitzeit would find (bind-mounts /dev/null, not a file, over each). */
+const HIDE_BWRAP =
+  "for b in /usr/bin/bwrap /usr/local/bin/bwrap /bin/bwrap $(command -v bwrap); do " +
+  '[ -e "$b" ] && mount --bind /dev/null "$b"; done; ! command -v bwrap >/dev/null || true';
 
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 20_000) {
   const until = Date.now() + ms;

@@ -13,6 +13,7 @@ import { gleitzeit } from "./helpers.ts";
 import {
   type Cluster,
   logged,
+  NO_BWRAP,
   readyWorker,
   sleepTasks,
   status,
@@ -182,4 +183,48 @@ Deno.test("a worker whose Ollama comes up after it started takes LLM tasks from 
     } finally {
       await stopTestServer(port);
     }
+  }));
+
+Deno.test("a worker without bubblewrap runs the Python tasks that ask for sandbox basic; one that needs bubblewrap fails with one line and a hint", () =>
+  withCluster(async (c) => {
+    const w = await readyWorker(c, NO_BWRAP, "--unserved-after", "2s");
+    const id = ownerOf(w);
+    assert(logged(w, "(python/v1) is unhealthy"), w.log.join("\n"));
+    const runId = await submitTasks(
+      c,
+      "nobwrap",
+      "  - id: light\n    method: python/execute\n    sandbox: basic\n" +
+        '    params: {code: "result = 6 * 7"}\n' +
+        "  - id: bare\n    method: python/execute\n    sandbox: {mode: none}\n" +
+        '    params: {code: "result = 1"}\n' +
+        '  - id: boxed\n    method: python/execute\n    params: {code: "result = 2"}\n',
+    );
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "failed", JSON.stringify(report));
+    type Task = {
+      id: string;
+      state: string;
+      result: { result: unknown } | null;
+      error: { code: string; message: string; hint?: string } | null;
+    };
+    const tasks = report.tasks as Task[];
+    const by = (tid: string) => tasks.find((t) => t.id === tid)!;
+    assertEquals([by("light").state, by("light").result?.result], ["completed", 42]);
+    assertEquals([by("bare").state, by("bare").result?.result], ["completed", 1]);
+    assertEquals(await executors(c, runId, "light"), [id]);
+    const boxed = by("boxed");
+    assertEquals([boxed.state, boxed.error?.code], ["failed", "PROVIDER_UNHEALTHY"]);
+    const message = boxed.error!.message;
+    assert(!message.includes("\n"), message);
+    assertStringIncludes(message, "no worker can take python/v1 tasks");
+    assertStringIncludes(message, `unhealthy on worker ${id}`);
+    assertStringIncludes(message, "bubblewrap"); // the worker's reason
+    assertStringIncludes(boxed.error!.hint ?? "", "gleitzeit provider health");
+    assert(!executed(w, runId, "boxed"), w.log.join("\n"));
+    const seen = (await workers(c)).get(id);
+    // (llm/v1 too: no Ollama here)
+    for (const p of ["python/v1", "python/v1#bwrap"]) {
+      assert(seen?.unhealthy?.includes(p), JSON.stringify(seen));
+    }
+    assert(seen?.protocols?.includes("python/v1#basic"), JSON.stringify(seen));
   }));

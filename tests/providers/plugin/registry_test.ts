@@ -200,7 +200,11 @@ Deno.test("registry: protocolHealth lists a protocol unhealthy while all its pro
   });
   r.registerFactory("lazy/v1", () => Promise.resolve([]), { ids: ["never"] });
   r.registerAlias("work/latest", "work/v1");
-  assertEquals(r.protocolHealth(), { healthy: ["lazy/v1"], unhealthy: [] }, "not started: healthy");
+  assertEquals(
+    r.protocolHealth(),
+    { healthy: ["lazy/v1"], unhealthy: [], reasons: {} },
+    "not started: healthy",
+  );
   const a = new Worker("a"), b = new Worker("b");
   r.register(a);
   r.register(b);
@@ -208,7 +212,9 @@ Deno.test("registry: protocolHealth lists a protocol unhealthy while all its pro
   a.healthy = false;
   b.healthy = false;
   await r.health();
-  assertEquals(r.protocolHealth(), { healthy: ["lazy/v1"], unhealthy: ["work/latest", "work/v1"] });
+  const sick = r.protocolHealth();
+  assertEquals([sick.healthy, sick.unhealthy], [["lazy/v1"], ["work/latest", "work/v1"]]);
+  assertEquals(Object.keys(sick.reasons).sort(), ["work/latest", "work/v1"], "with reasons");
   b.healthy = true; // the registry probes it again by itself
   await until(() => r.protocolHealth().healthy.includes("work/v1"), "b recovers");
   assertEquals(r.protocolHealth().unhealthy, [], "one healthy provider is enough");

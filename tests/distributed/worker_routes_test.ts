@@ -1,0 +1,75 @@
+/**
+ * A worker without bubblewrap and Python tasks (real Worker, real Python, real Redis): tasks
+ * that ask for `sandbox: basic` or `none` do not need bubblewrap and run there; tasks that need
+ * it (bwrap, asked for or the worker's default) are not taken there.
+ */
+
+import { assert, assertEquals } from "../assert.ts";
+import { GleitzeitError } from "../../src/core/errors.ts";
+import { RemoteDispatcher } from "../../src/distributed/work_queue.ts";
+import { Worker } from "../../src/distributed/worker.ts";
+import { RedisStore } from "../../src/persistence/redis_store.ts";
+import { PYTHON_PROTOCOL } from "../../src/providers/python/python_methods.ts";
+import { PythonProvider } from "../../src/providers/python/python_provider.ts";
+import { ProviderRegistry } from "../../src/providers/registry.ts";
+
+Deno.test("a worker without bubblewrap runs Python tasks that ask for sandbox basic or none; those that need bubblewrap wait for another worker", async () => {
+  const prefix = `gz-routes-test-${crypto.randomUUID().slice(0, 8)}:`;
+  const store = await RedisStore.connect({ prefix });
+  const reader = await store.sibling();
+  const registry = new ProviderRegistry({ healthIntervalMs: 0 });
+  registry.registerProtocol(PYTHON_PROTOCOL);
+  registry.register(new PythonProvider({ bwrapPath: "/nonexistent/bwrap", poolSize: 0 }));
+  const log: string[] = [];
+  const worker = new Worker({
+    store,
+    registry,
+    concurrency: 2,
+    leaseMs: 1_000,
+    log: (line) => log.push(line),
+  });
+  const running = worker.start();
+  // a coordinator of the same configuration (its registry says where each call goes)
+  const d = new RemoteDispatcher(store, reader, `coord:${Deno.pid}:x`, {
+    unservedMs: 1_000,
+    routeOf: (protocol, ctx) => registry.routeOf(protocol, ctx),
+  });
+  const call = (taskId: string, sandbox?: { workflow?: unknown; task?: unknown }) =>
+    d.call("python/v1", "python/execute", { code: `result = "${taskId}"` }, {
+      signal: new AbortController().signal,
+      runId: "run_p",
+      taskId,
+      attempt: 1,
+      ...(sandbox ? { sandbox } : {}),
+    }).then((v) => v, (e) => e);
+  try {
+    const [basic, none, fromWorkflow, plain, bwrap] = await Promise.all([
+      call("basic", { task: "basic" }),
+      call("none", { task: { mode: "none" } }),
+      call("wf", { workflow: "basic" }),
+      call("plain"),
+      call("bwrap", { workflow: "basic", task: "bwrap" }),
+    ]);
+    assertEquals((basic as { result: unknown }).result, "basic", String(basic));
+    assertEquals((none as { result: unknown }).result, "none", String(none));
+    assertEquals((fromWorkflow as { result: unknown }).result, "wf", String(fromWorkflow));
+    for (const e of [plain, bwrap]) {
+      assert(e instanceof GleitzeitError, String(e));
+      assertEquals(e.code, "PROVIDER_UNHEALTHY", e.message);
+      assert(e.message.includes(worker.owner), e.message);
+    }
+    assert(
+      !log.some((l) => l.includes("run_p/plain") || l.includes("run_p/bwrap")),
+      log.join("\n"),
+    );
+  } finally {
+    await d.close();
+    await worker.stop();
+    await running;
+    await registry.close();
+    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
+    if (left.length > 0) await store.command(["DEL", ...left]);
+    await reader.close();
+    await store.close();
+  }
+});
