@@ -454,6 +454,16 @@ export class Worker {
    * that is unhealthy.
    */
   async #probeProviders(): Promise<void> {
+    // every protocol's providers made first: one whose cannot be (`mcp/v1` with several MCP
+    // servers, a plugin that fails) is then known not to be served here
+    await this.#registry.startAll();
+    for (const [protocol, reason] of Object.entries(this.#registry.protocolHealth().reasons)) {
+      if (this.#registry.stats().some((s) => s.protocol === protocol)) continue; // (below)
+      this.#log(
+        `warning: ${protocol} cannot be served here: ${reason} — this worker takes no ` +
+          `${protocol} tasks`,
+      );
+    }
     const probed = await Promise.all(
       this.#registry.stats().map((stats) => this.#registry.health(stats.id).catch(() => [])),
     );

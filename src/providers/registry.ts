@@ -237,8 +237,10 @@ export class ProviderRegistry {
       const slots = this.#slots.get(protocol) ?? [];
       const parts = this.protocol(protocol)?.routes?.names ?? [];
       if (slots.length === 0) {
-        put(protocol, true, undefined);
-        for (const part of parts) put(`${protocol}#${part}`, true, undefined);
+        // not started: served (the first call starts it); could not be made: not
+        const failed = this.#startFailures.get(protocol);
+        put(protocol, failed === undefined, failed);
+        for (const part of parts) put(`${protocol}#${part}`, failed === undefined, failed);
         continue;
       }
       const reason = slots.find((s) => !s.healthy)?.lastHealth?.message ?? "no reason given";
@@ -384,11 +386,47 @@ export class ProviderRegistry {
           throw new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed");
         }
         for (const p of providers) this.register(p);
+        this.#startFailures.delete(protocol);
+        if (providers.length === 0) {
+          this.#startFailures.set(protocol, `no provider serves ${protocol}`);
+        }
       })();
       this.#starting.set(protocol, starting);
-      starting.catch(() => this.#starting.delete(protocol));
+      starting.catch((e) => {
+        this.#starting.delete(protocol);
+        // (a protocol whose providers cannot be made is not served: see protocolHealth; made
+        // again later, while probes run, should what failed be mended)
+        this.#startFailures.set(protocol, toGleitzeitError(e).message);
+        this.#retryStart(protocol);
+      });
     }
     await starting;
+  }
+
+  /** Why the providers of a protocol could not be made, by protocol (until they are). */
+  readonly #startFailures = new Map<string, string>();
+  readonly #startRetries = new Map<string, ReturnType<typeof setTimeout>>();
+
+  #retryStart(protocol: string): void {
+    if (this.#closed || this.#options.healthIntervalMs <= 0 || this.#startRetries.has(protocol)) {
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#startRetries.delete(protocol);
+      this.#ensureStarted(protocol).catch(() => {});
+    }, this.#options.unhealthyIntervalMs);
+    Deno.unrefTimer(timer as unknown as number);
+    this.#startRetries.set(protocol, timer);
+  }
+
+  /**
+   * Makes the providers of every declared concrete protocol (not families: `mcp/<any>`), so
+   * that {@link protocolHealth} knows of each whether it can be served (a worker does this
+   * before it takes tasks). Failures are kept, not thrown.
+   */
+  async startAll(): Promise<void> {
+    const concrete = [...this.#factories.keys()].filter((p) => !p.endsWith("/*"));
+    await Promise.allSettled(concrete.map((p) => this.#ensureStarted(p)));
   }
 
   async #acquire(protocol: string, signal: AbortSignal): Promise<Slot> {
@@ -652,6 +690,8 @@ export class ProviderRegistry {
     for (const s of [...this.#slots.values()].flat()) {
       if (s.recovery !== undefined) clearTimeout(s.recovery);
     }
+    for (const t of this.#startRetries.values()) clearTimeout(t);
+    this.#startRetries.clear();
     const closed = new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed", {
       retryable: false,
     });

@@ -6,7 +6,8 @@
 
 import { assert, assertEquals } from "../assert.ts";
 import { GleitzeitError } from "../../src/core/errors.ts";
-import { RemoteDispatcher } from "../../src/distributed/work_queue.ts";
+import { registerConfiguredProviders } from "../../src/config/providers_config.ts";
+import { queueKeys, RemoteDispatcher } from "../../src/distributed/work_queue.ts";
 import { Worker } from "../../src/distributed/worker.ts";
 import { RedisStore } from "../../src/persistence/redis_store.ts";
 import { PYTHON_PROTOCOL } from "../../src/providers/python/python_methods.ts";
@@ -71,5 +72,53 @@ Deno.test("a worker without bubblewrap runs Python tasks that ask for sandbox ba
     if (left.length > 0) await store.command(["DEL", ...left]);
     await reader.close();
     await store.close();
+  }
+});
+
+/** A Worker on `registry` until `fn` ends; what it registered, for `fn`. */
+async function withRegistered(
+  registry: ProviderRegistry,
+  fn: (registered: () => Promise<Record<string, unknown>>) => Promise<void>,
+): Promise<void> {
+  const prefix = `gz-routes-test-${crypto.randomUUID().slice(0, 8)}:`;
+  const store = await RedisStore.connect({ prefix });
+  const worker = new Worker({ store, registry, concurrency: 1, leaseMs: 1_000 });
+  let ready!: () => void;
+  const started = new Promise<void>((r) => (ready = r));
+  const running = worker.start(ready);
+  try {
+    await started;
+    await fn(async () =>
+      JSON.parse(String(await store.command(["GET", queueKeys(prefix).worker(worker.owner)])))
+    );
+  } finally {
+    await worker.stop();
+    await running;
+    await registry.close();
+    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
+    if (left.length > 0) await store.command(["DEL", ...left]);
+    await store.close();
+  }
+}
+
+Deno.test("mcp/v1 that cannot be served (two MCP servers: ambiguous; the only one broken) is not taken as healthy", async () => {
+  const broken = { command: "/nonexistent/mcp-server", args: [] };
+  for (const names of [["a", "b"], ["only"]]) {
+    const registry = new ProviderRegistry({ healthIntervalMs: 100, unhealthyIntervalMs: 100 });
+    await registerConfiguredProviders(registry, {
+      mcp_servers: names.map((name) => ({ name, ...broken })),
+    }, { baseDir: Deno.cwd() });
+    await withRegistered(registry, async (registered) => {
+      const first = await registered();
+      const protocols = first.protocols as string[];
+      const unhealthy = first.unhealthy as string[];
+      assert(!protocols.includes("mcp/v1"), `${names}: ${JSON.stringify(first)}`);
+      assert(unhealthy.includes("mcp/v1"), `${names}: ${JSON.stringify(first)}`);
+      const reason = (first.reasons as Record<string, string>)["mcp/v1"] ?? "";
+      if (names.length > 1) assert(reason.includes("ambiguous"), reason);
+      // and stays so (probes come and go)
+      await new Promise((r) => setTimeout(r, 500));
+      assert(!((await registered()).protocols as string[]).includes("mcp/v1"));
+    });
   }
 });
