@@ -132,6 +132,20 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
                 of(w.runs, w.max_runs, "run")
               }${sick}`,
             );
+            // and why (what its providers said), one line each, those with one reason together
+            const byReason = new Map<string, string[]>();
+            for (const p of w.unhealthy ?? []) {
+              const reason = w.reasons?.[p];
+              if (reason !== undefined) byReason.set(reason, [...byReason.get(reason) ?? [], p]);
+            }
+            for (const [reason, protocols] of byReason) {
+              const line = reason.split("\n")[0]!.trim();
+              out(
+                `    ${protocols.join(", ")}: ${
+                  line.length > 160 ? `${line.slice(0, 159)}…` : line
+                }`,
+              );
+            }
           }
         }
       }

@@ -92,6 +92,8 @@ Deno.test("two workers, one whose Ollama is down: every LLM task runs on the oth
     assert(seen.get(wellId)?.protocols?.includes("llm/v1"), JSON.stringify([...seen]));
     const human = await gleitzeit(["system", "status"], { env: c.env, cwd: c.dir });
     assertStringIncludes(human.stdout, `${sickId}: 0 of 2 tasks, 0 of 16 runs; unhealthy: llm/v1`);
+    // and why, under it
+    assertStringIncludes(human.stdout, `\n    llm/v1: `);
 
     const llm = ["q1", "q2", "q3", "q4"];
     const py = ["p1", "p2", "p3", "p4"];
