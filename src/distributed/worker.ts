@@ -457,25 +457,26 @@ export class Worker {
     // every protocol's providers made first: one whose cannot be (`mcp/v1` with several MCP
     // servers, a plugin that fails) is then known not to be served here
     await this.#registry.startAll();
-    for (const [protocol, reason] of Object.entries(this.#registry.protocolHealth().reasons)) {
-      if (this.#registry.stats().some((s) => s.protocol === protocol)) continue; // (below)
-      this.#log(
-        `warning: ${protocol} cannot be served here: ${reason} — this worker takes no ` +
-          `${protocol} tasks`,
-      );
-    }
     const probed = await Promise.all(
       this.#registry.stats().map((stats) => this.#registry.health(stats.id).catch(() => [])),
     );
+    const warned = new Set<string>();
     for (const entries of probed) {
       for (const { id, protocol, report } of entries) {
         if (report.healthy) continue;
+        warned.add(protocol);
         this.#log(
           `warning: provider ${id} (${protocol}) is unhealthy: ${report.message ?? "no reason"}` +
             ` — this worker takes no ${protocol} tasks until it recovers; see ` +
             "`gleitzeit provider health` with this worker's settings",
         );
       }
+    }
+    // the rest it does not serve: protocols whose providers could not be made, and parts of
+    // healthy ones (python/v1#bwrap where the default mode is basic and bubblewrap is missing)
+    for (const [route, reason] of Object.entries(this.#registry.protocolHealth().reasons)) {
+      if (warned.has(route.split("#")[0]!)) continue;
+      this.#log(`warning: this worker takes no ${route} tasks: ${reason}`);
     }
   }
 
