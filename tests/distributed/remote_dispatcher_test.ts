@@ -281,3 +281,24 @@ Deno.test("an attempt whose withdrawal ran but whose reply was lost fails all th
     (s) => lostReplies(s, "XPENDING", 1),
     { unservedMs: 300 },
   ));
+
+Deno.test("a dispatch makes its stream's consumer group with the stream (every worker can look at its pending entries at once)", () =>
+  withDispatcher(async (d, store) => {
+    const keys = queueKeys(store.prefix);
+    const controller = new AbortController();
+    const call = d.call("fresh/v1", "m", {}, { ...ctx(), signal: controller.signal })
+      .then((v) => v, (e) => e);
+    let groups: unknown[] = [];
+    const until = Date.now() + 10_000;
+    while (groups.length === 0 && Date.now() < until) {
+      if (await store.command(["EXISTS", keys.tasks("fresh/v1")]) === 1) {
+        groups = await store.command(["XINFO", "GROUPS", keys.tasks("fresh/v1")]) as unknown[];
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(groups.length, 1, "one group, made with the stream");
+    assertEquals(await store.command(["SISMEMBER", keys.taskStreams, "fresh/v1"]), 1);
+    controller.abort(new GleitzeitError("TASK_CANCELLED", "done"));
+    await call;
+  }));
