@@ -189,6 +189,8 @@ Deno.test("a worker whose Ollama comes up after it started takes LLM tasks from 
 
 Deno.test("a worker without bubblewrap runs the Python tasks that ask for sandbox basic; one that needs bubblewrap fails with one line and a hint", () =>
   withCluster(async (c) => {
+    // (a machine without bubblewrap: a mount namespace where it is hidden, which needs root)
+    assertEquals(Deno.uid(), 0, "this test hides bubblewrap with unshare --mount: run it as root");
     const w = await readyWorker(c, NO_BWRAP, "--unserved-after", "2s");
     const id = ownerOf(w);
     assert(logged(w, "(python/v1) is unhealthy"), w.log.join("\n"));
