@@ -318,7 +318,7 @@ export class Worker {
     return this.#concurrency - this.#tasks.size - this.#reserved;
   }
 
-  /** Slots a task read in progress may fill (see #taskLoop). */
+  /** Slots a task read in progress, or a look at own idle entries, may fill (see #taskLoop, #reclaim). */
   #reserved = 0;
 
   /** New runs, one at a time, while fewer than --max-runs are coordinated here. */
@@ -558,31 +558,46 @@ export class Worker {
     // A dead worker's attempts are taken however busy this one is, from every protocol's
     // stream: they are only answered as lost (their coordinators send them again), not
     // executed here. Its own idle ones run again, as slots allow, from the streams it reads.
+    // The free slots are held for this look (as a take holds its own: see #taskLoop): the
+    // task reader must not fill them with new entries while the awaits below run, or both
+    // would start attempts in the same slots.
     let free = Math.max(0, this.#freeSlots());
-    let budget = free + LOST_BATCH;
-    // (its own idle ones from any stream: one of a protocol it no longer takes is executed or
-    // answered here all the same, not left pending for ever)
-    const streams = new Set([
-      ...await allTaskStreams(this.#store),
-      ...this.#health.healthy.map((p) => this.#keys.tasks(p)),
-    ]);
-    for (const stream of streams) {
-      if (budget <= 0) break;
-      let claimed: Claimed[];
-      try {
-        claimed = await this.#autoclaim(stream, budget, Math.max(0, free));
-      } catch (e) {
-        // One stream failing (no group: made by a coordinator of an earlier version, or its
-        // group lost) must not keep the others' dead entries from being taken over.
-        if (!String((e as Error).message).includes("NOGROUP")) throw e;
-        await ensureGroup(this.#store, stream);
-        continue;
+    this.#reserved += free;
+    let held = free;
+    try {
+      let budget = free + LOST_BATCH;
+      // (its own idle ones from any stream: one of a protocol it no longer takes is executed
+      // or answered here all the same, not left pending for ever)
+      const streams = new Set([
+        ...await allTaskStreams(this.#store),
+        ...this.#health.healthy.map((p) => this.#keys.tasks(p)),
+      ]);
+      for (const stream of streams) {
+        if (budget <= 0) break;
+        let claimed: Claimed[];
+        try {
+          claimed = await this.#autoclaim(stream, budget, Math.max(0, free));
+        } catch (e) {
+          // One stream failing (no group: made by a coordinator of an earlier version, or its
+          // group lost) must not keep the others' dead entries from being taken over.
+          if (!String((e as Error).message).includes("NOGROUP")) throw e;
+          await ensureGroup(this.#store, stream);
+          continue;
+        }
+        budget -= claimed.length;
+        for (const { entry, holder, lastSeen } of claimed) {
+          if (holder === undefined && held > 0) {
+            // now executing (counted as such): no longer held
+            free--;
+            held--;
+            this.#reserved--;
+          }
+          this.#startTask({ ...entry, stream }, true, holder, lastSeen);
+        }
       }
-      budget -= claimed.length;
-      for (const { entry, holder, lastSeen } of claimed) {
-        if (holder === undefined) free--;
-        this.#startTask({ ...entry, stream }, true, holder, lastSeen);
-      }
+    } finally {
+      this.#reserved -= held;
+      this.#wake();
     }
   }
 
