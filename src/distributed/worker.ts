@@ -318,7 +318,7 @@ export class Worker {
     return this.#concurrency - this.#tasks.size - this.#reserved;
   }
 
-  /** Slots a task read in progress, or a look at own idle entries, may fill (see #taskLoop, #reclaim). */
+  /** Slots a task read, or a look at its own idle entries, may fill (#taskLoop, #reclaim). */
   #reserved = 0;
 
   /** New runs, one at a time, while fewer than --max-runs are coordinated here. */
