@@ -492,7 +492,13 @@ export class RemoteDispatcher implements Dispatcher {
         continue;
       }
       p.unservedSince ??= now;
-      if (now - p.unservedSince < this.#unservedMs) continue;
+      // every live worker cannot serve it because of its configuration (no wait mends that):
+      // it fails at once, with that error (as the worker executing it would have failed it)
+      const unservable = workers.length > 0 &&
+          workers.every((w) => w.unservable?.[p.protocol] !== undefined)
+        ? workers[0]!
+        : undefined;
+      if (now - p.unservedSince < this.#unservedMs && !unservable) continue;
       // atomic: a worker reads it before (it is then that worker's) or never; and said again
       // the same when tried again (a reply lost on the way throws here, and the next look
       // tries again: it must not then take the missing entry for one a worker has)
@@ -512,7 +518,11 @@ export class RemoteDispatcher implements Dispatcher {
         continue;
       }
       this.#pending.delete(id);
-      p.reject(unservedError(p.protocol, workers, now - p.unservedSince));
+      p.reject(
+        unservable
+          ? unservableError(unservable, p.protocol)
+          : unservedError(p.protocol, workers, now - p.unservedSince),
+      );
     }
   }
 
@@ -607,6 +617,21 @@ function unservedError(route: string, workers: WorkerInfo[], waitedMs: number): 
   );
 }
 
+/**
+ * The error of an attempt of `route` that `worker` (as every live worker) cannot serve because
+ * of its configuration: the error its providers could not be made with, as it would have
+ * failed the attempt with (its code, not retryable, "on worker ...").
+ */
+function unservableError(worker: WorkerInfo, route: string): GleitzeitError {
+  const data = worker.unservable![route]!;
+  return GleitzeitError.fromData({
+    ...data,
+    message: `${data.message} (on worker ${worker.owner})`,
+    details: { ...data.details, worker: worker.owner },
+    retryable: false,
+  });
+}
+
 /** The first line of `text`, at most 200 characters. */
 function oneLine(text: string): string {
   const line = text.split("\n")[0]!.trim();
@@ -688,6 +713,11 @@ export interface WorkerInfo {
   unhealthy?: string[];
   /** Why, for each unhealthy one: what its provider said (its last probe or failed call). */
   reasons?: Record<string, string>;
+  /**
+   * Those of them it cannot serve because of its configuration (its providers could not be
+   * made: `mcp/v1` with several MCP servers), with that error: no wait mends them.
+   */
+  unservable?: Record<string, ErrorData>;
 }
 
 /** The live workers of this store: owner and what each reported last. */

@@ -17,7 +17,12 @@
  * @module
  */
 
-import { GleitzeitError, toGleitzeitError, workerLostError } from "../core/errors.ts";
+import {
+  type ErrorData,
+  GleitzeitError,
+  toGleitzeitError,
+  workerLostError,
+} from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
 import { defaultOwner, Engine, type RecoveredAnswer } from "../engine/engine.ts";
 import type { EventListener } from "../engine/events.ts";
@@ -69,6 +74,11 @@ export interface WorkerOptions {
     | undefined;
 }
 
+/** What a worker takes tasks of (see ProviderRegistry.protocolHealth, unservable). */
+type Health = ReturnType<ProviderRegistry["protocolHealth"]> & {
+  unservable: Record<string, ErrorData>;
+};
+
 /** An entry taken by #autoclaim, with the worker that held it (none: this one's own). */
 interface Claimed {
   entry: StreamEntry;
@@ -119,11 +129,7 @@ export class Worker {
    * The protocols this worker takes tasks of (a healthy provider), and those it has only
    * unhealthy providers of: as registered, and as read (see #taskLoop).
    */
-  #health: ReturnType<ProviderRegistry["protocolHealth"]> = {
-    healthy: [],
-    unhealthy: [],
-    reasons: {},
-  };
+  #health: Health = { healthy: [], unhealthy: [], reasons: {}, unservable: {} };
 
   constructor(options: WorkerOptions) {
     this.#store = options.store;
@@ -149,7 +155,7 @@ export class Worker {
     await ensureGroup(this.#store, this.#keys.legacyTasks);
     // which protocols it takes tasks of is known before it takes any
     await this.#probeProviders();
-    this.#health = this.#registry.protocolHealth();
+    this.#health = this.#healthNow();
     await this.#register();
     const [taskReader, runReader, replyReader] = await Promise.all([
       this.#store.sibling(),
@@ -428,13 +434,10 @@ export class Worker {
    * says so in the log.
    */
   #checkHealth(): boolean {
-    const now = this.#registry.protocolHealth();
+    const now = this.#healthNow();
     const was = this.#health;
-    if (
-      now.healthy.join() === was.healthy.join() && now.unhealthy.join() === was.unhealthy.join()
-    ) {
-      return false;
-    }
+    // (the reasons too: `system status` shows the one of now)
+    if (JSON.stringify(now) === JSON.stringify(was)) return false;
     this.#health = now;
     const gained = now.healthy.filter((p) => !was.healthy.includes(p));
     const lost = now.unhealthy.filter((p) => !was.unhealthy.includes(p));
@@ -446,6 +449,11 @@ export class Worker {
       );
     }
     return true;
+  }
+
+  /** The registry's protocols by health, and those that cannot be served (configuration). */
+  #healthNow(): Health {
+    return { ...this.#registry.protocolHealth(), unservable: this.#registry.unservable() };
   }
 
   /**
@@ -532,6 +540,8 @@ export class Worker {
         protocols: this.#health.healthy,
         unhealthy: this.#health.unhealthy,
         reasons: this.#health.reasons,
+        // those of them no wait mends (a configuration error): their tasks fail at once
+        unservable: this.#health.unservable,
       }),
       "EX",
       ttl,

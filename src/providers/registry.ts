@@ -10,7 +10,7 @@
  * @module
  */
 
-import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
+import { type ErrorData, GleitzeitError, toGleitzeitError } from "../core/errors.ts";
 import { type SchemaIssue, validateSchema } from "../core/json_schema.ts";
 import { formatPath } from "../core/errors.ts";
 import type { CallContext, HealthReport, MethodSpec, ProtocolSpec, Provider } from "./provider.ts";
@@ -238,7 +238,7 @@ export class ProviderRegistry {
       const parts = this.protocol(protocol)?.routes?.names ?? [];
       if (slots.length === 0) {
         // not started: served (the first call starts it); could not be made: not
-        const failed = this.#startFailures.get(protocol);
+        const failed = this.#startFailures.get(protocol)?.message;
         put(protocol, failed === undefined, failed);
         for (const part of parts) put(`${protocol}#${part}`, failed === undefined, failed);
         continue;
@@ -388,7 +388,10 @@ export class ProviderRegistry {
         for (const p of providers) this.register(p);
         this.#startFailures.delete(protocol);
         if (providers.length === 0) {
-          this.#startFailures.set(protocol, `no provider serves ${protocol}`);
+          this.#startFailures.set(
+            protocol,
+            new GleitzeitError("PROVIDER_NOT_FOUND", `no provider serves ${protocol}`),
+          );
         }
       })();
       this.#starting.set(protocol, starting);
@@ -396,7 +399,7 @@ export class ProviderRegistry {
         this.#starting.delete(protocol);
         // (a protocol whose providers cannot be made is not served: see protocolHealth; made
         // again later, while probes run, should what failed be mended)
-        this.#startFailures.set(protocol, toGleitzeitError(e).message);
+        this.#startFailures.set(protocol, toGleitzeitError(e));
         this.#retryStart(protocol);
       });
     }
@@ -404,7 +407,28 @@ export class ProviderRegistry {
   }
 
   /** Why the providers of a protocol could not be made, by protocol (until they are). */
-  readonly #startFailures = new Map<string, string>();
+  readonly #startFailures = new Map<string, GleitzeitError>();
+
+  /**
+   * The protocols (and their parts, and aliases of them) whose providers could not be made
+   * because of the configuration (the factory's error is not retryable: `mcp/v1` with several
+   * MCP servers is ambiguous), with that error: no wait mends it (unlike an unhealthy
+   * provider), so a task of one fails at once, with this error (see RemoteDispatcher).
+   */
+  unservable(): Record<string, ErrorData> {
+    const out: Record<string, ErrorData> = {};
+    for (const [protocol, error] of this.#startFailures) {
+      if (error.retryable || (this.#slots.get(protocol)?.length ?? 0) > 0) continue;
+      const parts = this.protocol(protocol)?.routes?.names ?? [];
+      for (const route of [protocol, ...parts.map((part) => `${protocol}#${part}`)]) {
+        out[route] = error.toData();
+        for (const [alias, target] of this.#aliases) {
+          if (target === protocol) out[alias + route.slice(target.length)] = error.toData();
+        }
+      }
+    }
+    return out;
+  }
   readonly #startRetries = new Map<string, ReturnType<typeof setTimeout>>();
 
   #retryStart(protocol: string): void {

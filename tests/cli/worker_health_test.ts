@@ -232,3 +232,28 @@ Deno.test("a worker without bubblewrap runs the Python tasks that ask for sandbo
     }
     assert(seen?.protocols?.includes("python/v1#basic"), JSON.stringify(seen));
   }));
+
+Deno.test("an ambiguous mcp/v1 (two MCP servers configured) fails at once, not retried, with the configuration error", () =>
+  withCluster(async (c) => {
+    const config = await Deno.readTextFile(`${c.dir}/config.yaml`);
+    await Deno.writeTextFile(
+      `${c.dir}/config.yaml`,
+      config + "mcp_servers:\n  - {name: a, command: /nonexistent/a}\n" +
+        "  - {name: b, command: /nonexistent/b}\n",
+    );
+    // (a wait that would end it otherwise: the attempt must not wait for it)
+    const w = await readyWorker(c, "--unserved-after", "3s");
+    const runId = await submitTasks(
+      c,
+      "m",
+      "  - id: p\n    protocol: mcp/v1\n    method: ping\n" +
+        "    retry: {max_attempts: 3, backoff: fixed, base_delay: 0.1, jitter: false}\n",
+    );
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "failed", JSON.stringify(report));
+    const task = (report.tasks as { attempts: number; error: Record<string, unknown> }[])[0]!;
+    assertEquals(task.error.code, "PROVIDER_NOT_FOUND", JSON.stringify(task.error));
+    assertStringIncludes(String(task.error.message), "mcp/v1 is ambiguous");
+    assertStringIncludes(String(task.error.message), ownerOf(w));
+    assertEquals(task.attempts, 1, JSON.stringify(report));
+  }));

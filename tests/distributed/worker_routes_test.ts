@@ -116,6 +116,10 @@ Deno.test("mcp/v1 that cannot be served (two MCP servers: ambiguous; the only on
       assert(unhealthy.includes("mcp/v1"), `${names}: ${JSON.stringify(first)}`);
       const reason = (first.reasons as Record<string, string>)["mcp/v1"] ?? "";
       if (names.length > 1) assert(reason.includes("ambiguous"), reason);
+      // ambiguous is a configuration error (its tasks fail at once); a broken server is not
+      const unservable = (first.unservable ?? {}) as Record<string, { code: string }>;
+      if (names.length > 1) assertEquals(unservable["mcp/v1"]?.code, "PROVIDER_NOT_FOUND");
+      else assertEquals(unservable, {}, `${names}`);
       // and stays so (probes come and go)
       await new Promise((r) => setTimeout(r, 500));
       assert(!((await registered()).protocols as string[]).includes("mcp/v1"));
