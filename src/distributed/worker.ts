@@ -268,7 +268,7 @@ export class Worker {
     let turn = 0;
     while (!this.#stopped) {
       const count = this.#freeSlots();
-      if (count <= 0) {
+      if (count <= 0 || this.#pausedReads) {
         await this.#sleepUntilWoken(1000);
         continue;
       }
@@ -279,6 +279,25 @@ export class Worker {
       const first = turn++ % names.length;
       const order = [...names.slice(first), ...names.slice(0, first)];
       let entries: StreamEntry[] = [];
+      if (count >= order.length) {
+        // enough free slots for a blocking read of them all (see #blockingTake)
+        try {
+          entries = await this.#blockingTake(reader, order, count);
+        } catch (e) {
+          if (this.#stopped) return;
+          const message = (e as Error).message;
+          if (message.includes("NOGROUP")) {
+            // a stream without its group (not made yet, or Redis lost it): made, and read again
+            await Promise.all(order.map((s) => ensureGroup(this.#store, s))).catch(() => {});
+            continue;
+          }
+          if (this.#readFailed(streak, "tasks", message)) return;
+          await sleep(1000);
+          continue;
+        }
+        streak.succeeded();
+        continue;
+      }
       try {
         // (the slots are promised to this take only: #reclaim does not give them to its own
         // idle entries meanwhile; they are free again while it waits below)
@@ -318,6 +337,50 @@ export class Worker {
       }
     }
   }
+
+  /**
+   * With at least one free slot per stream: one blocking XREADGROUP of them all, COUNT
+   * floor(free / streams) each (so never more than the free slots in all), which Redis hands
+   * each new entry to one blocked worker with (idle workers are not all woken for each
+   * attempt, as a plain XREAD would). The free slots are held while it blocks; #reclaim ends
+   * the wait (and pauses this loop) when it looks for its own idle entries to start.
+   */
+  async #blockingTake(reader: RedisStore, order: string[], count: number) {
+    this.#reserved += count;
+    let done!: () => void;
+    this.#blocking = new Promise<void>((r) => (done = r));
+    try {
+      const entries = readStreams(
+        await reader.command([
+          "XREADGROUP",
+          "GROUP",
+          GROUP,
+          this.owner,
+          "COUNT",
+          String(Math.floor(count / order.length)),
+          "BLOCK",
+          "1000",
+          "STREAMS",
+          ...order,
+          ...order.map(() => ">"),
+        ]),
+      );
+      for (const entry of entries) this.#startTask(entry, false);
+      if (entries.length > count) {
+        this.#log(`error: took ${entries.length} task entries for ${count} free slot(s)`);
+      }
+      return entries;
+    } finally {
+      this.#reserved -= count;
+      this.#blocking = undefined;
+      done();
+    }
+  }
+
+  /** Settles once the task reader's blocking read in progress (if any) has ended. */
+  #blocking?: Promise<void>;
+  /** While #reclaim looks at its own idle entries: the task reader waits (see #reclaim). */
+  #pausedReads = false;
 
   /** Task slots free now: neither executing nor promised to a read in progress. */
   #freeSlots(): number {
@@ -571,6 +634,13 @@ export class Worker {
     // The free slots are held for this look (as a take holds its own: see #taskLoop): the
     // task reader must not fill them with new entries while the awaits below run, or both
     // would start attempts in the same slots.
+    // (a blocking read holding the free slots ends first, and the task reader waits until
+    // this look is done: else its own idle entries would never find a free slot)
+    this.#pausedReads = true;
+    if (this.#blocking) {
+      await this.#unblockTaskReader();
+      await this.#blocking;
+    }
     let free = Math.max(0, this.#freeSlots());
     this.#reserved += free;
     let held = free;
@@ -607,6 +677,7 @@ export class Worker {
       }
     } finally {
       this.#reserved -= held;
+      this.#pausedReads = false;
       this.#wake();
     }
   }
