@@ -355,6 +355,22 @@ export class RemoteDispatcher implements Dispatcher {
       ]);
       const waiting = this.#pending.get(dispatchId);
       if (waiting) waiting.entry = String(entry);
+      else if (
+        ctx.signal.aborted &&
+        !(ctx.signal.reason instanceof GleitzeitError && ctx.signal.reason.code === "LEASE_EXPIRED")
+      ) {
+        // aborted before the entry was there (onAbort had none to withdraw): withdrawn now,
+        // unless a worker read it (its cancel flag is set: that worker drops it)
+        await this.#store.command([
+          "EVAL",
+          WITHDRAW,
+          "2",
+          stream,
+          this.#keys.cancel(dispatchId),
+          GROUP,
+          String(entry),
+        ]).catch(() => {});
+      }
       return await outcome;
     } finally {
       this.#pending.delete(dispatchId);

@@ -302,3 +302,17 @@ Deno.test("a dispatch makes its stream's consumer group with the stream (every w
     controller.abort(new GleitzeitError("TASK_CANCELLED", "done"));
     await call;
   }));
+
+Deno.test("an attempt aborted before its entry was added to the stream is withdrawn all the same", () =>
+  withDispatcher(async (d, store) => {
+    const { controller, settled } = abortable(d);
+    controller.abort(new GleitzeitError("TASK_TIMEOUT", "timed out")); // before the reply
+    assertEquals((await settled as GleitzeitError).code, "TASK_TIMEOUT");
+    const stream = queueKeys(store.prefix).tasks("echo/v1");
+    // (the dispatch's reply comes after the abort: the entry goes once it is there)
+    const until = Date.now() + 10_000;
+    while (Date.now() < until && Number(await store.command(["XLEN", stream])) > 0) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(Number(await store.command(["XLEN", stream])), 0, "left in the stream");
+  }));
