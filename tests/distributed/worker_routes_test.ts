@@ -13,6 +13,8 @@ import { RedisStore } from "../../src/persistence/redis_store.ts";
 import { PYTHON_PROTOCOL } from "../../src/providers/python/python_methods.ts";
 import { PythonProvider } from "../../src/providers/python/python_provider.ts";
 import { ProviderRegistry } from "../../src/providers/registry.ts";
+import { ECHO_PROTOCOL, EchoProvider } from "../../src/providers/echo/echo_provider.ts";
+import type { HealthReport } from "../../src/providers/provider.ts";
 
 Deno.test("a worker without bubblewrap runs Python tasks that ask for sandbox basic or none; those that need bubblewrap wait for another worker", async () => {
   const prefix = `gz-routes-test-${crypto.randomUUID().slice(0, 8)}:`;
@@ -79,10 +81,11 @@ Deno.test("a worker without bubblewrap runs Python tasks that ask for sandbox ba
 async function withRegistered(
   registry: ProviderRegistry,
   fn: (registered: () => Promise<Record<string, unknown>>) => Promise<void>,
+  leaseMs = 1_000,
 ): Promise<void> {
   const prefix = `gz-routes-test-${crypto.randomUUID().slice(0, 8)}:`;
   const store = await RedisStore.connect({ prefix });
-  const worker = new Worker({ store, registry, concurrency: 1, leaseMs: 1_000 });
+  const worker = new Worker({ store, registry, concurrency: 1, leaseMs });
   let ready!: () => void;
   const started = new Promise<void>((r) => (ready = r));
   const running = worker.start(ready);
@@ -125,4 +128,28 @@ Deno.test("mcp/v1 that cannot be served (two MCP servers: ambiguous; the only on
       assert(!((await registered()).protocols as string[]).includes("mcp/v1"));
     });
   }
+});
+
+Deno.test("a worker registers the new reason of a protocol that stays unhealthy for another reason", async () => {
+  class Sick extends EchoProvider {
+    reason = "first reason";
+    health(): Promise<HealthReport> {
+      return Promise.resolve({ healthy: false, message: this.reason });
+    }
+  }
+  const registry = new ProviderRegistry({ healthIntervalMs: 100, unhealthyIntervalMs: 100 });
+  registry.registerProtocol(ECHO_PROTOCOL);
+  const sick = new Sick();
+  registry.register(sick);
+  // (a long lease: its regular registration, every third of it, does not come meanwhile)
+  await withRegistered(registry, async (registered) => {
+    const reason = async () => ((await registered()).reasons as Record<string, string>)["echo/v1"];
+    assertEquals(await reason(), "first reason");
+    sick.reason = "second reason";
+    const until = Date.now() + 10_000;
+    while (Date.now() < until && await reason() !== "second reason") {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assertEquals(await reason(), "second reason", "system status shows a stale reason");
+  }, 60_000);
 });
