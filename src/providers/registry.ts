@@ -399,7 +399,8 @@ export class ProviderRegistry {
         this.#starting.delete(protocol);
         // (a protocol whose providers cannot be made is not served: see protocolHealth; made
         // again later, while probes run, should what failed be mended)
-        this.#startFailures.set(protocol, toGleitzeitError(e));
+        // (a plain error, as a worker calling it would have failed the task with)
+        this.#startFailures.set(protocol, toGleitzeitError(e, "TASK_EXECUTION_FAILED"));
         this.#retryStart(protocol);
       });
     }
