@@ -125,11 +125,27 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
           for (const w of report.workers) {
             const of = (now: number | undefined, most: number | undefined, what: string) =>
               most === undefined ? n(now, what) : `${now ?? 0} of ${n(most, what)}`;
+            // protocols it takes no tasks of until a provider recovers
+            const sick = w.unhealthy?.length ? `; unhealthy: ${w.unhealthy.join(", ")}` : "";
             out(
               `  ${w.owner}: ${of(w.tasks, w.concurrency, "task")}, ${
                 of(w.runs, w.max_runs, "run")
-              }`,
+              }${sick}`,
             );
+            // and why (what its providers said), one line each, those with one reason together
+            const byReason = new Map<string, string[]>();
+            for (const p of w.unhealthy ?? []) {
+              const reason = w.reasons?.[p];
+              if (reason !== undefined) byReason.set(reason, [...byReason.get(reason) ?? [], p]);
+            }
+            for (const [reason, protocols] of byReason) {
+              const line = reason.split("\n")[0]!.trim();
+              out(
+                `    ${protocols.join(", ")}: ${
+                  line.length > 160 ? `${line.slice(0, 159)}…` : line
+                }`,
+              );
+            }
           }
         }
       }

@@ -15,6 +15,7 @@ export interface WorkerCommandOptions {
   maxRuns?: number;
   lease?: string;
   giveUpAfter?: string;
+  unservedAfter?: string;
 }
 
 /** Registers `worker`. */
@@ -28,7 +29,13 @@ export function registerWorkerCommand(
     .option("--concurrency <n>", "task attempts at once (default: --max-concurrent)", positiveInt)
     .option("--max-runs <n>", "runs coordinated at once (default 16)", positiveInt)
     .option("--lease <duration>", "work held by a silent worker this long is taken over", "30s")
-    .option("--give-up-after <duration>", "stop when Redis has not answered this long", "15s");
+    .option("--give-up-after <duration>", "stop when Redis has not answered this long", "15s")
+    .option(
+      "--unserved-after <duration>",
+      "fail a task attempt (of a run coordinated here) that no live worker can take, having " +
+        "no healthy provider of its protocol, after this long",
+      "60s",
+    );
   worker.action(async (opts) => {
     setExit(await workerCommand(opts, worker.optsWithGlobals() as GlobalOptions));
   });
@@ -90,6 +97,7 @@ async function workerCommand(
     maxRuns: opts.maxRuns ?? 16,
     leaseMs,
     giveUpMs: Math.round(parseSeconds(opts.giveUpAfter ?? "15s") * 1000),
+    unservedMs: Math.round(parseSeconds(opts.unservedAfter ?? "60s") * 1000),
     log,
     // As `run` warns before a run, each Python attempt with a weaker sandbox says so.
     remark: ({ protocol, sandbox }) => {
@@ -134,23 +142,8 @@ async function workerCommand(
           }) unless their workflow or task chooses another: weaker isolation than bubblewrap`,
         );
       }
-      // A provider this worker cannot use (an Ollama that is not there) fails every task of
-      // its protocol that this worker takes: said at once, not left to the runs to find.
-      void (async () => {
-        for (const stats of registry.stats()) {
-          const entries = await registry.health(stats.id).catch(() => []);
-          for (const { id, protocol, report } of entries) {
-            if (report.healthy) continue;
-            log(
-              `warning: provider ${id} (${protocol}) is unhealthy: ${
-                report.message ?? "no reason"
-              }` +
-                ` — ${protocol} tasks this worker takes fail until it recovers; see ` +
-                "`gleitzeit provider health` with this worker's settings",
-            );
-          }
-        }
-      })();
+      // (a provider it cannot use, an Ollama that is not there, was warned of as it started:
+      // it takes no tasks of that protocol until the provider recovers; see Worker)
     });
     await stopping;
     if (w.failure) throw w.failure;

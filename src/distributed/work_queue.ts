@@ -3,11 +3,17 @@
  *
  *   <prefix>queue:runs    runs to coordinate (`--detach` adds them); a worker that takes one
  *                         executes it with the engine, whose tasks go to the stream below
- *   <prefix>queue:tasks   task attempts to execute: protocol, method, resolved params, context
+ *   <prefix>queue:tasks:<protocol>  task attempts of one protocol to execute: method, resolved
+ *                         params, context; a worker reads the streams of the protocols it has
+ *                         a healthy provider of (see ProviderRegistry.protocolHealth)
+ *   <prefix>queue:tasks   the one tasks stream of older versions: still read (and taken over
+ *                         from) by every worker, so that attempts queued there are not lost
+ *   <prefix>queue:task-streams  set of the protocols that have a stream above
  *   <prefix>replies:<owner>  outcomes, read by the coordinator that dispatched them
  *   <prefix>cancel:<dispatch id>  set when the coordinator aborts an attempt
  *   <prefix>cancel-run:<run id>   set by `workflow cancel` for the worker coordinating the run
- *   <prefix>workers:<owner>       present while that worker lives (expires after 2 leases)
+ *   <prefix>workers:<owner>       present while that worker lives (expires after 2 leases), with
+ *                                 the protocols it takes tasks of now (`protocols`)
  *
  * An entry stays pending (XPENDING) until the worker that read it is done and acknowledges it.
  * A working worker touches its pending entries (XCLAIM ... JUSTID resets their idle time) every
@@ -28,7 +34,12 @@ export const GROUP = "workers";
 /** Stream and key names under one prefix. */
 export interface QueueKeys {
   runs: string;
-  tasks: string;
+  /** The stream of the task attempts of `protocol`. */
+  tasks(protocol: string): string;
+  /** The single tasks stream of older versions (drained, never added to). */
+  legacyTasks: string;
+  /** Set of the protocols whose stream exists (for looking at all of them). */
+  taskStreams: string;
   replies(owner: string): string;
   cancel(dispatchId: string): string;
   cancelRun(runId: string): string;
@@ -48,7 +59,9 @@ export interface QueueKeys {
 export function queueKeys(prefix: string): QueueKeys {
   return {
     runs: `${prefix}queue:runs`,
-    tasks: `${prefix}queue:tasks`,
+    tasks: (protocol) => `${prefix}queue:tasks:${protocol}`,
+    legacyTasks: `${prefix}queue:tasks`,
+    taskStreams: `${prefix}queue:task-streams`,
     replies: (owner) => `${prefix}replies:${owner}`,
     cancel: (id) => `${prefix}cancel:${id}`,
     cancelRun: (id) => `${prefix}cancel-run:${id}`,
@@ -58,10 +71,11 @@ export function queueKeys(prefix: string): QueueKeys {
   };
 }
 
-/** One stream entry: its id and fields. */
+/** One stream entry: its id and fields (and its stream, when read from several). */
 export interface StreamEntry {
   id: string;
   fields: Record<string, string>;
+  stream?: string;
 }
 
 /** A task attempt as it travels to a worker: the call, and its context without the signal. */
@@ -138,6 +152,25 @@ export function isAnswer(entry: StreamEntry): boolean {
   return entry.fields.ok !== undefined;
 }
 
+/** Entries of every stream of an XREADGROUP or XREAD reply, each with its stream. */
+export function readStreams(raw: unknown): StreamEntry[] {
+  if (!Array.isArray(raw)) return [];
+  const out: StreamEntry[] = [];
+  for (const item of raw) {
+    if (!Array.isArray(item)) continue;
+    const stream = String(item[0]);
+    for (const entry of parseEntries(item[1])) out.push({ ...entry, stream });
+  }
+  return out;
+}
+
+/** Every tasks stream of this store: the protocols' streams, and the older single one. */
+export async function allTaskStreams(store: RedisStore): Promise<string[]> {
+  const keys = queueKeys(store.prefix);
+  const protocols = await store.command(["SMEMBERS", keys.taskStreams]) as string[];
+  return [keys.legacyTasks, ...protocols.sort().map((p) => keys.tasks(p))];
+}
+
 /** Entries of one stream from an XREADGROUP or XREAD reply. */
 export function readReply(raw: unknown): StreamEntry[] {
   if (!Array.isArray(raw) || raw.length === 0) return [];
@@ -145,11 +178,35 @@ export function readReply(raw: unknown): StreamEntry[] {
   return parseEntries(first?.[1]);
 }
 
+/** Options of a {@link RemoteDispatcher}. */
+export interface RemoteDispatcherOptions {
+  /** Reading replies failing this long (ms, three tries at least) fails the attempts. */
+  giveUpMs?: number;
+  /**
+   * An attempt that no live worker can take (none has a healthy provider of its protocol)
+   * for this long (ms) is withdrawn and fails, retryable (PROVIDER_UNHEALTHY when a worker
+   * has an unhealthy one, else PROVIDER_UNAVAILABLE). Default {@link UNSERVED_MS}.
+   */
+  unservedMs?: number;
+  /**
+   * Which tasks stream an attempt goes to: its protocol, or a part of it that only some
+   * workers serve (see ProviderRegistry.routeOf). Default: its protocol.
+   */
+  routeOf?: (protocol: string, ctx: CallContext) => string;
+}
+
+/** Default of {@link RemoteDispatcherOptions.unservedMs}: 60 s. */
+export const UNSERVED_MS = 60_000;
+
+/** How often the live workers' protocols are looked at while attempts wait (ms, at most). */
+const SERVED_CHECK_MS = 1000;
+
 /**
- * The engine's dispatcher on a worker: each task attempt goes to the tasks stream, for any
- * worker to execute; the outcome comes back on this coordinator's reply stream, after a
- * notice that the attempt began (`began`, see Dispatcher.queues). Aborting an attempt
- * (timeout, cancel) tells the executing worker to stop it.
+ * The engine's dispatcher on a worker: each task attempt goes to its protocol's tasks stream,
+ * for any worker that serves the protocol to execute; the outcome comes back on this
+ * coordinator's reply stream, after a notice that the attempt began (`began`, see
+ * Dispatcher.queues). Aborting an attempt (timeout, cancel) tells the executing worker to
+ * stop it. An attempt no live worker can take for `unservedMs` is withdrawn and fails.
  */
 export class RemoteDispatcher implements Dispatcher {
   readonly queues = true;
@@ -164,6 +221,13 @@ export class RemoteDispatcher implements Dispatcher {
       reject: (e: unknown) => void;
       /** The attempt's entry in the tasks stream, once added. */
       entry?: string;
+      protocol: string;
+      /** Its protocol's tasks stream. */
+      stream: string;
+      /** A worker began it (or answered it), or took its entry: it is not withdrawn. */
+      taken?: boolean;
+      /** Since when no live worker has served its protocol (ms). */
+      unservedSince?: number;
       /** Called once, when a worker begins it (or answers it: a notice can be lost). */
       onBegin?: (executor?: string) => Promise<unknown> | void;
     }
@@ -180,18 +244,31 @@ export class RemoteDispatcher implements Dispatcher {
   readonly #aborting = new Map<string, string | undefined>();
 
   readonly #giveUpMs: number;
+  readonly #unservedMs: number;
+  readonly #routeOf: (protocol: string, ctx: CallContext) => string;
+  #watch: Promise<void>;
+  #wakeWatch?: () => void;
 
   /**
    * `store` sends, `reader` (a connection of its own) blocks on the replies. Attempts in
-   * flight fail only once reading has failed for `giveUpMs` (three tries at least).
+   * flight fail only once reading has failed for `giveUpMs` (three tries at least; default
+   * 15 s).
    */
-  constructor(store: RedisStore, reader: RedisStore, owner: string, giveUpMs = 15_000) {
+  constructor(
+    store: RedisStore,
+    reader: RedisStore,
+    owner: string,
+    options: RemoteDispatcherOptions = {},
+  ) {
     this.#store = store;
     this.#reader = reader;
-    this.#giveUpMs = giveUpMs;
+    this.#giveUpMs = options.giveUpMs ?? 15_000;
+    this.#unservedMs = options.unservedMs ?? UNSERVED_MS;
+    this.#routeOf = options.routeOf ?? ((protocol) => protocol);
     this.#keys = queueKeys(store.prefix);
     this.#replyKey = this.#keys.replies(owner);
     this.#loop = this.#readReplies();
+    this.#watch = this.#watchServed();
   }
 
   async call(
@@ -210,8 +287,17 @@ export class RemoteDispatcher implements Dispatcher {
     if (ctx.timeoutMs !== undefined) job.ctx.timeoutMs = ctx.timeoutMs;
     if (ctx.baseDir !== undefined) job.ctx.baseDir = ctx.baseDir;
     if (ctx.sandbox !== undefined) job.ctx.sandbox = ctx.sandbox;
+    // (its route: a part of the protocol that only some workers serve, python/v1#basic)
+    const route = this.#routeOf(protocol, ctx);
+    const stream = this.#keys.tasks(route);
     const outcome = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(dispatchId, { resolve, reject, onBegin: ctx.onBegin });
+      this.#pending.set(dispatchId, {
+        resolve,
+        reject,
+        onBegin: ctx.onBegin,
+        protocol: route,
+        stream,
+      });
     });
     const onAbort = async () => {
       const reason = ctx.signal.reason;
@@ -233,6 +319,18 @@ export class RemoteDispatcher implements Dispatcher {
             const onBegin = waiting!.onBegin!;
             waiting!.onBegin = undefined;
             await onBegin(executor);
+          } else if (waiting?.entry !== undefined) {
+            // not begun: out of its stream unless a worker read it (which then drops it), so
+            // that a stream no worker reads now does not keep it
+            await this.#store.command([
+              "EVAL",
+              WITHDRAW,
+              "2",
+              waiting.stream,
+              this.#keys.cancel(dispatchId),
+              GROUP,
+              waiting.entry,
+            ]);
           }
         } catch {
           // Redis failing: the attempt ends here all the same
@@ -244,18 +342,35 @@ export class RemoteDispatcher implements Dispatcher {
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     try {
       const entry = await this.#store.command([
-        "XADD",
-        this.#keys.tasks,
-        "*",
-        "d",
+        "EVAL",
+        DISPATCH,
+        "2",
+        stream,
+        this.#keys.taskStreams,
+        route,
         dispatchId,
-        "reply",
         this.#replyKey,
-        "job",
         JSON.stringify(job),
+        GROUP,
       ]);
       const waiting = this.#pending.get(dispatchId);
       if (waiting) waiting.entry = String(entry);
+      else if (
+        ctx.signal.aborted &&
+        !(ctx.signal.reason instanceof GleitzeitError && ctx.signal.reason.code === "LEASE_EXPIRED")
+      ) {
+        // aborted before the entry was there (onAbort had none to withdraw): withdrawn now,
+        // unless a worker read it (its cancel flag is set: that worker drops it)
+        await this.#store.command([
+          "EVAL",
+          WITHDRAW,
+          "2",
+          stream,
+          this.#keys.cancel(dispatchId),
+          GROUP,
+          String(entry),
+        ]).catch(() => {});
+      }
       return await outcome;
     } finally {
       this.#pending.delete(dispatchId);
@@ -320,6 +435,7 @@ export class RemoteDispatcher implements Dispatcher {
           continue;
         }
         const begin = () => {
+          waiting.taken = true;
           const onBegin = waiting.onBegin;
           waiting.onBegin = undefined;
           const started = onBegin?.(entry.fields.worker);
@@ -358,6 +474,74 @@ export class RemoteDispatcher implements Dispatcher {
     }
   }
 
+  /** Looks at the attempts waiting for a worker every second (or quarter of `unservedMs`). */
+  async #watchServed(): Promise<void> {
+    const every = Math.min(SERVED_CHECK_MS, Math.max(50, this.#unservedMs / 4));
+    while (!this.#closed) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, every);
+        this.#wakeWatch = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (this.#closed) return;
+      await this.#checkServed().catch(() => {}); // (Redis failing: looked at next time)
+    }
+  }
+
+  /**
+   * Attempts that wait for a worker while no live worker serves their protocol (none has a
+   * healthy provider of it: see Worker): once that has lasted `unservedMs`, each is withdrawn
+   * from its stream, unless a worker took it meanwhile, and fails, retryable (the task's
+   * `retry` decides, as for any provider failure), instead of waiting for ever.
+   */
+  async #checkServed(): Promise<void> {
+    const waiting = [...this.#pending].filter(([, p]) => !p.taken && p.entry !== undefined);
+    if (waiting.length === 0) return;
+    const workers = await listWorkers(this.#store);
+    const served = new Set(workers.flatMap((w) => w.protocols ?? []));
+    const now = Date.now();
+    for (const [id, p] of waiting) {
+      if (served.has(p.protocol)) {
+        p.unservedSince = undefined;
+        continue;
+      }
+      p.unservedSince ??= now;
+      // every live worker cannot serve it because of its configuration (no wait mends that):
+      // it fails at once, with that error (as the worker executing it would have failed it)
+      const unservable = workers.length > 0 &&
+          workers.every((w) => w.unservable?.[p.protocol] !== undefined)
+        ? workers[0]!
+        : undefined;
+      if (now - p.unservedSince < this.#unservedMs && !unservable) continue;
+      // atomic: a worker reads it before (it is then that worker's) or never; and said again
+      // the same when tried again (a reply lost on the way throws here, and the next look
+      // tries again: it must not then take the missing entry for one a worker has)
+      const withdrawn = await this.#store.command([
+        "EVAL",
+        WITHDRAW,
+        "2",
+        p.stream,
+        this.#keys.cancel(id),
+        GROUP,
+        p.entry!,
+      ]);
+      if (this.#pending.get(id) !== p) continue; // answered or aborted meanwhile
+      if (withdrawn !== 1) {
+        // a worker has it (it begins or answers it), or it was answered already
+        p.taken = true;
+        continue;
+      }
+      this.#pending.delete(id);
+      p.reject(
+        unservable
+          ? unservableError(unservable, p.protocol)
+          : unservedError(p.protocol, workers, now - p.unservedSince),
+      );
+    }
+  }
+
   /**
    * After reads failed (Redis restarted, say): attempts whose entry is gone from the tasks
    * stream and that have no answer waiting will never get one (a Redis that lost its data
@@ -371,7 +555,7 @@ export class RemoteDispatcher implements Dispatcher {
       const gone: string[] = [];
       for (const [id, p] of this.#pending) {
         if (p.entry === undefined || answered.has(id)) continue;
-        const found = await this.#reader.command(["XRANGE", this.#keys.tasks, p.entry, p.entry]);
+        const found = await this.#reader.command(["XRANGE", p.stream, p.entry, p.entry]);
         if (!Array.isArray(found) || found.length === 0) gone.push(id);
       }
       if (gone.length === 0) return;
@@ -403,10 +587,102 @@ export class RemoteDispatcher implements Dispatcher {
    */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#loop;
+    this.#wakeWatch?.();
+    await Promise.all([this.#loop, this.#watch]);
     this.#pending.clear();
   }
 }
+
+/**
+ * The error of an attempt that no live worker could take for `waitedMs`: PROVIDER_UNHEALTHY
+ * when some worker has a provider of `route` that is unhealthy (with the reason the first one
+ * gave), else PROVIDER_UNAVAILABLE. One line, and a hint.
+ */
+function unservedError(route: string, workers: WorkerInfo[], waitedMs: number): GleitzeitError {
+  const sick = workers.filter((w) => w.unhealthy?.includes(route));
+  const waited = `${Math.round(waitedMs / 100) / 10}s`;
+  const [protocol, part] = route.split("#");
+  // python/v1#basic: "python/v1 tasks (sandbox basic)"
+  const tasks = part === undefined ? `${protocol} tasks` : `${protocol} tasks (sandbox ${part})`;
+  const serve = part === undefined ? protocol : `${protocol} in sandbox ${part}`;
+  const hint = `start a worker with a healthy provider of ${serve}, or fix the workers' ` +
+    `(\`gleitzeit provider health\` with their settings says what is wrong); a task with ` +
+    "`retry` tries again";
+  const details = {
+    protocol,
+    ...(part !== undefined ? { route } : {}),
+    waited_ms: Math.round(waitedMs),
+    unhealthy_on: sick.map((w) => w.owner),
+  };
+  if (sick.length === 0) {
+    return new GleitzeitError(
+      "PROVIDER_UNAVAILABLE",
+      `no live worker serves ${tasks} (waited ${waited} for one)`,
+      { hint, details, retryable: true },
+    );
+  }
+  const owners = sick.map((w) => w.owner);
+  const reason = sick.map((w) => w.reasons?.[route]).find((r) => r !== undefined);
+  const why = reason === undefined ? "" : `: ${oneLine(reason)}`;
+  return new GleitzeitError(
+    "PROVIDER_UNHEALTHY",
+    `no worker can take ${tasks}: its provider is unhealthy on ${
+      owners.length === 1 ? `worker ${owners[0]}` : `workers ${owners.join(", ")}`
+    } and no other live worker serves it (waited ${waited})${why}`,
+    { hint, details, retryable: true },
+  );
+}
+
+/**
+ * The error of an attempt of `route` that `worker` (as every live worker) cannot serve because
+ * of its configuration: the error its providers could not be made with, as it would have
+ * failed the attempt with (its code, not retryable, "on worker ...").
+ */
+function unservableError(worker: WorkerInfo, route: string): GleitzeitError {
+  const data = worker.unservable![route]!;
+  return GleitzeitError.fromData({
+    ...data,
+    message: `${data.message} (on worker ${worker.owner})`,
+    details: { ...data.details, worker: worker.owner },
+    retryable: false,
+  });
+}
+
+/** The first line of `text`, at most 200 characters. */
+function oneLine(text: string): string {
+  const line = text.split("\n")[0]!.trim();
+  return line.length > 200 ? `${line.slice(0, 199)}…` : line;
+}
+
+/**
+ * An attempt's entry of ARGV[1]'s stream KEYS[1], with `d` ARGV[2], `reply` ARGV[3], `job`
+ * ARGV[4], its protocol ARGV[1] added to the set KEYS[2] of protocols with a stream. The
+ * stream gets its consumer group (ARGV[5]) in the same step: a stream listed there always has
+ * one, so that every worker can look at its pending entries (XPENDING fails on a stream
+ * without a group) before any worker has read it.
+ */
+const DISPATCH = "redis.call('SADD', KEYS[2], ARGV[1])\n" +
+  "if redis.call('EXISTS', KEYS[1]) == 0 then\n" +
+  "  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0', 'MKSTREAM')\n" +
+  "else\n" +
+  "  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0')\n" +
+  "end\n" +
+  "return redis.call('XADD', KEYS[1], '*', 'd', ARGV[2], 'reply', ARGV[3], 'job', ARGV[4])";
+
+/**
+ * Withdraws entry ARGV[2] of stream KEYS[1] unless a worker of group ARGV[1] read it (it is
+ * pending): removes it and leaves the attempt's cancel flag KEYS[2] set to `withdrawn`, so
+ * that doing it again (its reply was lost) says the same. 1: withdrawn (now or before); 0: a
+ * worker has it; 2: gone otherwise (answered, or dropped). (No group: no worker read it.)
+ */
+const WITHDRAW = "local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n" +
+  "if type(p) == 'table' and p.err == nil and #p > 0 then return 0 end\n" +
+  "if redis.call('XDEL', KEYS[1], ARGV[2]) == 1 or redis.call('GET', KEYS[2]) == 'withdrawn' " +
+  "then\n" +
+  "  redis.call('SET', KEYS[2], 'withdrawn', 'EX', 3600)\n" +
+  "  return 1\n" +
+  "end\n" +
+  "return 2";
 
 /**
  * Asks the worker that coordinates `runId` to cancel it, when `owner` is a live worker of this
@@ -444,6 +720,20 @@ export interface WorkerInfo {
   /** Task attempts and runs it takes at once (absent from workers older than this field). */
   concurrency?: number;
   max_runs?: number;
+  /**
+   * Protocols it takes tasks of now (a healthy provider), and those whose providers it has
+   * are all unhealthy (absent from workers older than these fields: they read only the
+   * older single tasks stream).
+   */
+  protocols?: string[];
+  unhealthy?: string[];
+  /** Why, for each unhealthy one: what its provider said (its last probe or failed call). */
+  reasons?: Record<string, string>;
+  /**
+   * Those of them it cannot serve because of its configuration (its providers could not be
+   * made: `mcp/v1` with several MCP servers), with that error: no wait mends them.
+   */
+  unservable?: Record<string, ErrorData>;
 }
 
 /** The live workers of this store: owner and what each reported last. */
@@ -459,10 +749,14 @@ export async function listWorkers(
     ? []
     : await store.command(["MGET", ...listed.map((o) => keys.lease(o))]) as (string | null)[];
   const owners = listed.filter((_, i) => leases[i] !== null);
+  // one round trip (coordinators look every second while attempts wait: see RemoteDispatcher)
+  const texts = owners.length === 0
+    ? []
+    : await store.command(["MGET", ...owners.map((o) => keys.worker(o))]) as (string | null)[];
   const out: WorkerInfo[] = [];
-  for (const owner of owners) {
-    const text = await store.command(["GET", keys.worker(owner)]) as string | null;
-    if (text !== null) out.push({ owner, ...JSON.parse(text) });
-  }
+  owners.forEach((owner, i) => {
+    const text = texts[i];
+    if (text !== null && text !== undefined) out.push({ owner, ...JSON.parse(text) });
+  });
   return out;
 }

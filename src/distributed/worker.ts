@@ -17,7 +17,12 @@
  * @module
  */
 
-import { GleitzeitError, toGleitzeitError, workerLostError } from "../core/errors.ts";
+import {
+  type ErrorData,
+  GleitzeitError,
+  toGleitzeitError,
+  workerLostError,
+} from "../core/errors.ts";
 import { isTerminalRun } from "../core/states.ts";
 import { defaultOwner, Engine, type RecoveredAnswer } from "../engine/engine.ts";
 import type { EventListener } from "../engine/events.ts";
@@ -25,12 +30,13 @@ import { HEARTBEAT_MS, localOwnerPid, ownerAlive, pidAlive } from "../engine/liv
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import {
+  allTaskStreams,
   ensureGroup,
   FailureStreak,
   GROUP,
   parseEntries,
   queueKeys,
-  readReply,
+  readStreams,
   RemoteDispatcher,
   REPLY_TTL_SECONDS,
   type StreamEntry,
@@ -49,6 +55,11 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Redis failing this long (ms) stops the worker, with {@link Worker.failure}. Default 15 000. */
   giveUpMs?: number;
+  /**
+   * An attempt of a run coordinated here that no live worker can take (no healthy provider of
+   * its protocol) fails after this long (ms). Default 60 000 (see RemoteDispatcherOptions).
+   */
+  unservedMs?: number;
   /** Identity (consumer name, run owner). Default `host:pid:nonce`. */
   owner?: string;
   onEvent?: EventListener;
@@ -63,8 +74,22 @@ export interface WorkerOptions {
     | undefined;
 }
 
+/** What a worker takes tasks of (see ProviderRegistry.protocolHealth, unservable). */
+type Health = ReturnType<ProviderRegistry["protocolHealth"]> & {
+  unservable: Record<string, ErrorData>;
+};
+
+/** An entry taken by #autoclaim, with the worker that held it (none: this one's own). */
+interface Claimed {
+  entry: StreamEntry;
+  holder: string | undefined;
+  lastSeen?: number;
+}
+
 interface Running {
   entry: StreamEntry;
+  /** The stream its entry is in. */
+  stream: string;
   controller?: AbortController;
   /** Settles once a task attempt has ended and been answered. */
   done?: Promise<void>;
@@ -99,6 +124,12 @@ export class Worker {
   #registered = "";
   #loops: Promise<void>[] = [];
   #waiters = new Set<() => void>();
+  readonly #unservedMs: number | undefined;
+  /**
+   * The protocols this worker takes tasks of (a healthy provider), and those it has only
+   * unhealthy providers of: as registered, and as read (see #taskLoop).
+   */
+  #health: Health = { healthy: [], unhealthy: [], reasons: {}, unservable: {} };
 
   constructor(options: WorkerOptions) {
     this.#store = options.store;
@@ -107,6 +138,7 @@ export class Worker {
     this.#maxRuns = Math.max(1, options.maxRuns ?? 16);
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#giveUpMs = options.giveUpMs ?? 15_000;
+    this.#unservedMs = options.unservedMs;
     this.owner = options.owner ?? defaultOwner();
     this.#keys = queueKeys(options.store.prefix);
     this.#log = options.log ?? (() => {});
@@ -120,7 +152,10 @@ export class Worker {
    */
   async start(onReady?: () => void): Promise<void> {
     await ensureGroup(this.#store, this.#keys.runs);
-    await ensureGroup(this.#store, this.#keys.tasks);
+    await ensureGroup(this.#store, this.#keys.legacyTasks);
+    // which protocols it takes tasks of is known before it takes any
+    await this.#probeProviders();
+    this.#health = this.#healthNow();
     await this.#register();
     const [taskReader, runReader, replyReader] = await Promise.all([
       this.#store.sibling(),
@@ -132,12 +167,12 @@ export class Worker {
     this.#readerIds = await Promise.all(
       this.#connections.map((c) => c.command(["CLIENT", "ID"]).then(String).catch(() => "")),
     );
-    this.#dispatcher = new RemoteDispatcher(
-      this.#store,
-      replyReader,
-      this.owner,
-      this.#giveUpMs,
-    );
+    this.#dispatcher = new RemoteDispatcher(this.#store, replyReader, this.owner, {
+      giveUpMs: this.#giveUpMs,
+      ...(this.#unservedMs !== undefined ? { unservedMs: this.#unservedMs } : {}),
+      // (which stream each attempt goes to: a part of its protocol only some workers serve)
+      routeOf: (protocol, ctx) => this.#registry.routeOf(protocol, ctx),
+    });
     // Heartbeats as often as any engine's (every 2 s: `workflow list` calls a run whose owner
     // missed three `interrupted`), and well inside the lease; a run is taken over only once
     // its owner has been silent for the whole lease.
@@ -217,54 +252,164 @@ export class Worker {
     await Promise.all(this.#connections.map((c) => c.close().catch(() => {})));
   }
 
-  /** New task attempts, as many as there are free slots. */
-  #taskLoop(reader: RedisStore): Promise<void> {
-    return this.#readLoop(
-      reader,
-      this.#keys.tasks,
-      "tasks",
-      () => this.#concurrency - this.#tasks.size,
-      (entry) => this.#startTask(entry, false),
-    );
+  /**
+   * New task attempts, never more than the free slots: of the protocols (routes) this worker
+   * has a healthy provider of now (their streams), and from the older single stream.
+   *
+   * XREADGROUP's COUNT applies to each stream it reads, so one read of several streams could
+   * hand this worker up to COUNT entries per stream. Instead, a script takes entries stream
+   * after stream (starting at another one each time, so a busy stream does not starve the
+   * rest) until the free slots are used; when there is nothing, the worker waits with a plain
+   * XREAD (which takes nothing) for an entry past what each stream's group has handed out. A
+   * change of health ends that wait at once (see #checkHealth).
+   */
+  async #taskLoop(reader: RedisStore): Promise<void> {
+    const streak = new FailureStreak(this.#giveUpMs);
+    let turn = 0;
+    while (!this.#stopped) {
+      const count = this.#freeSlots();
+      if (count <= 0 || this.#pausedReads) {
+        await this.#sleepUntilWoken(1000);
+        continue;
+      }
+      const names = [
+        this.#keys.legacyTasks,
+        ...this.#health.healthy.map((p) => this.#keys.tasks(p)),
+      ];
+      const first = turn++ % names.length;
+      const order = [...names.slice(first), ...names.slice(0, first)];
+      let entries: StreamEntry[] = [];
+      if (count >= order.length) {
+        // enough free slots for a blocking read of them all (see #blockingTake)
+        try {
+          entries = await this.#blockingTake(reader, order, count);
+        } catch (e) {
+          if (this.#stopped) return;
+          const message = (e as Error).message;
+          if (message.includes("NOGROUP")) {
+            // a stream without its group (not made yet, or Redis lost it): made, and read again
+            await Promise.all(order.map((s) => ensureGroup(this.#store, s))).catch(() => {});
+            continue;
+          }
+          if (this.#readFailed(streak, "tasks", message)) return;
+          await sleep(1000);
+          continue;
+        }
+        streak.succeeded();
+        continue;
+      }
+      try {
+        // (the slots are promised to this take only: #reclaim does not give them to its own
+        // idle entries meanwhile; they are free again while it waits below)
+        this.#reserved += count;
+        let took: number, body: unknown;
+        try {
+          [took, body] = await this.#store.command([
+            "EVAL",
+            TAKE,
+            String(order.length),
+            ...order,
+            GROUP,
+            this.owner,
+            String(count),
+          ]) as [number, unknown];
+          if (took === 1) {
+            entries = readStreams(body);
+            for (const entry of entries) this.#startTask(entry, false);
+          }
+        } finally {
+          this.#reserved -= count;
+        }
+        if (took !== 1) {
+          const ids = (body as unknown[]).map(String);
+          await reader.command(["XREAD", "BLOCK", "1000", "STREAMS", ...order, ...ids]);
+        }
+      } catch (e) {
+        if (this.#stopped) return;
+        if (this.#readFailed(streak, "tasks", (e as Error).message)) return;
+        await sleep(1000);
+        continue;
+      }
+      streak.succeeded();
+      if (entries.length > count) {
+        // cannot happen (the script counts); said, should it ever
+        this.#log(`error: took ${entries.length} task entries for ${count} free slot(s)`);
+      }
+    }
   }
+
+  /**
+   * With at least one free slot per stream: one blocking XREADGROUP of them all, COUNT
+   * floor(free / streams) each (so never more than the free slots in all), which Redis hands
+   * each new entry to one blocked worker with (idle workers are not all woken for each
+   * attempt, as a plain XREAD would). The free slots are held while it blocks; #reclaim ends
+   * the wait (and pauses this loop) when it looks for its own idle entries to start.
+   */
+  async #blockingTake(reader: RedisStore, order: string[], count: number) {
+    this.#reserved += count;
+    let done!: () => void;
+    this.#blocking = new Promise<void>((r) => (done = r));
+    try {
+      const entries = readStreams(
+        await reader.command([
+          "XREADGROUP",
+          "GROUP",
+          GROUP,
+          this.owner,
+          "COUNT",
+          String(Math.floor(count / order.length)),
+          "BLOCK",
+          "1000",
+          "STREAMS",
+          ...order,
+          ...order.map(() => ">"),
+        ]),
+      );
+      for (const entry of entries) this.#startTask(entry, false);
+      if (entries.length > count) {
+        this.#log(`error: took ${entries.length} task entries for ${count} free slot(s)`);
+      }
+      return entries;
+    } finally {
+      this.#reserved -= count;
+      this.#blocking = undefined;
+      done();
+    }
+  }
+
+  /** Settles once the task reader's blocking read in progress (if any) has ended. */
+  #blocking?: Promise<void>;
+  /** While #reclaim looks at its own idle entries: the task reader waits (see #reclaim). */
+  #pausedReads = false;
+
+  /** Task slots free now: neither executing nor promised to a read in progress. */
+  #freeSlots(): number {
+    return this.#concurrency - this.#tasks.size - this.#reserved;
+  }
+
+  /** Slots a task read, or a look at its own idle entries, may fill (#taskLoop, #reclaim). */
+  #reserved = 0;
 
   /** New runs, one at a time, while fewer than --max-runs are coordinated here. */
-  #runLoop(reader: RedisStore): Promise<void> {
-    return this.#readLoop(
-      reader,
-      this.#keys.runs,
-      "runs",
-      () => Math.min(1, this.#maxRuns - this.#runs.size),
-      (entry) => this.#startRun(entry, false),
-    );
-  }
-
-  /** Reads `stream` for this consumer (blocking 1 s at a time) while `free()` allows. */
-  async #readLoop(
-    reader: RedisStore,
-    stream: string,
-    what: string,
-    free: () => number,
-    start: (entry: StreamEntry) => void,
-  ): Promise<void> {
+  async #runLoop(reader: RedisStore): Promise<void> {
     // each loop on its own: one stream may fail while another works
     const streak = new FailureStreak(this.#giveUpMs);
+    const stream = this.#keys.runs;
     while (!this.#stopped) {
-      const count = free();
-      if (count <= 0) {
+      if (this.#runs.size >= this.#maxRuns) {
         await this.#sleepUntilWoken(1000);
         continue;
       }
       let entries: StreamEntry[];
       try {
-        entries = readReply(
+        entries = readStreams(
           await reader.command([
             "XREADGROUP",
             "GROUP",
             GROUP,
             this.owner,
             "COUNT",
-            String(count),
+            "1",
             "BLOCK",
             "1000",
             "STREAMS",
@@ -277,33 +422,39 @@ export class Worker {
         const message = (e as Error).message;
         if (message.includes("NOGROUP")) {
           // Redis lost its data (restarted without persistence, flushed): join again
-          this.#log(`the ${what} stream lost its consumer group: creating it again`);
+          this.#log(`the runs stream lost its consumer group: creating it again`);
           await ensureGroup(this.#store, stream).catch(() => {});
           continue;
         }
-        this.#log(`error: reading ${what}: ${message}`);
-        if (streak.failed()) {
-          // The connection is gone for good (the client stops reconnecting): stop, so that
-          // whatever supervises this process restarts it; held work goes to the others.
-          this.failure = new GleitzeitError(
-            "PERSISTENCE_UNAVAILABLE",
-            `Redis at ${this.#store.url} has not answered for ${
-              Math.round(this.#giveUpMs / 1000)
-            }s: the worker stopped`,
-            {
-              hint: "check that Redis is up, then start the worker again (run it under a " +
-                "supervisor that restarts it, e.g. systemd Restart=always)",
-            },
-          );
-          void this.stop();
-          return;
-        }
+        if (this.#readFailed(streak, "runs", message)) return;
         await sleep(1000);
         continue;
       }
       streak.succeeded();
-      for (const entry of entries) start(entry);
+      for (const entry of entries) this.#startRun(entry, false);
     }
+  }
+
+  /**
+   * A failed read of `what`, logged; true when Redis has failed for long enough that the
+   * worker stops (the connection is gone for good: whatever supervises this process restarts
+   * it; held work goes to the others).
+   */
+  #readFailed(streak: FailureStreak, what: string, message: string): boolean {
+    this.#log(`error: reading ${what}: ${message}`);
+    if (!streak.failed()) return false;
+    this.failure = new GleitzeitError(
+      "PERSISTENCE_UNAVAILABLE",
+      `Redis at ${this.#store.url} has not answered for ${
+        Math.round(this.#giveUpMs / 1000)
+      }s: the worker stopped`,
+      {
+        hint: "check that Redis is up, then start the worker again (run it under a " +
+          "supervisor that restarts it, e.g. systemd Restart=always)",
+      },
+    );
+    void this.stop();
+    return true;
   }
 
   /**
@@ -319,18 +470,91 @@ export class Worker {
       if (this.#stopped) return;
       try {
         await this.#checkCancels();
+        const changed = this.#checkHealth();
         const load = `${this.#tasks.size}/${this.#runs.size}`;
-        if (load !== this.#registered) await this.#register(); // `system status` stays current
+        // `system status` stays current; coordinators see at once what it takes
+        if (changed || load !== this.#registered) await this.#register();
+        if (changed) await this.#unblockTaskReader();
         if (Date.now() - upkeep < every) continue;
         upkeep = Date.now();
-        await this.#touch(this.#keys.tasks, [...this.#tasks.keys()]);
-        await this.#touch(this.#keys.runs, [...this.#runs.keys()]);
+        const byStream = new Map<string, string[]>();
+        for (const t of this.#tasks.values()) {
+          byStream.set(t.stream, [...byStream.get(t.stream) ?? [], t.entry.id]);
+        }
+        for (const [stream, ids] of byStream) await this.#touch(stream, ids);
+        await this.#touch(this.#keys.runs, [...this.#runs.values()].map((r) => r.entry.id));
         await this.#register();
         await this.#reclaim();
       } catch (e) {
         if (!this.#stopped) this.#log(`error: lease upkeep: ${(e as Error).message}`);
       }
     }
+  }
+
+  /**
+   * Whether the protocols this worker can take tasks of changed since last looked at (the
+   * registry probes its providers, unhealthy ones every few seconds until they recover);
+   * says so in the log.
+   */
+  #checkHealth(): boolean {
+    const now = this.#healthNow();
+    const was = this.#health;
+    // (the reasons too: `system status` shows the one of now)
+    if (JSON.stringify(now) === JSON.stringify(was)) return false;
+    this.#health = now;
+    const gained = now.healthy.filter((p) => !was.healthy.includes(p));
+    const lost = now.unhealthy.filter((p) => !was.unhealthy.includes(p));
+    if (gained.length > 0) this.#log(`taking ${gained.join(", ")} tasks (a healthy provider)`);
+    if (lost.length > 0) {
+      this.#log(
+        `not taking ${lost.join(", ")} tasks until a provider of it recovers (unhealthy): ` +
+          "they go to other workers",
+      );
+    }
+    return true;
+  }
+
+  /** The registry's protocols by health, and those that cannot be served (configuration). */
+  #healthNow(): Health {
+    return { ...this.#registry.protocolHealth(), unservable: this.#registry.unservable() };
+  }
+
+  /**
+   * Asks each provider for its health (starting it: a worker would start it for its first
+   * task anyway), all at once, each bounded by the registry's probe timeout; warns of each
+   * that is unhealthy.
+   */
+  async #probeProviders(): Promise<void> {
+    // every protocol's providers made first: one whose cannot be (`mcp/v1` with several MCP
+    // servers, a plugin that fails) is then known not to be served here
+    await this.#registry.startAll();
+    const probed = await Promise.all(
+      this.#registry.stats().map((stats) => this.#registry.health(stats.id).catch(() => [])),
+    );
+    const warned = new Set<string>();
+    for (const entries of probed) {
+      for (const { id, protocol, report } of entries) {
+        if (report.healthy) continue;
+        warned.add(protocol);
+        this.#log(
+          `warning: provider ${id} (${protocol}) is unhealthy: ${report.message ?? "no reason"}` +
+            ` — this worker takes no ${protocol} tasks until it recovers; see ` +
+            "`gleitzeit provider health` with this worker's settings",
+        );
+      }
+    }
+    // the rest it does not serve: protocols whose providers could not be made, and parts of
+    // healthy ones (python/v1#bwrap where the default mode is basic and bubblewrap is missing)
+    for (const [route, reason] of Object.entries(this.#registry.protocolHealth().reasons)) {
+      if (warned.has(route.split("#")[0]!)) continue;
+      this.#log(`warning: this worker takes no ${route} tasks: ${reason}`);
+    }
+  }
+
+  /** Ends the task reader's blocking read, so that it reads the streams of now. */
+  async #unblockTaskReader(): Promise<void> {
+    const id = this.#readerIds[0];
+    if (id) await this.#store.command(["CLIENT", "UNBLOCK", id]).catch(() => {});
   }
 
   async #touch(stream: string, ids: string[]): Promise<void> {
@@ -375,6 +599,12 @@ export class Worker {
         // what it takes at once (`system status` adds them up)
         concurrency: this.#concurrency,
         max_runs: this.#maxRuns,
+        // what it takes tasks of now (coordinators fail attempts nobody can take)
+        protocols: this.#health.healthy,
+        unhealthy: this.#health.unhealthy,
+        reasons: this.#health.reasons,
+        // those of them no wait mends (a configuration error): their tasks fail at once
+        unservable: this.#health.unservable,
       }),
       "EX",
       ttl,
@@ -398,13 +628,57 @@ export class Worker {
         this.#startRun(entry, true, holder);
       }
     }
-    // A dead worker's attempts are taken however busy this one is: they are only answered as
-    // lost (their coordinators send them again), not executed here. Its own idle ones run
-    // again, as slots allow.
-    const free = Math.max(0, this.#concurrency - this.#tasks.size);
-    const claimed = await this.#autoclaim(this.#keys.tasks, free + LOST_BATCH, free);
-    for (const { entry, holder, lastSeen } of claimed) {
-      this.#startTask(entry, true, holder, lastSeen);
+    // A dead worker's attempts are taken however busy this one is, from every protocol's
+    // stream: they are only answered as lost (their coordinators send them again), not
+    // executed here. Its own idle ones run again, as slots allow, from the streams it reads.
+    // The free slots are held for this look (as a take holds its own: see #taskLoop): the
+    // task reader must not fill them with new entries while the awaits below run, or both
+    // would start attempts in the same slots.
+    // (a blocking read holding the free slots ends first, and the task reader waits until
+    // this look is done: else its own idle entries would never find a free slot)
+    this.#pausedReads = true;
+    if (this.#blocking) {
+      await this.#unblockTaskReader();
+      await this.#blocking;
+    }
+    let free = Math.max(0, this.#freeSlots());
+    this.#reserved += free;
+    let held = free;
+    try {
+      let budget = free + LOST_BATCH;
+      // (its own idle ones from any stream: one of a protocol it no longer takes is executed
+      // or answered here all the same, not left pending for ever)
+      const streams = new Set([
+        ...await allTaskStreams(this.#store),
+        ...this.#health.healthy.map((p) => this.#keys.tasks(p)),
+      ]);
+      for (const stream of streams) {
+        if (budget <= 0) break;
+        let claimed: Claimed[];
+        try {
+          claimed = await this.#autoclaim(stream, budget, Math.max(0, free));
+        } catch (e) {
+          // One stream failing (no group: made by a coordinator of an earlier version, or its
+          // group lost) must not keep the others' dead entries from being taken over.
+          if (!String((e as Error).message).includes("NOGROUP")) throw e;
+          await ensureGroup(this.#store, stream);
+          continue;
+        }
+        budget -= claimed.length;
+        for (const { entry, holder, lastSeen } of claimed) {
+          if (holder === undefined && held > 0) {
+            // now executing (counted as such): no longer held
+            free--;
+            held--;
+            this.#reserved--;
+          }
+          this.#startTask({ ...entry, stream }, true, holder, lastSeen);
+        }
+      }
+    } finally {
+      this.#reserved -= held;
+      this.#pausedReads = false;
+      this.#wake();
     }
   }
 
@@ -424,7 +698,7 @@ export class Worker {
     stream: string,
     count: number,
     ownCount = count,
-  ): Promise<{ entry: StreamEntry; holder: string | undefined; lastSeen?: number }[]> {
+  ): Promise<Claimed[]> {
     const floor = Math.min(this.#leaseMs, TAKEOVER_IDLE_MS);
     const ids: string[] = [];
     const holderOf = new Map<string, string>();
@@ -492,22 +766,24 @@ export class Worker {
     if (!run || run.owner === this.owner) return;
     if (run.owner !== gone && ownerAlive(run, Date.now(), this.#leaseMs)) return;
     const prefix = `${runId}/`;
-    const orphans: string[] = [];
+    const orphans = new Map<string, string[]>(); // by stream
     const dispatches: string[] = [];
-    let start = "-";
-    for (;;) {
-      const page = parseEntries(
-        await this.#store.command(["XRANGE", this.#keys.tasks, start, "+", "COUNT", "500"]),
-      );
-      for (const e of page) {
-        if (!e.fields.d?.startsWith(prefix)) continue;
-        orphans.push(e.id);
-        dispatches.push(e.fields.d);
+    for (const stream of await allTaskStreams(this.#store)) {
+      let start = "-";
+      for (;;) {
+        const page = parseEntries(
+          await this.#store.command(["XRANGE", stream, start, "+", "COUNT", "500"]),
+        );
+        for (const e of page) {
+          if (!e.fields.d?.startsWith(prefix)) continue;
+          orphans.set(stream, [...orphans.get(stream) ?? [], e.id]);
+          dispatches.push(e.fields.d);
+        }
+        if (page.length < 500) break;
+        start = `(${page.at(-1)!.id}`;
       }
-      if (page.length < 500) break;
-      start = `(${page.at(-1)!.id}`;
     }
-    if (orphans.length === 0) return;
+    if (dispatches.length === 0) return;
     // one a worker already executes stops too: its answer would go to the dead coordinator
     // (the attempt is on record as interrupted, see Engine recover)
     await this.#store.command([
@@ -517,18 +793,20 @@ export class Worker {
       ...dispatches.map((d) => this.#keys.cancel(d)),
       "3600",
     ]);
-    await this.#ack(this.#keys.tasks, ...orphans);
+    for (const [stream, ids] of orphans) await this.#ack(stream, ...ids);
     this.#log(
-      `dropped ${orphans.length} attempt(s) of run ${runId} queued by its dead coordinator`,
+      `dropped ${dispatches.length} attempt(s) of run ${runId} queued by its dead coordinator`,
     );
   }
 
   /** `holder`: the worker that held the entry until its lease ran out (see #autoclaim). */
   #startTask(entry: StreamEntry, reclaimed: boolean, holder?: string, lastSeen?: number): void {
-    if (this.#tasks.has(entry.id)) return;
-    const running: Running = { entry, controller: new AbortController() };
+    const key = taskKey(entry);
+    if (this.#tasks.has(key)) return;
+    const stream = entry.stream ?? this.#keys.legacyTasks;
+    const running: Running = { entry, stream, controller: new AbortController() };
     running.dispatchId = entry.fields.d;
-    this.#tasks.set(entry.id, running);
+    this.#tasks.set(key, running);
     running.done = this.#executeTask(running, reclaimed, holder, lastSeen)
       .catch((e) =>
         // Redis failing for its first look (still wanted?): its entry stays this worker's, and
@@ -536,7 +814,7 @@ export class Worker {
         this.#log(`error: task entry ${entry.id}: ${(e as Error).message} (tried again later)`)
       )
       .finally(() => {
-        this.#tasks.delete(entry.id);
+        this.#tasks.delete(key);
         this.#wake();
       });
   }
@@ -554,18 +832,18 @@ export class Worker {
       job = JSON.parse(jobText ?? "");
     } catch {
       this.#log(`dropped a malformed task entry ${entry.id}`);
-      await this.#ack(this.#keys.tasks, entry.id);
+      await this.#ack(running.stream, entry.id);
       return;
     }
     const which = `${job.ctx.taskId} attempt ${job.ctx.attempt}`;
     const what = `${job.ctx.runId}/${which}`;
-    const unreported = this.#unreported.get(entry.id);
+    const unreported = this.#unreported.get(taskKey(entry));
     if (unreported) {
       // executed (or found lost) here, its answer not sent (Redis failing): sent now, not
       // executed again under the same attempt number
       await this.#report(running, unreported.ok, unreported.body)
         .then(() => {
-          this.#unreported.delete(entry.id);
+          this.#unreported.delete(taskKey(entry));
           this.#log(`answered ${what} (the answer could not be sent before)`);
         })
         .catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
@@ -603,7 +881,7 @@ export class Worker {
     const ended = state === "completed" || state === "failed" || state === "cancelled";
     const movedOn = owner !== null && sentBy !== undefined && owner !== sentBy;
     if (cancelled > 0 || ended || movedOn || senderGone) {
-      await this.#ack(this.#keys.tasks, entry.id);
+      await this.#ack(running.stream, entry.id);
       const why = ended
         ? "its run ended"
         : movedOn
@@ -680,7 +958,7 @@ export class Worker {
       await this.#report(running, ok, body);
       return true;
     } catch (e) {
-      this.#unreported.set(running.entry.id, { ok, body });
+      this.#unreported.set(taskKey(running.entry), { ok, body });
       // (one taken by another worker meanwhile is never looked at here again: bounded)
       if (this.#unreported.size > 10_000) {
         this.#unreported.delete(this.#unreported.keys().next().value!);
@@ -694,13 +972,13 @@ export class Worker {
   async #report(running: Running, ok: boolean, body: unknown): Promise<void> {
     const { entry } = running;
     const { d: dispatchId, reply } = entry.fields;
-    if (!reply) return await this.#ack(this.#keys.tasks, entry.id);
+    if (!reply) return await this.#ack(running.stream, entry.id);
     await this.#store.command([
       "EVAL",
       REPORT,
       "2",
       reply,
-      this.#keys.tasks,
+      running.stream,
       dispatchId ?? "",
       ok ? "1" : "0",
       JSON.stringify(body ?? null),
@@ -715,6 +993,7 @@ export class Worker {
     if (this.#runs.has(entry.id)) return;
     const running: Running = {
       entry,
+      stream: this.#keys.runs,
       controller: new AbortController(),
       runId: entry.fields.run ?? "",
     };
@@ -860,6 +1139,43 @@ const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1], KEYS[4])\n" +
   "end\n" +
   "return {c, r}";
 
+/**
+ * Takes up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1] from the streams KEYS,
+ * in order, in all (not per stream, as one XREADGROUP of several streams would): `{1, reply}`
+ * with an XREADGROUP-shaped reply. With none, `{0, ids}`: each stream's last id its group has
+ * handed out, for an XREAD that waits for anything past them. A stream without the group (not
+ * made yet, or Redis lost it) gets it.
+ */
+const TAKE = "local left = tonumber(ARGV[3])\n" +
+  "local out = {}\n" +
+  "for _, s in ipairs(KEYS) do\n" +
+  "  if left <= 0 then break end\n" +
+  "  local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', left, 'STREAMS', s, '>'}\n" +
+  "  local r = redis.pcall(unpack(args))\n" +
+  "  if type(r) == 'table' and r.err then\n" +
+  "    redis.pcall('XGROUP', 'CREATE', s, ARGV[1], '0', 'MKSTREAM')\n" +
+  "    r = redis.call(unpack(args))\n" +
+  "  end\n" +
+  "  if r and r[1] then\n" +
+  "    left = left - #r[1][2]\n" +
+  "    out[#out + 1] = r[1]\n" +
+  "  end\n" +
+  "end\n" +
+  "if #out > 0 then return {1, out} end\n" +
+  "local ids = {}\n" +
+  "for i, s in ipairs(KEYS) do\n" +
+  "  ids[i] = '0-0'\n" +
+  "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', s)) do\n" +
+  "    local name, last\n" +
+  "    for j = 1, #g, 2 do\n" +
+  "      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then " +
+  "last = g[j + 1] end\n" +
+  "    end\n" +
+  "    if name == ARGV[1] then ids[i] = last end\n" +
+  "  end\n" +
+  "end\n" +
+  "return {0, ids}";
+
 /** The cancel flags KEYS, set for ARGV[1] s. */
 const CANCEL_ALL = "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end";
 
@@ -887,6 +1203,11 @@ const OF_THIS_WORKER = new Set<string>([
   "SANDBOX_UNAVAILABLE",
   "MODEL_NOT_FOUND",
 ]);
+
+/** Where a task entry is known by: its stream and id (ids of two streams may be the same). */
+function taskKey(entry: StreamEntry): string {
+  return `${entry.stream ?? ""} ${entry.id}`;
+}
 
 /** How often running attempts look for a cancellation (ms). */
 const CANCEL_CHECK_MS = 250;

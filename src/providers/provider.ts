@@ -22,6 +22,17 @@ export interface ProtocolSpec {
   protocol: string;
   description?: string;
   methods: MethodSpec[];
+  /**
+   * Parts of the protocol that a provider may serve while others fail (python/v1: the sandbox
+   * mode a workflow or task asks for, as bubblewrap may be missing where `basic` runs): `of`
+   * names the part a call needs (undefined: the protocol as its providers run it by default),
+   * and each provider's health says which parts it serves ({@link HealthReport.routes}).
+   * Workers take tasks by part (see ProviderRegistry.protocolHealth).
+   */
+  routes?: {
+    names: readonly string[];
+    of: (ctx: Pick<CallContext, "sandbox">) => string | undefined;
+  };
 }
 
 /** Per-call information and controls. */
@@ -50,7 +61,10 @@ export interface CallContext {
 
 /** The result of a health probe. */
 export interface HealthReport {
+  /** Whether it serves calls as it runs them by default. */
   healthy: boolean;
+  /** Which parts of its protocol it serves ({@link ProtocolSpec.routes}); unlisted: `healthy`. */
+  routes?: Record<string, boolean>;
   message?: string;
   latencyMs?: number;
   details?: Record<string, unknown>;

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { GleitzeitError, toGleitzeitError } from "../core/errors.ts";
+import { type ErrorData, GleitzeitError, toGleitzeitError } from "../core/errors.ts";
 import { type SchemaIssue, validateSchema } from "../core/json_schema.ts";
 import { formatPath } from "../core/errors.ts";
 import type { CallContext, HealthReport, MethodSpec, ProtocolSpec, Provider } from "./provider.ts";
@@ -199,6 +199,68 @@ export class ProviderRegistry {
     return this.#aliases.get(protocol) ?? protocol;
   }
 
+  /**
+   * Where a call goes by what it needs: its protocol, or `protocol#part` when the protocol has
+   * parts that a provider may serve while others fail ({@link ProtocolSpec.routes}: a Python
+   * task asking for `sandbox: basic` is `python/v1#basic`).
+   */
+  routeOf(protocol: string, ctx: Pick<CallContext, "sandbox">): string {
+    const route = this.protocol(protocol)?.routes?.of(ctx);
+    return route === undefined ? protocol : `${protocol}#${route}`;
+  }
+
+  /**
+   * The concrete protocols (aliases included, families such as `mcp/*` not) and their parts
+   * (see {@link routeOf}) this registry serves now, by health: `healthy` when a provider of it
+   * is healthy (for a part: serves that part) or its providers are not started yet (they start
+   * on the first call, whose outcome then says), `unhealthy` when every provider of it is (the
+   * registry re-probes those until they recover), with the `reasons` its providers gave. A
+   * worker takes tasks of its healthy ones only.
+   */
+  protocolHealth(): { healthy: string[]; unhealthy: string[]; reasons: Record<string, string> } {
+    const healthy = new Set<string>();
+    const unhealthy = new Set<string>();
+    const reasons: Record<string, string> = {};
+    const put = (route: string, ok: boolean, reason: string | undefined): void => {
+      if (ok) {
+        healthy.add(route);
+        return;
+      }
+      unhealthy.add(route);
+      if (reason !== undefined) reasons[route] ??= reason;
+    };
+    const concrete = new Set([
+      ...[...this.#slots].filter(([, slots]) => slots.length > 0).map(([p]) => p),
+      ...[...this.#factories.keys()].filter((p) => !p.endsWith("/*")),
+    ]);
+    for (const protocol of concrete) {
+      const slots = this.#slots.get(protocol) ?? [];
+      const parts = this.protocol(protocol)?.routes?.names ?? [];
+      if (slots.length === 0) {
+        // not started: served (the first call starts it); could not be made: not
+        const failed = this.#startFailures.get(protocol)?.message;
+        put(protocol, failed === undefined, failed);
+        for (const part of parts) put(`${protocol}#${part}`, failed === undefined, failed);
+        continue;
+      }
+      const reason = slots.find((s) => !s.healthy)?.lastHealth?.message ?? "no reason given";
+      put(protocol, slots.some((s) => s.healthy), reason);
+      for (const part of parts) {
+        const serves = (s: Slot) => s.lastHealth?.routes?.[part] ?? s.healthy;
+        put(`${protocol}#${part}`, slots.some(serves), reason);
+      }
+    }
+    for (const [alias, target] of this.#aliases) {
+      for (const route of [...healthy, ...unhealthy]) {
+        if (route !== target && !route.startsWith(`${target}#`)) continue;
+        const as = alias + route.slice(target.length);
+        if (healthy.has(route)) healthy.add(as);
+        else put(as, false, reasons[route]);
+      }
+    }
+    return { healthy: [...healthy].sort(), unhealthy: [...unhealthy].sort(), reasons };
+  }
+
   /** Every declared protocol. */
   protocols(): ProtocolSpec[] {
     return [...this.#specs.values()];
@@ -324,11 +386,72 @@ export class ProviderRegistry {
           throw new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed");
         }
         for (const p of providers) this.register(p);
+        this.#startFailures.delete(protocol);
+        if (providers.length === 0) {
+          this.#startFailures.set(
+            protocol,
+            new GleitzeitError("PROVIDER_NOT_FOUND", `no provider serves ${protocol}`),
+          );
+        }
       })();
       this.#starting.set(protocol, starting);
-      starting.catch(() => this.#starting.delete(protocol));
+      starting.catch((e) => {
+        this.#starting.delete(protocol);
+        // (a protocol whose providers cannot be made is not served: see protocolHealth; made
+        // again later, while probes run, should what failed be mended)
+        // (a plain error, as a worker calling it would have failed the task with)
+        this.#startFailures.set(protocol, toGleitzeitError(e, "TASK_EXECUTION_FAILED"));
+        this.#retryStart(protocol);
+      });
     }
     await starting;
+  }
+
+  /** Why the providers of a protocol could not be made, by protocol (until they are). */
+  readonly #startFailures = new Map<string, GleitzeitError>();
+
+  /**
+   * The protocols (and their parts, and aliases of them) whose providers could not be made
+   * because of the configuration (the factory's error is not retryable: `mcp/v1` with several
+   * MCP servers is ambiguous), with that error: no wait mends it (unlike an unhealthy
+   * provider), so a task of one fails at once, with this error (see RemoteDispatcher).
+   */
+  unservable(): Record<string, ErrorData> {
+    const out: Record<string, ErrorData> = {};
+    for (const [protocol, error] of this.#startFailures) {
+      if (error.retryable || (this.#slots.get(protocol)?.length ?? 0) > 0) continue;
+      const parts = this.protocol(protocol)?.routes?.names ?? [];
+      for (const route of [protocol, ...parts.map((part) => `${protocol}#${part}`)]) {
+        out[route] = error.toData();
+        for (const [alias, target] of this.#aliases) {
+          if (target === protocol) out[alias + route.slice(target.length)] = error.toData();
+        }
+      }
+    }
+    return out;
+  }
+  readonly #startRetries = new Map<string, ReturnType<typeof setTimeout>>();
+
+  #retryStart(protocol: string): void {
+    if (this.#closed || this.#options.healthIntervalMs <= 0 || this.#startRetries.has(protocol)) {
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#startRetries.delete(protocol);
+      this.#ensureStarted(protocol).catch(() => {});
+    }, this.#options.unhealthyIntervalMs);
+    Deno.unrefTimer(timer as unknown as number);
+    this.#startRetries.set(protocol, timer);
+  }
+
+  /**
+   * Makes the providers of every declared concrete protocol (not families: `mcp/<any>`), so
+   * that {@link protocolHealth} knows of each whether it can be served (a worker does this
+   * before it takes tasks). Failures are kept, not thrown.
+   */
+  async startAll(): Promise<void> {
+    const concrete = [...this.#factories.keys()].filter((p) => !p.endsWith("/*"));
+    await Promise.allSettled(concrete.map((p) => this.#ensureStarted(p)));
   }
 
   async #acquire(protocol: string, signal: AbortSignal): Promise<Slot> {
@@ -592,6 +715,8 @@ export class ProviderRegistry {
     for (const s of [...this.#slots.values()].flat()) {
       if (s.recovery !== undefined) clearTimeout(s.recovery);
     }
+    for (const t of this.#startRetries.values()) clearTimeout(t);
+    this.#startRetries.clear();
     const closed = new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed", {
       retryable: false,
     });

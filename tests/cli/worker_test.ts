@@ -4,173 +4,28 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
-import { gleitzeit, ROOT, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
-
-interface Cluster {
-  dir: string;
-  env: Record<string, string>;
-  prefix: string;
-  workers: WorkerProcess[];
-}
-
-interface WorkerProcess {
-  child: Deno.ChildProcess;
-  log: string[];
-  done: Promise<void>;
-}
-
-async function cluster(): Promise<Cluster> {
-  const { dir, env } = await scratch();
-  const prefix = `gz-worker-test-${crypto.randomUUID().slice(0, 8)}:`;
-  await Deno.writeTextFile(
-    `${dir}/config.yaml`,
-    `persistence:\n  backend: redis\n  redis_prefix: "${prefix}"\n`,
-  );
-  return { dir, env, prefix, workers: [] };
-}
-
-/**
- * Starts `gleitzeit worker` and collects its log lines (stderr). With `host`, in a UTS
- * namespace of that host name: another machine as far as run owners go (no pid checks).
- */
-function startWorker(c: Cluster, ...args: string[]): WorkerProcess {
-  const host = args[0]?.startsWith("@") ? args.shift()!.slice(1) : undefined;
-  const command = host
-    ? ["unshare", "--uts", "sh", "-c", `hostname ${host} && exec "$@"`, "sh", `${ROOT}/gleitzeit`]
-    : [`${ROOT}/gleitzeit`];
-  const child = new Deno.Command(command[0]!, {
-    args: [...command.slice(1), "worker", "--lease", "1s", ...args],
-    env: c.env,
-    cwd: c.dir,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const log: string[] = [];
-  const done = (async () => {
-    const lines = child.stderr.pipeThrough(new TextDecoderStream());
-    let rest = "";
-    for await (const chunk of lines) {
-      rest += chunk;
-      const parts = rest.split("\n");
-      rest = parts.pop()!;
-      log.push(...parts);
-    }
-    if (rest) log.push(rest);
-  })();
-  const w = { child, log, done };
-  c.workers.push(w);
-  return w;
-}
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 20_000) {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-async function waitReady(w: WorkerProcess): Promise<void> {
-  await waitLogged(w, " at once, lease ", "the worker to start");
-}
-
-/** Whether a worker has logged a line containing `text`. */
-function logged(w: WorkerProcess, text: string): boolean {
-  return w.log.some((l) => l.includes(text));
-}
-
-/** Waits until a worker logs a line containing `text`. */
-async function waitLogged(w: WorkerProcess, text: string, what: string, ms?: number) {
-  await waitFor(what, () => logged(w, text), ms);
-}
-
-async function status(c: Cluster, runId: string): Promise<Record<string, unknown>> {
-  const r = await gleitzeit(["--json", "workflow", "status", runId], { env: c.env, cwd: c.dir });
-  assertEquals(r.code === 0 || r.code === 1, true, r.stderr);
-  return JSON.parse(r.stdout);
-}
-
-async function waitRunEnd(c: Cluster, runId: string): Promise<Record<string, unknown>> {
-  let last: Record<string, unknown> = {};
-  try {
-    await waitFor(`run ${runId} to end`, async () => {
-      last = await status(c, runId);
-      return ["completed", "failed", "cancelled"].includes(String(last.state));
-    }, 60_000); // generous: this machine is shared and at times heavily loaded
-  } catch (e) {
-    const logs = c.workers.map((w, i) => `worker ${i}:\n  ${w.log.join("\n  ")}`);
-    throw new Error(`${(e as Error).message} (last state ${last.state})\n${logs.join("\n")}`);
-  }
-  return last;
-}
-
-async function submit(c: Cluster, file: string): Promise<string> {
-  const r = await gleitzeit(["--json", "run", file, "--detach"], { env: c.env, cwd: c.dir });
-  assertEquals(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout).run_id;
-}
-
-/** Starts a worker and waits until it takes work. */
-async function readyWorker(c: Cluster, ...args: string[]): Promise<WorkerProcess> {
-  const w = startWorker(c, ...args);
-  await waitReady(w);
-  return w;
-}
-
-/** Writes a workflow `name` of the given task lines and submits it with --detach. */
-async function submitTasks(c: Cluster, name: string, tasks: string): Promise<string> {
-  return await submit(
-    c,
-    await writeWorkflow(c.dir, `${name}.yaml`, `name: ${name}\ntasks:\n${tasks}`),
-  );
-}
-
-/** Runs `fn` with a fresh cluster (config, Redis prefix), cleaned up whatever happens. */
-async function withCluster(fn: (c: Cluster) => Promise<void>): Promise<void> {
-  const c = await cluster();
-  try {
-    await fn(c);
-  } finally {
-    await teardown(c);
-  }
-}
-
-async function teardown(c: Cluster): Promise<void> {
-  for (const w of c.workers) {
-    try {
-      w.child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await w.child.status;
-    await w.done;
-  }
-  const { createClient } = await import("redis");
-  const client = createClient({ url: "redis://127.0.0.1:6379" });
-  await client.connect();
-  for await (const keys of client.scanIterator({ MATCH: `${c.prefix}*`, COUNT: 500 })) {
-    if (keys.length > 0) await client.unlink(keys);
-  }
-  await client.close();
-  await Deno.remove(c.dir, { recursive: true });
-}
-
-/** `task id -> result value` from `workflow status --json`. */
-function resultsOf(report: Record<string, unknown>): Record<string, unknown> {
-  const tasks = report.tasks as { id: string; result?: { result: unknown } | null }[];
-  return Object.fromEntries(tasks.map((t) => [t.id, t.result?.result]));
-}
-
-/** Tasks `ids` sleeping `seconds` each, with results 1, 2, ... in order. */
-function sleepTasks(ids: string[], seconds: number): string {
-  return ids.map((id, i) => sleepTask(id, seconds, i + 1)).join("");
-}
-
-function sleepTask(id: string, seconds: number, value: number): string {
-  return `  - id: ${id}\n    method: python/execute\n    params: {code: "import time; time.sleep(${seconds}); result = ${value}"}\n`;
-}
+import { startTestServer } from "../providers/ollama/test_server.ts";
+import { gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
+import {
+  type Cluster,
+  cluster,
+  logged,
+  readyWorker,
+  resultsOf,
+  sleepTask,
+  sleepTasks,
+  startWorker,
+  status,
+  submit,
+  submitTasks,
+  teardown,
+  waitFor,
+  waitLogged,
+  waitReady,
+  waitRunEnd,
+  withCluster,
+  type WorkerProcess,
+} from "./worker_cluster.ts";
 
 Deno.test("workers share a detached run's tasks; results flow; SIGTERM stops them cleanly", () =>
   withCluster(async (c) => {
@@ -428,7 +283,9 @@ Deno.test("a coordinating worker killed mid-run: another machine's worker resume
       c,
       "chain",
       sleepTask("quick", 0, 1) +
-        '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(1.5); result = x + 1"\n      context: {x: "${quick.result}"}\n',
+        // (long enough to be seen running by `workflow status`, which takes seconds on a
+        // loaded machine)
+        '  - id: slow\n    method: python/execute\n    params:\n      code: "import time; time.sleep(6); result = x + 1"\n      context: {x: "${quick.result}"}\n',
     );
     await waitLogged(first, `executing ${runId}/slow`, "the slow task to start");
     const slowState = async () =>
@@ -598,21 +455,17 @@ Deno.test("a task waiting for a free worker is queued, not running, and its time
     }
   }));
 
-Deno.test("a worker whose Ollama is not there says so at start, and the tasks it fails name it", () =>
+Deno.test("a task that fails for want of something on its worker (a model) names that worker", () =>
   withCluster(async (c) => {
-    const dead = { ...c, env: { ...c.env, GLEITZEIT_OLLAMA_URL: "http://127.0.0.1:1" } };
-    const w = await readyWorker(dead);
+    // (a worker whose Ollama is not there takes no LLM tasks at all: worker_health_test.ts)
+    const url = await startTestServer();
+    const w = await readyWorker({ ...c, env: { ...c.env, GLEITZEIT_OLLAMA_URL: url } });
     assert(logged(w, "warning: a lease of 1s: a worker held up that long"), w.log.join("\n"));
-    await waitLogged(
-      w,
-      "warning: provider ollama@http://127.0.0.1:1 (llm/v1) is unhealthy",
-      "a warning",
-    );
     const runId = await submitTasks(
       c,
       "ask",
       "  - id: ask\n    method: llm/chat\n" +
-        '    params: {model: llama3.2, messages: [{role: user, content: "hi"}]}\n',
+        '    params: {model: nosuch-model, messages: [{role: user, content: "hi"}]}\n',
     );
     const report = await waitRunEnd(c, runId);
     assertEquals(report.state, "failed");
@@ -620,7 +473,7 @@ Deno.test("a worker whose Ollama is not there says so at start, and the tasks it
       (report.tasks as { error: { code: string; message: string; details: { worker: string } } }[])[
         0
       ]!;
-    assertEquals(ask.error.code, "PROVIDER_UNAVAILABLE");
+    assertEquals(ask.error.code, "MODEL_NOT_FOUND");
     const owner = /worker (\S+) on /.exec(w.log.find((l) => l.includes(" at once, lease "))!)![1]!;
     assertStringIncludes(ask.error.message, `(on worker ${owner})`);
     assertEquals(ask.error.details.worker, owner);

@@ -8,8 +8,8 @@ import { ensureGroup, parseEntries, queueKeys } from "../../src/distributed/work
 import { Worker } from "../../src/distributed/worker.ts";
 import { RedisStore } from "../../src/persistence/redis_store.ts";
 import { ECHO_PROTOCOL, EchoProvider } from "../../src/providers/echo/echo_provider.ts";
-import { ProviderRegistry } from "../../src/providers/registry.ts";
-import type { CallContext } from "../../src/providers/provider.ts";
+import { ProviderRegistry, type RegistryOptions } from "../../src/providers/registry.ts";
+import type { CallContext, HealthReport } from "../../src/providers/provider.ts";
 
 /** An echo provider that counts its calls. */
 class CountingEcho extends EchoProvider {
@@ -48,12 +48,23 @@ class Stubborn extends EchoProvider {
   }
 }
 
+/** A counting echo provider whose health the test sets. */
+class Flaky extends CountingEcho {
+  healthy = true;
+  health(): Promise<HealthReport> {
+    return Promise.resolve({ healthy: this.healthy, message: "flaky" });
+  }
+}
+
 interface Harness {
   store: RedisStore;
   worker: Worker;
   log: string[];
-  /** Puts an attempt on the tasks stream, as a coordinator does; returns its reply stream. */
-  dispatch(method: string, params: Record<string, unknown>): Promise<string>;
+  /**
+   * Puts an attempt on the echo/v1 tasks stream (or `stream`), as a coordinator does; returns
+   * its reply stream.
+   */
+  dispatch(method: string, params: Record<string, unknown>, stream?: string): Promise<string>;
   answers(reply: string): Promise<Record<string, string>[]>;
 }
 
@@ -61,30 +72,33 @@ async function withWorker(
   provider: EchoProvider,
   wrap: (s: RedisStore) => RedisStore,
   fn: (h: Harness) => Promise<void>,
+  registryOptions: RegistryOptions = { healthIntervalMs: 0 },
+  options: { concurrency?: number; before?: (store: RedisStore) => Promise<void> } = {},
 ): Promise<void> {
   const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
   const store = await RedisStore.connect({ prefix });
   const keys = queueKeys(prefix);
-  const registry = new ProviderRegistry({ healthIntervalMs: 0 });
+  const registry = new ProviderRegistry(registryOptions);
   registry.registerProtocol(ECHO_PROTOCOL);
   registry.register(provider);
   const log: string[] = [];
+  await options.before?.(store);
   const worker = new Worker({
     store: wrap(store),
     registry,
-    concurrency: 1,
+    concurrency: options.concurrency ?? 1,
     leaseMs: 1_000, // its own idle entries are looked at again after this
     log: (line) => log.push(line),
   });
   const running = worker.start();
   let seq = 0;
   try {
-    await ensureGroup(store, keys.tasks);
+    await ensureGroup(store, keys.tasks("echo/v1"));
     await fn({
       store,
       worker,
       log,
-      async dispatch(method, params) {
+      async dispatch(method, params, stream = keys.tasks("echo/v1")) {
         const reply = keys.replies("test-coordinator");
         const job = {
           protocol: "echo/v1",
@@ -94,7 +108,7 @@ async function withWorker(
         };
         await store.command([
           "XADD",
-          keys.tasks,
+          stream,
           "*",
           "d",
           `run_r/t/1/${++seq}`,
@@ -140,7 +154,11 @@ Deno.test("an answer that could not be sent is sent later; the attempt is not ex
     assert(h.log.some((l) => l.includes("sent again later")), h.log.join("\n"));
     assert(h.log.some((l) => l.includes("answered run_r/t attempt 1")), h.log.join("\n"));
     const keys = queueKeys(h.store.prefix);
-    const pending = await h.store.command(["XPENDING", keys.tasks, "workers"]) as unknown[];
+    const pending = await h.store.command([
+      "XPENDING",
+      keys.tasks("echo/v1"),
+      "workers",
+    ]) as unknown[];
     assertEquals(pending[0], 0, "its entry is acknowledged");
   });
 });
@@ -168,4 +186,162 @@ Deno.test("a worker stopped while an attempt finishes anyway keeps its answer (n
     const [answer] = await h.answers(reply);
     assertEquals([answer?.ok, answer?.body], ["1", '{"done":true}'], JSON.stringify(answer));
   });
+});
+
+Deno.test("an attempt left in the older single tasks stream (an upgrade) is executed and answered", async () => {
+  const echo = new CountingEcho();
+  await withWorker(echo, (st) => st, async (h) => {
+    const keys = queueKeys(h.store.prefix);
+    const reply = await h.dispatch("echo", { old: true }, keys.legacyTasks);
+    await waitFor("the answer", async () => (await h.answers(reply)).length > 0);
+    const [answer] = await h.answers(reply);
+    assertEquals([answer!.ok, answer!.body], ["1", '{"old":true}']);
+    assertEquals(echo.calls, 1);
+    assertEquals(await h.store.command(["XLEN", keys.legacyTasks]), 0, "drained");
+  });
+});
+
+Deno.test("a worker takes no attempts of a protocol while its provider is unhealthy, and takes them again once it recovers", async () => {
+  const echo = new Flaky();
+  await withWorker(echo, (st) => st, async (h) => {
+    const keys = queueKeys(h.store.prefix);
+    const registered = async () =>
+      JSON.parse(String(await h.store.command(["GET", keys.worker(h.worker.owner)])));
+    await waitFor(
+      "the worker to register",
+      async () => (await registered())?.protocols.includes("echo/v1") === true,
+    );
+    // the worker is idle, blocked reading the echo/v1 stream, when its provider turns unhealthy
+    echo.healthy = false;
+    await waitFor(
+      "the worker to say it takes no echo/v1 tasks",
+      async () => (await registered()).unhealthy.includes("echo/v1"),
+      10_000,
+    );
+    assert(!(await registered()).protocols.includes("echo/v1"));
+    assert(h.log.some((l) => l.includes("not taking echo/v1 tasks")), h.log.join("\n"));
+    const reply = await h.dispatch("echo", { x: 3 });
+    await new Promise((r) => setTimeout(r, 2000));
+    assertEquals(await h.answers(reply), [], "not taken while unhealthy");
+    assertEquals(echo.calls, 0);
+    const pending = await h.store.command(["XPENDING", keys.tasks("echo/v1"), "workers"]);
+    assertEquals((pending as unknown[])[0], 0, "not even read");
+    echo.healthy = true;
+    await waitFor("the answer", async () => (await h.answers(reply)).length > 0, 10_000);
+    assertEquals((await h.answers(reply))[0]!.ok, "1");
+    assertEquals(echo.calls, 1);
+    assert(h.log.some((l) => l.includes("taking echo/v1 tasks")), h.log.join("\n"));
+  }, { healthIntervalMs: 100, unhealthyIntervalMs: 100 });
+});
+
+/** An echo provider that records the most `delay` calls it ran at once. */
+class Overlap extends CountingEcho {
+  now = 0;
+  most = 0;
+  override async call(method: string, params: Record<string, unknown>, ctx: CallContext) {
+    this.now++;
+    this.most = Math.max(this.most, this.now);
+    try {
+      return await super.call(method, params, ctx);
+    } finally {
+      this.now--;
+    }
+  }
+}
+
+/** Puts an echo attempt on `stream` as a coordinator would; returns its reply stream. */
+async function addAttempt(
+  store: RedisStore,
+  stream: string,
+  d: string,
+  method: string,
+  params: Record<string, unknown>,
+): Promise<string> {
+  const reply = queueKeys(store.prefix).replies("test-coordinator");
+  const job = {
+    protocol: "echo/v1",
+    method,
+    params,
+    ctx: { runId: "run_r", taskId: d, attempt: 1 },
+  };
+  await store.command(["XADD", stream, "*", "d", d, "reply", reply, "job", JSON.stringify(job)]);
+  return reply;
+}
+
+Deno.test("a dead worker's attempt is taken over although another protocol's stream has no consumer group", async () => {
+  const echo = new CountingEcho();
+  await withWorker(echo, (st) => st, async (h) => {
+    const keys = queueKeys(h.store.prefix);
+    // echo/v1: an attempt a worker read and then died with (no lease key of it)
+    await ensureGroup(h.store, keys.tasks("echo/v1"));
+    const reply = await addAttempt(h.store, keys.tasks("echo/v1"), "run_r/lost/1/1", "echo", {});
+    await h.store.command([
+      "XREADGROUP",
+      "GROUP",
+      "workers",
+      "dead-worker",
+      "COUNT",
+      "1",
+      "STREAMS",
+      keys.tasks("echo/v1"),
+      ">",
+    ]);
+    // a stream no worker has read yet, listed among the protocols' streams, without a group
+    // (sorted before echo/v1, so that looking at it comes first)
+    await h.store.command(["XADD", keys.tasks("a/v1"), "*", "d", "x", "job", "{}"]);
+    await h.store.command(["SADD", keys.taskStreams, "a/v1"]);
+    await waitFor("the lost attempt's answer", async () => (await h.answers(reply)).length > 0);
+    const [answer] = await h.answers(reply);
+    assertEquals(answer!.ok, "0");
+    assertEquals(JSON.parse(answer!.body!).code, "LEASE_EXPIRED", answer!.body);
+    assertEquals(echo.calls, 0, "answered as lost, not executed");
+    assert(!h.log.some((l) => l.includes("NOGROUP")), h.log.join("\n"));
+  });
+});
+
+Deno.test("a worker reading several streams never executes more attempts than its concurrency", async () => {
+  const echo = new Overlap();
+  const replies: string[] = [];
+  await withWorker(
+    echo,
+    (st) => st,
+    async (h) => {
+      const keys = queueKeys(h.store.prefix);
+      let held = 0; // the most entries of both streams pending for it at one moment
+      await waitFor("every answer", async () => {
+        const [a, b] = await h.store.command([
+          "EVAL",
+          "return {redis.call('XPENDING', KEYS[1], 'workers')[1], " +
+          "redis.call('XPENDING', KEYS[2], 'workers')[1]}",
+          "2",
+          keys.legacyTasks,
+          keys.tasks("echo/v1"),
+        ]) as [number, number];
+        held = Math.max(held, a + b);
+        const all = await Promise.all([...new Set(replies)].map((r) => h.answers(r)));
+        return all.flat().length === 6;
+      }, 30_000);
+      assert(held <= 2, `held ${held} entries at once`);
+      assertEquals(echo.calls, 6);
+      assertEquals(echo.most, 2, "two at a time, not more");
+    },
+    undefined,
+    {
+      concurrency: 2,
+      // waiting before the worker starts: in the older single stream and in echo/v1's
+      before: async (store) => {
+        const keys = queueKeys(store.prefix);
+        for (const stream of [keys.legacyTasks, keys.tasks("echo/v1")]) {
+          await ensureGroup(store, stream);
+          for (let i = 0; i < 3; i++) {
+            replies.push(
+              await addAttempt(store, stream, `run_r/${stream}${i}/1/1`, "delay", {
+                seconds: 0.5,
+              }),
+            );
+          }
+        }
+      },
+    },
+  );
 });

@@ -6,6 +6,8 @@ import type { ProtocolSpec } from "../provider.ts";
 export const PYTHON_PROTOCOL: ProtocolSpec = {
   protocol: "python/v1",
   description: "Python 3 code in a separate process per task",
+  // a task that asks for `basic` or `none` does not need bubblewrap (see PythonProvider.health)
+  routes: { names: ["bwrap", "basic", "none"], of: (ctx) => askedSandbox(ctx.sandbox) },
   methods: [
     {
       name: "python/execute",
@@ -41,3 +43,23 @@ export const PYTHON_PROTOCOL: ProtocolSpec = {
     },
   ],
 };
+
+/**
+ * The sandbox mode a workflow or task asks for by name (the task's wins), or undefined when
+ * neither does (the executing Gleitzeit's default applies). Not validated here: the provider
+ * does that.
+ */
+export function askedSandbox(
+  sandbox: { workflow?: unknown; task?: unknown } | undefined,
+): string | undefined {
+  const modeOf = (decl: unknown): string | undefined => {
+    if (typeof decl === "string") return decl;
+    if (decl && typeof decl === "object" && !Array.isArray(decl)) {
+      const mode = (decl as Record<string, unknown>).mode;
+      if (typeof mode === "string") return mode;
+    }
+    return undefined;
+  };
+  const mode = modeOf(sandbox?.task) ?? modeOf(sandbox?.workflow);
+  return mode === "bwrap" || mode === "basic" || mode === "none" ? mode : undefined;
+}

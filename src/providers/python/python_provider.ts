@@ -318,20 +318,37 @@ export class PythonProvider implements Provider {
     await this.#pool(this.#mode, py, bwrap).prewarm(count);
   }
 
+  /**
+   * Healthy when tasks run in the default sandbox mode. `routes` says which modes run at all
+   * (a task asking for `basic` or `none` runs without bubblewrap), for workers to take tasks by
+   * the mode they ask for (see PYTHON_PROTOCOL.routes).
+   */
   async health(): Promise<HealthReport> {
     const started = performance.now();
+    let py: PythonInterpreter;
     try {
-      const py = await this.interpreter();
-      if (this.#mode === "bwrap") await this.#bwrap(py);
-      return {
-        healthy: true,
-        latencyMs: performance.now() - started,
-        message: `Python ${py.version}, sandbox ${this.#mode}`,
-        details: { executable: py.executable, version: py.version, sandbox: this.#mode },
-      };
+      py = await this.interpreter();
     } catch (e) {
-      return { healthy: false, message: (e as Error).message };
+      const routes = { bwrap: false, basic: false, none: false };
+      return { healthy: false, routes, message: (e as Error).message };
     }
+    let bwrapError: string | undefined;
+    try {
+      await this.#bwrap(py);
+    } catch (e) {
+      bwrapError = (e as Error).message;
+    }
+    const routes = { bwrap: bwrapError === undefined, basic: true, none: true };
+    if (this.#mode === "bwrap" && bwrapError !== undefined) {
+      return { healthy: false, routes, message: bwrapError };
+    }
+    return {
+      healthy: true,
+      routes,
+      latencyMs: performance.now() - started,
+      message: `Python ${py.version}, sandbox ${this.#mode}`,
+      details: { executable: py.executable, version: py.version, sandbox: this.#mode },
+    };
   }
 
   async close(): Promise<void> {

@@ -192,6 +192,35 @@ Deno.test("registry: health(id), not-started providers, aliases, unknown ids", a
   );
 });
 
+Deno.test("registry: protocolHealth lists a protocol unhealthy while all its providers are, healthy once one recovers", async () => {
+  const r = registry({ unhealthyIntervalMs: 30 });
+  r.registerProtocol({
+    protocol: "lazy/v1",
+    methods: [{ name: "go", params: { type: "object" } }],
+  });
+  r.registerFactory("lazy/v1", () => Promise.resolve([]), { ids: ["never"] });
+  r.registerAlias("work/latest", "work/v1");
+  assertEquals(
+    r.protocolHealth(),
+    { healthy: ["lazy/v1"], unhealthy: [], reasons: {} },
+    "not started: healthy",
+  );
+  const a = new Worker("a"), b = new Worker("b");
+  r.register(a);
+  r.register(b);
+  assertEquals(r.protocolHealth().healthy, ["lazy/v1", "work/latest", "work/v1"]);
+  a.healthy = false;
+  b.healthy = false;
+  await r.health();
+  const sick = r.protocolHealth();
+  assertEquals([sick.healthy, sick.unhealthy], [["lazy/v1"], ["work/latest", "work/v1"]]);
+  assertEquals(Object.keys(sick.reasons).sort(), ["work/latest", "work/v1"], "with reasons");
+  b.healthy = true; // the registry probes it again by itself
+  await until(() => r.protocolHealth().healthy.includes("work/v1"), "b recovers");
+  assertEquals(r.protocolHealth().unhealthy, [], "one healthy provider is enough");
+  await r.close();
+});
+
 /** Polls `cond` (probes run on timers: a loaded machine runs them late, not never). */
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
   const end = performance.now() + ms;

@@ -118,7 +118,14 @@ Deno.test("missing bubblewrap: SANDBOX_UNAVAILABLE saying how to install it", as
   assert.match(e.message, /bubblewrap/);
   assert.match(e.hint ?? "", /apt-get install -y bubblewrap/);
   assert.match(e.hint ?? "", /sandbox: basic/);
-  assert.equal((await provider.health()).healthy, false);
+  const health = await provider.health();
+  assert.equal(health.healthy, false);
+  // which modes run (workers take tasks by the mode they ask for)
+  assert.deepEqual(health.routes, { bwrap: false, basic: true, none: true });
+  const basic = new PythonProvider({ bwrapPath: "/nonexistent/bwrap", sandbox: "basic" });
+  const byDefault = await basic.health();
+  assert.deepEqual([byDefault.healthy, byDefault.routes?.bwrap], [true, false]);
+  await basic.close();
   // An explicit weaker choice (workflow or task) runs without it.
   for (const sandbox of [{ workflow: "basic" }, { task: { mode: "none" } }]) {
     const r = await provider.call("python/execute", { code: "result = 1" }, makeCtx({ sandbox }));
