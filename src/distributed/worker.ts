@@ -293,6 +293,7 @@ export class Worker {
           }
           if (this.#readFailed(streak, "tasks", message)) return;
           await sleep(1000);
+          await this.#refreshReaderId(reader);
           continue;
         }
         streak.succeeded();
@@ -328,6 +329,7 @@ export class Worker {
         if (this.#stopped) return;
         if (this.#readFailed(streak, "tasks", (e as Error).message)) return;
         await sleep(1000);
+        await this.#refreshReaderId(reader);
         continue;
       }
       streak.succeeded();
@@ -552,6 +554,14 @@ export class Worker {
   }
 
   /** Ends the task reader's blocking read, so that it reads the streams of now. */
+  /**
+   * The task reader's connection id again, after a failed read: a reconnected connection has
+   * another, and CLIENT UNBLOCK of the old one would end nothing (or another client's read).
+   */
+  async #refreshReaderId(reader: RedisStore): Promise<void> {
+    this.#readerIds[0] = await reader.command(["CLIENT", "ID"]).then(String).catch(() => "");
+  }
+
   async #unblockTaskReader(): Promise<void> {
     const id = this.#readerIds[0];
     if (id) await this.#store.command(["CLIENT", "UNBLOCK", id]).catch(() => {});
@@ -639,7 +649,10 @@ export class Worker {
     this.#pausedReads = true;
     if (this.#blocking) {
       await this.#unblockTaskReader();
-      await this.#blocking;
+      // (bounded: an unblock that missed the read, sent before it reached Redis, leaves it to
+      // its second; its slots stay reserved meanwhile, so this look then starts none of its
+      // own idle entries, but still answers dead workers' attempts and renews on time)
+      await Promise.race([this.#blocking, sleep(250)]);
     }
     let free = Math.max(0, this.#freeSlots());
     this.#reserved += free;

@@ -120,6 +120,14 @@ function abortReason(signal: AbortSignal): GleitzeitError {
     });
 }
 
+/**
+ * Error codes of a factory that say the configuration is wrong (no wait mends it): only these
+ * make a protocol unservable (see ProviderRegistry.unservable). Any other failure to make a
+ * provider (a plain error, say, which might be passing) counts as unhealthy: its tasks wait
+ * for a worker as long as for an unhealthy provider.
+ */
+const CONFIGURATION_CODES = new Set<string>(["PROVIDER_NOT_FOUND", "CONFIG_ERROR"]);
+
 /** Routes method calls to providers. */
 export class ProviderRegistry {
   #specs = new Map<string, ProtocolSpec>();
@@ -412,14 +420,17 @@ export class ProviderRegistry {
 
   /**
    * The protocols (and their parts, and aliases of them) whose providers could not be made
-   * because of the configuration (the factory's error is not retryable: `mcp/v1` with several
+   * because of the configuration (the factory's error has one of CONFIGURATION_CODES: `mcp/v1` with several
    * MCP servers is ambiguous), with that error: no wait mends it (unlike an unhealthy
    * provider), so a task of one fails at once, with this error (see RemoteDispatcher).
    */
   unservable(): Record<string, ErrorData> {
     const out: Record<string, ErrorData> = {};
     for (const [protocol, error] of this.#startFailures) {
-      if (error.retryable || (this.#slots.get(protocol)?.length ?? 0) > 0) continue;
+      if (
+        error.retryable || !CONFIGURATION_CODES.has(error.code) ||
+        (this.#slots.get(protocol)?.length ?? 0) > 0
+      ) continue;
       const parts = this.protocol(protocol)?.routes?.names ?? [];
       for (const route of [protocol, ...parts.map((part) => `${protocol}#${part}`)]) {
         out[route] = error.toData();

@@ -221,6 +221,27 @@ Deno.test("registry: protocolHealth lists a protocol unhealthy while all its pro
   await r.close();
 });
 
+Deno.test("registry: only a configuration error makes a protocol unservable; a plain failure to make providers counts as unhealthy", async () => {
+  const r = registry();
+  for (const protocol of ["conf/v1", "plain/v1"]) {
+    r.registerProtocol({ protocol, methods: [{ name: "go", params: { type: "object" } }] });
+  }
+  r.registerFactory("conf/v1", () => {
+    throw new GleitzeitError("PROVIDER_NOT_FOUND", "conf/v1 is ambiguous: a or b");
+  });
+  r.registerFactory("plain/v1", () => {
+    throw new Error("out of file descriptors"); // (might pass: no configuration error)
+  });
+  await r.startAll().catch(() => {});
+  const unservable = r.unservable();
+  assertEquals(Object.keys(unservable), ["conf/v1"]);
+  assertEquals(unservable["conf/v1"]!.code, "PROVIDER_NOT_FOUND");
+  const health = r.protocolHealth();
+  assertOk(health.unhealthy.includes("plain/v1"), JSON.stringify(health));
+  assertOk(!health.healthy.includes("plain/v1"), JSON.stringify(health));
+  await r.close();
+});
+
 /** Polls `cond` (probes run on timers: a loaded machine runs them late, not never). */
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
   const end = performance.now() + ms;
