@@ -4,6 +4,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { dropKeys } from "./redis_keys.ts";
 import { GleitzeitError } from "../../src/core/errors.ts";
 import {
   ensureGroup,
@@ -33,8 +34,7 @@ async function withDispatcher(
     await fn(d, store, kill);
   } finally {
     await d.close();
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
+    await dropKeys(store, prefix);
     await reader.close();
     await store.close();
   }

@@ -4,6 +4,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { dropKeys } from "./redis_keys.ts";
 import { ensureGroup, parseEntries, queueKeys } from "../../src/distributed/work_queue.ts";
 import { Worker } from "../../src/distributed/worker.ts";
 import { RedisStore } from "../../src/persistence/redis_store.ts";
@@ -128,8 +129,7 @@ async function withWorker(
     await worker.stop();
     await running;
     await registry.close();
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
+    await dropKeys(store, prefix);
     await store.close();
   }
 }

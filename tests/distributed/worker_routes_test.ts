@@ -5,6 +5,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { dropKeys } from "./redis_keys.ts";
 import { GleitzeitError } from "../../src/core/errors.ts";
 import { registerConfiguredProviders } from "../../src/config/providers_config.ts";
 import { queueKeys, RemoteDispatcher } from "../../src/distributed/work_queue.ts";
@@ -70,8 +71,7 @@ Deno.test("a worker without bubblewrap runs Python tasks that ask for sandbox ba
     await worker.stop();
     await running;
     await registry.close();
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
+    await dropKeys(store, prefix);
     await reader.close();
     await store.close();
   }
@@ -98,8 +98,7 @@ async function withRegistered(
     await worker.stop();
     await running;
     await registry.close();
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
+    await dropKeys(store, prefix);
     await store.close();
   }
 }

@@ -6,6 +6,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
+import { dropKeys } from "./redis_keys.ts";
 import {
   ensureGroup,
   listWorkers,
@@ -121,8 +122,7 @@ Deno.test("a worker starting its own idle entries again while new ones arrive ne
     await worker.stop();
     await running;
     await registry.close();
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
+    await dropKeys(store, prefix);
     await store.close();
   }
 });
@@ -192,8 +192,7 @@ async function commandsPerAttempt(n: number): Promise<number> {
       await w.running;
       await w.registry.close();
     }
-    const left = await store.command(["KEYS", `${prefix}*`]) as string[];
-    if (left.length > 0) await store.command(["DEL", ...left]);
+    await dropKeys(store, prefix);
     await reader.close();
     await store.close();
   }
