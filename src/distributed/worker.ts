@@ -352,21 +352,7 @@ export class Worker {
     let done!: () => void;
     this.#blocking = new Promise<void>((r) => (done = r));
     try {
-      const entries = readStreams(
-        await reader.command([
-          "XREADGROUP",
-          "GROUP",
-          GROUP,
-          this.owner,
-          "COUNT",
-          String(Math.floor(count / order.length)),
-          "BLOCK",
-          "1000",
-          "STREAMS",
-          ...order,
-          ...order.map(() => ">"),
-        ]),
-      );
+      const entries = await this.#readGroup(reader, order, Math.floor(count / order.length));
       for (const entry of entries) this.#startTask(entry, false);
       if (entries.length > count) {
         this.#log(`error: took ${entries.length} task entries for ${count} free slot(s)`);
@@ -377,6 +363,25 @@ export class Worker {
       this.#blocking = undefined;
       done();
     }
+  }
+
+  /** New entries of `streams` for this worker (at most `count` of each), waiting up to 1 s. */
+  async #readGroup(reader: RedisStore, streams: string[], count: number): Promise<StreamEntry[]> {
+    return readStreams(
+      await reader.command([
+        "XREADGROUP",
+        "GROUP",
+        GROUP,
+        this.owner,
+        "COUNT",
+        String(count),
+        "BLOCK",
+        "1000",
+        "STREAMS",
+        ...streams,
+        ...streams.map(() => ">"),
+      ]),
+    );
   }
 
   /** Settles once the task reader's blocking read in progress (if any) has ended. */
@@ -404,21 +409,7 @@ export class Worker {
       }
       let entries: StreamEntry[];
       try {
-        entries = readStreams(
-          await reader.command([
-            "XREADGROUP",
-            "GROUP",
-            GROUP,
-            this.owner,
-            "COUNT",
-            "1",
-            "BLOCK",
-            "1000",
-            "STREAMS",
-            stream,
-            ">",
-          ]),
-        );
+        entries = await this.#readGroup(reader, [stream], 1);
       } catch (e) {
         if (this.#stopped) return;
         const message = (e as Error).message;

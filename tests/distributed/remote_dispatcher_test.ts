@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { dropKeys } from "./redis_keys.ts";
+import { dropKeys } from "./helpers.ts";
 import { GleitzeitError } from "../../src/core/errors.ts";
 import {
   ensureGroup,

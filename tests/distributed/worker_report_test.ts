@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { dropKeys } from "./redis_keys.ts";
+import { endWorker } from "./helpers.ts";
 import { ensureGroup, parseEntries, queueKeys } from "../../src/distributed/work_queue.ts";
 import { Worker } from "../../src/distributed/worker.ts";
 import { RedisStore } from "../../src/persistence/redis_store.ts";
@@ -126,11 +126,7 @@ async function withWorker(
       },
     });
   } finally {
-    await worker.stop();
-    await running;
-    await registry.close();
-    await dropKeys(store, prefix);
-    await store.close();
+    await endWorker(worker, running, registry, store, prefix);
   }
 }
 

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { dropKeys } from "./redis_keys.ts";
+import { dropKeys, endWorker } from "./helpers.ts";
 import { GleitzeitError } from "../../src/core/errors.ts";
 import { registerConfiguredProviders } from "../../src/config/providers_config.ts";
 import { queueKeys, RemoteDispatcher } from "../../src/distributed/work_queue.ts";
@@ -95,11 +95,7 @@ async function withRegistered(
       JSON.parse(String(await store.command(["GET", queueKeys(prefix).worker(worker.owner)])))
     );
   } finally {
-    await worker.stop();
-    await running;
-    await registry.close();
-    await dropKeys(store, prefix);
-    await store.close();
+    await endWorker(worker, running, registry, store, prefix);
   }
 }
 

@@ -6,7 +6,7 @@
  */
 
 import { assert, assertEquals } from "../assert.ts";
-import { dropKeys } from "./redis_keys.ts";
+import { dropKeys, endWorker } from "./helpers.ts";
 import {
   ensureGroup,
   listWorkers,
@@ -119,11 +119,7 @@ Deno.test("a worker starting its own idle entries again while new ones arrive ne
       `executed ${provider.maxInFlight} attempts at once with --concurrency 2`,
     );
   } finally {
-    await worker.stop();
-    await running;
-    await registry.close();
-    await dropKeys(store, prefix);
-    await store.close();
+    await endWorker(worker, running, registry, store, prefix);
   }
 });
 
