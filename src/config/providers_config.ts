@@ -318,16 +318,28 @@ function registerMcpServers(
         ),
       ));
   }
-  registry.registerFactory("mcp/*", (protocol) =>
-    Promise.reject(
-      new GleitzeitError(
+  const configured = servers.length === 0 ? "" : ` (configured: ${names.join(", ")})`;
+  registry.registerFactory(
+    "mcp/*",
+    (protocol) =>
+      Promise.reject(
+        new GleitzeitError(
+          "PROVIDER_NOT_FOUND",
+          servers.length === 0
+            ? `${protocol}: no MCP server is configured`
+            : `${protocol}: no MCP server named ${protocol.slice(4)}${configured}`,
+          { hint },
+        ),
+      ),
+    {
+      // (what a worker says of every other mcp/ protocol: see ProviderRegistry.unservable)
+      unknown: new GleitzeitError(
         "PROVIDER_NOT_FOUND",
         servers.length === 0
-          ? `${protocol}: no MCP server is configured`
-          : `${protocol}: no MCP server named ${protocol.slice(4)} (configured: ${
-            names.join(", ")
-          })`,
+          ? "no MCP server is configured"
+          : `no MCP server of that name${configured}`,
         { hint },
       ),
-    ));
+    },
+  );
 }

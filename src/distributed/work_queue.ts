@@ -510,9 +510,9 @@ export class RemoteDispatcher implements Dispatcher {
       p.unservedSince ??= now;
       // every live worker cannot serve it because of its configuration (no wait mends that):
       // it fails at once, with that error (as the worker executing it would have failed it)
-      const unservable = workers.length > 0 &&
-          workers.every((w) => w.unservable?.[p.protocol] !== undefined)
-        ? workers[0]!
+      const why = workers.map((w) => unservableFor(w, p.protocol));
+      const unservable = workers.length > 0 && why.every((d) => d !== undefined)
+        ? { worker: workers[0]!, data: why[0]! }
         : undefined;
       if (now - p.unservedSince < this.#unservedMs && !unservable) continue;
       // atomic: a worker reads it before (it is then that worker's) or never; and said again
@@ -536,7 +536,7 @@ export class RemoteDispatcher implements Dispatcher {
       this.#pending.delete(id);
       p.reject(
         unservable
-          ? unservableError(unservable, p.protocol)
+          ? unservableError(unservable.worker, unservable.data)
           : unservedError(p.protocol, workers, now - p.unservedSince),
       );
     }
@@ -634,12 +634,27 @@ function unservedError(route: string, workers: WorkerInfo[], waitedMs: number): 
 }
 
 /**
- * The error of an attempt of `route` that `worker` (as every live worker) cannot serve because
- * of its configuration: the error its providers could not be made with, as it would have
- * failed the attempt with (its code, not retryable, "on worker ...").
+ * Why `worker` cannot serve `route` because of its configuration, if it cannot: its providers
+ * of it could not be made, or it is of a family whose factory makes none there (`mcp/*`: an
+ * MCP server `mcp/nosuch` that is not configured there) and nothing else there serves it.
  */
-function unservableError(worker: WorkerInfo, route: string): GleitzeitError {
-  const data = worker.unservable![route]!;
+function unservableFor(worker: WorkerInfo, route: string): ErrorData | undefined {
+  const own = worker.unservable?.[route];
+  if (own !== undefined) return own;
+  if (worker.protocols?.includes(route) || worker.unhealthy?.includes(route)) return undefined;
+  const protocol = route.split("#")[0]!;
+  const slash = protocol.lastIndexOf("/");
+  const family = slash < 0 ? undefined : worker.unservable?.[`${protocol.slice(0, slash)}/*`];
+  // (the family's message names no protocol)
+  return family && { ...family, message: `${protocol}: ${family.message}` };
+}
+
+/**
+ * The error of an attempt that `worker` (as every live worker) cannot serve because of its
+ * configuration (`data`: see unservableFor): the error its providers could not be made
+ * with, as it would have failed the attempt with (its code, not retryable, "on worker ...").
+ */
+function unservableError(worker: WorkerInfo, data: ErrorData): GleitzeitError {
   return GleitzeitError.fromData({
     ...data,
     message: `${data.message} (on worker ${worker.owner})`,

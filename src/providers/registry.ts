@@ -39,6 +39,12 @@ export interface ProviderExtras {
 export interface FactoryInfo {
   /** Ids of the providers the factory will create, listed as `not_started` until then. */
   ids?: string[];
+  /**
+   * A family's factory (`mcp/*`) that makes no provider at all: the configuration error each
+   * protocol of the family without a factory of its own fails with, its message naming no
+   * protocol (see {@link ProviderRegistry.unservable}).
+   */
+  unknown?: GleitzeitError;
 }
 
 /** Options of a {@link ProviderRegistry}. */
@@ -422,7 +428,9 @@ export class ProviderRegistry {
    * The protocols (and their parts, and aliases of them) whose providers could not be made
    * because of the configuration (the factory's error has one of CONFIGURATION_CODES: `mcp/v1` with several
    * MCP servers is ambiguous), with that error: no wait mends it (unlike an unhealthy
-   * provider), so a task of one fails at once, with this error (see RemoteDispatcher).
+   * provider), so a task of one fails at once, with this error (see RemoteDispatcher). And
+   * families whose factory makes nothing (see {@link FactoryInfo.unknown}), by family
+   * (`mcp/*`): every protocol of one that is not served here otherwise.
    */
   unservable(): Record<string, ErrorData> {
     const out: Record<string, ErrorData> = {};
@@ -438,6 +446,11 @@ export class ProviderRegistry {
           if (target === protocol) out[alias + route.slice(target.length)] = error.toData();
         }
       }
+    }
+    // a family, for the protocols of it that nothing here serves (`mcp/nosuch`): the only
+    // entry whose message names no protocol (see unservableFor in RemoteDispatcher)
+    for (const [family, { info }] of this.#factories) {
+      if (family.endsWith("/*") && info.unknown !== undefined) out[family] = info.unknown.toData();
     }
     return out;
   }

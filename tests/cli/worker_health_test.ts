@@ -257,3 +257,31 @@ Deno.test("an ambiguous mcp/v1 (two MCP servers configured) fails at once, not r
     assertStringIncludes(String(task.error.message), ownerOf(w));
     assertEquals(task.attempts, 1, JSON.stringify(report));
   }));
+
+Deno.test("an MCP server no worker has (mcp/nosuch) fails at once, not retried, naming the servers configured", () =>
+  withCluster(async (c) => {
+    const config = await Deno.readTextFile(`${c.dir}/config.yaml`);
+    await Deno.writeTextFile(
+      `${c.dir}/config.yaml`,
+      config + "mcp_servers:\n  - {name: a, command: /nonexistent/a}\n",
+    );
+    // (after it, an attempt no worker takes fails as PROVIDER_UNAVAILABLE instead)
+    const w = await readyWorker(c, "--unserved-after", "3s");
+    const runId = await submitTasks(
+      c,
+      "m",
+      "  - id: p\n    protocol: mcp/nosuch\n    method: ping\n" +
+        "    retry: {max_attempts: 3, backoff: fixed, base_delay: 0.1, jitter: false}\n",
+    );
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "failed", JSON.stringify(report));
+    const task = (report.tasks as { attempts: number; error: Record<string, unknown> }[])[0]!;
+    assertEquals(task.error.code, "PROVIDER_NOT_FOUND", JSON.stringify(task.error));
+    assertStringIncludes(
+      String(task.error.message),
+      "mcp/nosuch: no MCP server of that name (configured: a)",
+    );
+    assertStringIncludes(String(task.error.message), ownerOf(w));
+    assertStringIncludes(String(task.error.hint), "mcp_servers:");
+    assertEquals(task.attempts, 1, JSON.stringify(report));
+  }));

@@ -117,7 +117,9 @@ Deno.test("mcp/v1 that cannot be served (two MCP servers: ambiguous; the only on
       // ambiguous is a configuration error (its tasks fail at once); a broken server is not
       const unservable = (first.unservable ?? {}) as Record<string, { code: string }>;
       if (names.length > 1) assertEquals(unservable["mcp/v1"]?.code, "PROVIDER_NOT_FOUND");
-      else assertEquals(unservable, {}, `${names}`);
+      else assertEquals(unservable["mcp/v1"], undefined, `${names}`);
+      // (and any MCP server not configured: mcp/nosuch)
+      assertEquals(unservable["mcp/*"]?.code, "PROVIDER_NOT_FOUND", `${names}`);
       // and stays so (probes come and go)
       await new Promise((r) => setTimeout(r, 500));
       assert(!((await registered()).protocols as string[]).includes("mcp/v1"));

@@ -232,10 +232,17 @@ Deno.test("registry: only a configuration error makes a protocol unservable; a p
   r.registerFactory("plain/v1", () => {
     throw new Error("out of file descriptors"); // (might pass: no configuration error)
   });
+  // a family whose factory makes nothing: every protocol of it not served otherwise
+  r.registerFactory("fam/*", (p) => Promise.reject(new GleitzeitError("PROVIDER_NOT_FOUND", p)), {
+    unknown: new GleitzeitError("PROVIDER_NOT_FOUND", "no server of that name (configured: a)"),
+  });
+  // (a family whose factory may make providers says nothing)
+  r.registerFactory("any/*", () => Promise.reject(new Error("not now")));
   await r.startAll().catch(() => {});
   const unservable = r.unservable();
-  assertEquals(Object.keys(unservable), ["conf/v1"]);
+  assertEquals(Object.keys(unservable).sort(), ["conf/v1", "fam/*"]);
   assertEquals(unservable["conf/v1"]!.code, "PROVIDER_NOT_FOUND");
+  assertEquals(unservable["fam/*"]!.message, "no server of that name (configured: a)");
   const health = r.protocolHealth();
   assertOk(health.unhealthy.includes("plain/v1"), JSON.stringify(health));
   assertOk(!health.healthy.includes("plain/v1"), JSON.stringify(health));
