@@ -956,9 +956,9 @@ _CALIB_JOB = {"kind": "execute", "code": "result = {'value': [1, 2.5, 'x', None,
               "subreaper": True}
 
 def _calibrate(inp, out, options, cgroup, mask):
-    # In the first forker of a root pool (see _start_forkers), before the warm parent says it
-    # is ready (no task runs yet: none can reach the calibration children, which run as the
-    # sandbox user): the message for the warm parent, b"C without with\n" where the two
+    # In the first forker of a warm parent (see _start_forkers), before it says it is ready
+    # (no task runs yet: none can reach the calibration children, which run as the sandbox
+    # user, or as the pool's own user where tasks are that user): the message for the warm parent, b"C without with\n" where the two
     # were measured (see below), then the list where it is taken; sets _hot to that list.
     # An exception leaves _hot as it was: empty.
     global _hot
@@ -983,8 +983,15 @@ def _calibrate(inp, out, options, cgroup, mask):
             if options.get("uid") is not None:
                 job["uid"] = options["uid"]
                 job["gid"] = options.get("gid", options["uid"])
-            lines = (_dumps({"prepare": dict(paths, output_limit=job["output_limit"])}) + "\n"
-                     + _dumps(job) + "\n").encode()
+            ahead = _dumps({"prepare": dict(paths, output_limit=job["output_limit"])}) + "\n"
+            if _own_user:
+                # A spare's whole path there (see the pool's loop): it sets up its files once
+                # told to go on, and its job says that its directory was made afresh and
+                # that a forker's process counts in its user's (see _apply_limits).
+                ahead += '{"go": true}\n'
+                job["fresh_dir"] = True
+                job["pool_extra"] = 1
+            lines = (ahead + _dumps(job) + "\n").encode()
             data, cpu = _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline,
                                          report)
             if cpu is not None:
@@ -1063,7 +1070,11 @@ def _calibration_run(inp, out, options, cgroup, mask, work, lines, deadline, rep
         try:
             _keep_only(inp.fileno(), out.fileno(), job_r, done_w, rep_w)
             if report:
-                # opened now, as root: still read once it has become the sandbox user
+                # opened now, as root: still read once it has become the sandbox user (and
+                # where it is the pool's own user, readable by it: a warm parent's processes
+                # are not dumpable, so their /proc files are not that user's; no task runs)
+                if _own_user:
+                    _prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
                 _calib = (os.open("/proc/self/pagemap", os.O_RDONLY), rep_w)
             _spare(inp, out, options, cgroup, job_r, done_w, work, mask)
         finally:
@@ -2310,7 +2321,10 @@ def _start_forkers(inp, out, options):
         # spare shares this parent's pages while it works (a page it writes while a spare
         # it forked lives is copied: ~150 per task here, measured, on every task's path).
         _one_forker[0] = True
-        _start_forker(None, inp, out, options)
+        first = options.get("populate") is not False  # (its calibration: see _calibrate)
+        forker = _start_forker(None, inp, out, options, calibrate=first)
+        if forker is not None and first:
+            _take_hot(None, forker[1])
         return
     for n in range(3):
         cgroup = _make_cgroup(options, n)
