@@ -643,8 +643,8 @@ function unservableFor(worker: WorkerInfo, route: string): ErrorData | undefined
   if (own !== undefined) return own;
   if (worker.protocols?.includes(route) || worker.unhealthy?.includes(route)) return undefined;
   const protocol = route.split("#")[0]!;
-  const slash = protocol.lastIndexOf("/");
-  const family = slash < 0 ? undefined : worker.unservable?.[`${protocol.slice(0, slash)}/*`];
+  const slash = protocol.indexOf("/"); // (as the registry finds a protocol's family)
+  const family = slash <= 0 ? undefined : worker.unservable?.[`${protocol.slice(0, slash)}/*`];
   // (the family's message names no protocol)
   return family && { ...family, message: `${protocol}: ${family.message}` };
 }
