@@ -5,6 +5,7 @@
  * @module
  */
 
+import { posix } from "node:path";
 import type { ResolvedConfig } from "./config/config.ts";
 import { Engine } from "./engine/engine.ts";
 import type { EventListener } from "./engine/events.ts";
@@ -73,9 +74,7 @@ export async function createRegistry(
     { ids: [`ollama@${ollamaUrl}`] },
   );
   if (config.providers.length > 0 || config.mcpServers.length > 0) {
-    const baseDir = config.configPath
-      ? config.configPath.replace(/\/[^/]*$/, "") || "/"
-      : Deno.cwd();
+    const baseDir = config.configPath ? posix.dirname(config.configPath) : Deno.cwd();
     const report = await registerConfiguredProviders(
       registry,
       { providers: config.providers, mcp_servers: config.mcpServers },

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { posix } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { GleitzeitError } from "../core/errors.ts";
@@ -419,7 +420,8 @@ export async function resolveConfig(
     );
   }
   config.sqlitePath = expandHome(config.sqlitePath, env);
-  if (file !== undefined) config.configPath = configPath;
+  // (absolute: paths in it are relative to its folder, whatever the working directory)
+  if (file !== undefined) config.configPath = posix.resolve(Deno.cwd(), configPath);
   return config;
 }
 

@@ -67,6 +67,26 @@ Deno.test("example calc_workflow.yaml runs with examples/providers/config.yaml",
   });
 });
 
+Deno.test("--config with a bare relative file name: the provider's relative paths resolve against the config file's folder", async () => {
+  await requirePython();
+  const { env } = await scratch();
+  const dir = await tempDir("gleitzeit-calc-rel-");
+  await Deno.copyFile(`${EXAMPLES}/providers/calc_provider.py`, `${dir}/calc_provider.py`);
+  await Deno.writeTextFile(
+    `${dir}/pcfg.yaml`,
+    'providers:\n  - {id: calc, protocol: calc/v1, command: python3, args: ["-u", "calc_provider.py"], describe: true}\n',
+  );
+  await Deno.writeTextFile(
+    `${dir}/c.yaml`,
+    "name: c\ntasks:\n  - id: a\n    method: calc/add\n    params: {a: 1, b: 2}\n",
+  );
+  for (const config of ["pcfg.yaml", "./pcfg.yaml"]) {
+    const r = await gleitzeit(["--config", config, "--json", "run", "c.yaml"], { env, cwd: dir });
+    assertEquals(r.code, 0, `${config}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    assertEquals(JSON.parse(r.stdout).results.a, 3, config);
+  }
+});
+
 Deno.test("a provider process that dies mid-task: the task's retry succeeds on the restarted process", async () => {
   const { dir, config } = await calcConfig();
   const wf = `${dir}/crash.yaml`;
