@@ -11,7 +11,6 @@ import { hasReference } from "../core/references.ts";
 import { retryPolicy } from "../loader/normalize.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
-import { displayState } from "../engine/liveness.ts";
 import { loadWorkflowFile } from "../loader/load_workflow.ts";
 import type { TaskRecord } from "../persistence/store.ts";
 import {
@@ -26,6 +25,7 @@ import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
 import { missingFiles } from "./workflow_commands.ts";
 import { noWorkers } from "./stored_state.ts";
+import { stuck, stuckNotice } from "./task_state_commands.ts";
 import { closest } from "../loader/suggest.ts";
 
 /** Options of the commands that start a run. */
@@ -369,19 +369,31 @@ async function waitForDependencies(
   const store = await openConfiguredStore(config);
   const { signal, dispose } = interruptSignal(true);
   try {
-    return await waitForTasks(store, ids, signal, async (pending) => {
+    const told = new Set<string>(); // runs said to be executed by nothing
+    return await waitForTasks(store, ids, signal, (pending) => {
       if (quiet) return;
       const c = colors("stderr");
       err(c.dim(`waiting for ${pending.map((t) => `${t.id} (${t.state})`).join(", ")}`));
-      // A run that nothing executes would keep this waiting for ever: say so
-      for (const runId of new Set(pending.map((t) => t.runId))) {
-        const run = await store.getRun(runId);
-        const state = run && displayState(run);
-        if (state === "interrupted" || (state === "queued" && store.backend !== "redis")) {
-          err(c.dim(
-            `  nothing executes run ${runId} (${state}): start it with ` +
-              `\`gleitzeit workflow resume ${runId}\``,
-          ));
+    }, async (pending) => {
+      // A run that nothing executes would keep this waiting for ever. Where nothing can take
+      // it over (SQLite), a dependency of an interrupted run fails this, as `task result
+      // --wait` does; otherwise it is said once per run (a worker, or a resume, may end it).
+      for (const t of pending) {
+        const why = await stuck(store, t);
+        if (why === "interrupted" && store.backend !== "redis") {
+          throw new GleitzeitError(
+            "TASK_DEPENDENCY_FAILED",
+            `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run ${t.runId} ` +
+              "was interrupted (the process running it is gone)",
+            {
+              hint: `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then submit ` +
+                "this task again",
+            },
+          );
+        }
+        if (why && !quiet && !told.has(t.runId)) {
+          told.add(t.runId);
+          err(colors("stderr").dim(`  ${await stuckNotice(store, t.runId, why)}`));
         }
       }
     });

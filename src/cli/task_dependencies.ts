@@ -16,13 +16,16 @@ const POLL_MS = 250;
 /**
  * Waits until every task in `ids` has ended. Resolves with their records when all completed;
  * rejects with TASK_DEPENDENCY_FAILED naming one that did not, TASK_NOT_FOUND for unknown ids,
- * or the signal's reason.
+ * or the signal's reason (or what `onPending` throws). `onWaiting` is called once, with the
+ * tasks not ended yet; `onPending` with those at every look (a run that nothing executes any
+ * more would keep this waiting for ever: see its caller).
  */
 export async function waitForTasks(
   store: Store,
   ids: string[],
   signal: AbortSignal,
   onWaiting?: (pending: TaskRecord[]) => void | Promise<void>,
+  onPending?: (pending: TaskRecord[]) => void | Promise<void>,
 ): Promise<Map<string, TaskRecord>> {
   let announced = false;
   for (;;) {
@@ -49,10 +52,12 @@ export async function waitForTasks(
       );
     }
     if (ended.length === records.size) return records;
+    const pending = [...records.values()].filter((t) => !isTerminalTask(t.state));
     if (!announced) {
-      await onWaiting?.([...records.values()].filter((t) => !isTerminalTask(t.state)));
+      await onWaiting?.(pending);
       announced = true;
     }
+    await onPending?.(pending);
     await pause(POLL_MS, signal);
   }
 }

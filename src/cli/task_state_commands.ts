@@ -35,7 +35,10 @@ import {
 const POLL_MS = 250;
 
 /** Why nothing executes task `t`'s run now, or undefined. */
-async function stuck(store: Store, t: TaskRecord): Promise<"interrupted" | "queued" | undefined> {
+export async function stuck(
+  store: Store,
+  t: TaskRecord,
+): Promise<"interrupted" | "queued" | undefined> {
   const run = await store.getRun(t.runId);
   if (!run) return undefined;
   const state = displayState(run);
@@ -77,22 +80,25 @@ async function waitForEnd(
     }
     if (why && !told && !quiet) {
       told = true;
-      const c = colors("stderr");
-      err(c.dim(
-        store.backend !== "redis"
-          ? `nothing executes run ${now.runId} (queued): start it with \`gleitzeit workflow ` +
-            `resume ${now.runId}\``
-          : !await anyWorkerLive(store as RedisStore)
-          ? `nothing executes run ${now.runId} (${why}): ${
-            noWorkers(store as RedisStore, now.runId)
-          }`
-          : `run ${now.runId}'s coordinator is gone: a worker takes a run queued for workers ` +
-            "(run --detach) over once its lease runs out; one started by `gleitzeit run` " +
-            `is not: resume it with \`gleitzeit workflow resume ${now.runId}\``,
-      ));
+      err(colors("stderr").dim(await stuckNotice(store, now.runId, why)));
     }
     await pause(POLL_MS, signal);
   }
+}
+
+/** What would end run `runId`, which nothing executes now (`why`: see stuck). */
+export async function stuckNotice(
+  store: Store,
+  runId: string,
+  why: "interrupted" | "queued",
+): Promise<string> {
+  return store.backend !== "redis"
+    ? `nothing executes run ${runId} (${why}): start it with \`gleitzeit workflow resume ${runId}\``
+    : !await anyWorkerLive(store as RedisStore)
+    ? `nothing executes run ${runId} (${why}): ${noWorkers(store as RedisStore, runId)}`
+    : `run ${runId}'s coordinator is gone: a worker takes a run queued for workers ` +
+      "(run --detach) over once its lease runs out; one started by `gleitzeit run` " +
+      `is not: resume it with \`gleitzeit workflow resume ${runId}\``;
 }
 
 /** Lines of a failed task's stdout and stderr that `task status` shows (the last ones). */

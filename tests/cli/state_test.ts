@@ -605,6 +605,53 @@ Deno.test("task submit --depends-on a task of a run nothing executes says how to
   }
 });
 
+Deno.test("task submit --depends-on a task whose run is killed while it waits fails with a hint to resume that run, not waiting for ever", async () => {
+  const { env } = await scratch();
+  const slow = spawnGleitzeit(
+    ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 30}'],
+    { env },
+  );
+  let slowId: string | undefined;
+  for (let i = 0; i < 200 && !slowId; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const list = JSON.parse(
+      (await gleitzeit(["--json", "task", "list", "--status", "running"], { env })).stdout,
+    );
+    slowId = list[0]?.task_id;
+  }
+  assert(slowId, "the slow task never showed as running");
+  const dep = spawnGleitzeit(["task", "submit", "echo", "--depends-on", slowId], { env });
+  const reader = dep.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  try {
+    // waiting for it (its run alive): then that run's process is killed
+    while (!seen.includes(`waiting for ${slowId}`)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+    }
+    assertStringIncludes(seen, `waiting for ${slowId}`);
+    slow.kill("SIGKILL");
+    await slow.status;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+    }
+    const { code } = await dep.status;
+    assertEquals(code, 1, seen);
+    assertStringIncludes(seen, `dependency ${slowId}`);
+    assertStringIncludes(seen, "was interrupted (the process running it is gone)");
+    assertStringIncludes(seen, "gleitzeit workflow resume");
+  } finally {
+    try {
+      dep.kill("SIGKILL");
+    } catch { /* ended */ }
+    await dep.status;
+    await dep.stdout.cancel();
+  }
+});
+
 /** A run whose last task appends to a marker file once its two slow steps are done. */
 async function stoppableRun(dir: string, env: Record<string, string>) {
   const marker = `${dir}/ran.txt`;
