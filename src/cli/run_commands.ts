@@ -93,6 +93,25 @@ export function exitCodeOf(outcome: RunOutcome): ExitCode {
   return outcome.error ? ERROR_CODES[outcome.error.code]?.exit ?? 1 : 1;
 }
 
+/**
+ * The line on stderr that says why a run ended other than completed, where no progress lines
+ * said it (`-q`, `--json`: their report is on stdout): its state, the first task that failed
+ * (or the run's own error) and where to look.
+ */
+export function failureLine(outcome: RunOutcome): string {
+  const failed = outcome.tasks.filter((t) => t.state === "failed");
+  const first = failed[0];
+  const why = first
+    ? `: task ${first.taskId} failed${
+      first.error ? `: ${first.error.message.split("\n")[0]}` : ""
+    }${failed.length > 1 ? ` (and ${failed.length - 1} more)` : ""}`
+    : outcome.error
+    ? `: ${outcome.error.message.split("\n")[0]}`
+    : "";
+  return `error: run ${outcome.runId} ${outcome.state}${why}; see \`gleitzeit workflow status ` +
+    `${outcome.runId}\``;
+}
+
 /** Runs (or, with --detach, records) a workflow and reports it. */
 export async function submitWorkflow(
   workflow: Workflow,
@@ -198,7 +217,9 @@ export async function submitWorkflow(
         );
       }
     }
-    return exitCodeOf(outcome);
+    const code = exitCodeOf(outcome);
+    if (code !== 0 && (json || opts.quiet === true)) err(failureLine(outcome));
+    return code;
   } finally {
     await app.close();
   }

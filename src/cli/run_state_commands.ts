@@ -7,7 +7,7 @@ import { createApp } from "../app.ts";
 import { configFromFlags, interruptSignal } from "./context.ts";
 import { colors, err, out, printJson } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
-import { exitCodeOf, outcomeJson, sandboxWarnings } from "./run_commands.ts";
+import { exitCodeOf, failureLine, outcomeJson, sandboxWarnings } from "./run_commands.ts";
 import {
   cancelRun,
   globalsOf,
@@ -84,7 +84,9 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
         const run = await app.store.getRun(id);
         if (json) printJson(outcomeJson(outcome, run?.workflowName ?? ""));
         else printSummary(outcome);
-        setExit(exitCodeOf(outcome));
+        const code = exitCodeOf(outcome);
+        if (code !== 0 && (json || opts.quiet === true)) err(failureLine(outcome));
+        setExit(code);
       } finally {
         dispose();
       }

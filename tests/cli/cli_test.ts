@@ -65,6 +65,35 @@ tasks:
   assertEquals([queued.run_id, queued.state, queued.workflow], [d.stdout.trim(), "queued", "j"]);
 });
 
+Deno.test("a run that fails under --json or -q says why in one line on stderr (no progress lines there), as does its resume", async () => {
+  const { dir, env } = await scratch();
+  const file = await writeWorkflow(
+    dir,
+    "f.yaml",
+    `name: f
+tasks:
+  - {id: a, method: echo, protocol: echo/v1, params: {n: 2}}
+  - {id: b, method: error, protocol: echo/v1, params: {message: "no luck"}, retry: {max_attempts: 1}}
+`,
+  );
+  for (const flags of [["--json", "run", file], ["run", file, "-q"]]) {
+    const r = await gleitzeit(flags, { env });
+    assertEquals(r.code, 1, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    const last = lines.at(-1)!;
+    assertMatch(
+      last,
+      /^error: run run_\S+ failed: task b failed: no luck; see `gleitzeit workflow status run_\S+`$/,
+    );
+    // -q names the run at its start; --json says nothing else there
+    assertEquals(lines.length, flags[0] === "--json" ? 1 : 2, r.stderr);
+    const runId = /run (run_\S+) failed/.exec(last)![1]!;
+    const again = await gleitzeit(["--json", "workflow", "resume", runId], { env });
+    assertEquals(again.code, 1, again.stderr);
+    assertStringIncludes(again.stderr, `error: run ${runId} failed: task b failed: no luck`);
+  }
+});
+
 Deno.test("workflow validate: three different mistakes, each with line:column, exit 2", async () => {
   const { dir, env } = await scratch();
   const file = await writeWorkflow(
