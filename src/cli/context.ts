@@ -4,6 +4,7 @@ import { createRegistry } from "../app.ts";
 import { type ConfigFlags, resolveConfig, type ResolvedConfig } from "../config/config.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import { GleitzeitError } from "../core/errors.ts";
+import { InexactIntegerError, parseJsonExact, quoteHint } from "../core/exact_numbers.ts";
 import { colors, err } from "./output.ts";
 
 /** Global options, available to every command: the config flags plus output switches. */
@@ -37,8 +38,13 @@ export function parseInputs(json: string | undefined, pairs: string[]): Record<s
   if (json !== undefined) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(json);
+      parsed = parseJsonExact(json);
     } catch (e) {
+      if (e instanceof InexactIntegerError) {
+        throw new GleitzeitError("USAGE_ERROR", `--params: ${e.message}`, {
+          hint: quoteHint(e.literal),
+        });
+      }
       throw new GleitzeitError(
         "USAGE_ERROR",
         `--params is not valid JSON: ${(e as Error).message}`,
@@ -63,7 +69,15 @@ export function parseInputs(json: string | undefined, pairs: string[]): Record<s
     }
     const key = pair.slice(0, eq);
     const raw = pair.slice(eq + 1);
-    inputs[key] = parseScalar(raw);
+    try {
+      inputs[key] = parseScalar(raw);
+    } catch (e) {
+      if (!(e instanceof InexactIntegerError)) throw e;
+      throw new GleitzeitError("USAGE_ERROR", `-p ${key}: ${e.message}`, {
+        hint: `pass it as text: -p '${key}="${e.literal}"' (integers pass exactly up to ` +
+          "9007199254740991, 2^53 - 1)",
+      });
+    }
   }
   return inputs;
 }
@@ -72,8 +86,9 @@ export function parseInputs(json: string | undefined, pairs: string[]): Record<s
 function parseScalar(raw: string): unknown {
   if (/^(-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null)$/.test(raw) || /^[[{"]/.test(raw)) {
     try {
-      return JSON.parse(raw);
-    } catch {
+      return parseJsonExact(raw);
+    } catch (e) {
+      if (e instanceof InexactIntegerError) throw e;
       return raw;
     }
   }

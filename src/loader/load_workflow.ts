@@ -6,8 +6,9 @@
  */
 
 import { dirname, resolve } from "node:path";
-import { type Document, LineCounter, parseDocument, visit } from "yaml";
-import { GleitzeitError, type Issue, WorkflowValidationError } from "../core/errors.ts";
+import { type Document, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from "yaml";
+import { formatPath, GleitzeitError, type Issue, WorkflowValidationError } from "../core/errors.ts";
+import { inexactMessage, isInexactInteger, quoteHint } from "../core/exact_numbers.ts";
 import type { TaskSpec, Workflow } from "../core/workflow.ts";
 import { durationMs } from "../core/duration.ts";
 import { priorityValue, retryPolicy } from "./normalize.ts";
@@ -129,11 +130,40 @@ export function parseWorkflow(
   const parsed = workflowSchema.safeParse(data);
   const issues = parsed.success ? [] : schemaIssues(parsed.error.issues, data, pos);
   const semantic = checkSemantics(data, catalog, pos);
-  issues.push(...semantic.issues);
+  issues.push(...semantic.issues, ...inexactIntegers(doc, pos));
   if (issues.length > 0 || !parsed.success) {
     throw new WorkflowValidationError(file, issues.sort(byPosition));
   }
   return build(parsed.data, semantic.tasks, options, (path) => pos.sourceOf(path));
+}
+
+/**
+ * Integers written past ±(2^53 - 1), anywhere in the file: every value becomes a JSON number
+ * (a double), which would round them with no word said (see core/exact_numbers.ts).
+ */
+function inexactIntegers(doc: Document, pos: Positions): Issue[] {
+  const issues: Issue[] = [];
+  visit(doc, {
+    Scalar(_key, node, ancestors) {
+      if (!isInexactInteger(node.value, node.source)) return;
+      const path: (string | number)[] = [];
+      const chain = [...ancestors, node];
+      for (let i = 0; i < chain.length - 1; i++) {
+        const at = chain[i], next = chain[i + 1];
+        if (isPair(at)) {
+          if (next !== at.value) return; // a key: not a value passed on
+          path.push(isScalar(at.key) ? String(at.key.value) : String(at.key));
+        } else if (isSeq(at)) path.push(at.items.indexOf(next as never));
+      }
+      issues.push({
+        path: formatPath(path),
+        message: inexactMessage(node.source),
+        ...pos.ofOffset(node.range?.[0] ?? 0),
+        hint: quoteHint(node.source),
+      });
+    },
+  });
+  return issues;
 }
 
 function build(

@@ -1003,3 +1003,28 @@ tasks:
   assertEquals(r.code, 0, r.stderr);
   assertEquals(JSON.parse(r.stdout).results.a.result, "${greeting}, world");
 });
+
+Deno.test("--params and -p refuse an integer too large to pass exactly (exit 2, with a hint to quote it); quoted, it passes as text", async () => {
+  const { env } = await scratch();
+  const big = "9007199254740993";
+  const p = await gleitzeit(
+    ["task", "submit", "echo", "--protocol", "echo/v1", "--params", `{"n": ${big}}`],
+    { env },
+  );
+  assertEquals(p.code, 2, p.stderr);
+  assertStringIncludes(
+    p.stderr,
+    `error: --params: the integer ${big} is too large to pass exactly`,
+  );
+  assertStringIncludes(p.stderr, `quote it to pass it as text ("${big}")`);
+  const q = await gleitzeit(["run", `${EXAMPLES}/hello_python.yaml`, "-p", `name=${big}`], { env });
+  assertEquals(q.code, 2, q.stderr);
+  assertStringIncludes(q.stderr, `error: -p name: the integer ${big} is too large`);
+  assertStringIncludes(q.stderr, `-p 'name="${big}"'`);
+  const ok = await gleitzeit(
+    ["--json", "task", "submit", "echo", "--protocol", "echo/v1", "--params", `{"n": "${big}"}`],
+    { env },
+  );
+  assertEquals(ok.code, 0, ok.stderr);
+  assertEquals(JSON.parse(ok.stdout).results.task, { n: big });
+});

@@ -417,3 +417,28 @@ Deno.test("a misspelt choice gets a did-you-mean", () => {
   // where a number may stand instead of the word
   equal(issueAt(issues, "tasks[0].priority").hint, "did you mean 'high'?");
 });
+
+Deno.test("integers too large to pass exactly are problems where they are written, with a hint to quote them; keys, quoted text, floats and 2^53 - 1 are not", () => {
+  const issues = issuesOf(yaml(
+    "name: big",
+    "tasks:",
+    "  - id: a",
+    "    method: python/execute",
+    "    params:",
+    "      code: 'result = n'",
+    "      context: {n: 1152921504606846977, ok: 9007199254740991, f: 1.5e300, s: '9007199254740993'}",
+    "  - id: b",
+    "    method: echo",
+    "    params: {list: [1, -9007199254740993, 0x20000000000001], 9007199254740993: key}",
+  ));
+  equal(issues.length, 3, JSON.stringify(issues, null, 1));
+  const n = issueAt(issues, "tasks[0].params.context.n");
+  assertAt(n, 7, 20);
+  equal(
+    n.message,
+    "the integer 1152921504606846977 is too large to pass exactly (it would become 1152921504606846976)",
+  );
+  ok(n.hint?.includes('quote it to pass it as text ("1152921504606846977")'), n.hint);
+  assertAt(issueAt(issues, "tasks[1].params.list[1]"), 10, 24);
+  assertAt(issueAt(issues, "tasks[1].params.list[2]"), 10, 43);
+});
