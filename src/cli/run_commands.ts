@@ -5,7 +5,7 @@ import type { RedisStore } from "../persistence/redis_store.ts";
 import { createApp, openConfiguredStore } from "../app.ts";
 import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
-import type { ResolvedConfig } from "../config/config.ts";
+import { type ResolvedConfig, type SandboxMode, sandboxStrength } from "../config/config.ts";
 import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
 import { hasReference } from "../core/references.ts";
 import { retryPolicy } from "../loader/normalize.ts";
@@ -182,7 +182,13 @@ export async function submitWorkflow(
     for (
       const warning of [
         ...await missingFiles(workflow),
-        ...sandboxWarnings(workflow, config.sandbox, config.sources.sandbox, config.configPath),
+        ...sandboxWarnings(
+          workflow,
+          config.sandbox,
+          config.sources.sandbox,
+          config.configPath,
+          config.minSandbox,
+        ),
       ]
     ) {
       err(colors("stderr").yellow(`warning: ${warning}`));
@@ -450,13 +456,18 @@ export function sandboxWarnings(
   configured: string,
   configuredBy?: string,
   configPath?: string,
+  minSandbox: SandboxMode = "none",
 ): string[] {
   const python = workflow.tasks.filter((t) => t.protocol === "python/v1");
   if (python.length === 0) return [];
   const out: string[] = [];
   const wfMode = modeOf(workflow.sandbox);
   const base = wfMode ?? configured;
-  const weaker = python.filter((t) => (modeOf(t.sandbox) ?? base) !== "bwrap");
+  // (not those the least allowed refuses: they fail with SANDBOX_UNAVAILABLE, never run so)
+  const weaker = python.filter((t) => {
+    const mode = (modeOf(t.sandbox) ?? base) as SandboxMode;
+    return mode !== "bwrap" && sandboxStrength(mode) >= sandboxStrength(minSandbox);
+  });
   if (weaker.length === 0) return out;
   const source = wfMode !== undefined ? "the workflow" : configSource(configuredBy, configPath);
   // one line per mode and who chose it

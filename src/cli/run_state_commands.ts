@@ -74,6 +74,7 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
           config.sandbox,
           config.sources.sandbox,
           config.configPath,
+          config.minSandbox,
         )
       ) {
         err(colors("stderr").yellow(`warning: ${warning}`));

@@ -220,7 +220,7 @@ function normaliseBackend(name: string, value: string): Backend {
 }
 
 /** none < basic < bwrap. */
-function sandboxStrength(mode: SandboxMode): number {
+export function sandboxStrength(mode: SandboxMode): number {
   return ["none", "basic", "bwrap"].indexOf(mode);
 }
 

@@ -629,6 +629,8 @@ Deno.test("python.min_sandbox: a workflow or task asking for a weaker sandbox fa
     assertEquals(weak.error.code, "SANDBOX_UNAVAILABLE");
     assertStringIncludes(weak.error.message, "weaker than this Gleitzeit allows");
     assertStringIncludes(weak.error.hint, "sandbox: none");
+    // no warning that it runs weaker: it does not run at all
+    assert(!r.stderr.includes("weaker isolation"), r.stderr);
     // the environment sets it too; a default mode below it is a configuration error
     await Deno.writeTextFile(`${dir}/config.yaml`, "{}\n");
     const viaEnv = await gleitzeit(["--json", "run", wf], {
