@@ -207,7 +207,18 @@ export function checkSemantics(
           try {
             ref = parseReference(m[1]!);
           } catch (e) {
-            report((e as Error).message);
+            // a task's name with spaces (`${Load Data.result}`): its id is what refers to it
+            const expr = m[1]!;
+            const dot = expr.indexOf(".");
+            const named = dot > 0 ? resolve(expr.slice(0, dot).trim()) : undefined;
+            report(
+              (e as Error).message,
+              named !== undefined && "id" in named
+                ? `refer to task '${expr.slice(0, dot).trim()}' by its id: \${${named.id}${
+                  expr.slice(dot)
+                }}`
+                : undefined,
+            );
             continue;
           }
           if (ref.root === "params") {

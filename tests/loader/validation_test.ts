@@ -442,3 +442,16 @@ Deno.test("integers too large to pass exactly are problems where they are writte
   assertAt(issueAt(issues, "tasks[1].params.list[1]"), 10, 24);
   assertAt(issueAt(issues, "tasks[1].params.list[2]"), 10, 43);
 });
+
+Deno.test("a reference to a task by a name with spaces says which id refers to it", () => {
+  const issues = issuesOf(yaml(
+    "name: r",
+    "tasks:",
+    "  - {name: Load Data, method: echo, params: {n: 1}}",
+    '  - {id: b, method: echo, params: {m: "${Load Data.n}"}}',
+  ));
+  equal(issues.length, 1, JSON.stringify(issues, null, 1));
+  const issue = issueAt(issues, "tasks[1].params.m");
+  equal(issue.message, "'${Load Data.n}': unexpected ' ' at position 4");
+  equal(issue.hint, "refer to task 'Load Data' by its id: ${load_data.n}");
+});
