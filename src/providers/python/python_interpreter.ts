@@ -46,8 +46,8 @@ export function resolvePython(command = "python3"): Promise<PythonInterpreter> {
 }
 
 async function probe(command: string): Promise<PythonInterpreter> {
-  const hint = "install Python 3 (e.g. `apt-get install python3`) or point GLEITZEIT_PYTHON " +
-    "at an interpreter";
+  const hint = "install Python 3 (e.g. `apt-get install python3`) or point --python (or " +
+    "GLEITZEIT_PYTHON, python.executable) at a Python 3 interpreter";
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(command, {
@@ -85,9 +85,15 @@ async function probe(command: string): Promise<PythonInterpreter> {
     if (!version.startsWith("3.")) throw new Error(`Python ${version} is not Python 3`);
     return { executable, prefix, basePrefix, version, path, uid };
   } catch (e) {
+    // (what it printed, where that was not the probe's answer: nothing at all, say)
+    const said = text === ""
+      ? "it printed nothing when asked for sys.executable (is it Python 3?)"
+      : e instanceof SyntaxError
+      ? `its answer was not Python's: ${JSON.stringify(text.slice(0, 80))}`
+      : (e as Error).message;
     throw new GleitzeitError(
       "PROVIDER_UNAVAILABLE",
-      `Python interpreter ${JSON.stringify(command)} is not usable: ${(e as Error).message}`,
+      `Python interpreter ${JSON.stringify(command)} is not usable: ${said}`,
       { hint, details: { python: command, output: text.slice(0, 500) } },
     );
   }

@@ -105,6 +105,15 @@ Deno.test("health reports the interpreter and the sandbox", async () => {
       e instanceof GleitzeitError && e.code === "PROVIDER_UNAVAILABLE" &&
       /GLEITZEIT_PYTHON/.test(e.hint ?? ""),
   );
+  // one that runs but is not Python (answers nothing)
+  const notPython = new PythonProvider({ python: "/bin/true", sandbox: "none" });
+  await assert.rejects(
+    notPython.call("python/execute", { code: "result = 1" }, makeCtx()),
+    (e: unknown) =>
+      e instanceof GleitzeitError && e.code === "PROVIDER_UNAVAILABLE" &&
+      e.message.includes("it printed nothing when asked for sys.executable") &&
+      /--python/.test(e.hint ?? ""),
+  );
 });
 
 Deno.test("missing bubblewrap: SANDBOX_UNAVAILABLE saying how to install it", async () => {
