@@ -457,7 +457,9 @@ export class Worker {
   async #leaseLoop(): Promise<void> {
     const every = Math.max(50, Math.floor(this.#leaseMs / 3));
     const tick = Math.min(CANCEL_CHECK_MS, every);
-    let upkeep = Date.now();
+    // (the first at once: runs handed over by a worker stopped before this one started, and
+    // what dead workers held, are taken over now, not a third of the lease later)
+    let upkeep = 0;
     while (!this.#stopped) {
       await this.#sleepUntilWoken(tick);
       if (this.#stopped) return;

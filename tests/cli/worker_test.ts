@@ -349,6 +349,22 @@ Deno.test("SIGTERM to the coordinating worker leaves its run to the others, unha
     assert(logged(second, `taking over run ${runId}`), second.log.join("\n"));
   }));
 
+Deno.test("a worker started after the only one was stopped (SIGTERM) takes its run over at its first look, not a third of its lease later", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "--concurrency", "1", "--lease", "90s");
+    const runId = await submitTasks(c, "one", sleepTask("a", 1, 1));
+    await waitLogged(first, `coordinating run ${runId}`, "the run to be coordinated");
+    first.child.kill("SIGTERM");
+    assertEquals((await first.child.status).code, 0);
+    const second = await readyWorker(c, "--concurrency", "1", "--lease", "90s");
+    // a third of its lease is 30 s: the first look comes at once (bound generous for a busy
+    // machine, far below that)
+    await waitLogged(second, `taking over run ${runId}`, "the takeover", 15_000);
+    const report = await waitRunEnd(c, runId);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals(resultsOf(report), { a: 1 });
+  }));
+
 Deno.test("`workflow cancel` reaches the worker coordinating the run", () =>
   withCluster(async (c) => {
     const w = await readyWorker(c);
