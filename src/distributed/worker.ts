@@ -1034,8 +1034,14 @@ export class Worker {
         recover: (previous) => this.#recoverAnswers(runId, previous),
       });
       if (outcome.lost) {
-        // another coordinator has it now (and its entry of the queue of runs): leave both
-        this.#log(`run ${runId}: ${outcome.error?.message ?? "taken over"}`);
+        // another coordinator has it now (and its entry of the queue of runs): leave both.
+        // (Stopping, this worker gave it up itself: see #stop.)
+        this.#log(
+          this.#stopped
+            ? `run ${runId}: handed over (this worker is stopping): the next worker that ` +
+              "looks continues it"
+            : `run ${runId}: ${outcome.error?.message ?? "taken over"}`,
+        );
         return;
       }
       await this.#store.command(["DEL", this.#keys.cancelRun(runId)]).catch(() => {});
