@@ -208,7 +208,14 @@ export async function runCli(args: string[]): Promise<ExitCode> {
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0;
-      if (e.code === "commander.help" || e.code === "commander.helpDisplayed") return 0;
+      if (e.code === "commander.helpDisplayed") return 0;
+      if (e.code === "commander.help") {
+        // a group without its command (`gleitzeit workflow`): its help is out, on stderr; a
+        // usage error, as `gleitzeit` alone is
+        err(`${colors("stderr").red("error:")} no command given: see the commands above`);
+        if (json) printJsonError({ code: "USAGE_ERROR", message: "no command given", hint: null });
+        return 2;
+      }
       // `gleitzeit config` for `gleitzeit system config`: the groups that have such a command
       const unknown = e.code === "commander.unknownCommand"
         ? /unknown command '([^']+)'/.exec(e.message)?.[1]

@@ -205,6 +205,14 @@ Deno.test("no silent non-zero exit: no command, validate --json of a bad file", 
   const none = await gleitzeit([], { env });
   assertEquals(none.code, 2);
   assertMatch(none.stderr, /^error: no command given/m);
+  // a group without its command: its help, and the same usage error (its --help is exit 0)
+  for (const group of ["workflow", "task", "system"]) {
+    const bare = await gleitzeit([group], { env });
+    assertEquals(bare.code, 2, group);
+    assertMatch(bare.stderr, new RegExp(`Usage: gleitzeit ${group}`));
+    assertMatch(bare.stderr, /^error: no command given/m);
+    assertEquals((await gleitzeit([group, "--help"], { env })).code, 0, group);
+  }
   const bad = await writeWorkflow(dir, "bad.yaml", "name: b\ntasks: 3\n");
   const r = await gleitzeit(["--json", "workflow", "validate", bad], { env });
   assertEquals(r.code, 2);
