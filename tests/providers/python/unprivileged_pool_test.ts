@@ -664,7 +664,8 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare takes ahead of its job the
     | undefined;
   assert(measure, "the warm parent reported no measure");
   assert(measure.cpu_ns_without > 0 && measure.cpu_ns_with > 0, JSON.stringify(measure));
-  assertEquals(measure.taken, measure.cpu_ns_with < measure.cpu_ns_without);
+  // (taken unless they cost more than 5% more: see _calibrate)
+  assertEquals(measure.taken, measure.cpu_ns_with * 100 < measure.cpu_ns_without * 105);
   const middle = (always!.median + never!.median) / 2;
   for (const kib of chosen!.kib) {
     assertEquals(kib > middle, measure.taken, `${kib} KiB (chosen: ${JSON.stringify(measure)})`);

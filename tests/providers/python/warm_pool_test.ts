@@ -1182,9 +1182,10 @@ Deno.test("[bwrap] a spare takes ahead of its job the pages a task's child write
   const measure = chosen.stats.pagesAhead;
   assert.ok(measure, "the warm parent reported no measure");
   assert.ok(measure.cpu_ns_without > 0 && measure.cpu_ns_with > 0, JSON.stringify(measure));
+  // (taken unless they cost more than 5% more: see _calibrate)
   assert.equal(
     measure.taken,
-    measure.cpu_ns_with < measure.cpu_ns_without,
+    measure.cpu_ns_with * 100 < measure.cpu_ns_without * 105,
     JSON.stringify(measure),
   );
   const middle = (ahead.median + asWritten.median) / 2;
