@@ -368,6 +368,18 @@ tasks:
   assertEquals(after.state, "cancelled");
 });
 
+/** The id (task_...) of the first task that shows as running, waiting up to 10 s for one. */
+async function runningTaskId(env: Record<string, string>): Promise<string> {
+  for (let i = 0; i < 200; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const list = JSON.parse(
+      (await gleitzeit(["--json", "task", "list", "--status", "running"], { env })).stdout,
+    );
+    if (list[0]?.task_id) return list[0].task_id;
+  }
+  throw new Error("the slow task never showed as running");
+}
+
 Deno.test("task submit --depends-on waits for a task running elsewhere and uses its result", async () => {
   const { env } = await scratch();
   const first = spawnGleitzeit([
@@ -391,15 +403,7 @@ Deno.test("task submit --depends-on waits for a task running elsewhere and uses 
       env,
     },
   );
-  let slowId: string | undefined;
-  for (let i = 0; i < 100 && !slowId; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    const list = JSON.parse(
-      (await gleitzeit(["--json", "task", "list", "--status", "running"], { env })).stdout,
-    );
-    slowId = list[0]?.task_id;
-  }
-  assert(slowId, "the slow task never showed as running");
+  const slowId = await runningTaskId(env);
   const dep = await gleitzeit([
     "--json",
     "task",
@@ -611,15 +615,7 @@ Deno.test("task submit --depends-on a task whose run is killed while it waits fa
     ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 30}'],
     { env },
   );
-  let slowId: string | undefined;
-  for (let i = 0; i < 200 && !slowId; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    const list = JSON.parse(
-      (await gleitzeit(["--json", "task", "list", "--status", "running"], { env })).stdout,
-    );
-    slowId = list[0]?.task_id;
-  }
-  assert(slowId, "the slow task never showed as running");
+  const slowId = await runningTaskId(env);
   const dep = spawnGleitzeit(["task", "submit", "echo", "--depends-on", slowId], { env });
   const reader = dep.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
