@@ -849,7 +849,7 @@ async function helperAnswersKept(
   const runId = await submitTasks(
     c,
     "answered",
-    sleepTask("a", 5, 1) + sleepTask("b", 1.5, 2) + sleepTask("c", 1.5, 3),
+    sleepTask("a", 5, 1) + sleepTask("b", 3, 2) + sleepTask("c", 3, 3),
   );
   await waitLogged(coordinator, `coordinating run ${runId}`, "the run to be coordinated");
   const helper = await readyWorker(c, "--concurrency", "2", ...helperArgs);
@@ -857,6 +857,9 @@ async function helperAnswersKept(
     "the helper to take two attempts",
     () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
   );
+  // (a worker looks for work to take over at its start, then every third of its lease: the
+  // stop comes after its first look, so that the answers come in before the next)
+  await new Promise((r) => setTimeout(r, 1000));
   await stop(coordinator);
   const report = await waitRunEnd(c, runId);
   assertEquals(report.state, "completed", JSON.stringify(report));
@@ -908,7 +911,8 @@ Deno.test("a coordinator stopped (SIGSTOP) for a few seconds inside its lease go
 
 Deno.test("a coordinator stopped with SIGTERM after other workers answered: those answers are recorded too", () =>
   withCluster(async (c) => {
-    // the helper looks for work to take over every 10 s: the answers are in by then
+    // the helper looks for work to take over at its start, then every 10 s: the answers are in
+    // by its second look
     await helperAnswersKept(c, "3s", ["--lease", "30s"], async (coordinator) => {
       coordinator.child.kill("SIGTERM");
       assertEquals((await coordinator.child.status).code, 0);
