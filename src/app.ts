@@ -73,15 +73,15 @@ export async function createRegistry(
       ]),
     { ids: [`ollama@${ollamaUrl}`] },
   );
-  if (config.providers.length > 0 || config.mcpServers.length > 0) {
-    const baseDir = config.configPath ? posix.dirname(config.configPath) : Deno.cwd();
-    const report = await registerConfiguredProviders(
-      registry,
-      { providers: config.providers, mcp_servers: config.mcpServers },
-      { baseDir },
-    );
-    for (const f of report.failed) onWarning(f);
-  }
+  // (with none configured too: the mcp/* family then fails each call with "no MCP server is
+  // configured", and a worker says so of it: see ProviderRegistry.unservable)
+  const baseDir = config.configPath ? posix.dirname(config.configPath) : Deno.cwd();
+  const report = await registerConfiguredProviders(
+    registry,
+    { providers: config.providers, mcp_servers: config.mcpServers },
+    { baseDir },
+  );
+  for (const f of report.failed) onWarning(f);
   return registry;
 }
 

@@ -75,7 +75,7 @@ export function parseInputs(json: string | undefined, pairs: string[]): Record<s
       if (!(e instanceof InexactIntegerError)) throw e;
       throw new GleitzeitError("USAGE_ERROR", `-p ${key}: ${e.message}`, {
         hint: `pass it as text: -p '${key}="${e.literal}"' (integers pass exactly up to ` +
-          "9007199254740991, 2^53 - 1)",
+          "9007199254740992, 2^53)",
       });
     }
   }

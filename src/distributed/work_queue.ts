@@ -200,6 +200,12 @@ export const UNSERVED_MS = 60_000;
 
 /** How often the live workers' protocols are looked at while attempts wait (ms, at most). */
 const SERVED_CHECK_MS = 1000;
+/**
+ * How long an attempt of a protocol that every live worker lacks (an MCP server none has
+ * configured) waits for one that has it, before it fails (retryable): a worker that has it
+ * may be restarting. (At most `unservedMs`.)
+ */
+const FAMILY_GRACE_MS = 10_000;
 
 /**
  * The engine's dispatcher on a worker: each task attempt goes to its protocol's tasks stream,
@@ -509,10 +515,14 @@ export class RemoteDispatcher implements Dispatcher {
       }
       p.unservedSince ??= now;
       // every live worker cannot serve it because of its configuration (no wait mends that):
-      // it fails at once, with that error (as the worker executing it would have failed it)
+      // it fails at once, with that error (as the worker executing it would have failed it).
+      // Where some only lack it (an MCP server not configured there: a worker that has it may
+      // be restarting), after FAMILY_GRACE_MS and retryable.
       const why = workers.map((w) => unservableFor(w, p.protocol));
-      const unservable = workers.length > 0 && why.every((d) => d !== undefined)
-        ? { worker: workers[0]!, data: why[0]! }
+      const lacking = why.some((d) => d?.lacking);
+      const unservable = workers.length > 0 && why.every((d) => d !== undefined) &&
+          (!lacking || now - p.unservedSince >= Math.min(this.#unservedMs, FAMILY_GRACE_MS))
+        ? { worker: workers[0]!, data: why[0]!.data, retryable: lacking }
         : undefined;
       if (now - p.unservedSince < this.#unservedMs && !unservable) continue;
       // atomic: a worker reads it before (it is then that worker's) or never; and said again
@@ -536,7 +546,7 @@ export class RemoteDispatcher implements Dispatcher {
       this.#pending.delete(id);
       p.reject(
         unservable
-          ? unservableError(unservable.worker, unservable.data)
+          ? unservableError(unservable.worker, unservable.data, unservable.retryable)
           : unservedError(p.protocol, workers, now - p.unservedSince),
       );
     }
@@ -638,28 +648,33 @@ function unservedError(route: string, workers: WorkerInfo[], waitedMs: number): 
  * of it could not be made, or it is of a family whose factory makes none there (`mcp/*`: an
  * MCP server `mcp/nosuch` that is not configured there) and nothing else there serves it.
  */
-function unservableFor(worker: WorkerInfo, route: string): ErrorData | undefined {
+function unservableFor(
+  worker: WorkerInfo,
+  route: string,
+): { data: ErrorData; lacking: boolean } | undefined {
   const own = worker.unservable?.[route];
-  if (own !== undefined) return own;
+  if (own !== undefined) return { data: own, lacking: false };
   if (worker.protocols?.includes(route) || worker.unhealthy?.includes(route)) return undefined;
   const protocol = route.split("#")[0]!;
   const slash = protocol.indexOf("/"); // (as the registry finds a protocol's family)
   const family = slash <= 0 ? undefined : worker.unservable?.[`${protocol.slice(0, slash)}/*`];
   // (the family's message names no protocol)
-  return family && { ...family, message: `${protocol}: ${family.message}` };
+  return family &&
+    { data: { ...family, message: `${protocol}: ${family.message}` }, lacking: true };
 }
 
 /**
  * The error of an attempt that `worker` (as every live worker) cannot serve because of its
  * configuration (`data`: see unservableFor): the error its providers could not be made
- * with, as it would have failed the attempt with (its code, not retryable, "on worker ...").
+ * with, as it would have failed the attempt with (its code, "on worker ..."); retryable only
+ * where a worker merely lacks it (a worker that has it may come: see FAMILY_GRACE_MS).
  */
-function unservableError(worker: WorkerInfo, data: ErrorData): GleitzeitError {
+function unservableError(worker: WorkerInfo, data: ErrorData, retryable: boolean): GleitzeitError {
   return GleitzeitError.fromData({
     ...data,
     message: `${data.message} (on worker ${worker.owner})`,
     details: { ...data.details, worker: worker.owner },
-    retryable: false,
+    retryable,
   });
 }
 

@@ -138,7 +138,7 @@ export function parseWorkflow(
 }
 
 /**
- * Integers written past ±(2^53 - 1), anywhere in the file: every value becomes a JSON number
+ * Integers written beyond ±2^53, anywhere in the file (but `x-` keys): every value becomes a JSON number
  * (a double), which would round them with no word said (see core/exact_numbers.ts).
  */
 function inexactIntegers(doc: Document, pos: Positions): Issue[] {
@@ -155,9 +155,11 @@ function inexactIntegers(doc: Document, pos: Positions): Issue[] {
           path.push(isScalar(at.key) ? String(at.key.value) : String(at.key));
         } else if (isSeq(at)) path.push(at.items.indexOf(next as never));
       }
+      // (top-level `x-` keys hold anchors only: never passed on)
+      if (typeof path[0] === "string" && path[0].startsWith("x-")) return;
       issues.push({
         path: formatPath(path),
-        message: inexactMessage(node.source),
+        message: inexactMessage(node.source, node.value as number),
         ...pos.ofOffset(node.range?.[0] ?? 0),
         hint: quoteHint(node.source),
       });

@@ -944,9 +944,8 @@ def _huge_chunks(ctypes, libc, maps, path, fd, chunks, huge):
 # user, code, result) and lists the pages it then holds alone (/proc/self/pagemap: present,
 # mapped by it only); the other forkers and the parent's own spares take the list from it.
 # Nothing of a user's task goes into the list, and each spare populates its own memory,
-# which holds the same bytes after. Root pools only, for now: where tasks are the pool's own
-# user, a spare takes its job in one more step (the {"go"} line), which the calibration does
-# not send yet.
+# which holds the same bytes after. Where tasks are the pool's own user, the calibration
+# takes such a spare's steps too (the {"go"} line: see _calibrate).
 # Measured there (2-CPU PVM guest, root): ~120 fewer faults in a task's child; a paced
 # task's median 24-27% lower; back to back 3-5% less CPU, 4% faster.
 _hot = ()  # (address, bytes) ranges each spare populates at its start

@@ -121,9 +121,9 @@ export interface WarmStatus {
 
 /**
  * A warm parent's measure, before it says ready, of whether its spares should take ahead the
- * pages a task's child writes (root pools; see the runner's `_calibrate`): the least CPU time
- * of a calibration child without the pages taken ahead and with them, and whether they are
- * (only where that costs less).
+ * pages a task's child writes (see the runner's `_calibrate`): the least CPU time of a
+ * calibration child without the pages taken ahead and with them, and whether they are (unless
+ * that costs more than 5% more).
  */
 export interface PagesAhead {
   cpu_ns_without: number;

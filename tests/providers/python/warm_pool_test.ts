@@ -350,10 +350,14 @@ Deno.test("[bwrap] an idle parent let go ends with everything in its sandbox", a
     poolMaxTasks: 2,
     poolRetireMs: 60_000,
   });
-  const ns = async () =>
+  // the task's PID namespace, and when its sandbox's init started (a namespace's number can be
+  // taken again once it is gone: the start time tells a new sandbox from the old one)
+  const sandbox = async () =>
     (await provider.call("python/execute", {
-      code: "import os\nresult = os.readlink('/proc/self/ns/pid')",
-    }, makeCtx()) as { result: string }).result;
+      code: "import os\nresult = [os.readlink('/proc/self/ns/pid'), " +
+        "open('/proc/1/stat').read().rsplit(')', 1)[1].split()[19]]",
+    }, makeCtx()) as { result: [string, string] }).result;
+  const ns = async () => (await sandbox())[0];
   const inNamespace = (pidNs: string) => {
     const found: number[] = [];
     for (const entry of Deno.readDirSync("/proc")) {
@@ -369,7 +373,7 @@ Deno.test("[bwrap] an idle parent let go ends with everything in its sandbox", a
     return found;
   };
   try {
-    const first = await ns(); // its forkers and spares wait in there meanwhile
+    const [first, firstStart] = await sandbox(); // its forkers and spares wait in there meanwhile
     assert.ok(inNamespace(first).length > 1, "the parent and its spares, seen from outside");
     await ns(); // its share: replaced
     const until = Date.now() + 10_000;
@@ -377,8 +381,8 @@ Deno.test("[bwrap] an idle parent let go ends with everything in its sandbox", a
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.deepEqual(inNamespace(first), [], "nothing of the replaced parent's sandbox is left");
-    const second = await ns();
-    assert.notEqual(second, first);
+    const [second, secondStart] = await sandbox();
+    assert.notDeepEqual([second, secondStart], [first, firstStart], "a new sandbox");
     const gone = Date.now() + 10_000; // idle for 200 ms: reaped
     while (inNamespace(second).length > 0 && Date.now() < gone) {
       await new Promise((r) => setTimeout(r, 20));
