@@ -206,8 +206,11 @@ export function taskDetail(t: TaskRecord, width = 60): string {
   return "";
 }
 
-/** Prints the task table and a closing line on stdout. */
-export function printSummary(outcome: RunOutcome): void {
+/**
+ * Prints the task table and a closing line on stdout. `neverStarted`: a stored run that ended
+ * (cancelled, say) before any process executed it: its duration is then the time it waited.
+ */
+export function printSummary(outcome: RunOutcome, neverStarted = false): void {
   const c = colors("stdout");
   const tasks = outcome.tasks;
   const counts = new Map<string, number>();
@@ -245,10 +248,9 @@ export function printSummary(outcome: RunOutcome): void {
   const since = outcome.sinceStartMs !== undefined
     ? ` (this execution; ${formatDuration(outcome.sinceStartMs)} since the run first started)`
     : "";
-  out(
-    `${mark} run ${outcome.runId} ${outcome.state} ${ended ? "in" : "for"} ${
-      formatDuration(outcome.durationMs)
-    }${since}: ${parts}`,
-  );
+  const took = neverStarted
+    ? `before it started (queued ${formatDuration(outcome.durationMs)})`
+    : `${ended ? "in" : "for"} ${formatDuration(outcome.durationMs)}`;
+  out(`${mark} run ${outcome.runId} ${outcome.state} ${took}${since}: ${parts}`);
   if (outcome.error && outcome.state !== "completed") out(c.dim(`  ${outcome.error.message}`));
 }

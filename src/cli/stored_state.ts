@@ -285,7 +285,7 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
       Date.now()) - (run.startedAt ?? run.createdAt),
     tasks: shown,
     ...(run.error ? { error: run.error } : {}),
-  });
+  }, run.startedAt === undefined && run.finishedAt !== undefined);
   if (store.backend === "redis" && (state === "interrupted" || state === "queued")) {
     if (!workersLive) {
       out(c.dim(noWorkers(store as RedisStore, run.id)));

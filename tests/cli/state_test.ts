@@ -1,5 +1,5 @@
 /** Stored state through the CLI: listings, results, crash + resume, concurrent writers. */
-import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "../assert.ts";
 import { startPrivateRedis } from "../persistence/redis_helpers.ts";
 import { EXAMPLES, gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
 
@@ -325,6 +325,9 @@ Deno.test("workflow cancel: a queued run becomes cancelled; cancelling again doe
     "cancelled",
     "cancelled",
   ]);
+  // nothing executed it: its time is the time it waited, said so
+  const text = await gleitzeit(["workflow", "status", runId], { env });
+  assertMatch(text.stdout, new RegExp(`run ${runId} cancelled before it started \\(queued `));
   // cancelling again does nothing, and says so: exit 0, so a script may repeat it
   const again = await gleitzeit(["workflow", "cancel", runId], { env });
   assertEquals(again.code, 0, again.stderr);
