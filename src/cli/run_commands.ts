@@ -12,7 +12,8 @@ import { retryPolicy } from "../loader/normalize.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
 import { loadWorkflowFile } from "../loader/load_workflow.ts";
-import type { TaskRecord } from "../persistence/store.ts";
+import type { Store, TaskRecord } from "../persistence/store.ts";
+import { localOwnerPid, pidAlive } from "../engine/liveness.ts";
 import {
   configFromFlags,
   type GlobalOptions,
@@ -407,7 +408,7 @@ async function waitForDependencies(
       // --wait` does; otherwise it is said once per run (a worker, or a resume, may end it).
       for (const t of pending) {
         const why = await stuck(store, t);
-        if (why === "interrupted" && store.backend !== "redis") {
+        if (why === "interrupted" && store.backend !== "redis" && await ownerGone(store, t.runId)) {
           throw new GleitzeitError(
             "TASK_DEPENDENCY_FAILED",
             `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run ${t.runId} ` +
@@ -428,6 +429,17 @@ async function waitForDependencies(
     dispose();
     await store.close();
   }
+}
+
+/**
+ * Whether the process that executed run `runId` is gone for good (none, or its pid is dead
+ * on this machine), not only silent for a while (stopped with Ctrl-Z, say: it may go on).
+ */
+async function ownerGone(store: Store, runId: string): Promise<boolean> {
+  const run = await store.getRun(runId);
+  if (!run?.owner) return true;
+  const pid = localOwnerPid(run.owner);
+  return pid !== undefined && !pidAlive(pid);
 }
 
 export function modeOf(declared: unknown): string | undefined {

@@ -651,6 +651,47 @@ Deno.test("task submit --depends-on a task whose run is killed while it waits fa
   }
 });
 
+Deno.test("task submit --depends-on a task whose run's process is only stopped (Ctrl-Z) says so and goes on once it continues", async () => {
+  const { env } = await scratch();
+  const slow = spawnGleitzeit(
+    ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 2}'],
+    { env },
+  );
+  const slowId = await runningTaskId(env);
+  slow.kill("SIGSTOP");
+  // (not --json: that says nothing on stderr while it waits)
+  const dep = spawnGleitzeit(
+    ["task", "submit", "echo", "--depends-on", slowId, "--params", '{"n": 1}'],
+    { env },
+  );
+  const reader = dep.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  try {
+    // silent long enough to count as interrupted: said, and waited for all the same
+    while (!seen.includes("nothing executes run")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+    }
+    assertStringIncludes(seen, "nothing executes run");
+    slow.kill("SIGCONT");
+    assertEquals((await slow.status).code, 0);
+    const { code } = await dep.status;
+    assertEquals(code, 0, seen);
+  } finally {
+    try {
+      slow.kill("SIGCONT");
+    } catch { /* ended */ }
+    try {
+      dep.kill("SIGKILL");
+    } catch { /* ended */ }
+    await dep.status;
+    await reader.cancel();
+    await dep.stdout.cancel();
+    await slow.stdout.cancel().catch(() => {});
+  }
+});
+
 /** A run whose last task appends to a marker file once its two slow steps are done. */
 async function stoppableRun(dir: string, env: Record<string, string>) {
   const marker = `${dir}/ran.txt`;
