@@ -420,9 +420,14 @@ export class RunExecution {
     // AbortController per run instead of one per task).
     const controller = timeoutMs !== undefined || queued ? new AbortController() : undefined;
     node.controller = controller;
+    // what is left of the timeout: a wait for a provider's free place does not count (see
+    // CallContext.onWaiting), so the timer stops for it and goes on after
+    let left = timeoutMs ?? 0;
+    let timerFrom = 0;
     const startTimer = () => {
-      if (timeoutMs === undefined || ended) return;
-      timer = clock.setTimer(timeoutMs, () =>
+      if (timeoutMs === undefined || ended || timer) return;
+      timerFrom = clock.now();
+      timer = clock.setTimer(left, () =>
         controller!.abort(
           new GleitzeitError(
             "TASK_TIMEOUT",
@@ -458,6 +463,16 @@ export class RunExecution {
         onProgress: (chunk) => emit({ type: "task_progress", runId, taskId, chunk }),
       };
       if (queued) ctx.onBegin = begin;
+      if (timeoutMs !== undefined && !queued) {
+        ctx.onWaiting = (waiting) => {
+          if (ended) return;
+          if (waiting && timer) {
+            timer.cancel();
+            timer = undefined;
+            left = Math.max(0, left - (clock.now() - timerFrom));
+          } else if (!waiting) startTimer();
+        };
+      }
       if (timeoutMs !== undefined) ctx.timeoutMs = timeoutMs;
       if (this.#run.workflow.baseDir !== undefined) ctx.baseDir = this.#run.workflow.baseDir;
       if (this.#run.workflow.sandbox !== undefined || node.spec.sandbox !== undefined) {

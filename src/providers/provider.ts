@@ -57,6 +57,12 @@ export interface CallContext {
    * outcome); it settles once the start is on record.
    */
   onBegin?: (executor?: string) => Promise<unknown> | void;
+  /**
+   * Called with true when the call waits for a free place under a provider's own limit (a
+   * provider's concurrency, an Ollama host's `max_concurrent`), with false once it has one:
+   * the engine does not count that wait against the attempt's timeout.
+   */
+  onWaiting?: (waiting: boolean) => void;
 }
 
 /** The result of a health probe. */

@@ -362,7 +362,7 @@ export class ProviderRegistry {
       );
     }
     const target = this.resolve(protocol);
-    const slot = await this.#acquire(target, ctx.signal);
+    const slot = await this.#acquire(target, ctx.signal, ctx.onWaiting);
     const started = performance.now();
     try {
       const result = await slot.provider.call(method, params, ctx);
@@ -478,7 +478,11 @@ export class ProviderRegistry {
     await Promise.allSettled(concrete.map((p) => this.#ensureStarted(p)));
   }
 
-  async #acquire(protocol: string, signal: AbortSignal): Promise<Slot> {
+  async #acquire(
+    protocol: string,
+    signal: AbortSignal,
+    onWaiting?: (waiting: boolean) => void,
+  ): Promise<Slot> {
     if (signal.aborted) throw abortReason(signal);
     await this.#ensureStarted(protocol);
     if (this.#closed) throw new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed");
@@ -496,6 +500,8 @@ export class ProviderRegistry {
       const slot = this.#take(protocol);
       if (slot) return slot;
     }
+    // (a wait for a free slot: not the attempt's time, see CallContext.onWaiting)
+    onWaiting?.(true);
     return await new Promise<Slot>((resolve, reject) => {
       const onAbort = () => {
         const i = queue.indexOf(waiter);
@@ -515,7 +521,7 @@ export class ProviderRegistry {
       queue.push(waiter);
       signal.addEventListener("abort", onAbort, { once: true });
       this.#drain(protocol);
-    });
+    }).finally(() => onWaiting?.(false));
   }
 
   /** Picks and occupies a slot with spare capacity, or returns undefined. */

@@ -1012,3 +1012,38 @@ Deno.test("pidAlive: a live process is, a killed one its parent has not reaped (
     await parent.stdout.cancel().catch(() => {});
   }
 });
+
+Deno.test("a wait for a provider's free place (ctx.onWaiting) does not count against the attempt's timeout; the time before and after it does", async () => {
+  const { dispatcher, engine } = setup();
+  // 300 ms waiting for a place, then 100 ms of work: within a timeout of 250 ms
+  dispatcher.on("queued", async (_p, ctx) => {
+    await new Promise((r) => setTimeout(r, 50));
+    ctx.onWaiting?.(true);
+    await new Promise((r) => setTimeout(r, 300));
+    ctx.onWaiting?.(false);
+    await new Promise((r) => setTimeout(r, 100));
+    return "done";
+  });
+  // the same time, none of it said to be waiting: past the timeout
+  dispatcher.on("plain", async () => {
+    await new Promise((r) => setTimeout(r, 450));
+    return "done";
+  });
+  // waiting, then work that alone is longer than the timeout
+  dispatcher.on("long", async (_p, ctx) => {
+    ctx.onWaiting?.(true);
+    await new Promise((r) => setTimeout(r, 100));
+    ctx.onWaiting?.(false);
+    await new Promise((r) => setTimeout(r, 400));
+    return "done";
+  });
+  const out = await engine.run(wf([
+    task("queued", { method: "queued", timeoutMs: 250 }),
+    task("plain", { method: "plain", timeoutMs: 250 }),
+    task("long", { method: "long", timeoutMs: 250 }),
+  ], { onFailure: "continue" }));
+  const tasks = byId(out.tasks);
+  assertEquals(tasks.get("queued")!.state, "completed");
+  assertEquals(tasks.get("plain")!.error?.code, "TASK_TIMEOUT");
+  assertEquals(tasks.get("long")!.error?.code, "TASK_TIMEOUT");
+});

@@ -150,7 +150,16 @@ export class OllamaProvider implements Provider {
     const request = await build(params, ctx);
     this.#closed.signal.throwIfAborted();
     ctx.signal.throwIfAborted();
-    const release = this.#limiter.tryAcquire() ?? await this.#limiter.acquire(ctx.signal);
+    // (a wait for the host's free place: not the attempt's time, see CallContext.onWaiting)
+    let release = this.#limiter.tryAcquire();
+    if (!release) {
+      ctx.onWaiting?.(true);
+      try {
+        release = await this.#limiter.acquire(ctx.signal);
+      } finally {
+        ctx.onWaiting?.(false);
+      }
+    }
     try {
       return await request.run([ctx.signal, this.#closed.signal]);
     } catch (e) {

@@ -281,3 +281,19 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
 });
+
+Deno.test("a call waiting for the host's free place says so (ctx.onWaiting), so that the wait does not count against its timeout", async () => {
+  const p = new OllamaProvider({ url, maxConcurrent: 1 });
+  const first = testContext();
+  const second = testContext();
+  const said: [string, boolean][] = [];
+  first.onWaiting = (w) => said.push(["first", w]);
+  second.onWaiting = (w) => said.push(["second", w]);
+  const a = p.call("llm/chat", chat("fault-slow:300ms"), first);
+  const b = p.call("llm/chat", chat("fault-slow:300ms"), second);
+  assert.equal(((await a) as LlmResult).response, "pong");
+  assert.equal(((await b) as LlmResult).response, "pong");
+  // the first had its place at once; the second waited for it, then had it
+  assert.deepEqual(said, [["second", true], ["second", false]]);
+  await p.close();
+});
