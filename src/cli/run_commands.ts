@@ -101,7 +101,9 @@ export function exitCodeOf(outcome: RunOutcome): ExitCode {
  */
 export function failureLine(outcome: RunOutcome): string {
   const failed = outcome.tasks.filter((t) => t.state === "failed");
-  const first = failed[0];
+  // the one the exit code says (3: a provider unavailable, "fix the setup") first
+  const setup = failed.find((t) => t.error && ERROR_CODES[t.error.code]?.exit === 3);
+  const first = setup ?? failed[0];
   const why = first
     ? `: task ${first.taskId} failed${
       first.error ? `: ${first.error.message.split("\n")[0]}` : ""
@@ -109,8 +111,9 @@ export function failureLine(outcome: RunOutcome): string {
     : outcome.error
     ? `: ${outcome.error.message.split("\n")[0]}`
     : "";
+  const hint = first?.error?.hint ?? outcome.error?.hint;
   return `error: run ${outcome.runId} ${outcome.state}${why}; see \`gleitzeit workflow status ` +
-    `${outcome.runId}\``;
+    `${outcome.runId}\`` + (hint ? `\nhint: ${hint.split("\n")[0]}` : "");
 }
 
 /** Runs (or, with --detach, records) a workflow and reports it. */

@@ -91,7 +91,22 @@ tasks:
     const again = await gleitzeit(["--json", "workflow", "resume", runId], { env });
     assertEquals(again.code, 1, again.stderr);
     assertStringIncludes(again.stderr, `error: run ${runId} failed: task b failed: no luck`);
-  }
+  } // exit 3 (a provider unavailable: "fix the setup"): that failure is the one named, with its hint
+  const mixed = await writeWorkflow(
+    dir,
+    "m.yaml",
+    `name: m
+on_failure: continue
+tasks:
+  - {id: b, method: error, protocol: echo/v1, params: {message: "no luck"}}
+  - {id: chat, method: llm/generate, params: {model: llama3.2, prompt: hi}}
+`,
+  );
+  const r = await gleitzeit(["--ollama-url", "http://127.0.0.1:9", "run", mixed, "-q"], { env });
+  assertEquals(r.code, 3, r.stderr);
+  const lines = r.stderr.trim().split("\n");
+  assertMatch(lines.at(-2)!, /^error: run run_\S+ failed: task chat failed: cannot reach Ollama/);
+  assertMatch(lines.at(-1)!, /^hint: is Ollama running/);
 });
 
 Deno.test("workflow validate: three different mistakes, each with line:column, exit 2", async () => {
