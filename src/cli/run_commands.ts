@@ -422,7 +422,8 @@ async function waitForDependencies(
             },
           );
         }
-        if (why && !quiet && !told.has(t.runId)) {
+        // (under --json too, on stderr: a wait that nothing would end must not be silent)
+        if (why && !told.has(t.runId)) {
           told.add(t.runId);
           err(colors("stderr").dim(`  ${await stuckNotice(store, t.runId, why)}`));
         }

@@ -63,7 +63,6 @@ async function waitForEnd(
   id: string,
   t: TaskRecord,
   signal: AbortSignal,
-  quiet: boolean,
 ): Promise<TaskRecord> {
   let told = false;
   for (;;) {
@@ -78,7 +77,7 @@ async function waitForEnd(
         { hint: `resume the run: \`gleitzeit workflow resume ${now.runId}\`` },
       );
     }
-    if (why && !told && !quiet) {
+    if (why && !told) {
       told = true;
       err(colors("stderr").dim(await stuckNotice(store, now.runId, why)));
     }
@@ -207,7 +206,9 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
       if (opts.wait && !isTerminalTask(t.state)) {
         const { signal, dispose } = interruptSignal(true);
         try {
-          t = await waitForEnd(store, id, t, signal, globalsOf(tResult).json === true);
+          // (its notice on stderr under --json too: stdout stays the result, and a wait that
+          // nothing would end must not be silent, in a CI job least of all)
+          t = await waitForEnd(store, id, t, signal);
         } catch (e) {
           if (!signal.aborted) throw e;
           const now = await store.getTask(t.id) ?? t;

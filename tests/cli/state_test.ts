@@ -584,31 +584,37 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-Deno.test("task submit --depends-on a task of a run nothing executes says how to start it", async () => {
+Deno.test("task submit --depends-on (and task result --wait) on a run nothing executes says how to start it, under --json too", async () => {
   const { env } = await scratch();
   const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
     env,
   });
   const runId = d.stdout.trim();
-  const child = spawnGleitzeit(["task", "submit", "echo", "--depends-on", `${runId}/report`], {
-    env,
-  });
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
   const want =
     `nothing executes run ${runId} (queued): start it with \`gleitzeit workflow resume ${runId}\``;
-  try {
-    while (!seen.includes(want)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      seen += value;
+  for (
+    const args of [
+      ["task", "submit", "echo", "--depends-on", `${runId}/report`],
+      ["--json", "task", "submit", "echo", "--depends-on", `${runId}/report`],
+      ["--json", "task", "result", `${runId}/report`, "--wait"],
+    ]
+  ) {
+    const child = spawnGleitzeit(args, { env });
+    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    try {
+      while (!seen.includes(want)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        seen += value;
+      }
+      assertStringIncludes(seen, want, args.join(" "));
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+      await reader.cancel();
+      await child.stdout.cancel();
     }
-    assertStringIncludes(seen, want);
-  } finally {
-    child.kill("SIGKILL");
-    await child.status;
-    await reader.cancel();
-    await child.stdout.cancel();
   }
 });
 
