@@ -130,8 +130,9 @@ export async function submitWorkflow(
   const json = globals.json === true;
   const renderer = new ProgressRenderer({
     quiet: json || opts.quiet === true,
-    // -q: the run's id all the same, at its start (on stderr; --json's stdout stays the report)
-    announce: !json,
+    // -q: the run's id all the same, at its start (on stderr; --json's stdout stays the report;
+    // --json alone says nothing there unless something fails)
+    announce: !json || opts.quiet === true,
     streamTokens,
     maxAttempts: (id) => workflow.tasks.find((t) => t.id === id)?.retry.maxAttempts,
   });

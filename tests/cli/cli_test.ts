@@ -56,6 +56,11 @@ tasks:
   assertEquals(report.tasks.map((t: { id: string }) => t.id), ["a", "b"]);
   assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/out.json`)).results, report.results);
   assertEquals(r.stderr, "", "no progress lines in --json mode");
+  // with -q too, the line that names the run at its start (on stderr), as -q promises
+  const q = await gleitzeit(["--json", "run", file, "-q"], { env });
+  assertEquals(q.code, 0, q.stderr);
+  assertEquals(JSON.parse(q.stdout).state, "completed");
+  assertMatch(q.stderr.trim(), /^▶ run run_\S+ {2}j {2}\(2 tasks\)$/);
   // --detach: the file holds the run as recorded
   const d = await gleitzeit(["run", file, "--detach", "--output-file", `${dir}/queued.json`], {
     env,
@@ -87,6 +92,7 @@ tasks:
     );
     // -q names the run at its start; --json says nothing else there
     assertEquals(lines.length, flags[0] === "--json" ? 1 : 2, r.stderr);
+    if (flags[0] !== "--json") assertMatch(lines[0]!, /^▶ run run_\S+/);
     const runId = /run (run_\S+) failed/.exec(last)![1]!;
     const again = await gleitzeit(["--json", "workflow", "resume", runId], { env });
     assertEquals(again.code, 1, again.stderr);
