@@ -95,12 +95,38 @@ export function withDependencyResults(
   deps: Map<string, TaskRecord>,
 ): Record<string, unknown> {
   const byName = new Map(deps);
+  // a TASK_ID that several of them have (RUN_1/val, RUN_2/val): which one, no reference says
+  const shared = new Map<string, string[]>();
   for (const [given, t] of deps) {
     if (!byName.has(t.id)) byName.set(t.id, t);
-    if (given.includes("/") && !byName.has(t.taskId)) byName.set(t.taskId, t);
+    if (!given.includes("/")) continue;
+    const owner = byName.get(t.taskId);
+    if (owner === undefined) byName.set(t.taskId, t);
+    else if (owner.id !== t.id && !deps.has(t.taskId)) {
+      shared.set(t.taskId, [...shared.get(t.taskId) ?? [`${owner.runId}/${owner.taskId}`], given]);
+    }
   }
   return substitute(params, (root) => {
+    const both = shared.get(root);
+    if (both) {
+      throw new GleitzeitError(
+        "USAGE_ERROR",
+        `\${${root}...} is ambiguous: ${root} is the task of several --depends-on tasks (${
+          both.join(", ")
+        })`,
+        {
+          hint: `refer to each by its own id: ${
+            both.map((b) => `\${${deps.get(b)?.id ?? b}.result}`).join(", ")
+          }`,
+        },
+      );
+    }
     const t = byName.get(root);
-    return t ? { found: true, value: t.result } : { found: false };
+    if (t) return { found: true, value: t.result };
+    throw new GleitzeitError(
+      "USAGE_ERROR",
+      `\${${root}...}: ${root} is not one of the --depends-on tasks (${[...deps.keys()].join(", ")})`,
+      { hint: `add it to --depends-on (a task id task_..., or RUN_ID/${root})` },
+    );
   }) as Record<string, unknown>;
 }

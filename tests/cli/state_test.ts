@@ -584,6 +584,53 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+Deno.test("task submit --depends-on: a TASK_ID that two of them share is ambiguous, and a reference to a task not among them says so (exit 2, hints)", async () => {
+  const { env } = await scratch();
+  const ids: { run: string; task: string }[] = [];
+  for (const n of [1, 2]) {
+    const r = await gleitzeit(
+      ["--json", "task", "submit", "echo", "--protocol", "echo/v1", "--params", `{"n": ${n}}`],
+      { env },
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    ids.push({ run: out.run_id, task: out.task_id });
+  }
+  const both = ids.map((i) => `${i.run}/task`).join(",");
+  const ambiguous = await gleitzeit(
+    ["task", "submit", "echo", "--depends-on", both, "--params", '{"m": "${task.n}"}'],
+    { env },
+  );
+  assertEquals(ambiguous.code, 2, ambiguous.stderr);
+  assertStringIncludes(ambiguous.stderr, "is ambiguous: task is the task of several");
+  assertStringIncludes(ambiguous.stderr, `\${${ids[0]!.task}.result}`);
+  // by their own ids, each is plain
+  const plain = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    both,
+    "--params",
+    `{"a": "\${${ids[0]!.task}.n}", "b": "\${${ids[1]!.task}.n}"}`,
+  ], { env });
+  assertEquals(plain.code, 0, plain.stderr);
+  assertEquals(JSON.parse(plain.stdout).results.task, { a: 1, b: 2 });
+  const missing = await gleitzeit([
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    ids[0]!.task,
+    "--params",
+    `{"b": "\${${ids[1]!.task}.n}"}`,
+  ], { env });
+  assertEquals(missing.code, 2, missing.stderr);
+  assertStringIncludes(missing.stderr, `${ids[1]!.task} is not one of the --depends-on tasks`);
+  assertStringIncludes(missing.stderr, "hint: add it to --depends-on");
+});
+
 Deno.test("task submit --depends-on (and task result --wait) on a run nothing executes says how to start it, under --json too", async () => {
   const { env } = await scratch();
   const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {
