@@ -86,10 +86,23 @@ export function formatDuration(ms: number | undefined): string {
 }
 
 /** One line, at most `max` terminal columns wide, of any JSON value. */
+/**
+ * `text` with its control characters (ESC and the others, but tab and newline) written out as
+ * `\x1b`: a task's output or error must not move the cursor, clear the screen or recolour a
+ * terminal or CI log it is shown in.
+ */
+export function visible(text: string): string {
+  return text.replace(
+    // deno-lint-ignore no-control-regex
+    /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g,
+    (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
 export function preview(value: unknown, max = 60): string {
   let s = typeof value === "string" ? value : JSON.stringify(value) ?? "null";
   // (a long value is cut before it is measured: at most 2 columns per code unit kept)
-  s = s.slice(0, 4 * max).replace(/\s+/g, " ").trim();
+  s = visible(s.slice(0, 4 * max).replace(/\s+/g, " ").trim());
   if (stringWidth(s) <= max) return s;
   // by terminal columns, not code units: CJK and most emoji take two
   let out = "";

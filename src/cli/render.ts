@@ -6,7 +6,7 @@ import type { EngineEvent } from "../engine/events.ts";
 import { RETRYABLE_EXCEPTIONS } from "../providers/python/python_outcome.ts";
 import type { RunOutcome } from "../engine/engine.ts";
 import type { TaskRecord } from "../persistence/store.ts";
-import { colors, err, errRaw, formatDuration, out, preview, term } from "./output.ts";
+import { colors, err, errRaw, formatDuration, out, preview, term, visible } from "./output.ts";
 
 /** Above this many tasks, per-task lines give way to counts. */
 const DETAIL_LIMIT = 200;
@@ -122,7 +122,11 @@ export class ProgressRenderer {
         } else {
           this.#done++;
           this.#failed++;
-          err(`  ${c.red("✗")} ${e.taskId}: ${e.error.message} ${c.dim(`(${e.error.code})`)}`);
+          err(
+            `  ${c.red("✗")} ${e.taskId}: ${visible(e.error.message)} ${
+              c.dim(`(${e.error.code})`)
+            }`,
+          );
           const why = notRetried(e.error, this.options.maxAttempts?.(e.taskId) ?? 1);
           if (why) err(c.dim(`    ${why}`));
           if (e.error.hint) err(c.dim(`    hint: ${e.error.hint}`));

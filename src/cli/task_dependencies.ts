@@ -125,7 +125,9 @@ export function withDependencyResults(
     if (t) return { found: true, value: t.result };
     throw new GleitzeitError(
       "USAGE_ERROR",
-      `\${${root}...}: ${root} is not one of the --depends-on tasks (${[...deps.keys()].join(", ")})`,
+      `\${${root}...}: ${root} is not one of the --depends-on tasks (${
+        [...deps.keys()].join(", ")
+      })`,
       { hint: `add it to --depends-on (a task id task_..., or RUN_ID/${root})` },
     );
   }) as Record<string, unknown>;

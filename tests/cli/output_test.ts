@@ -1,5 +1,5 @@
 import { assertEquals } from "../assert.ts";
-import { preview } from "../../src/cli/output.ts";
+import { preview, visible } from "../../src/cli/output.ts";
 import stringWidth from "string-width";
 
 Deno.test("preview: one line at most `max` terminal columns, wide characters counted as two", () => {
@@ -15,4 +15,13 @@ Deno.test("preview: one line at most `max` terminal columns, wide characters cou
   assertEquals(mixed.endsWith("…"), true);
   assertEquals(preview("🌍🌍🌍", 6), "🌍🌍🌍");
   assertEquals(preview("🌍🌍🌍🌍", 6), "🌍🌍…");
+});
+
+Deno.test("preview and visible: a task's control characters (ESC, BEL, DEL, C1) are written out, not sent to the terminal", () => {
+  assertEquals(preview("a\x1b[2J\x1b[31mred\x07"), "a\\x1b[2J\\x1b[31mred\\x07");
+  assertEquals(
+    visible("tab\tand\nline stay; \x7f and \x9b do not"),
+    "tab\tand\nline stay; \\x7f and \\x9b do not",
+  );
+  assertEquals(visible("plain, ünïcode, 漢字"), "plain, ünïcode, 漢字");
 });
