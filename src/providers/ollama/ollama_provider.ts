@@ -25,7 +25,8 @@
  * Params: `temperature`, `max_tokens` (-> `num_predict`), `top_p` and `num_ctx` beside `model`
  * go into Ollama's `options` (keys given in `options` win); `format`, `keep_alive`, `tools`,
  * `system`, `images` are passed as Ollama names them; `stream` and `timeout` are not sent (the
- * provider always streams; the engine enforces the task timeout).
+ * provider always streams; `timeout` is the call's own limit in seconds, enforced here, besides
+ * the task's `timeout`, which the engine enforces).
  *
  * @module
  */
@@ -160,12 +161,28 @@ export class OllamaProvider implements Provider {
         ctx.onWaiting?.(false);
       }
     }
+    // params.timeout (seconds): this call's own limit, from when it has its place (as the
+    // task's `timeout` counts: see CallContext.onWaiting)
+    const seconds = typeof params.timeout === "number" ? params.timeout : undefined;
+    const own = seconds === undefined ? undefined : new AbortController();
+    const timer = own &&
+      setTimeout(() =>
+        own.abort(
+          new GleitzeitError("TASK_TIMEOUT", `${method} exceeded its timeout of ${seconds}s`, {
+            details: { timeout_seconds: seconds, limit: "timeout" },
+            hint: "set by the task's params.timeout: raise it there",
+          }),
+        ), seconds! * 1000);
     try {
-      return await request.run([ctx.signal, this.#closed.signal]);
+      return await request.run(
+        own ? [ctx.signal, this.#closed.signal, own.signal] : [ctx.signal, this.#closed.signal],
+      );
     } catch (e) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
+      if (own?.signal.aborted) throw own.signal.reason;
       throw e;
     } finally {
+      clearTimeout(timer);
       release();
     }
   }

@@ -297,3 +297,19 @@ Deno.test("a call waiting for the host's free place says so (ctx.onWaiting), so 
   assert.deepEqual(said, [["second", true], ["second", false]]);
   await p.close();
 });
+
+Deno.test("params.timeout is the call's own limit: past it, TASK_TIMEOUT and the request aborted", async () => {
+  const p = new OllamaProvider({ url });
+  const started = performance.now();
+  const e = await rejects(
+    p.call("llm/chat", { ...chat("fault-slow:5s"), timeout: 0.5 }, testContext()),
+  );
+  assert.equal(e.code, "TASK_TIMEOUT");
+  assert.match(e.message, /exceeded its timeout of 0\.5s/);
+  assert.ok(performance.now() - started < 4_000, "the request was not aborted");
+  await waitFor(idle, 3_000, "the server to free the slot");
+  // within it, the answer
+  const r = await p.call("llm/chat", { ...chat("fault-slow:100ms"), timeout: 5 }, testContext());
+  assert.equal((r as LlmResult).response, "pong");
+  await p.close();
+});
