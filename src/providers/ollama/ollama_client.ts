@@ -210,7 +210,8 @@ export class OllamaClient {
   /**
    * POST a streaming request (`/api/chat`, `/api/generate`); calls `onChunk` for every NDJSON
    * object as it arrives and resolves with the final (`done: true`) object. An `{"error"}`
-   * line, or a stream that ends without `done`, rejects with TASK_EXECUTION_FAILED.
+   * line rejects with PROVIDER_ERROR (retryable, as a 500), a stream that ends without `done`
+   * with NETWORK_ERROR (retryable), a malformed line with TASK_EXECUTION_FAILED.
    *
    * Lines are split on the raw bytes (a newline byte never occurs inside a multi-byte UTF-8
    * character), so each complete line is decoded once, straight from the read buffer; only
@@ -238,7 +239,15 @@ export class OllamaClient {
       if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
         throw this.#failed(`malformed line in the stream from ${path}: ${line.slice(0, 200)}`);
       }
-      if (obj.error !== undefined) throw this.#failed(String(obj.error), { midStream: true });
+      if (obj.error !== undefined) {
+        // the runner failed mid-answer (crashed, out of memory, as a 500 would say before the
+        // answer began): retryable as that is, unless it fails the same way every time
+        const message = String(obj.error);
+        throw new GleitzeitError("PROVIDER_ERROR", message, {
+          details: { url: this.url, midStream: true },
+          retryable: !DETERMINISTIC_500.test(message),
+        });
+      }
       onChunk(obj);
       if (obj.done === true) final = obj;
     };
@@ -269,7 +278,7 @@ export class OllamaClient {
     });
     if (partial !== undefined) handleLine(partial);
     if (!final) {
-      throw this.#failed(`the stream from ${path} ended without done (connection dropped?)`, {
+      throw this.#dropped(`the stream from ${path} ended without done (connection dropped?)`, {
         noDone: true,
       });
     }
@@ -359,7 +368,15 @@ export class OllamaClient {
     } catch (e) {
       if (e instanceof GleitzeitError) throw e;
     }
-    throw this.#failed(`invalid JSON from ${path} (connection dropped?): ${text.slice(0, 200)}`);
+    throw this.#dropped(`invalid JSON from ${path} (connection dropped?): ${text.slice(0, 200)}`);
+  }
+
+  /** An answer cut short (the connection dropped, the server went away): retryable. */
+  #dropped(message: string, details: Record<string, unknown> = {}): GleitzeitError {
+    return new GleitzeitError("NETWORK_ERROR", message, {
+      details: { url: this.url, ...details },
+      retryable: true,
+    });
   }
 
   #failed(message: string, details: Record<string, unknown> = {}): GleitzeitError {

@@ -14,7 +14,9 @@
  *   that fail the same way every time (`option "x" must be of type ...`, `failed to process
  *   inputs`), which are not
  * - 400: TASK_PARAMETER_ERROR, no; 429: RATE_LIMITED, yes
- * - `{"error"}` mid-stream, a stream without `done`, a malformed line: TASK_EXECUTION_FAILED, no
+ * - `{"error"}` mid-stream: PROVIDER_ERROR with the server's message, retryable as a 500 is
+ *   (a runner that failed mid-answer); a stream without `done`, a document cut short:
+ *   NETWORK_ERROR, yes; a malformed line: TASK_EXECUTION_FAILED, no
  * - connection broken mid-answer: NETWORK_ERROR, yes
  * - no first byte within `firstByteTimeoutMs`, or silence beyond `idleTimeoutMs`:
  *   PROVIDER_TIMEOUT, yes (details.phase `first_byte` or `idle`)

@@ -65,29 +65,33 @@ Deno.test("fault-stall: silence between chunks beyond idleTimeoutMs -> PROVIDER_
   assert.equal(ok.response, "pong");
 });
 
-Deno.test("fault-midstream-error: the {error} line fails the task with the server's message", async () => {
+Deno.test("fault-midstream-error: the {error} line fails the task with the server's message, retryable as a 500 is (a runner that failed mid-answer)", async () => {
   const p = new OllamaProvider({ url });
   const ctx = testContext();
   const e = await rejects(p.call("llm/chat", chat("fault-midstream-error"), ctx));
-  assert.equal(e.code, "TASK_EXECUTION_FAILED");
+  assert.equal(e.code, "PROVIDER_ERROR");
+  assert.equal(e.retryable, true);
   assert.equal(e.message, "an error was encountered while running the model");
   assert.equal(ctx.chunks.length, 2);
   const g = await rejects(
     p.call("llm/generate", { model: "fault-midstream-error", prompt: "ping" }, testContext()),
   );
-  assert.equal(g.code, "TASK_EXECUTION_FAILED");
+  assert.equal(g.code, "PROVIDER_ERROR");
+  assert.equal(g.retryable, true);
 });
 
-Deno.test("fault-no-done: a stream that ends without done fails the task", async () => {
+Deno.test("fault-no-done: a stream that ends without done fails the task, retryable (a dropped connection)", async () => {
   const p = new OllamaProvider({ url });
   const e = await rejects(p.call("llm/chat", chat("fault-no-done"), testContext()));
-  assert.equal(e.code, "TASK_EXECUTION_FAILED");
+  assert.equal(e.code, "NETWORK_ERROR");
+  assert.equal(e.retryable, true);
   assert.match(e.message, /ended without done/);
   // /api/embed answers one document; the fault model cuts it in half
   const embed = await rejects(
     p.call("llm/embed", { model: "fault-no-done", input: "x" }, testContext()),
   );
-  assert.equal(embed.code, "TASK_EXECUTION_FAILED");
+  assert.equal(embed.code, "NETWORK_ERROR");
+  assert.equal(embed.retryable, true);
   assert.match(embed.message, /invalid JSON/);
 });
 
@@ -275,13 +279,6 @@ Deno.test("close() rejects waiting calls and aborts running ones", async () => {
   await waitFor(idle, 3_000, "the server to free the slot");
 });
 
-Deno.test({
-  name: "stop the dedicated test server",
-  fn: () => stopTestServer(PORT),
-  sanitizeResources: false,
-  sanitizeOps: false,
-});
-
 Deno.test("a call waiting for the host's free place says so (ctx.onWaiting), so that the wait does not count against its timeout", async () => {
   const p = new OllamaProvider({ url, maxConcurrent: 1 });
   const first = testContext();
@@ -312,4 +309,11 @@ Deno.test("params.timeout is the call's own limit: past it, TASK_TIMEOUT and the
   const r = await p.call("llm/chat", { ...chat("fault-slow:100ms"), timeout: 5 }, testContext());
   assert.equal((r as LlmResult).response, "pong");
   await p.close();
+});
+
+Deno.test({
+  name: "stop the dedicated test server",
+  fn: () => stopTestServer(PORT),
+  sanitizeResources: false,
+  sanitizeOps: false,
 });
