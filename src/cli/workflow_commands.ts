@@ -1,6 +1,7 @@
 /** `gleitzeit workflow validate | schema | graph`: work on files without running them. @module */
 
-import { type ExitCode, WorkflowValidationError } from "../core/errors.ts";
+import { locateImage } from "../providers/ollama/images.ts";
+import { type ExitCode, GleitzeitError, WorkflowValidationError } from "../core/errors.ts";
 import { topologicalOrder } from "../core/graph.ts";
 import type { Workflow } from "../core/workflow.ts";
 import { loadWorkflowFile, workflowJsonSchema } from "../loader/load_workflow.ts";
@@ -85,6 +86,19 @@ export async function missingFiles(wf: Workflow): Promise<string[]> {
     for (const [key, path] of declared(t.sandbox)) {
       if (!await found(path)) {
         out.push(`task '${t.id}': the sandbox ${key} path ${path} does not exist`);
+      }
+    }
+    // images an LLM task reads (llm/vision, generate, chat messages): missing, or outside the
+    // workflow's directory, they would fail the task when it runs
+    if (t.protocol === "llm/v1") {
+      const messages = Array.isArray(t.params.messages) ? t.params.messages : [];
+      const lists = [t.params.images, ...messages.map((m) => (m as { images?: unknown })?.images)];
+      for (const image of lists.flatMap((l) => Array.isArray(l) ? l.filter(literal) : [])) {
+        try {
+          await locateImage(image, base);
+        } catch (e) {
+          if (e instanceof GleitzeitError) out.push(`task '${t.id}': ${e.message}`);
+        }
       }
     }
   }

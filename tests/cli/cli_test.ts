@@ -875,6 +875,28 @@ Deno.test("workflow validate warns about scripts and declared paths that are not
   assertMatch(run.stderr, /hint: a script's path is relative to the workflow file/);
 });
 
+Deno.test("workflow validate warns about an LLM task's images that are missing or outside the workflow's directory", async () => {
+  const { dir, env } = await scratch();
+  await Deno.mkdir(`${dir}/img`);
+  await Deno.copyFile(`${EXAMPLES}/images/quadrants.png`, `${dir}/img/here.png`);
+  const file = await writeWorkflow(
+    dir,
+    "v.yaml",
+    "name: v\ntasks:\n" +
+      "  - id: look\n    method: llm/vision\n" +
+      `    params: {model: llava, prompt: what, images: [img/here.png, img/gone.png, ${EXAMPLES}/images/quadrants.png]}\n` +
+      "  - id: talk\n    method: llm/chat\n" +
+      "    params: {model: llava, messages: [{role: user, content: hi, images: [img/gone2.png]}]}\n",
+  );
+  const r = await gleitzeit(["workflow", "validate", file], { env });
+  assertEquals(r.code, 0, r.stderr);
+  const lines = r.stderr.trim().split("\n");
+  assertEquals(lines.length, 3, r.stderr);
+  assertStringIncludes(lines[0]!, "warning: task 'look': image file not found: img/gone.png");
+  assertStringIncludes(lines[1]!, "is outside the workflow directory");
+  assertStringIncludes(lines[2]!, "warning: task 'talk': image file not found: img/gone2.png");
+});
+
 Deno.test("python/script args may be numbers and booleans, a reference to a number too", async () => {
   const { dir, env } = await scratch();
   await Deno.mkdir(`${dir}/scripts`);

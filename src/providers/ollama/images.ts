@@ -61,14 +61,27 @@ function paramError(message: string, details: Record<string, unknown>, hint?: st
  * directory when absent); the resolved file must lie inside it.
  */
 export async function resolveImage(entry: string, baseDir: string | undefined): Promise<string> {
+  const found = await locateImage(entry, baseDir);
+  return "data" in found ? found.data : encodeBase64(await Deno.readFile(found.file));
+}
+
+/**
+ * Where one `images` entry's bytes are: its base64 data, or the file (checked as resolveImage
+ * checks it: inside the workflow's directory, a file, not too large), without reading it.
+ * Throws TASK_PARAMETER_ERROR as resolveImage does (`workflow validate` says so ahead).
+ */
+export async function locateImage(
+  entry: string,
+  baseDir: string | undefined,
+): Promise<{ data: string } | { file: string }> {
   const trimmed = entry.trim();
-  if (DATA_URL.test(trimmed)) return trimmed.replace(DATA_URL, "").replace(/\s+/g, "");
+  if (DATA_URL.test(trimmed)) return { data: trimmed.replace(DATA_URL, "").replace(/\s+/g, "") };
   const root = baseDir ?? Deno.cwd();
   const candidate = isAbsolute(trimmed) ? trimmed : join(root, trimmed);
   // A short base64-looking string may be a path without extension (`images/logo`): an existing
   // file wins.
   if (isBase64(trimmed) && (trimmed.length > 1024 || !(await exists(candidate)))) {
-    return trimmed.replace(/\s+/g, "");
+    return { data: trimmed.replace(/\s+/g, "") };
   }
   let realRoot: string;
   let realFile: string;
@@ -106,7 +119,7 @@ export async function resolveImage(entry: string, baseDir: string | undefined): 
       size: info.size,
     });
   }
-  return encodeBase64(await Deno.readFile(realFile));
+  return { file: realFile };
 }
 
 /** Resolves every entry of an `images` list, in order. */
