@@ -36,7 +36,8 @@ export async function validateCommand(file: string, globals: GlobalOptions): Pro
     return 0;
   } catch (e) {
     if (globals.json && e instanceof WorkflowValidationError) {
-      printJson({ valid: false, file, issues: e.issues });
+      // (the same keys as a valid file's report: warnings are looked for only once it is valid)
+      printJson({ valid: false, file, issues: e.issues, warnings: [] });
       // why the exit is 2, on stderr too (stdout is the report)
       const n = e.issues.length;
       err(

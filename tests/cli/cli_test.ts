@@ -162,6 +162,7 @@ tasks:
   assertEquals(r.code, 2);
   const report = JSON.parse(r.stdout);
   assertEquals(report.valid, false);
+  assertEquals(Object.keys(report).sort(), ["file", "issues", "valid", "warnings"]);
   assert(report.issues.some((i: { message: string }) => /a -> b -> a|b -> a -> b/.test(i.message)));
   const ok = await gleitzeit(["workflow", "validate", `${EXAMPLES}/hello_python.yaml`], { env });
   assertEquals(ok.code, 0, ok.stderr);
