@@ -85,7 +85,6 @@ export function formatDuration(ms: number | undefined): string {
   return `${m}m${String(s).padStart(2, "0")}s`;
 }
 
-/** One line, at most `max` terminal columns wide, of any JSON value. */
 /**
  * `text` with its control characters (ESC and the others, but tab and newline) written out as
  * `\x1b`: a task's output or error must not move the cursor, clear the screen or recolour a
@@ -99,6 +98,7 @@ export function visible(text: string): string {
   );
 }
 
+/** One line, at most `max` terminal columns wide, of any JSON value. */
 export function preview(value: unknown, max = 60): string {
   let s = typeof value === "string" ? value : JSON.stringify(value) ?? "null";
   // (a long value is cut before it is measured: at most 2 columns per code unit kept)

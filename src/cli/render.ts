@@ -237,7 +237,7 @@ export function printSummary(outcome: RunOutcome, neverStarted = false): void {
   }
   // hints of failed tasks (e.g. `ollama pull MODEL`), also when progress lines were off
   const hints = tasks.filter((t) => t.state === "failed" && t.error?.hint).slice(0, 5);
-  for (const t of hints) out(c.dim(`hint (${t.taskId}): ${t.error!.hint}`));
+  for (const t of hints) out(c.dim(`hint (${t.taskId}): ${visible(t.error!.hint!)}`));
   const parts = [...counts.entries()].map(([s, n]) => `${n} ${s}`).join(", ");
   const ended = ["completed", "failed", "cancelled", "interrupted"].includes(outcome.state);
   // a run that completed with failed tasks (continue_on_failure): not the all-good mark
@@ -253,8 +253,10 @@ export function printSummary(outcome: RunOutcome, neverStarted = false): void {
     ? ` (this execution; ${formatDuration(outcome.sinceStartMs)} since the run first started)`
     : "";
   const took = neverStarted
-    ? `before it started (queued ${formatDuration(outcome.durationMs)})`
+    ? `before it started (after ${formatDuration(outcome.durationMs)})`
     : `${ended ? "in" : "for"} ${formatDuration(outcome.durationMs)}`;
   out(`${mark} run ${outcome.runId} ${outcome.state} ${took}${since}: ${parts}`);
-  if (outcome.error && outcome.state !== "completed") out(c.dim(`  ${outcome.error.message}`));
+  if (outcome.error && outcome.state !== "completed") {
+    out(c.dim(`  ${visible(outcome.error.message)}`));
+  }
 }

@@ -12,8 +12,7 @@ import { retryPolicy } from "../loader/normalize.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
 import { loadWorkflowFile } from "../loader/load_workflow.ts";
-import type { Store, TaskRecord } from "../persistence/store.ts";
-import { localOwnerPid, pidAlive } from "../engine/liveness.ts";
+import type { TaskRecord } from "../persistence/store.ts";
 import {
   configFromFlags,
   type GlobalOptions,
@@ -22,11 +21,11 @@ import {
   parseSeconds,
   setupRegistry,
 } from "./context.ts";
-import { colors, err, out, printJson } from "./output.ts";
+import { colors, err, out, printJson, visible } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
 import { missingFiles } from "./workflow_commands.ts";
 import { noWorkers } from "./stored_state.ts";
-import { stuck, stuckNotice } from "./task_state_commands.ts";
+import { ownerGone, stuck, stuckNotice } from "./task_state_commands.ts";
 import { closest } from "../loader/suggest.ts";
 
 /** Options of the commands that start a run. */
@@ -112,8 +111,11 @@ export function failureLine(outcome: RunOutcome): string {
     ? `: ${outcome.error.message.split("\n")[0]}`
     : "";
   const hint = first?.error?.hint ?? outcome.error?.hint;
-  return `error: run ${outcome.runId} ${outcome.state}${why}; see \`gleitzeit workflow status ` +
-    `${outcome.runId}\`` + (hint ? `\nhint: ${hint.split("\n")[0]}` : "");
+  // (a task's own words: their control characters written out, see visible)
+  return visible(
+    `error: run ${outcome.runId} ${outcome.state}${why}; see \`gleitzeit workflow status ` +
+      `${outcome.runId}\``,
+  ) + (hint ? `\nhint: ${visible(hint.split("\n")[0]!)}` : "");
 }
 
 /** Runs (or, with --detach, records) a workflow and reports it. */
@@ -434,17 +436,6 @@ async function waitForDependencies(
     dispose();
     await store.close();
   }
-}
-
-/**
- * Whether the process that executed run `runId` is gone for good (none, or its pid is dead
- * on this machine), not only silent for a while (stopped with Ctrl-Z, say: it may go on).
- */
-async function ownerGone(store: Store, runId: string): Promise<boolean> {
-  const run = await store.getRun(runId);
-  if (!run?.owner) return true;
-  const pid = localOwnerPid(run.owner);
-  return pid !== undefined && !pidAlive(pid);
 }
 
 export function modeOf(declared: unknown): string | undefined {

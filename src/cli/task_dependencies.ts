@@ -116,7 +116,7 @@ export function withDependencyResults(
         })`,
         {
           hint: `refer to each by its own id: ${
-            both.map((b) => `\${${deps.get(b)?.id ?? b}.result}`).join(", ")
+            both.map((b) => `\${${deps.get(b)?.id ?? b}...}`).join(", ")
           }`,
         },
       );
@@ -128,7 +128,11 @@ export function withDependencyResults(
       `\${${root}...}: ${root} is not one of the --depends-on tasks (${
         [...deps.keys()].join(", ")
       })`,
-      { hint: `add it to --depends-on (a task id task_..., or RUN_ID/${root})` },
+      {
+        hint: root === "params"
+          ? "a single task has no workflow inputs: give the value itself"
+          : `add it to --depends-on (a task id task_..., or RUN_ID/${root})`,
+      },
     );
   }) as Record<string, unknown>;
 }

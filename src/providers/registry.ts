@@ -485,6 +485,8 @@ export class ProviderRegistry {
   ): Promise<Slot> {
     if (signal.aborted) throw abortReason(signal);
     await this.#ensureStarted(protocol);
+    // (aborted while its providers started: its listener below would never hear it)
+    if (signal.aborted) throw abortReason(signal);
     if (this.#closed) throw new GleitzeitError("PROVIDER_UNAVAILABLE", "the registry is closed");
     const slots = this.#slots.get(protocol) ?? [];
     if (slots.length === 0) {

@@ -242,7 +242,11 @@ export class OllamaClient {
       if (obj.error !== undefined) {
         // the runner failed mid-answer (crashed, out of memory, as a 500 would say before the
         // answer began): retryable as that is, unless it fails the same way every time
+        // (one with a status below 500, as some versions stream an error before any content:
+        // what that status would have said, not retryable)
         const message = String(obj.error);
+        const status = typeof obj.status === "number" ? obj.status : undefined;
+        if (status !== undefined && status < 500) throw this.#httpError(status, message, path);
         throw new GleitzeitError("PROVIDER_ERROR", message, {
           details: { url: this.url, midStream: true },
           retryable: !DETERMINISTIC_500.test(message),
@@ -367,8 +371,14 @@ export class OllamaClient {
       }
     } catch (e) {
       if (e instanceof GleitzeitError) throw e;
+      // an object cut short: the connection dropped (anything else is not Ollama's answer)
+      if (text.trimStart().startsWith("{")) {
+        throw this.#dropped(
+          `invalid JSON from ${path} (connection dropped?): ${text.slice(0, 200)}`,
+        );
+      }
     }
-    throw this.#dropped(`invalid JSON from ${path} (connection dropped?): ${text.slice(0, 200)}`);
+    throw this.#failed(`invalid JSON from ${path}: ${text.slice(0, 200)}`);
   }
 
   /** An answer cut short (the connection dropped, the server went away): retryable. */

@@ -33,6 +33,7 @@
  * @module
  */
 
+import { setLongTimeout } from "../../core/clock.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { HostLimiter, type LimiterStats } from "./host_limiter.ts";
@@ -167,8 +168,9 @@ export class OllamaProvider implements Provider {
     // task's `timeout` counts: see CallContext.onWaiting)
     const seconds = typeof params.timeout === "number" ? params.timeout : undefined;
     const own = seconds === undefined ? undefined : new AbortController();
-    const timer = own &&
-      setTimeout(() =>
+    // (setLongTimeout: a plain timer past ~24.8 days fires at once)
+    const cancelTimer = own &&
+      setLongTimeout(() =>
         own.abort(
           new GleitzeitError("TASK_TIMEOUT", `${method} exceeded its timeout of ${seconds}s`, {
             details: { timeout_seconds: seconds, limit: "timeout" },
@@ -184,7 +186,7 @@ export class OllamaProvider implements Provider {
       if (own?.signal.aborted) throw own.signal.reason;
       throw e;
     } finally {
-      clearTimeout(timer);
+      cancelTimer?.();
       release();
     }
   }

@@ -119,3 +119,36 @@ Deno.test("byte bodies: a JSON line that is not an object is a malformed line", 
   assert.equal(e.code, "TASK_EXECUTION_FAILED");
   assert.match(e.message, /malformed line/);
 });
+
+Deno.test("an {error} line with a status below 500 (some versions stream an error before any content) says what that status would: not retryable", async () => {
+  const e = await failure(
+    providerAnswering(() =>
+      new Response('{"error":"invalid option: num_ctx must be positive","status":400}\n')
+    ),
+  );
+  assert.equal(e.code, "TASK_PARAMETER_ERROR");
+  assert.equal(e.retryable, false);
+  // without a status: a runner that failed mid-answer, retryable as a 500 is
+  const crash = await failure(
+    providerAnswering(() =>
+      new Response('{"response":"a","done":false}\n{"error":"an error was encountered"}\n')
+    ),
+  );
+  assert.equal(crash.code, "PROVIDER_ERROR");
+  assert.equal(crash.retryable, true);
+});
+
+Deno.test("a document that is not an object cut short (a proxy's HTML page, an array) is no dropped connection: not retryable", async () => {
+  const embed = (body: string) =>
+    providerAnswering(() => new Response(body)).call(
+      "llm/embed",
+      { model: "m", input: "x" },
+      testContext(),
+    ).then(() => assert.fail("expected a rejection"), (e: GleitzeitError) => e);
+  const html = await embed("<html><body>502 Bad Gateway</body></html>");
+  assert.equal(html.code, "TASK_EXECUTION_FAILED");
+  assert.equal(html.retryable, false);
+  const cut = await embed('{"embeddings":[[0.1,0.');
+  assert.equal(cut.code, "NETWORK_ERROR");
+  assert.equal(cut.retryable, true);
+});

@@ -257,3 +257,23 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
     await new Promise((res) => setTimeout(res, 10));
   }
 }
+
+Deno.test("registry: a call aborted while its providers start is rejected then, and takes no place later", async () => {
+  const r = registry();
+  const w = new Worker("w", 0);
+  r.registerFactory(
+    "work/v1",
+    () => new Promise((res) => setTimeout(() => res([w]), 100)),
+    { ids: ["w"] },
+  );
+  const gone = new AbortController();
+  const call = r.call("work/v1", "work", {}, ctx(gone.signal));
+  setTimeout(() => gone.abort(new GleitzeitError("TASK_CANCELLED", "gone")), 20);
+  const e = await rejects(call);
+  assertOk(e instanceof GleitzeitError && e.message === "gone", String(e));
+  // the provider takes its next call as usual: nothing of the aborted one holds a place
+  assertEquals(await r.call("work/v1", "work", {}, ctx()), { by: "w" });
+  assertEquals(w.served, 1);
+  assertEquals(r.stats().find((s) => s.id === "w")?.queued, 0);
+  await r.close();
+});
