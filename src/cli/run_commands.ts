@@ -7,7 +7,7 @@ import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import { type ResolvedConfig, type SandboxMode, sandboxStrength } from "../config/config.ts";
 import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
-import { hasReference } from "../core/references.ts";
+import { refersToAny } from "../core/references.ts";
 import { retryPolicy } from "../loader/normalize.ts";
 import { PRIORITY_WORDS, type Workflow } from "../core/workflow.ts";
 import type { RunOutcome } from "../engine/engine.ts";
@@ -335,7 +335,7 @@ async function submitTask(
     const ids = opts.dependsOn.split(",").map((s) => s.trim()).filter(Boolean);
     const deps = await waitForDependencies(config, ids, globals.json === true);
     taskParams = withDependencyResults(params, deps);
-  } else if (hasReference(params)) {
+  } else if (refersToAny(params)) {
     throw new GleitzeitError("USAGE_ERROR", "a single task can only refer to --depends-on tasks", {
       hint: "add --depends-on TASK_ID, or use a workflow file",
     });

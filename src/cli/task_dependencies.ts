@@ -106,7 +106,10 @@ export function withDependencyResults(
       shared.set(t.taskId, [...shared.get(t.taskId) ?? [`${owner.runId}/${owner.taskId}`], given]);
     }
   }
-  return substitute(params, (root) => {
+  // The task's params go through the engine's substitution once more (as any task's do): what
+  // this pass made literal (`$${` written as `${`, or a result that holds `${`) is escaped
+  // again, so that it stays as it is.
+  return escapeReferences(substitute(params, (root) => {
     const both = shared.get(root);
     if (both) {
       throw new GleitzeitError(
@@ -134,5 +137,16 @@ export function withDependencyResults(
           : `add it to --depends-on (a task id task_..., or RUN_ID/${root})`,
       },
     );
-  }) as Record<string, unknown>;
+  })) as Record<string, unknown>;
+}
+
+/** `value` with every `${` in its strings written `$${` (which substitution turns back). */
+function escapeReferences(value: unknown): unknown {
+  // (a function: in a replacement string, `$$` would stand for one `$`)
+  if (typeof value === "string") return value.replaceAll("${", () => "$${");
+  if (Array.isArray(value)) return value.map(escapeReferences);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, escapeReferences(v)]));
+  }
+  return value;
 }

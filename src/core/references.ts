@@ -90,6 +90,17 @@ export function hasReference(value: unknown): boolean {
   return false;
 }
 
+/** Whether `value` holds a reference (`${...}`), not only escapes (`$${`). */
+export function refersToAny(value: unknown): boolean {
+  if (typeof value === "string") {
+    return value.includes("${") &&
+      [...value.matchAll(REFERENCE_OR_ESCAPE)].some((m) => m[1] !== undefined);
+  }
+  if (Array.isArray(value)) return value.some(refersToAny);
+  if (value !== null && typeof value === "object") return Object.values(value).some(refersToAny);
+  return false;
+}
+
 /** Looks up the value a reference points at. */
 export type ReferenceLookup = (root: string) => { found: true; value: unknown } | { found: false };
 

@@ -628,7 +628,26 @@ Deno.test("task submit --depends-on: a TASK_ID that two of them share is ambiguo
   ], { env });
   assertEquals(missing.code, 2, missing.stderr);
   assertStringIncludes(missing.stderr, `${ids[1]!.task} is not one of the --depends-on tasks`);
-  assertStringIncludes(missing.stderr, "hint: add it to --depends-on");
+  assertStringIncludes(missing.stderr, "hint: add it to --depends-on"); // substituted once: a `$${` stays a literal `${`, and a result that holds `${` stays as it is
+  const holder = await gleitzeit(
+    ["--json", "task", "submit", "echo", "--protocol", "echo/v1", "--params", '{"t": "$${x}"}'],
+    { env },
+  );
+  assertEquals(holder.code, 0, holder.stderr);
+  const holderId = JSON.parse(holder.stdout).task_id;
+  assertEquals(JSON.parse(holder.stdout).results.task, { t: "${x}" });
+  const once = await gleitzeit([
+    "--json",
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    holderId,
+    "--params",
+    `{"copy": "\${${holderId}.t}", "lit": "$\${val}"}`,
+  ], { env });
+  assertEquals(once.code, 0, once.stderr);
+  assertEquals(JSON.parse(once.stdout).results.task, { copy: "${x}", lit: "${val}" });
 });
 
 Deno.test("task submit --depends-on (and task result --wait) on a run nothing executes says how to start it, under --json too", async () => {
