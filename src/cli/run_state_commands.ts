@@ -63,7 +63,15 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
       if (stored.state === "completed") {
         // Nothing to do, and nothing wrong: resume is safe to repeat (a CI step, say).
         err(`run ${id} already completed: nothing to resume`);
-        await printRunStatus(app.store, stored, json);
+        if (json) {
+          // the report a resume that executed it gives (`results` too), of the run as stored
+          const tasks = await app.store.listTasks({ runId: id });
+          const durationMs = (stored.finishedAt ?? Date.now()) -
+            (stored.startedAt ?? stored.createdAt);
+          printJson(
+            outcomeJson({ runId: id, state: "completed", durationMs, tasks }, stored.workflowName),
+          );
+        } else await printRunStatus(app.store, stored, false);
         setExit(0);
         return;
       }

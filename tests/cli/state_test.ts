@@ -474,6 +474,12 @@ Deno.test("listings and status on a machine with no database yet make none; resu
   const status = JSON.parse(again.stdout);
   assertEquals(status.state, "completed");
   assertEquals(status.tasks.map((t: { state: string }) => t.state), ["completed"]);
+  // the report a resume that executed it gives: its results too
+  const first = JSON.parse(
+    (await gleitzeit(["--json", "workflow", "status", runId], { env })).stdout,
+  );
+  assertEquals(Object.keys(status.results), first.tasks.map((t: { id: string }) => t.id));
+  assertEquals(status.run_id, runId);
   // so does cancelling it: nothing runs, as asked, and the record stays completed
   const cancel = await gleitzeit(["workflow", "cancel", runId], { env });
   assertEquals(cancel.code, 0, cancel.stderr);
