@@ -412,7 +412,8 @@ async function waitForDependencies(
       // A run that nothing executes would keep this waiting for ever. Where nothing can take
       // it over (SQLite), a dependency of an interrupted run fails this, as `task result
       // --wait` does; otherwise it is said once per run (a worker, or a resume, may end it).
-      for (const t of pending) {
+      // (one look per run, not per task: a run's tasks share its answer)
+      for (const t of new Map(pending.map((t) => [t.runId, t])).values()) {
         const why = await stuck(store, t);
         if (why === "interrupted" && store.backend !== "redis" && await ownerGone(store, t.runId)) {
           throw new GleitzeitError(

@@ -371,6 +371,20 @@ tasks:
   assertEquals(after.state, "cancelled");
 });
 
+/** `seen` and what `reader` gives after it, until that holds `text` (without one: to its end). */
+async function readOn(
+  reader: ReadableStreamDefaultReader<string>,
+  seen: string,
+  text?: string,
+): Promise<string> {
+  while (text === undefined || !seen.includes(text)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += value;
+  }
+  return seen;
+}
+
 /** The id (task_...) of the first task that shows as running, waiting up to 10 s for one. */
 async function runningTaskId(env: Record<string, string>): Promise<string> {
   for (let i = 0; i < 200; i++) {
@@ -675,11 +689,7 @@ Deno.test("task submit --depends-on (and task result --wait) on a run nothing ex
     const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
     let seen = "";
     try {
-      while (!seen.includes(want)) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        seen += value;
-      }
+      seen = await readOn(reader, seen, want);
       assertStringIncludes(seen, want, args.join(" "));
     } finally {
       child.kill("SIGKILL");
@@ -702,19 +712,11 @@ Deno.test("task submit --depends-on a task whose run is killed while it waits fa
   let seen = "";
   try {
     // waiting for it (its run alive): then that run's process is killed
-    while (!seen.includes(`waiting for ${slowId}`)) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      seen += value;
-    }
+    seen = await readOn(reader, seen, `waiting for ${slowId}`);
     assertStringIncludes(seen, `waiting for ${slowId}`);
     slow.kill("SIGKILL");
     await slow.status;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      seen += value;
-    }
+    seen = await readOn(reader, seen);
     const { code } = await dep.status;
     assertEquals(code, 1, seen);
     assertStringIncludes(seen, `dependency ${slowId}`);
@@ -737,7 +739,6 @@ Deno.test("task submit --depends-on a task whose run's process is only stopped (
   );
   const slowId = await runningTaskId(env);
   slow.kill("SIGSTOP");
-  // (not --json: that says nothing on stderr while it waits)
   const dep = spawnGleitzeit(
     ["task", "submit", "echo", "--depends-on", slowId, "--params", '{"n": 1}'],
     { env },
@@ -746,11 +747,7 @@ Deno.test("task submit --depends-on a task whose run's process is only stopped (
   let seen = "";
   try {
     // silent long enough to count as interrupted: said, and waited for all the same
-    while (!seen.includes("nothing executes run")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      seen += value;
-    }
+    seen = await readOn(reader, seen, "nothing executes run");
     assertStringIncludes(seen, "nothing executes run");
     slow.kill("SIGCONT");
     assertEquals((await slow.status).code, 0);

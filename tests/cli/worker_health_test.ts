@@ -233,6 +233,24 @@ Deno.test("a worker without bubblewrap runs the Python tasks that ask for sandbo
     assert(seen?.protocols?.includes("python/v1#basic"), JSON.stringify(seen));
   }));
 
+/**
+ * A run of one `ping` task of `protocol` (up to `attempts` attempts), once it has failed: that
+ * task, whose error is PROVIDER_NOT_FOUND.
+ */
+async function failedPing(c: Cluster, protocol: string, attempts: number) {
+  const runId = await submitTasks(
+    c,
+    "m",
+    `  - id: p\n    protocol: ${protocol}\n    method: ping\n` +
+      `    retry: {max_attempts: ${attempts}, backoff: fixed, base_delay: 0.1, jitter: false}\n`,
+  );
+  const report = await waitRunEnd(c, runId);
+  assertEquals(report.state, "failed", JSON.stringify(report));
+  const task = (report.tasks as { attempts: number; error: Record<string, unknown> }[])[0]!;
+  assertEquals(task.error.code, "PROVIDER_NOT_FOUND", JSON.stringify(task.error));
+  return task;
+}
+
 Deno.test("an ambiguous mcp/v1 (two MCP servers configured) fails at once, not retried, with the configuration error", () =>
   withCluster(async (c) => {
     const config = await Deno.readTextFile(`${c.dir}/config.yaml`);
@@ -243,19 +261,10 @@ Deno.test("an ambiguous mcp/v1 (two MCP servers configured) fails at once, not r
     );
     // (a wait that would end it otherwise: the attempt must not wait for it)
     const w = await readyWorker(c, "--unserved-after", "3s");
-    const runId = await submitTasks(
-      c,
-      "m",
-      "  - id: p\n    protocol: mcp/v1\n    method: ping\n" +
-        "    retry: {max_attempts: 3, backoff: fixed, base_delay: 0.1, jitter: false}\n",
-    );
-    const report = await waitRunEnd(c, runId);
-    assertEquals(report.state, "failed", JSON.stringify(report));
-    const task = (report.tasks as { attempts: number; error: Record<string, unknown> }[])[0]!;
-    assertEquals(task.error.code, "PROVIDER_NOT_FOUND", JSON.stringify(task.error));
+    const task = await failedPing(c, "mcp/v1", 3);
     assertStringIncludes(String(task.error.message), "mcp/v1 is ambiguous");
     assertStringIncludes(String(task.error.message), ownerOf(w));
-    assertEquals(task.attempts, 1, JSON.stringify(report));
+    assertEquals(task.attempts, 1, JSON.stringify(task));
   }));
 
 Deno.test("an MCP server no live worker has (mcp/nosuch) fails after a short grace, not --unserved-after, naming the servers configured; retryable (one that has it may be restarting)", () =>
@@ -275,16 +284,7 @@ Deno.test("an MCP server no live worker has (mcp/nosuch) fails after a short gra
       "--unserved-after",
       "50s",
     );
-    const runId = await submitTasks(
-      c,
-      "m",
-      "  - id: p\n    protocol: mcp/nosuch\n    method: ping\n" +
-        "    retry: {max_attempts: 2, backoff: fixed, base_delay: 0.1, jitter: false}\n",
-    );
-    const report = await waitRunEnd(c, runId);
-    assertEquals(report.state, "failed", JSON.stringify(report));
-    const task = (report.tasks as { attempts: number; error: Record<string, unknown> }[])[0]!;
-    assertEquals(task.error.code, "PROVIDER_NOT_FOUND", JSON.stringify(task.error));
+    const task = await failedPing(c, "mcp/nosuch", 2);
     const message = String(task.error.message);
     assert(
       message.includes("mcp/nosuch: no MCP server of that name (configured: a)") ||
@@ -294,5 +294,5 @@ Deno.test("an MCP server no live worker has (mcp/nosuch) fails after a short gra
     assert(message.includes(ownerOf(w)) || message.includes(ownerOf(bare)), message);
     assertStringIncludes(String(task.error.hint), "mcp_servers:");
     // retried, as a retryable failure is
-    assertEquals(task.attempts, 2, JSON.stringify(report));
+    assertEquals(task.attempts, 2, JSON.stringify(task));
   }));
