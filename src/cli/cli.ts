@@ -134,11 +134,11 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     setExit(await runFileCommand(file, opts, submit.optsWithGlobals() as GlobalOptions));
   });
   const validate = workflow.command("validate").description(
-    "check a workflow file, every problem at once",
+    "check workflow files, every problem at once",
   )
-    .argument("<file>");
-  validate.action(async (file) => {
-    setExit(await validateCommand(file, validate.optsWithGlobals() as GlobalOptions));
+    .argument("<files...>");
+  validate.action(async (files: string[]) => {
+    setExit(await validateCommand(files, validate.optsWithGlobals() as GlobalOptions));
   });
   const schema = workflow.command("schema").description("print the JSON Schema of workflow files");
   schema.action(() => setExit(schemaCommand()));

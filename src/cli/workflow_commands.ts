@@ -8,48 +8,102 @@ import { loadWorkflowFile, workflowJsonSchema } from "../loader/load_workflow.ts
 import { configFromFlags, type GlobalOptions, setupRegistry } from "./context.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import { colors, err, out, printJson } from "./output.ts";
+import { errorJson, reportError } from "./errors.ts";
 import { declaredPath } from "../providers/python/sandbox_policy.ts";
 
-/** `workflow validate FILE`: every problem at once, exit 2 when there is any. */
-export async function validateCommand(file: string, globals: GlobalOptions): Promise<ExitCode> {
+/**
+ * `workflow validate FILE...`: every problem of every file at once (a file that cannot be
+ * read does not stop the others); exit 0 when all are valid, else the first failing file's
+ * code (2 for an invalid or missing file). `--json`: one file's report as an object, several
+ * as `{valid, files: [...]}`.
+ */
+export async function validateCommand(
+  files: string[],
+  globals: GlobalOptions,
+): Promise<ExitCode> {
   const config = await configFromFlags(globals);
   const registry = await setupRegistry(config);
   try {
+    if (files.length === 1 && globals.json) {
+      const report = await validateOne(files[0], registry, globals, true);
+      printJson(report.json);
+      return report.code;
+    }
+    const reports = [];
+    for (const file of files) {
+      reports.push(await validateOne(file, registry, globals, files.length === 1));
+    }
+    const failed = reports.filter((r) => r.code !== 0);
+    if (globals.json) {
+      printJson({ valid: failed.length === 0, files: reports.map((r) => r.json) });
+    } else if (files.length > 1) {
+      const c = colors(failed.length ? "stderr" : "stdout");
+      (failed.length ? err : out)(
+        failed.length
+          ? `${c.red("error:")} ${failed.length} of ${files.length} files invalid: ${
+            failed.map((r) => r.file).join(", ")
+          }`
+          : `${c.green("✓")} all ${files.length} files are valid`,
+      );
+    }
+    return failed[0]?.code ?? 0;
+  } finally {
+    await registry.close();
+  }
+}
+
+/**
+ * One file of `workflow validate`: its report printed (text), or returned (`json`). When it
+ * is the only one (`single`), errors other than an invalid workflow (a file not found, say)
+ * are thrown, as any command's are; else they are reported here and counted, and warnings
+ * name the file.
+ */
+async function validateOne(
+  file: string,
+  registry: ProviderRegistry,
+  globals: GlobalOptions,
+  single: boolean,
+): Promise<{ file: string; code: ExitCode; json: Record<string, unknown> }> {
+  try {
     const wf = await loadWorkflowFile(file, registry);
     const warnings = await missingFiles(wf);
-    if (globals.json) {
-      printJson({
-        valid: true,
-        file,
-        workflow: wf.name,
-        tasks: wf.tasks.length,
-        issues: [],
-        warnings,
-      });
-    } else {
-      for (const w of warnings) err(colors("stderr").yellow(`warning: ${w}`));
+    if (!globals.json) {
+      for (const w of warnings) err(colors("stderr").yellow(`warning: ${single ? "" : `${file}: `}${w}`));
       const c = colors("stdout");
       out(
         `${c.green("✓")} ${file}: workflow '${wf.name}' is valid (${tasksText(wf.tasks.length)})`,
       );
     }
-    return 0;
+    return {
+      file,
+      code: 0,
+      json: { valid: true, file, workflow: wf.name, tasks: wf.tasks.length, issues: [], warnings },
+    };
   } catch (e) {
-    if (globals.json && e instanceof WorkflowValidationError) {
+    if (e instanceof WorkflowValidationError) {
+      if (globals.json) {
+        // why the exit is 2, on stderr too (stdout is the report)
+        const n = e.issues.length;
+        err(
+          `${colors("stderr").red("error:")} invalid workflow: ${n} problem${
+            n === 1 ? "" : "s"
+          } in ${file}`,
+        );
+      } else reportError(e, globals.debug === true);
       // (the same keys as a valid file's report: warnings are looked for only once it is valid)
-      printJson({ valid: false, file, issues: e.issues, warnings: [] });
-      // why the exit is 2, on stderr too (stdout is the report)
-      const n = e.issues.length;
-      err(
-        `${colors("stderr").red("error:")} invalid workflow: ${n} problem${
-          n === 1 ? "" : "s"
-        } in ${file}`,
-      );
-      return 2;
+      return {
+        file,
+        code: e.exitCode,
+        json: { valid: false, file, issues: e.issues, warnings: [] },
+      };
     }
-    throw e;
-  } finally {
-    await registry.close();
+    if (single || !(e instanceof GleitzeitError)) throw e;
+    reportError(e, globals.debug === true);
+    return {
+      file,
+      code: e.exitCode,
+      json: { valid: false, file, issues: [], warnings: [], error: errorJson(e) },
+    };
   }
 }
 

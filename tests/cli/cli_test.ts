@@ -168,6 +168,32 @@ tasks:
   assertEquals(ok.code, 0, ok.stderr);
 });
 
+Deno.test("workflow validate takes several files: each is reported, one bad or missing file does not stop the others, exit 2", async () => {
+  const { dir, env } = await scratch();
+  const bad = await writeWorkflow(dir, "bad.yaml", "name: bad\ntasks:\n  - {id: a, method: nope}\n");
+  const gone = `${dir}/gone.yaml`;
+  const good = `${EXAMPLES}/hello_python.yaml`;
+  const r = await gleitzeit(["workflow", "validate", good, bad, gone, good], { env });
+  assertEquals(r.code, 2, r.stderr);
+  // both valid files are reported, the one after the missing file too
+  assertEquals(r.stdout.trim().split("\n").filter((l) => l.includes("is valid")).length, 2);
+  assertMatch(r.stderr, /bad\.yaml:3:\d+: tasks\[0\]\.method: unknown method 'nope'/);
+  assertMatch(r.stderr, /error: workflow file not found: .*gone\.yaml/);
+  assertStringIncludes(r.stderr.trim().split("\n").at(-1)!, "error: 2 of 4 files invalid:");
+  const json = await gleitzeit(["--json", "workflow", "validate", good, bad, gone], { env });
+  assertEquals(json.code, 2);
+  const report = JSON.parse(json.stdout);
+  assertEquals(report.valid, false);
+  assertEquals(
+    report.files.map((f: { valid: boolean; file: string }) => [f.file, f.valid]),
+    [[good, true], [bad, false], [gone, false]],
+  );
+  assertEquals(report.files[2].error.code, "WORKFLOW_FILE_ERROR");
+  const ok = await gleitzeit(["workflow", "validate", good, good], { env });
+  assertEquals(ok.code, 0, ok.stderr);
+  assertStringIncludes(ok.stdout, "all 2 files are valid");
+});
+
 Deno.test("a failing task fails the run: exit 1, one-line error, dependents skipped", async () => {
   const { dir, env } = await scratch();
   const file = await writeWorkflow(
