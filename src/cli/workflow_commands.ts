@@ -68,7 +68,9 @@ async function validateOne(
     const wf = await loadWorkflowFile(file, registry);
     const warnings = await missingFiles(wf);
     if (!globals.json) {
-      for (const w of warnings) err(colors("stderr").yellow(`warning: ${single ? "" : `${file}: `}${w}`));
+      for (const w of warnings) {
+        err(colors("stderr").yellow(`warning: ${single ? "" : `${file}: `}${w}`));
+      }
       const c = colors("stdout");
       out(
         `${c.green("✓")} ${file}: workflow '${wf.name}' is valid (${tasksText(wf.tasks.length)})`,

@@ -68,7 +68,11 @@ export function validateSchema(
     const alts = (schema.anyOf ?? schema.oneOf)!;
     const ok = alts.some((s) => validateSchema(s, value, options, path).length === 0);
     if (!ok) {
-      issues.push({ path, message: `does not match any allowed form` });
+      // (a description says what the forms are: "must be a number of seconds or ...")
+      const forms = schema.description
+        ? `must be ${schema.description}`
+        : "does not match any allowed form";
+      issues.push({ path, message: forms });
       return issues;
     }
   }

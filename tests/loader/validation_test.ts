@@ -213,6 +213,10 @@ Deno.test("params are checked against the method's schema; references pass", () 
     "    params: {model: m, messages: '${a.result}', temperature: -1}",
     "  - {id: d, protocol: mcp/files, method: tools/call, params: {arguments: {}}}",
     "  - {id: e, method: echo, params: {x: 1}, parameters: {x: 2}}",
+    // a call's timeout, as a task's own: seconds or a duration
+    "  - {id: f, method: python/execute, params: {code: x, timeout: 2s}}",
+    "  - {id: g, method: llm/generate, params: {model: m, prompt: p, timeout: 1.5}}",
+    "  - {id: h, method: python/execute, params: {code: x, timeout: 2 sec}}",
   ));
   equal(issueAt(issues, "tasks[0].params.code").message, "must be string, got integer");
   assertAt(issueAt(issues, "tasks[0].params.code"), 3, 52);
@@ -221,7 +225,11 @@ Deno.test("params are checked against the method's schema; references pass", () 
   equal(issueAt(issues, "tasks[2].params.temperature").message, "must be >= 0");
   equal(issueAt(issues, "tasks[3].params.name").message, "is required");
   ok(issueAt(issues, "tasks[4].parameters").message.includes("both 'params' and 'parameters'"));
-  equal(issues.length, 5, JSON.stringify(issues, null, 1));
+  equal(
+    issueAt(issues, "tasks[7].params.timeout").message,
+    'must be a number of seconds (> 0) or a duration such as "30s", "5m", "500ms"',
+  );
+  equal(issues.length, 6, JSON.stringify(issues, null, 1));
 });
 
 Deno.test("wrong types and values are reported with readable messages", () => {

@@ -1,6 +1,7 @@
 /** The methods and parameter schemas of `llm/v1` (served by Ollama). @module */
 
 import type { JsonSchema } from "../../core/json_schema.ts";
+import { TIMEOUT_PARAM_SCHEMA } from "../../core/duration.ts";
 import type { ProtocolSpec } from "../provider.ts";
 
 const common: Record<string, JsonSchema> = {
@@ -13,7 +14,7 @@ const common: Record<string, JsonSchema> = {
   max_tokens: { type: "integer", minimum: 1 },
   top_p: { type: "number", minimum: 0, maximum: 1 },
   stream: { type: "boolean" },
-  timeout: { type: "number", exclusiveMinimum: 0 },
+  timeout: TIMEOUT_PARAM_SCHEMA,
 };
 
 const message: JsonSchema = {
@@ -79,7 +80,7 @@ export const LLM_PROTOCOL: ProtocolSpec = {
           dimensions: { type: "integer", minimum: 1 },
           keep_alive: { type: ["string", "number"] },
           options: { type: "object" },
-          timeout: { type: "number", exclusiveMinimum: 0 },
+          timeout: TIMEOUT_PARAM_SCHEMA,
         },
         required: ["model", "input"],
         additionalProperties: false,

@@ -34,6 +34,7 @@
  */
 
 import { setLongTimeout } from "../../core/clock.ts";
+import { timeoutParamSeconds } from "../../core/duration.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { HostLimiter, type LimiterStats } from "./host_limiter.ts";
@@ -166,7 +167,7 @@ export class OllamaProvider implements Provider {
     }
     // params.timeout (seconds): this call's own limit, from when it has its place (as the
     // task's `timeout` counts: see CallContext.onWaiting)
-    const seconds = typeof params.timeout === "number" ? params.timeout : undefined;
+    const seconds = timeoutParamSeconds(params.timeout);
     const own = seconds === undefined ? undefined : new AbortController();
     // (setLongTimeout: a plain timer past ~24.8 days fires at once)
     const cancelTimer = own &&

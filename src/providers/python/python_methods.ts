@@ -1,5 +1,6 @@
 /** The methods and parameter schemas of `python/v1`. @module */
 
+import { TIMEOUT_PARAM_SCHEMA } from "../../core/duration.ts";
 import type { ProtocolSpec } from "../provider.ts";
 
 /** `python/v1`: Python 3 in a separate process per task. */
@@ -18,7 +19,7 @@ export const PYTHON_PROTOCOL: ProtocolSpec = {
         properties: {
           code: { type: "string", minLength: 1, description: "Python source" },
           context: { type: "object", description: "Variables made available to the code" },
-          timeout: { type: "number", exclusiveMinimum: 0, description: "Seconds" },
+          timeout: TIMEOUT_PARAM_SCHEMA,
         },
         required: ["code"],
         additionalProperties: false,
@@ -35,7 +36,7 @@ export const PYTHON_PROTOCOL: ProtocolSpec = {
           // each becomes its text in sys.argv
           args: { type: "array", items: { type: ["string", "number", "boolean"] } },
           context: { type: "object" },
-          timeout: { type: "number", exclusiveMinimum: 0 },
+          timeout: TIMEOUT_PARAM_SCHEMA,
         },
         required: ["script"],
         additionalProperties: false,

@@ -9,6 +9,7 @@
  */
 
 import { basename, dirname, isAbsolute } from "node:path";
+import { timeoutParamSeconds } from "../../core/duration.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
 import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
@@ -270,7 +271,7 @@ export class PythonProvider implements Provider {
     }
     // the shorter of the call's own `timeout` and the sandbox's (the task's `timeout`, which
     // the engine enforces, applies besides)
-    const own = typeof params.timeout === "number" ? params.timeout : undefined;
+    const own = timeoutParamSeconds(params.timeout);
     const timeout: AttemptTimeout | undefined =
       own !== undefined && (policy.timeoutSeconds === undefined || own <= policy.timeoutSeconds)
         ? { seconds: own, setting: "the call's `timeout` parameter (params: {timeout: N})" }

@@ -305,6 +305,13 @@ Deno.test("params.timeout is the call's own limit: past it, TASK_TIMEOUT and the
   assert.match(e.message, /exceeded its timeout of 0\.5s/);
   assert.ok(performance.now() - started < 4_000, "the request was not aborted");
   await waitFor(idle, 3_000, "the server to free the slot");
+  // written as a task's own timeout may be: a duration
+  const d = await rejects(
+    p.call("llm/chat", { ...chat("fault-slow:5s"), timeout: "500ms" }, testContext()),
+  );
+  assert.equal(d.code, "TASK_TIMEOUT");
+  assert.match(d.message, /exceeded its timeout of 0\.5s/);
+  await waitFor(idle, 3_000, "the server to free the slot");
   // within it, the answer
   const r = await p.call("llm/chat", { ...chat("fault-slow:100ms"), timeout: 5 }, testContext());
   assert.equal((r as LlmResult).response, "pong");

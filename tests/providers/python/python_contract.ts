@@ -393,7 +393,7 @@ export function pythonContract(variant: string, make: Make): void {
     "sys.stderr.write('warning 1\\n')\nsys.stderr.flush()\ntime.sleep(60)";
 
   test("the shorter of the `timeout` param and the sandbox's timeout applies, is named, and keeps the output", async (p) => {
-    const call = (timeout: number, sandbox: number) =>
+    const call = (timeout: number | string, sandbox: number) =>
       p.call(
         "python/execute",
         { code: PRINTS_THEN_HANGS, timeout },
@@ -403,7 +403,8 @@ export function pythonContract(variant: string, make: Make): void {
       const [own, sandbox, setting] of [
         // (3 s: time for a cold sandbox to start and print on a loaded machine)
         [30, 3, /sandbox: \{timeout: N\}/],
-        [3, 30, /params: \{timeout: N\}/],
+        // (the param written as a task's own timeout may be: a duration)
+        ["3s", 30, /params: \{timeout: N\}/],
       ] as const
     ) {
       const e = await call(own, sandbox);
