@@ -170,7 +170,11 @@ tasks:
 
 Deno.test("workflow validate takes several files: each is reported, one bad or missing file does not stop the others, exit 2", async () => {
   const { dir, env } = await scratch();
-  const bad = await writeWorkflow(dir, "bad.yaml", "name: bad\ntasks:\n  - {id: a, method: nope}\n");
+  const bad = await writeWorkflow(
+    dir,
+    "bad.yaml",
+    "name: bad\ntasks:\n  - {id: a, method: nope}\n",
+  );
   const gone = `${dir}/gone.yaml`;
   const good = `${EXAMPLES}/hello_python.yaml`;
   const r = await gleitzeit(["workflow", "validate", good, bad, gone, good], { env });
