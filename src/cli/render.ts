@@ -91,6 +91,9 @@ export class ProgressRenderer {
           errRaw(e.chunk);
         }
         break;
+      case "task_waiting":
+        err(c.dim(e.note ? `    ${e.note}` : `  ⧗ ${e.taskId} waits for ${e.on.join(", ")}`));
+        break;
       case "task_completed":
         this.#endStream();
         this.#running--;

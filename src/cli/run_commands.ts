@@ -3,7 +3,12 @@
 import { enqueueRun, listWorkers } from "../distributed/work_queue.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import { createApp, openConfiguredStore } from "../app.ts";
-import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
+import {
+  checkDependencyReferences,
+  dependencies,
+  waitForTasks,
+  withDependencyResults,
+} from "../engine/task_dependencies.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import { type ResolvedConfig, type SandboxMode, sandboxStrength } from "../config/config.ts";
 import { ERROR_CODES, type ExitCode, GleitzeitError } from "../core/errors.ts";
@@ -25,7 +30,8 @@ import { colors, err, out, printJson, visible } from "./output.ts";
 import { printSummary, ProgressRenderer } from "./render.ts";
 import { missingFiles } from "./workflow_commands.ts";
 import { noWorkers } from "./stored_state.ts";
-import { ownerGone, stuck, stuckNotice } from "./task_state_commands.ts";
+import { stuck, stuckNotice } from "./task_state_commands.ts";
+import { ownerGone } from "../engine/liveness.ts";
 import { closest } from "../loader/suggest.ts";
 
 /** Options of the commands that start a run. */
@@ -331,16 +337,32 @@ async function submitTask(
     }
   }
   let taskParams = params;
+  let awaits: string[] | undefined;
   if (opts.dependsOn !== undefined) {
     const ids = opts.dependsOn.split(",").map((s) => s.trim()).filter(Boolean);
-    const deps = await waitForDependencies(config, ids, globals.json === true);
-    taskParams = withDependencyResults(params, deps);
+    if (opts.detach) {
+      // Recorded now; the task waits for them wherever its run is executed (a worker,
+      // `workflow resume`: see TaskSpec.awaits). What can be told now is told now.
+      const store = await openConfiguredStore(config);
+      try {
+        checkDependencyReferences(params, await dependencies(store, ids));
+      } finally {
+        await store.close();
+      }
+      awaits = ids;
+    } else {
+      const deps = await waitForDependencies(config, ids, globals.json === true);
+      taskParams = withDependencyResults(params, deps);
+    }
   } else if (refersToAny(params)) {
     throw new GleitzeitError("USAGE_ERROR", "a single task can only refer to --depends-on tasks", {
       hint: "add --depends-on TASK_ID, or use a workflow file",
     });
   }
-  const issues = registry.validateParams(protocol, method, taskParams);
+  // (with --detach, the references to the dependencies are still there)
+  const issues = registry.validateParams(protocol, method, taskParams, {
+    allowReferences: awaits !== undefined,
+  });
   if (issues.length > 0) {
     const first = issues[0]!;
     throw new GleitzeitError(
@@ -379,6 +401,7 @@ async function submitTask(
       retry,
       continueOnFailure: false,
       ...(opts.timeout !== undefined ? { timeoutMs: parseSeconds(opts.timeout) * 1000 } : {}),
+      ...(awaits ? { awaits } : {}),
     }],
   };
   const stream = protocol === "llm/v1" && Deno.stderr.isTerminal() && !globals.json;

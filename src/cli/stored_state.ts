@@ -19,7 +19,7 @@ import { configFromFlags, type GlobalOptions } from "./context.ts";
 import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
 import { printSummary, taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
-import { findTask } from "./task_dependencies.ts";
+import { findTask } from "../engine/task_dependencies.ts";
 
 /** The options of a command, with the global ones. */
 export const globalsOf = (cmd: Command<unknown[], Record<string, unknown>>) =>

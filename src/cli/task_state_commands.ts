@@ -6,9 +6,9 @@ import { GleitzeitError } from "../core/errors.ts";
 import { isTerminalTask } from "../core/states.ts";
 import type { Store, TaskRecord } from "../persistence/store.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
-import { displayState, localOwnerPid, pidAlive } from "../engine/liveness.ts";
+import { displayState, ownerGone } from "../engine/liveness.ts";
 import { interruptSignal } from "./context.ts";
-import { pause } from "./task_dependencies.ts";
+import { pause } from "../engine/task_dependencies.ts";
 import { colors, err, formatDuration, out, preview, printJson } from "./output.ts";
 import { notRetried, taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
@@ -33,17 +33,6 @@ import {
 
 /** How often `task result --wait` reads the store (another process does the work). */
 const POLL_MS = 250;
-
-/**
- * Whether the process that executed run `runId` is gone for good (none, or its pid is dead
- * on this machine), not only silent for a while (stopped with Ctrl-Z, say: it may go on).
- */
-export async function ownerGone(store: Store, runId: string): Promise<boolean> {
-  const run = await store.getRun(runId);
-  if (!run?.owner) return true;
-  const pid = localOwnerPid(run.owner);
-  return pid !== undefined && !pidAlive(pid);
-}
 
 /** Why nothing executes task `t`'s run now, or undefined. */
 export async function stuck(

@@ -34,6 +34,13 @@ export interface TaskSpec {
   continueOnFailure: boolean;
   /** Per-task sandbox overrides, as written (python/v1 interprets them). */
   sandbox?: unknown;
+  /**
+   * Stored tasks of other runs (`task_...` or `RUN_ID/TASK_ID`) it waits for before its first
+   * attempt, whichever process executes them (`task submit --depends-on ... --detach`); its
+   * params refer to their results as `${ID.path}`. It fails with TASK_DEPENDENCY_FAILED if
+   * one of them does not complete.
+   */
+  awaits?: string[];
 }
 
 /** A validated workflow. */

@@ -15,6 +15,11 @@ export type EngineEvent =
   }
   | { type: "task_started"; runId: string; taskId: string; attempt: number; at: number }
   | { type: "task_progress"; runId: string; taskId: string; chunk: string }
+  /**
+   * It waits for stored tasks of other runs (see TaskSpec.awaits): `on`, "ID (state)"; `note`,
+   * what would end a wait that nothing ends now.
+   */
+  | { type: "task_waiting"; runId: string; taskId: string; on: string[]; note?: string }
   | {
     type: "task_completed";
     runId: string;

@@ -1,7 +1,7 @@
 /** Whether a run's owner is still alive: heartbeats, plus a pid check on the same host. @module */
 
 import type { RunState } from "../core/states.ts";
-import type { RunRecord } from "../persistence/store.ts";
+import type { RunRecord, Store } from "../persistence/store.ts";
 
 /** How often an executing engine records its heartbeat (ms), unless told otherwise. */
 export const HEARTBEAT_MS = 2_000;
@@ -64,4 +64,15 @@ export function ownerAlive(run: RunRecord, now: number, staleAfterMs = STALE_AFT
 export function displayState(run: RunRecord, now: number = Date.now()): RunState {
   if (run.state === "running" && !ownerAlive(run, now)) return "interrupted";
   return run.state;
+}
+
+/**
+ * Whether the process that executed run `runId` is gone for good (none, or its pid is dead
+ * on this machine), not only silent for a while (stopped with Ctrl-Z, say: it may go on).
+ */
+export async function ownerGone(store: Store, runId: string): Promise<boolean> {
+  const run = await store.getRun(runId);
+  if (!run?.owner) return true;
+  const pid = localOwnerPid(run.owner);
+  return pid !== undefined && !pidAlive(pid);
 }

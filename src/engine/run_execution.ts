@@ -18,6 +18,8 @@ import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { EngineEvent } from "./events.ts";
 import type { Limiter } from "./limiter.ts";
 import { ReadyQueue } from "./ready_queue.ts";
+import { displayState, ownerGone } from "./liveness.ts";
+import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
 
 /** What the engine needs from the provider registry. */
 export interface Dispatcher {
@@ -89,6 +91,10 @@ interface Node {
   controller?: AbortController;
   retryTimer?: Timer;
   lastError?: ErrorData;
+  /** Its {@link TaskSpec.awaits} once they have ended: their records, or why it fails. */
+  awaited?: Map<string, TaskRecord> | GleitzeitError;
+  /** Stops the wait for them (the run stops meanwhile). */
+  awaiting?: AbortController;
 }
 
 type StopKind = "fail_fast" | "cancel" | "timeout" | "fatal" | "lost";
@@ -268,7 +274,7 @@ export class RunExecution {
     this.#scheduleHeartbeat();
 
     for (const node of this.#nodes.values()) {
-      if (node.state === "queued" && node.remaining === 0) this.#ready.push(node);
+      if (node.state === "queued" && node.remaining === 0) this.#makeReady(node);
     }
     this.#pumpReady();
     this.#checkDone();
@@ -450,9 +456,13 @@ export class RunExecution {
     node.waiting = queued;
     if (!queued) startTimer();
     try {
-      const params = hasReference(node.spec.params)
-        ? substitute(node.spec.params, this.#lookup) as Record<string, unknown>
+      if (node.awaited instanceof GleitzeitError) throw node.awaited;
+      const own = node.awaited
+        ? withDependencyResults(node.spec.params, node.awaited)
         : node.spec.params;
+      const params = hasReference(own)
+        ? substitute(own, this.#lookup) as Record<string, unknown>
+        : own;
       if (this.#stop && this.#stop.kind !== "fail_fast") throw cancelledError();
       const signal = controller?.signal ?? this.#runController.signal;
       const ctx: CallContext = {
@@ -587,6 +597,83 @@ export class RunExecution {
   }
 
   /** An attempt that was not started after all (never recorded): the task is as before. */
+  /**
+   * Into the ready queue. One that awaits stored tasks of other runs (see
+   * {@link TaskSpec.awaits}) waits for them first, queued and holding no slot of the engine's
+   * limit (others' runs, this engine's too, may be what it waits for).
+   */
+  #makeReady(node: Node): void {
+    if (!node.spec.awaits?.length || node.awaited !== undefined) {
+      this.#ready.push(node);
+      return;
+    }
+    this.#outstanding++;
+    void this.#awaitTasks(node).then((awaited) => {
+      this.#outstanding--;
+      if (awaited !== undefined) {
+        node.awaited = awaited;
+        if (!this.#stop && node.state === "queued") this.#ready.push(node);
+      }
+      this.#pumpReady();
+      this.#checkDone();
+    });
+  }
+
+  /**
+   * Waits until the stored tasks `node` awaits (see {@link TaskSpec.awaits}) have ended:
+   * their records when all completed, the error its attempt fails with when one did not (or,
+   * on SQLite, where the process of one's run is gone: nothing else can end it), undefined
+   * when the run stops meanwhile.
+   */
+  async #awaitTasks(node: Node): Promise<Map<string, TaskRecord> | GleitzeitError | undefined> {
+    const { store, emit } = this.#svc;
+    const runId = this.#run.id;
+    const taskId = node.spec.id;
+    const awaiting = node.awaiting = new AbortController();
+    const signal = awaiting.signal;
+    const told = new Set<string>(); // runs said to be executed by nothing
+    try {
+      return await waitForTasks(store, node.spec.awaits!, signal, (pending) => {
+        emit({
+          type: "task_waiting",
+          runId,
+          taskId,
+          on: pending.map((t) => `${t.id} (${t.state})`),
+        });
+      }, async (pending) => {
+        if (store.backend === "redis") return; // (a worker takes a run over)
+        for (const t of new Map(pending.map((t) => [t.runId, t])).values()) {
+          const run = await store.getRun(t.runId);
+          const state = run && displayState(run);
+          if (state === "interrupted" && await ownerGone(store, t.runId)) {
+            throw new GleitzeitError(
+              "TASK_DEPENDENCY_FAILED",
+              `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run was ` +
+                "interrupted (the process running it is gone)",
+              { hint: `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then this one` },
+            );
+          }
+          if ((state === "queued" || state === "interrupted") && !told.has(t.runId)) {
+            told.add(t.runId);
+            emit({
+              type: "task_waiting",
+              runId,
+              taskId,
+              on: pending.map((t) => `${t.id} (${t.state})`),
+              note: `nothing executes run ${t.runId} (${state}): start it with ` +
+                `\`gleitzeit workflow resume ${t.runId}\``,
+            });
+          }
+        }
+      });
+    } catch (e) {
+      if (signal.aborted || this.#stop) return undefined;
+      return toGleitzeitError(e, "TASK_DEPENDENCY_FAILED");
+    } finally {
+      node.awaiting = undefined;
+    }
+  }
+
   #unstarted(node: Node): void {
     node.attempts--;
     node.state = "queued";
@@ -772,7 +859,7 @@ export class RunExecution {
   #release(node: Node): void {
     for (const dep of node.dependents) {
       dep.remaining--;
-      if (dep.remaining === 0 && dep.state === "queued" && !this.#stop) this.#ready.push(dep);
+      if (dep.remaining === 0 && dep.state === "queued" && !this.#stop) this.#makeReady(dep);
     }
   }
 
@@ -814,6 +901,7 @@ export class RunExecution {
     if (this.#stop?.kind === "fail_fast" && kind === "fail_fast") return;
     this.#stop = error ? { kind, error } : { kind };
     this.#ready.drain();
+    for (const node of this.#nodes.values()) node.awaiting?.abort();
     const reason = this.#notStartedReason();
     if (reason !== undefined) {
       for (const node of this.#nodes.values()) {

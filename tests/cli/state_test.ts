@@ -670,6 +670,86 @@ Deno.test("task submit --depends-on: a TASK_ID that two of them share is ambiguo
   assertEquals(JSON.parse(once.stdout).results.task, { copy: "${x}", lit: "${val}" });
 });
 
+Deno.test("task submit --depends-on ... --detach records the task at once; it waits for them where its run is executed, then uses their results, and fails if one fails", async () => {
+  const { env } = await scratch();
+  const detach = async (...args: string[]) => {
+    const r = await gleitzeit(["--json", "task", "submit", ...args, "--detach"], { env });
+    assertEquals(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { run_id: string; task_id: string; state: string };
+  };
+  const a = await detach("echo", "--params", '{"n": 4}');
+  // recorded at once, queued, though its dependency has not run
+  const b = await detach(
+    "echo",
+    "--depends-on",
+    a.task_id,
+    "--params",
+    `{"m": "\${${a.task_id}.n}"}`,
+  );
+  assertEquals(b.state, "queued");
+  // its run waits for the dependency, and says what would end that wait
+  const resumeB = spawnGleitzeit(["workflow", "resume", b.run_id], { env });
+  const reader = resumeB.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  try {
+    seen = await readOn(reader, seen, `nothing executes run ${a.run_id} (queued)`);
+    assertStringIncludes(seen, `waits for ${a.task_id} (queued)`);
+    assertEquals((await gleitzeit(["workflow", "resume", a.run_id], { env })).code, 0);
+    seen = await readOn(reader, seen);
+    assertEquals((await resumeB.status).code, 0, seen);
+  } finally {
+    try {
+      resumeB.kill("SIGKILL");
+    } catch { /* ended */ }
+    await resumeB.status;
+    await resumeB.stdout.cancel();
+  }
+  const result = await gleitzeit(["--json", "task", "result", b.task_id], { env });
+  assertEquals(JSON.parse(result.stdout).result, { m: 4 });
+  // a dependency that fails: the task fails, not run
+  const c = await detach("error", "--params", '{"message": "nope"}');
+  const d = await detach("echo", "--depends-on", c.task_id);
+  assertEquals((await gleitzeit(["workflow", "resume", c.run_id], { env })).code, 1);
+  const dRun = await gleitzeit(["workflow", "resume", d.run_id, "-q"], { env });
+  assertEquals(dRun.code, 1, dRun.stderr);
+  assertStringIncludes(dRun.stderr, `dependency ${c.task_id}`);
+  assertStringIncludes(dRun.stderr, "failed: nope");
+  // what can be told at the submit is told then: a dependency failed already, one that is
+  // not there, a reference to a task not among them
+  const failed = await gleitzeit(
+    ["task", "submit", "echo", "--depends-on", c.task_id, "--detach"],
+    {
+      env,
+    },
+  );
+  assertEquals(failed.code, 1, failed.stderr);
+  assertStringIncludes(failed.stderr, "failed: nope");
+  const none = await gleitzeit([
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    "task_nothere",
+    "--detach",
+  ], {
+    env,
+  });
+  assertEquals(none.code, 2, none.stderr);
+  assertStringIncludes(none.stderr, "no task task_nothere");
+  const other = await gleitzeit([
+    "task",
+    "submit",
+    "echo",
+    "--depends-on",
+    a.task_id,
+    "--params",
+    '{"x": "${elsewhere.n}"}',
+    "--detach",
+  ], { env });
+  assertEquals(other.code, 2, other.stderr);
+  assertStringIncludes(other.stderr, "elsewhere is not one of the --depends-on tasks");
+});
+
 Deno.test("task submit --depends-on (and task result --wait) on a run nothing executes says how to start it, under --json too", async () => {
   const { env } = await scratch();
   const d = await gleitzeit(["workflow", "submit", `${EXAMPLES}/typed_chain.yaml`, "--detach"], {

@@ -125,6 +125,32 @@ Deno.test("task result --wait on a run workers execute outlasts the worker's sto
     assert(told === "" || told.includes(`run ${runId}`), told);
   }));
 
+Deno.test("task submit --depends-on ... --detach on Redis: both queued at once; a worker runs the dependent once its dependency completed, with its result", () =>
+  withCluster(async (c) => {
+    const detach = async (...args: string[]) => {
+      const r = await gleitzeit(["--json", "task", "submit", ...args, "--detach"], {
+        env: c.env,
+        cwd: c.dir,
+      });
+      assertEquals(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as { run_id: string; task_id: string };
+    };
+    // both queued before a worker starts: the dependent waits, holding no slot, for the other
+    const a = await detach("python/execute", "--code", "import time; time.sleep(1); result = 6");
+    const b = await detach(
+      "python/execute",
+      "--depends-on",
+      a.task_id,
+      "--code",
+      `result = \${${a.task_id}.result} * 7`,
+    );
+    await readyWorker(c, "--concurrency", "2");
+    const report = await waitRunEnd(c, b.run_id);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    const tasks = report.tasks as { id: string; result: { result: unknown } }[];
+    assertEquals(tasks[0]?.result.result, 42);
+  }));
+
 Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted and another runs", () =>
   withCluster(async (c) => {
     // The coordinator executes one task at a time; the other worker takes the other task and

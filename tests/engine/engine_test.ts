@@ -162,6 +162,39 @@ Deno.test("max_parallel and the global limit bound concurrency", async () => {
   assertEquals(b.dispatcher.maxActive, 2);
 });
 
+Deno.test("a task that awaits stored tasks of other runs waits for them holding no slot, then gets their results; one that failed fails it", async () => {
+  const { engine, dispatcher, store, events } = setup({ maxConcurrency: 1 });
+  const gate = Promise.withResolvers<void>();
+  dispatcher.on("slow", async (params) => {
+    await gate.promise;
+    return params;
+  });
+  const a = await engine.createRun(wf([task("t", { method: "slow", params: { n: 3 } })]));
+  const aTask = (await store.getRunTask(a.id, "t"))!.id;
+  // waits for a's task, whose run the same engine executes after it, with its one slot
+  const b = engine.run(wf([task("u", { awaits: [aTask], params: { x: `\${${aTask}.n}` } })]));
+  await new Promise((r) => setTimeout(r, 50));
+  assert(events.some((e) => e.type === "task_waiting" && e.on[0] === `${aTask} (queued)`));
+  const ranA = engine.execute(a.id);
+  gate.resolve();
+  assertEquals((await ranA).state, "completed");
+  const done = await b;
+  assertEquals(done.state, "completed");
+  assertEquals(done.tasks[0]?.result, { x: 3 });
+  // a dependency that failed: the task fails with TASK_DEPENDENCY_FAILED, its provider not called
+  dispatcher.on("bad", () => {
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "nope");
+  });
+  const f = await engine.run(wf([task("t", { method: "bad" })]));
+  const fTask = f.tasks[0]!.id;
+  const calls = dispatcher.calls.length;
+  const after = await engine.run(wf([task("v", { awaits: [`${f.runId}/t`] })]));
+  assertEquals(after.state, "failed");
+  assertEquals(after.tasks[0]?.error?.code, "TASK_DEPENDENCY_FAILED");
+  assert(after.tasks[0]?.error?.message.includes(`dependency ${fTask}`));
+  assertEquals(dispatcher.calls.length, calls);
+});
+
 Deno.test("fail_fast: dependents skipped with the reason, nothing new starts, run failed", async () => {
   const { dispatcher, engine, events } = setup();
   dispatcher.on("boom", () => {

@@ -7,7 +7,7 @@
 
 import { GleitzeitError } from "../core/errors.ts";
 import { isTerminalTask } from "../core/states.ts";
-import { substitute } from "../core/references.ts";
+import { referencesIn, substitute, walkStrings } from "../core/references.ts";
 import type { Store, TaskRecord } from "../persistence/store.ts";
 
 /** How often the store is read while waiting (another process does the work; no events cross). */
@@ -29,29 +29,8 @@ export async function waitForTasks(
 ): Promise<Map<string, TaskRecord>> {
   let announced = false;
   for (;;) {
-    const records = new Map<string, TaskRecord>();
-    for (const id of ids) {
-      const t = await findTask(store, id);
-      if (!t) {
-        throw new GleitzeitError("TASK_NOT_FOUND", `--depends-on: no task ${id}`, {
-          hint:
-            "task ids look like task_..., or RUN_ID/TASK_ID; list them with `gleitzeit task list`",
-        });
-      }
-      records.set(id, t);
-    }
-    const ended = [...records.values()].filter((t) => isTerminalTask(t.state));
-    const bad = ended.find((t) => t.state !== "completed");
-    if (bad) {
-      throw new GleitzeitError(
-        "TASK_DEPENDENCY_FAILED",
-        `dependency ${bad.id} (${bad.runId}/${bad.taskId}) ${bad.state}${
-          bad.error ? `: ${bad.error.message}` : bad.reason ? `: ${bad.reason}` : ""
-        }`,
-        { hint: `see \`gleitzeit task status ${bad.id}\`` },
-      );
-    }
-    if (ended.length === records.size) return records;
+    const records = await dependencies(store, ids);
+    if ([...records.values()].every((t) => isTerminalTask(t.state))) return records;
     const pending = [...records.values()].filter((t) => !isTerminalTask(t.state));
     if (!announced) {
       await onWaiting?.(pending);
@@ -60,6 +39,38 @@ export async function waitForTasks(
     await onPending?.(pending);
     await pause(POLL_MS, signal);
   }
+}
+
+/**
+ * The stored tasks `ids` as they are now: TASK_NOT_FOUND for one there is not,
+ * TASK_DEPENDENCY_FAILED for one that ended otherwise than completed.
+ */
+export async function dependencies(
+  store: Store,
+  ids: string[],
+): Promise<Map<string, TaskRecord>> {
+  const records = new Map<string, TaskRecord>();
+  for (const id of ids) {
+    const t = await findTask(store, id);
+    if (!t) {
+      throw new GleitzeitError("TASK_NOT_FOUND", `--depends-on: no task ${id}`, {
+        hint:
+          "task ids look like task_..., or RUN_ID/TASK_ID; list them with `gleitzeit task list`",
+      });
+    }
+    records.set(id, t);
+  }
+  const bad = [...records.values()].find((t) => isTerminalTask(t.state) && t.state !== "completed");
+  if (bad) {
+    throw new GleitzeitError(
+      "TASK_DEPENDENCY_FAILED",
+      `dependency ${bad.id} (${bad.runId}/${bad.taskId}) ${bad.state}${
+        bad.error ? `: ${bad.error.message}` : bad.reason ? `: ${bad.reason}` : ""
+      }`,
+      { hint: `see \`gleitzeit task status ${bad.id}\`` },
+    );
+  }
+  return records;
 }
 
 /** Resolves after `ms`; rejects with the signal's reason once it aborts. */
@@ -87,13 +98,13 @@ export async function findTask(store: Store, id: string): Promise<TaskRecord | u
 }
 
 /**
- * Replaces `${ID.path}` references to the dependencies' results in `params`: ID as given to
- * --depends-on, the stored id (`task_...`), or, for one given as RUN_ID/TASK_ID, TASK_ID.
+ * The dependency a reference's root names: ID as given to --depends-on, the stored id
+ * (`task_...`), or, for one given as RUN_ID/TASK_ID, TASK_ID. USAGE_ERROR for a root that
+ * names none of them, or several.
  */
-export function withDependencyResults(
-  params: Record<string, unknown>,
+function dependencyNamed(
   deps: Map<string, TaskRecord>,
-): Record<string, unknown> {
+): (root: string) => TaskRecord {
   const byName = new Map(deps);
   // a TASK_ID that several of them have (RUN_1/val, RUN_2/val): which one, no reference says
   const shared = new Map<string, string[]>();
@@ -106,10 +117,7 @@ export function withDependencyResults(
       shared.set(t.taskId, [...shared.get(t.taskId) ?? [`${owner.runId}/${owner.taskId}`], given]);
     }
   }
-  // The task's params go through the engine's substitution once more (as any task's do): what
-  // this pass made literal (`$${` written as `${`, or a result that holds `${`) is escaped
-  // again, so that it stays as it is.
-  return escapeReferences(substitute(params, (root) => {
+  return (root) => {
     const both = shared.get(root);
     if (both) {
       throw new GleitzeitError(
@@ -125,7 +133,7 @@ export function withDependencyResults(
       );
     }
     const t = byName.get(root);
-    if (t) return { found: true, value: t.result };
+    if (t) return t;
     throw new GleitzeitError(
       "USAGE_ERROR",
       `\${${root}...}: ${root} is not one of the --depends-on tasks (${
@@ -137,7 +145,39 @@ export function withDependencyResults(
           : `add it to --depends-on (a task id task_..., or RUN_ID/${root})`,
       },
     );
-  })) as Record<string, unknown>;
+  };
+}
+
+/**
+ * Checks, before any of them has a result, that every reference in `params` names one of
+ * the dependencies (see {@link withDependencyResults}); throws USAGE_ERROR if not.
+ */
+export function checkDependencyReferences(
+  params: Record<string, unknown>,
+  deps: Map<string, TaskRecord>,
+): void {
+  const named = dependencyNamed(deps);
+  walkStrings(params, (text) => {
+    for (const ref of referencesIn(text)) named(ref.root);
+  });
+}
+
+/**
+ * Replaces `${ID.path}` references to the dependencies' results in `params`: ID as given to
+ * --depends-on, the stored id (`task_...`), or, for one given as RUN_ID/TASK_ID, TASK_ID.
+ */
+export function withDependencyResults(
+  params: Record<string, unknown>,
+  deps: Map<string, TaskRecord>,
+): Record<string, unknown> {
+  const named = dependencyNamed(deps);
+  // The task's params go through the engine's substitution once more (as any task's do): what
+  // this pass made literal (`$${` written as `${`, or a result that holds `${`) is escaped
+  // again, so that it stays as it is.
+  return escapeReferences(substitute(params, (root) => ({
+    found: true,
+    value: named(root).result,
+  }))) as Record<string, unknown>;
 }
 
 /** `value` with every `${` in its strings written `$${` (which substitution turns back). */
