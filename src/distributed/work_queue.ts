@@ -236,6 +236,8 @@ export class RemoteDispatcher implements Dispatcher {
       unservedSince?: number;
       /** Called once, when a worker begins it (or answers it: a notice can be lost). */
       onBegin?: (executor?: string) => Promise<unknown> | void;
+      /** Called as the worker says it waits, or waits no more, for a provider's free place. */
+      onWaiting?: (waiting: boolean) => void;
     }
   >();
   #closed = false;
@@ -301,6 +303,7 @@ export class RemoteDispatcher implements Dispatcher {
         resolve,
         reject,
         onBegin: ctx.onBegin,
+        ...(ctx.onWaiting ? { onWaiting: ctx.onWaiting } : {}),
         protocol: route,
         stream,
       });
@@ -449,6 +452,9 @@ export class RemoteDispatcher implements Dispatcher {
         };
         if (!isAnswer(entry)) {
           if (entry.fields.began !== undefined) begin();
+          else if (entry.fields.waiting !== undefined) {
+            waiting.onWaiting?.(entry.fields.waiting === "1");
+          }
           continue;
         }
         this.#pending.delete(entry.fields.d!);

@@ -914,12 +914,30 @@ export class Worker {
     const signal = running.controller!.signal;
     let ok = true;
     let body: unknown;
+    // A wait here for a provider's free place (an Ollama host's slots, say) is told to the
+    // coordinator, whose timer for the attempt's timeout stops for it (see
+    // CallContext.onWaiting), in order, on the reply stream.
+    const onWaiting = reply && dispatchId && job.ctx.timeoutMs !== undefined
+      ? (waiting: boolean) => {
+        this.#store.command([
+          "EVAL",
+          WAITING,
+          "1",
+          reply,
+          dispatchId,
+          waiting ? "1" : "0",
+          this.owner,
+          String(REPLY_TTL_SECONDS),
+        ]).catch((e) => this.#log(`error: telling ${what} waits: ${(e as Error).message}`));
+      }
+      : undefined;
     try {
       body = await this.#registry.call(job.protocol, job.method, job.params, {
         signal,
         runId: job.ctx.runId,
         taskId: job.ctx.taskId,
         attempt: job.ctx.attempt,
+        ...(onWaiting ? { onWaiting } : {}),
         ...(job.ctx.timeoutMs !== undefined ? { timeoutMs: job.ctx.timeoutMs } : {}),
         ...(job.ctx.baseDir !== undefined ? { baseDir: job.ctx.baseDir } : {}),
         ...(job.ctx.sandbox !== undefined ? { sandbox: job.ctx.sandbox } : {}),
@@ -1150,6 +1168,15 @@ const STILL_WANTED = "local c = redis.call('EXISTS', KEYS[1], KEYS[4])\n" +
   "  redis.call('EXPIRE', KEYS[3], ARGV[4])\n" +
   "end\n" +
   "return {c, r}";
+
+/**
+ * A notice on coordinator reply stream KEYS[1] that attempt ARGV[1] waits (ARGV[2] "1") or
+ * waits no more ("0") for a provider's free place on worker ARGV[3]; the stream kept ARGV[4]
+ * seconds.
+ */
+const WAITING =
+  "redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'waiting', ARGV[2], 'worker', ARGV[3])\n" +
+  "redis.call('EXPIRE', KEYS[1], ARGV[4])";
 
 /**
  * Takes up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1] from the streams KEYS,

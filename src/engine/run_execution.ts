@@ -473,7 +473,8 @@ export class RunExecution {
         onProgress: (chunk) => emit({ type: "task_progress", runId, taskId, chunk }),
       };
       if (queued) ctx.onBegin = begin;
-      if (timeoutMs !== undefined && !queued) {
+      // (queued: its worker says when it waits there; the timer runs from its begin)
+      if (timeoutMs !== undefined) {
         ctx.onWaiting = (waiting) => {
           if (ended) return;
           if (waiting && timer) {

@@ -4,7 +4,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
-import { startTestServer } from "../providers/ollama/test_server.ts";
+import { deadPort, startTestServer, stopTestServer } from "../providers/ollama/test_server.ts";
 import { gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
 import {
   type Cluster,
@@ -149,6 +149,34 @@ Deno.test("task submit --depends-on ... --detach on Redis: both queued at once; 
     assertEquals(report.state, "completed", JSON.stringify(report));
     const tasks = report.tasks as { id: string; result: { result: unknown } }[];
     assertEquals(tasks[0]?.result.result, 42);
+  }));
+
+Deno.test("on a worker too, a task's timeout does not count its wait for a provider's free place there: one Ollama slot, three 1 s tasks with timeout 2.5 s all finish", () =>
+  withCluster(async (c) => {
+    // (a server of its own: the shared one's slot may be busy with other tests' requests,
+    // a wait on the server that counts, as it should)
+    const port = await deadPort();
+    const url = await startTestServer(port);
+    try {
+      const config = `${c.dir}/config.yaml`;
+      await Deno.writeTextFile(
+        config,
+        `${await Deno.readTextFile(config)}ollama:\n  max_concurrent: 1\n`,
+      );
+      await readyWorker(
+        { ...c, env: { ...c.env, GLEITZEIT_OLLAMA_URL: url } },
+        "--concurrency",
+        "3",
+      );
+      const ask = (id: string) =>
+        `  - id: ${id}\n    method: llm/chat\n    timeout: 2.5\n` +
+        '    params: {model: "fault-slow:1s", max_tokens: 4, messages: [{role: user, content: ping}]}\n';
+      const runId = await submitTasks(c, "three", ask("a") + ask("b") + ask("c"));
+      const report = await waitRunEnd(c, runId);
+      assertEquals(report.state, "completed", JSON.stringify(report));
+    } finally {
+      await stopTestServer(port);
+    }
   }));
 
 Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted and another runs", () =>
