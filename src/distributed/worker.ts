@@ -458,8 +458,11 @@ export class Worker {
     const every = Math.max(50, Math.floor(this.#leaseMs / 3));
     const tick = Math.min(CANCEL_CHECK_MS, every);
     // (the first at once: runs handed over by a worker stopped before this one started, and
-    // what dead workers held, are taken over now, not a third of the lease later)
+    // what dead workers held, are taken over now, not a third of the lease later; the second
+    // as soon as what was handed over just before this one started is idle for long enough
+    // to be taken, TAKEOVER_IDLE_MS: the first look does not see it yet)
     let upkeep = 0;
+    let looks = 0;
     while (!this.#stopped) {
       await this.#sleepUntilWoken(tick);
       if (this.#stopped) return;
@@ -470,8 +473,10 @@ export class Worker {
         // `system status` stays current; coordinators see at once what it takes
         if (changed || load !== this.#registered) await this.#register();
         if (changed) await this.#unblockTaskReader();
-        if (Date.now() - upkeep < every) continue;
+        const due = looks === 1 ? Math.min(every, TAKEOVER_IDLE_MS + 100) : every;
+        if (Date.now() - upkeep < due) continue;
         upkeep = Date.now();
+        looks++;
         const byStream = new Map<string, string[]>();
         for (const t of this.#tasks.values()) {
           byStream.set(t.stream, [...byStream.get(t.stream) ?? [], t.entry.id]);
