@@ -37,7 +37,8 @@ export type SetupWarning = { id: string; error: GleitzeitError };
  * The registry with every built-in protocol declared, the configured external providers and
  * MCP servers declared, and providers created on first use. Validation needs only this (no
  * store). Providers whose methods come from a `describe` call are asked now; one that fails is
- * reported through `onWarning` and its protocol stays undeclared.
+ * reported through `onWarning`, and its protocol takes any method unchecked (see
+ * ProtocolSpec.anyMethod).
  */
 export async function createRegistry(
   config: ResolvedConfig,

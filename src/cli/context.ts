@@ -146,7 +146,12 @@ export function parseSeconds(value: string): number {
 export function setupRegistry(config: ResolvedConfig): Promise<ProviderRegistry> {
   const c = colors("stderr");
   return createRegistry(config, (w) => {
-    err(c.yellow(`warning: provider ${w.id} is unavailable: ${w.error.message}`));
+    err(
+      c.yellow(
+        `warning: provider ${w.id} is unavailable: ${w.error.message} (its methods could not ` +
+          "be asked for: its tasks' methods and params are not checked before they run)",
+      ),
+    );
     if (w.error.hint) err(c.dim(`  hint: ${w.error.hint}`));
   });
 }

@@ -209,7 +209,11 @@ export interface RegistrationReport {
   protocols: string[];
   /** Provider ids that will start on first use. */
   providers: string[];
-  /** Entries whose `describe` call failed: their protocol is not declared. */
+  /**
+   * Entries whose `describe` call failed: their protocol is declared all the same, with any
+   * method taken unchecked (see ProtocolSpec.anyMethod), and their providers start on first
+   * use as others do (a call fails as their provider does then, PROVIDER_UNAVAILABLE say).
+   */
   failed: { id: string; error: GleitzeitError }[];
 }
 
@@ -232,6 +236,7 @@ export async function registerConfiguredProviders(
   }
   for (const [protocol, entries] of byProtocol) {
     let methods: MethodSpec[] | undefined;
+    let anyMethod = false;
     let description = entries.find((e) => e.description)?.description;
     const declared = entries.find((e) => e.methods !== undefined);
     if (declared) methods = declaredMethods(declared);
@@ -254,12 +259,16 @@ export async function registerConfiguredProviders(
               : new GleitzeitError("PROVIDER_ERROR", String(e)),
           });
         }
-        continue;
+        // Declared all the same: down now is not gone (a worker's health checks find it
+        // back; a run's call fails as the provider does then, exit 3 where it is down).
+        methods = [];
+        anyMethod = true;
       } finally {
         await probe.close();
       }
     }
-    const spec: ProtocolSpec = { protocol, methods };
+    const spec: ProtocolSpec = { protocol, methods: methods ?? [] };
+    if (anyMethod) spec.anyMethod = true;
     if (description !== undefined) spec.description = description;
     registry.registerProtocol(spec);
     report.protocols.push(protocol);

@@ -23,6 +23,12 @@ export interface ProtocolSpec {
   description?: string;
   methods: MethodSpec[];
   /**
+   * Its methods are not known here (a provider whose `describe` call failed at start, down
+   * or unreachable then): any method name is taken, with its params unchecked, and its
+   * provider decides when called.
+   */
+  anyMethod?: boolean;
+  /**
    * Parts of the protocol that a provider may serve while others fail (python/v1: the sandbox
    * mode a workflow or task asks for, as bubblewrap may be missing where `basic` runs): `of`
    * names the part a call needs (undefined: the protocol as its providers run it by default),

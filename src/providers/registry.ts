@@ -289,7 +289,9 @@ export class ProviderRegistry {
   /** The spec of one method of a protocol. */
   method(protocol: string, method: string): MethodSpec | undefined {
     const spec = this.protocol(protocol);
-    return spec ? this.#methodIndex.get(spec.protocol)?.get(method) : undefined;
+    if (!spec) return undefined;
+    return this.#methodIndex.get(spec.protocol)?.get(method) ??
+      (spec.anyMethod ? { name: method, params: {} } : undefined);
   }
 
   /**

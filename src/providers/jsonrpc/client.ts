@@ -18,6 +18,7 @@ import {
   type JsonRpcResponse,
   notification,
   request,
+  responseProblem,
 } from "./messages.ts";
 import { fromRpcError } from "./rpc_errors.ts";
 import type { Transport } from "./transport.ts";
@@ -136,12 +137,17 @@ export class JsonRpcClient {
     const all = Promise.all(waits);
     all.catch(() => {}); // rejections are observed below; this keeps an early one from counting as unhandled
     const cleanup: (() => void)[] = [];
+    // Stops the send too once the calls have failed (timed out, aborted): an HTTP POST that
+    // gets no answer, a server that accepts and never replies, would otherwise be waited for
+    // as long as it lasts, its calls' timeout long past.
+    const stop = new AbortController();
     const fail = (err: GleitzeitError) => {
       for (const id of ids) {
         const p = this.#pending.get(id);
         this.#pending.delete(id);
         p?.reject(err);
       }
+      stop.abort(err);
     };
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     if (timeoutMs !== undefined && ids.length > 0) {
@@ -167,14 +173,23 @@ export class JsonRpcClient {
       cleanup.push(() => signal.removeEventListener("abort", onAbort));
     }
     try {
-      try {
-        await this.#transport.send(messages.length === 1 ? messages[0]! : messages, signal);
-      } catch (e) {
-        fail(
-          e instanceof GleitzeitError ? e : new GleitzeitError("PROVIDER_UNAVAILABLE", String(e)),
-        );
-      }
-      if (this.#transport.answersInline && ids.some((id) => this.#pending.has(id))) {
+      const sent = this.#transport.send(
+        messages.length === 1 ? messages[0]! : messages,
+        signal ? AbortSignal.any([signal, stop.signal]) : stop.signal,
+      ).then(() => true, (e) => {
+        if (!stop.signal.aborted) {
+          fail(
+            e instanceof GleitzeitError ? e : new GleitzeitError("PROVIDER_UNAVAILABLE", String(e)),
+          );
+        }
+        return false;
+      });
+      // (calls that fail meanwhile, a timeout say, end the wait for a send that does not end:
+      // a write to a peer that reads nothing)
+      const done = ids.length === 0
+        ? await sent
+        : await Promise.race([sent, all.then(() => false, () => false)]);
+      if (done && this.#transport.answersInline && ids.some((id) => this.#pending.has(id))) {
         fail(
           new GleitzeitError("PROVIDER_ERROR", `${this.#label()}: the response lacks an answer`, {
             details: { methods: entries.map((e) => e.method) },
@@ -201,6 +216,21 @@ export class JsonRpcClient {
         const p = this.#pending.get(item.id)!;
         this.#pending.delete(item.id);
         p.resolve(item);
+      } else if (
+        typeof item === "object" && item !== null && !("method" in item) && "id" in item &&
+        (typeof item.id === "string" || typeof item.id === "number") && this.#pending.has(item.id)
+      ) {
+        // an answer to a call of ours that is not a valid response: that call fails now, with
+        // what is wrong (not later, as a timeout that would name another cause)
+        const p = this.#pending.get(item.id)!;
+        this.#pending.delete(item.id);
+        p.reject(
+          new GleitzeitError(
+            "PROVIDER_ERROR",
+            `${this.#label()}: an invalid JSON-RPC response: ${responseProblem(item)}`,
+            { retryable: false, details: { response: JSON.stringify(item).slice(0, 500) } },
+          ),
+        );
       } else if (
         typeof item === "object" && item !== null && "method" in item && this.#options.onPeerMessage
       ) {

@@ -138,18 +138,28 @@ export class PluginProvider implements Provider, ProviderExtras {
     const { client } = await this.#ready(ctx.signal);
     const opts: { signal: AbortSignal; timeoutMs?: number } = { signal: ctx.signal };
     if (this.#options.timeoutMs !== undefined) opts.timeoutMs = this.#options.timeoutMs;
-    const result = await client.call(method, params, opts);
-    this.#crashes = 0;
-    return result;
+    const seen = this.#remembered;
+    try {
+      const result = await client.call(method, params, opts);
+      this.#crashes = 0;
+      return result;
+    } catch (e) {
+      throw this.#withStrays(e, seen);
+    }
   }
 
   /** Calls a control method (describe, health) outside any task. */
   async request(method: string, params?: Record<string, unknown>, signal?: AbortSignal) {
     const { client } = await this.#ready(signal);
-    return await client.call(method, params, {
-      signal,
-      timeoutMs: this.#options.timeoutMs ?? 30_000,
-    });
+    const seen = this.#remembered;
+    try {
+      return await client.call(method, params, {
+        signal,
+        timeoutMs: this.#options.timeoutMs ?? 30_000,
+      });
+    } catch (e) {
+      throw this.#withStrays(e, seen);
+    }
   }
 
   /** Asks the provider for its methods (`describe` unless named otherwise). */
@@ -310,7 +320,36 @@ export class PluginProvider implements Provider, ProviderExtras {
     Deno.unrefTimer(this.#restartTimer as unknown as number);
   }
 
+  /** Lines remembered so far (see #remember), in all. */
+  #remembered = 0;
+
+  /**
+   * A call that timed out while the provider wrote what answers nothing (a line on stdout that
+   * is not JSON, a message that is no answer): its error says so, with the last of them, as
+   * that is the likely cause (an answer written wrong, or a log line on stdout).
+   */
+  #withStrays(e: unknown, since: number): unknown {
+    if (!(e instanceof GleitzeitError) || e.code !== "PROVIDER_TIMEOUT") return e;
+    const fresh = this.#stderr.slice(-Math.min(this.#remembered - since, this.#stderr.length))
+      .filter((l) => l.startsWith("stdout: ") || l.startsWith("stray message: "));
+    if (fresh.length === 0) return e;
+    const last = fresh[fresh.length - 1]!.slice(0, 300);
+    return new GleitzeitError(
+      e.code,
+      `${e.message} (meanwhile it wrote ${fresh.length} line(s) that answer nothing, the last: ${last})`,
+      {
+        cause: e,
+        retryable: e.retryable,
+        details: { ...e.details, unanswered: fresh.slice(-5) },
+        hint: e.hint ??
+          "a JSON-RPC server writes only its messages to stdout, one per line, each a valid " +
+            "response to the request whose id it carries; logs go to stderr",
+      },
+    );
+  }
+
   #remember(line: string): void {
+    this.#remembered++;
     this.#stderr.push(line);
     const max = this.#options.stderrLines ?? 200;
     if (this.#stderr.length > max) this.#stderr.splice(0, this.#stderr.length - max);

@@ -154,3 +154,66 @@ Deno.test("HTTP transport: calls, batches, notifications and errors against Deno
   const err = gz(await rejects(client2.call("subtract", [1, 1])));
   assertEquals([err.code, err.retryable], ["PROVIDER_UNAVAILABLE", true]);
 });
+
+Deno.test("HTTP transport: a call's timeout ends its POST; a server that accepts and never answers fails it in time", async () => {
+  // answers after 3 s; the call's timeout is 300 ms
+  const slow = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const body = await req.json();
+    await new Promise((r) => setTimeout(r, 3000));
+    return Response.json({ jsonrpc: "2.0", id: body.id, result: "late" });
+  });
+  // takes connections, reads nothing, never answers
+  const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const c of hole) held.push(c);
+    } catch { /* closed */ }
+  })();
+  try {
+    for (const port of [slow.addr.port, hole.addr.port]) {
+      const client = new JsonRpcClient(new HttpTransport({ url: `http://127.0.0.1:${port}/` }), {
+        name: "peer",
+      });
+      const started = performance.now();
+      const err = gz(await rejects(client.call("m", undefined, { timeoutMs: 300 })));
+      const took = performance.now() - started;
+      assertEquals(err.code, "PROVIDER_TIMEOUT");
+      assertOk(took < 2500, `it waited ${took} ms`);
+      await client.close();
+    }
+  } finally {
+    hole.close();
+    for (const c of held) c.close();
+    await accepting;
+    await slow.shutdown();
+  }
+});
+
+Deno.test("client: an answer to a call that is not a valid response fails that call at once, saying why", async () => {
+  const answers: unknown[] = [];
+  const transport = {
+    answersInline: false,
+    handler: (_: unknown) => {},
+    onMessage(h: (payload: unknown) => void) {
+      this.handler = h;
+    },
+    onClose() {},
+    send(payload: unknown) {
+      const id = (payload as { id: number }).id;
+      const answer = answers.shift();
+      queueMicrotask(() => this.handler({ ...(answer as object), id }));
+      return Promise.resolve();
+    },
+    close: () => Promise.resolve(),
+  };
+  const client = new JsonRpcClient(transport, { name: "peer", timeoutMs: 5000 });
+  answers.push({ jsonrpc: "2.0", result: 1, error: { code: 1, message: "x" } });
+  const started = performance.now();
+  const err = gz(await rejects(client.call("m")));
+  assertOk(performance.now() - started < 1000);
+  assertEquals([err.code, err.retryable], ["PROVIDER_ERROR", false]);
+  assertOk(err.message.includes(`exactly one of "result" and "error"`), err.message);
+  answers.push({ jsonrpc: "2.0", result: 2 });
+  assertEquals(await client.call("m"), 2);
+});

@@ -319,3 +319,36 @@ Deno.test("plugin shutdown: stdin closed, then SIGTERM, then SIGKILL for a proce
   assertEquals([err.code, err.retryable], ["PROVIDER_UNAVAILABLE", false]);
   assertOk(err.message.startsWith("nope: cannot start `/nonexistent/provider`"), err.message);
 });
+
+Deno.test("a stdio provider that writes lines that answer nothing: the call's timeout says so, with the last of them and a hint", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-strays-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/chatty.py`,
+      "import sys\nfor line in sys.stdin:\n    print('handling', line.strip()[:20], flush=True)\n",
+    );
+    const registry = await registryWith({
+      providers: [{
+        id: "chatty",
+        protocol: "chatty/v1",
+        command: PYTHON,
+        args: ["-u", `${dir}/chatty.py`],
+        methods: [{ name: "chatty/go", params: { type: "object" } }],
+        timeout_ms: 800,
+      }],
+    });
+    try {
+      const e = await rejects(registry.call("chatty/v1", "chatty/go", {}, ctx())) as GleitzeitError;
+      assertEquals(e.code, "PROVIDER_TIMEOUT");
+      assertOk(
+        e.message.includes("1 line(s) that answer nothing, the last: stdout: handling"),
+        e.message,
+      );
+      assertOk(e.hint?.includes("logs go to stderr"), e.hint);
+    } finally {
+      await registry.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

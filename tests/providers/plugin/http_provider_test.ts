@@ -87,3 +87,44 @@ Deno.test("HTTP and stdio providers of one protocol are balanced together", asyn
     await server.shutdown();
   }
 });
+
+Deno.test("HTTP provider whose describe fails at start (down): its protocol is declared all the same, any method unchecked; its calls fail as it does, and work once it is up", async () => {
+  const { ProviderRegistry } = await import("../../../src/providers/registry.ts");
+  const { registerConfiguredProviders } = await import("../../../src/config/providers_config.ts");
+  // a port nothing listens on, for now
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const registry = new ProviderRegistry();
+  const report = await registerConfiguredProviders(registry, {
+    providers: [{
+      id: "calc-http",
+      protocol: "calc/v1",
+      url: `http://127.0.0.1:${port}/rpc`,
+      describe: true,
+    }],
+  }, { baseDir: "." });
+  try {
+    assertEquals(report.failed.map((f) => [f.id, f.error.code]), [[
+      "calc-http",
+      "PROVIDER_UNAVAILABLE",
+    ]]);
+    assertEquals(report.protocols, ["calc/v1"]);
+    // a workflow's method and params pass validation: the provider decides when called
+    assertOk(registry.method("calc/v1", "calc/add"));
+    assertEquals(registry.validateParams("calc/v1", "calc/add", { a: "not checked" }), []);
+    assertEquals(registry.inferProtocol("calc/add"), { protocol: "calc/v1" });
+    const down = await rejects(registry.call("calc/v1", "calc/add", { a: 1, b: 2 }, ctx()));
+    assertEquals((down as GleitzeitError).code, "PROVIDER_UNAVAILABLE");
+    // up on that port now: the same registry's calls reach it
+    const d = new JsonRpcDispatcher({ "calc/add": (p) => (p as { a: number }).a + 40 });
+    const server = Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, d.httpHandler());
+    try {
+      assertEquals(await registry.call("calc/v1", "calc/add", { a: 2 }, ctx()), 42);
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    await registry.close();
+  }
+});
