@@ -61,6 +61,39 @@ tasks:
     method: python/execute
     params:
       code: "result = [os.getuid() for os in [__import__('os')]][0]"
+  # two warm tasks in turn (one parent): the second looks for the first's output and result
+  # everywhere in its pool directory, and tries to leave files there for a third
+  - id: first
+    method: python/execute
+    dependencies: [warm]
+    params:
+      code: |
+        print('password=hunter2')
+        result = 'token-of-first'
+  - id: second
+    method: python/execute
+    dependencies: [first]
+    params:
+      code: |
+        import os
+        pool = "/".join(os.getcwd().split("/")[:3])
+        seen, planted = [], []
+        for root, dirs, files in os.walk(pool):
+            for f in files:
+                try:
+                    text = open(os.path.join(root, f), errors="replace").read()
+                except OSError:
+                    continue
+                if "hunter2" in text or "token-of-first" in text:
+                    seen.append(os.path.join(root, f))
+        for d in (pool, pool + "/.io", pool + "/.trash"):
+            try:
+                with open(d + "/planted", "w") as f:
+                    f.write("x")
+                planted.append(d)
+            except OSError:
+                pass
+        result = {"pool": pool.startswith("/tmp/gleitzeit-pool-"), "seen": seen, "planted": planted}
 `,
     );
     await chownTree(home, UID);
@@ -95,6 +128,8 @@ tasks:
     // network namespace, is left.
     assertEquals(report.results.granted.result, ["+PONG\r\n", "0000000000000400"]);
     assertEquals(report.results.warm.result, 65534);
+    // nothing of the first task's output in reach of the second, nothing left for a third
+    assertEquals(report.results.second.result, { pool: true, seen: [], planted: [] });
     let planted = true;
     try {
       await Deno.stat(`${home}/planted`);

@@ -734,19 +734,27 @@ export class PythonProvider implements Provider {
     // Task directories on a size-capped tmpfs (see WORK_TMPFS_BYTES): creating one on a disk
     // costs ~250 us of kernel time per task, on tmpfs a few us.
     const work = `${poolDir}/t`;
-    const ioDir = makeIoDir();
+    // The output files on the host's tmpfs where Gleitzeit may make a directory there (not
+    // under its own scoped permissions: Deno asks for all of them for /dev/shm); else in
+    // `.io` here. Either way their directory is read-only in the sandbox and each file bound
+    // in on its own (ioBinds), and the pool directory is read-only too: a task of the pool's
+    // own user, which owns them on the host, can neither add files there for later tasks
+    // nor fill the disk below it.
+    const shmIo = makeIoDir();
+    const ioDir = shmIo ?? `${poolDir}/.io`;
+    if (!shmIo) await Deno.mkdir(ioDir, { mode: 0o700 });
     runner[runner.length - 1] = JSON.stringify({
       ...JSON.parse(runner[runner.length - 1]),
       work_tmpfs: work,
       work_inodes: WORK_TMPFS_INODES,
       // the output directory is the one entry of the sandbox's /dev/shm that is not a task's
-      ...(ioDir ? { shm_keep: basename(ioDir) } : {}),
+      ...(shmIo ? { shm_keep: basename(shmIo) } : {}),
     });
     const args = [
       ...bwrapArgs(py, {
         taskDir: poolDir,
-        // Tasks' directories are on the tmpfs below; output files in ioDir (or `.io` here).
-        taskDirReadOnly: ioDir !== undefined,
+        // Tasks' directories are on the tmpfs below; output files in ioDir.
+        taskDirReadOnly: true,
         cwd: poolDir,
         network: false,
         read: [],
@@ -757,7 +765,7 @@ export class PythonProvider implements Provider {
         // process a task could ptrace to make system calls the filter refuses).
         asPid1: true,
         extra: [
-          ...(ioDir ? ioBinds(ioDir) : []),
+          ...ioBinds(ioDir),
           ...(cgroup ? ["--bind", cgroup, SANDBOX_POOL_CGROUP] : []),
           "--perms",
           "0711",
