@@ -61,6 +61,22 @@ tasks:
     method: python/execute
     params:
       code: "result = [os.getuid() for os in [__import__('os')]][0]"
+  # a cold task (its read grant): its sandbox's init, the task's own user's, is out of its
+  # reach (no tracing, no reading its memory)
+  - id: cold
+    method: python/execute
+    sandbox: {read: ["."]}
+    params:
+      code: |
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        attached = libc.ptrace(16, 1, 0, 0)  # PTRACE_ATTACH
+        try:
+            open("/proc/1/mem", "rb").close()
+            mem = "opened"
+        except OSError as e:
+            mem = type(e).__name__
+        result = [os.getppid(), attached, ctypes.get_errno(), mem]
   # two warm tasks in turn (one parent): the second looks for the first's output and result
   # everywhere in its pool directory, and tries to leave files there for a third
   - id: first
@@ -128,6 +144,7 @@ tasks:
     // network namespace, is left.
     assertEquals(report.results.granted.result, ["+PONG\r\n", "0000000000000400"]);
     assertEquals(report.results.warm.result, 65534);
+    assertEquals(report.results.cold.result, [1, -1, 1, "PermissionError"]); // EPERM
     // nothing of the first task's output in reach of the second, nothing left for a third
     assertEquals(report.results.second.result, { pool: true, seen: [], planted: [] });
     let planted = true;

@@ -29,7 +29,7 @@ import {
   toResult,
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
-import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
+import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP, RUNNER_BOOTSTRAP_INIT } from "./runner_source.ts";
 import { sandboxFilter } from "./seccomp.ts";
 import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
@@ -540,12 +540,13 @@ export class PythonProvider implements Provider {
         mode: 0o600,
         createNew: true,
       });
+      const asInit = bwrap !== undefined && !dropsUser(policy.mode, py);
       const runner = [
         py.executable,
         "-I",
         "-S",
         "-c",
-        RUNNER_BOOTSTRAP,
+        asInit ? RUNNER_BOOTSTRAP_INIT : RUNNER_BOOTSTRAP,
         "once",
         bwrap ? SANDBOX_BOOT : bootPath,
       ];
@@ -561,6 +562,10 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
             remountCap: dropsUser(policy.mode, py),
+            // Without root, the runner is the sandbox's init, untraceable, and forks the task
+            // (see RUNNER_BOOTSTRAP_INIT): no bwrap reaper of the task's user in there. (As
+            // root that reaper is root's, out of the task's reach.)
+            asPid1: asInit,
             extra: [
               "--perms",
               "0755",

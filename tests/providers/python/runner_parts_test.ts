@@ -29,26 +29,37 @@ async function runPython(code: string): Promise<string> {
   return new TextDecoder().decode(out.stdout).trim();
 }
 
-Deno.test("closing inherited descriptors as before Python 3.10 leaves only 0, 1 and 2", async () => {
-  const code = `
+for (const version of ["(3, 9, 18)", "(3, 11, 2)"]) {
+  Deno.test(`closing inherited descriptors (Python ${version}) leaves only 0, 1 and 2, and the one kept`, async () => {
+    const code = `
 import sys, json
 import posix as os
 _ipc_fds, _mqueue_fd, _shm_fd = [], None, None  # the runner's, none yet at its start
-${part("def _close_inherited():", "def _install_seccomp(")}
-opened = [os.open("/dev/null", os.O_RDONLY) for _ in range(5)]
-os.dup2(opened[0], 1000)
-os.dup2(opened[1], 1020)
-sys.version_info = (3, 9, 18, "final", 0)  # the branch older Pythons take
+${part("def _close_inherited(", "def _install_seccomp(")}
+def opened():
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(5)]
+    os.dup2(fds[0], 1000)
+    os.dup2(fds[1], 1020)
+    os.dup2(fds[2], 1010)
+opened()
+sys.version_info = ${version} + ("final", 0)  # (3.9: the branch older Pythons take)
 _close_inherited()
 left = sorted(int(n) for n in os.listdir("/proc/self/fd"))
-print(json.dumps({"left": left}))
+opened()
+_close_inherited(1010)  # (the cold init's pipe: see RUNNER_BOOTSTRAP_INIT)
+kept = sorted(int(n) for n in os.listdir("/proc/self/fd"))
+print(json.dumps({"left": left, "kept": kept}))
 `;
-  const r = JSON.parse(await runPython(code)) as { left: number[] };
-  // 0-2, and the descriptor of the listing itself (the last one, open while listing)
-  assert.deepEqual(r.left.slice(0, 3), [0, 1, 2]);
-  assert.ok(r.left.length <= 4, `left open: ${r.left}`);
-  assert.ok(!r.left.includes(1000) && !r.left.includes(1020), `left open: ${r.left}`);
-});
+    const r = JSON.parse(await runPython(code)) as { left: number[]; kept: number[] };
+    // 0-2, and the descriptor of the listing itself (the last one, open while listing)
+    for (const [fds, also] of [[r.left, []], [r.kept, [1010]]] as const) {
+      assert.deepEqual(fds.slice(0, 3), [0, 1, 2]);
+      assert.ok(fds.length <= 4 + also.length, `left open: ${fds}`);
+      assert.ok(!fds.includes(1000) && !fds.includes(1020), `left open: ${fds}`);
+      for (const fd of also) assert.ok(fds.includes(fd), `${fd} closed: ${fds}`);
+    }
+  });
+}
 
 Deno.test("the warm parent's filler reads pymalloc's table and takes its free blocks", async () => {
   const code = `
