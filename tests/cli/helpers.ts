@@ -81,6 +81,16 @@ export async function gleitzeit(
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
+/** `--json task submit ARGS --detach`: the recorded run and task (fails unless exit 0). */
+export async function detachTask(
+  options: { env?: Record<string, string>; cwd?: string },
+  ...args: string[]
+): Promise<{ run_id: string; task_id: string; state: string }> {
+  const r = await gleitzeit(["--json", "task", "submit", ...args, "--detach"], options);
+  if (r.code !== 0) throw new Error(`task submit --detach exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
 /** Starts gleitzeit without waiting (for signal tests). */
 export function spawnGleitzeit(
   args: string[],

@@ -1,7 +1,14 @@
 /** Stored state through the CLI: listings, results, crash + resume, concurrent writers. */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "../assert.ts";
 import { startPrivateRedis } from "../persistence/redis_helpers.ts";
-import { EXAMPLES, gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
+import {
+  detachTask,
+  EXAMPLES,
+  gleitzeit,
+  scratch,
+  spawnGleitzeit,
+  writeWorkflow,
+} from "./helpers.ts";
 
 Deno.test("a run on the SQLite default is visible to later commands in new processes", async () => {
   const { env } = await scratch();
@@ -672,11 +679,7 @@ Deno.test("task submit --depends-on: a TASK_ID that two of them share is ambiguo
 
 Deno.test("task submit --depends-on ... --detach records the task at once; it waits for them where its run is executed, then uses their results, and fails if one fails", async () => {
   const { env } = await scratch();
-  const detach = async (...args: string[]) => {
-    const r = await gleitzeit(["--json", "task", "submit", ...args, "--detach"], { env });
-    assertEquals(r.code, 0, r.stderr);
-    return JSON.parse(r.stdout) as { run_id: string; task_id: string; state: string };
-  };
+  const detach = (...args: string[]) => detachTask({ env }, ...args);
   const a = await detach("echo", "--params", '{"n": 4}');
   // recorded at once, queued, though its dependency has not run
   const b = await detach(
@@ -716,38 +719,20 @@ Deno.test("task submit --depends-on ... --detach records the task at once; it wa
   assertStringIncludes(dRun.stderr, "failed: nope");
   // what can be told at the submit is told then: a dependency failed already, one that is
   // not there, a reference to a task not among them
-  const failed = await gleitzeit(
-    ["task", "submit", "echo", "--depends-on", c.task_id, "--detach"],
-    {
-      env,
-    },
-  );
-  assertEquals(failed.code, 1, failed.stderr);
-  assertStringIncludes(failed.stderr, "failed: nope");
-  const none = await gleitzeit([
-    "task",
-    "submit",
-    "echo",
-    "--depends-on",
-    "task_nothere",
-    "--detach",
-  ], {
-    env,
-  });
-  assertEquals(none.code, 2, none.stderr);
-  assertStringIncludes(none.stderr, "no task task_nothere");
-  const other = await gleitzeit([
-    "task",
-    "submit",
-    "echo",
-    "--depends-on",
-    a.task_id,
-    "--params",
-    '{"x": "${elsewhere.n}"}',
-    "--detach",
-  ], { env });
-  assertEquals(other.code, 2, other.stderr);
-  assertStringIncludes(other.stderr, "elsewhere is not one of the --depends-on tasks");
+  for (
+    const [dependsOn, params, code, said] of [
+      [c.task_id, "{}", 1, "failed: nope"],
+      ["task_nothere", "{}", 2, "no task task_nothere"],
+      [a.task_id, '{"x": "${elsewhere.n}"}', 2, "elsewhere is not one of the --depends-on tasks"],
+    ] as const
+  ) {
+    const r = await gleitzeit(
+      ["task", "submit", "echo", "--depends-on", dependsOn, "--params", params, "--detach"],
+      { env },
+    );
+    assertEquals(r.code, code, r.stderr);
+    assertStringIncludes(r.stderr, said);
+  }
 });
 
 Deno.test("task submit --depends-on (and task result --wait) on a run nothing executes says how to start it, under --json too", async () => {

@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
 import { deadPort, startTestServer, stopTestServer } from "../providers/ollama/test_server.ts";
-import { gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
+import { detachTask, gleitzeit, scratch, spawnGleitzeit, writeWorkflow } from "./helpers.ts";
 import {
   type Cluster,
   cluster,
@@ -127,14 +127,7 @@ Deno.test("task result --wait on a run workers execute outlasts the worker's sto
 
 Deno.test("task submit --depends-on ... --detach on Redis: both queued at once; a worker runs the dependent once its dependency completed, with its result", () =>
   withCluster(async (c) => {
-    const detach = async (...args: string[]) => {
-      const r = await gleitzeit(["--json", "task", "submit", ...args, "--detach"], {
-        env: c.env,
-        cwd: c.dir,
-      });
-      assertEquals(r.code, 0, r.stderr);
-      return JSON.parse(r.stdout) as { run_id: string; task_id: string };
-    };
+    const detach = (...args: string[]) => detachTask({ env: c.env, cwd: c.dir }, ...args);
     // both queued before a worker starts: the dependent waits, holding no slot, for the other
     const a = await detach("python/execute", "--code", "import time; time.sleep(1); result = 6");
     const b = await detach(
