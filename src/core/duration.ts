@@ -26,7 +26,11 @@ export const DURATION_PATTERN = /^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*)+$|^\s*\d+(\
 export const TIMEOUT_PARAM_SCHEMA: JsonSchema = {
   anyOf: [
     { type: "number", exclusiveMinimum: 0 },
-    { type: "string", pattern: DURATION_PATTERN.source },
+    // (a duration of 0, as 0 seconds, is none: refused)
+    {
+      type: "string",
+      pattern: `^(?!(\\s*0+(\\.0+)?\\s*(ms|s|m|h|d)?)+\\s*$)(${DURATION_PATTERN.source})$`,
+    },
   ],
   description: 'a number of seconds (> 0) or a duration such as "30s", "5m", "500ms"',
 };

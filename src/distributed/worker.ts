@@ -629,12 +629,12 @@ export class Worker {
     // Runs first: taking one over drops the attempts its dead coordinator had queued, before
     // they could be taken over below (their answers would go nowhere).
     // A run whose coordinator held its entry until its lease ran out is taken over at once:
-    // the lease key says it is gone, sooner than the run's heartbeat would.
-    if (this.#runs.size < this.#maxRuns) {
-      for (const { entry, holder } of await this.#autoclaim(this.#keys.runs, 1)) {
-        await this.#dropOrphanedAttempts(entry.fields.run ?? "", holder);
-        this.#startRun(entry, true, holder);
-      }
+    // the lease key says it is gone, sooner than the run's heartbeat would. One a look, past
+    // --max-runs too: the runs here may be waiting for it (a task that awaits another run's,
+    // see TaskSpec.awaits), and would wait for ever if only their end made room.
+    for (const { entry, holder } of await this.#autoclaim(this.#keys.runs, 1)) {
+      await this.#dropOrphanedAttempts(entry.fields.run ?? "", holder);
+      this.#startRun(entry, true, holder);
     }
     // A dead worker's attempts are taken however busy this one is, from every protocol's
     // stream: they are only answered as lost (their coordinators send them again), not
@@ -922,18 +922,26 @@ export class Worker {
     // A wait here for a provider's free place (an Ollama host's slots, say) is told to the
     // coordinator, whose timer for the attempt's timeout stops for it (see
     // CallContext.onWaiting), in order, on the reply stream.
+    // (one after the other: two in flight at once, while Redis reconnects, could land in
+    // the other order, and the coordinator's timer stay stopped)
+    let told = Promise.resolve();
     const onWaiting = reply && dispatchId && job.ctx.timeoutMs !== undefined
       ? (waiting: boolean) => {
-        this.#store.command([
-          "EVAL",
-          WAITING,
-          "1",
-          reply,
-          dispatchId,
-          waiting ? "1" : "0",
-          this.owner,
-          String(REPLY_TTL_SECONDS),
-        ]).catch((e) => this.#log(`error: telling ${what} waits: ${(e as Error).message}`));
+        told = told.then(() =>
+          this.#store.command([
+            "EVAL",
+            WAITING,
+            "1",
+            reply,
+            dispatchId,
+            waiting ? "1" : "0",
+            this.owner,
+            String(REPLY_TTL_SECONDS),
+          ])
+        ).then(
+          () => {},
+          (e) => this.#log(`error: telling ${what} waits: ${(e as Error).message}`),
+        );
       }
       : undefined;
     try {

@@ -19,7 +19,7 @@ import type { EngineEvent } from "./events.ts";
 import type { Limiter } from "./limiter.ts";
 import { ReadyQueue } from "./ready_queue.ts";
 import { displayState, ownerGone } from "./liveness.ts";
-import { waitForTasks, withDependencyResults } from "./task_dependencies.ts";
+import { pause, waitForTasks, withDependencyResults } from "./task_dependencies.ts";
 
 /** What the engine needs from the provider registry. */
 export interface Dispatcher {
@@ -633,43 +633,66 @@ export class RunExecution {
     const awaiting = node.awaiting = new AbortController();
     const signal = awaiting.signal;
     const told = new Set<string>(); // runs said to be executed by nothing
+    let said = false; // what it waits for
     try {
-      return await waitForTasks(store, node.spec.awaits!, signal, (pending) => {
-        emit({
-          type: "task_waiting",
-          runId,
-          taskId,
-          on: pending.map((t) => `${t.id} (${t.state})`),
-        });
-      }, async (pending) => {
-        if (store.backend === "redis") return; // (a worker takes a run over)
-        for (const t of new Map(pending.map((t) => [t.runId, t])).values()) {
-          const run = await store.getRun(t.runId);
-          const state = run && displayState(run);
-          if (state === "interrupted" && await ownerGone(store, t.runId)) {
-            throw new GleitzeitError(
-              "TASK_DEPENDENCY_FAILED",
-              `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run was ` +
-                "interrupted (the process running it is gone)",
-              { hint: `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then this one` },
-            );
-          }
-          if ((state === "queued" || state === "interrupted") && !told.has(t.runId)) {
-            told.add(t.runId);
+      for (;;) {
+        try {
+          return await waitForTasks(store, node.spec.awaits!, signal, (pending) => {
+            if (said) return;
+            said = true;
             emit({
               type: "task_waiting",
               runId,
               taskId,
               on: pending.map((t) => `${t.id} (${t.state})`),
-              note: `nothing executes run ${t.runId} (${state}): start it with ` +
-                `\`gleitzeit workflow resume ${t.runId}\``,
             });
-          }
+          }, async (pending) => {
+            const own = pending.find((t) => t.runId === runId);
+            if (own) {
+              throw new GleitzeitError(
+                "TASK_DEPENDENCY_FAILED",
+                `dependency ${own.id} is a task of this very run (${runId}/${own.taskId}): ` +
+                  "it would wait for ever",
+                { hint: "a task of the same run is a dependency: name it in `dependencies`" },
+              );
+            }
+            if (store.backend === "redis") return; // (a worker takes a run over)
+            for (const t of new Map(pending.map((t) => [t.runId, t])).values()) {
+              const run = await store.getRun(t.runId);
+              const state = run && displayState(run);
+              if (state === "interrupted" && await ownerGone(store, t.runId)) {
+                throw new GleitzeitError(
+                  "TASK_DEPENDENCY_FAILED",
+                  `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run was ` +
+                    "interrupted (the process running it is gone)",
+                  {
+                    hint:
+                      `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then this one`,
+                  },
+                );
+              }
+              if ((state === "queued" || state === "interrupted") && !told.has(t.runId)) {
+                told.add(t.runId);
+                emit({
+                  type: "task_waiting",
+                  runId,
+                  taskId,
+                  on: pending.map((t) => `${t.id} (${t.state})`),
+                  note: `nothing executes run ${t.runId} (${state}): start it with ` +
+                    `\`gleitzeit workflow resume ${t.runId}\``,
+                });
+              }
+            }
+          });
+        } catch (e) {
+          if (signal.aborted || this.#stop) return undefined;
+          const error = toGleitzeitError(e, "TASK_DEPENDENCY_FAILED");
+          if (!error.retryable) return error; // (failed, not there, a reference that names none)
+          // the store failing for a moment (Redis restarting, say): looked at again, as a
+          // wait of hours must not fail for one read
+          await pause(1000, signal).catch(() => {});
         }
-      });
-    } catch (e) {
-      if (signal.aborted || this.#stop) return undefined;
-      return toGleitzeitError(e, "TASK_DEPENDENCY_FAILED");
+      }
     } finally {
       node.awaiting = undefined;
     }

@@ -172,6 +172,35 @@ Deno.test("on a worker too, a task's timeout does not count its wait for a provi
     }
   }));
 
+Deno.test("a worker whose --max-runs are all runs waiting for another run's task still takes that run over (no deadlock)", () =>
+  withCluster(async (c) => {
+    const first = await readyWorker(c, "--max-runs", "1", "--lease", "3s");
+    const a = await detachTask(
+      { env: c.env, cwd: c.dir },
+      "python/execute",
+      "--code",
+      "import time; time.sleep(2); result = 6",
+    );
+    await waitLogged(first, `coordinating run ${a.run_id}`, "the first run to be coordinated");
+    const b = await detachTask(
+      { env: c.env, cwd: c.dir },
+      "python/execute",
+      "--depends-on",
+      a.task_id,
+      "--code",
+      `result = \${${a.task_id}.result} * 7`,
+    );
+    first.child.kill("SIGTERM");
+    assertEquals((await first.child.status).code, 0);
+    // its one run slot goes to the waiting run (read first); the run it waits for, handed
+    // over, is taken over all the same
+    const second = await readyWorker(c, "--max-runs", "1", "--lease", "3s");
+    const report = await waitRunEnd(c, b.run_id);
+    assertEquals(report.state, "completed", JSON.stringify(report));
+    assertEquals((report.tasks as { result: { result: unknown } }[])[0]?.result.result, 42);
+    assert(logged(second, `taking over run ${a.run_id}`), second.log.join("\n"));
+  }));
+
 Deno.test("a worker killed mid-task loses nothing: its attempt ends interrupted and another runs", () =>
   withCluster(async (c) => {
     // The coordinator executes one task at a time; the other worker takes the other task and
@@ -905,9 +934,10 @@ async function helperAnswersKept(
     "the helper to take two attempts",
     () => helper.log.filter((l) => l.includes(`executing ${runId}/`)).length >= 2,
   );
-  // (a worker looks for work to take over at its start, then every third of its lease: the
-  // stop comes after its first look, so that the answers come in before the next)
-  await new Promise((r) => setTimeout(r, 1000));
+  // (a worker looks for work to take over at its start, again ~1 s later, then every third
+  // of its lease: the stop comes after its second look, so that the answers come in before
+  // the next; attempts executing at a takeover are run again, not adopted)
+  await new Promise((r) => setTimeout(r, 2500));
   await stop(coordinator);
   const report = await waitRunEnd(c, runId);
   assertEquals(report.state, "completed", JSON.stringify(report));
@@ -959,8 +989,8 @@ Deno.test("a coordinator stopped (SIGSTOP) for a few seconds inside its lease go
 
 Deno.test("a coordinator stopped with SIGTERM after other workers answered: those answers are recorded too", () =>
   withCluster(async (c) => {
-    // the helper looks for work to take over at its start, then every 10 s: the answers are in
-    // by its second look
+    // the helper looks for work to take over at its start, ~1 s later, then every 10 s: the
+    // answers are in by its third look
     await helperAnswersKept(c, "3s", ["--lease", "30s"], async (coordinator) => {
       coordinator.child.kill("SIGTERM");
       assertEquals((await coordinator.child.status).code, 0);

@@ -195,6 +195,27 @@ Deno.test("a task that awaits stored tasks of other runs waits for them holding 
   assertEquals(dispatcher.calls.length, calls);
 });
 
+Deno.test("a task that awaits stored tasks rides out a failing store read: it looks again", async () => {
+  const store = new MemoryStore();
+  let failNext = false;
+  const getTask = store.getTask.bind(store);
+  store.getTask = (id: string) => {
+    if (!failNext) return getTask(id);
+    failNext = false;
+    return Promise.reject(new GleitzeitError("PERSISTENCE_UNAVAILABLE", "blip"));
+  };
+  const { engine } = setup({ store });
+  const a = await engine.createRun(wf([task("t", { params: { n: 3 } })]));
+  const aTask = (await store.getRunTask(a.id, "t"))!.id;
+  const b = engine.run(wf([task("u", { awaits: [aTask], params: { x: `\${${aTask}.n}` } })]));
+  await new Promise((r) => setTimeout(r, 300));
+  failNext = true; // one read fails during the wait
+  await new Promise((r) => setTimeout(r, 600));
+  assertEquals((await engine.execute(a.id)).state, "completed");
+  const done = await b;
+  assertEquals([done.state, done.tasks[0]?.result], ["completed", { x: 3 }]);
+});
+
 Deno.test("fail_fast: dependents skipped with the reason, nothing new starts, run failed", async () => {
   const { dispatcher, engine, events } = setup();
   dispatcher.on("boom", () => {

@@ -217,6 +217,7 @@ Deno.test("params are checked against the method's schema; references pass", () 
     "  - {id: f, method: python/execute, params: {code: x, timeout: 2s}}",
     "  - {id: g, method: llm/generate, params: {model: m, prompt: p, timeout: 1.5}}",
     "  - {id: h, method: python/execute, params: {code: x, timeout: 2 sec}}",
+    "  - {id: i, method: python/execute, params: {code: x, timeout: 0s}}",
   ));
   equal(issueAt(issues, "tasks[0].params.code").message, "must be string, got integer");
   assertAt(issueAt(issues, "tasks[0].params.code"), 3, 52);
@@ -229,7 +230,9 @@ Deno.test("params are checked against the method's schema; references pass", () 
     issueAt(issues, "tasks[7].params.timeout").message,
     'must be a number of seconds (> 0) or a duration such as "30s", "5m", "500ms"',
   );
-  equal(issues.length, 6, JSON.stringify(issues, null, 1));
+  // (0 seconds is no timeout: refused, as a number 0 is)
+  equal(issueAt(issues, "tasks[8].params.timeout").message.startsWith("must be a number"), true);
+  equal(issues.length, 7, JSON.stringify(issues, null, 1));
 });
 
 Deno.test("wrong types and values are reported with readable messages", () => {

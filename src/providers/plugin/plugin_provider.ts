@@ -330,7 +330,8 @@ export class PluginProvider implements Provider, ProviderExtras {
    */
   #withStrays(e: unknown, since: number): unknown {
     if (!(e instanceof GleitzeitError) || e.code !== "PROVIDER_TIMEOUT") return e;
-    const fresh = this.#stderr.slice(-Math.min(this.#remembered - since, this.#stderr.length))
+    const n = Math.min(this.#remembered - since, this.#stderr.length);
+    const fresh = (n > 0 ? this.#stderr.slice(-n) : [])
       .filter((l) => l.startsWith("stdout: ") || l.startsWith("stray message: "));
     if (fresh.length === 0) return e;
     const last = fresh[fresh.length - 1]!.slice(0, 300);

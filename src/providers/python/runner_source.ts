@@ -2666,7 +2666,8 @@ export const RUNNER_BOOTSTRAP_INIT = "import posix\n" +
   "    _init_ready, _w = posix.pipe()\n" +
   "    _task = posix.fork()\n" +
   "    if _task:\n" +
-  "        import _ctypes\n" +
+  "        import _ctypes, _signal\n" +
+  "        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)\n" +
   "        if _ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None), 'prctl'), (4, 0, 0, 0, 0)):\n" +
   "            posix._exit(71)\n" +
   "        posix.write(_w, b'1')\n" +

@@ -327,6 +327,14 @@ Deno.test("a stdio provider that writes lines that answer nothing: the call's ti
       `${dir}/chatty.py`,
       "import sys\nfor line in sys.stdin:\n    print('handling', line.strip()[:20], flush=True)\n",
     );
+    // the first call: a log line, then its answer; the second: nothing at all
+    await Deno.writeTextFile(
+      `${dir}/once.py`,
+      "import sys, json\nfor n, line in enumerate(sys.stdin):\n    if n == 0:\n" +
+        "        print('a log line of call one', flush=True)\n" +
+        "        print(json.dumps({'jsonrpc': '2.0', 'id': json.loads(line)['id'], " +
+        "'result': 1}), flush=True)\n",
+    );
     const registry = await registryWith({
       providers: [{
         id: "chatty",
@@ -334,6 +342,13 @@ Deno.test("a stdio provider that writes lines that answer nothing: the call's ti
         command: PYTHON,
         args: ["-u", `${dir}/chatty.py`],
         methods: [{ name: "chatty/go", params: { type: "object" } }],
+        timeout_ms: 800,
+      }, {
+        id: "once",
+        protocol: "once/v1",
+        command: PYTHON,
+        args: ["-u", `${dir}/once.py`],
+        methods: [{ name: "once/go", params: { type: "object" } }],
         timeout_ms: 800,
       }],
     });
@@ -345,6 +360,13 @@ Deno.test("a stdio provider that writes lines that answer nothing: the call's ti
         e.message,
       );
       assertOk(e.hint?.includes("logs go to stderr"), e.hint);
+      // a silent timeout does not blame what an earlier call wrote
+      assertEquals(await registry.call("once/v1", "once/go", {}, ctx()), 1);
+      const silent = await rejects(
+        registry.call("once/v1", "once/go", {}, ctx()),
+      ) as GleitzeitError;
+      assertEquals(silent.code, "PROVIDER_TIMEOUT");
+      assertOk(!silent.message.includes("answer nothing"), silent.message);
     } finally {
       await registry.close();
     }
