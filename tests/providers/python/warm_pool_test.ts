@@ -198,12 +198,14 @@ Deno.test("[bwrap] a tree deeper than PATH_MAX goes all the same: the parent goe
     const next = await run(state + "result = state");
     const after = await run(state + "result = state");
     // one parent throughout (it is retired only where a tree could not be removed), and
-    // every inode of the tree free again
-    assert.deepEqual([deep.result, next.result, after.result], [
-      before.result,
-      before.result,
-      before.result,
-    ]);
+    // every inode of the tree (30 directories) free again: give or take the directories of the
+    // spares made ahead, which may not all be there yet at the first task (a loaded machine)
+    const [start, free] = before.result as unknown as [number, number];
+    for (const r of [deep, next, after]) {
+      const [s, f] = r.result as unknown as [number, number];
+      assert.equal(s, start, "the same parent");
+      assert.ok(Math.abs(f - free) <= 2, `free inodes ${f} against ${free} before`);
+    }
   });
 });
 
