@@ -184,7 +184,14 @@ export class Worker {
       owner: this.owner,
       heartbeatMs,
       staleAfterMs: this.#leaseMs,
-      ...(this.#onEvent ? { onEvent: this.#onEvent } : {}),
+      onEvent: (e) => {
+        // (a task awaiting other runs' tasks: what it waits for, and what would end a wait
+        // that nothing ends now, in this worker's log)
+        if (e.type === "task_waiting") {
+          this.#log(`${e.runId}/${e.taskId} ${e.note ?? `waits for ${e.on.join(", ")}`}`);
+        }
+        this.#onEvent?.(e);
+      },
     });
     onReady?.();
     this.#loops = [

@@ -656,10 +656,27 @@ export class RunExecution {
                 { hint: "a task of the same run is a dependency: name it in `dependencies`" },
               );
             }
-            if (store.backend === "redis") return; // (a worker takes a run over)
+            const redis = store.backend === "redis";
             for (const t of new Map(pending.map((t) => [t.runId, t])).values()) {
               const run = await store.getRun(t.runId);
               const state = run && displayState(run);
+              if (redis) {
+                // A worker takes over a run queued for workers; one that `gleitzeit run`
+                // started is not (it waits for a resume): said once, not failed.
+                if (state === "interrupted" && !told.has(t.runId)) {
+                  told.add(t.runId);
+                  emit({
+                    type: "task_waiting",
+                    runId,
+                    taskId,
+                    on: pending.map((t) => `${t.id} (${t.state})`),
+                    note: `run ${t.runId} is interrupted: a worker takes it over if it was ` +
+                      "queued for workers (run --detach); else resume it with " +
+                      `\`gleitzeit workflow resume ${t.runId}\``,
+                  });
+                }
+                continue;
+              }
               if (state === "interrupted" && await ownerGone(store, t.runId)) {
                 throw new GleitzeitError(
                   "TASK_DEPENDENCY_FAILED",

@@ -137,11 +137,13 @@ Deno.test("task submit --depends-on ... --detach on Redis: both queued at once; 
       "--code",
       `result = \${${a.task_id}.result} * 7`,
     );
-    await readyWorker(c, "--concurrency", "2");
+    const w = await readyWorker(c, "--concurrency", "2");
     const report = await waitRunEnd(c, b.run_id);
     assertEquals(report.state, "completed", JSON.stringify(report));
     const tasks = report.tasks as { id: string; result: { result: unknown } }[];
     assertEquals(tasks[0]?.result.result, 42);
+    // what it waited for, in the log of the worker that coordinated it
+    assert(logged(w, `${b.run_id}/task waits for ${a.task_id}`), w.log.join("\n"));
   }));
 
 Deno.test("on a worker too, a task's timeout does not count its wait for a provider's free place there: one Ollama slot, three 1 s tasks with timeout 2.5 s all finish", () =>
