@@ -45,6 +45,7 @@ export async function validateCommand(
           }`
           : `${c.green("✓")} all ${files.length} files are valid`,
       );
+      if (failed.length) err(c.dim("hint: each file's problems are listed above, with its name"));
     }
     return failed[0]?.code ?? 0;
   } finally {

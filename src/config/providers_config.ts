@@ -234,6 +234,21 @@ export async function registerConfiguredProviders(
   for (const e of config.providers) {
     byProtocol.set(e.protocol, [...(byProtocol.get(e.protocol) ?? []), e]);
   }
+  // The `describe` calls all at once: one provider that is slow or down costs a command its
+  // own timeout, not one per provider in turn.
+  const described = new Map(
+    [...byProtocol].filter(([, entries]) => !entries.some((e) => e.methods !== undefined))
+      .map(([protocol, entries]) => {
+        // a short-lived instance answers `describe`; providers still start on first use
+        const entry = entries[0]!;
+        const probe = createPluginProviders({ ...entry, instances: 1 }, options.baseDir)[0]!;
+        const answer = probe.describe(
+          typeof entry.describe === "string" ? entry.describe : "describe",
+        ).finally(() => probe.close());
+        answer.catch(() => {}); // (awaited below, in order)
+        return [protocol, answer] as const;
+      }),
+  );
   for (const [protocol, entries] of byProtocol) {
     let methods: MethodSpec[] | undefined;
     let anyMethod = false;
@@ -241,13 +256,8 @@ export async function registerConfiguredProviders(
     const declared = entries.find((e) => e.methods !== undefined);
     if (declared) methods = declaredMethods(declared);
     else {
-      // a short-lived instance answers `describe`; providers still start on first use
-      const entry = entries[0]!;
-      const probe = createPluginProviders({ ...entry, instances: 1 }, options.baseDir)[0]!;
       try {
-        const d = await probe.describe(
-          typeof entry.describe === "string" ? entry.describe : "describe",
-        );
+        const d = await described.get(protocol)!;
         methods = d.methods;
         description ??= d.description;
       } catch (e) {
@@ -263,8 +273,6 @@ export async function registerConfiguredProviders(
         // back; a run's call fails as the provider does then, exit 3 where it is down).
         methods = [];
         anyMethod = true;
-      } finally {
-        await probe.close();
       }
     }
     const spec: ProtocolSpec = { protocol, methods: methods ?? [] };

@@ -228,6 +228,8 @@ export async function loadWorkflowFile(path: string, catalog: ProtocolCatalog): 
       "WORKFLOW_FILE_ERROR",
       missing
         ? `workflow file not found: ${path}`
+        : isDir
+        ? `${path} is a directory, not a workflow file`
         : `cannot read workflow file ${path}: ${(e as Error).message}`,
       {
         cause: e,

@@ -183,7 +183,13 @@ Deno.test("workflow validate takes several files: each is reported, one bad or m
   assertEquals(r.stdout.trim().split("\n").filter((l) => l.includes("is valid")).length, 2);
   assertMatch(r.stderr, /bad\.yaml:3:\d+: tasks\[0\]\.method: unknown method 'nope'/);
   assertMatch(r.stderr, /error: workflow file not found: .*gone\.yaml/);
-  assertStringIncludes(r.stderr.trim().split("\n").at(-1)!, "error: 2 of 4 files invalid:");
+  const last = r.stderr.trim().split("\n").slice(-2);
+  assertStringIncludes(last[0]!, "error: 2 of 4 files invalid:");
+  assertStringIncludes(last[1]!, "hint: each file's problems are listed above");
+  // a directory: said as such
+  const dirIs = await gleitzeit(["workflow", "validate", good, dir], { env });
+  assertEquals(dirIs.code, 2, dirIs.stderr);
+  assertStringIncludes(dirIs.stderr, `${dir} is a directory, not a workflow file`);
   const json = await gleitzeit(["--json", "workflow", "validate", good, bad, gone], { env });
   assertEquals(json.code, 2);
   const report = JSON.parse(json.stdout);

@@ -90,6 +90,9 @@ export function parseDescribeResult(result: unknown, source: string): {
 }
 
 /** One instance of an external JSON-RPC provider. */
+/** How long a health probe gives a stdio process it has just started to fail (ms). */
+const START_GRACE_MS = 300;
+
 export class PluginProvider implements Provider, ProviderExtras {
   readonly id: string;
   readonly protocol: string;
@@ -181,7 +184,25 @@ export class PluginProvider implements Provider, ProviderExtras {
     }
     const method = this.#options.healthMethod;
     if (method === undefined && running.transport instanceof StdioTransport) {
-      return { healthy: running.transport.alive, details: this.info() };
+      // Healthy while the process lives: one just started is given a moment to fail (a
+      // command that is not there, a script that exits at once), or it would pass for healthy.
+      const transport = running.transport;
+      const age = Date.now() - (this.#startedAt.get(transport) ?? 0);
+      if (transport.alive && age < START_GRACE_MS) {
+        await Promise.race([transport.ended, sleep(systemClock, START_GRACE_MS - age)]);
+      }
+      if (!transport.alive) {
+        return {
+          healthy: false,
+          message: `${this.id} ${
+            transport.exitInfo?.signal
+              ? `was killed by ${transport.exitInfo.signal}`
+              : `exited with code ${transport.exitInfo?.code}`
+          } at its start`,
+          details: this.info(),
+        };
+      }
+      return { healthy: true, details: this.info() };
     }
     try {
       const result = await running.client.call(method ?? "ping", undefined, {
@@ -295,6 +316,7 @@ export class PluginProvider implements Provider, ProviderExtras {
     });
     const running: Running = { client, transport };
     this.#running = running;
+    this.#startedAt.set(transport, Date.now());
     transport.ended.then((exit) => this.#exited(running, exit));
     return running;
   }
@@ -319,6 +341,9 @@ export class PluginProvider implements Provider, ProviderExtras {
     }, delay);
     Deno.unrefTimer(this.#restartTimer as unknown as number);
   }
+
+  /** When each process was started (see health). */
+  readonly #startedAt = new WeakMap<StdioTransport, number>();
 
   /** Lines remembered so far (see #remember), in all. */
   #remembered = 0;

@@ -374,3 +374,22 @@ Deno.test("a stdio provider that writes lines that answer nothing: the call's ti
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a stdio provider without a health method whose command fails at its start is unhealthy, not healthy", async () => {
+  const registry = await registryWith({
+    providers: [{
+      id: "late",
+      protocol: "late/v1",
+      command: PYTHON,
+      args: ["-u", "there-is-no-such-script.py"],
+      methods: [{ name: "late/go", params: { type: "object" } }],
+    }],
+  });
+  try {
+    const report = (await registry.health("late"))[0]?.report;
+    assertEquals(report?.healthy, false, JSON.stringify(report));
+    assertOk(/late exited with code \d+ at its start/.test(report?.message ?? ""), report?.message);
+  } finally {
+    await registry.close();
+  }
+});

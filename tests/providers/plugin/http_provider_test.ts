@@ -128,3 +128,37 @@ Deno.test("HTTP provider whose describe fails at start (down): its protocol is d
     await registry.close();
   }
 });
+
+Deno.test("describe calls at the start go out all at once: three providers that never answer cost one timeout, not three", async () => {
+  const { ProviderRegistry } = await import("../../../src/providers/registry.ts");
+  const { registerConfiguredProviders } = await import("../../../src/config/providers_config.ts");
+  const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const c of hole) held.push(c);
+    } catch { /* closed */ }
+  })();
+  const url = `http://127.0.0.1:${hole.addr.port}/`;
+  const registry = new ProviderRegistry();
+  try {
+    const started = performance.now();
+    const report = await registerConfiguredProviders(registry, {
+      providers: ["a", "b", "c"].map((id) => ({
+        id,
+        protocol: `${id}/v1`,
+        url,
+        describe: true,
+        timeout_ms: 1000,
+      })),
+    }, { baseDir: "." });
+    const took = performance.now() - started;
+    assertEquals(report.failed.map((f) => f.error.code), Array(3).fill("PROVIDER_TIMEOUT"));
+    assertOk(took < 2500, `the three took ${took} ms: one after the other`);
+  } finally {
+    await registry.close();
+    hole.close();
+    for (const c of held) c.close();
+    await accepting;
+  }
+});
