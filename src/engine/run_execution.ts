@@ -634,18 +634,21 @@ export class RunExecution {
     const signal = awaiting.signal;
     const told = new Set<string>(); // runs said to be executed by nothing
     let said = false; // what it waits for
+    const waiting = (pending: TaskRecord[], note?: string) =>
+      emit({
+        type: "task_waiting",
+        runId,
+        taskId,
+        on: pending.map((t) => `${t.id} (${t.state})`),
+        ...(note ? { note } : {}),
+      });
     try {
       for (;;) {
         try {
           return await waitForTasks(store, node.spec.awaits!, signal, (pending) => {
             if (said) return;
             said = true;
-            emit({
-              type: "task_waiting",
-              runId,
-              taskId,
-              on: pending.map((t) => `${t.id} (${t.state})`),
-            });
+            waiting(pending);
           }, async (pending) => {
             const own = pending.find((t) => t.runId === runId);
             if (own) {
@@ -665,15 +668,12 @@ export class RunExecution {
                 // started is not (it waits for a resume): said once, not failed.
                 if (state === "interrupted" && !told.has(t.runId)) {
                   told.add(t.runId);
-                  emit({
-                    type: "task_waiting",
-                    runId,
-                    taskId,
-                    on: pending.map((t) => `${t.id} (${t.state})`),
-                    note: `run ${t.runId} is interrupted: a worker takes it over if it was ` +
+                  waiting(
+                    pending,
+                    `run ${t.runId} is interrupted: a worker takes it over if it was ` +
                       "queued for workers (run --detach); else resume it with " +
                       `\`gleitzeit workflow resume ${t.runId}\``,
-                  });
+                  );
                 }
                 continue;
               }
@@ -690,14 +690,11 @@ export class RunExecution {
               }
               if ((state === "queued" || state === "interrupted") && !told.has(t.runId)) {
                 told.add(t.runId);
-                emit({
-                  type: "task_waiting",
-                  runId,
-                  taskId,
-                  on: pending.map((t) => `${t.id} (${t.state})`),
-                  note: `nothing executes run ${t.runId} (${state}): start it with ` +
+                waiting(
+                  pending,
+                  `nothing executes run ${t.runId} (${state}): start it with ` +
                     `\`gleitzeit workflow resume ${t.runId}\``,
-                });
+                );
               }
             }
           });

@@ -10,7 +10,7 @@ import {
   responseProblem,
 } from "../../../src/providers/jsonrpc/messages.ts";
 import { fromRpcError, toRpcError } from "../../../src/providers/jsonrpc/rpc_errors.ts";
-import { LoopbackTransport, specDispatcher } from "./spec_server.ts";
+import { LoopbackTransport, silentServer, specDispatcher } from "./spec_server.ts";
 
 function gz(e: unknown): GleitzeitError {
   if (!(e instanceof GleitzeitError)) throw new Error(`expected a GleitzeitError, got ${e}`);
@@ -162,16 +162,9 @@ Deno.test("HTTP transport: a call's timeout ends its POST; a server that accepts
     await new Promise((r) => setTimeout(r, 3000));
     return Response.json({ jsonrpc: "2.0", id: body.id, result: "late" });
   });
-  // takes connections, reads nothing, never answers
-  const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    try {
-      for await (const c of hole) held.push(c);
-    } catch { /* closed */ }
-  })();
+  const hole = silentServer();
   try {
-    for (const port of [slow.addr.port, hole.addr.port]) {
+    for (const port of [slow.addr.port, hole.port]) {
       const client = new JsonRpcClient(new HttpTransport({ url: `http://127.0.0.1:${port}/` }), {
         name: "peer",
       });
@@ -183,9 +176,7 @@ Deno.test("HTTP transport: a call's timeout ends its POST; a server that accepts
       await client.close();
     }
   } finally {
-    hole.close();
-    for (const c of held) c.close();
-    await accepting;
+    await hole.close();
     await slow.shutdown();
   }
 });

@@ -64,3 +64,25 @@ export class LoopbackTransport implements Transport {
     return Promise.resolve();
   }
 }
+
+/**
+ * A TCP server on 127.0.0.1 that takes connections, reads nothing and never answers (a hung
+ * HTTP peer); `close` ends it and every connection it took.
+ */
+export function silentServer(): { port: number; close: () => Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const c of listener) held.push(c);
+    } catch { /* closed */ }
+  })();
+  return {
+    port: listener.addr.port,
+    close: async () => {
+      listener.close();
+      for (const c of held) c.close();
+      await accepting;
+    },
+  };
+}

@@ -3,6 +3,7 @@
 import { assertEquals, assertOk, rejects } from "../jsonrpc/assert.ts";
 import { GleitzeitError } from "../../../src/core/errors.ts";
 import { JsonRpcDispatcher } from "../../../src/providers/jsonrpc/dispatcher.ts";
+import { silentServer } from "../jsonrpc/spec_server.ts";
 import { calcEntry, ctx, registryWith } from "./helpers.ts";
 
 const number = { type: "number" };
@@ -132,14 +133,8 @@ Deno.test("HTTP provider whose describe fails at start (down): its protocol is d
 Deno.test("describe calls at the start go out all at once: three providers that never answer cost one timeout, not three", async () => {
   const { ProviderRegistry } = await import("../../../src/providers/registry.ts");
   const { registerConfiguredProviders } = await import("../../../src/config/providers_config.ts");
-  const hole = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    try {
-      for await (const c of hole) held.push(c);
-    } catch { /* closed */ }
-  })();
-  const url = `http://127.0.0.1:${hole.addr.port}/`;
+  const hole = silentServer();
+  const url = `http://127.0.0.1:${hole.port}/`;
   const registry = new ProviderRegistry();
   try {
     const started = performance.now();
@@ -157,8 +152,6 @@ Deno.test("describe calls at the start go out all at once: three providers that 
     assertOk(took < 2500, `the three took ${took} ms: one after the other`);
   } finally {
     await registry.close();
-    hole.close();
-    for (const c of held) c.close();
-    await accepting;
+    await hole.close();
   }
 });
