@@ -6,6 +6,7 @@ import { createApp, openConfiguredStore } from "../app.ts";
 import {
   checkDependencyReferences,
   dependencies,
+  orphanedDependency,
   waitForTasks,
   withDependencyResults,
 } from "../engine/task_dependencies.ts";
@@ -31,7 +32,6 @@ import { printSummary, ProgressRenderer } from "./render.ts";
 import { missingFiles } from "./workflow_commands.ts";
 import { noWorkers } from "./stored_state.ts";
 import { stuck, stuckNotice } from "./task_state_commands.ts";
-import { ownerGone } from "../engine/liveness.ts";
 import { closest } from "../loader/suggest.ts";
 
 /** Options of the commands that start a run. */
@@ -438,17 +438,8 @@ async function waitForDependencies(
       // (one look per run, not per task: a run's tasks share its answer)
       for (const t of new Map(pending.map((t) => [t.runId, t])).values()) {
         const why = await stuck(store, t);
-        if (why === "interrupted" && store.backend !== "redis" && await ownerGone(store, t.runId)) {
-          throw new GleitzeitError(
-            "TASK_DEPENDENCY_FAILED",
-            `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run ${t.runId} ` +
-              "was interrupted (the process running it is gone)",
-            {
-              hint: `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then submit ` +
-                "this task again",
-            },
-          );
-        }
+        const orphaned = await orphanedDependency(store, t, why, "submit this task again");
+        if (orphaned) throw orphaned;
         // (under --json too, on stderr: a wait that nothing would end must not be silent)
         if (why && !told.has(t.runId)) {
           told.add(t.runId);

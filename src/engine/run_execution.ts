@@ -18,8 +18,13 @@ import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { EngineEvent } from "./events.ts";
 import type { Limiter } from "./limiter.ts";
 import { ReadyQueue } from "./ready_queue.ts";
-import { displayState, ownerGone } from "./liveness.ts";
-import { pause, waitForTasks, withDependencyResults } from "./task_dependencies.ts";
+import { displayState } from "./liveness.ts";
+import {
+  orphanedDependency,
+  pause,
+  waitForTasks,
+  withDependencyResults,
+} from "./task_dependencies.ts";
 
 /** What the engine needs from the provider registry. */
 export interface Dispatcher {
@@ -677,17 +682,8 @@ export class RunExecution {
                 }
                 continue;
               }
-              if (state === "interrupted" && await ownerGone(store, t.runId)) {
-                throw new GleitzeitError(
-                  "TASK_DEPENDENCY_FAILED",
-                  `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run was ` +
-                    "interrupted (the process running it is gone)",
-                  {
-                    hint:
-                      `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then this one`,
-                  },
-                );
-              }
+              const orphaned = await orphanedDependency(store, t, state, "this one");
+              if (orphaned) throw orphaned;
               if ((state === "queued" || state === "interrupted") && !told.has(t.runId)) {
                 told.add(t.runId);
                 waiting(

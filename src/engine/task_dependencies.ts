@@ -9,6 +9,7 @@ import { GleitzeitError } from "../core/errors.ts";
 import { isTerminalTask } from "../core/states.ts";
 import { referencesIn, substitute, walkStrings } from "../core/references.ts";
 import type { Store, TaskRecord } from "../persistence/store.ts";
+import { ownerGone } from "./liveness.ts";
 
 /** How often the store is read while waiting (another process does the work; no events cross). */
 const POLL_MS = 250;
@@ -189,4 +190,27 @@ function escapeReferences(value: unknown): unknown {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, escapeReferences(v)]));
   }
   return value;
+}
+
+/**
+ * TASK_DEPENDENCY_FAILED for dependency `t` when nothing can give it a result any more: its
+ * run was interrupted and its process is gone for good (one only stopped, Ctrl-Z, may go on),
+ * where no worker takes runs over (not Redis); `state` is its run's, as shown (displayState).
+ * `then`: what to do once that run is resumed.
+ */
+export async function orphanedDependency(
+  store: Store,
+  t: TaskRecord,
+  state: string | undefined,
+  then: string,
+): Promise<GleitzeitError | undefined> {
+  if (state !== "interrupted" || store.backend === "redis" || !await ownerGone(store, t.runId)) {
+    return undefined;
+  }
+  return new GleitzeitError(
+    "TASK_DEPENDENCY_FAILED",
+    `dependency ${t.id} (${t.runId}/${t.taskId}) has no result: its run ${t.runId} was ` +
+      "interrupted (the process running it is gone)",
+    { hint: `resume that run (\`gleitzeit workflow resume ${t.runId}\`), then ${then}` },
+  );
 }
