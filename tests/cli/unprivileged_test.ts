@@ -61,22 +61,6 @@ tasks:
     method: python/execute
     params:
       code: "result = [os.getuid() for os in [__import__('os')]][0]"
-  # a cold task (its read grant): its sandbox's init, the task's own user's, is out of its
-  # reach (no tracing, no reading its memory)
-  - id: cold
-    method: python/execute
-    sandbox: {read: ["."]}
-    params:
-      code: |
-        import ctypes, os
-        libc = ctypes.CDLL(None, use_errno=True)
-        attached = libc.ptrace(16, 1, 0, 0)  # PTRACE_ATTACH
-        try:
-            open("/proc/1/mem", "rb").close()
-            mem = "opened"
-        except OSError as e:
-            mem = type(e).__name__
-        result = [os.getppid(), attached, ctypes.get_errno(), mem]
   # two warm tasks in turn (one parent): the second looks for the first's output and result
   # everywhere in its pool directory, and tries to leave files there for a third
   - id: first
@@ -144,7 +128,6 @@ tasks:
     // network namespace, is left.
     assertEquals(report.results.granted.result, ["+PONG\r\n", "0000000000000400"]);
     assertEquals(report.results.warm.result, 65534);
-    assertEquals(report.results.cold.result, [1, -1, 1, "PermissionError"]); // EPERM
     // nothing of the first task's output in reach of the second, nothing left for a third
     assertEquals(report.results.second.result, { pool: true, seen: [], planted: [] });
     let planted = true;
@@ -154,10 +137,92 @@ tasks:
       planted = false;
     }
     assert(!planted, "a task wrote into the user's home");
+
+    // Cold tasks (a read grant each): the sandbox's init, the task's own user's, is out of the
+    // task's reach (no tracing it, no reading its memory), and a signal the task sends itself
+    // ends it as in any process. The init is the shell (sandbox_init.ts); where the temp dir
+    // is mounted noexec, the runner itself (RUNNER_BOOTSTRAP_INIT). Neither leaves a file.
+    await Deno.writeTextFile(
+      `${home}/cold.yaml`,
+      `name: cold
+tasks:
+  - id: cold
+    method: python/execute
+    sandbox: {read: ["."]}
+    params:
+      code: |
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        attached = libc.ptrace(16, 1, 0, 0)  # PTRACE_ATTACH
+        try:
+            open("/proc/1/mem", "rb").close()
+            mem = "opened"
+        except OSError as e:
+            mem = type(e).__name__
+        init = open("/proc/1/cmdline").read().split(chr(0))[0]
+        result = [os.getppid(), attached, ctypes.get_errno(), mem, init]
+  - id: killed
+    method: python/execute
+    sandbox: {read: ["."]}
+    params:
+      code: |
+        import os, signal
+        print("before", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("after")
+`,
+    );
+    await Deno.chown(`${home}/cold.yaml`, UID, UID);
+    const noexec = `${dir}/noexec`;
+    const exec = `${dir}/exec`;
+    for (const d of [noexec, exec]) {
+      await Deno.mkdir(d);
+      await Deno.chmod(d, 0o1777);
+    }
+    await run("mount", ["-t", "tmpfs", "-o", "noexec,mode=1777,size=64m", "tmpfs", noexec]);
+    try {
+      for (const [tmp, init] of [[exec, "/gleitzeit/sh"], [noexec, "/usr/bin/python3"]]) {
+        const out = await denoAsUnprivileged(
+          [...bundleFlags(), `${dir}/gleitzeit.js`, "--json", "run", `${home}/cold.yaml`],
+          {
+            cwd: home,
+            env: {
+              HOME: home,
+              PATH: "/usr/bin:/bin",
+              TMPDIR: tmp,
+              GLEITZEIT_CONFIG: `${home}/config.yaml`,
+              GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
+              GLEITZEIT_PYTHON: "/usr/bin/python3",
+              NO_COLOR: "1",
+            },
+          },
+        );
+        const stdout = new TextDecoder().decode(out.stdout);
+        const stderr = new TextDecoder().decode(out.stderr);
+        assertEquals(out.code, 1, `${stderr}\n${stdout}`); // the killed task failed
+        const report = JSON.parse(stdout);
+        assertEquals(report.results.cold?.result, [1, -1, 1, "PermissionError", init], stdout);
+        const killed = report.tasks.find((t: { id: string }) => t.id === "killed");
+        assertEquals(killed.error.code, "TASK_EXECUTION_FAILED");
+        assertEquals(killed.error.details.signal, "SIGTERM", tmp);
+        // the init's words (a shell's "Terminated") are not the task's
+        assertEquals([killed.error.details.output, killed.error.details.stderr], ["before\n", ""]);
+        const left = [];
+        for await (const e of Deno.readDir(tmp)) left.push(e.name);
+        assertEquals(left, [], `left in ${tmp}`);
+      }
+    } finally {
+      await run("umount", [noexec]);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+async function run(command: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command(command, { args, stdin: "null" }).output();
+  assertEquals(out.code, 0, `${command}: ${new TextDecoder().decode(out.stderr)}`);
+}
 
 async function chownTree(path: string, uid: number): Promise<void> {
   await Deno.chown(path, uid, uid);

@@ -31,6 +31,14 @@ import {
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
 import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP, RUNNER_BOOTSTRAP_INIT } from "./runner_source.ts";
 import { sandboxFilter } from "./seccomp.ts";
+import {
+  initCommand,
+  initExecFailed,
+  makeSandboxInit,
+  removeSandboxInit,
+  SANDBOX_INIT,
+  type SandboxInit,
+} from "./sandbox_init.ts";
 import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
@@ -169,6 +177,13 @@ export class PythonProvider implements Provider {
   #swept = false;
   /** Kill functions of running attempts, for `close()`. */
   readonly #running = new Set<() => void>();
+  /**
+   * Without root, cold sandboxes' init (see sandbox_init.ts): made at the first such task;
+   * null where it cannot be made. Where it cannot run, #initRuns is false. Either way the
+   * runner is its own init (RUNNER_BOOTSTRAP_INIT).
+   */
+  #init: SandboxInit | null | undefined;
+  #initRuns = true;
 
   constructor(options: PythonProviderOptions = {}) {
     this.id = options.id ?? "python";
@@ -357,7 +372,16 @@ export class PythonProvider implements Provider {
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
     this.#pools.clear();
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    if (this.#init) removeSandboxInit(this.#init);
+    this.#init = undefined;
     closePidsCgroups();
+  }
+
+  /** The shell init of non-root cold sandboxes (see sandbox_init.ts), made once. */
+  #sandboxInit(): SandboxInit | undefined {
+    if (!this.#initRuns) return undefined;
+    if (this.#init === undefined) this.#init = makeSandboxInit(this.#tempDir) ?? null;
+    return this.#init ?? undefined;
   }
 
   /** bwrap's path once found and probed for an interpreter (the probe costs a spawn). */
@@ -471,6 +495,7 @@ export class PythonProvider implements Provider {
     let child: Deno.ChildProcess;
     let proxy: GrantProxy | undefined;
     let plan: GrantPlan | undefined;
+    let shellInit: SandboxInit | undefined;
     /** The task's outside traces: its grants' proxy, then its directory. */
     const release = async () => {
       await proxy?.close();
@@ -540,16 +565,21 @@ export class PythonProvider implements Provider {
         mode: 0o600,
         createNew: true,
       });
+      // Without root, bwrap's reaper would be the task's own user's: the sandbox's init is
+      // ours (--as-pid-1), out of the task's reach. The shell (see sandbox_init.ts), else the
+      // runner itself (see RUNNER_BOOTSTRAP_INIT). (As root that reaper is root's.)
       const asInit = bwrap !== undefined && !dropsUser(policy.mode, py);
-      const runner = [
+      shellInit = asInit ? this.#sandboxInit() : undefined;
+      const python = [
         py.executable,
         "-I",
         "-S",
         "-c",
-        asInit ? RUNNER_BOOTSTRAP_INIT : RUNNER_BOOTSTRAP,
+        asInit && !shellInit ? RUNNER_BOOTSTRAP_INIT : RUNNER_BOOTSTRAP,
         "once",
         bwrap ? SANDBOX_BOOT : bootPath,
       ];
+      const runner = shellInit ? initCommand(python) : python;
       const [command, ...args] = bwrap
         ? [
           bwrap,
@@ -562,9 +592,6 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
             remountCap: dropsUser(policy.mode, py),
-            // Without root, the runner is the sandbox's init, untraceable, and forks the task
-            // (see RUNNER_BOOTSTRAP_INIT): no bwrap reaper of the task's user in there. (As
-            // root that reaper is root's, out of the task's reach.)
             asPid1: asInit,
             extra: [
               "--perms",
@@ -593,6 +620,7 @@ export class PythonProvider implements Provider {
               "--ro-bind",
               bootPath,
               SANDBOX_BOOT,
+              ...(shellInit ? ["--ro-bind", shellInit.path, SANDBOX_INIT] : []),
               ...(proxy ? ["--bind", proxy.path, SANDBOX_NET_SOCKET] : []),
             ],
           }),
@@ -645,6 +673,14 @@ export class PythonProvider implements Provider {
       const payload = readPayload(resultPath);
       // Off the task's path: removing even a small directory tree costs ~0.4 ms on a disk.
       this.#background(() => removeDir(base));
+      if (shellInit && !guard.killed && initExecFailed(status, stderr.text)) {
+        // The shell could not run (a noexec temp dir): nothing of the task did. Again, and
+        // from now on, with the runner as the init. (The copy stays until close(): other
+        // sandboxes may be binding it now.)
+        this.#initRuns = false;
+        guard.dispose();
+        return await this.#runCold(py, bwrap, job, policy, timeout, ctx);
+      }
       const limits = policy.mode === "none" ? undefined : policy;
       return toResult(payload, exitFromStatus(status, bwrap !== undefined), stdout, stderr, limits);
     } catch (e) {
@@ -987,11 +1023,11 @@ function tempRoot(tempDir: string | undefined): string {
  * gone, killed before they could clean up (e.g. by SIGKILL), and cold tasks' directories
  * likewise, and bubblewrap probes'. Names carry the owner's pid:
  * `gleitzeit-pool-<pid>-<random>`, `gleitzeit-py-<pid>-<random>`, `gleitzeit-probe-<pid>-<random>`,
- * `gleitzeit-io-<pid>-<random>`.
+ * `gleitzeit-init-<pid>-<random>`, `gleitzeit-io-<pid>-<random>`.
  */
 async function sweepDeadPoolDirs(tempDir: string | undefined): Promise<void> {
   const places: [string, RegExp][] = [
-    [tempRoot(tempDir), /^gleitzeit-(?:pool|py|probe)-(\d+)-/],
+    [tempRoot(tempDir), /^gleitzeit-(?:pool|py|probe|init)-(\d+)-/],
     ["/dev/shm", /^gleitzeit-io-(\d+)-/],
   ];
   for (const [dir, pattern] of places) {

@@ -2647,7 +2647,8 @@ export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=open(sys.argv[2]
  * {@link RUNNER_BOOTSTRAP} for a cold task whose runner is its sandbox's init (bwrap
  * `--as-pid-1`; Gleitzeit not root: a bwrap reaper there would be the task's own user's, and a
  * task could trace it, stop it, which holds its run, or make it allocate beyond the task's
- * limits). Before the runner is loaded (the fork copies less), the init forks the task (whose
+ * limits). Only where the shell init of sandbox_init.ts, cheaper, cannot run (a noexec temp
+ * dir). Before the runner is loaded (the fork copies less), the init forks the task (whose
  * signals then work as in any process, which an init's do not), makes itself untraceable and
  * its memory unreadable meanwhile (PR_SET_DUMPABLE 0, what a same-user process needs to trace
  * it or open it; through _ctypes alone: ctypes costs ~4 ms), and says so on a pipe, which the
