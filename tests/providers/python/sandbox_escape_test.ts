@@ -17,6 +17,7 @@ import {
   runEscapeCase,
 } from "./escape_suite.ts";
 import { makeCtx } from "./helpers.ts";
+import { denoAsUnprivileged, requireRoot } from "../../unprivileged.ts";
 
 const projectDir = fromFileUrl(new URL("../../../", import.meta.url)).replace(/\/$/, "");
 
@@ -153,10 +154,11 @@ result = {"cwd": os.getcwd() == os.environ["HOME"], "entries": sorted(os.listdir
   });
 }
 
-Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.sh)", async () => {
-  await requireRedis();
-  // The flags the CLI runs with live in scripts/flags.sh (sourced by ./gleitzeit, the
-  // compile script and the bundle tests): take them from there, exactly.
+/**
+ * The flags the CLI runs with: they live in scripts/flags.sh (sourced by ./gleitzeit, the
+ * compile script and the bundle tests), taken from there, exactly.
+ */
+async function cliFlags(): Promise<string[]> {
   const listed = await new Deno.Command("bash", {
     args: ["-c", 'source scripts/flags.sh && printf "%s\\n" "${GLEITZEIT_DENO_FLAGS[@]}"'],
     cwd: projectDir,
@@ -166,13 +168,13 @@ Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.s
   const flags = new TextDecoder().decode(listed.stdout).trim().split("\n");
   assert.ok(flags.includes("--ignore-env") && flags.includes("--no-prompt"), flags.join(" "));
   assert.ok(!flags.includes("--allow-all") && !flags.includes("-A"), flags.join(" "));
-  const driver = fromFileUrl(new URL("./escape_driver.ts", import.meta.url));
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, driver],
-    cwd: projectDir,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  return flags;
+}
+
+const DRIVER = fromFileUrl(new URL("./escape_driver.ts", import.meta.url));
+
+/** Asserts the escape driver's report: every case run, cold and warm, and 0 escapes. */
+function assertNoEscapes(out: Deno.CommandOutput): void {
   const stderr = new TextDecoder().decode(out.stderr);
   assert.ok(out.success, `driver failed (${out.code}):\n${stderr.slice(-3000)}`);
   const report = JSON.parse(new TextDecoder().decode(out.stdout)) as {
@@ -182,6 +184,35 @@ Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.s
   const escaped = report.outcomes.filter((o) => !o.contained);
   assert.deepEqual(escaped, [], "0 escapes");
   assert.equal(report.outcomes.length, ESCAPE_CASES.length * 2 + 1);
+}
+
+Deno.test("escape suite under the CLI's scoped Deno permissions (scripts/flags.sh)", async () => {
+  await requireRedis();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...(await cliFlags()), DRIVER],
+    cwd: projectDir,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertNoEscapes(out);
+});
+
+// The usual laptop case: the orchestrator is not root, so bubblewrap maps its own user into
+// the sandbox, and tasks are that user (no uid of their own keeps them from its processes).
+Deno.test("escape suite with the orchestrator not root, under the CLI's scoped permissions", async () => {
+  requireRoot("the escape suite");
+  await requireRedis();
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-unpriv-escape-" });
+  try {
+    await Deno.chmod(dir, 0o777);
+    const out = await denoAsUnprivileged([...(await cliFlags()), DRIVER], {
+      cwd: dir,
+      env: { HOME: dir, DENO_DIR: `${dir}/deno`, PATH: "/usr/bin:/bin", NO_COLOR: "1" },
+    });
+    assertNoEscapes(out);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("[bwrap, warm] no IPC object outlives its task: POSIX queues and shared memory; no SysV IPC", async () => {
