@@ -462,6 +462,38 @@ export function modeOf(declared: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * What a sandbox weaker than bubblewrap means here: as root, also that tasks run as root (only
+ * bubblewrap runs them as another user).
+ */
+export function weakerIsolation(): string {
+  return "weaker isolation than bubblewrap" +
+    (runsAsRoot() ? ", and as root (only bubblewrap runs tasks as another user)" : "");
+}
+
+let root: boolean | undefined;
+
+/**
+ * Whether this process runs as root: the owner of a file it makes (Deno.uid() is not among
+ * the CLI's permissions). Asked once; false where no file can be made.
+ */
+function runsAsRoot(): boolean {
+  if (root === undefined) {
+    root = false;
+    try {
+      const probe = Deno.makeTempFileSync({ prefix: "gleitzeit-uid-" });
+      try {
+        root = Deno.statSync(probe).uid === 0;
+      } finally {
+        Deno.removeSync(probe);
+      }
+    } catch {
+      // (no temp dir to write: said as not root)
+    }
+  }
+  return root;
+}
+
 /** Who chose the configured sandbox mode, in words. */
 export function configSource(configuredBy?: string, configPath?: string): string {
   return configuredBy === "flag"
@@ -507,7 +539,7 @@ export function sandboxWarnings(
     const which = ids.length === python.length
       ? "Python tasks run"
       : `Python task${ids.length > 1 ? "s" : ""} ${ids.join(", ")} run${ids.length > 1 ? "" : "s"}`;
-    out.push(`${which} with sandbox '${mode}' (chosen by ${by}): weaker isolation than bubblewrap`);
+    out.push(`${which} with sandbox '${mode}' (chosen by ${by}): ${weakerIsolation()}`);
   }
   return out;
 }

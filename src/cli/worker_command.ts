@@ -6,7 +6,7 @@ import { Worker } from "../distributed/worker.ts";
 import { RedisStore } from "../persistence/redis_store.ts";
 import { configFromFlags, type GlobalOptions, parseSeconds, setupRegistry } from "./context.ts";
 import { colors, err, printJson } from "./output.ts";
-import { configSource, modeOf } from "./run_commands.ts";
+import { configSource, modeOf, weakerIsolation } from "./run_commands.ts";
 import { weakerSandbox } from "../providers/python/sandbox_policy.ts";
 
 /** Options of `gleitzeit worker`. */
@@ -112,7 +112,7 @@ async function workerCommand(
         : workflow !== undefined
         ? "the workflow"
         : `this worker's ${configSource(config.sources.sandbox, config.configPath)}`;
-      return `warning: sandbox '${mode}' (chosen by ${by}): weaker isolation than bubblewrap`;
+      return `warning: sandbox '${mode}' (chosen by ${by}): ${weakerIsolation()}`;
     },
   });
   let stopping: Promise<void> | undefined;
@@ -139,7 +139,7 @@ async function workerCommand(
         log(
           `warning: Python tasks run with sandbox '${config.sandbox}' (chosen by ${
             configSource(config.sources.sandbox, config.configPath)
-          }) unless their workflow or task chooses another: weaker isolation than bubblewrap`,
+          }) unless their workflow or task chooses another: ${weakerIsolation()}`,
         );
       }
       // (a provider it cannot use, an Ollama that is not there, was warned of as it started:

@@ -5,7 +5,7 @@
  * real hostile snippets, a network grant and the warm pool.
  */
 
-import { assert, assertEquals } from "../assert.ts";
+import { assert, assertEquals, assertStringIncludes } from "../assert.ts";
 import { denoAsUnprivileged, requireRoot, UNPRIVILEGED_UID as UID } from "../unprivileged.ts";
 import { bundleFlags, ROOT } from "./helpers.ts";
 
@@ -61,6 +61,11 @@ tasks:
     method: python/execute
     params:
       code: "result = [os.getuid() for os in [__import__('os')]][0]"
+  - id: basic
+    method: python/execute
+    sandbox: basic
+    params:
+      code: "result = __import__('os').getuid()"
   # two warm tasks in turn (one parent): the second looks for the first's output and result
   # everywhere in its pool directory, and tries to leave files there for a third
   - id: first
@@ -128,6 +133,13 @@ tasks:
     // network namespace, is left.
     assertEquals(report.results.granted.result, ["+PONG\r\n", "0000000000000400"]);
     assertEquals(report.results.warm.result, 65534);
+    // outside bubblewrap, the CLI's own user (not root: no word of root in the warning)
+    assertEquals(report.results.basic.result, UID);
+    assertStringIncludes(
+      stderr,
+      "warning: Python task basic runs with sandbox 'basic' (chosen by the task): weaker " +
+        "isolation than bubblewrap\n",
+    );
     // nothing of the first task's output in reach of the second, nothing left for a third
     assertEquals(report.results.second.result, { pool: true, seen: [], planted: [] });
     let planted = true;
