@@ -12,6 +12,7 @@ import { GleitzeitError } from "../core/errors.ts";
 import { inHome } from "../core/home.ts";
 import { Positions } from "../loader/positions.ts";
 import { schemaIssues } from "../loader/schema_issues.ts";
+import { McpServerEntrySchema, ProviderEntrySchema } from "./provider_entries.ts";
 
 /** Where a configuration value came from. */
 export type ConfigSource = "default" | "file" | "env" | "flag";
@@ -96,8 +97,9 @@ const fileSchema = z.strictObject({
     allow_grants: z.boolean().optional(),
   }).optional(),
   log_level: z.enum(["debug", "info", "warn", "error"]).optional(),
-  providers: z.array(z.unknown()).optional(),
-  mcp_servers: z.array(z.unknown()).optional(),
+  // (checked here for the file's positions; parsed again where they are registered)
+  providers: z.array(ProviderEntrySchema).optional(),
+  mcp_servers: z.array(McpServerEntrySchema).optional(),
 });
 
 type FileConfig = z.infer<typeof fileSchema>;
@@ -185,14 +187,25 @@ async function readConfigFile(path: string, explicit: boolean): Promise<FileConf
 
 /** The keys a section of the config file may have (`[]`: the top level). */
 function configKeys(path: readonly PropertyKey[]): string[] {
+  type Walked = {
+    def?: { type?: string };
+    shape?: Record<string, unknown>;
+    element?: unknown;
+    unwrap?: () => unknown;
+  };
+  // (a list's unwrap() is its item: only optional and default values are unwrapped)
+  const unwrap = (s: unknown): unknown =>
+    ["optional", "default", "nullable"].includes((s as Walked | undefined)?.def?.type ?? "")
+      ? unwrap((s as Walked).unwrap!())
+      : s;
   let schema: unknown = fileSchema;
   for (const key of path) {
-    const shape = (schema as { shape?: Record<string, unknown> }).shape;
-    let next = shape?.[String(key)];
-    if (next && typeof (next as { unwrap?: unknown }).unwrap === "function") {
-      next = (next as { unwrap: () => unknown }).unwrap();
-    }
-    schema = next;
+    schema = unwrap(schema);
+    // an item of a list (`providers[0]`), else a key of a mapping
+    schema = typeof key === "number"
+      ? (schema as Walked | undefined)?.element
+      : (schema as Walked | undefined)?.shape?.[String(key)];
+    schema = unwrap(schema);
   }
   return Object.keys((schema as { shape?: Record<string, unknown> } | undefined)?.shape ?? {});
 }

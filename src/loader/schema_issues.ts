@@ -93,6 +93,8 @@ export function schemaIssues(
   keysAt: (path: Path) => readonly string[] = keysFor,
 ): Issue[] {
   const out: Issue[] = [];
+  /** Paths of the keys unknown keys were taken for (a misspelling's "did you mean"). */
+  const misspelt = new Set<string>();
   const visit = (issue: ZodIssue, prefix: Path) => {
     const path = [...prefix, ...(issue.path as Path)];
     const value = valueAt(data, path);
@@ -101,6 +103,7 @@ export function schemaIssues(
       for (const key of issue.keys) {
         const keyPath = [...path, key];
         const guess = closest(key, allowed);
+        if (guess !== undefined) misspelt.add(formatPath([...path, guess]));
         out.push({
           path: formatPath(keyPath),
           message: `unknown key '${key}'`,
@@ -164,5 +167,9 @@ export function schemaIssues(
     });
   };
   for (const issue of zodIssues) visit(issue, []);
-  return out.map((i) => (i.hint === undefined ? (delete i.hint, i) : i));
+  // A key that is missing because it is misspelt (`mehtod:`, did you mean 'method'?) is said
+  // once, as the unknown key.
+  return out
+    .filter((i) => !(i.message === "is required" && misspelt.has(i.path)))
+    .map((i) => (i.hint === undefined ? (delete i.hint, i) : i));
 }

@@ -870,6 +870,15 @@ Deno.test("a config file's mistakes: file:line:col, the key's path, a did-you-me
       "hint: did you mean 'persistence'?",
     ],
     [
+      // providers' entries too: a misspelt key is said once (not also as missing)
+      "providers:\n  - id: kv\n    protocl: kv/v1\n    command: [python3, kv.py]\n" +
+      "    describe: true\nmcp_servers:\n  - name: m\n    comand: npx\n",
+      ":3:5: providers[0].protocl: unknown key 'protocl' (and 2 more: 4:14: " +
+      "providers[0].command: must be a string: the program alone, its arguments go in `args`; " +
+      "8:5: mcp_servers[0].comand: unknown key 'comand', did you mean 'command'?)",
+      "hint: did you mean 'protocol'?",
+    ],
+    [
       "persistence:\n  backend: [sqlite\n",
       ":3:1: Flow sequence in block collection must be sufficiently indented and end with a ]",
       "fix the YAML syntax",

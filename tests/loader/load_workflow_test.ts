@@ -257,6 +257,22 @@ Deno.test("retry: a misspelt key and the missing max_attempts are reported toget
   ok(/max_attempts/.test(typo[0]!.hint ?? ""), JSON.stringify(typo[0]));
 });
 
+Deno.test("a misspelt required key is said once: as the unknown key, not also as missing", () => {
+  const issues = issuesOf(yaml(
+    "name: m",
+    "tasks:",
+    "  - id: a",
+    "    mehtod: python/execute",
+    "    params: {code: 'result = 1'}",
+    "  - {id: b}",
+  ));
+  deepStrictEqual(issues.map((i) => [i.path, i.message, i.hint]), [
+    ["tasks[0].mehtod", "unknown key 'mehtod'", "did you mean 'method'?"],
+    // (no misspelling there: missing it is)
+    ["tasks[1].method", "is required", undefined],
+  ]);
+});
+
 Deno.test("durations: seconds and unit strings, stored as milliseconds", () => {
   const wf = parseWorkflow(
     yaml(
