@@ -303,10 +303,24 @@ async function submitTask(
   if (!protocol) {
     const inferred = registry.inferProtocol(method);
     if ("error" in inferred) {
-      const known = registry.protocols().flatMap((p) => p.methods.map((m) => m.name));
+      const protocols = registry.protocols();
+      const known = protocols.flatMap((p) => p.methods.map((m) => m.name));
       const guess = closest(method, known);
+      // `echo/error` for method `error` of protocol echo/v1: the protocol's name and the method
+      const slash = method.lastIndexOf("/");
+      const within = slash > 0
+        ? protocols.filter((p) =>
+          p.protocol.startsWith(`${method.slice(0, slash)}/`) &&
+          p.methods.some((m) => m.name === method.slice(slash + 1))
+        )
+        : [];
       throw new GleitzeitError("USAGE_ERROR", inferred.error, {
-        hint: guess !== undefined
+        hint: within.length > 0
+          ? `method '${method.slice(slash + 1)}' of ${
+            within.map((p) => p.protocol).join(" or ")
+          }: ` +
+            `task submit ${method.slice(slash + 1)} --protocol ${within[0]!.protocol}`
+          : guess !== undefined
           ? `did you mean ${guess}? (methods: gleitzeit provider list)`
           : "give the protocol with --protocol, e.g. --protocol echo/v1",
       });

@@ -401,6 +401,13 @@ Deno.test("errors are one line with a hint: missing file, unknown command, bad i
   });
   assertEquals(method.code, 2);
   assertStringIncludes(method.stderr, "hint: did you mean python/execute?");
+  // the protocol's name before the method: the method, and the protocol apart
+  const protocolFirst = await gleitzeit(["task", "submit", "echo/error"], { env });
+  assertEquals(protocolFirst.code, 2);
+  assertStringIncludes(
+    protocolFirst.stderr,
+    "hint: method 'error' of echo/v1: task submit error --protocol echo/v1\n",
+  );
   // a command of a group, given without its group
   const config = await gleitzeit(["config"], { env });
   assertEquals(config.code, 2);
