@@ -182,6 +182,15 @@ tasks:
         print("before", flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
         print("after")
+  # SIGINT to the init changes nothing of how the task's end is told
+  - id: interrupted
+    method: python/execute
+    sandbox: {read: ["."]}
+    params:
+      code: |
+        import os, signal
+        os.kill(1, signal.SIGINT)
+        os._exit(5)
 `,
     );
     await Deno.chown(`${home}/cold.yaml`, UID, UID);
@@ -219,6 +228,11 @@ tasks:
         assertEquals(killed.error.details.signal, "SIGTERM", tmp);
         // the init's words (a shell's "Terminated") are not the task's
         assertEquals([killed.error.details.output, killed.error.details.stderr], ["before\n", ""]);
+        const interrupted = report.tasks.find((t: { id: string }) => t.id === "interrupted");
+        assertEquals([interrupted.error.details.exit_code, interrupted.error.details.signal], [
+          5,
+          null,
+        ], tmp);
         const left = [];
         for await (const e of Deno.readDir(tmp)) left.push(e.name);
         assertEquals(left, [], `left in ${tmp}`);

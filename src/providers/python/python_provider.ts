@@ -33,11 +33,11 @@ import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP, RUNNER_BOOTSTRAP_INIT } from "./runne
 import { sandboxFilter } from "./seccomp.ts";
 import {
   initCommand,
-  initExecFailed,
   makeSandboxInit,
   removeSandboxInit,
   SANDBOX_INIT,
   type SandboxInit,
+  sandboxInitIntact,
 } from "./sandbox_init.ts";
 import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
@@ -179,11 +179,11 @@ export class PythonProvider implements Provider {
   readonly #running = new Set<() => void>();
   /**
    * Without root, cold sandboxes' init (see sandbox_init.ts): made at the first such task;
-   * null where it cannot be made. Where it cannot run, #initRuns is false. Either way the
-   * runner is its own init (RUNNER_BOOTSTRAP_INIT).
+   * null where it cannot serve (then the runner is its own init, RUNNER_BOOTSTRAP_INIT).
    */
   #init: SandboxInit | null | undefined;
-  #initRuns = true;
+  /** close() was called: no init is made any more (its directory would outlive the provider). */
+  #closed = false;
 
   constructor(options: PythonProviderOptions = {}) {
     this.id = options.id ?? "python";
@@ -371,15 +371,24 @@ export class PythonProvider implements Provider {
     for (const kill of this.#running) kill();
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
     this.#pools.clear();
+    this.#closed = true;
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
-    if (this.#init) removeSandboxInit(this.#init);
+    if (this.#init) removeSandboxInit(this.#init.path);
     this.#init = undefined;
     closePidsCgroups();
   }
 
-  /** The shell init of non-root cold sandboxes (see sandbox_init.ts), made once. */
+  /**
+   * The shell init of non-root cold sandboxes (see sandbox_init.ts): made once, and again if
+   * it is gone or changed (an lstat per task).
+   */
   #sandboxInit(): SandboxInit | undefined {
-    if (!this.#initRuns) return undefined;
+    if (this.#closed) return undefined;
+    if (this.#init && !sandboxInitIntact(this.#init)) {
+      // (a sandbox binding it now has it bound, or fails to start: not ours to keep then)
+      removeSandboxInit(this.#init.path);
+      this.#init = undefined;
+    }
     if (this.#init === undefined) this.#init = makeSandboxInit(this.#tempDir) ?? null;
     return this.#init ?? undefined;
   }
@@ -673,14 +682,6 @@ export class PythonProvider implements Provider {
       const payload = readPayload(resultPath);
       // Off the task's path: removing even a small directory tree costs ~0.4 ms on a disk.
       this.#background(() => removeDir(base));
-      if (shellInit && !guard.killed && initExecFailed(status, stderr.text)) {
-        // The shell could not run (a noexec temp dir): nothing of the task did. Again, and
-        // from now on, with the runner as the init. (The copy stays until close(): other
-        // sandboxes may be binding it now.)
-        this.#initRuns = false;
-        guard.dispose();
-        return await this.#runCold(py, bwrap, job, policy, timeout, ctx);
-      }
       const limits = policy.mode === "none" ? undefined : policy;
       return toResult(payload, exitFromStatus(status, bwrap !== undefined), stdout, stderr, limits);
     } catch (e) {

@@ -335,7 +335,7 @@ function sameFile(path: string, info: Deno.FileInfo): boolean {
 }
 
 /** The names of Gleitzeit's own temp directories (see python_provider.ts and warm_pool.ts). */
-const OWN_DIR = /^gleitzeit-(py|pool|io)-\d+-/;
+const OWN_DIR = /^gleitzeit-(py|pool|io|init|probe)-\d+-/;
 
 function realPath(path: string): string {
   try {

@@ -671,3 +671,59 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare takes ahead of its job the
     assertEquals(kib > middle, measure.taken, `${kib} KiB (chosen: ${JSON.stringify(measure)})`);
   }
 });
+
+const INIT_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const temp = Deno.cwd() + "/temp";
+Deno.mkdirSync(temp);
+const ctx = (sandbox) => ({ signal: new AbortController().signal, runId: "r", taskId: "t",
+  attempt: 1, ...(sandbox ? { sandbox: { task: sandbox } } : {}) });
+const p = new PythonProvider({ sandbox: "bwrap", tempDir: temp }); // cold tasks only
+const inits = () => [...Deno.readDirSync(temp)].map((e) => e.name)
+  .filter((n) => n.startsWith("gleitzeit-init-"));
+// the sandbox's init, and whether the task can trace it
+const look = async () => (await p.call("python/execute", { code: \`
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(16, 1, 0, 0) == 0:  # PTRACE_ATTACH
+    os.waitpid(1, 0x40000000)
+    libc.ptrace(17, 1, 0, 0)
+    traced = "attached"
+else:
+    traced = os.strerror(ctypes.get_errno())
+result = [open("/proc/1/cmdline").read().split(chr(0))[0], traced]
+\` }, ctx())).result;
+const out = { first: await look(), dirs: inits() };
+const [dir] = out.dirs;
+// Declared paths reach neither its directory nor its copy, nor through a link.
+const refused = (sandbox) => p.call("python/execute", { code: "result = 1" }, ctx(sandbox))
+  .then(() => "allowed", (e) => e.code);
+Deno.symlinkSync(temp + "/" + dir, Deno.cwd() + "/link");
+out.declared = [
+  await refused({ write: [temp + "/" + dir] }),
+  await refused({ read: [temp + "/" + dir + "/sh"] }),
+  await refused({ write: [Deno.cwd() + "/link"] }),
+];
+// A copy opened up (its init would be traceable) or removed is made again.
+Deno.chmodSync(temp + "/" + dir + "/sh", 0o755);
+out.opened = [await look(), inits()];
+Deno.removeSync(temp + "/" + inits()[0], { recursive: true });
+out.removed = [await look(), inits().length];
+await p.close();
+out.closed = inits();
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] a cold sandbox's init: out of declared paths' reach, made again if opened up or removed, gone at close", async () => {
+  requireRoot("the provider");
+  const r = await runUnprivileged(INIT_SCRIPT, "gleitzeit-unpriv-init-");
+  const untraceable = ["/gleitzeit/sh", "Operation not permitted"];
+  assertEquals(r.first, untraceable);
+  assertEquals(r.dirs.length, 1);
+  assertEquals(r.declared, Array(3).fill("TASK_PARAMETER_ERROR"));
+  assertEquals(r.opened[0], untraceable);
+  assertEquals(r.opened[1].length, 1);
+  assert(r.opened[1][0] !== r.dirs[0], "a new copy in a new directory");
+  assertEquals(r.removed, [untraceable, 1]);
+  assertEquals(r.closed, []);
+});
