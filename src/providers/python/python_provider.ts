@@ -305,6 +305,7 @@ export class PythonProvider implements Provider {
         policy,
         dropsUser(policy.mode, py) ? SANDBOX_UID : undefined,
         [tempRoot(this.#tempDir), "/dev/shm"],
+        [py.prefix, py.basePrefix, ...py.path].filter((dir) => dir.startsWith("/")),
       );
       if (declared.length > 0) job.declared = declared;
     }

@@ -236,7 +236,9 @@ export type PathIdentity = [string, number, number];
  * and with `uid` (the sandbox user, when the orchestrator is root) each `write` path must be
  * writable by that user. Without `uid` (tasks run as the orchestrator's own user), no path may
  * cover one of `privateDirs`, where Gleitzeit keeps other tasks' files (as root, permissions
- * keep tasks out of them). Fails with the path and what to do. Returns what each path named:
+ * keep tasks out of them), and no `write` path may cover or lie in one of `interpreterDirs` (the
+ * interpreter's prefixes and module path: what later tasks run). Fails with the path and what
+ * to do. Returns what each path named:
  * the runner checks that bwrap mounted the same (a link swapped in between would otherwise
  * give the task another directory).
  */
@@ -244,6 +246,7 @@ export function checkDeclaredPaths(
   policy: SandboxPolicy,
   uid?: number,
   privateDirs: string[] = [],
+  interpreterDirs: string[] = [],
 ): PathIdentity[] {
   const identities: PathIdentity[] = [];
   if (policy.read.length === 0 && policy.write.length === 0) return identities; // most tasks
@@ -304,6 +307,19 @@ export function checkDeclaredPaths(
             "when it is not root)",
           `declare a directory below it, e.g. \`${key}: [${covered}/mydata]\`, or start ` +
             `Gleitzeit with TMPDIR set to a directory no task declares`,
+        );
+      }
+      const runs = key === "write" && uid === undefined
+        ? interpreterDirs.map(realPath).find((dir) =>
+          dir === real || dir.startsWith(`${real}/`) || real.startsWith(`${dir}/`)
+        )
+        : undefined;
+      if (runs !== undefined) {
+        throw fail(
+          `the write path ${path} would let the task change the Python that later tasks run ` +
+            `(${runs}: tasks run as Gleitzeit's own user when it is not root)`,
+          "declare a directory outside the interpreter's tree, e.g. `write: [out/]` (tasks " +
+            "read the interpreter all the same)",
         );
       }
       if (key === "write" && uid !== undefined && !writableBy(info, uid)) {

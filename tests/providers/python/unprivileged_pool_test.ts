@@ -727,3 +727,38 @@ Deno.test("[bwrap, unprivileged orchestrator] a cold sandbox's init: out of decl
   assertEquals(r.removed, [untraceable, 1]);
   assertEquals(r.closed, []);
 });
+
+const INTERPRETER_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+// a project with its own venv, the interpreter tasks run
+const proj = Deno.cwd() + "/proj";
+Deno.mkdirSync(proj + "/out", { recursive: true });
+const made = new Deno.Command("/usr/bin/python3", {
+  args: ["-m", "venv", "--without-pip", proj + "/.venv"],
+}).outputSync();
+if (!made.success) throw new Error(new TextDecoder().decode(made.stderr));
+const p = new PythonProvider({ sandbox: "bwrap", python: proj + "/.venv/bin/python" });
+const write = (paths) => p.call("python/execute", { code: "import sys\\nresult = sys.executable" }, {
+  signal: new AbortController().signal, runId: "r", taskId: "t", attempt: 1,
+  sandbox: { task: { write: paths } },
+}).then((r) => ["ran", r.result], (e) => [e.code, e.message]);
+const out = {
+  project: await write([proj]),  // covers the venv
+  venv: await write([proj + "/.venv/lib"]),
+  system: await write(["/usr/lib/python3"]),  // the venv's base interpreter's module path
+  out: await write([proj + "/out"]),
+};
+await p.close();
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] a write grant may not reach the Python that later tasks run", async () => {
+  requireRoot("the provider");
+  const r = await runUnprivileged(INTERPRETER_SCRIPT, "gleitzeit-unpriv-python-");
+  for (const key of ["project", "venv", "system"]) {
+    assertEquals(r[key][0], "TASK_PARAMETER_ERROR", key);
+    assertMatch(r[key][1], /would let the task change the Python that later tasks run/);
+  }
+  assertEquals(r.out[0], "ran");
+  assertMatch(r.out[1], /\/proj\/\.venv\/bin\/python$/, JSON.stringify(r));
+});
