@@ -87,6 +87,11 @@ export interface BwrapMounts {
   extra?: string[];
   /** The command is the PID namespace's init (`--as-pid-1`): no bwrap reaper process. */
   asPid1?: boolean;
+  /**
+   * Without root: CAP_SYS_ADMIN in the task's user namespace, for the runner to mount its
+   * tmpfs anew with a cap on files (it drops every capability then: see its _own_tmpfs).
+   */
+  ownTmpfsCap?: boolean;
 }
 
 function exists(path: string): boolean {
@@ -134,6 +139,7 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     // as uid 65534 would be too, without capabilities but that one.
     const uid = String(mounts.bindLowPorts && !mounts.network ? 0 : SANDBOX_UID);
     args.push("--unshare-user", "--uid", uid, "--gid", uid);
+    if (mounts.ownTmpfsCap) args.push("--cap-add", "CAP_SYS_ADMIN");
   }
   // Only ever with its own network namespace: low ports there reach nothing else.
   if (mounts.bindLowPorts && !mounts.network) args.push("--cap-add", "CAP_NET_BIND_SERVICE");

@@ -12,7 +12,14 @@ import { basename, dirname, isAbsolute } from "node:path";
 import { timeoutParamSeconds } from "../../core/duration.ts";
 import { GleitzeitError } from "../../core/errors.ts";
 import type { CallContext, HealthReport, Provider } from "../provider.ts";
-import { BWRAP_INSTALL_HINT, bwrapArgs, findBwrap, probeBwrap, SANDBOX_UID } from "./bubblewrap.ts";
+import {
+  BWRAP_INSTALL_HINT,
+  bwrapArgs,
+  findBwrap,
+  probeBwrap,
+  SANDBOX_UID,
+  SHM_TMPFS_BYTES,
+} from "./bubblewrap.ts";
 import { BoundedCapture, type CapturedOutput } from "./output_capture.ts";
 import { type GrantPlan, GrantProxy, MAX_GRANT_CONNECTIONS, planGrants } from "./network_grants.ts";
 import { killGroup, killProcessTree } from "./process_tree.ts";
@@ -543,6 +550,12 @@ export class PythonProvider implements Provider {
           Deno.chownSync(path, SANDBOX_UID, SANDBOX_UID);
         }
       }
+      // Without root, the runner mounts its tmpfs anew, capped on files too, with
+      // CAP_SYS_ADMIN in the task's user namespace until then (see the runner's _own_tmpfs).
+      // Not where tasks are uid 0 there (low ports granted): the capability would stay in
+      // reach of what they execute.
+      const ownTmpfs = bwrap !== undefined && !dropsUser(policy.mode, py) &&
+        !(plan?.lowPorts && !policy.network);
       // The marshalled runner and the job in a file the runner reads (root's, 0600, when it
       // starts as root; bound in at SANDBOX_BOOT): stdin carries bwrap's seccomp filter.
       const fullJob = {
@@ -559,6 +572,18 @@ export class PythonProvider implements Provider {
         // As root, the runner caps the files on its tmpfs (see the runner's _cap_inodes).
         ...(bwrap && dropsUser(policy.mode, py)
           ? { tmpfs_paths: [SANDBOX_WORK, "/dev/shm"], tmpfs_inodes: WORK_TMPFS_INODES }
+          : {}),
+        ...(ownTmpfs
+          ? {
+            own_tmpfs: {
+              paths: [[SANDBOX_WORK, WORK_TMPFS_BYTES, 0o1777], [
+                "/dev/shm",
+                SHM_TMPFS_BYTES,
+                0o1777,
+              ]],
+              inodes: WORK_TMPFS_INODES,
+            },
+          }
           : {}),
         ...(plan && proxy
           ? {
@@ -602,6 +627,7 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
             remountCap: dropsUser(policy.mode, py),
+            ownTmpfsCap: ownTmpfs,
             asPid1: asInit,
             extra: [
               "--perms",
@@ -790,6 +816,13 @@ export class PythonProvider implements Provider {
       ...JSON.parse(runner[runner.length - 1]),
       work_tmpfs: work,
       work_inodes: WORK_TMPFS_INODES,
+      // Without root, the parent mounts them anew, capped on files too (see _own_tmpfs).
+      ...(py.uid === 0 ? {} : {
+        own_tmpfs: {
+          paths: [[work, WORK_TMPFS_BYTES, 0o711], ["/dev/shm", SHM_TMPFS_BYTES, 0o1777]],
+          inodes: WORK_TMPFS_INODES,
+        },
+      }),
       // the output directory is the one entry of the sandbox's /dev/shm that is not a task's
       ...(shmIo ? { shm_keep: basename(shmIo) } : {}),
     });
@@ -803,6 +836,7 @@ export class PythonProvider implements Provider {
         read: [],
         write: [],
         keepRootCaps: true,
+        ownTmpfsCap: py.uid !== 0,
         // The parent is the sandbox's init: no bwrap reaper above it, which would run
         // without the parent's seccomp filter (as the task's user, without root, and so a
         // process a task could ptrace to make system calls the filter refuses).

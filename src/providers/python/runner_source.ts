@@ -707,6 +707,7 @@ def _once():
     _stdin_devnull()
     _check_declared(job.get("declared") or ())
     _cap_inodes(job.get("tmpfs_paths") or (), job.get("tmpfs_inodes"))
+    _own_tmpfs(job.get("own_tmpfs"))
     if job.get("net"):
         _net_listen(job["net"])
     if ready is not None:
@@ -835,6 +836,68 @@ def _cap_inodes(paths, inodes):
     for path in paths:
         # Where the kernel or a security module refuses, the byte cap alone stays.
         mount(b"tmpfs", path.encode(), b"tmpfs", ms_remount | ms_nosuid | ms_nodev, opts)
+
+def _own_tmpfs(spec):
+    # Without root, bwrap's tmpfs mounts cap bytes only, and their superblocks are not the
+    # task's user namespace's to remount (bwrap's outer one made them). With CAP_SYS_ADMIN
+    # there (bwrap --cap-add, for this alone): a mount namespace of this process's own, where
+    # a new tmpfs capped on files too covers each of spec's paths, with what bwrap made there
+    # (declared paths' links and their directories; a warm parent's output directory, bound
+    # in, with what is bound in it) made again on it; then no capability is left, before any
+    # code of the task's runs (a warm parent: before any child). Where the kernel refuses the
+    # namespace or a mount, the byte cap alone stays; where it refuses the capabilities'
+    # drop, nothing runs.
+    if not spec:
+        return
+    import _ctypes
+    libc = _ctypes.dlopen(None)
+    def call(name, *args):
+        return _ctypes.call_function(_ctypes.dlsym(libc, name), args)
+    try:
+        if call("unshare", 0x00020000) == 0:  # CLONE_NEWNS
+            for path, size, mode in spec["paths"]:
+                kept = _tree(path)
+                opts = b"size=%d,nr_inodes=%d,mode=%o" % (size, spec["inodes"], mode)
+                # MS_NOSUID | MS_NODEV, as bwrap mounts them
+                if call("mount", b"tmpfs", path.encode(), b"tmpfs", 6, opts) == 0:
+                    for rel, target in kept:
+                        if target is None:
+                            os.mkdir(path + rel, 0o755)
+                        elif isinstance(target, int):
+                            # a mount point: the same mount (and those below it) bound again
+                            os.mkdir(path + rel, 0o700)
+                            source = b"/proc/self/fd/%d" % target
+                            # MS_BIND | MS_REC (its flags, read-only say, stay as they were)
+                            if call("mount", source, (path + rel).encode(), None, 0x5000, None):
+                                raise SystemExit("gleitzeit runner: could not bind " + path + rel)
+                            os.close(target)
+                        else:
+                            os.symlink(target, path + rel)
+    finally:
+        # capset(2), version 3, this process: nothing effective, permitted or inheritable
+        # (the ambient set goes with them)
+        if call("capset", (0x20080522).to_bytes(4, "little") + bytes(4), bytes(24)) != 0:
+            raise SystemExit("gleitzeit runner: could not drop its capabilities")
+
+def _tree(path):
+    # The directories, links and mount points (directories of another file system) below
+    # path, parents first: (path below it, the link's target, None for a directory, or a
+    # descriptor (O_PATH) of the mount point).
+    out = []
+    dev = os.stat(path).st_dev
+    def walk(rel):
+        for e in os.scandir(path + rel):
+            below = rel + "/" + e.name
+            if e.is_symlink():
+                out.append((below, os.readlink(e.path)))
+            elif e.is_dir():
+                if e.stat(follow_symlinks=False).st_dev != dev:
+                    out.append((below, os.open(e.path, os.O_PATH | os.O_DIRECTORY)))
+                else:
+                    out.append((below, None))
+                    walk(below)
+    walk("")
+    return out
 
 def _mount():
     # libc's mount(2): a warm parent's ctypes, or in a cold runner the bare _ctypes module
@@ -1228,6 +1291,8 @@ def _pool():
     os.environ.pop(b"LD_BIND_NOW", None)
     options = _loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     _set_path(options)
+    # without root: tmpfs mounts of its own, capped on files (before any child)
+    _own_tmpfs(options.get("own_tmpfs"))
     # Only meaningful inside the sandbox's own IPC namespace (the host's has its own users).
     ipc_check = bool(options.get("ipc_check"))
     own_ns = bool(options.get("own_pid_ns"))

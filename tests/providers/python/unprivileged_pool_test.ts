@@ -762,3 +762,55 @@ Deno.test("[bwrap, unprivileged orchestrator] a write grant may not reach the Py
   assertEquals(r.out[0], "ran");
   assertMatch(r.out[1], /\/proj\/\.venv\/bin\/python$/, JSON.stringify(r));
 });
+
+const INODES_SCRIPT = `
+const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
+const ctx = (sandbox) => ({ signal: new AbortController().signal, runId: "r", taskId: "t",
+  attempt: 1, ...(sandbox ? { sandbox: { task: sandbox } } : {}) });
+Deno.mkdirSync(Deno.cwd() + "/data");
+Deno.writeTextFileSync(Deno.cwd() + "/data/x", "declared");
+// Empty files until the file system says no (200000 at most): on the work dir and /dev/shm.
+const FILL = \`
+import os
+def fill(d):
+    n = 0
+    try:
+        while n < 200000:
+            os.close(os.open("%s/f%d" % (d, n), os.O_CREAT | os.O_WRONLY))
+            n += 1
+    except OSError as e:
+        return [n, e.strerror]
+    return [n, None]
+caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")][:3]
+print("output")
+result = {"work": fill("."), "shm": fill("/dev/shm"), "caps": caps}
+\`;
+const out = {};
+for (const [variant, poolSize, sandbox] of [["cold", 0, { read: ["data"] }], ["warm", 1, undefined]]) {
+  const p = new PythonProvider({ sandbox: "bwrap", poolSize });
+  const r = await p.call("python/execute", { code: FILL }, ctx(sandbox));
+  const code = sandbox ? "result = open('data/x').read()" : "import os\\nresult = len(os.listdir('/dev/shm'))";
+  out[variant] = [r.result, r.output, (await p.call("python/execute", { code }, ctx(sandbox))).result];
+  await p.close();
+}
+console.log(JSON.stringify(out));
+`;
+
+Deno.test("[bwrap, unprivileged orchestrator] a task's files are capped in number on its tmpfs mounts (work dir, /dev/shm), cold and warm, and it keeps no capability", async () => {
+  requireRoot("the provider");
+  const r = await runUnprivileged(INODES_SCRIPT, "gleitzeit-unpriv-inodes-");
+  for (const variant of ["cold", "warm"]) {
+    const [result, output, after] = r[variant];
+    for (const place of ["work", "shm"]) {
+      const [made, error] = result[place];
+      // 65536 files and directories at most (a few are the sandbox's own)
+      assert(made > 65000 && made <= 65536, `${variant} ${place}: ${made}`);
+      assertEquals(error, "No space left on device");
+    }
+    assertEquals(result.caps, Array(3).fill("0000000000000000"), variant);
+    assertEquals(output, "output\n", variant);
+    // cold: the declared path's link made again on its own tmpfs; warm: the next task's
+    // /dev/shm holds only the output directory bound there
+    assertEquals(after, variant === "cold" ? "declared" : 1);
+  }
+});
