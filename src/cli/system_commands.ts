@@ -4,7 +4,7 @@ import { listWorkers } from "../distributed/work_queue.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
-import { createApp } from "../app.ts";
+import { createApp, openConfiguredStore } from "../app.ts";
 import { configFromFlags } from "./context.ts";
 import { out, printJson } from "./output.ts";
 import { globalsOf, table } from "./stored_state.ts";
@@ -72,7 +72,9 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
   sStatus.action(async () => {
     const globals = globalsOf(sStatus);
     const config = await configFromFlags(globals);
-    const app = await createApp(config);
+    // read-only, as the other status commands: a first look makes no database
+    const store = await openConfiguredStore(config, { readOnly: true });
+    const app = await createApp(config, { store });
     try {
       const stats = await app.store.stats();
       const protocols = app.registry.protocols().map((p) => p.protocol);

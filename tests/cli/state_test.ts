@@ -476,7 +476,12 @@ Deno.test("task submit --depends-on waits for a task running elsewhere and uses 
 Deno.test("listings and status on a machine with no database yet make none; resume and cancel of a completed run are exit 0", async () => {
   const { dir, env } = await scratch();
   const db = env.GLEITZEIT_SQLITE_PATH!;
-  for (const args of [["workflow", "list"], ["task", "list"], ["backend", "get-stats"]]) {
+  for (
+    const args of [["workflow", "list"], ["task", "list"], ["backend", "get-stats"], [
+      "system",
+      "status",
+    ]]
+  ) {
     const r = await gleitzeit(["--json", ...args], { env });
     assertEquals(r.code, 0, r.stderr);
   }
