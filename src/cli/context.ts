@@ -25,6 +25,30 @@ const FLAG_KEYS = [
   "sandbox",
 ] as const satisfies readonly (keyof ConfigFlags)[];
 
+/** The global flags that say where runs are kept and what executes their tasks. */
+const RESUME_FLAGS: [keyof GlobalOptions, string][] = [
+  ["config", "--config"],
+  ["backend", "--backend"],
+  ["sqlitePath", "--sqlite-path"],
+  ["redisUrl", "--redis-url"],
+  ["redisPrefix", "--redis-prefix"],
+  ["ollamaUrl", "--ollama-url"],
+  ["python", "--python"],
+  ["sandbox", "--sandbox"],
+];
+
+/**
+ * `gleitzeit workflow resume RUN_ID` with those of them this command was given: a resume
+ * without its run's --config (its providers) or backend would not find what the run needs.
+ */
+export function resumeCommand(runId: string, opts: GlobalOptions): string {
+  const quote = (v: string) => /^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replaceAll("'", `'\\''`)}'`;
+  const flags = RESUME_FLAGS.flatMap(([key, flag]) =>
+    opts[key] === undefined ? [] : [flag, quote(String(opts[key]))]
+  );
+  return ["gleitzeit", ...flags, "workflow", "resume", runId].join(" ");
+}
+
 /** Resolves the configuration from the global flags (only those given). */
 export function configFromFlags(opts: GlobalOptions): Promise<ResolvedConfig> {
   const flags: Record<string, unknown> = {};

@@ -25,6 +25,7 @@ import {
   interruptSignal,
   parseInputs,
   parseSeconds,
+  resumeCommand,
   setupRegistry,
 } from "./context.ts";
 import { colors, err, out, printJson, visible } from "./output.ts";
@@ -183,7 +184,7 @@ export async function submitWorkflow(
           colors("stderr").dim(
             queued
               ? `queued for \`gleitzeit worker\`; follow it with \`gleitzeit workflow status ${run.id}\``
-              : `recorded; run it with \`gleitzeit workflow resume ${run.id}\` (workers need the ` +
+              : `recorded; run it with \`${resumeCommand(run.id, globals)}\` (workers need the ` +
                 "Redis backend)",
           ),
         );
@@ -231,7 +232,7 @@ export async function submitWorkflow(
           colors("stderr").dim(
             config.backend === "memory"
               ? "the memory backend keeps nothing: this run cannot be resumed"
-              : `resume with: gleitzeit workflow resume ${outcome.runId}`,
+              : `resume with: ${resumeCommand(outcome.runId, globals)}`,
           ),
         );
       }

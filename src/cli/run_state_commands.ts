@@ -1,7 +1,7 @@
 /** `workflow list | status | resume | cancel`: runs in the store @module */
 
 import type { Command } from "@commander-js/extra-typings";
-import type { ExitCode } from "../core/errors.ts";
+import { type ExitCode, GleitzeitError } from "../core/errors.ts";
 import type { Workflow } from "../core/workflow.ts";
 import { createApp } from "../app.ts";
 import { configFromFlags, interruptSignal } from "./context.ts";
@@ -39,7 +39,8 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
   );
   wStatus.action(async (id) => {
     await withStore(globalsOf(wStatus), async (store) => {
-      await printRunStatus(store, await mustRun(store, id), globalsOf(wStatus).json === true);
+      const globals = globalsOf(wStatus);
+      await printRunStatus(store, await mustRun(store, id), globals.json === true, globals);
     });
     setExit(0);
   });
@@ -71,9 +72,32 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
           printJson(
             outcomeJson({ runId: id, state: "completed", durationMs, tasks }, stored.workflowName),
           );
-        } else await printRunStatus(app.store, stored, false);
+        } else await printRunStatus(app.store, stored, false, globals);
         setExit(0);
         return;
+      }
+      // What is left to run needs its protocols here, as `run` checks them before it starts:
+      // a run started with --config FILE (its providers) is resumed with the same. Said now,
+      // before an attempt is spent on it.
+      const left = (await app.store.listTasks({ runId: id })).filter((t) =>
+        t.state !== "completed"
+      );
+      const unknown = [...new Set(left.map((t) => t.protocol))].filter((p) =>
+        app.registry.protocol(p) === undefined
+      );
+      if (unknown.length > 0) {
+        const tasks = left.filter((t) => unknown.includes(t.protocol)).map((t) => t.taskId);
+        throw new GleitzeitError(
+          "PROTOCOL_NOT_FOUND",
+          `run ${id}: task${tasks.length === 1 ? "" : "s"} ${tasks.join(", ")} need${
+            tasks.length === 1 ? "s" : ""
+          } ${unknown.join(", ")}, which no provider here serves; nothing was run`,
+          {
+            hint: "resume with the configuration the run was started with, e.g. " +
+              `\`gleitzeit --config FILE workflow resume ${id}\` (gleitzeit provider list shows ` +
+              "what this one serves)",
+          },
+        );
       }
       // as `run` says it: a resumed run executes its Python tasks here too
       for (

@@ -15,7 +15,7 @@ import { GleitzeitError } from "../core/errors.ts";
 import { RUN_STATES, type RunState, TASK_STATES, type TaskState } from "../core/states.ts";
 import { displayState, localOwnerPid, ownerAlive } from "../engine/liveness.ts";
 import type { RunRecord, Store, TaskFilter, TaskRecord } from "../persistence/store.ts";
-import { configFromFlags, type GlobalOptions } from "./context.ts";
+import { configFromFlags, type GlobalOptions, resumeCommand } from "./context.ts";
 import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
 import { printSummary, taskDetail } from "./render.ts";
 import { taskJson } from "./run_commands.ts";
@@ -264,7 +264,12 @@ export function printTasks(tasks: TaskRecord[], json: boolean): void {
   out(t.toString());
 }
 
-export async function printRunStatus(store: Store, run: RunRecord, json: boolean): Promise<void> {
+export async function printRunStatus(
+  store: Store,
+  run: RunRecord,
+  json: boolean,
+  globals: GlobalOptions = {},
+): Promise<void> {
   const state = displayState(run);
   const tasks = await store.listTasks({ runId: run.id });
   // asked of Redis once, for the tasks shown and the hint below alike
@@ -298,9 +303,9 @@ export async function printRunStatus(store: Store, run: RunRecord, json: boolean
       ));
     }
   } else if (state === "interrupted" || state === "cancelled" || state === "queued") {
-    out(c.dim(`continue it with: gleitzeit workflow resume ${run.id}`));
+    out(c.dim(`continue it with: ${resumeCommand(run.id, globals)}`));
   } else if (state === "failed") {
-    out(c.dim(`run the failed and skipped tasks again with: gleitzeit workflow resume ${run.id}`));
+    out(c.dim(`run the failed and skipped tasks again with: ${resumeCommand(run.id, globals)}`));
   }
 }
 

@@ -1001,3 +1001,41 @@ Deno.test("task result --wait waits for a task another process runs; without it,
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("workflow resume of a run started with --config, without it: nothing runs, the hint says why; the run's hints name the flags it was given", async () => {
+  const { dir, env } = await scratch();
+  try {
+    // a provider of the run's own config, down (nothing listens on port 9)
+    const providers = `${dir}/providers.yaml`;
+    await Deno.writeTextFile(
+      providers,
+      "providers:\n  - id: kv\n    protocol: kv/v1\n    url: http://127.0.0.1:9/rpc\n" +
+        "    methods:\n      get: {params: {type: object}}\n",
+    );
+    const wf = await writeWorkflow(
+      dir,
+      "kv.yaml",
+      "name: kv\ntasks:\n  - {id: get, method: get, protocol: kv/v1, params: {}}\n",
+    );
+    const run = await gleitzeit(["--config", providers, "--json", "run", wf], { env });
+    assertEquals(run.code, 3, run.stderr);
+    const runId = JSON.parse(run.stdout).run_id as string;
+    const resume = await gleitzeit(["workflow", "resume", runId], { env });
+    assertEquals(resume.code, 2, resume.stderr);
+    assertStringIncludes(
+      resume.stderr,
+      `run ${runId}: task get needs kv/v1, which no provider here serves; nothing was run`,
+    );
+    assertStringIncludes(resume.stderr, "hint: resume with the configuration the run was");
+    const status = await gleitzeit(["--json", "workflow", "status", runId], { env });
+    assertEquals(JSON.parse(status.stdout).tasks[0].attempts, 1, "no attempt was spent");
+    const text = await gleitzeit(["--config", providers, "workflow", "status", runId], { env });
+    assertStringIncludes(
+      text.stdout,
+      `run the failed and skipped tasks again with: gleitzeit --config ${providers} workflow ` +
+        `resume ${runId}`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
