@@ -813,11 +813,34 @@ export class RunExecution {
       });
       return;
     }
-    await this.#write(node, { state: "failed", attempt, at, error: data }, () => {
-      node.state = "failed";
-      emit({ type: "task_failed", runId, taskId, attempt, error: data, at });
-      this.#onFailedForGood(node);
-    });
+    // retryable, with attempts left, but the run is stopping (fail_fast: another task failed
+    // meanwhile): said, as a retry abandoned while it waited is
+    const abandoned = error.retryable && used < node.spec.retry.maxAttempts && this.#stop
+      ? `retry abandoned: ${
+        this.#stop.kind === "fail_fast"
+          ? this.#failFastCause()
+          : this.#stop.kind === "timeout"
+          ? "run timed out"
+          : "run stopped"
+      }`
+      : undefined;
+    await this.#write(
+      node,
+      { state: "failed", attempt, at, error: data, ...(abandoned ? { reason: abandoned } : {}) },
+      () => {
+        node.state = "failed";
+        emit({
+          type: "task_failed",
+          runId,
+          taskId,
+          attempt,
+          error: data,
+          ...(abandoned ? { abandoned } : {}),
+          at,
+        });
+        this.#onFailedForGood(node);
+      },
+    );
   }
 
   /**

@@ -607,6 +607,33 @@ Deno.test("fail_fast abandons a pending retry and says so: which task stopped th
   ]);
 });
 
+Deno.test("fail_fast: an attempt that fails retryably once the run has stopped says its retry was abandoned", async () => {
+  const clock = new FakeClock();
+  const { dispatcher, engine, events } = setup({ clock });
+  dispatcher.on("fatal", () => {
+    throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad code");
+  });
+  dispatcher.on("flaky", async () => {
+    await sleep(clock, 10); // running when the run stops, fails after
+    throw new GleitzeitError("PROVIDER_UNAVAILABLE", "down");
+  });
+  const retry: RetryPolicy = { ...NO_RETRY, maxAttempts: 3, backoff: "fixed", baseDelayMs: 1000 };
+  const running = engine.run(wf([
+    task("fatal", { method: "fatal" }),
+    task("flaky", { method: "flaky", retry }),
+  ]));
+  await clock.advance(10);
+  const out = await running;
+  const flaky = byId(out.tasks).get("flaky")!;
+  assertEquals([flaky.state, flaky.attempts], ["failed", 1]);
+  assertEquals(flaky.reason, "retry abandoned: run stopped after 'fatal' failed (fail_fast)");
+  assertEquals(flaky.error?.message, "down");
+  const ends = events.filter((e) => e.type === "task_failed" && e.taskId === "flaky");
+  assertEquals(ends.map((e) => (e as { abandoned?: string }).abandoned), [
+    "retry abandoned: run stopped after 'fatal' failed (fail_fast)",
+  ]);
+});
+
 Deno.test("an attempt past its timeout is aborted with TASK_TIMEOUT and retried", async () => {
   const clock = new FakeClock();
   const { dispatcher, engine, store } = setup({ clock });
