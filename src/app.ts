@@ -80,7 +80,7 @@ export async function createRegistry(
   const report = await registerConfiguredProviders(
     registry,
     { providers: config.providers, mcp_servers: config.mcpServers },
-    { baseDir },
+    { baseDir, configPath: config.configPath },
   );
   for (const f of report.failed) onWarning(f);
   return registry;

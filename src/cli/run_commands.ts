@@ -195,7 +195,7 @@ export async function submitWorkflow(
     }
     for (
       const warning of [
-        ...await missingFiles(workflow),
+        ...await missingFiles(workflow, registry),
         ...sandboxWarnings(
           workflow,
           config.sandbox,

@@ -67,7 +67,7 @@ async function validateOne(
 ): Promise<{ file: string; code: ExitCode; json: Record<string, unknown> }> {
   try {
     const wf = await loadWorkflowFile(file, registry);
-    const warnings = await missingFiles(wf);
+    const warnings = await missingFiles(wf, registry);
     if (!globals.json) {
       for (const w of warnings) {
         err(colors("stderr").yellow(`warning: ${single ? "" : `${file}: `}${w}`));
@@ -112,10 +112,11 @@ async function validateOne(
 
 /**
  * Files the workflow names that are not there now: `python/script` scripts and declared
- * sandbox paths (a run would fail those tasks). Warnings, not errors: an earlier task or
- * step may still make them.
+ * sandbox paths (a run would fail those tasks), and protocols nothing in `registry` serves
+ * though their family knows them (`mcp/nosuch`). Warnings, not errors: an earlier task or
+ * step may still make the files, and a worker's configuration may serve the protocol.
  */
-export async function missingFiles(wf: Workflow): Promise<string[]> {
+export async function missingFiles(wf: Workflow, registry?: ProviderRegistry): Promise<string[]> {
   const base = wf.baseDir ?? Deno.cwd();
   const found = async (path: string) => {
     try {
@@ -138,6 +139,10 @@ export async function missingFiles(wf: Workflow): Promise<string[]> {
     if (!await found(path)) out.push(`the workflow's sandbox ${key} path ${path} does not exist`);
   }
   for (const t of wf.tasks) {
+    // a protocol its family knows that nothing here serves (`mcp/nosuch`): a worker's own
+    // configuration may (so it is not an error), but not this one's
+    const unserved = registry?.unserved(t.protocol);
+    if (unserved) out.push(`task '${t.id}': ${t.protocol}: ${unserved.message} here`);
     if (t.method === "python/script" && literal(t.params.script) && !await found(t.params.script)) {
       out.push(`task '${t.id}': the script ${t.params.script} does not exist`);
     }

@@ -164,7 +164,7 @@ export interface RegistrationReport {
 export async function registerConfiguredProviders(
   registry: ProviderRegistry,
   sections: { providers?: unknown; mcp_servers?: unknown },
-  options: { baseDir: string },
+  options: { baseDir: string; configPath?: string },
 ): Promise<RegistrationReport> {
   const config = parseProvidersConfig(sections);
   const report: RegistrationReport = { protocols: [], providers: [], failed: [] };
@@ -230,16 +230,17 @@ export async function registerConfiguredProviders(
     }, { ids });
   }
 
-  registerMcpServers(registry, config.mcpServers, options.baseDir, report);
+  registerMcpServers(registry, config.mcpServers, options, report);
   return report;
 }
 
 function registerMcpServers(
   registry: ProviderRegistry,
   servers: McpServerEntry[],
-  baseDir: string,
+  options: { baseDir: string; configPath?: string },
   report: RegistrationReport,
 ): void {
+  const baseDir = options.baseDir;
   if (!registry.protocol("mcp/any")) registry.registerProtocol(MCP_PROTOCOL_FAMILY);
   const names = servers.map((s) => s.name);
   for (const s of servers) {
@@ -258,7 +259,10 @@ function registerMcpServers(
     report.protocols.push(protocol);
     report.providers.push(`mcp:${s.name}`);
   }
-  const hint = "declare MCP servers under `mcp_servers:` in ~/.gleitzeit/config.yaml " +
+  const hint =
+    `declare MCP servers under \`mcp_servers:\` in ${
+      options.configPath ?? "~/.gleitzeit/config.yaml"
+    } ` +
     "(name, command, args, env), e.g. `- {name: everything, command: npx, " +
     'args: [-y, "@modelcontextprotocol/server-everything"]}`';
   if (servers.length === 1 && names[0] !== "v1") {

@@ -286,6 +286,17 @@ export class ProviderRegistry {
     return this.#specs.get(p) ?? this.#specs.get(familyOf(p) ?? "");
   }
 
+  /**
+   * Why nothing here serves `protocol`, a member of a family whose factory makes no provider
+   * (`mcp/nosuch`, no MCP server of that name), though the family's spec knows it; else
+   * undefined.
+   */
+  unserved(protocol: string): GleitzeitError | undefined {
+    const p = this.resolve(protocol);
+    if (this.#factories.has(p) || (this.#slots.get(p)?.length ?? 0) > 0) return undefined;
+    return this.#factories.get(familyOf(p) ?? "")?.info.unknown;
+  }
+
   /** The spec of one method of a protocol. */
   method(protocol: string, method: string): MethodSpec | undefined {
     const spec = this.protocol(protocol);

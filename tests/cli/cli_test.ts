@@ -933,6 +933,25 @@ Deno.test("workflow validate warns about scripts and declared paths that are not
   assertMatch(run.stderr, /hint: a script's path is relative to the workflow file/);
 });
 
+Deno.test("workflow validate warns of an MCP server this configuration does not have (a worker's may): mcp/nosuch", async () => {
+  const { dir, env } = await scratch();
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    "mcp_servers:\n  - {name: notes, command: /nonexistent/notes}\n",
+  );
+  const file = await writeWorkflow(
+    dir,
+    "m.yaml",
+    "name: m\ntasks:\n  - {id: a, protocol: mcp/nosuch, method: tools/list}\n" +
+      "  - {id: b, protocol: mcp/notes, method: tools/list}\n",
+  );
+  const r = await gleitzeit(["workflow", "validate", file], { env });
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(r.stderr.trim().split("\n"), [
+    "warning: task 'a': mcp/nosuch: no MCP server of that name (configured: notes) here",
+  ]);
+});
+
 Deno.test("workflow validate warns about an LLM task's images that are missing or outside the workflow's directory", async () => {
   const { dir, env } = await scratch();
   await Deno.mkdir(`${dir}/img`);
