@@ -217,6 +217,7 @@ export class Worker {
     // the runs it coordinates: left to the others at once, not after its lease
     const coordinating = [...this.#runs.values()].map((r) => r.runId!).filter(Boolean);
     this.#stopped = true;
+    clearTimeout(this.#resendTimer);
     this.#wake();
     // First (bounded: a Redis that does not answer must not hold up a stop): with no owner,
     // their engines here write and start nothing more (the store refuses it), and leave the
@@ -988,7 +989,62 @@ export class Worker {
    * the next look at its own idle entries sends them (see #autoclaim), and a lost one is
    * never executed again under the same number.
    */
-  readonly #unreported = new Map<string, { ok: boolean; body: unknown }>();
+  readonly #unreported = new Map<
+    string,
+    { ok: boolean; body: unknown; running?: Running; what?: string }
+  >();
+
+  /** The next try at sending #unreported answers (see #resendSoon), and its delay. */
+  #resendTimer: ReturnType<typeof setTimeout> | undefined;
+  #resendDelayMs = RESEND_FIRST_MS;
+
+  /**
+   * Tries the kept answers again soon, backing off while Redis keeps failing: a short outage
+   * would otherwise hold them until the next look at this worker's own idle entries, a lease
+   * later. Each goes only while its entry is still this worker's (REPORT_OWN): one taken over
+   * meanwhile is the other worker's to answer.
+   */
+  #resendSoon(): void {
+    if (this.#resendTimer !== undefined || this.#stopped) return;
+    this.#resendTimer = setTimeout(async () => {
+      let failed = false;
+      for (const [key, kept] of [...this.#unreported]) {
+        if (!kept.running || this.#stopped) continue;
+        const { entry, stream } = kept.running;
+        const { d: dispatchId, reply } = entry.fields;
+        try {
+          const sent = await this.#store.command([
+            "EVAL",
+            REPORT_OWN,
+            "2",
+            reply ?? "",
+            stream,
+            dispatchId ?? "",
+            kept.ok ? "1" : "0",
+            JSON.stringify(kept.body ?? null),
+            this.owner,
+            String(REPLY_TTL_SECONDS),
+            GROUP,
+            entry.id,
+          ]);
+          this.#unreported.delete(key);
+          this.#log(
+            Number(sent) < 0
+              ? `dropped the answer of ${kept.what}: another worker has its entry now`
+              : `answered ${kept.what} (the answer could not be sent before)`,
+          );
+        } catch {
+          failed = true;
+          break;
+        }
+      }
+      this.#resendTimer = undefined;
+      this.#resendDelayMs = failed
+        ? Math.min(this.#resendDelayMs * 2, RESEND_MAX_MS)
+        : RESEND_FIRST_MS;
+      if ([...this.#unreported.values()].some((k) => k.running)) this.#resendSoon();
+    }, this.#resendDelayMs);
+  }
 
   /** Why a stop aborts the attempts executing here. */
   readonly #stopReason = shutdownError();
@@ -1002,7 +1058,8 @@ export class Worker {
       await this.#report(running, ok, body);
       return true;
     } catch (e) {
-      this.#unreported.set(taskKey(running.entry), { ok, body });
+      this.#unreported.set(taskKey(running.entry), { ok, body, running, what });
+      this.#resendSoon();
       // (one taken by another worker meanwhile is never looked at here again: bounded)
       if (this.#unreported.size > 10_000) {
         this.#unreported.delete(this.#unreported.keys().next().value!);
@@ -1252,6 +1309,26 @@ const REPORT = "redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'ok', ARGV[2], 'b
   "redis.call('EXPIRE', KEYS[1], ARGV[5])\n" +
   "redis.call('XACK', KEYS[2], ARGV[6], ARGV[7])\n" +
   "return redis.call('XDEL', KEYS[2], ARGV[7])";
+
+/**
+ * REPORT of an answer kept while Redis failed, only while its entry is still pending with this
+ * worker (ARGV[4]): -1 otherwise (another worker took it over). An entry with no reply stream
+ * (KEYS[1] empty) is acknowledged and removed alone.
+ */
+export const REPORT_OWN =
+  "local p = redis.call('XPENDING', KEYS[2], ARGV[6], ARGV[7], ARGV[7], 1)\n" +
+  "if #p == 0 or p[1][2] ~= ARGV[4] then return -1 end\n" +
+  "if KEYS[1] ~= '' then\n" +
+  "  redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'ok', ARGV[2], 'body', ARGV[3], " +
+  "'worker', ARGV[4])\n" +
+  "  redis.call('EXPIRE', KEYS[1], ARGV[5])\n" +
+  "end\n" +
+  "redis.call('XACK', KEYS[2], ARGV[6], ARGV[7])\n" +
+  "return redis.call('XDEL', KEYS[2], ARGV[7])";
+
+/** The first delay of a kept answer's next try (see Worker#resendSoon), and the longest. */
+const RESEND_FIRST_MS = 250;
+const RESEND_MAX_MS = 5_000;
 
 /** Failures that say more of the worker that had them than of the task. */
 const OF_THIS_WORKER = new Set<string>([

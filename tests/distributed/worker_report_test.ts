@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "../assert.ts";
 import { endWorker } from "./helpers.ts";
 import { ensureGroup, parseEntries, queueKeys } from "../../src/distributed/work_queue.ts";
-import { Worker } from "../../src/distributed/worker.ts";
+import { REPORT_OWN, Worker } from "../../src/distributed/worker.ts";
 import { RedisStore } from "../../src/persistence/redis_store.ts";
 import { ECHO_PROTOCOL, EchoProvider } from "../../src/providers/echo/echo_provider.ts";
 import { ProviderRegistry, type RegistryOptions } from "../../src/providers/registry.ts";
@@ -74,7 +74,11 @@ async function withWorker(
   wrap: (s: RedisStore) => RedisStore,
   fn: (h: Harness) => Promise<void>,
   registryOptions: RegistryOptions = { healthIntervalMs: 0 },
-  options: { concurrency?: number; before?: (store: RedisStore) => Promise<void> } = {},
+  options: {
+    concurrency?: number;
+    before?: (store: RedisStore) => Promise<void>;
+    leaseMs?: number;
+  } = {},
 ): Promise<void> {
   const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
   const store = await RedisStore.connect({ prefix });
@@ -88,7 +92,7 @@ async function withWorker(
     store: wrap(store),
     registry,
     concurrency: options.concurrency ?? 1,
-    leaseMs: 1_000, // its own idle entries are looked at again after this
+    leaseMs: options.leaseMs ?? 1_000, // its own idle entries are looked at again after this
     log: (line) => log.push(line),
   });
   const running = worker.start();
@@ -157,6 +161,82 @@ Deno.test("an answer that could not be sent is sent later; the attempt is not ex
     ]) as unknown[];
     assertEquals(pending[0], 0, "its entry is acknowledged");
   });
+});
+
+Deno.test("an answer that could not be sent goes out once Redis answers again, not a lease later", async () => {
+  const echo = new CountingEcho();
+  // the answer and its first two tries again fail (~0.25 s, then ~0.5 s later)
+  await withWorker(
+    echo,
+    (st) => failingScripts(st, "'ok', ARGV[2]", 3),
+    async (h) => {
+      const reply = await h.dispatch("echo", { x: 2 });
+      // (a look at its own idle entries would send it only after the 60 s lease)
+      await waitFor("the answer", async () => (await h.answers(reply)).length > 0, 10_000);
+      const [answer] = await h.answers(reply);
+      assertEquals([answer!.ok, answer!.body], ["1", '{"x":2}']);
+      assertEquals(echo.calls, 1, "executed once");
+      assert(
+        h.log.some((l) => l.includes("answered run_r/t attempt 1 (the answer could not be sent")),
+        h.log.join("\n"),
+      );
+      const pending = await h.store.command([
+        "XPENDING",
+        queueKeys(h.store.prefix).tasks("echo/v1"),
+        "workers",
+      ]) as unknown[];
+      assertEquals(pending[0], 0, "its entry is acknowledged");
+    },
+    undefined,
+    { leaseMs: 60_000 },
+  );
+});
+
+Deno.test("a kept answer is not sent for an entry another worker has taken over meanwhile", async () => {
+  const prefix = `gz-report-test-${crypto.randomUUID().slice(0, 8)}:`;
+  const store = await RedisStore.connect({ prefix });
+  const stream = `${prefix}own-test`;
+  const reply = `${prefix}own-test-reply`;
+  try {
+    await store.command(["XGROUP", "CREATE", stream, "workers", "$", "MKSTREAM"]);
+    const id = String(await store.command(["XADD", stream, "*", "d", "x"]));
+    // taken by worker "a", then over by "b"
+    await store.command([
+      "XREADGROUP",
+      "GROUP",
+      "workers",
+      "a",
+      "COUNT",
+      "1",
+      "STREAMS",
+      stream,
+      ">",
+    ]);
+    await store.command(["XCLAIM", stream, "workers", "b", "0", id]);
+    const send = (owner: string) =>
+      store.command([
+        "EVAL",
+        REPORT_OWN,
+        "2",
+        reply,
+        stream,
+        "x",
+        "1",
+        "{}",
+        owner,
+        "60",
+        "workers",
+        id,
+      ]);
+    assertEquals(Number(await send("a")), -1, "no longer a's");
+    assertEquals(await store.command(["XLEN", reply]), 0, "nothing answered");
+    assertEquals(Number(await send("b")), 1, "b's: answered, acknowledged and removed");
+    assertEquals(await store.command(["XLEN", reply]), 1);
+    assertEquals(await store.command(["XLEN", stream]), 0);
+  } finally {
+    await store.command(["DEL", stream, reply]);
+    await store.close();
+  }
 });
 
 Deno.test("Redis failing for an attempt's first look does not end the worker; the attempt runs once Redis answers", async () => {
