@@ -856,16 +856,18 @@ export class Worker {
     }
     const which = `${job.ctx.taskId} attempt ${job.ctx.attempt}`;
     const what = `${job.ctx.runId}/${which}`;
-    const unreported = this.#unreported.get(taskKey(entry));
+    const key = taskKey(entry);
+    if (this.#answered.has(key)) {
+      // answered by the kept answer's own try meanwhile (see #resendSoon): done
+      return;
+    }
+    const unreported = this.#unreported.get(key);
     if (unreported) {
       // executed (or found lost) here, its answer not sent (Redis failing): sent now, not
       // executed again under the same attempt number
-      await this.#report(running, unreported.ok, unreported.body)
-        .then(() => {
-          this.#unreported.delete(taskKey(entry));
-          this.#log(`answered ${what} (the answer could not be sent before)`);
-        })
-        .catch((e) => this.#log(`error: reporting ${what}: ${(e as Error).message}`));
+      await this.#sendKept(key, { ...unreported, running, what }).catch((e) =>
+        this.#log(`error: reporting ${what}: ${(e as Error).message}`)
+      );
       return;
     }
     if (this.#stopped && holder === undefined && reply) {
@@ -994,6 +996,50 @@ export class Worker {
     { ok: boolean; body: unknown; running?: Running; what?: string }
   >();
 
+  /**
+   * Kept answers sent (or found answered) since, by entry: the look at this worker's own idle
+   * entries may have claimed one just before, and must not take it for one never executed.
+   */
+  readonly #answered = new Set<string>();
+
+  /**
+   * Sends a kept answer, only while its entry is still pending with this worker (REPORT_OWN,
+   * one script: the two ways it is tried cannot both send it), and forgets it.
+   */
+  async #sendKept(
+    key: string,
+    kept: { ok: boolean; body: unknown; running?: Running; what?: string },
+  ): Promise<void> {
+    const { entry, stream } = kept.running!;
+    const { d: dispatchId, reply } = entry.fields;
+    const sent = Number(
+      await this.#store.command([
+        "EVAL",
+        REPORT_OWN,
+        "2",
+        reply ?? "",
+        stream,
+        dispatchId ?? "",
+        kept.ok ? "1" : "0",
+        JSON.stringify(kept.body ?? null),
+        this.owner,
+        String(REPLY_TTL_SECONDS),
+        GROUP,
+        entry.id,
+      ]),
+    );
+    this.#unreported.delete(key);
+    this.#answered.add(key);
+    if (this.#answered.size > 10_000) this.#answered.delete(this.#answered.values().next().value!);
+    this.#log(
+      sent === -2
+        ? `dropped the answer of ${kept.what}: another worker has its entry now`
+        : sent === -1
+        ? `the answer of ${kept.what} went out already (its entry is answered)`
+        : `answered ${kept.what} (the answer could not be sent before)`,
+    );
+  }
+
   /** The next try at sending #unreported answers (see #resendSoon), and its delay. */
   #resendTimer: ReturnType<typeof setTimeout> | undefined;
   #resendDelayMs = RESEND_FIRST_MS;
@@ -1010,30 +1056,12 @@ export class Worker {
       let failed = false;
       for (const [key, kept] of [...this.#unreported]) {
         if (!kept.running || this.#stopped) continue;
-        const { entry, stream } = kept.running;
-        const { d: dispatchId, reply } = entry.fields;
         try {
-          const sent = await this.#store.command([
-            "EVAL",
-            REPORT_OWN,
-            "2",
-            reply ?? "",
-            stream,
-            dispatchId ?? "",
-            kept.ok ? "1" : "0",
-            JSON.stringify(kept.body ?? null),
-            this.owner,
-            String(REPLY_TTL_SECONDS),
-            GROUP,
-            entry.id,
-          ]);
-          this.#unreported.delete(key);
-          this.#log(
-            Number(sent) < 0
-              ? `dropped the answer of ${kept.what}: another worker has its entry now`
-              : `answered ${kept.what} (the answer could not be sent before)`,
-          );
+          await this.#sendKept(key, kept);
         } catch {
+          // (last in line now: one that keeps failing does not hold up the others)
+          this.#unreported.delete(key);
+          this.#unreported.set(key, kept);
           failed = true;
           break;
         }
@@ -1312,12 +1340,14 @@ const REPORT = "redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'ok', ARGV[2], 'b
 
 /**
  * REPORT of an answer kept while Redis failed, only while its entry is still pending with this
- * worker (ARGV[4]): -1 otherwise (another worker took it over). An entry with no reply stream
- * (KEYS[1] empty) is acknowledged and removed alone.
+ * worker (ARGV[4]): -1 when it is pending no more (answered: the answer went out after all, its
+ * reply lost), -2 when another worker took it over. An entry with no reply stream (KEYS[1]
+ * empty) is acknowledged and removed alone.
  */
 export const REPORT_OWN =
   "local p = redis.call('XPENDING', KEYS[2], ARGV[6], ARGV[7], ARGV[7], 1)\n" +
-  "if #p == 0 or p[1][2] ~= ARGV[4] then return -1 end\n" +
+  "if #p == 0 then return -1 end\n" +
+  "if p[1][2] ~= ARGV[4] then return -2 end\n" +
   "if KEYS[1] ~= '' then\n" +
   "  redis.call('XADD', KEYS[1], '*', 'd', ARGV[1], 'ok', ARGV[2], 'body', ARGV[3], " +
   "'worker', ARGV[4])\n" +

@@ -228,11 +228,14 @@ Deno.test("a kept answer is not sent for an entry another worker has taken over 
         "workers",
         id,
       ]);
-    assertEquals(Number(await send("a")), -1, "no longer a's");
+    assertEquals(Number(await send("a")), -2, "no longer a's");
     assertEquals(await store.command(["XLEN", reply]), 0, "nothing answered");
     assertEquals(Number(await send("b")), 1, "b's: answered, acknowledged and removed");
     assertEquals(await store.command(["XLEN", reply]), 1);
     assertEquals(await store.command(["XLEN", stream]), 0);
+    // once answered, pending with no one: not answered again
+    assertEquals(Number(await send("b")), -1, "answered already");
+    assertEquals(await store.command(["XLEN", reply]), 1);
   } finally {
     await store.command(["DEL", stream, reply]);
     await store.close();
