@@ -139,7 +139,12 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
     // as uid 65534 would be too, without capabilities but that one.
     const uid = String(mounts.bindLowPorts && !mounts.network ? 0 : SANDBOX_UID);
     args.push("--unshare-user", "--uid", uid, "--gid", uid);
-    if (mounts.ownTmpfsCap) args.push("--cap-add", "CAP_SYS_ADMIN");
+    if (mounts.ownTmpfsCap) {
+      args.push("--cap-add", "CAP_SYS_ADMIN");
+      // uid 0 there (low ports): its bounding set must lose CAP_SYS_ADMIN too, or what it
+      // executes as that uid would have it again; dropping it takes CAP_SETPCAP
+      if (mounts.bindLowPorts && !mounts.network) args.push("--cap-add", "CAP_SETPCAP");
+    }
   }
   // Only ever with its own network namespace: low ports there reach nothing else.
   if (mounts.bindLowPorts && !mounts.network) args.push("--cap-add", "CAP_NET_BIND_SERVICE");

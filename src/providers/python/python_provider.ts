@@ -552,10 +552,10 @@ export class PythonProvider implements Provider {
       }
       // Without root, the runner mounts its tmpfs anew, capped on files too, with
       // CAP_SYS_ADMIN in the task's user namespace until then (see the runner's _own_tmpfs).
-      // Not where tasks are uid 0 there (low ports granted): the capability would stay in
-      // reach of what they execute.
-      const ownTmpfs = bwrap !== undefined && !dropsUser(policy.mode, py) &&
-        !(plan?.lowPorts && !policy.network);
+      // Where tasks are uid 0 there (low ports granted), it also takes CAP_SYS_ADMIN and
+      // CAP_SETPCAP out of its bounding set, and keeps CAP_NET_BIND_SERVICE alone.
+      const ownTmpfs = bwrap !== undefined && !dropsUser(policy.mode, py);
+      const asNsRoot = plan?.lowPorts === true && !policy.network;
       // The marshalled runner and the job in a file the runner reads (root's, 0600, when it
       // starts as root; bound in at SANDBOX_BOOT): stdin carries bwrap's seccomp filter.
       const fullJob = {
@@ -582,6 +582,8 @@ export class PythonProvider implements Provider {
                 0o1777,
               ]],
               inodes: WORK_TMPFS_INODES,
+              // CAP_SYS_ADMIN (21), CAP_SETPCAP (8); CAP_NET_BIND_SERVICE (bit 10) kept
+              ...(asNsRoot ? { drop_bounding: [21, 8], keep: 1 << 10 } : {}),
             },
           }
           : {}),

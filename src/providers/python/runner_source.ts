@@ -859,25 +859,45 @@ def _own_tmpfs(spec):
                 kept = _tree(path)
                 opts = b"size=%d,nr_inodes=%d,mode=%o" % (size, spec["inodes"], mode)
                 # MS_NOSUID | MS_NODEV, as bwrap mounts them
-                if call("mount", b"tmpfs", path.encode(), b"tmpfs", 6, opts) == 0:
-                    for rel, target in kept:
-                        if target is None:
-                            os.mkdir(path + rel, 0o755)
-                        elif isinstance(target, int):
-                            # a mount point: the same mount (and those below it) bound again
-                            os.mkdir(path + rel, 0o700)
-                            source = b"/proc/self/fd/%d" % target
-                            # MS_BIND | MS_REC (its flags, read-only say, stay as they were)
-                            if call("mount", source, (path + rel).encode(), None, 0x5000, None):
-                                raise SystemExit("gleitzeit runner: could not bind " + path + rel)
+                try:
+                    if call("mount", b"tmpfs", path.encode(), b"tmpfs", 6, opts) == 0:
+                        try:
+                            _plant(path, kept, call)
+                        except OSError:
+                            # the byte cap alone: bwrap's tmpfs, with what is on it, again
+                            # (MNT_DETACH)
+                            call("umount2", path.encode(), 2)
+                finally:
+                    for _, target in kept:
+                        if isinstance(target, int):
                             os.close(target)
-                        else:
-                            os.symlink(target, path + rel)
     finally:
-        # capset(2), version 3, this process: nothing effective, permitted or inheritable
-        # (the ambient set goes with them)
-        if call("capset", (0x20080522).to_bytes(4, "little") + bytes(4), bytes(24)) != 0:
+        # uid 0 of its namespace (low ports granted): what it executes would get its bounding
+        # set, which loses them first (PR_CAPBSET_DROP, while it has CAP_SETPCAP)
+        for cap in spec.get("drop_bounding") or ():
+            if call("prctl", 24, cap, 0, 0, 0) != 0:
+                raise SystemExit("gleitzeit runner: could not drop its capabilities")
+        # capset(2), version 3, this process: nothing effective, permitted or inheritable but
+        # what spec keeps (the ambient set goes with them)
+        keep = int(spec.get("keep") or 0).to_bytes(4, "little")
+        if call("capset", (0x20080522).to_bytes(4, "little") + bytes(4),
+                keep * 3 + bytes(12)) != 0:
             raise SystemExit("gleitzeit runner: could not drop its capabilities")
+
+def _plant(path, kept, call):
+    # What _tree found below path, made again on the new tmpfs there.
+    for rel, target in kept:
+        if target is None:
+            os.mkdir(path + rel, 0o755)
+        elif isinstance(target, int):
+            # a mount point: the same mount (and those below it) bound again
+            os.mkdir(path + rel, 0o700)
+            source = b"/proc/self/fd/%d" % target
+            # MS_BIND | MS_REC (its flags, read-only say, stay as they were)
+            if call("mount", source, (path + rel).encode(), None, 0x5000, None):
+                raise OSError("gleitzeit runner: could not bind " + path + rel)
+        else:
+            os.symlink(target, path + rel)
 
 def _tree(path):
     # The directories, links and mount points (directories of another file system) below

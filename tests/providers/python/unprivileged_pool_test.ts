@@ -781,12 +781,17 @@ def fill(d):
     except OSError as e:
         return [n, e.strerror]
     return [n, None]
-caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")][:3]
+caps = {l.split(":")[0]: l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")}
 print("output")
 result = {"work": fill("."), "shm": fill("/dev/shm"), "caps": caps}
 \`;
 const out = {};
-for (const [variant, poolSize, sandbox] of [["cold", 0, { read: ["data"] }], ["warm", 1, undefined]]) {
+for (const [variant, poolSize, sandbox] of [
+  ["cold", 0, { read: ["data"] }],
+  ["warm", 1, undefined],
+  // a port below 1024 granted: the task is uid 0 of its namespace
+  ["lowport", 0, { read: ["data"], network: ["localhost:79"] }],
+]) {
   const p = new PythonProvider({ sandbox: "bwrap", poolSize });
   const r = await p.call("python/execute", { code: FILL }, ctx(sandbox));
   const code = sandbox ? "result = open('data/x').read()" : "import os\\nresult = len(os.listdir('/dev/shm'))";
@@ -796,10 +801,10 @@ for (const [variant, poolSize, sandbox] of [["cold", 0, { read: ["data"] }], ["w
 console.log(JSON.stringify(out));
 `;
 
-Deno.test("[bwrap, unprivileged orchestrator] a task's files are capped in number on its tmpfs mounts (work dir, /dev/shm), cold and warm, and it keeps no capability", async () => {
+Deno.test("[bwrap, unprivileged orchestrator] a task's files are capped in number on its tmpfs mounts (work dir, /dev/shm), cold, warm and uid 0 of its namespace, and it keeps no capability but a low port's", async () => {
   requireRoot("the provider");
   const r = await runUnprivileged(INODES_SCRIPT, "gleitzeit-unpriv-inodes-");
-  for (const variant of ["cold", "warm"]) {
+  for (const variant of ["cold", "warm", "lowport"]) {
     const [result, output, after] = r[variant];
     for (const place of ["work", "shm"]) {
       const [made, error] = result[place];
@@ -807,10 +812,16 @@ Deno.test("[bwrap, unprivileged orchestrator] a task's files are capped in numbe
       assert(made > 65000 && made <= 65536, `${variant} ${place}: ${made}`);
       assertEquals(error, "No space left on device");
     }
-    assertEquals(result.caps, Array(3).fill("0000000000000000"), variant);
+    const { CapInh, CapPrm, CapEff, CapBnd } = result.caps;
+    if (variant === "lowport") {
+      // CAP_NET_BIND_SERVICE alone, its bounding set too (what it executes gets no more)
+      assertEquals([CapInh, CapPrm, CapEff, CapBnd], Array(4).fill("0000000000000400"));
+    } else {
+      assertEquals([CapInh, CapPrm, CapEff], Array(3).fill("0000000000000000"), variant);
+    }
     assertEquals(output, "output\n", variant);
     // cold: the declared path's link made again on its own tmpfs; warm: the next task's
     // /dev/shm holds only the output directory bound there
-    assertEquals(after, variant === "cold" ? "declared" : 1);
+    assertEquals(after, variant === "warm" ? 1 : "declared");
   }
 });
