@@ -102,24 +102,29 @@ tasks:
 `,
     );
     await chownTree(home, UID);
-    const out = await denoAsUnprivileged(
-      [...bundleFlags(), `${dir}/gleitzeit.js`, "--json", "run", `${home}/wf.yaml`],
-      {
-        cwd: home,
-        env: {
-          HOME: home,
-          PATH: "/usr/bin:/bin",
-          GLEITZEIT_CONFIG: `${home}/config.yaml`,
-          GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
-          // The root user's pyenv lives under /root (0700): the system interpreter instead.
-          GLEITZEIT_PYTHON: "/usr/bin/python3",
-          NO_COLOR: "1",
+    /** `gleitzeit --json run FILE` as the unprivileged user; its exit code, stdout, stderr. */
+    const cli = async (file: string, env: Record<string, string> = {}) => {
+      const out = await denoAsUnprivileged(
+        [...bundleFlags(), `${dir}/gleitzeit.js`, "--json", "run", file],
+        {
+          cwd: home,
+          env: {
+            HOME: home,
+            PATH: "/usr/bin:/bin",
+            GLEITZEIT_CONFIG: `${home}/config.yaml`,
+            GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
+            // The root user's pyenv lives under /root (0700): the system interpreter instead.
+            GLEITZEIT_PYTHON: "/usr/bin/python3",
+            NO_COLOR: "1",
+            ...env,
+          },
         },
-      },
-    );
-    const stdout = new TextDecoder().decode(out.stdout);
-    const stderr = new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 0, `${stderr}\n${stdout}`);
+      );
+      const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+      return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+    };
+    const { code, stdout, stderr } = await cli(`${home}/wf.yaml`);
+    assertEquals(code, 0, `${stderr}\n${stdout}`);
     const report = JSON.parse(stdout);
     assertEquals(report.results.inside.result, {
       uid: 65534,
@@ -203,24 +208,8 @@ tasks:
     await run("mount", ["-t", "tmpfs", "-o", "noexec,mode=1777,size=64m", "tmpfs", noexec]);
     try {
       for (const [tmp, init] of [[exec, "/gleitzeit/sh"], [noexec, "/usr/bin/python3"]]) {
-        const out = await denoAsUnprivileged(
-          [...bundleFlags(), `${dir}/gleitzeit.js`, "--json", "run", `${home}/cold.yaml`],
-          {
-            cwd: home,
-            env: {
-              HOME: home,
-              PATH: "/usr/bin:/bin",
-              TMPDIR: tmp,
-              GLEITZEIT_CONFIG: `${home}/config.yaml`,
-              GLEITZEIT_SQLITE_PATH: `${home}/gleitzeit.db`,
-              GLEITZEIT_PYTHON: "/usr/bin/python3",
-              NO_COLOR: "1",
-            },
-          },
-        );
-        const stdout = new TextDecoder().decode(out.stdout);
-        const stderr = new TextDecoder().decode(out.stderr);
-        assertEquals(out.code, 1, `${stderr}\n${stdout}`); // the killed task failed
+        const { code, stdout, stderr } = await cli(`${home}/cold.yaml`, { TMPDIR: tmp });
+        assertEquals(code, 1, `${stderr}\n${stdout}`); // the killed task failed
         const report = JSON.parse(stdout);
         assertEquals(report.results.cold?.result, [1, -1, 1, "PermissionError", init], stdout);
         const killed = report.tasks.find((t: { id: string }) => t.id === "killed");
