@@ -991,10 +991,7 @@ export class Worker {
    * the next look at its own idle entries sends them (see #autoclaim), and a lost one is
    * never executed again under the same number.
    */
-  readonly #unreported = new Map<
-    string,
-    { ok: boolean; body: unknown; running?: Running; what?: string }
-  >();
+  readonly #unreported = new Map<string, KeptAnswer>();
 
   /**
    * Kept answers sent (or found answered) since, by entry: the look at this worker's own idle
@@ -1006,10 +1003,7 @@ export class Worker {
    * Sends a kept answer, only while its entry is still pending with this worker (REPORT_OWN,
    * one script: the two ways it is tried cannot both send it), and forgets it.
    */
-  async #sendKept(
-    key: string,
-    kept: { ok: boolean; body: unknown; running?: Running; what?: string },
-  ): Promise<void> {
+  async #sendKept(key: string, kept: KeptAnswer): Promise<void> {
     const { entry, stream } = kept.running!;
     const { d: dispatchId, reply } = entry.fields;
     const sent = Number(
@@ -1359,6 +1353,14 @@ export const REPORT_OWN =
 /** The first delay of a kept answer's next try (see Worker#resendSoon), and the longest. */
 const RESEND_FIRST_MS = 250;
 const RESEND_MAX_MS = 5_000;
+
+/** An attempt's answer that could not be sent (see Worker#unreported), and its entry. */
+interface KeptAnswer {
+  ok: boolean;
+  body: unknown;
+  running?: Running;
+  what?: string;
+}
 
 /** Failures that say more of the worker that had them than of the task. */
 const OF_THIS_WORKER = new Set<string>([

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertExists, assertRejects } from "../assert.ts";
 import { FakeClock, sleep } from "../../src/core/clock.ts";
-import { GleitzeitError, workerLostError } from "../../src/core/errors.ts";
+import { type ErrorCode, GleitzeitError, workerLostError } from "../../src/core/errors.ts";
 import { NO_RETRY, type RetryPolicy } from "../../src/core/retry.ts";
 import type { TaskSpec, Workflow } from "../../src/core/workflow.ts";
 import { Engine } from "../../src/engine/engine.ts";
@@ -579,60 +579,47 @@ Deno.test("a lost worker while the run stops (fail_fast, or its timeout): the ta
   }
 });
 
-Deno.test("fail_fast abandons a pending retry and says so: which task stopped the run, the last error", async () => {
-  const clock = new FakeClock();
-  const { dispatcher, engine, events } = setup({ clock });
-  dispatcher.on("flaky", () => {
-    throw new GleitzeitError("PROVIDER_UNAVAILABLE", "down");
-  });
-  dispatcher.on("fatal", async () => {
-    await sleep(clock, 10);
-    throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad code");
-  });
-  const retry: RetryPolicy = { ...NO_RETRY, maxAttempts: 3, backoff: "fixed", baseDelayMs: 1000 };
-  const running = engine.run(wf([
-    task("flaky", { method: "flaky", retry }),
-    task("fatal", { method: "fatal" }),
-  ]));
-  await clock.advance(10);
-  const out = await running;
-  const flaky = byId(out.tasks).get("flaky")!;
-  assertEquals([flaky.state, flaky.attempts], ["failed", 1]);
-  assertEquals(flaky.reason, "retry abandoned: run stopped after 'fatal' failed (fail_fast)");
-  assertEquals(flaky.error?.message, "down");
-  const ends = events.filter((e) => e.type === "task_failed" && e.taskId === "flaky");
-  assertEquals(ends.map((e) => (e as { abandoned?: string }).abandoned), [
-    undefined,
-    "retry abandoned: run stopped after 'fatal' failed (fail_fast)",
-  ]);
-});
-
-Deno.test("fail_fast: an attempt that fails retryably once the run has stopped says its retry was abandoned", async () => {
-  const clock = new FakeClock();
-  const { dispatcher, engine, events } = setup({ clock });
-  dispatcher.on("fatal", () => {
-    throw new GleitzeitError("TASK_EXECUTION_FAILED", "bad code");
-  });
-  dispatcher.on("flaky", async () => {
-    await sleep(clock, 10); // running when the run stops, fails after
-    throw new GleitzeitError("PROVIDER_UNAVAILABLE", "down");
-  });
-  const retry: RetryPolicy = { ...NO_RETRY, maxAttempts: 3, backoff: "fixed", baseDelayMs: 1000 };
-  const running = engine.run(wf([
-    task("fatal", { method: "fatal" }),
-    task("flaky", { method: "flaky", retry }),
-  ]));
-  await clock.advance(10);
-  const out = await running;
-  const flaky = byId(out.tasks).get("flaky")!;
-  assertEquals([flaky.state, flaky.attempts], ["failed", 1]);
-  assertEquals(flaky.reason, "retry abandoned: run stopped after 'fatal' failed (fail_fast)");
-  assertEquals(flaky.error?.message, "down");
-  const ends = events.filter((e) => e.type === "task_failed" && e.taskId === "flaky");
-  assertEquals(ends.map((e) => (e as { abandoned?: string }).abandoned), [
-    "retry abandoned: run stopped after 'fatal' failed (fail_fast)",
-  ]);
-});
+// Which task stopped the run, and the last error, whether the retry was waiting when the run
+// stopped (flaky failed first) or the attempt failed retryably once it had stopped.
+for (const flakyFirst of [true, false]) {
+  Deno.test(
+    `fail_fast abandons a retry and says so: which task stopped the run, the last error (${
+      flakyFirst ? "a retry waiting" : "an attempt failing after the stop"
+    })`,
+    async () => {
+      const clock = new FakeClock();
+      const { dispatcher, engine, events } = setup({ clock });
+      const fails = (code: ErrorCode, message: string, later: boolean) => async () => {
+        if (later) await sleep(clock, 10);
+        throw new GleitzeitError(code, message);
+      };
+      dispatcher.on("flaky", fails("PROVIDER_UNAVAILABLE", "down", !flakyFirst));
+      dispatcher.on("fatal", fails("TASK_EXECUTION_FAILED", "bad code", flakyFirst));
+      const retry: RetryPolicy = {
+        ...NO_RETRY,
+        maxAttempts: 3,
+        backoff: "fixed",
+        baseDelayMs: 1000,
+      };
+      const running = engine.run(wf([
+        task("flaky", { method: "flaky", retry }),
+        task("fatal", { method: "fatal" }),
+      ]));
+      await clock.advance(10);
+      const out = await running;
+      const flaky = byId(out.tasks).get("flaky")!;
+      const abandoned = "retry abandoned: run stopped after 'fatal' failed (fail_fast)";
+      assertEquals([flaky.state, flaky.attempts], ["failed", 1]);
+      assertEquals(flaky.reason, abandoned);
+      assertEquals(flaky.error?.message, "down");
+      const ends = events.filter((e) => e.type === "task_failed" && e.taskId === "flaky");
+      assertEquals(
+        ends.map((e) => (e as { abandoned?: string }).abandoned),
+        flakyFirst ? [undefined, abandoned] : [abandoned],
+      );
+    },
+  );
+}
 
 Deno.test("an attempt past its timeout is aborted with TASK_TIMEOUT and retried", async () => {
   const clock = new FakeClock();

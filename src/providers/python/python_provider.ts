@@ -550,11 +550,12 @@ export class PythonProvider implements Provider {
           Deno.chownSync(path, SANDBOX_UID, SANDBOX_UID);
         }
       }
+      // Sandboxed without root: tasks are Gleitzeit's own user, mapped.
+      const unprivileged = bwrap !== undefined && !dropsUser(policy.mode, py);
       // Without root, the runner mounts its tmpfs anew, capped on files too, with
       // CAP_SYS_ADMIN in the task's user namespace until then (see the runner's _own_tmpfs).
       // Where tasks are uid 0 there (low ports granted), it also takes CAP_SYS_ADMIN and
       // CAP_SETPCAP out of its bounding set, and keeps CAP_NET_BIND_SERVICE alone.
-      const ownTmpfs = bwrap !== undefined && !dropsUser(policy.mode, py);
       const asNsRoot = plan?.lowPorts === true && !policy.network;
       // The marshalled runner and the job in a file the runner reads (root's, 0600, when it
       // starts as root; bound in at SANDBOX_BOOT): stdin carries bwrap's seccomp filter.
@@ -573,7 +574,7 @@ export class PythonProvider implements Provider {
         ...(bwrap && dropsUser(policy.mode, py)
           ? { tmpfs_paths: [SANDBOX_WORK, "/dev/shm"], tmpfs_inodes: WORK_TMPFS_INODES }
           : {}),
-        ...(ownTmpfs
+        ...(unprivileged
           ? {
             own_tmpfs: {
               paths: [[SANDBOX_WORK, WORK_TMPFS_BYTES, 0o1777], [
@@ -605,14 +606,13 @@ export class PythonProvider implements Provider {
       // Without root, bwrap's reaper would be the task's own user's: the sandbox's init is
       // ours (--as-pid-1), out of the task's reach. The shell (see sandbox_init.ts), else the
       // runner itself (see RUNNER_BOOTSTRAP_INIT). (As root that reaper is root's.)
-      const asInit = bwrap !== undefined && !dropsUser(policy.mode, py);
-      shellInit = asInit ? this.#sandboxInit() : undefined;
+      shellInit = unprivileged ? this.#sandboxInit() : undefined;
       const python = [
         py.executable,
         "-I",
         "-S",
         "-c",
-        asInit && !shellInit ? RUNNER_BOOTSTRAP_INIT : RUNNER_BOOTSTRAP,
+        unprivileged && !shellInit ? RUNNER_BOOTSTRAP_INIT : RUNNER_BOOTSTRAP,
         "once",
         bwrap ? SANDBOX_BOOT : bootPath,
       ];
@@ -629,8 +629,8 @@ export class PythonProvider implements Provider {
             hostsFile: plan && `${base}/hosts`,
             bindLowPorts: plan?.lowPorts,
             remountCap: dropsUser(policy.mode, py),
-            ownTmpfsCap: ownTmpfs,
-            asPid1: asInit,
+            ownTmpfsCap: unprivileged,
+            asPid1: unprivileged,
             extra: [
               "--perms",
               "0755",

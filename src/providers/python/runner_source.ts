@@ -827,15 +827,16 @@ def _cap_inodes(paths, inodes):
     # on files too.
     if os.getuid() != 0 or not inodes:
         return
-    try:
-        mount = _mount()
-    except Exception:
-        return
     ms_nosuid, ms_nodev, ms_remount = 2, 4, 32  # bwrap mounts them nosuid, nodev
     opts = b"nr_inodes=%d" % int(inodes)
     for path in paths:
-        # Where the kernel or a security module refuses, the byte cap alone stays.
-        mount(b"tmpfs", path.encode(), b"tmpfs", ms_remount | ms_nosuid | ms_nodev, opts)
+        # Where the kernel or a security module refuses (or an interpreter has no _ctypes),
+        # the byte cap alone stays.
+        try:
+            _ccall("mount", b"tmpfs", path.encode(), b"tmpfs", ms_remount | ms_nosuid | ms_nodev,
+                   opts)
+        except ImportError:
+            return
 
 def _own_tmpfs(spec):
     # Without root, bwrap's tmpfs mounts cap bytes only, and their superblocks are not the
@@ -849,24 +850,20 @@ def _own_tmpfs(spec):
     # drop, nothing runs.
     if not spec:
         return
-    import _ctypes
-    libc = _ctypes.dlopen(None)
-    def call(name, *args):
-        return _ctypes.call_function(_ctypes.dlsym(libc, name), args)
     try:
-        if call("unshare", 0x00020000) == 0:  # CLONE_NEWNS
+        if _ccall("unshare", 0x00020000) == 0:  # CLONE_NEWNS
             for path, size, mode in spec["paths"]:
                 kept = _tree(path)
                 opts = b"size=%d,nr_inodes=%d,mode=%o" % (size, spec["inodes"], mode)
                 # MS_NOSUID | MS_NODEV, as bwrap mounts them
                 try:
-                    if call("mount", b"tmpfs", path.encode(), b"tmpfs", 6, opts) == 0:
+                    if _ccall("mount", b"tmpfs", path.encode(), b"tmpfs", 6, opts) == 0:
                         try:
-                            _plant(path, kept, call)
+                            _plant(path, kept)
                         except OSError:
                             # the byte cap alone: bwrap's tmpfs, with what is on it, again
                             # (MNT_DETACH)
-                            call("umount2", path.encode(), 2)
+                            _ccall("umount2", path.encode(), 2)
                 finally:
                     for _, target in kept:
                         if isinstance(target, int):
@@ -875,16 +872,16 @@ def _own_tmpfs(spec):
         # uid 0 of its namespace (low ports granted): what it executes would get its bounding
         # set, which loses them first (PR_CAPBSET_DROP, while it has CAP_SETPCAP)
         for cap in spec.get("drop_bounding") or ():
-            if call("prctl", 24, cap, 0, 0, 0) != 0:
+            if _ccall("prctl", 24, cap, 0, 0, 0) != 0:
                 raise SystemExit("gleitzeit runner: could not drop its capabilities")
         # capset(2), version 3, this process: nothing effective, permitted or inheritable but
         # what spec keeps (the ambient set goes with them)
         keep = int(spec.get("keep") or 0).to_bytes(4, "little")
-        if call("capset", (0x20080522).to_bytes(4, "little") + bytes(4),
+        if _ccall("capset", (0x20080522).to_bytes(4, "little") + bytes(4),
                 keep * 3 + bytes(12)) != 0:
             raise SystemExit("gleitzeit runner: could not drop its capabilities")
 
-def _plant(path, kept, call):
+def _plant(path, kept):
     # What _tree found below path, made again on the new tmpfs there.
     for rel, target in kept:
         if target is None:
@@ -894,7 +891,7 @@ def _plant(path, kept, call):
             os.mkdir(path + rel, 0o700)
             source = b"/proc/self/fd/%d" % target
             # MS_BIND | MS_REC (its flags, read-only say, stay as they were)
-            if call("mount", source, (path + rel).encode(), None, 0x5000, None):
+            if _ccall("mount", source, (path + rel).encode(), None, 0x5000, None):
                 raise OSError("gleitzeit runner: could not bind " + path + rel)
         else:
             os.symlink(target, path + rel)
@@ -919,18 +916,11 @@ def _tree(path):
     walk("")
     return out
 
-def _mount():
-    # libc's mount(2): a warm parent's ctypes, or in a cold runner the bare _ctypes module
-    # (importing ctypes costs ~4 ms more, on the task's path)
-    if _libc is not None:
-        return _libc.mount
+def _ccall(name, *args):
+    # A C library function by name, its int result (bytes pass as char *, None as NULL),
+    # through the bare _ctypes module: importing ctypes costs ~4 ms more, on a cold task's path
     import _ctypes
-    class _Int(_ctypes._SimpleCData):
-        _type_ = "i"
-    class _Fn(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL
-        _restype_ = _Int
-    return _Fn(_ctypes.dlsym(_ctypes.dlopen(None), "mount"))
+    return _ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None), name), args)
 
 def _huge_code(ctypes, libc):
     # Where a hypervisor shadows the guest's page tables (seen: a Firecracker guest under
