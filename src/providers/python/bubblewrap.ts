@@ -88,6 +88,12 @@ export interface BwrapMounts {
   /** The command is the PID namespace's init (`--as-pid-1`): no bwrap reaper process. */
   asPid1?: boolean;
   /**
+   * Cover /proc/1 (bwrap's reaper, PID 1) with an empty read-only directory: without root the
+   * reaper is the task's own user's, and a task could otherwise open its memory (the filter
+   * refuses the system calls that reach it: see seccomp.ts).
+   */
+  hideInit?: boolean;
+  /**
    * Without root: CAP_SYS_ADMIN in the task's user namespace, for the runner to mount its
    * tmpfs anew with a cap on files (it drops every capability then: see its _own_tmpfs).
    */
@@ -175,6 +181,7 @@ export function bwrapArgs(py: PythonInterpreter, mounts: BwrapMounts): string[] 
   // The IPC namespace's POSIX message queues, visible so a warm parent can see leftovers; a
   // private /dev/shm for POSIX shared memory and semaphores (multiprocessing needs them).
   args.push("--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue");
+  if (mounts.hideInit) args.push("--tmpfs", "/proc/1", "--remount-ro", "/proc/1");
   args.push("--perms", "1777", "--size", String(SHM_TMPFS_BYTES), "--tmpfs", "/dev/shm");
   // No tmpfs: TMPDIR is the task's work dir. /tmp, like everything bwrap makes in the
   // sandbox's root and /dev (tmpfs of no size cap), is read-only below: without root, the

@@ -36,16 +36,8 @@ import {
   toResult,
 } from "./python_outcome.ts";
 import { type PythonInterpreter, resolvePython } from "./python_interpreter.ts";
-import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP, RUNNER_BOOTSTRAP_INIT } from "./runner_source.ts";
+import { POOL_BOOTSTRAP, RUNNER_BOOTSTRAP } from "./runner_source.ts";
 import { sandboxFilter } from "./seccomp.ts";
-import {
-  initCommand,
-  makeSandboxInit,
-  removeSandboxInit,
-  SANDBOX_INIT,
-  type SandboxInit,
-  sandboxInitIntact,
-} from "./sandbox_init.ts";
 import { closePidsCgroups, pidsCgroups, SANDBOX_POOL_CGROUP } from "./task_cgroups.ts";
 import { bootstrapInput, codePrefix, runnerBytecode } from "./runner_bytecode.ts";
 import {
@@ -184,13 +176,6 @@ export class PythonProvider implements Provider {
   #swept = false;
   /** Kill functions of running attempts, for `close()`. */
   readonly #running = new Set<() => void>();
-  /**
-   * Without root, cold sandboxes' init (see sandbox_init.ts): made at the first such task;
-   * null where it cannot serve (then the runner is its own init, RUNNER_BOOTSTRAP_INIT).
-   */
-  #init: SandboxInit | null | undefined;
-  /** close() was called: no init is made any more (its directory would outlive the provider). */
-  #closed = false;
 
   constructor(options: PythonProviderOptions = {}) {
     this.id = options.id ?? "python";
@@ -379,26 +364,8 @@ export class PythonProvider implements Provider {
     for (const kill of this.#running) kill();
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
     this.#pools.clear();
-    this.#closed = true;
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
-    if (this.#init) removeSandboxInit(this.#init.path);
-    this.#init = undefined;
     closePidsCgroups();
-  }
-
-  /**
-   * The shell init of non-root cold sandboxes (see sandbox_init.ts): made once, and again if
-   * it is gone or changed (an lstat per task).
-   */
-  #sandboxInit(): SandboxInit | undefined {
-    if (this.#closed) return undefined;
-    if (this.#init && !sandboxInitIntact(this.#init)) {
-      // (a sandbox binding it now has it bound, or fails to start: not ours to keep then)
-      removeSandboxInit(this.#init.path);
-      this.#init = undefined;
-    }
-    if (this.#init === undefined) this.#init = makeSandboxInit(this.#tempDir) ?? null;
-    return this.#init ?? undefined;
   }
 
   /** bwrap's path once found and probed for an interpreter (the probe costs a spawn). */
@@ -512,7 +479,6 @@ export class PythonProvider implements Provider {
     let child: Deno.ChildProcess;
     let proxy: GrantProxy | undefined;
     let plan: GrantPlan | undefined;
-    let shellInit: SandboxInit | undefined;
     /** The task's outside traces: its grants' proxy, then its directory. */
     const release = async () => {
       await proxy?.close();
@@ -603,20 +569,15 @@ export class PythonProvider implements Provider {
         mode: 0o600,
         createNew: true,
       });
-      // Without root, bwrap's reaper would be the task's own user's: the sandbox's init is
-      // ours (--as-pid-1), out of the task's reach. The shell (see sandbox_init.ts), else the
-      // runner itself (see RUNNER_BOOTSTRAP_INIT). (As root that reaper is root's.)
-      shellInit = unprivileged ? this.#sandboxInit() : undefined;
-      const python = [
+      const runner = [
         py.executable,
         "-I",
         "-S",
         "-c",
-        unprivileged && !shellInit ? RUNNER_BOOTSTRAP_INIT : RUNNER_BOOTSTRAP,
+        RUNNER_BOOTSTRAP,
         "once",
         bwrap ? SANDBOX_BOOT : bootPath,
       ];
-      const runner = shellInit ? initCommand(python) : python;
       const [command, ...args] = bwrap
         ? [
           bwrap,
@@ -630,7 +591,11 @@ export class PythonProvider implements Provider {
             bindLowPorts: plan?.lowPorts,
             remountCap: dropsUser(policy.mode, py),
             ownTmpfsCap: unprivileged,
-            asPid1: unprivileged,
+            // PID 1 is bwrap's reaper: root's as root; without root the task's own user's, and
+            // kept out of its reach by the filter (ptrace and its kin, see seccomp.ts) and by
+            // covering /proc/1 (its memory). The task is PID 2, whose signals work as in any
+            // process (an init's do not).
+            hideInit: unprivileged,
             extra: [
               "--perms",
               "0755",
@@ -658,7 +623,6 @@ export class PythonProvider implements Provider {
               "--ro-bind",
               bootPath,
               SANDBOX_BOOT,
-              ...(shellInit ? ["--ro-bind", shellInit.path, SANDBOX_INIT] : []),
               ...(proxy ? ["--bind", proxy.path, SANDBOX_NET_SOCKET] : []),
             ],
           }),
@@ -1061,7 +1025,8 @@ function tempRoot(tempDir: string | undefined): string {
  * gone, killed before they could clean up (e.g. by SIGKILL), and cold tasks' directories
  * likewise, and bubblewrap probes'. Names carry the owner's pid:
  * `gleitzeit-pool-<pid>-<random>`, `gleitzeit-py-<pid>-<random>`, `gleitzeit-probe-<pid>-<random>`,
- * `gleitzeit-init-<pid>-<random>`, `gleitzeit-io-<pid>-<random>`.
+ * `gleitzeit-io-<pid>-<random>`, and `gleitzeit-init-<pid>-<random>` (the cold init of versions
+ * before 2026-12-08, left by one killed).
  */
 async function sweepDeadPoolDirs(tempDir: string | undefined): Promise<void> {
   const places: [string, RegExp][] = [

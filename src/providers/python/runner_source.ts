@@ -701,8 +701,7 @@ def _once():
         # Gleitzeit gone before that took hold: the task would run with no one to end it
         if job.get("parent_pid") not in (None, os.getppid()):
             os._exit(1)
-    ready = globals().get("_init_ready")  # (see RUNNER_BOOTSTRAP_INIT)
-    _close_inherited(ready)
+    _close_inherited()
     _set_path(job)
     _stdin_devnull()
     _check_declared(job.get("declared") or ())
@@ -710,11 +709,6 @@ def _once():
     _own_tmpfs(job.get("own_tmpfs"))
     if job.get("net"):
         _net_listen(job["net"])
-    if ready is not None:
-        # the sandbox's init is out of the task's reach (see RUNNER_BOOTSTRAP_INIT)
-        if os.read(ready, 1) != b"1":
-            os._exit(71)
-        os.close(ready)
     _run_job(job)
     os._exit(0)
 
@@ -772,22 +766,17 @@ def _ipc_left():
             pass
     return False
 
-def _close_inherited(keep=None):
+def _close_inherited():
     # Descriptors Gleitzeit itself inherited without close-on-exec (from a shell or a CI
-    # harness) would otherwise reach every task: only stdin, stdout and stderr stay (and
-    # keep, one of the runner's own).
+    # harness) would otherwise reach every task: only stdin, stdout and stderr stay.
     if sys.version_info >= (3, 10):
         try:
-            if keep is None:
-                os.closerange(3, 1 << 30)  # one close_range(2)
-            else:
-                os.closerange(3, keep)
-                os.closerange(keep + 1, 1 << 30)
+            os.closerange(3, 1 << 30)  # one close_range(2)
         except OSError:
             pass
         return
     # Before 3.10, closerange closes every number in turn: a billion calls. Those open only.
-    _keep_only(*(() if keep is None else (keep,)))
+    _keep_only()
 
 def _keep_only(*fds):
     # Closes every descriptor but 0-2, the IPC-check ones (each spare closes them itself)
@@ -2717,48 +2706,6 @@ if __name__ == "__main__":
  */
 export const RUNNER_BOOTSTRAP = "import sys,marshal\n_boot_data=open(sys.argv[2],'rb').read()\n" +
   'exec(marshal.loads(_boot_data[4:4+int.from_bytes(_boot_data[:4],"big")]))\n';
-
-/**
- * {@link RUNNER_BOOTSTRAP} for a cold task whose runner is its sandbox's init (bwrap
- * `--as-pid-1`; Gleitzeit not root: a bwrap reaper there would be the task's own user's, and a
- * task could trace it, stop it, which holds its run, or make it allocate beyond the task's
- * limits). Only where the shell init of sandbox_init.ts, cheaper, cannot run (a noexec temp
- * dir). Before the runner is loaded (the fork copies less), the init forks the task (whose
- * signals then work as in any process, which an init's do not), makes itself untraceable and
- * its memory unreadable meanwhile (PR_SET_DUMPABLE 0, what a same-user process needs to trace
- * it or open it; through _ctypes alone: ctypes costs ~4 ms), and says so on a pipe, which the
- * runner reads before the task's code runs (see _once; bwrap closes descriptor 0 once it has
- * read the seccomp filter from it: it is taken first, or the pipe would be the runner's stdin,
- * which it replaces). Then it reaps what reaches it and ends
- * with the task: 128 + N for a death by signal N, as bwrap says it. Its end ends all that is
- * left in the sandbox, and it has no signal handler: nothing inside can signal it.
- */
-export const RUNNER_BOOTSTRAP_INIT = "import posix\n" +
-  "if posix.getpid() == 1:\n" +
-  "    try:\n" +
-  "        posix.fstat(0)\n" +
-  "    except OSError:\n" +
-  "        posix.open('/dev/null', posix.O_RDONLY)\n" +
-  "    _init_ready, _w = posix.pipe()\n" +
-  "    _task = posix.fork()\n" +
-  "    if _task:\n" +
-  "        import _ctypes, _signal\n" +
-  "        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)\n" +
-  "        if _ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None), 'prctl'), (4, 0, 0, 0, 0)):\n" +
-  "            posix._exit(71)\n" +
-  "        posix.write(_w, b'1')\n" +
-  "    while _task:\n" +
-  "        try:\n" +
-  "            _pid, _status = posix.waitpid(-1, 0)\n" +
-  "        except ChildProcessError:\n" +
-  "            posix._exit(70)\n" +
-  "        except InterruptedError:\n" +
-  "            continue\n" +
-  "        if _pid == _task:\n" +
-  "            posix._exit(128 + posix.WTERMSIG(_status) if posix.WIFSIGNALED(_status)\n" +
-  "                        else posix.WEXITSTATUS(_status))\n" +
-  "    posix.close(_w)\n" +
-  RUNNER_BOOTSTRAP;
 
 /**
  * What a warm parent runs (`python3 -I -S -c POOL_BOOTSTRAP pool OPTIONS`): the marshalled

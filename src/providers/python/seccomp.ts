@@ -18,7 +18,14 @@
  * - a new user namespace (`clone` or `unshare` with CLONE_NEWUSER) fails with EPERM: in one,
  *   a task could mount a tmpfs of its own, past the caps on the sandbox's (and every other
  *   namespace needs a capability the task does not have). `clone3`, whose flags a filter
- *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`.
+ *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`;
+ * - reaching PID 1 (the sandbox's init: bwrap's reaper, or a warm parent) fails with EPERM:
+ *   `ptrace`, `process_vm_readv` and `_writev`, `perf_event_open` and `pidfd_open` (the way to
+ *   `pidfd_getfd` and `process_madvise`) with pid 1. Without root the init is the task's own
+ *   user's: a task could otherwise stop it (which holds its run), make it run code the filter
+ *   refuses (bwrap loads it for the task alone) or allocate beyond the task's limits. Its
+ *   /proc directory is covered too (see bubblewrap.ts); a signal from inside reaches an init
+ *   only where it has a handler, which neither has. A task's own processes are never pid 1.
  *
  * (Changing another process's limits, priority, scheduling, CPUs or I/O priority is not
  * refused here: a filter cannot tell a task's own threads and children from other processes,
@@ -43,6 +50,10 @@ interface Abi {
   fallocate: number;
   newUser: number[]; // clone, unshare
   unlimited: number[]; // memfd_create, shmget, semget, msgget (, i386's ipc multiplexer)
+  /** Calls with a pid in their first argument: process_vm_readv, process_vm_writev. */
+  pidFirst: number[];
+  /** Calls with a pid in their second: ptrace, perf_event_open. */
+  pidSecond: number[];
 }
 
 /** Per Deno.build.arch, each ABI a process there can use (x86_64 also runs i386 code
@@ -54,12 +65,17 @@ const ABIS: Record<string, Abi[]> = {
     fallocate: 285,
     newUser: [56, 272],
     unlimited: [319, 29, 64, 68],
+    // (and x32's own numbers of the first three: 539, 540, 521)
+    pidFirst: [310, 311, 539, 540],
+    pidSecond: [101, 298, 521],
   }, {
     audit: 0x40000003,
     keyring: [286, 287, 288],
     fallocate: 324,
     newUser: [120, 310],
     unlimited: [356, 395, 393, 399, 117],
+    pidFirst: [347, 348],
+    pidSecond: [26, 336],
   }],
   aarch64: [{
     audit: 0xc00000b7,
@@ -67,16 +83,21 @@ const ABIS: Record<string, Abi[]> = {
     fallocate: 47,
     newUser: [220, 97],
     unlimited: [279, 194, 190, 186],
+    pidFirst: [270, 271],
+    pidSecond: [117, 241],
   }, {
     audit: 0x40000028,
     keyring: [309, 310, 311],
     fallocate: 352,
     newUser: [120, 337],
     unlimited: [385, 307, 299, 303],
+    pidFirst: [376, 377],
+    pidSecond: [26, 364],
   }],
 };
 const IO_URING = [425, 426, 427]; // io_uring_setup, io_uring_enter, io_uring_register
 const CLONE3 = 435;
+const PIDFD_OPEN = 434; // the same in all ABIs too (a pid first)
 
 const LD_W_ABS = 0x20;
 const JEQ_K = 0x15;
@@ -168,11 +189,20 @@ export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | unde
     rule([CLONE3], fail(ENOSYS));
     rule(abi.unlimited, fail(ENOSYS));
     rule(abi.newUser, at("newUser"));
+    rule([...abi.pidFirst, PIDFD_OPEN], at("pidFirst"));
+    rule(abi.pidSecond, at("pidSecond"));
     p.ret(RET_ALLOW);
     // clone, unshare: EPERM with CLONE_NEWUSER in the first argument
     p.label(at("newUser"));
     p.load(arg(0));
     p.jset(CLONE_NEWUSER, fail(EPERM), "allow");
+    // EPERM for pid 1 (a pid_t: the low 32 bits are what the kernel takes)
+    p.label(at("pidFirst"));
+    p.load(arg(0));
+    p.jeq(1, fail(EPERM), "allow");
+    p.label(at("pidSecond"));
+    p.load(arg(1));
+    p.jeq(1, fail(EPERM), "allow");
   });
   // the returns (an unknown ABI gets EPERM)
   p.label("allow");

@@ -343,8 +343,10 @@ result = tried
     },
   },
   {
-    // Without root, the sandbox's init and a warm task's parent are the task's own user's:
-    // only their being non-dumpable keeps a task from stopping them or writing their memory.
+    // Without root, the sandbox's init and a warm task's parent are the task's own user's: a
+    // warm parent's being non-dumpable, and for a cold task's init (bwrap's reaper) the filter
+    // (ptrace of PID 1) and its covered /proc directory, keep a task from stopping them or
+    // writing their memory.
     name: "trace the sandbox's init and the task's parent, or open their memory",
     code: () => `
 import ctypes, os

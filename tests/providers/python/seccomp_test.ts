@@ -62,6 +62,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     clone: 56,
     unshare: 272,
     memfd: 319,
+    ptrace: 101,
+    vmRead: 310,
+    vmWrite: 311,
+    perf: 298,
     setpriority: 141,
     setaffinity: 203,
     getpriority: 140,
@@ -73,6 +77,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     clone: 120,
     unshare: 310,
     memfd: 356,
+    ptrace: 26,
+    vmRead: 347,
+    vmWrite: 348,
+    perf: 336,
     setpriority: 97,
     setaffinity: 241,
     getpriority: 96,
@@ -84,6 +92,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     clone: 220,
     unshare: 97,
     memfd: 279,
+    ptrace: 117,
+    vmRead: 270,
+    vmWrite: 271,
+    perf: 241,
     setpriority: 140,
     setaffinity: 122,
     getpriority: 141,
@@ -95,6 +107,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     clone: 120,
     unshare: 337,
     memfd: 385,
+    ptrace: 26,
+    vmRead: 376,
+    vmWrite: 377,
+    perf: 364,
     setpriority: 97,
     setaffinity: 241,
     getpriority: 96,
@@ -123,6 +139,19 @@ for (const [arch, audit, nr] of ABIS) {
       // warm pool reads its processes' settings instead)
       setaffinityOther: call(nr.setaffinity!, other),
       prioUser: call(nr.setpriority!, [2, 0], none, [19, 0]),
+      // PID 1, the sandbox's init, is out of reach; any other process as before
+      ptraceInit: call(nr.ptrace!, [16, 0], [1, 0]),
+      seizeInit: call(nr.ptrace!, [0x4206, 0], [1, 0]),
+      ptraceInitHigh: call(nr.ptrace!, [16, 0], [1, 1]), // (the kernel takes the low 32 bits)
+      ptraceOther: call(nr.ptrace!, [16, 0], other),
+      traceMe: call(nr.ptrace!, none, none),
+      vmReadInit: call(nr.vmRead!, [1, 0]),
+      vmWriteInit: call(nr.vmWrite!, [1, 0]),
+      vmReadOther: call(nr.vmRead!, other),
+      perfInit: call(nr.perf!, other, [1, 0]),
+      perfSelf: call(nr.perf!, other, none),
+      pidfdInit: call(434, [1, 0]),
+      pidfdOther: call(434, other),
     };
     assertEquals(got, {
       read: ALLOW,
@@ -138,6 +167,18 @@ for (const [arch, audit, nr] of ABIS) {
       unshare: ALLOW,
       setaffinityOther: ALLOW,
       prioUser: ALLOW,
+      ptraceInit: EPERM,
+      seizeInit: EPERM,
+      ptraceInitHigh: EPERM,
+      ptraceOther: ALLOW,
+      traceMe: ALLOW,
+      vmReadInit: EPERM,
+      vmWriteInit: EPERM,
+      vmReadOther: ALLOW,
+      perfInit: EPERM,
+      perfSelf: ALLOW,
+      pidfdInit: EPERM,
+      pidfdOther: ALLOW,
     });
   });
 }
@@ -147,5 +188,9 @@ Deno.test("seccomp filter: an ABI not named is refused every call; x32's numbers
   assertEquals(run(prog, 0, 0xc00000b7), EPERM, "aarch64's audit arch on x86_64");
   assertEquals(run(prog, 250 | 0x40000000, 0xc000003e), EPERM, "keyctl through x32");
   assertEquals(run(prog, 1 | 0x40000000, 0xc000003e), ALLOW, "write through x32");
+  // x32's own ptrace and process_vm_readv numbers
+  assertEquals(run(prog, 521 | 0x40000000, 0xc000003e, [[16, 0], [1, 0]]), EPERM, "x32 ptrace");
+  assertEquals(run(prog, 539 | 0x40000000, 0xc000003e, [[1, 0]]), EPERM, "x32 vm_readv");
+  assertEquals(run(prog, 521 | 0x40000000, 0xc000003e, [[16, 0], [7, 0]]), ALLOW, "x32 ptrace");
   assertEquals(sandboxFilter("riscv64"), undefined);
 });
