@@ -109,6 +109,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     .option("--python <path>", "Python interpreter")
     .addOption(new Option("--sandbox <mode>", "Python sandbox").choices(["bwrap", "basic", "none"]))
     .option("--json", "machine-readable output")
+    .option("-q, --quiet", "no progress lines (run, submit, resume)")
     .option("--debug", "stack traces on errors")
     .showSuggestionAfterError(true)
     // `gleitzeit run --help` lists --json, --sandbox, --ollama-url... too (they work there),

@@ -11,6 +11,8 @@ import { colors, err } from "./output.ts";
 export interface GlobalOptions extends Omit<ConfigFlags, "logLevel"> {
   json?: boolean;
   debug?: boolean;
+  /** -q before the command (run, submit and resume take it after theirs too). */
+  quiet?: boolean;
 }
 
 const FLAG_KEYS = [

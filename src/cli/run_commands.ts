@@ -137,11 +137,13 @@ export async function submitWorkflow(
   const inputs = parseInputs(opts.params, opts.param ?? []);
   if (opts.outputFile) await checkWritable(opts.outputFile);
   const json = globals.json === true;
+  // (-q before the command, as a global flag, or after it)
+  const quiet = opts.quiet === true || globals.quiet === true;
   const renderer = new ProgressRenderer({
-    quiet: json || opts.quiet === true,
+    quiet: json || quiet,
     // -q: the run's id all the same, at its start (on stderr; --json's stdout stays the report;
     // --json alone says nothing there unless something fails)
-    announce: !json || opts.quiet === true,
+    announce: !json || quiet,
     streamTokens,
     maxAttempts: (id) => workflow.tasks.find((t) => t.id === id)?.retry.maxAttempts,
   });
@@ -238,7 +240,7 @@ export async function submitWorkflow(
       }
     }
     const code = exitCodeOf(outcome);
-    if (code !== 0 && (json || opts.quiet === true)) err(failureLine(outcome));
+    if (code !== 0 && (json || quiet)) err(failureLine(outcome));
     return code;
   } finally {
     await app.close();

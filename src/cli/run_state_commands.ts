@@ -52,9 +52,10 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
     const globals = globalsOf(wResume);
     const config = await configFromFlags(globals);
     const json = globals.json === true;
+    const quiet = opts.quiet === true || globals.quiet === true;
     let tasks: Workflow["tasks"] = [];
     const renderer = new ProgressRenderer({
-      quiet: json || opts.quiet === true,
+      quiet: json || quiet,
       maxAttempts: (taskId) => tasks.find((t) => t.id === taskId)?.retry.maxAttempts,
     });
     const app = await createApp(config, { onEvent: renderer.handle });
@@ -118,7 +119,7 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
         if (json) printJson(outcomeJson(outcome, run?.workflowName ?? ""));
         else printSummary(outcome);
         const code = exitCodeOf(outcome);
-        if (code !== 0 && (json || opts.quiet === true)) err(failureLine(outcome));
+        if (code !== 0 && (json || quiet)) err(failureLine(outcome));
         setExit(code);
       } finally {
         dispose();

@@ -81,7 +81,8 @@ tasks:
   - {id: b, method: error, protocol: echo/v1, params: {message: "no luck"}, retry: {max_attempts: 1}}
 `,
   );
-  for (const flags of [["--json", "run", file], ["run", file, "-q"]]) {
+  // (-q after the command or, as a global flag, before it)
+  for (const flags of [["--json", "run", file], ["run", file, "-q"], ["-q", "run", file]]) {
     const r = await gleitzeit(flags, { env });
     assertEquals(r.code, 1, r.stderr);
     const lines = r.stderr.trim().split("\n");
