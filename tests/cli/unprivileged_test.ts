@@ -180,8 +180,38 @@ tasks:
                 return "done"
             except OSError as e:
                 return type(e).__name__
+        def syscall(*args):
+            return call(libc.syscall, *[ctypes.c_long(a) for a in args])
+        # a pidfd without pidfd_open: a pidfs handle (inode numbers count up, so PID 1's is a
+        # little below one of the task's own); and taking a descriptor through a pidfd
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        pidfd = os.pidfd_open(child)
+        handle = ctypes.create_string_buffer(16)
+        handle[0:8] = (8).to_bytes(4, "little") + (0xfe).to_bytes(4, "little")  # FILEID_KERNFS
+        by_handle = "not found"
+        for ino in range(os.fstat(pidfd).st_ino - 1, os.fstat(pidfd).st_ino - 20000, -1):
+            handle[8:16] = ino.to_bytes(8, "little")
+            fd = libc.syscall(ctypes.c_long(304), ctypes.c_long(-10002), handle,
+                              ctypes.c_long(0))  # open_by_handle_at(FD_PIDFS_ROOT, ...)
+            if fd < 0 and ctypes.get_errno() == 1:
+                by_handle = "EPERM"
+                break
+            if fd >= 0:
+                info = open("/proc/self/fdinfo/%d" % fd).read()
+                os.close(fd)
+                if "\\nPid:\\t1\\n" in info:
+                    by_handle = "pid 1's pidfd"
+                    break
+        getfd = syscall(438, pidfd, 0, 0)  # pidfd_getfd
+        os.waitpid(child, 0)
         result = {
             "ids": [os.getpid(), os.getppid()],
+            "by_handle": by_handle,
+            "getfd": getfd,
+            "robust": syscall(274, 1, 0, 0),  # get_robust_list(1, ...)
+            "kcmp": syscall(312, 1, os.getpid(), 0, 0, 0),
             "attach": call(libc.ptrace, 16, 1, 0, 0),  # PTRACE_ATTACH
             "seize": call(libc.ptrace, 0x4206, 1, 0, 0),  # PTRACE_SEIZE
             "vm_read": call(libc.process_vm_readv, 1, iov, 1, iov, 1, 0),
@@ -221,6 +251,10 @@ tasks:
     const eperm = [-1, 1];
     assertEquals(coldReport.results.cold?.result, {
       ids: [2, 1],
+      by_handle: "EPERM",
+      getfd: eperm,
+      robust: eperm,
+      kcmp: eperm,
       attach: eperm,
       seize: eperm,
       vm_read: eperm,

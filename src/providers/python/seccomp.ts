@@ -21,11 +21,15 @@
  *   cannot read, fails with ENOSYS, as in Docker's profile: the C library then uses `clone`;
  * - reaching PID 1 (the sandbox's init: bwrap's reaper, or a warm parent) fails with EPERM:
  *   `ptrace`, `process_vm_readv` and `_writev`, `perf_event_open` and `pidfd_open` (the way to
- *   `pidfd_getfd` and `process_madvise`) with pid 1. Without root the init is the task's own
- *   user's: a task could otherwise stop it (which holds its run), make it run code the filter
- *   refuses (bwrap loads it for the task alone) or allocate beyond the task's limits. Its
- *   /proc directory is covered too (see bubblewrap.ts); a signal from inside reaches an init
- *   only where it has a handler, which neither has. A task's own processes are never pid 1.
+ *   `process_madvise`), and the calls that read its memory's layout (`kcmp`,
+ *   `get_robust_list`, `move_pages`, `migrate_pages`), with pid 1. Without root the init is
+ *   the task's own user's: a task could otherwise stop it (which holds its run), make it run
+ *   code or allocate beyond the task's limits. Its /proc directory is covered too (see
+ *   bubblewrap.ts); a signal from inside reaches an init only where it has a handler, which
+ *   neither has. A task's own processes are never pid 1. A pidfd can also be had without
+ *   `pidfd_open`, so `pidfd_getfd` (whose pidfd a filter cannot read) fails with EPERM for
+ *   every process, and so does `open_by_handle_at` (which needs CAP_DAC_READ_SEARCH, except
+ *   for a pidfs handle: from Linux 6.14 on, a pidfd of any process in sight, pid 1's too);
  *
  * (Changing another process's limits, priority, scheduling, CPUs or I/O priority is not
  * refused here: a filter cannot tell a task's own threads and children from other processes,
@@ -50,10 +54,15 @@ interface Abi {
   fallocate: number;
   newUser: number[]; // clone, unshare
   unlimited: number[]; // memfd_create, shmget, semget, msgget (, i386's ipc multiplexer)
-  /** Calls with a pid in their first argument: process_vm_readv, process_vm_writev. */
+  /**
+   * Calls with a pid in their first argument: process_vm_readv, process_vm_writev,
+   * get_robust_list, move_pages, migrate_pages.
+   */
   pidFirst: number[];
   /** Calls with a pid in their second: ptrace, perf_event_open. */
   pidSecond: number[];
+  kcmp: number; // pids in the first two
+  byHandle: number; // open_by_handle_at
 }
 
 /** Per Deno.build.arch, each ABI a process there can use (x86_64 also runs i386 code
@@ -65,17 +74,22 @@ const ABIS: Record<string, Abi[]> = {
     fallocate: 285,
     newUser: [56, 272],
     unlimited: [319, 29, 64, 68],
-    // (and x32's own numbers of the first three: 539, 540, 521)
-    pidFirst: [310, 311, 539, 540],
+    // (and x32's own numbers of process_vm_readv, _writev, get_robust_list, move_pages and
+    // ptrace: 539, 540, 531, 533, 521)
+    pidFirst: [310, 311, 274, 279, 256, 539, 540, 531, 533],
     pidSecond: [101, 298, 521],
+    kcmp: 312,
+    byHandle: 304,
   }, {
     audit: 0x40000003,
     keyring: [286, 287, 288],
     fallocate: 324,
     newUser: [120, 310],
     unlimited: [356, 395, 393, 399, 117],
-    pidFirst: [347, 348],
+    pidFirst: [347, 348, 312, 317, 294],
     pidSecond: [26, 336],
+    kcmp: 349,
+    byHandle: 342,
   }],
   aarch64: [{
     audit: 0xc00000b7,
@@ -83,21 +97,26 @@ const ABIS: Record<string, Abi[]> = {
     fallocate: 47,
     newUser: [220, 97],
     unlimited: [279, 194, 190, 186],
-    pidFirst: [270, 271],
+    pidFirst: [270, 271, 100, 239, 238],
     pidSecond: [117, 241],
+    kcmp: 272,
+    byHandle: 265,
   }, {
     audit: 0x40000028,
     keyring: [309, 310, 311],
     fallocate: 352,
     newUser: [120, 337],
     unlimited: [385, 307, 299, 303],
-    pidFirst: [376, 377],
+    pidFirst: [376, 377, 339, 344, 400],
     pidSecond: [26, 364],
+    kcmp: 378,
+    byHandle: 371,
   }],
 };
 const IO_URING = [425, 426, 427]; // io_uring_setup, io_uring_enter, io_uring_register
 const CLONE3 = 435;
 const PIDFD_OPEN = 434; // the same in all ABIs too (a pid first)
+const PIDFD_GETFD = 438; // (all ABIs)
 
 const LD_W_ABS = 0x20;
 const JEQ_K = 0x15;
@@ -189,8 +208,10 @@ export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | unde
     rule([CLONE3], fail(ENOSYS));
     rule(abi.unlimited, fail(ENOSYS));
     rule(abi.newUser, at("newUser"));
+    rule([abi.byHandle, PIDFD_GETFD], fail(EPERM));
     rule([...abi.pidFirst, PIDFD_OPEN], at("pidFirst"));
     rule(abi.pidSecond, at("pidSecond"));
+    rule([abi.kcmp], at("pidEither"));
     p.ret(RET_ALLOW);
     // clone, unshare: EPERM with CLONE_NEWUSER in the first argument
     p.label(at("newUser"));
@@ -200,6 +221,9 @@ export function sandboxFilter(arch: string = Deno.build.arch): Uint8Array | unde
     p.label(at("pidFirst"));
     p.load(arg(0));
     p.jeq(1, fail(EPERM), "allow");
+    p.label(at("pidEither"));
+    p.load(arg(0));
+    p.jeq(1, fail(EPERM));
     p.label(at("pidSecond"));
     p.load(arg(1));
     p.jeq(1, fail(EPERM), "allow");

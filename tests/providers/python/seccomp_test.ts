@@ -66,6 +66,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     vmRead: 310,
     vmWrite: 311,
     perf: 298,
+    robust: 274,
+    movePages: 279,
+    kcmp: 312,
+    byHandle: 304,
     setpriority: 141,
     setaffinity: 203,
     getpriority: 140,
@@ -81,6 +85,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     vmRead: 347,
     vmWrite: 348,
     perf: 336,
+    robust: 312,
+    movePages: 317,
+    kcmp: 349,
+    byHandle: 342,
     setpriority: 97,
     setaffinity: 241,
     getpriority: 96,
@@ -96,6 +104,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     vmRead: 270,
     vmWrite: 271,
     perf: 241,
+    robust: 100,
+    movePages: 239,
+    kcmp: 272,
+    byHandle: 265,
     setpriority: 140,
     setaffinity: 122,
     getpriority: 141,
@@ -111,6 +123,10 @@ const ABIS: [string, number, Record<string, number>][] = [
     vmRead: 376,
     vmWrite: 377,
     perf: 364,
+    robust: 339,
+    movePages: 344,
+    kcmp: 378,
+    byHandle: 371,
     setpriority: 97,
     setaffinity: 241,
     getpriority: 96,
@@ -152,6 +168,15 @@ for (const [arch, audit, nr] of ABIS) {
       perfSelf: call(nr.perf!, other, none),
       pidfdInit: call(434, [1, 0]),
       pidfdOther: call(434, other),
+      // a pidfd had otherwise (a pidfs handle) reaches nothing: whose it is cannot be read
+      pidfdGetfd: call(438, [3, 0], [1, 0], none),
+      byHandle: call(nr.byHandle!, [-10002, -1], other, none),
+      robustInit: call(nr.robust!, [1, 0], other, other),
+      robustSelf: call(nr.robust!, none, other, other),
+      movePagesInit: call(nr.movePages!, [1, 0], none),
+      kcmpInitFirst: call(nr.kcmp!, [1, 0], other, none),
+      kcmpInitSecond: call(nr.kcmp!, other, [1, 0], none),
+      kcmpOther: call(nr.kcmp!, other, other, none),
     };
     assertEquals(got, {
       read: ALLOW,
@@ -179,6 +204,14 @@ for (const [arch, audit, nr] of ABIS) {
       perfSelf: ALLOW,
       pidfdInit: EPERM,
       pidfdOther: ALLOW,
+      pidfdGetfd: EPERM,
+      byHandle: EPERM,
+      robustInit: EPERM,
+      robustSelf: ALLOW,
+      movePagesInit: EPERM,
+      kcmpInitFirst: EPERM,
+      kcmpInitSecond: EPERM,
+      kcmpOther: ALLOW,
     });
   });
 }
@@ -191,6 +224,7 @@ Deno.test("seccomp filter: an ABI not named is refused every call; x32's numbers
   // x32's own ptrace and process_vm_readv numbers
   assertEquals(run(prog, 521 | 0x40000000, 0xc000003e, [[16, 0], [1, 0]]), EPERM, "x32 ptrace");
   assertEquals(run(prog, 539 | 0x40000000, 0xc000003e, [[1, 0]]), EPERM, "x32 vm_readv");
+  assertEquals(run(prog, 531 | 0x40000000, 0xc000003e, [[1, 0]]), EPERM, "x32 get_robust_list");
   assertEquals(run(prog, 521 | 0x40000000, 0xc000003e, [[16, 0], [7, 0]]), ALLOW, "x32 ptrace");
   assertEquals(sandboxFilter("riscv64"), undefined);
 });
