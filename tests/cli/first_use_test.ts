@@ -258,7 +258,10 @@ Deno.test("a group's help lists its commands before the global options, which it
     const globals = r.stdout.indexOf("Global Options:");
     assert(commands > 0 && globals > commands, r.stdout);
     // one pointer, not the table of 13 lines
-    assertMatch(r.stdout.slice(globals), /--sandbox, --json, --debug \(see\s+`gleitzeit --help`\)/);
+    assertMatch(
+      r.stdout.slice(globals),
+      /--sandbox, --json, --quiet, --debug\s+\(see\s+`gleitzeit --help`\)/,
+    );
     assert(!r.stdout.includes("SQLite database file"), r.stdout);
   }
   // a command's own options first, then the global ones it takes, in full
