@@ -260,6 +260,14 @@ function sandboxCause(
         "directory and the paths of sandbox: {write: [...]}",
     };
   }
+  const readOnly = /\[Errno 30\] Read-only file system: '([^']+)'/.exec(message)?.[1];
+  if (readOnly && sandbox.mode === "bwrap") {
+    return {
+      hint: `in its sandbox the task writes only to its work directory (its cwd) and the paths ` +
+        `of sandbox: {write: [...]}: to write ${readOnly}, add it (or its directory) there ` +
+        `(paths are relative to the workflow file)`,
+    };
+  }
   if (
     sandbox.mode === "bwrap" && sandbox.network === false && (sandbox.grants ?? []).length === 0 &&
     NETWORK_FAILURES.test(type) && NO_NETWORK.test(message)

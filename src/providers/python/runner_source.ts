@@ -162,7 +162,13 @@ def _failure(e):
             "traceback": text}
 
 def _execute(job):
-    g = {"__name__": "__main__", "__builtins__": __builtins__, "__doc__": None}
+    # The task's code runs as a module of its own, which is __main__ in sys.modules too (as
+    # runpy runs a script): pickle finds what it defines there by name, as multiprocessing's
+    # Pool and ProcessPoolExecutor send the functions they run.
+    main = type(sys)("__main__")
+    sys.modules["__main__"] = main
+    g = main.__dict__
+    g["__builtins__"] = __builtins__
     ctx = job.get("context") or {}
     g.update(ctx)
     payload = None

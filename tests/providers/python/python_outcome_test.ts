@@ -107,3 +107,13 @@ Deno.test("EAGAIN that is not a fork or thread start names no process limit", ()
   );
   equal((fork.details as Record<string, unknown>).limit, "max_processes");
 });
+
+Deno.test("writing outside the work directory and the write grants: a hint naming sandbox: {write}", () => {
+  const e = sandboxed(
+    "OSError",
+    "OSError: [Errno 30] Read-only file system: 'data/x.txt'",
+    "  File \"<task>\", line 1, in <module>\n    open('data/x.txt', 'w')\n",
+  );
+  match(e.hint ?? "", /to write data\/x\.txt, add it \(or its directory\) there/);
+  match(e.hint ?? "", /sandbox: \{write: \[\.\.\.\]\}/);
+});

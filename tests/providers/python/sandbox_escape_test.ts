@@ -325,21 +325,60 @@ Deno.test("[bwrap] a declared path or script that is missing, or closed to the s
   }
 });
 
-Deno.test("[bwrap] multiprocessing works inside the sandbox (its own /dev/shm), cold and warm", async () => {
-  for (const poolSize of [0, 1]) {
-    const provider = new PythonProvider({ sandbox: "bwrap", poolSize });
-    try {
-      const r = await provider.call(
-        "python/execute",
-        {
-          code: "import multiprocessing as mp\nwith mp.Pool(2) as p:\n" +
-            "    result = p.map(abs, [-1, -2, 3])",
-        },
-        makeCtx(),
-      ) as { result: number[] };
-      assert.deepEqual(r.result, [1, 2, 3], `pool ${poolSize}`);
-    } finally {
-      await provider.close();
+Deno.test("[bwrap] multiprocessing works inside the sandbox (its own /dev/shm), cold and warm, with the task's own functions and classes", async () => {
+  // Pool and ProcessPoolExecutor pickle what they run by name: the task's code is __main__
+  // (sys.modules too), so its own functions and classes are found there.
+  const code = `
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+def sq(x):
+    return x * x
+class Cube:
+    def __call__(self, x):
+        return x ** 3
+with mp.Pool(2) as p:
+    pool = p.map(sq, [1, 2, 3])
+    builtin = p.map(abs, [-1, -2, 3])
+with ProcessPoolExecutor(2) as ex:
+    executor = list(ex.map(Cube(), [1, 2]))
+result = [pool, builtin, executor]
+`;
+  const script = `import multiprocessing as mp
+def sq(x):
+    return x * x
+if __name__ == "__main__":
+    with mp.Pool(2) as p:
+        result = p.map(sq, [4, 5])
+`;
+  const dir = await Deno.makeTempDir({ prefix: "gleitzeit-mp-" });
+  await Deno.chmod(dir, 0o755);
+  await Deno.writeTextFile(`${dir}/pool.py`, script);
+  await Deno.chmod(`${dir}/pool.py`, 0o644);
+  try {
+    for (const sandbox of ["bwrap", "none"] as const) {
+      for (const poolSize of [0, 1]) {
+        const provider = new PythonProvider({ sandbox, poolSize });
+        try {
+          const r = await provider.call("python/execute", { code }, makeCtx()) as {
+            result: unknown;
+          };
+          assert.deepEqual(
+            r.result,
+            [[1, 4, 9], [1, 2, 3], [1, 8]],
+            `${sandbox}, pool ${poolSize}`,
+          );
+          const s = await provider.call(
+            "python/script",
+            { script: "pool.py" },
+            makeCtx({ baseDir: dir }),
+          ) as { result: unknown };
+          assert.deepEqual(s.result, [16, 25], `${sandbox}, pool ${poolSize}: script`);
+        } finally {
+          await provider.close();
+        }
+      }
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
