@@ -13,7 +13,7 @@ import { openConfiguredStore } from "../app.ts";
 import type { ResolvedConfig } from "../config/config.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { RUN_STATES, type RunState, TASK_STATES, type TaskState } from "../core/states.ts";
-import { displayState, localOwnerPid, ownerAlive } from "../engine/liveness.ts";
+import { displayState, lastSignOfLife, localOwnerPid, ownerAlive } from "../engine/liveness.ts";
 import type { RunRecord, Store, TaskFilter, TaskRecord } from "../persistence/store.ts";
 import { configFromFlags, type GlobalOptions, resumeCommand } from "./context.ts";
 import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
@@ -286,7 +286,8 @@ export async function printRunStatus(
     runId: run.id,
     state,
     // an interrupted run stopped with its owner's last sign of life
-    durationMs: (run.finishedAt ?? (state === "interrupted" ? run.heartbeatAt : undefined) ??
+    durationMs: (run.finishedAt ??
+      (state === "interrupted" ? lastSignOfLife(run, tasks) : undefined) ??
       Date.now()) - (run.startedAt ?? run.createdAt),
     tasks: shown,
     ...(run.error ? { error: run.error } : {}),
@@ -358,6 +359,8 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
   // A dead worker's run: only while it is still that worker's (another one may be taking it
   // over this moment: then it finds the cancel flag, set above, first thing).
   const ifOwner = ownerGone ? run.owner : undefined;
+  // an attempt still running here died with its process, at its last sign of life
+  const last = lastSignOfLife(run, tasks) ?? now;
   try {
     await store.finishTasks(
       tasks.filter((t) => t.state !== "completed" && t.state !== "failed" && t.state !== "skipped")
@@ -365,7 +368,7 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
           runId: run.id,
           taskId: t.taskId,
           state: "cancelled" as const,
-          at: now,
+          at: t.state === "running" ? Math.min(now, Math.max(last, t.startedAt ?? last)) : now,
           reason: "cancelled by user",
           // (an attempt still running here died with its process, which is gone)
           ...(t.state === "running"

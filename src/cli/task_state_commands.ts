@@ -4,7 +4,7 @@ import type { Command } from "@commander-js/extra-typings";
 import type { ExitCode } from "../core/errors.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { isTerminalTask } from "../core/states.ts";
-import type { Store, TaskRecord } from "../persistence/store.ts";
+import type { AttemptRecord, Store, TaskRecord } from "../persistence/store.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import { displayState, ownerGone } from "../engine/liveness.ts";
 import { interruptSignal } from "./context.ts";
@@ -149,7 +149,7 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
           String(a.attempt),
           attemptState(a.state),
           iso(a.startedAt) ?? "-",
-          a.finishedAt !== undefined ? formatDuration(a.finishedAt - a.startedAt) : "-",
+          attemptDuration(a),
           a.owner ?? "-",
           a.error ? preview(a.error.message, 50) : "",
         ]);
@@ -266,4 +266,16 @@ export function registerTaskCommands(task: Command, setExit: (code: ExitCode) =>
     });
     setExit(0);
   });
+}
+
+/**
+ * An attempt's duration as shown. One its process left running (interrupted) ended, as far as
+ * the store tells, with that process's last sign of life: it ran at least that long, or for
+ * an unknown time where that came before its start.
+ */
+function attemptDuration(a: AttemptRecord): string {
+  if (a.finishedAt === undefined) return "-";
+  const ms = a.finishedAt - a.startedAt;
+  if (a.state !== "interrupted") return formatDuration(ms);
+  return ms > 0 ? `≥ ${formatDuration(ms)}` : "-";
 }

@@ -1,7 +1,7 @@
 /** Whether a run's owner is still alive: heartbeats, plus a pid check on the same host. @module */
 
 import type { RunState } from "../core/states.ts";
-import type { RunRecord, Store } from "../persistence/store.ts";
+import type { RunRecord, Store, TaskRecord } from "../persistence/store.ts";
 
 /** How often an executing engine records its heartbeat (ms), unless told otherwise. */
 export const HEARTBEAT_MS = 2_000;
@@ -75,4 +75,19 @@ export async function ownerGone(store: Store, runId: string): Promise<boolean> {
   if (!run?.owner) return true;
   const pid = localOwnerPid(run.owner);
   return pid !== undefined && !pidAlive(pid);
+}
+
+/**
+ * When a run whose owner died last showed a sign of life, as far as the store tells: its last
+ * heartbeat, or a later start or end of one of its tasks (heartbeats come every
+ * {@link HEARTBEAT_MS}: a task that started or ended after the last one is later news).
+ */
+export function lastSignOfLife(run: RunRecord, tasks: TaskRecord[]): number | undefined {
+  let last = run.heartbeatAt;
+  for (const t of tasks) {
+    for (const at of [t.startedAt, t.finishedAt]) {
+      if (at !== undefined && (last === undefined || at > last)) last = at;
+    }
+  }
+  return last;
 }

@@ -585,7 +585,10 @@ tasks:
     ).map((t: { id: string }) => t.id);
   assertEquals(await byState("interrupted"), ["b"]);
   assertEquals(await byState("running"), []);
-  // cancelled now: the attempt its process died with stays interrupted on record
+  // cancelled now: the attempt its process died with stays interrupted on record, ended with
+  // that process's last sign of life, not now
+  await new Promise((r) => setTimeout(r, 1_000));
+  const cancelledAt = Date.now();
   const cancel = await gleitzeit(["workflow", "cancel", runId], { env });
   assertEquals(cancel.code, 0, cancel.stderr);
   const after = JSON.parse(
@@ -593,6 +596,9 @@ tasks:
   );
   assertEquals(after.state, "cancelled");
   assertEquals(after.attempt_history.map((a: { state: string }) => a.state), ["interrupted"]);
+  const [attempt] = after.attempt_history;
+  const ended = Date.parse(attempt.finished_at);
+  assert(ended >= Date.parse(attempt.started_at) && ended < cancelledAt - 500, attempt.finished_at);
 });
 
 /** Runs a one-task echo workflow (task `a`) to completion; its run id. */

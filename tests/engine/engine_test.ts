@@ -4,7 +4,7 @@ import { type ErrorCode, GleitzeitError, workerLostError } from "../../src/core/
 import { NO_RETRY, type RetryPolicy } from "../../src/core/retry.ts";
 import type { TaskSpec, Workflow } from "../../src/core/workflow.ts";
 import { Engine } from "../../src/engine/engine.ts";
-import { pidAlive } from "../../src/engine/liveness.ts";
+import { lastSignOfLife, pidAlive } from "../../src/engine/liveness.ts";
 import type { EngineEvent } from "../../src/engine/events.ts";
 import type { Dispatcher } from "../../src/engine/run_execution.ts";
 import { MemoryStore } from "../../src/persistence/memory_store.ts";
@@ -1016,6 +1016,44 @@ Deno.test("an attempt left running by a dead owner ends, on record, at the owner
   // with why: the owner that stopped
   assertEquals(attempts[0]!.error?.code, "LEASE_EXPIRED");
   assert(/process A stopped before this attempt ended/.test(attempts[0]!.error!.message));
+});
+
+Deno.test("a dead owner's last sign of life is also a task it ended after its last heartbeat", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  const engine = new Engine({
+    dispatcher: new FakeDispatcher(),
+    store,
+    clock,
+    owner: "B",
+    heartbeatMs: 2_000,
+  });
+  const run = await engine.createRun(wf([task("a"), task("b")]), { state: "queued" });
+  const t0 = clock.now();
+  assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  await store.startAttempt(run.id, "a", 1, t0 + 200, "A", "A");
+  await store.startAttempt(run.id, "b", 1, t0 + 2_500, "A", "A");
+  await store.updateRun(run.id, { state: "running", heartbeatAt: t0 + 2_000 }, "A");
+  // a ended after A's last heartbeat, while b ran: A was alive then
+  await store.finishTasks([{
+    runId: run.id,
+    taskId: "a",
+    state: "completed",
+    at: t0 + 3_000,
+    attempt: 1,
+    result: 1,
+    ifOwner: "A",
+  }]);
+  await clock.advance(60_000);
+  await engine.execute(run.id);
+  const [b1] = await store.listAttempts(run.id, "b");
+  assertEquals([b1!.state, b1!.startedAt, b1!.finishedAt], ["interrupted", t0 + 2_500, t0 + 3_000]);
+  // as the CLI shows the run's end (its duration) while it is interrupted
+  const stored = { ...(await store.getRun(run.id))!, heartbeatAt: t0 + 2_000 };
+  const tasks = await store.listTasks({ runId: run.id });
+  assertEquals(lastSignOfLife(stored, tasks), clock.now()); // (b's new attempt began now)
+  assertEquals(lastSignOfLife(stored, tasks.filter((t) => t.taskId === "a")), t0 + 3_000);
+  assertEquals(lastSignOfLife(stored, []), t0 + 2_000);
 });
 
 Deno.test("recovered answers: the first per attempt counts, recorded at the time it was given", async () => {
