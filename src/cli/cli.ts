@@ -46,8 +46,7 @@ function submitOptions<C extends Command<[string], Record<string, never>>>(cmd: 
     .option("-p, --param <key=value>", "one workflow input (repeatable)", collect, [] as string[])
     .option("--wait", "wait for the run to finish (default)")
     .option("--detach", "record the run as queued and print its id")
-    .option("--output-file <file>", "write the run's JSON report to a file")
-    .option("-q, --quiet", "no progress lines");
+    .option("--output-file <file>", "write the run's JSON report to a file");
 }
 
 /**
@@ -109,7 +108,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     .option("--python <path>", "Python interpreter")
     .addOption(new Option("--sandbox <mode>", "Python sandbox").choices(["bwrap", "basic", "none"]))
     .option("--json", "machine-readable output")
-    .option("-q, --quiet", "no progress lines (run, submit, resume)")
+    .option("-q, --quiet", "no progress lines (of run, submit and resume)")
     .option("--debug", "stack traces on errors")
     .showSuggestionAfterError(true)
     // `gleitzeit run --help` lists --json, --sandbox, --ollama-url... too (they work there),
@@ -175,8 +174,7 @@ export function buildProgram(setExit: (code: ExitCode) => void): Command {
     )
     .option("--wait", "wait for the task to finish (default)")
     .option("--detach", "record the task as queued and print its run id")
-    .option("--output-file <file>", "write the JSON report to a file")
-    .option("-q, --quiet", "no progress lines");
+    .option("--output-file <file>", "write the JSON report to a file");
   taskSubmit.action(async (method, opts) => {
     setExit(await taskSubmitCommand(method, opts, taskSubmit.optsWithGlobals() as GlobalOptions));
   });

@@ -42,7 +42,6 @@ export interface SubmitOptions {
   wait?: boolean;
   detach?: boolean;
   outputFile?: string;
-  quiet?: boolean;
   /** `task submit`: with --detach, stdout ends with the task's id too (after the run's). */
   printTaskId?: boolean;
 }
@@ -137,8 +136,7 @@ export async function submitWorkflow(
   const inputs = parseInputs(opts.params, opts.param ?? []);
   if (opts.outputFile) await checkWritable(opts.outputFile);
   const json = globals.json === true;
-  // (-q before the command, as a global flag, or after it)
-  const quiet = opts.quiet === true || globals.quiet === true;
+  const quiet = globals.quiet === true; // -q, before or after the command
   const renderer = new ProgressRenderer({
     quiet: json || quiet,
     // -q: the run's id all the same, at its start (on stderr; --json's stdout stays the report;
@@ -368,7 +366,11 @@ async function submitTask(
       }
       awaits = ids;
     } else {
-      const deps = await waitForDependencies(config, ids, globals.json === true);
+      const deps = await waitForDependencies(
+        config,
+        ids,
+        globals.json === true || globals.quiet === true,
+      );
       taskParams = withDependencyResults(params, deps);
     }
   } else if (refersToAny(params)) {

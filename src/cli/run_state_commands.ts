@@ -47,12 +47,12 @@ export function registerRunCommands(workflow: Command, setExit: (code: ExitCode)
   const wResume = workflow.command("resume").description(
     "continue an interrupted, cancelled, failed or queued run",
   )
-    .argument("<run-id>").option("-q, --quiet", "no progress lines");
-  wResume.action(async (id, opts) => {
+    .argument("<run-id>");
+  wResume.action(async (id) => {
     const globals = globalsOf(wResume);
     const config = await configFromFlags(globals);
     const json = globals.json === true;
-    const quiet = opts.quiet === true || globals.quiet === true;
+    const quiet = globals.quiet === true; // -q, before or after the command
     let tasks: Workflow["tasks"] = [];
     const renderer = new ProgressRenderer({
       quiet: json || quiet,

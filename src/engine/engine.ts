@@ -14,7 +14,7 @@ import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { RunRecord, Store, TaskFinish, TaskRecord } from "../persistence/store.ts";
 import type { EngineEvent, EventListener } from "./events.ts";
 import { Limiter } from "./limiter.ts";
-import { HEARTBEAT_MS, ownerAlive } from "./liveness.ts";
+import { HEARTBEAT_MS, lastSignOfLife, ownerAlive } from "./liveness.ts";
 import { type Dispatcher, RunExecution, type RunOutcome } from "./run_execution.ts";
 
 export type { Dispatcher, RunOutcome } from "./run_execution.ts";
@@ -220,6 +220,9 @@ export class Engine {
     const tasks = known ?? await this.store.listTasks({ runId });
     // (a coordinator that stopped cleanly cleared its ownership: it is the one gone)
     const previous = run.owner ?? options.ownerGone;
+    // the previous owner's last sign of life, from what it recorded itself (before the answers
+    // other workers gave it, which #recover records, come in: those are not its)
+    const lastSign = lastSignOfLife(run, tasks);
     if (options.recover && previous !== undefined && previous !== this.#owner) {
       await this.#recover(runId, tasks, await options.recover(previous));
     }
@@ -237,6 +240,7 @@ export class Engine {
       },
       run,
       tasks,
+      lastSign,
     );
     return await execution.execute(
       options.signal,

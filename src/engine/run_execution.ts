@@ -18,7 +18,7 @@ import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { EngineEvent } from "./events.ts";
 import type { Limiter } from "./limiter.ts";
 import { ReadyQueue } from "./ready_queue.ts";
-import { displayState, lastSignOfLife } from "./liveness.ts";
+import { displayState } from "./liveness.ts";
 import {
   orphanedDependency,
   pause,
@@ -119,6 +119,7 @@ export class RunExecution {
   readonly #runController = new AbortController();
   readonly #maxParallel: number;
   readonly #records: TaskRecord[];
+  readonly #lastSign: number | undefined;
   #running = 0;
   /** Attempts in flight, writes in flight and retry timers: the run ends when this is 0. */
   #outstanding = 0;
@@ -138,7 +139,11 @@ export class RunExecution {
   #lost?: GleitzeitError;
   readonly #pump = () => this.#pumpReady();
 
-  constructor(svc: RunServices, run: RunRecord, tasks: TaskRecord[]) {
+  /**
+   * lastSign: when the run's previous owner last showed a sign of life (see lastSignOfLife),
+   * taken before anything else was recorded for it: where an attempt it left running ended.
+   */
+  constructor(svc: RunServices, run: RunRecord, tasks: TaskRecord[], lastSign?: number) {
     // Once the run is lost, what this execution still does (winding down) is not the run's:
     // no task events for it (they would show outcomes the store never got), only the end.
     this.#svc = {
@@ -150,6 +155,7 @@ export class RunExecution {
     this.#run = run;
     this.#maxParallel = run.workflow.maxParallel ?? Number.POSITIVE_INFINITY;
     this.#records = tasks;
+    this.#lastSign = lastSign;
     const records = new Map(tasks.map((t) => [t.taskId, t]));
     run.workflow.tasks.forEach((spec, order) => {
       const rec = records.get(spec.id);
@@ -228,7 +234,7 @@ export class RunExecution {
           };
           // an attempt its owner left running ended, as far as anyone knows, with the owner's
           // last sign of life (not now, when it is found)
-          const last = lastSignOfLife(this.#run, this.#records);
+          const last = this.#lastSign;
           if (last !== undefined) f.at = Math.min(started, Math.max(last, rec.startedAt ?? last));
         }
         stale.push(f);
@@ -242,6 +248,9 @@ export class RunExecution {
       await store.updateRun(this.#run.id, {
         state: "running",
         startedAt: this.#run.startedAt ?? started,
+        // (of an end before: a failed or cancelled run resumed)
+        finishedAt: undefined,
+        error: undefined,
         heartbeatAt: started,
         owner,
       }, owner);

@@ -86,14 +86,15 @@ for b = 2, #ARGV, ${START_FIELDS} do
     local now = redis.call('HGET', p .. 'run:' .. ARGV[b], 'owner')
     if now ~= string.sub(guard, 2) then lost = now or '' end
   end
-  local s = redis.call('HMGET', key, 'state', '_m', '_rc', 'error', n .. ':state')
+  local s = redis.call('HMGET', key, 'state', '_m', '_rc', 'error', n .. ':state', 'finishedAt')
   if lost then
     out[#out + 1] = 'L' .. lost
   elseif not s[1] then
     out[#out + 1] = 0
   else
-    if s[4] or s[5] then
-      redis.call('HDEL', key, 'error', n .. ':finishedAt', n .. ':owner', n .. ':error')
+    if s[4] or s[5] or s[6] then
+      redis.call('HDEL', key, 'error', 'finishedAt', n .. ':finishedAt', n .. ':owner',
+        n .. ':error')
     end
     if owner == '' then
       redis.call('HSET', key, 'state', 'running', 'attempts', n, 'startedAt', at,

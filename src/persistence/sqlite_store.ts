@@ -380,6 +380,7 @@ export class SqliteStore implements Store {
       // attempt number was started before, that entry replaced.
       const { changes } = this.#sql(
         `UPDATE tasks SET state = 'running', attempts = ?1, started_at = ?2, error = NULL,
+           finished_at = NULL,
            attempt_log = json_insert(
              CASE WHEN coalesce(json_extract(attempt_log, '$[#-1].attempt'), -1) < ?1
                THEN attempt_log

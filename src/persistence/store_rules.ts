@@ -31,6 +31,7 @@ export function applyStart(task: TaskRecord, attempt: number, at: number): void 
   task.attempts = attempt;
   task.startedAt = at;
   delete task.error;
+  delete task.finishedAt; // (of an attempt before: a resumed run's failed task, say)
 }
 
 /**

@@ -807,6 +807,21 @@ Deno.test("task submit --depends-on a task whose run is killed while it waits fa
   }
 });
 
+Deno.test("task submit --depends-on under -q waits without its waiting lines", async () => {
+  const { env } = await scratch();
+  const slow = spawnGleitzeit(
+    ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 2}'],
+    { env },
+  );
+  const slowId = await runningTaskId(env);
+  const dep = await gleitzeit(["-q", "task", "submit", "echo", "--depends-on", slowId], { env });
+  assertEquals(dep.code, 0, dep.stderr);
+  assert(!dep.stderr.includes("waiting for"), dep.stderr);
+  assertEquals((await slow.status).code, 0);
+  await slow.stdout.cancel();
+  await slow.stderr.cancel();
+});
+
 Deno.test("task submit --depends-on a task whose run's process is only stopped (Ctrl-Z) says so and goes on once it continues", async () => {
   const { env } = await scratch();
   const slow = spawnGleitzeit(

@@ -1056,6 +1056,64 @@ Deno.test("a dead owner's last sign of life is also a task it ended after its la
   assertEquals(lastSignOfLife(stored, []), t0 + 2_000);
 });
 
+Deno.test("a failed run resumed is not on record as ended (or failed) while it runs again", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  let fail = true;
+  let release = () => {};
+  const dispatcher = new FakeDispatcher().on("ok", async () => {
+    if (fail) throw new GleitzeitError("TASK_EXECUTION_FAILED", "boom");
+    await new Promise<void>((r) => release = r);
+    return 1;
+  });
+  const engine = new Engine({ dispatcher, store, clock, owner: "A", heartbeatMs: 2_000 });
+  const run = await engine.createRun(wf([task("t")]));
+  assertEquals((await engine.execute(run.id)).state, "failed");
+  const failed = (await store.getRun(run.id))!;
+  assert(failed.finishedAt !== undefined && failed.error !== undefined);
+  fail = false;
+  await clock.advance(5_000);
+  const again = engine.execute(run.id);
+  while (dispatcher.active === 0) await new Promise((r) => setTimeout(r, 1));
+  // (killed now, its status would show an old end and error)
+  const running = (await store.getRun(run.id))!;
+  const [t] = await store.listTasks({ runId: run.id });
+  assertEquals(
+    [running.state, running.finishedAt, running.error, t!.state, t!.finishedAt],
+    ["running", undefined, undefined, "running", undefined],
+  );
+  release();
+  assertEquals((await again).state, "completed");
+});
+
+Deno.test("at a takeover, answers other workers gave the dead owner later are not its sign of life", async () => {
+  const clock = new FakeClock();
+  const store = new MemoryStore();
+  const engine = new Engine({
+    dispatcher: new FakeDispatcher(),
+    store,
+    clock,
+    owner: "B",
+    heartbeatMs: 2_000,
+  });
+  const run = await engine.createRun(wf([task("t"), task("u")]), { state: "queued" });
+  const t0 = clock.now();
+  assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  await store.startAttempt(run.id, "t", 1, t0 + 200, "W", "A"); // a worker executes t
+  await store.startAttempt(run.id, "u", 1, t0 + 300, "A", "A"); // A executes u itself
+  await store.updateRun(run.id, { state: "running", heartbeatAt: t0 + 1_000 }, "A");
+  await clock.advance(30_000); // A died at ~1 s; W answered t at 25 s, on A's reply stream
+  await engine.execute(run.id, {
+    continueRun: true,
+    ownerGone: "A",
+    recover: () => Promise.resolve([{ taskId: "t", attempt: 1, result: 1, at: t0 + 25_000 }]),
+  });
+  const [u1] = await store.listAttempts(run.id, "u");
+  assertEquals([u1!.state, u1!.finishedAt! - t0], ["interrupted", 1_000]);
+  const [t1] = await store.listAttempts(run.id, "t");
+  assertEquals([t1!.state, t1!.finishedAt! - t0], ["completed", 25_000]);
+});
+
 Deno.test("recovered answers: the first per attempt counts, recorded at the time it was given", async () => {
   const clock = new FakeClock();
   const store = new MemoryStore();

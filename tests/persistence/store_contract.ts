@@ -335,6 +335,15 @@ export function storeContract(name: string, factory: StoreFactory): void {
     deepStrictEqual((await store.listAttempts(run.id, "boom"))[0]?.error, err);
     equal((await store.listAttempts(run.id, "slow"))[0]?.state, "cancelled");
     equal((await store.listAttempts(run.id, "requeued"))[0]?.state, "cancelled");
+    // started again (a resumed run): the end of the attempt before is not the task's any more
+    await store.startAttempt(run.id, "boom", 2, t0 + 3);
+    const again = (await store.listTasks({ runId: run.id })).find((t) => t.taskId === "boom")!;
+    deepStrictEqual([again.state, again.startedAt, "finishedAt" in again, "error" in again], [
+      "running",
+      t0 + 3,
+      false,
+      false,
+    ]);
   });
 
   test("finishTasks is all or nothing: an unknown task rejects the whole batch", async ({ store }) => {

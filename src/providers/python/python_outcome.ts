@@ -261,6 +261,12 @@ function sandboxCause(
     };
   }
   const readOnly = /\[Errno 30\] Read-only file system: '([^']+)'/.exec(message)?.[1];
+  if (readOnly && sandbox.mode === "bwrap" && /^\/tmp(\/|$)/.test(readOnly)) {
+    return {
+      hint: `/tmp is read-only in the task's sandbox: write to its work directory (its cwd), ` +
+        "where TMPDIR points and tempfile writes",
+    };
+  }
   if (readOnly && sandbox.mode === "bwrap") {
     return {
       hint: `in its sandbox the task writes only to its work directory (its cwd) and the paths ` +

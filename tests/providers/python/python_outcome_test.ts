@@ -117,3 +117,8 @@ Deno.test("writing outside the work directory and the write grants: a hint namin
   match(e.hint ?? "", /to write data\/x\.txt, add it \(or its directory\) there/);
   match(e.hint ?? "", /sandbox: \{write: \[\.\.\.\]\}/);
 });
+
+Deno.test("writing to /tmp in the sandbox: a hint to use the work directory, not a grant", () => {
+  const e = sandboxed("OSError", "OSError: [Errno 30] Read-only file system: '/tmp/x'");
+  match(e.hint ?? "", /^\/tmp is read-only in the task's sandbox: write to its work directory/);
+});

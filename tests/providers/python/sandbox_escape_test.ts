@@ -327,10 +327,13 @@ Deno.test("[bwrap] a declared path or script that is missing, or closed to the s
 
 Deno.test("[bwrap] multiprocessing works inside the sandbox (its own /dev/shm), cold and warm, with the task's own functions and classes", async () => {
   // Pool and ProcessPoolExecutor pickle what they run by name: the task's code is __main__
-  // (sys.modules too), so its own functions and classes are found there.
+  // (sys.modules too), so its own functions and classes are found there. Inline code with the
+  // fork start method (Linux's default before Python 3.14; spawn and forkserver import
+  // __main__ from its file, which inline code has not); a script with any.
   const code = `
-import multiprocessing as mp
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+mp = multiprocessing.get_context("fork")
 def sq(x):
     return x * x
 class Cube:
@@ -339,7 +342,7 @@ class Cube:
 with mp.Pool(2) as p:
     pool = p.map(sq, [1, 2, 3])
     builtin = p.map(abs, [-1, -2, 3])
-with ProcessPoolExecutor(2) as ex:
+with ProcessPoolExecutor(2, mp_context=mp) as ex:
     executor = list(ex.map(Cube(), [1, 2]))
 result = [pool, builtin, executor]
 `;
