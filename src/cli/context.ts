@@ -1,7 +1,12 @@
 /** What every command shares: global flags, configuration, signals, input parsing. @module */
 
 import { createRegistry } from "../app.ts";
-import { type ConfigFlags, resolveConfig, type ResolvedConfig } from "../config/config.ts";
+import {
+  type ConfigFlags,
+  type EnvReader,
+  resolveConfig,
+  type ResolvedConfig,
+} from "../config/config.ts";
 import type { ProviderRegistry } from "../providers/registry.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { InexactIntegerError, parseJsonExact, quoteHint } from "../core/exact_numbers.ts";
@@ -52,10 +57,10 @@ export function resumeCommand(runId: string, opts: GlobalOptions): string {
 }
 
 /** Resolves the configuration from the global flags (only those given). */
-export function configFromFlags(opts: GlobalOptions): Promise<ResolvedConfig> {
+export function configFromFlags(opts: GlobalOptions, env?: EnvReader): Promise<ResolvedConfig> {
   const flags: Record<string, unknown> = {};
   for (const key of FLAG_KEYS) if (opts[key] !== undefined) flags[key] = opts[key];
-  return resolveConfig(flags as ConfigFlags);
+  return resolveConfig(flags as ConfigFlags, env);
 }
 
 /** Parses `--params JSON` and repeated `-p key=value` into workflow inputs. */

@@ -3,10 +3,11 @@
 import { listWorkers } from "../distributed/work_queue.ts";
 import type { RedisStore } from "../persistence/redis_store.ts";
 import type { Command } from "@commander-js/extra-typings";
-import type { ExitCode } from "../core/errors.ts";
+import { type ExitCode, GleitzeitError } from "../core/errors.ts";
+import type { ResolvedConfig } from "../config/config.ts";
 import { createApp, openConfiguredStore } from "../app.ts";
-import { configFromFlags } from "./context.ts";
-import { out, printJson } from "./output.ts";
+import { configFromFlags, type GlobalOptions } from "./context.ts";
+import { err, out, printJson } from "./output.ts";
 import { globalsOf, table } from "./stored_state.ts";
 
 /** Config fields as the file names them, with their environment variable, flag and unit scale. */
@@ -38,7 +39,7 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
     "the effective configuration and where each value came from",
   );
   sConfig.action(async () => {
-    const config = await configFromFlags(globalsOf(sConfig));
+    const { config, invalid } = await configShowingInvalidEnv(globalsOf(sConfig));
     const entries = CONFIG_KEYS.filter(([key]) => key in config.sources).map((
       [key, name, envName, flag, scale],
     ) => {
@@ -46,13 +47,28 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
       return {
         key: name,
         value: raw === undefined ? null : scale ? Number(raw) / scale : raw,
-        source: config.sources[key],
+        // (the value without the invalid variable: as it would be once that is fixed or unset)
+        source: invalid.some((e) => e.name === envName)
+          ? `${config.sources[key]} (${envName} invalid)`
+          : config.sources[key],
         env: envName ?? null,
         flag: flag ?? null,
       };
     });
     if (globalsOf(sConfig).json) {
-      printJson({ config_file: config.configPath ?? null, values: entries });
+      printJson({
+        config_file: config.configPath ?? null,
+        values: entries,
+        ...(invalid.length > 0
+          ? {
+            invalid_environment: invalid.map((e) => ({
+              name: e.name,
+              message: e.error.message,
+              hint: e.error.hint ?? null,
+            })),
+          }
+          : {}),
+      });
     } else {
       out(`config file: ${config.configPath ?? "(none found)"}`);
       const t = table(["setting", "value", "source", "environment / flag"]);
@@ -65,8 +81,13 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
         ]);
       }
       out(t.toString());
+      for (const { error } of invalid) {
+        err(`error: ${error.message} (left out above: other commands stop at it)`);
+        if (error.hint) err(`hint: ${error.hint}`);
+      }
     }
-    setExit(0);
+    // an invalid setting is a usage error, shown whole here rather than at the first one
+    setExit(invalid.length > 0 ? 2 : 0);
   });
   const sStatus = system.command("status").description("backend, providers and tools");
   sStatus.action(async () => {
@@ -156,4 +177,30 @@ export function registerSystemCommands(program: Command, setExit: (code: ExitCod
     }
     setExit(0);
   });
+}
+
+/**
+ * The configuration as other commands resolve it, except that an environment variable with an
+ * invalid value is left out (and named) rather than ending the command: what `system config` is
+ * for is finding out why a setting is what it is. Files and flags with invalid values still end
+ * it, as they end every command (they name the file and line, or the flag).
+ */
+async function configShowingInvalidEnv(
+  globals: GlobalOptions,
+): Promise<{ config: ResolvedConfig; invalid: { name: string; error: GleitzeitError }[] }> {
+  const invalid: { name: string; error: GleitzeitError }[] = [];
+  const left = new Set<string>();
+  const env = (name: string) => left.has(name) ? undefined : Deno.env.get(name);
+  for (;;) {
+    try {
+      return { config: await configFromFlags(globals, env), invalid };
+    } catch (e) {
+      const name = e instanceof GleitzeitError && e.code === "CONFIG_ERROR"
+        ? /^(GLEITZEIT_[A-Z_]+)\b/.exec(e.message)?.[1]
+        : undefined;
+      if (name === undefined || left.has(name) || Deno.env.get(name) === undefined) throw e;
+      left.add(name);
+      invalid.push({ name, error: e as GleitzeitError });
+    }
+  }
 }

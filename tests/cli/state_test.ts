@@ -226,6 +226,37 @@ Deno.test("system config shows each value and where it came from", async () => {
   assertEquals(pick("engine.health_interval"), { value: 30, source: "default" });
 });
 
+Deno.test("system config shows the rest where an environment variable is invalid, names each, and exits 2", async () => {
+  const { dir, env } = await scratch();
+  await Deno.writeTextFile(`${dir}/config.yaml`, "engine: {max_concurrent_tasks: 7}\n");
+  const bad = { ...env, GLEITZEIT_MAX_CONCURRENT_TASKS: "abc", GLEITZEIT_ALLOW_GRANTS: "maybe" };
+  const r = await gleitzeit(["--json", "system", "config"], { env: bad });
+  assertEquals(r.code, 2, r.stderr);
+  const shown = JSON.parse(r.stdout);
+  const value = (k: string) => shown.values.find((v: { key: string }) => v.key === k);
+  assertEquals(
+    [value("engine.max_concurrent_tasks").value, value("engine.max_concurrent_tasks").source],
+    [7, "file (GLEITZEIT_MAX_CONCURRENT_TASKS invalid)"],
+  );
+  assertEquals(value("python.allow_grants").source, "default (GLEITZEIT_ALLOW_GRANTS invalid)");
+  assertEquals(
+    shown.invalid_environment.map((e: { name: string }) => e.name).sort(),
+    ["GLEITZEIT_ALLOW_GRANTS", "GLEITZEIT_MAX_CONCURRENT_TASKS"],
+  );
+  // the table too, with each error and its hint on stderr
+  const t = await gleitzeit(["system", "config"], { env: bad });
+  assertEquals(t.code, 2, t.stderr);
+  assertStringIncludes(t.stdout, "engine.max_concurrent_tasks");
+  assertStringIncludes(
+    t.stderr,
+    "error: GLEITZEIT_MAX_CONCURRENT_TASKS must be a positive integer, got 'abc' (left out above",
+  );
+  assertStringIncludes(t.stderr, "hint: e.g. GLEITZEIT_MAX_CONCURRENT_TASKS=8");
+  // every other command stops at it, as before
+  const list = await gleitzeit(["workflow", "list"], { env: bad });
+  assertEquals(list.code, 2, list.stderr);
+});
+
 Deno.test("--redis-prefix / GLEITZEIT_REDIS_PREFIX: runs live under the prefix they were made with", async () => {
   const redis = await startPrivateRedis();
   const { env } = await scratch();
