@@ -809,11 +809,7 @@ Deno.test("task submit --depends-on (and task result --wait) on a run nothing ex
 
 Deno.test("task submit --depends-on a task whose run is killed while it waits fails with a hint to resume that run, not waiting for ever", async () => {
   const { env } = await scratch();
-  const slow = spawnGleitzeit(
-    ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 30}'],
-    { env },
-  );
-  const slowId = await runningTaskId(env);
+  const { slow, slowId } = await slowTask(env, 30);
   const dep = spawnGleitzeit(["task", "submit", "echo", "--depends-on", slowId], { env });
   const reader = dep.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
@@ -840,11 +836,7 @@ Deno.test("task submit --depends-on a task whose run is killed while it waits fa
 
 Deno.test("task submit --depends-on under -q waits without its waiting lines", async () => {
   const { env } = await scratch();
-  const slow = spawnGleitzeit(
-    ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 2}'],
-    { env },
-  );
-  const slowId = await runningTaskId(env);
+  const { slow, slowId } = await slowTask(env, 2);
   const dep = await gleitzeit(["-q", "task", "submit", "echo", "--depends-on", slowId], { env });
   assertEquals(dep.code, 0, dep.stderr);
   assert(!dep.stderr.includes("waiting for"), dep.stderr);
@@ -855,11 +847,7 @@ Deno.test("task submit --depends-on under -q waits without its waiting lines", a
 
 Deno.test("task submit --depends-on a task whose run's process is only stopped (Ctrl-Z) says so and goes on once it continues", async () => {
   const { env } = await scratch();
-  const slow = spawnGleitzeit(
-    ["--json", "task", "submit", "delay", "--protocol", "echo/v1", "--params", '{"seconds": 2}'],
-    { env },
-  );
-  const slowId = await runningTaskId(env);
+  const { slow, slowId } = await slowTask(env, 2);
   slow.kill("SIGSTOP");
   const dep = spawnGleitzeit(
     ["task", "submit", "echo", "--depends-on", slowId, "--params", '{"n": 1}'],
@@ -1091,3 +1079,21 @@ Deno.test("workflow resume of a run started with --config, without it: nothing r
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** A one-task run of echo/v1's delay (seconds long), in its own process, once it runs. */
+async function slowTask(env: Record<string, string>, seconds: number) {
+  const slow = spawnGleitzeit(
+    [
+      "--json",
+      "task",
+      "submit",
+      "delay",
+      "--protocol",
+      "echo/v1",
+      "--params",
+      `{"seconds": ${seconds}}`,
+    ],
+    { env },
+  );
+  return { slow, slowId: await runningTaskId(env) };
+}

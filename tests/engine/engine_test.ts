@@ -1018,7 +1018,8 @@ Deno.test("an attempt left running by a dead owner ends, on record, at the owner
   assert(/process A stopped before this attempt ended/.test(attempts[0]!.error!.message));
 });
 
-Deno.test("a dead owner's last sign of life is also a task it ended after its last heartbeat", async () => {
+/** Engine B, and a run of these tasks that dead owner A claimed at t0 + 100. */
+async function deadOwnersRun(...ids: string[]) {
   const clock = new FakeClock();
   const store = new MemoryStore();
   const engine = new Engine({
@@ -1028,9 +1029,14 @@ Deno.test("a dead owner's last sign of life is also a task it ended after its la
     owner: "B",
     heartbeatMs: 2_000,
   });
-  const run = await engine.createRun(wf([task("a"), task("b")]), { state: "queued" });
+  const run = await engine.createRun(wf(ids.map((id) => task(id))), { state: "queued" });
   const t0 = clock.now();
   assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  return { clock, store, engine, run, t0 };
+}
+
+Deno.test("a dead owner's last sign of life is also a task it ended after its last heartbeat", async () => {
+  const { clock, store, engine, run, t0 } = await deadOwnersRun("a", "b");
   await store.startAttempt(run.id, "a", 1, t0 + 200, "A", "A");
   await store.startAttempt(run.id, "b", 1, t0 + 2_500, "A", "A");
   await store.updateRun(run.id, { state: "running", heartbeatAt: t0 + 2_000 }, "A");
@@ -1087,18 +1093,7 @@ Deno.test("a failed run resumed is not on record as ended (or failed) while it r
 });
 
 Deno.test("at a takeover, answers other workers gave the dead owner later are not its sign of life", async () => {
-  const clock = new FakeClock();
-  const store = new MemoryStore();
-  const engine = new Engine({
-    dispatcher: new FakeDispatcher(),
-    store,
-    clock,
-    owner: "B",
-    heartbeatMs: 2_000,
-  });
-  const run = await engine.createRun(wf([task("t"), task("u")]), { state: "queued" });
-  const t0 = clock.now();
-  assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  const { clock, store, engine, run, t0 } = await deadOwnersRun("t", "u");
   await store.startAttempt(run.id, "t", 1, t0 + 200, "W", "A"); // a worker executes t
   await store.startAttempt(run.id, "u", 1, t0 + 300, "A", "A"); // A executes u itself
   await store.updateRun(run.id, { state: "running", heartbeatAt: t0 + 1_000 }, "A");
