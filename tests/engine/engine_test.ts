@@ -1110,18 +1110,7 @@ Deno.test("at a takeover, answers other workers gave the dead owner later are no
 });
 
 Deno.test("recovered answers: the first per attempt counts, recorded at the time it was given", async () => {
-  const clock = new FakeClock();
-  const store = new MemoryStore();
-  const engine = new Engine({
-    dispatcher: new FakeDispatcher(),
-    store,
-    clock,
-    owner: "B",
-    heartbeatMs: 2_000,
-  });
-  const run = await engine.createRun(wf([task("t")]), { state: "queued" });
-  const t0 = clock.now();
-  assertEquals(await store.claimRun(run.id, "A", t0 + 100, 0), true);
+  const { clock, store, engine, run, t0 } = await deadOwnersRun("t");
   await store.startAttempt(run.id, "t", 1, t0 + 200, "A", "A");
   await clock.advance(60_000);
   const out = await engine.execute(run.id, {
