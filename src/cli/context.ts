@@ -16,7 +16,7 @@ import { colors, err } from "./output.ts";
 export interface GlobalOptions extends Omit<ConfigFlags, "logLevel"> {
   json?: boolean;
   debug?: boolean;
-  /** -q before the command (run, submit and resume take it after theirs too). */
+  /** -q/--quiet, before or after the command: no progress lines from run, submit, resume. */
   quiet?: boolean;
 }
 

@@ -13,7 +13,13 @@ import { openConfiguredStore } from "../app.ts";
 import type { ResolvedConfig } from "../config/config.ts";
 import { GleitzeitError } from "../core/errors.ts";
 import { RUN_STATES, type RunState, TASK_STATES, type TaskState } from "../core/states.ts";
-import { displayState, lastSignOfLife, localOwnerPid, ownerAlive } from "../engine/liveness.ts";
+import {
+  displayState,
+  lastSignOfLife,
+  leftAttemptEnd,
+  localOwnerPid,
+  ownerAlive,
+} from "../engine/liveness.ts";
 import type { RunRecord, Store, TaskFilter, TaskRecord } from "../persistence/store.ts";
 import { configFromFlags, type GlobalOptions, resumeCommand } from "./context.ts";
 import { colors, formatDuration, out, preview, printJson, term } from "./output.ts";
@@ -360,7 +366,7 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
   // over this moment: then it finds the cancel flag, set above, first thing).
   const ifOwner = ownerGone ? run.owner : undefined;
   // an attempt still running here died with its process, at its last sign of life
-  const last = lastSignOfLife(run, tasks) ?? now;
+  const last = lastSignOfLife(run, tasks);
   try {
     await store.finishTasks(
       tasks.filter((t) => t.state !== "completed" && t.state !== "failed" && t.state !== "skipped")
@@ -368,7 +374,7 @@ export async function cancelRun(store: Store, run: RunRecord): Promise<string> {
           runId: run.id,
           taskId: t.taskId,
           state: "cancelled" as const,
-          at: t.state === "running" ? Math.min(now, Math.max(last, t.startedAt ?? last)) : now,
+          at: t.state === "running" ? leftAttemptEnd(last, t.startedAt, now) : now,
           reason: "cancelled by user",
           // (an attempt still running here died with its process, which is gone)
           ...(t.state === "running"

@@ -91,3 +91,15 @@ export function lastSignOfLife(run: RunRecord, tasks: TaskRecord[]): number | un
   }
   return last;
 }
+
+/**
+ * When an attempt a dead owner left running ended, as far as anyone knows: at the owner's last
+ * sign of life, though not before the attempt began, nor after `now` (when it is found).
+ */
+export function leftAttemptEnd(
+  lastSign: number | undefined,
+  startedAt: number | undefined,
+  now: number,
+): number {
+  return lastSign === undefined ? now : Math.min(now, Math.max(lastSign, startedAt ?? lastSign));
+}

@@ -18,7 +18,7 @@ import { applyFinish, applyStart } from "../persistence/store_rules.ts";
 import type { EngineEvent } from "./events.ts";
 import type { Limiter } from "./limiter.ts";
 import { ReadyQueue } from "./ready_queue.ts";
-import { displayState } from "./liveness.ts";
+import { displayState, leftAttemptEnd } from "./liveness.ts";
 import {
   orphanedDependency,
   pause,
@@ -234,8 +234,7 @@ export class RunExecution {
           };
           // an attempt its owner left running ended, as far as anyone knows, with the owner's
           // last sign of life (not now, when it is found)
-          const last = this.#lastSign;
-          if (last !== undefined) f.at = Math.min(started, Math.max(last, rec.startedAt ?? last));
+          f.at = leftAttemptEnd(this.#lastSign, rec.startedAt, started);
         }
         stale.push(f);
       }

@@ -672,10 +672,13 @@ Deno.test("[bwrap, unprivileged orchestrator] a spare takes ahead of its job the
   }
 });
 
+/** For the scripts below: a call context with a task's declared sandbox, if any. */
+const SANDBOX_CTX = `const ctx = (sandbox) => ({ signal: new AbortController().signal, runId: "r",
+  taskId: "t", attempt: 1, ...(sandbox ? { sandbox: { task: sandbox } } : {}) });`;
+
 const INIT_SCRIPT = `
 const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
-const ctx = (sandbox) => ({ signal: new AbortController().signal, runId: "r", taskId: "t",
-  attempt: 1, ...(sandbox ? { sandbox: { task: sandbox } } : {}) });
+${SANDBOX_CTX}
 // PID 1 (bwrap's reaper, the task's own user's) and whether the task can reach it
 const LOOK = \`
 import ctypes, os
@@ -750,8 +753,7 @@ Deno.test("[bwrap, unprivileged orchestrator] a write grant may not reach the Py
 
 const INODES_SCRIPT = `
 const { PythonProvider } = await import(${JSON.stringify(PROVIDER)});
-const ctx = (sandbox) => ({ signal: new AbortController().signal, runId: "r", taskId: "t",
-  attempt: 1, ...(sandbox ? { sandbox: { task: sandbox } } : {}) });
+${SANDBOX_CTX}
 Deno.mkdirSync(Deno.cwd() + "/data");
 Deno.writeTextFileSync(Deno.cwd() + "/data/x", "declared");
 // Empty files until the file system says no (200000 at most): on the work dir and /dev/shm.
